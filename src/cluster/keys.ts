@@ -1,0 +1,29 @@
+/** Layout of relevo's keys in the coordination store, one place for all of them. */
+export function clusterKeys(cluster: string) {
+  const root = `/relevo/${cluster}/`;
+  return {
+    root,
+    /** Created atomically by the member that initialises the cluster; holds the system identifier. */
+    initialize: `${root}initialize`,
+    /** The leader lease: present while a primary holds it, attached to a store lease. */
+    leader: `${root}leader`,
+    /** Cluster-wide settings changeable at run time (`relevo config set`). */
+    config: `${root}config`,
+    /** Prefix of every member's published status, each attached to that agent's lease. */
+    membersPrefix: `${root}members/`,
+    member: (name: string) => `${root}members/${name}`,
+    /** When each member was last seen by a primary: drives the slot grace period. */
+    slots: `${root}slots`,
+    /** Synchronous standby set, written by the primary before it changes synchronous_standby_names. */
+    sync: `${root}sync`,
+    /** Timeline history: one entry per promotion. */
+    history: `${root}history`,
+    /** A pending switchover or failover request. */
+    failover: `${root}failover`,
+    /** Prefix of routers' published statistics. */
+    routersPrefix: `${root}routers/`,
+    router: (name: string) => `${root}routers/${name}`,
+  };
+}
+
+export type ClusterKeys = ReturnType<typeof clusterKeys>;

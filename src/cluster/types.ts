@@ -1,0 +1,83 @@
+import { z } from 'zod';
+
+/** Record under `initialize`: who bootstraps, and once done, the system identifier. */
+export const InitRecordSchema = z.object({
+  member: z.string(),
+  startedAt: z.string(),
+  /** Set once initdb finished; members refuse data directories of any other system. */
+  systemIdentifier: z.string().optional(),
+});
+export type InitRecord = z.infer<typeof InitRecordSchema>;
+
+/** Record under `leader`, attached to the primary agent's lease. */
+export const LeaderRecordSchema = z.object({
+  member: z.string(),
+  /** Store lease TTL the holder renews against, so readers know how long a silent leader may keep it. */
+  ttlMs: z.number(),
+  acquiredAt: z.string(),
+  timeline: z.number().optional(),
+});
+export type LeaderRecord = z.infer<typeof LeaderRecordSchema>;
+
+export const MemberRoleSchema = z.enum(['primary', 'replica', 'unknown']);
+export type MemberRole = z.infer<typeof MemberRoleSchema>;
+
+export const SlotStatusSchema = z.object({
+  name: z.string(),
+  active: z.boolean(),
+  restartLsn: z.string().nullable(),
+  /** Bytes of WAL the slot holds back on this server. */
+  retainedBytes: z.number().nullable(),
+});
+export type SlotStatus = z.infer<typeof SlotStatusSchema>;
+
+export const ReplicationPeerSchema = z.object({
+  /** application_name of the walsender's client: the member name. */
+  member: z.string(),
+  state: z.string(),
+  syncState: z.string(),
+  sentLsn: z.string().nullable(),
+  flushLsn: z.string().nullable(),
+  replayLsn: z.string().nullable(),
+  replayLagSeconds: z.number().nullable(),
+});
+export type ReplicationPeer = z.infer<typeof ReplicationPeerSchema>;
+
+/** What each agent publishes about its member, under `members/<name>`. */
+export const MemberStatusSchema = z.object({
+  name: z.string(),
+  /** Agent state name (see src/agent/states.ts). */
+  state: z.string(),
+  role: MemberRoleSchema,
+  reason: z.string(),
+  timeline: z.number().nullable(),
+  /** On a primary: pg_current_wal_lsn(). On a replica: last received. */
+  receivedLsn: z.string().nullable(),
+  /** On a primary: same as receivedLsn. On a replica: pg_last_wal_replay_lsn(). */
+  replayedLsn: z.string().nullable(),
+  /** Replay lag behind the primary, bytes, as seen from the primary's last published position. */
+  lagBytes: z.number().nullable(),
+  lagSeconds: z.number().nullable(),
+  replayPaused: z.boolean(),
+  streaming: z.boolean(),
+  /** The member this replica streams from. */
+  upstream: z.string().nullable(),
+  slots: z.array(SlotStatusSchema),
+  replication: z.array(ReplicationPeerSchema),
+  postgresVersion: z.string().nullable(),
+  systemIdentifier: z.string().nullable(),
+  agentPid: z.number(),
+  postmasterPid: z.number().nullable(),
+  dataDir: z.string(),
+  apiUrl: z.string(),
+  /** host:port clients and replicas use to reach this PostgreSQL. */
+  connectAddress: z.string(),
+  tags: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
+  paused: z.boolean(),
+  updatedAt: z.string(),
+});
+export type MemberStatus = z.infer<typeof MemberStatusSchema>;
+
+/** Record under `slots`: members the primary keeps slots for, and when each was last seen. */
+export const SlotRegistrySchema = z.record(z.string(), z.object({ lastSeenAt: z.string() }));
+export type SlotRegistry = z.infer<typeof SlotRegistrySchema>;
