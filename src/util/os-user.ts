@@ -1,0 +1,39 @@
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdirSync } from 'node:fs';
+
+export interface OsUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/**
+ * Resolves an OS user by name. PostgreSQL refuses to run as root, so when the
+ * agent runs as root every PostgreSQL program is spawned with this uid/gid.
+ */
+export function lookupOsUser(name: string): OsUser {
+  let line: string;
+  try {
+    line = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`OS user "${name}" does not exist: create it (e.g. install postgresql-15) or set postgres.osUser`);
+  }
+  const [, , uid, gid, , home] = line.split(':');
+  return { name, uid: Number(uid), gid: Number(gid), home: home ?? '/' };
+}
+
+export function runningAsRoot(): boolean {
+  return typeof process.getuid === 'function' && process.getuid() === 0;
+}
+
+/** spawn() options that make a child run as `user` when we are root (no-op otherwise). */
+export function spawnIdentity(user: OsUser): { uid?: number; gid?: number } {
+  return runningAsRoot() ? { uid: user.uid, gid: user.gid } : {};
+}
+
+/** mkdir -p with a mode, owned by `user` when we are root. */
+export function ensureOwnedDir(path: string, user: OsUser, mode = 0o700): void {
+  mkdirSync(path, { recursive: true, mode });
+  if (runningAsRoot()) chownSync(path, user.uid, user.gid);
+}
