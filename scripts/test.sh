@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test suite: unit tests, then integration tests on real PostgreSQL and a real store.
+#   bash scripts/test.sh          # everything in the default suite
+#   bash scripts/test.sh unit     # unit tests only (seconds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-env.sh
+which=${1:-all}
+files=()
+case "$which" in
+  unit) files=(dist/test/unit/*.test.js) ;;
+  integration) files=(dist/test/integration/*.test.js) ;;
+  all) files=(dist/test/unit/*.test.js dist/test/integration/*.test.js) ;;
+  *) echo "usage: scripts/test.sh [unit|integration|all]" >&2; exit 2 ;;
+esac
+# Integration tests start real servers: run files one at a time so they don't fight for 2 cores.
+exec node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"

@@ -1,0 +1,210 @@
+import type { Logger } from 'pino';
+import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
+import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import type { MemberStatus } from '../cluster/types.js';
+import { connectAddressOf, type MemberConfig } from '../config/member.js';
+import { loadCredentials, type Credentials } from '../config/secrets.js';
+import { localPostgres, type LocalPostgres } from '../postgres/local.js';
+import { runningPostmasterPid } from '../postgres/datadir.js';
+import { stopPostgres } from '../postgres/postmaster.js';
+import type { LeaseId, Store, Watch } from '../store/store.js';
+import { decide, type Decision } from './decide.js';
+import { runAction, type EffectContext } from './effects.js';
+import { observeDataDir, observeServer, readCluster } from './observe.js';
+import type { Observation } from './observation.js';
+import type { AgentState } from './states.js';
+import { memberStatus } from './status.js';
+
+export interface AgentOptions {
+  config: MemberConfig;
+  store: Store;
+  log: Logger;
+}
+
+/**
+ * One agent beside one PostgreSQL: observe → decide → act → publish, every
+ * loopWaitMs, or sooner when the leader or initialise key changes.
+ */
+export class Agent {
+  readonly config: MemberConfig;
+  readonly local: LocalPostgres;
+  private readonly store: Store;
+  private readonly keys: ClusterKeys;
+  private readonly log: Logger;
+  private settings: ClusterSettings = defaultClusterSettings();
+  private credentials: Credentials | undefined;
+  private lease: LeaseId | undefined;
+  private systemIdentifier: string | undefined;
+  private state: AgentState = 'starting';
+  private stateSince = Date.now();
+  private lastReason = '';
+  private status: MemberStatus | undefined;
+  private watch: Watch | undefined;
+  private wake: (() => void) | undefined;
+  private running = false;
+  private loopDone: Promise<void> | undefined;
+
+  constructor(options: AgentOptions) {
+    this.config = options.config;
+    this.store = options.store;
+    this.log = options.log;
+    this.keys = clusterKeys(options.config.cluster);
+    this.local = localPostgres(options.config);
+  }
+
+  /** Latest published status, for the REST API. */
+  currentStatus(): MemberStatus | undefined {
+    return this.status;
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    this.credentials = loadCredentials(this.config);
+    this.watch = await this.store
+      .watch(this.keys.root, (event) => {
+        if (event.key === this.keys.leader || event.key === this.keys.initialize || event.key === this.keys.config) this.wake?.();
+      })
+      .catch((error: Error) => {
+        this.log.warn({ err: error.message }, 'cannot watch the store; relying on the loop period');
+        return undefined;
+      });
+    this.loopDone = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const started = Date.now();
+      try {
+        await this.cycle();
+      } catch (error) {
+        this.log.error({ err: (error as Error).message }, 'agent cycle failed; retrying next cycle');
+      }
+      const wait = Math.max(0, this.settings.loopWaitMs - (Date.now() - started));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  /** Makes sure the session lease exists; a lost lease means our keys (and any leadership) are gone. */
+  private async ensureLease(): Promise<void> {
+    if (this.lease && (await this.store.keepAlive(this.lease))) return;
+    if (this.lease) this.log.warn('session lease expired; our member key and any leader lease are gone');
+    this.lease = await this.store.grantLease(this.settings.ttlMs);
+  }
+
+  async observe(): Promise<Observation> {
+    const cluster = await readCluster(this.store, this.keys);
+    if (cluster.view.reachable) this.settings = cluster.settings;
+    const dataDir = await observeDataDir(this.local, this.systemIdentifier);
+    this.systemIdentifier = dataDir.systemIdentifier;
+    if (!this.credentials) this.credentials = loadCredentials(this.config);
+    const server = await observeServer(this.local, this.credentials);
+    return {
+      now: Date.now(),
+      member: {
+        name: this.config.name,
+        connectAddress: connectAddressOf(this.config),
+        nofailover: this.config.tags.nofailover,
+        priority: this.config.tags.priority,
+      },
+      settings: this.settings,
+      ...dataDir,
+      server,
+      store: cluster.view,
+      haveCredentials: this.credentials !== undefined,
+      previous: { state: this.state, since: this.stateSince },
+    };
+  }
+
+  private async cycle(): Promise<void> {
+    let leaseError: string | undefined;
+    await this.ensureLease().catch((error: Error) => {
+      leaseError = error.message;
+    });
+    let observation = await this.observe();
+    if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
+    const decision = decide(observation);
+    this.record(decision);
+    let acted = false;
+    for (const action of decision.actions) {
+      if (action.type === 'clone') await this.publish(observation, decision);
+      const outcome = await runAction(this.effectContext(), action);
+      acted = true;
+      if (outcome.ok) {
+        if (outcome.detail) this.log.info({ action: action.type }, outcome.detail);
+      } else {
+        this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}`);
+        break;
+      }
+    }
+    if (acted) observation = await this.observe();
+    await this.publish(observation, decision);
+  }
+
+  private record(decision: Decision): void {
+    if (decision.state !== this.state) {
+      this.log.info({ from: this.state, to: decision.state }, decision.reason);
+      this.state = decision.state;
+      this.stateSince = Date.now();
+    } else if (decision.reason !== this.lastReason) {
+      this.log.info({ state: decision.state }, decision.reason);
+    }
+    this.lastReason = decision.reason;
+  }
+
+  private async publish(observation: Observation, decision: Decision): Promise<void> {
+    const status = memberStatus(this.config, observation, decision, false);
+    this.status = status;
+    if (!this.lease || !observation.store.reachable) return;
+    await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).catch((error: Error) => {
+      this.log.warn({ err: error.message }, 'could not publish member status');
+    });
+  }
+
+  private effectContext(): EffectContext {
+    return {
+      config: this.config,
+      local: this.local,
+      store: this.store,
+      keys: this.keys,
+      log: this.log,
+      settings: () => this.settings,
+      sessionLease: () => {
+        if (!this.lease) throw new Error('no session lease');
+        return this.lease;
+      },
+      credentials: () => this.credentials,
+      setCredentials: (credentials) => {
+        this.credentials = credentials;
+      },
+    };
+  }
+
+  /**
+   * Graceful stop: PostgreSQL first (so a primary stops taking writes), then
+   * the leases (so another member may take over only once it has stopped).
+   */
+  async stop(options: { stopPostgres: boolean }): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loopDone;
+    await this.watch?.close();
+    if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
+      this.log.info('stopping PostgreSQL before releasing the leases');
+      try {
+        await stopPostgres(this.local.postmaster, 'fast');
+      } catch (error) {
+        // Keep the leases: they expire on their own after the TTL, never while this primary may still run.
+        this.log.error({ err: (error as Error).message }, 'could not stop PostgreSQL; leaving the leases to expire');
+        return;
+      }
+    }
+    if (this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
+  }
+}

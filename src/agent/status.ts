@@ -1,0 +1,44 @@
+import type { MemberStatus } from '../cluster/types.js';
+import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.js';
+import { lsnDistance } from '../postgres/lsn.js';
+import type { Decision } from './decide.js';
+import type { Observation } from './observation.js';
+
+/** Builds the status this agent publishes under `members/<name>`. */
+export function memberStatus(config: MemberConfig, observation: Observation, decision: Decision, paused: boolean): MemberStatus {
+  const server = observation.server;
+  const inspection = server.kind === 'running' ? server.inspection : undefined;
+  const store = observation.store;
+  const leaderName = store.reachable ? store.leader?.member : undefined;
+  const leader = store.reachable && leaderName ? store.members.find((m) => m.name === leaderName) : undefined;
+  const role = inspection ? (inspection.inRecovery ? 'replica' : 'primary') : 'unknown';
+  let lagBytes: number | null = null;
+  if (inspection && role === 'primary') lagBytes = 0;
+  else if (inspection && leader && leader.name !== config.name) lagBytes = lsnDistance(leader.receivedLsn, inspection.replayedLsn);
+  return {
+    name: config.name,
+    state: decision.state,
+    role,
+    reason: decision.reason,
+    timeline: inspection?.timeline ?? null,
+    receivedLsn: inspection?.receivedLsn ?? null,
+    replayedLsn: inspection?.replayedLsn ?? null,
+    lagBytes,
+    lagSeconds: inspection?.lagSeconds ?? null,
+    replayPaused: inspection?.replayPaused ?? false,
+    streaming: inspection?.streaming ?? false,
+    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : null,
+    slots: inspection?.slots ?? [],
+    replication: inspection?.replication ?? [],
+    postgresVersion: inspection?.version ?? null,
+    systemIdentifier: observation.systemIdentifier ?? null,
+    agentPid: process.pid,
+    postmasterPid: server.kind === 'stopped' ? null : server.postmasterPid,
+    dataDir: config.postgres.dataDir,
+    apiUrl: apiUrlOf(config),
+    connectAddress: connectAddressOf(config),
+    tags: config.tags,
+    paused,
+    updatedAt: new Date(observation.now).toISOString(),
+  };
+}

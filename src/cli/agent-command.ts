@@ -1,0 +1,43 @@
+import { Agent } from '../agent/agent.js';
+import { buildApi } from '../api/server.js';
+import { loadMemberConfig } from '../config/load.js';
+import { splitHostPort } from '../postgres/conf.js';
+import { openStore } from '../store/open.js';
+import { createLogger } from '../util/log.js';
+import { configPath } from './context.js';
+
+export interface AgentCommandOptions {
+  config?: string;
+  /** On SIGTERM/SIGINT leave PostgreSQL running (e.g. to upgrade the agent). */
+  keepPostgres?: boolean;
+}
+
+/** `relevo agent`: runs until SIGTERM/SIGINT. Validates everything before touching any data directory. */
+export async function runAgent(options: AgentCommandOptions): Promise<void> {
+  const config = loadMemberConfig(configPath(options.config));
+  const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
+  const store = await openStore(config.store);
+  const agent = new Agent({ config, store, log });
+  const api = buildApi(agent);
+  const [host, port] = splitHostPort(config.api.listen);
+  await api.listen({ host, port });
+  log.info({ api: config.api.listen, dataDir: config.postgres.dataDir }, `relevo agent for member ${config.name} started`);
+  await agent.start();
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const shutdown = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      void (async () => {
+        await agent.stop({ stopPostgres: !options.keepPostgres });
+        await api.close();
+        await store.close();
+        resolve();
+      })();
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+  });
+}

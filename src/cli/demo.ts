@@ -1,0 +1,128 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as stringifyYaml } from 'yaml';
+import { clusterKeys } from '../cluster/keys.js';
+import { loadMemberConfig } from '../config/load.js';
+import { loadCredentials, writePrivateFile } from '../config/secrets.js';
+import { runningPostmasterPid } from '../postgres/datadir.js';
+import { openStore } from '../store/open.js';
+import { clusterListing, renderListing } from './list.js';
+
+export interface DemoOptions {
+  dir: string;
+  members: number;
+  port: number;
+  apiPort: number;
+}
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+
+/** Member files for a local cluster on the embedded store: the same files an operator would write. */
+export function writeDemoConfigs(options: DemoOptions): string[] {
+  mkdirSync(options.dir, { recursive: true, mode: 0o755 });
+  const files: string[] = [];
+  for (let i = 0; i < options.members; i++) {
+    const name = `node${i + 1}`;
+    const file = join(options.dir, `${name}.yaml`);
+    const config = {
+      cluster: 'demo',
+      name,
+      store: { backend: 'embedded', path: join(options.dir, 'store', 'relevo.db') },
+      postgres: { dataDir: join(options.dir, name, 'data'), listen: '127.0.0.1', port: options.port + i, socketDir: join(options.dir, 'run') },
+      api: { listen: `127.0.0.1:${options.apiPort + i}` },
+      secrets: { file: join(options.dir, 'secrets.yaml') },
+    };
+    writeFileSync(file, stringifyYaml(config), { mode: 0o644 });
+    files.push(file);
+  }
+  return files;
+}
+
+async function waitUntilReady(configFile: string, members: number, timeoutMs: number): Promise<string> {
+  const config = loadMemberConfig(configFile);
+  const store = await openStore(config.store);
+  const handle = { config, store, keys: clusterKeys(config.cluster) };
+  const deadline = Date.now() + timeoutMs;
+  let text = '';
+  try {
+    while (Date.now() < deadline) {
+      const listing = await clusterListing(handle).catch(() => undefined);
+      if (listing) {
+        text = renderListing(listing);
+        const primaries = listing.members.filter((m) => m.state === 'primary').length;
+        const streaming = listing.members.filter((m) => m.state === 'replica' && m.streaming).length;
+        if (primaries === 1 && streaming === members - 1) return text;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  } finally {
+    await store.close();
+  }
+  throw new Error(`cluster not ready after ${timeoutMs / 1000} s; last view:\n${text}\nsee the agent logs in the demo directory`);
+}
+
+/** `relevo demo`: three agents as separate processes; Ctrl-C or SIGTERM stops all of them and their PostgreSQL. */
+export async function runDemo(options: DemoOptions): Promise<void> {
+  const files = writeDemoConfigs(options);
+  const agents: ChildProcess[] = files.map((file, i) => {
+    const log = openSync(join(options.dir, `node${i + 1}.agent.log`), 'a');
+    return spawn(process.execPath, [MAIN, 'agent', '-c', file], { stdio: ['ignore', log, log] });
+  });
+  console.log(`relevo demo: started ${agents.length} agents (pids ${agents.map((a) => a.pid).join(', ')}); logs in ${options.dir}/node*.agent.log`);
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      console.log('\nrelevo demo: stopping agents and PostgreSQL...');
+      await Promise.all(agents.map((agent) => stopChild(agent, 60_000)));
+      // Backstop: nothing we started may outlive the demo.
+      for (const file of files) {
+        const pid = runningPostmasterPid(loadMemberConfig(file).postgres.dataDir);
+        if (pid !== undefined) process.kill(pid, 'SIGQUIT');
+      }
+      console.log('relevo demo: stopped; data kept in', options.dir);
+    })());
+  process.on('SIGINT', () => void stop().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void stop().then(() => process.exit(0)));
+
+  try {
+    const listing = await waitUntilReady(files[0]!, options.members, 180_000);
+    console.log(`\n${listing}\n`);
+    printConnectionHelp(options, files[0]!);
+  } catch (error) {
+    console.error(`relevo demo: ${(error as Error).message}`);
+    await stop();
+    process.exit(1);
+  }
+  console.log('\nPress Ctrl-C to stop the cluster.');
+  await new Promise(() => undefined);
+}
+
+function printConnectionHelp(options: DemoOptions, firstConfig: string): void {
+  const config = loadMemberConfig(firstConfig);
+  const credentials = loadCredentials(config);
+  const passfile = join(options.dir, 'client.pgpass');
+  if (credentials && !existsSync(passfile)) writePrivateFile(passfile, `*:*:*:relevo:${credentials.agentPassword.replace(/[\\:]/g, '\\$&')}\n`);
+  const hosts = Array.from({ length: options.members }, () => '127.0.0.1').join(',');
+  const ports = Array.from({ length: options.members }, (_, i) => options.port + i).join(',');
+  console.log('Connect (the password is in a 0600 pgpass file, never on the command line):');
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write"`);
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby"`);
+  console.log(`Status: node ${MAIN} list -c ${firstConfig}   (or: ./bin/relevo list -c ${firstConfig})`);
+  console.log(`REST:   curl http://127.0.0.1:${options.apiPort}/status`);
+}
+
+function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+

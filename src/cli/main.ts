@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { stringify as stringifyYaml } from 'yaml';
+import { ConfigError, loadMemberConfig } from '../config/load.js';
+import { SecretError } from '../config/secrets.js';
+import { runAgent } from './agent-command.js';
+import { editSettings, setSettings, showSettings } from './cluster-config.js';
+import { CliError, EXIT, withCluster } from './context.js';
+import { runDemo } from './demo.js';
+import { clusterListing, renderListing } from './list.js';
+
+const program = new Command();
+program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').showHelpAfterError();
+
+const configOption = ['-c, --config <file>', 'member configuration file (default: $RELEVO_CONFIG)'] as const;
+
+program
+  .command('agent')
+  .description('run the agent beside one PostgreSQL server (foreground)')
+  .option(...configOption)
+  .option('--keep-postgres', 'leave PostgreSQL running when the agent stops')
+  .action(async (options: { config?: string; keepPostgres?: boolean }) => runAgent(options));
+
+program
+  .command('list')
+  .description("show every member's role, state, timeline, LSNs, lag and slots")
+  .option(...configOption)
+  .option('--json', 'machine-readable output')
+  .option('-w, --watch [seconds]', 'refresh every N seconds (default 2)')
+  .action(async (options: { config?: string; json?: boolean; watch?: string | boolean }) => {
+    await withCluster(options.config, async (handle) => {
+      const once = async () => {
+        const listing = await clusterListing(handle);
+        return options.json ? JSON.stringify(listing, null, 2) : renderListing(listing);
+      };
+      if (!options.watch) {
+        console.log(await once());
+        return;
+      }
+      const seconds = options.watch === true ? 2 : Number(options.watch);
+      if (!(seconds > 0)) throw new CliError(`--watch: got "${options.watch}", expected a positive number of seconds`);
+      for (;;) {
+        const text = await once();
+        process.stdout.write(process.stdout.isTTY ? `\x1b[2J\x1b[H${new Date().toISOString()}\n${text}\n` : `${text}\n`);
+        await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      }
+    });
+  });
+
+const config = program.command('config').description('member file check and cluster-wide settings');
+config
+  .command('check <file>')
+  .description('validate a member configuration file and print it with defaults filled in')
+  .action((file: string) => {
+    const parsed = loadMemberConfig(file);
+    console.log(stringifyYaml(parsed).trimEnd());
+    console.error(`${file}: valid configuration for member ${parsed.name} of cluster ${parsed.cluster}`);
+  });
+config
+  .command('show')
+  .description('print the cluster-wide settings kept in the store')
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    await withCluster(options.config, async (handle) => console.log((await showSettings(handle)).trimEnd()));
+  });
+config
+  .command('set <assignments...>')
+  .description('change cluster-wide settings, e.g. ttlMs=20000 postgresql.work_mem=16MB (empty value removes)')
+  .option(...configOption)
+  .action(async (assignments: string[], options: { config?: string }) => {
+    await withCluster(options.config, async (handle) => {
+      await setSettings(handle, assignments);
+      console.log(`cluster settings updated: ${assignments.join(' ')}`);
+    });
+  });
+config
+  .command('edit')
+  .description('edit the cluster-wide settings in $EDITOR; validated before they are written')
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    await withCluster(options.config, async (handle) => {
+      const result = await editSettings(handle);
+      console.log(result ? 'cluster settings updated' : 'no change');
+    });
+  });
+
+program
+  .command('demo')
+  .description('run a local 3-member cluster on the embedded store in the foreground; Ctrl-C stops everything')
+  .option('--dir <dir>', 'working directory for data, configs and logs', '/tmp/relevo-demo')
+  .option('--members <n>', 'number of members', '3')
+  .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
+  .option('--api-port <port>', 'first REST API port', '18008')
+  .action(async (options: { dir: string; members: string; port: string; apiPort: string }) =>
+    runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
+  );
+
+function report(error: unknown): number {
+  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError) {
+    console.error(`relevo: ${error.message}`);
+    return error instanceof CliError ? error.exitCode : EXIT.usage;
+  }
+  console.error(`relevo: ${(error as Error).message ?? String(error)}`);
+  return EXIT.failure;
+}
+
+program.parseAsync(process.argv).then(
+  () => process.exit(EXIT.ok),
+  (error: unknown) => process.exit(report(error)),
+);

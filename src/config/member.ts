@@ -1,0 +1,82 @@
+import { z } from 'zod';
+import { StoreConfigSchema } from '../store/config.js';
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port');
+const memberName = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'expected a lower-case name: letters, digits, "-" or "_", starting with a letter');
+
+/** Where a secret comes from: an environment variable or a file (mode 0600). Never inline. */
+export const SecretSourceSchema = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+]);
+export type SecretSource = z.infer<typeof SecretSourceSchema>;
+
+/** One YAML file per member. */
+export const MemberConfigSchema = z
+  .object({
+    /** Cluster name: every member of one cluster uses the same. */
+    cluster: memberName,
+    /** This member's name, unique in the cluster. */
+    name: memberName,
+    store: StoreConfigSchema,
+    postgres: z
+      .object({
+        dataDir: z.string().startsWith('/', 'expected an absolute path'),
+        binDir: z.string().startsWith('/', 'expected an absolute path').default('/usr/lib/postgresql/15/bin'),
+        listen: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(1).max(65535).default(5432),
+        /** host:port other members and clients use; defaults to listen:port. */
+        connectAddress: hostPort.optional(),
+        /** OS user that runs PostgreSQL programs when the agent is root. */
+        osUser: z.string().min(1).default('postgres'),
+        /** Directory for the Unix socket; defaults to the data directory's parent /run. */
+        socketDir: z.string().startsWith('/').optional(),
+        /** Member-local PostgreSQL parameters (override cluster-wide ones). */
+        parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+      })
+      .strict(),
+    api: z
+      .object({
+        listen: hostPort.default('127.0.0.1:8008'),
+        /** URL other members and the CLI use; defaults to http://listen. */
+        url: z.string().url().optional(),
+      })
+      .strict()
+      .default({ listen: '127.0.0.1:8008' }),
+    secrets: z
+      .object({
+        /**
+         * File (mode 0600) holding the generated role passwords. The member that
+         * bootstraps the cluster creates it; the others read it (copy it to every
+         * host, or use the environment variables below).
+         */
+        file: z.string().startsWith('/', 'expected an absolute path'),
+        replicationPassword: SecretSourceSchema.optional(),
+        agentPassword: SecretSourceSchema.optional(),
+      })
+      .strict(),
+    tags: z
+      .object({
+        nofailover: z.boolean().default(false),
+        priority: z.number().int().min(0).max(1000).default(100),
+      })
+      .catchall(z.union([z.string(), z.number(), z.boolean()]))
+      .default({ nofailover: false, priority: 100 }),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+  })
+  .strict();
+
+export type MemberConfig = z.infer<typeof MemberConfigSchema>;
+
+export function connectAddressOf(config: MemberConfig): string {
+  return config.postgres.connectAddress ?? `${config.postgres.listen}:${config.postgres.port}`;
+}
+
+export function apiUrlOf(config: MemberConfig): string {
+  return config.api.url ?? `http://${config.api.listen}`;
+}

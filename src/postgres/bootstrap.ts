@@ -1,0 +1,64 @@
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { ClusterSettings } from '../cluster/settings.js';
+import type { MemberConfig } from '../config/member.js';
+import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { ensureOwnedDir } from '../util/os-user.js';
+import { baseParameters, writeMemberConfiguration, writePassfile } from './conf.js';
+import { readControlData } from './datadir.js';
+import { runPostgresProgram } from './exec.js';
+import type { LocalPostgres } from './local.js';
+import { startPostgres } from './postmaster.js';
+import { scramVerifier } from './scram.js';
+import { quoteIdent, quoteLiteral } from './sql.js';
+
+export interface BootstrapResult {
+  systemIdentifier: string;
+  postmasterPid: number;
+}
+
+/**
+ * Creates a new cluster in an empty data directory: initdb with checksums,
+ * replication settings, scram-only pg_hba, the replication and agent roles.
+ * On failure before PostgreSQL held any data, removes the directory it created
+ * so another attempt starts clean (it never touches a directory it did not create).
+ */
+export async function bootstrapCluster(
+  config: MemberConfig,
+  local: LocalPostgres,
+  settings: ClusterSettings,
+  credentials: Credentials,
+): Promise<BootstrapResult> {
+  ensureOwnedDir(dirname(local.dataDir), local.user, 0o755);
+  ensureOwnedDir(local.dataDir, local.user, 0o700);
+  ensureOwnedDir(local.socketDir, local.user, 0o755);
+  try {
+    await runPostgresProgram(
+      local.binDir,
+      local.user,
+      'initdb',
+      ['-D', local.dataDir, '--data-checksums', '--encoding=UTF8', '--locale=C.UTF-8', '-U', ROLE_NAMES.superuser, '--auth-local=peer', '--auth-host=scram-sha-256'],
+      { context: `initdb of member ${config.name}`, timeoutMs: 300_000 },
+    );
+  } catch (error) {
+    rmSync(local.dataDir, { recursive: true, force: true });
+    throw error;
+  }
+  writeMemberConfiguration(local.dataDir, local.user, baseParameters(config, settings), settings, config.name);
+  writePassfile(local.passfile, local.user, credentials.replicationPassword);
+  const postmasterPid = await startPostgres(local.postmaster);
+  // Verifiers, not clear passwords, so nothing secret reaches the server log.
+  const sql = [
+    `CREATE ROLE ${quoteIdent(ROLE_NAMES.agent)} WITH SUPERUSER LOGIN PASSWORD ${quoteLiteral(scramVerifier(credentials.agentPassword))};`,
+    `CREATE ROLE ${quoteIdent(ROLE_NAMES.replication)} WITH REPLICATION LOGIN PASSWORD ${quoteLiteral(scramVerifier(credentials.replicationPassword))};`,
+  ].join('\n');
+  await runPostgresProgram(
+    local.binDir,
+    local.user,
+    'psql',
+    ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', local.socketDir, '-p', String(local.port), '-U', ROLE_NAMES.superuser, '-d', 'postgres', '-f', '-'],
+    { context: `creating roles on member ${config.name}`, stdin: sql, timeoutMs: 30_000 },
+  );
+  const control = await readControlData(local.binDir, local.user, local.dataDir);
+  return { systemIdentifier: control.systemIdentifier, postmasterPid };
+}

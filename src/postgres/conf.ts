@@ -1,0 +1,142 @@
+import { appendFileSync, chownSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ClusterSettings } from '../cluster/settings.js';
+import type { MemberConfig } from '../config/member.js';
+import { ROLE_NAMES } from '../config/secrets.js';
+import { runningAsRoot, type OsUser } from '../util/os-user.js';
+
+/** relevo writes its settings to this file and includes it from postgresql.conf. */
+export const RELEVO_CONF = 'relevo.conf';
+const INCLUDE_LINE = `include_if_exists = '${RELEVO_CONF}'\t# managed by relevo`;
+
+type ParameterValue = string | number | boolean;
+
+/** Settings the seeds set by hand for streaming replication, with safe defaults. */
+export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
+  return {
+    listen_addresses: config.postgres.listen,
+    port: config.postgres.port,
+    unix_socket_directories: socketDirOf(config),
+    wal_level: 'replica',
+    max_wal_senders: 10,
+    max_replication_slots: 10,
+    hot_standby: 'on',
+    hot_standby_feedback: 'on',
+    wal_log_hints: 'on',
+    wal_keep_size: '128MB',
+    wal_receiver_status_interval: '1s',
+    password_encryption: 'scram-sha-256',
+    shared_buffers: '128MB',
+    max_connections: 100,
+    logging_collector: 'off',
+    log_line_prefix: '%m [%p] %q%u@%d ',
+    log_checkpoints: 'on',
+    cluster_name: `${config.cluster}/${config.name}`,
+    ...settings.postgresql,
+    ...config.postgres.parameters,
+  };
+}
+
+export function socketDirOf(config: MemberConfig): string {
+  return config.postgres.socketDir ?? '/var/run/postgresql';
+}
+
+function quote(value: ParameterValue): string {
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'boolean') return value ? 'on' : 'off';
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
+export interface StandbySettings {
+  /** host:port of the member to stream from, and our slot there; absent while no primary is known. */
+  upstream: { address: string; slot: string } | undefined;
+  passfile: string;
+}
+
+export function renderRelevoConf(parameters: Record<string, ParameterValue>, standby?: StandbySettings, applicationName?: string): string {
+  const lines = ['# Managed by relevo: edits here are overwritten. Use `relevo config set postgresql.<name>=<value>`.'];
+  for (const [name, value] of Object.entries(parameters)) lines.push(`${name} = ${quote(value)}`);
+  if (standby) lines.push(`recovery_target_timeline = 'latest'`);
+  if (standby?.upstream) {
+    const [host, port] = splitHostPort(standby.upstream.address);
+    // The password lives in the 0600 passfile, never in this file.
+    const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} sslmode=prefer`;
+    lines.push(`primary_conninfo = ${quote(conninfo)}`);
+    lines.push(`primary_slot_name = ${quote(standby.upstream.slot)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export function splitHostPort(address: string): [string, number] {
+  const index = address.lastIndexOf(':');
+  return [address.slice(0, index).replace(/^\[|\]$/g, ''), Number(address.slice(index + 1))];
+}
+
+/**
+ * pg_hba rules: scram-sha-256 for every network connection, never trust.
+ * The bootstrap superuser is reachable only through the local socket as the OS user (peer).
+ */
+export function renderHba(settings: ClusterSettings): string {
+  const lines = [
+    '# Managed by relevo: network access always uses scram-sha-256.',
+    '# TYPE  DATABASE     USER        ADDRESS        METHOD',
+    `local   all          ${ROLE_NAMES.superuser}                  peer`,
+    `local   all          ${ROLE_NAMES.agent}                    scram-sha-256`,
+    `local   replication  ${ROLE_NAMES.replication}                scram-sha-256`,
+  ];
+  for (const network of settings.allowedNetworks) {
+    lines.push(`host    replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
+    lines.push(`host    all          all         ${network}  scram-sha-256`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function writeOwned(path: string, content: string, user: OsUser, mode = 0o600): void {
+  writeFileSync(path, content, { mode });
+  if (runningAsRoot()) chownSync(path, user.uid, user.gid);
+}
+
+/** Makes postgresql.conf include relevo.conf (once). */
+export function ensureInclude(dataDir: string): void {
+  const path = join(dataDir, 'postgresql.conf');
+  const text = readFileSync(path, 'utf8');
+  if (!text.includes(INCLUDE_LINE)) appendFileSync(path, `\n${INCLUDE_LINE}\n`);
+}
+
+/** Writes relevo.conf, pg_hba.conf and the standby signal to match the member's role. Returns true when anything changed. */
+export function writeMemberConfiguration(
+  dataDir: string,
+  user: OsUser,
+  parameters: Record<string, ParameterValue>,
+  settings: ClusterSettings,
+  memberName: string,
+  standby?: StandbySettings,
+): boolean {
+  ensureInclude(dataDir);
+  const wanted = new Map<string, string>([
+    [join(dataDir, RELEVO_CONF), renderRelevoConf(parameters, standby, memberName)],
+    [join(dataDir, 'pg_hba.conf'), renderHba(settings)],
+  ]);
+  let changed = false;
+  for (const [path, content] of wanted) {
+    if (existsSync(path) && readFileSync(path, 'utf8') === content) continue;
+    writeOwned(path, content, user);
+    changed = true;
+  }
+  const signal = join(dataDir, 'standby.signal');
+  if (standby && !existsSync(signal)) {
+    writeOwned(signal, '', user);
+    changed = true;
+  }
+  if (!standby && existsSync(signal)) {
+    rmSync(signal);
+    changed = true;
+  }
+  return changed;
+}
+
+/** The libpq password file the member's PostgreSQL programs and walreceiver use (mode 0600, owned by the OS user). */
+export function writePassfile(path: string, user: OsUser, password: string): void {
+  const escaped = password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  writeOwned(path, `*:*:*:${ROLE_NAMES.replication}:${escaped}\n`, user);
+}

@@ -1,0 +1,72 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { OsUser } from '../util/os-user.js';
+import { runPostgresProgram } from './exec.js';
+
+export type DataDirState = 'empty' | 'initialized';
+
+/** 'empty' covers a missing directory too: both mean "nothing to lose here". */
+export function dataDirState(dataDir: string): DataDirState {
+  if (!existsSync(dataDir)) return 'empty';
+  if (existsSync(join(dataDir, 'PG_VERSION'))) return 'initialized';
+  return readdirSync(dataDir).length === 0 ? 'empty' : 'initialized';
+}
+
+export function isStandbyConfigured(dataDir: string): boolean {
+  return existsSync(join(dataDir, 'standby.signal'));
+}
+
+export interface ControlData {
+  systemIdentifier: string;
+  clusterState: string;
+  timeline: number;
+  checkpointLsn: string;
+}
+
+/** Reads pg_control through pg_controldata (works whether or not PostgreSQL runs). */
+export async function readControlData(binDir: string, user: OsUser, dataDir: string): Promise<ControlData> {
+  const output = await runPostgresProgram(binDir, user, 'pg_controldata', ['-D', dataDir], {
+    context: `reading pg_control of ${dataDir}`,
+    timeoutMs: 10_000,
+  });
+  const field = (label: string): string => {
+    const line = output.split('\n').find((l) => l.startsWith(`${label}:`));
+    if (!line) throw new Error(`pg_controldata output of ${dataDir} lacks "${label}"`);
+    return line.slice(label.length + 1).trim();
+  };
+  return {
+    systemIdentifier: field('Database system identifier'),
+    clusterState: field('Database cluster state'),
+    timeline: Number(field("Latest checkpoint's TimeLineID")),
+    checkpointLsn: field('Latest checkpoint location'),
+  };
+}
+
+/** PID of the running postmaster from postmaster.pid, or undefined when none runs. */
+export function runningPostmasterPid(dataDir: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dataDir, 'postmaster.pid'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const pid = Number(text.split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    // EPERM means it exists but belongs to someone else: still running.
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
+  }
+  return isPostmaster(pid, dataDir) ? pid : undefined;
+}
+
+/** Guards against PID reuse: the process must be a postgres whose -D is this data directory. */
+function isPostmaster(pid: number, dataDir: string): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return cmdline.some((arg) => arg.endsWith('postgres') || arg.endsWith('postmaster')) && cmdline.includes(dataDir);
+  } catch {
+    return false;
+  }
+}

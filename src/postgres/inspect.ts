@@ -1,0 +1,128 @@
+import type pg from 'pg';
+import type { ReplicationPeer, SlotStatus } from '../cluster/types.js';
+
+/** What the agent learns from a running PostgreSQL over SQL in one visit. */
+export interface ServerInspection {
+  inRecovery: boolean;
+  version: string;
+  timeline: number | null;
+  /** Primary: current WAL write position. Replica: last received (or replayed if nothing received). */
+  receivedLsn: string | null;
+  replayedLsn: string | null;
+  replayPaused: boolean;
+  /** Replica: seconds since the last replayed transaction while WAL is pending, else 0. */
+  lagSeconds: number | null;
+  /** Replica: walreceiver is streaming, and from where. */
+  streaming: boolean;
+  upstreamConninfo: string | null;
+  slots: SlotStatus[];
+  replication: ReplicationPeer[];
+}
+
+export async function inspectServer(client: pg.Client): Promise<ServerInspection> {
+  const base = await client.query<{ in_recovery: boolean; version: string }>(
+    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version`,
+  );
+  const { in_recovery: inRecovery, version } = base.rows[0]!;
+  const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
+    `SELECT slot_name, active, restart_lsn::text,
+            CASE WHEN restart_lsn IS NULL THEN NULL
+                 ELSE (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint::text END AS retained
+       FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name`,
+  );
+  const slotList: SlotStatus[] = slots.rows.map((r) => ({
+    name: r.slot_name,
+    active: r.active,
+    restartLsn: r.restart_lsn,
+    retainedBytes: r.retained === null ? null : Number(r.retained),
+  }));
+  if (!inRecovery) {
+    const primary = await client.query<{ lsn: string; tli: number }>(
+      `SELECT pg_current_wal_lsn()::text AS lsn, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli`,
+    );
+    const peers = await client.query<{
+      application_name: string;
+      state: string;
+      sync_state: string;
+      sent_lsn: string | null;
+      flush_lsn: string | null;
+      replay_lsn: string | null;
+      replay_lag: number | null;
+    }>(
+      `SELECT application_name, state, sync_state, sent_lsn::text, flush_lsn::text, replay_lsn::text,
+              extract(epoch FROM replay_lag)::float8 AS replay_lag
+         FROM pg_stat_replication ORDER BY application_name`,
+    );
+    const row = primary.rows[0]!;
+    return {
+      inRecovery,
+      version,
+      timeline: row.tli,
+      receivedLsn: row.lsn,
+      replayedLsn: row.lsn,
+      replayPaused: false,
+      lagSeconds: 0,
+      streaming: false,
+      upstreamConninfo: null,
+      slots: slotList,
+      replication: peers.rows.map((p) => ({
+        member: p.application_name,
+        state: p.state,
+        syncState: p.sync_state,
+        sentLsn: p.sent_lsn,
+        flushLsn: p.flush_lsn,
+        replayLsn: p.replay_lsn,
+        replayLagSeconds: p.replay_lag,
+      })),
+    };
+  }
+  const standby = await client.query<{
+    received: string | null;
+    replayed: string | null;
+    paused: boolean;
+    lag: number | null;
+    status: string | null;
+    received_tli: number | null;
+    conninfo: string | null;
+    checkpoint_tli: number;
+  }>(
+    `SELECT pg_last_wal_receive_lsn()::text AS received,
+            pg_last_wal_replay_lsn()::text AS replayed,
+            pg_get_wal_replay_pause_state() <> 'not paused' AS paused,
+            CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
+            r.status, r.received_tli, r.conninfo,
+            (pg_control_checkpoint()).timeline_id AS checkpoint_tli
+       FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true`,
+  );
+  const s = standby.rows[0]!;
+  return {
+    inRecovery,
+    version,
+    timeline: s.received_tli ?? s.checkpoint_tli,
+    receivedLsn: s.received ?? s.replayed,
+    replayedLsn: s.replayed,
+    replayPaused: s.paused,
+    lagSeconds: s.lag === null ? null : Math.max(0, s.lag),
+    streaming: s.status === 'streaming',
+    upstreamConninfo: s.conninfo,
+    slots: slotList,
+    replication: [],
+  };
+}
+
+/** Slot names follow the member name; PostgreSQL allows only [a-z0-9_]. */
+export function slotNameFor(member: string): string {
+  return member.replace(/[^a-z0-9_]/g, '_');
+}
+
+export async function createPhysicalSlot(client: pg.Client, slot: string): Promise<void> {
+  await client.query(
+    `SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`,
+    [slot],
+  );
+}
+
+export async function dropSlot(client: pg.Client, slot: string): Promise<void> {
+  await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [slot]);
+}

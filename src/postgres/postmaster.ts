@@ -1,0 +1,48 @@
+import type { OsUser } from '../util/os-user.js';
+import { runningPostmasterPid } from './datadir.js';
+import { runPostgresProgram } from './exec.js';
+
+export interface PostmasterTarget {
+  binDir: string;
+  user: OsUser;
+  dataDir: string;
+  /** Server log written by pg_ctl -l (outside the data directory so base backups do not copy it). */
+  logFile: string;
+}
+
+/**
+ * Starts PostgreSQL with pg_ctl in its own session, so the server outlives the
+ * agent: an agent restart adopts it instead of restarting it.
+ */
+export async function startPostgres(target: PostmasterTarget, timeoutSeconds = 60): Promise<number> {
+  await runPostgresProgram(
+    target.binDir,
+    target.user,
+    'pg_ctl',
+    ['start', '-D', target.dataDir, '-l', target.logFile, '-w', '-t', String(timeoutSeconds)],
+    { context: `starting PostgreSQL in ${target.dataDir}; see ${target.logFile}`, detached: true, timeoutMs: (timeoutSeconds + 10) * 1000 },
+  );
+  const pid = runningPostmasterPid(target.dataDir);
+  if (pid === undefined) throw new Error(`PostgreSQL in ${target.dataDir} reported started but no postmaster runs; see ${target.logFile}`);
+  return pid;
+}
+
+export type StopMode = 'smart' | 'fast' | 'immediate';
+
+export async function stopPostgres(target: PostmasterTarget, mode: StopMode = 'fast', timeoutSeconds = 60): Promise<void> {
+  if (runningPostmasterPid(target.dataDir) === undefined) return;
+  await runPostgresProgram(
+    target.binDir,
+    target.user,
+    'pg_ctl',
+    ['stop', '-D', target.dataDir, '-m', mode, '-w', '-t', String(timeoutSeconds)],
+    { context: `stopping PostgreSQL in ${target.dataDir} (${mode})`, timeoutMs: (timeoutSeconds + 10) * 1000 },
+  );
+}
+
+export async function reloadPostgres(target: PostmasterTarget): Promise<void> {
+  await runPostgresProgram(target.binDir, target.user, 'pg_ctl', ['reload', '-D', target.dataDir], {
+    context: `reloading PostgreSQL in ${target.dataDir}`,
+    timeoutMs: 10_000,
+  });
+}
