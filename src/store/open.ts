@@ -1,0 +1,78 @@
+/**
+ * Opens the store backend named by a member's `store:` configuration.
+ *
+ * The etcd password is read here, from the environment variable or file the
+ * configuration names, and handed to the client only: it never appears in an
+ * error message, a log line or argv.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { StoreError } from './errors.js';
+import type { StoreConfig } from './config.js';
+import { EmbeddedStore, type EmbeddedStoreOptions } from './embedded.js';
+import { EtcdStore } from './etcd.js';
+import type { Store } from './store.js';
+
+export interface OpenStoreOptions {
+  /** Where passwordEnv is looked up; process.env by default. */
+  env?: NodeJS.ProcessEnv;
+  /** Tuning for the embedded backend (watch poll interval, event retention). */
+  embedded?: EmbeddedStoreOptions;
+}
+
+/**
+ * Returns a ready Store. For etcd no connection is made yet (an agent must be
+ * able to start while etcd is down; operations then fail with
+ * StoreUnavailableError). For the embedded backend the file is opened and its
+ * schema created, so a bad path fails here.
+ */
+export async function openStore(config: StoreConfig, options: OpenStoreOptions = {}): Promise<Store> {
+  switch (config.backend) {
+    case 'etcd': {
+      const password = await etcdPassword(config, options.env ?? process.env);
+      return EtcdStore.fromConfig(config, password);
+    }
+    case 'embedded':
+      return EmbeddedStore.open(config, options.embedded);
+  }
+}
+
+type EtcdConfig = Extract<StoreConfig, { backend: 'etcd' }>;
+
+async function etcdPassword(config: EtcdConfig, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  const { username, passwordEnv, passwordFile } = config;
+  if (username === undefined) {
+    if (passwordEnv !== undefined || passwordFile !== undefined) {
+      throw new StoreError('store: passwordEnv/passwordFile given without username; set store.username too');
+    }
+    return undefined;
+  }
+  if (passwordEnv !== undefined && passwordFile !== undefined) {
+    throw new StoreError('store: set only one of passwordEnv and passwordFile');
+  }
+  if (passwordEnv !== undefined) {
+    const value = env[passwordEnv];
+    if (value === undefined || value === '') {
+      throw new StoreError(`store: environment variable ${passwordEnv} (store.passwordEnv) is not set or empty`);
+    }
+    return value;
+  }
+  if (passwordFile !== undefined) {
+    let mode: number;
+    let text: string;
+    try {
+      mode = (await stat(passwordFile)).mode;
+      text = await readFile(passwordFile, 'utf8');
+    } catch (error) {
+      throw new StoreError(`store: cannot read password file ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    // A secret in a world-readable file is already leaked; refuse rather than use it.
+    if ((mode & 0o007) !== 0) {
+      throw new StoreError(`store: password file ${passwordFile} is accessible by other users; run chmod 600 on it`);
+    }
+    // Files written with `echo` end in a newline that is not part of the password.
+    const password = text.replace(/\r?\n$/, '');
+    if (password === '') throw new StoreError(`store: password file ${passwordFile} is empty`);
+    return password;
+  }
+  throw new StoreError('store: username is set but neither passwordEnv nor passwordFile; set one of them');
+}
