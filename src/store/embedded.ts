@@ -326,6 +326,7 @@ export class EmbeddedStore implements Store {
    * One watcher poll: sweep expired leases if there are any (so their deletes
    * appear without any writer), then read new events from one snapshot.
    * Returns undefined when the store was busy (try again next tick).
+   * Internal: used by EmbeddedWatch.
    */
   async pollEvents(
     prefix: string,
@@ -347,12 +348,9 @@ export class EmbeddedStore implements Store {
     }
   }
 
+  /** Internal: called by a watch when it stops. */
   forgetWatch(watch: EmbeddedWatch): void {
     this.watches.delete(watch);
-  }
-
-  isClosed(): boolean {
-    return this.closed;
   }
 
   /** Writes key inside the current transaction; returns the new revision. */
