@@ -78,6 +78,9 @@ export const MemberStatusSchema = z.object({
 });
 export type MemberStatus = z.infer<typeof MemberStatusSchema>;
 
-/** Record under `slots`: members the primary keeps slots for, and when each was last seen. */
-export const SlotRegistrySchema = z.record(z.string(), z.object({ lastSeenAt: z.string() }));
+/**
+ * Record under `slots`: members the primary keeps slots for. `lastSeenAt` is
+ * null while the member is present, else when it was last seen (grace period).
+ */
+export const SlotRegistrySchema = z.record(z.string(), z.object({ lastSeenAt: z.string().nullable() }));
 export type SlotRegistry = z.infer<typeof SlotRegistrySchema>;
