@@ -24,7 +24,7 @@ export interface StoreSnapshot {
 export interface SelectionSettings {
   /** Replicas further behind than this many bytes get no read-only connections; null = no limit. */
   maxLagBytes: number | null;
-  /** Same, in seconds of replay lag; null = no limit. */
+  /** Same, in seconds of replay lag, applied when the member knows it; null = no limit. */
   maxLagSeconds: number | null;
   /** Send read-only connections to the primary when no replica qualifies. */
   fallbackToPrimary: boolean;
@@ -57,12 +57,12 @@ export interface ViewInput {
   connections: ReadonlyMap<string, number>;
 }
 
-/** Parses "host:port" or "[v6]:port"; undefined when malformed. */
-export function parseAddress(address: string): { host: string; port: number } | undefined {
+/** Parses "host:port" or "[v6]:port"; undefined when malformed. Port 0 only for listening. */
+export function parseAddress(address: string, allowPortZero = false): { host: string; port: number } | undefined {
   const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(address.trim());
   if (!m) return undefined;
   const port = Number(m[3]);
-  if (port < 1 || port > 65_535) return undefined;
+  if (port < (allowPortZero ? 0 : 1) || port > 65_535) return undefined;
   return { host: (m[1] ?? m[2]) as string, port };
 }
 
@@ -160,9 +160,9 @@ function exclusionReason(m: MemberStatus, s: SelectionSettings): string | undefi
     if (m.lagBytes === null) return 'lag in bytes unknown';
     if (m.lagBytes > s.maxLagBytes) return `lag ${m.lagBytes} B over limit ${s.maxLagBytes} B`;
   }
-  if (s.maxLagSeconds !== null) {
-    if (m.lagSeconds === null) return 'lag in seconds unknown';
-    if (m.lagSeconds > s.maxLagSeconds) return `lag ${m.lagSeconds} s over limit ${s.maxLagSeconds} s`;
+  // Replay lag in seconds is unknown while the primary writes nothing; the byte limit covers that case.
+  if (s.maxLagSeconds !== null && m.lagSeconds !== null && m.lagSeconds > s.maxLagSeconds) {
+    return `lag ${m.lagSeconds} s over limit ${s.maxLagSeconds} s`;
   }
   return undefined;
 }

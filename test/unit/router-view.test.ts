@@ -136,7 +136,7 @@ describe('pickReadOnly', () => {
       member('e', { streaming: false }),
       member('f', { lagBytes: null }),
       member('g', { role: 'unknown' }),
-      member('h'),
+      member('h', { lagSeconds: null }),
     ];
     const { eligible, excluded } = readOnlyCandidates(snapshot(members), settings);
     assert.deepEqual(eligible.map((b) => b.member), ['h']);

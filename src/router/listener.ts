@@ -1,0 +1,377 @@
+/**
+ * One listening port (read-write or read-only): accepts clients, reads the
+ * first packet, asks the router where to go, then holds, refuses or relays.
+ *
+ * Each client is handled on its own: a client that sends garbage or nothing
+ * only ever costs its own socket and timer, never another client's progress.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { refusal, type ClosureCode, type Refusal, type RefusalCode } from './errors.js';
+import { ENCRYPTION_REFUSED, ProtocolError, errorResponse, parseStartupPacket, type ErrorFields, type StartupPacket } from './protocol.js';
+import { Relay, type OpeningKind } from './relay.js';
+import type { Backend, Decision } from './view.js';
+
+export type ListenerRole = 'rw' | 'ro';
+
+export interface ListenerTimeouts {
+  /** A client must send its first packet within this time. */
+  startupMs: number;
+  /** Connecting to a backend may take this long before the client is refused. */
+  connectMs: number;
+  /** New connections are held at most this long during a switchover. */
+  holdMs: number;
+}
+
+/** What a listener needs from the router. */
+export interface ListenerContext {
+  decide(role: ListenerRole): Decision;
+  /** Backends a CancelRequest should go to (the session's backend when its key is known). */
+  cancelTargets(role: ListenerRole, pid: number, secret: number): Backend[];
+  registerKey(relay: Relay, pid: number, secret: number): void;
+  unregisterKey(relay: Relay): void;
+  timeouts: ListenerTimeouts;
+  now(): number;
+}
+
+/** Bytes a client may send before it gets any answer; PostgreSQL clients send one packet. */
+const MAX_EARLY_BYTES = 64 * 1024;
+const REFUSE_GRACE_MS = 1_000;
+
+interface Pending {
+  socket: Socket;
+  buf: Buffer;
+  first?: StartupPacket;
+  gone: boolean;
+  heldSince?: number;
+  holdReason?: string;
+  timer?: NodeJS.Timeout;
+  onData: (chunk: Buffer) => void;
+  onGone: () => void;
+  backend?: Socket;
+  target?: Backend;
+}
+
+export interface ListenerCounters {
+  accepted: number;
+  heldTotal: number;
+  refused: Map<RefusalCode, number>;
+  closed: Map<ClosureCode | string, number>;
+  /** Bytes of sessions already closed; live ones are read from their sockets. */
+  closedBytesFromClients: number;
+  closedBytesToClients: number;
+}
+
+export class Listener {
+  private server: Server | undefined;
+  readonly relays = new Set<Relay>();
+  private readonly held = new Set<Pending>();
+  private readonly connecting = new Set<Pending>();
+  private readonly starting = new Set<Pending>();
+  /** Open and connecting sessions per member: the least-connections input. */
+  readonly perMember = new Map<string, number>();
+  readonly counters: ListenerCounters = {
+    accepted: 0,
+    heldTotal: 0,
+    refused: new Map(),
+    closed: new Map(),
+    closedBytesFromClients: 0,
+    closedBytesToClients: 0,
+  };
+  address = '';
+
+  constructor(
+    readonly role: ListenerRole,
+    private readonly ctx: ListenerContext,
+  ) {}
+
+  listen(host: string, port: number): Promise<void> {
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.removeListener('error', reject);
+        const a = server.address();
+        this.address = a && typeof a === 'object' ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : '';
+        resolve();
+      });
+    });
+  }
+
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  get openCount(): number {
+    return this.relays.size + this.connecting.size;
+  }
+
+  get bytesFromClients(): number {
+    let n = this.counters.closedBytesFromClients;
+    for (const r of this.relays) n += r.bytesFromClient;
+    return n;
+  }
+
+  get bytesToClients(): number {
+    let n = this.counters.closedBytesToClients;
+    for (const r of this.relays) n += r.bytesToClient;
+    return n;
+  }
+
+  private accept(socket: Socket): void {
+    this.counters.accepted += 1;
+    socket.setNoDelay(true);
+    const p: Pending = {
+      socket,
+      buf: Buffer.alloc(0),
+      gone: false,
+      onData: (chunk) => this.onStartupData(p, chunk),
+      onGone: () => this.onGone(p),
+    };
+    this.starting.add(p);
+    socket.on('data', p.onData);
+    socket.on('error', p.onGone);
+    socket.on('close', p.onGone);
+    socket.on('end', p.onGone);
+    p.timer = setTimeout(() => this.startupTimeout(p), this.ctx.timeouts.startupMs);
+  }
+
+  private onStartupData(p: Pending, chunk: Buffer): void {
+    p.buf = p.buf.length === 0 ? chunk : Buffer.concat([p.buf, chunk]);
+    if (p.first) {
+      // Bytes after the first packet, before any answer: keep them for the backend, bounded.
+      if (p.buf.length > MAX_EARLY_BYTES) this.refuse(p, refusal('bad-startup', { error: 'too much data before the server answered' }));
+      return;
+    }
+    let packet: StartupPacket | undefined;
+    try {
+      packet = parseStartupPacket(p.buf);
+    } catch (error) {
+      this.refuse(p, refusal('bad-startup', { error: (error as ProtocolError).message }));
+      return;
+    }
+    if (!packet) return;
+    p.first = packet;
+    clearTimeout(p.timer);
+    p.timer = undefined;
+    this.starting.delete(p);
+    if (packet.kind === 'cancel') this.cancel(p, packet.pid, packet.secret);
+    else this.proceed(p);
+  }
+
+  private startupTimeout(p: Pending): void {
+    // Nothing to tell a silent client, but a PostgreSQL-shaped goodbye helps a confused one.
+    this.refuse(p, refusal('startup-timeout', { timeoutMs: this.ctx.timeouts.startupMs }));
+  }
+
+  /** Decides for a client whose first packet is in: relay, hold or refuse. */
+  private proceed(p: Pending): void {
+    if (p.gone) return;
+    const d = this.ctx.decide(this.role);
+    if (d.action === 'route') {
+      this.unhold(p);
+      this.connectBackend(p, d.backend, d.primary);
+    } else if (d.action === 'refuse') {
+      this.refuse(p, d.refusal);
+    } else if (p.heldSince === undefined) {
+      p.heldSince = this.ctx.now();
+      p.holdReason = d.reason;
+      this.held.add(p);
+      this.counters.heldTotal += 1;
+      p.timer = setTimeout(() => {
+        const heldMs = this.ctx.now() - (p.heldSince ?? 0);
+        this.refuse(p, refusal('hold-timeout', { heldMs, reason: p.holdReason ?? 'waiting' }));
+      }, this.ctx.timeouts.holdMs);
+    } else {
+      p.holdReason = d.reason;
+    }
+  }
+
+  /** The view changed: held clients may go now, or must be refused. */
+  reevaluateHeld(): void {
+    for (const p of [...this.held]) this.proceed(p);
+  }
+
+  private unhold(p: Pending): void {
+    if (p.heldSince === undefined) return;
+    this.held.delete(p);
+    clearTimeout(p.timer);
+    p.timer = undefined;
+  }
+
+  private connectBackend(p: Pending, target: Backend, primary: boolean): void {
+    const first = p.first;
+    if (!first || first.kind === 'cancel') return;
+    this.bump(target.member, 1);
+    this.connecting.add(p);
+    p.target = target;
+    const backend = connect({ host: target.host, port: target.port, noDelay: true });
+    p.backend = backend;
+    const timer = setTimeout(
+      () => backend.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)),
+      this.ctx.timeouts.connectMs,
+    );
+    const onError = (error: Error): void => {
+      clearTimeout(timer);
+      if (!this.connecting.delete(p)) return;
+      this.bump(target.member, -1);
+      p.backend = undefined;
+      this.refuse(p, refusal('backend-unreachable', { member: target.member, address: target.address, error: error.message }));
+    };
+    backend.once('error', onError);
+    backend.once('connect', () => {
+      clearTimeout(timer);
+      backend.removeListener('error', onError);
+      if (!this.connecting.delete(p)) return;
+      p.backend = undefined;
+      if (p.gone) {
+        this.bump(target.member, -1);
+        backend.destroy();
+        return;
+      }
+      this.handOver(p, backend, target, primary, first.kind, first.length);
+    });
+  }
+
+  private handOver(p: Pending, backend: Socket, target: Backend, primary: boolean, kind: OpeningKind, length: number): void {
+    const { socket } = p;
+    socket.removeListener('data', p.onData);
+    socket.removeListener('error', p.onGone);
+    socket.removeListener('close', p.onGone);
+    socket.removeListener('end', p.onGone);
+    socket.pause();
+    const relay = new Relay(socket, backend, target, primary, {
+      onClose: (r) => this.relayClosed(r),
+      onBackendKey: (r, pid, secret) => this.ctx.registerKey(r, pid, secret),
+    }, kind);
+    this.relays.add(relay);
+    relay.start(p.buf, length);
+  }
+
+  private relayClosed(r: Relay): void {
+    if (!this.relays.delete(r)) return;
+    this.bump(r.target.member, -1);
+    this.ctx.unregisterKey(r);
+    this.counters.closedBytesFromClients += r.bytesFromClient;
+    this.counters.closedBytesToClients += r.bytesToClient;
+    if (r.closedBy) this.counters.closed.set(r.closedBy, (this.counters.closed.get(r.closedBy) ?? 0) + 1);
+  }
+
+  /**
+   * A client still connecting to `member` would land on a server that is no
+   * longer right for it: drop that backend socket and decide again. The
+   * client has received nothing yet, so this is invisible to it.
+   */
+  rerouteConnecting(member: string): void {
+    for (const p of [...this.connecting]) {
+      if (p.target?.member !== member) continue;
+      this.connecting.delete(p);
+      this.bump(member, -1);
+      p.backend?.destroy();
+      p.backend = undefined;
+      this.proceed(p);
+    }
+  }
+
+  private bump(member: string, delta: number): void {
+    const n = (this.perMember.get(member) ?? 0) + delta;
+    if (n <= 0) this.perMember.delete(member);
+    else this.perMember.set(member, n);
+  }
+
+  /** Answers the client with a FATAL ErrorResponse and closes, as PostgreSQL would. */
+  refuse(p: Pending, r: Refusal): void {
+    if (p.gone) return;
+    this.unhold(p);
+    this.starting.delete(p);
+    clearTimeout(p.timer);
+    p.timer = undefined;
+    this.counters.refused.set(r.code, (this.counters.refused.get(r.code) ?? 0) + 1);
+    const { socket } = p;
+    const first = p.first;
+    if (first && (first.kind === 'ssl' || first.kind === 'gssenc')) {
+      // The client waits for a one-byte answer; say "no encryption", then read
+      // its plaintext StartupMessage so the error arrives where libpq expects it.
+      socket.write(ENCRYPTION_REFUSED);
+      const rest = p.buf.subarray(first.length);
+      p.first = undefined;
+      p.buf = Buffer.alloc(0);
+      socket.removeListener('data', p.onData);
+      const finish = (): void => this.sendFatal(p, r.fields);
+      const onData = (chunk: Buffer): void => {
+        p.buf = p.buf.length === 0 ? chunk : Buffer.concat([p.buf, chunk]);
+        try {
+          if (parseStartupPacket(p.buf) === undefined) return;
+        } catch {
+          // Malformed or another SSLRequest: the answer is the same.
+        }
+        finish();
+      };
+      socket.on('data', onData);
+      p.timer = setTimeout(finish, this.ctx.timeouts.startupMs);
+      if (rest.length > 0) onData(rest);
+      return;
+    }
+    this.sendFatal(p, r.fields);
+  }
+
+  private sendFatal(p: Pending, fields: ErrorFields): void {
+    if (p.gone) return;
+    clearTimeout(p.timer);
+    p.gone = true;
+    this.starting.delete(p);
+    p.socket.removeAllListeners('data');
+    p.socket.on('error', () => undefined);
+    p.socket.end(errorResponse(fields));
+    setTimeout(() => p.socket.destroy(), REFUSE_GRACE_MS).unref();
+  }
+
+  private onGone(p: Pending): void {
+    if (p.gone) return;
+    p.gone = true;
+    clearTimeout(p.timer);
+    this.unhold(p);
+    this.starting.delete(p);
+    if (this.connecting.delete(p) && p.target) {
+      this.bump(p.target.member, -1);
+      p.backend?.destroy();
+    }
+    p.socket.destroy();
+  }
+
+  /** CancelRequest: forward the 16 bytes to the backend(s) that may own the key, then hang up. */
+  private cancel(p: Pending, pid: number, secret: number): void {
+    const packet = p.buf.subarray(0, 16);
+    for (const t of this.ctx.cancelTargets(this.role, pid, secret)) {
+      const s = connect({ host: t.host, port: t.port }, () => s.end(packet));
+      s.on('error', () => undefined);
+      s.setTimeout(this.ctx.timeouts.connectMs, () => s.destroy());
+    }
+    p.gone = true;
+    p.socket.removeAllListeners('data');
+    p.socket.on('error', () => undefined);
+    p.socket.end();
+  }
+
+  /** Closes every relayed session matching `pick`, with `fields` as the last word. */
+  closeWhere(pick: (r: Relay) => boolean, fields: ErrorFields, reason: ClosureCode): number {
+    let n = 0;
+    for (const r of [...this.relays]) {
+      if (!pick(r)) continue;
+      r.close(fields, reason);
+      n += 1;
+    }
+    return n;
+  }
+
+  /** Stops accepting, refuses held and starting clients, closes every session. */
+  async close(fields: ErrorFields): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    const stopped = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    for (const p of [...this.held, ...this.starting]) this.refuse(p, refusal('router-stopping'));
+    for (const p of [...this.connecting]) this.onGone(p);
+    this.closeWhere(() => true, fields, 'router-stopping');
+    await stopped;
+  }
+}

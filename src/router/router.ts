@@ -1,0 +1,419 @@
+/**
+ * The router process: follows the store (watch + periodic full read), keeps
+ * the view, and applies its changes to live sessions:
+ *
+ * - the lease holder changes or vanishes → every session to the old primary
+ *   is closed at once (fail closed: it may be about to be demoted);
+ * - the store is unreadable for longer than the lease TTL → same, and new
+ *   read-write connections are refused with a FATAL ErrorResponse;
+ * - a switchover begins → new read-write connections are held; sessions on
+ *   the old primary are closed as soon as each is idle, or at drainMs;
+ * - the switchover ends → held connections go to the new primary.
+ *
+ * Selection itself is in view.ts (pure); relaying in relay.ts.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Server } from 'node:http';
+import { clusterKeys } from '../cluster/keys.js';
+import { LeaderRecordSchema, MemberStatusSchema, type LeaderRecord, type MemberStatus } from '../cluster/types.js';
+import type { StoreConfig } from '../store/config.js';
+import { openStore } from '../store/open.js';
+import type { KeyValue, LeaseId, Store, Watch, WatchEvent } from '../store/store.js';
+import { closure } from './errors.js';
+import { Listener, type ListenerContext, type ListenerRole } from './listener.js';
+import { createRegistry, serveMetrics } from './metrics.js';
+import { RouterSettingsSchema, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
+import type { Relay } from './relay.js';
+import type { RouterStatus, ListenerStats } from './status.js';
+import {
+  parseAddress,
+  pickReadOnly,
+  pickReadWrite,
+  readOnlyCandidates,
+  storeStaleness,
+  switchoverInProgress,
+  type Backend,
+  type Decision,
+  type FailoverRecord,
+  type SelectionSettings,
+} from './view.js';
+import { z } from 'zod';
+
+export interface RouterHandle {
+  /** Bound addresses ("host:port"), useful when port 0 was asked for. */
+  readonly addresses: { readWrite: string | null; readOnly: string | null; metrics: string | null };
+  stats(): RouterStatus;
+  /** Stops listening, closes every session with a FATAL "shutting down", unpublishes. */
+  stop(): Promise<void>;
+}
+
+const FailoverRecordSchema = z.object({
+  kind: z.string(),
+  from: z.string(),
+  to: z.string().nullable(),
+  requestedAt: z.string(),
+});
+
+const silent: RouterLogger = { info() {}, warn() {}, error() {}, debug() {} };
+
+function isStore(s: Store | StoreConfig): s is Store {
+  return typeof (s as Store).get === 'function';
+}
+
+export async function startRouter(options: RouterOptions): Promise<RouterHandle> {
+  const { store: storeOption, logger, ...rest } = options;
+  const settings = RouterSettingsSchema.parse(rest);
+  const ownsStore = !isStore(storeOption);
+  const store = isStore(storeOption) ? storeOption : await openStore(storeOption);
+  const router = new Router(settings, store, logger ?? silent, ownsStore);
+  try {
+    await router.start();
+  } catch (error) {
+    await router.stop();
+    throw error;
+  }
+  return {
+    addresses: router.addresses,
+    stats: () => router.stats(),
+    stop: () => router.stop(),
+  };
+}
+
+class Router {
+  private readonly keys;
+  private readonly selection: SelectionSettings;
+  private leader: LeaderRecord | undefined;
+  private readonly members = new Map<string, MemberStatus>();
+  private failover: FailoverRecord | undefined;
+  /** Monotonic ms when the last successful full read began. */
+  private lastReadAt: number | undefined;
+  /** Bumped by every watch event: a full read that raced one is not applied. */
+  private eventSeq = 0;
+  private reading = false;
+  private watch: Watch | undefined;
+  private watching = false;
+  private timers: NodeJS.Timeout[] = [];
+  /** Member that read-write sessions go to, as last applied to live sessions. */
+  private appliedPrimary: string | undefined;
+  private appliedSwitchover = false;
+  private storeWasReadable = false;
+  private readonly listeners: Listener[] = [];
+  private readonly keyOwners = new Map<string, Relay>();
+  private readonly relayKeys = new Map<Relay, string>();
+  private metricsServer: Server | undefined;
+  private metricsUrl: string | null = null;
+  private lease: LeaseId | undefined;
+  private stopped = false;
+  private readonly startedAt = new Date().toISOString();
+  addresses: RouterHandle['addresses'] = { readWrite: null, readOnly: null, metrics: null };
+
+  constructor(
+    private readonly settings: RouterSettings,
+    private readonly store: Store,
+    private readonly log: RouterLogger,
+    private readonly ownsStore: boolean,
+  ) {
+    this.keys = clusterKeys(settings.cluster);
+    this.selection = {
+      maxLagBytes: settings.maxLagBytes,
+      maxLagSeconds: settings.maxLagSeconds,
+      fallbackToPrimary: settings.fallbackToPrimary,
+      requireStreaming: settings.requireStreaming,
+      defaultTtlMs: settings.timeouts.defaultTtlMs,
+    };
+  }
+
+  private now(): number {
+    return performance.now();
+  }
+
+  async start(): Promise<void> {
+    const ctx: ListenerContext = {
+      decide: (role) => this.decide(role),
+      cancelTargets: (role, pid, secret) => this.cancelTargets(role, pid, secret),
+      registerKey: (relay, pid, secret) => {
+        const key = `${pid}:${secret}`;
+        this.keyOwners.set(key, relay);
+        this.relayKeys.set(relay, key);
+      },
+      unregisterKey: (relay) => {
+        const key = this.relayKeys.get(relay);
+        if (key === undefined) return;
+        this.relayKeys.delete(relay);
+        if (this.keyOwners.get(key) === relay) this.keyOwners.delete(key);
+      },
+      timeouts: this.settings.timeouts,
+      now: () => this.now(),
+    };
+    // Read the store before listening so the first clients meet a real view.
+    await this.startWatch();
+    await this.refresh();
+    const { readWrite, readOnly } = this.settings.listen;
+    for (const [role, address] of [['rw', readWrite], ['ro', readOnly]] as const) {
+      if (address === null) continue;
+      const parsed = parseAddress(address, true);
+      if (!parsed) throw new Error(`router: bad listen address "${address}"`);
+      const listener = new Listener(role, ctx);
+      await listener.listen(parsed.host, parsed.port);
+      this.listeners.push(listener);
+      if (role === 'rw') this.addresses.readWrite = listener.address;
+      else this.addresses.readOnly = listener.address;
+      this.log.info({ listener: role, address: listener.address }, 'router listening');
+    }
+    if (this.settings.metrics !== null) {
+      const parsed = parseAddress(this.settings.metrics, true);
+      if (!parsed) throw new Error(`router: bad metrics address "${this.settings.metrics}"`);
+      const registry = createRegistry(() => this.stats());
+      const served = await serveMetrics(registry, () => this.stats(), parsed.host, parsed.port);
+      this.metricsServer = served.server;
+      this.metricsUrl = served.url;
+      this.addresses.metrics = served.url.replace(/^http:\/\//, '');
+    }
+    const every = (ms: number, fn: () => void): void => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.settings.timeouts.refreshMs, () => void this.refresh());
+    // Staleness is checked more often than the store is read, so the TTL bound is tight.
+    every(Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2))), () => this.apply());
+    every(this.settings.publishIntervalMs, () => void this.publish());
+    void this.publish();
+  }
+
+  // ---- reading the store -------------------------------------------------
+
+  private async startWatch(): Promise<void> {
+    if (this.watching || this.stopped) return;
+    this.watching = true;
+    try {
+      this.watch = await this.store.watch(
+        this.keys.root,
+        (event) => this.onEvent(event),
+        (error) => {
+          this.log.warn({ err: error.message }, 'store watch broke; re-reading');
+          this.watch = undefined;
+          this.watching = false;
+        },
+      );
+    } catch (error) {
+      this.watching = false;
+      this.log.warn({ err: (error as Error).message }, 'cannot watch the store yet');
+    }
+  }
+
+  private onEvent(event: WatchEvent): void {
+    const { key } = event;
+    const value = event.type === 'put' ? event.value : undefined;
+    if (!this.absorb(key, value)) return;
+    this.eventSeq += 1;
+    this.apply();
+  }
+
+  /** Updates the view from one key; false when the key is not one the router reads. */
+  private absorb(key: string, value: string | undefined): boolean {
+    const k = this.keys;
+    if (key === k.leader) {
+      this.leader = value === undefined ? undefined : this.parse(key, value, LeaderRecordSchema);
+    } else if (key === k.failover) {
+      this.failover = value === undefined ? undefined : this.parse(key, value, FailoverRecordSchema);
+    } else if (key.startsWith(k.membersPrefix)) {
+      const name = key.slice(k.membersPrefix.length);
+      const status = value === undefined ? undefined : this.parse(key, value, MemberStatusSchema);
+      if (status) this.members.set(name, { ...status, name });
+      else this.members.delete(name);
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  private parse<T>(key: string, value: string, schema: z.ZodType<T>): T | undefined {
+    try {
+      return schema.parse(JSON.parse(value));
+    } catch (error) {
+      // An unreadable record counts as absent: fail closed rather than guess.
+      this.log.warn({ key, err: (error as Error).message }, 'ignoring malformed store record');
+      return undefined;
+    }
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.reading || this.stopped) return;
+    this.reading = true;
+    const startedAt = this.now();
+    const seq = this.eventSeq;
+    try {
+      const kvs: KeyValue[] = await this.store.list(this.keys.root);
+      if (this.stopped) return;
+      if (seq === this.eventSeq) {
+        this.leader = undefined;
+        this.failover = undefined;
+        this.members.clear();
+        for (const kv of kvs) this.absorb(kv.key, kv.value);
+      }
+      this.lastReadAt = startedAt;
+      if (!this.storeWasReadable) this.log.info({}, 'store readable');
+      this.storeWasReadable = true;
+      if (!this.watching) void this.startWatch();
+    } catch (error) {
+      if (this.storeWasReadable) this.log.warn({ err: (error as Error).message }, 'cannot read the store');
+      this.storeWasReadable = false;
+    } finally {
+      this.reading = false;
+    }
+    this.apply();
+  }
+
+  // ---- applying the view -------------------------------------------------
+
+  private snapshot() {
+    return { leader: this.leader, members: this.members, failover: this.failover };
+  }
+
+  private staleness() {
+    return storeStaleness({ snapshot: this.snapshot(), settings: this.selection, now: this.now(), lastStoreReadAt: this.lastReadAt });
+  }
+
+  /** Brings live sessions and held clients in line with the current view. */
+  private apply(): void {
+    if (this.stopped) return;
+    const staleness = this.staleness();
+    const snapshot = this.snapshot();
+    const primary = staleness.stale ? undefined : snapshot.leader?.member;
+    const previous = this.appliedPrimary;
+    if (previous !== undefined && primary !== previous) {
+      const fields = staleness.stale
+        ? closure('store-unreadable', staleness)
+        : closure('primary-changed', { member: previous });
+      const reason = staleness.stale ? 'store-unreadable' : 'primary-changed';
+      let n = 0;
+      for (const l of this.listeners) {
+        n += l.closeWhere((r) => r.primary && r.target.member === previous, fields, reason);
+        l.rerouteConnecting(previous);
+      }
+      this.log.warn({ from: previous, to: primary ?? null, closed: n, reason }, 'primary changed: closed its sessions');
+    }
+    this.appliedPrimary = primary;
+
+    const switchover = !staleness.stale && switchoverInProgress(snapshot);
+    if (switchover !== this.appliedSwitchover) {
+      this.appliedSwitchover = switchover;
+      const from = snapshot.failover?.from ?? previous ?? '?';
+      for (const l of this.listeners) {
+        for (const r of l.relays) {
+          if (!r.primary) continue;
+          if (switchover) {
+            const { drainMs } = this.settings.timeouts;
+            r.closeWhenIdle(
+              closure('switchover-idle', { member: r.target.member }),
+              'switchover-idle',
+              drainMs,
+              closure('switchover-timeout', { member: r.target.member, timeoutMs: drainMs }),
+              'switchover-timeout',
+            );
+          } else {
+            r.cancelDrain();
+          }
+        }
+      }
+      this.log.info({ from, switchover }, switchover ? 'switchover: holding new read-write connections' : 'switchover over');
+    }
+
+    // A replica that became primary stops taking read-only sessions (unless fallback allows it).
+    if (primary !== undefined && !this.settings.fallbackToPrimary) {
+      for (const l of this.listeners) {
+        if (l.role !== 'ro') continue;
+        l.closeWhere((r) => !r.primary && r.target.member === primary, closure('not-replica', { member: primary }), 'not-replica');
+      }
+    }
+    for (const l of this.listeners) l.reevaluateHeld();
+  }
+
+  private decide(role: ListenerRole): Decision {
+    const listener = this.listeners.find((l) => l.role === role);
+    const input = {
+      snapshot: this.snapshot(),
+      settings: this.selection,
+      now: this.now(),
+      lastStoreReadAt: this.lastReadAt,
+      connections: listener?.perMember ?? new Map<string, number>(),
+    };
+    return role === 'rw' ? pickReadWrite(input) : pickReadOnly(input);
+  }
+
+  private cancelTargets(role: ListenerRole, pid: number, secret: number): Backend[] {
+    const owner = this.keyOwners.get(`${pid}:${secret}`);
+    if (owner) return [owner.target];
+    // Key unseen (TLS session): every backend this listener relays to; the wrong ones ignore it.
+    const listener = this.listeners.find((l) => l.role === role);
+    const targets = new Map<string, Backend>();
+    for (const r of listener?.relays ?? []) targets.set(r.target.address, r.target);
+    return [...targets.values()];
+  }
+
+  // ---- reporting ---------------------------------------------------------
+
+  stats(): RouterStatus {
+    const staleness = this.staleness();
+    const { eligible, excluded } = readOnlyCandidates(this.snapshot(), this.selection);
+    const listeners: ListenerStats[] = this.listeners.map((l) => ({
+      role: l.role,
+      address: l.address,
+      open: l.openCount,
+      backends: Object.fromEntries(l.perMember),
+      held: l.heldCount,
+      heldTotal: l.counters.heldTotal,
+      accepted: l.counters.accepted,
+      refused: Object.fromEntries(l.counters.refused),
+      closed: Object.fromEntries(l.counters.closed),
+      bytesFromClients: l.bytesFromClients,
+      bytesToClients: l.bytesToClients,
+    }));
+    return {
+      name: this.settings.name,
+      cluster: this.settings.cluster,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      metricsUrl: this.metricsUrl,
+      store: { readable: !staleness.stale, ageMs: staleness.ageMs === null ? null : Math.round(staleness.ageMs), ttlMs: staleness.ttlMs },
+      primary: this.appliedPrimary ?? null,
+      switchover: this.appliedSwitchover,
+      replicas: { eligible: eligible.map((b) => b.member), excluded },
+      listeners,
+    };
+  }
+
+  /** Publishes stats under routers/<name>, attached to a lease so a dead router's entry expires. */
+  private async publish(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const ttl = this.settings.publishIntervalMs * 3;
+      if (this.lease === undefined || !(await this.store.keepAlive(this.lease))) {
+        this.lease = await this.store.grantLease(ttl);
+      }
+      if (this.stopped) return;
+      await this.store.put(this.keys.router(this.settings.name), JSON.stringify(this.stats()), { lease: this.lease });
+    } catch (error) {
+      this.log.debug({ err: (error as Error).message }, 'cannot publish router statistics');
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    const bye = closure('router-stopping');
+    await Promise.all(this.listeners.map((l) => l.close(bye)));
+    if (this.metricsServer) {
+      const server = this.metricsServer;
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    await this.watch?.close().catch(() => undefined);
+    if (this.lease !== undefined) await this.store.revokeLease(this.lease).catch(() => undefined);
+    if (this.ownsStore) await this.store.close().catch(() => undefined);
+  }
+}
