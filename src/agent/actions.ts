@@ -7,19 +7,35 @@ export interface Upstream {
   slot: string;
 }
 
-/** Effects decide() asks for; src/agent/effects.ts carries them out, in order. */
+/** Effects decide() asks for; src/agent/effects.ts carries them out, in order, stopping at the first failure. */
 export type Action =
   | { type: 'claimInitialize'; systemIdentifier?: string }
   | { type: 'completeInitialize'; systemIdentifier: string }
   | { type: 'bootstrap' }
   | { type: 'clone'; upstream: Upstream }
-  | { type: 'startPostgres'; as: 'primary' }
+  | { type: 'startPostgres'; as: 'primary'; synchronousStandbyNames: string }
   | { type: 'startPostgres'; as: 'replica'; upstream: Upstream | undefined }
   | { type: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  | { type: 'restartPostgres' }
   | { type: 'acquireLeader' }
+  | { type: 'releaseLeader'; reason: string }
   /** Rewrite relevo.conf/pg_hba/standby.signal if they differ from what this role needs, and reload. */
-  | { type: 'configure'; as: 'primary' }
+  | { type: 'configure'; as: 'primary'; synchronousStandbyNames: string }
   | { type: 'configure'; as: 'replica'; upstream: Upstream }
-  | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined };
+  | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
+  /** Take the leader lease (unless held), record the new timeline in history, pg_promote(). */
+  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null }
+  | { type: 'writeSyncRecord'; members: string[] }
+  | { type: 'writeOptime'; lsn: string; timeline: number }
+  /** Make a former primary that still runs unable to acknowledge commits (over SQL). */
+  | { type: 'fenceFormerPrimary'; member: string; address: string }
+  /** Reconcile this data directory with the leader's timeline (crash recovery if needed, pg_rewind), then start as its standby. */
+  | { type: 'rewind'; upstream: Upstream }
+  /** Move the data directory aside (kept, never deleted) so the member can be cloned afresh. */
+  | { type: 'moveDataAside'; reason: string }
+  /** Switchover: record the clean shutdown position in the request and release the leader lease. */
+  | { type: 'handOver'; reason: string }
+  | { type: 'clearFailoverRequest'; reason: string }
+  | { type: 'finishOperatorRequest' };
 
 export type ActionType = Action['type'];

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
-import type { MemberStatus } from '../cluster/types.js';
+import type { MemberStatus, SyncRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { loadCredentials, type Credentials } from '../config/secrets.js';
 import { localPostgres, type LocalPostgres } from '../postgres/local.js';
@@ -10,8 +10,8 @@ import { stopPostgres } from '../postgres/postmaster.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
-import { observeDataDir, observeServer, readCluster } from './observe.js';
-import type { Observation } from './observation.js';
+import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
+import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { AgentState } from './states.js';
 import { memberStatus } from './status.js';
 
@@ -36,9 +36,12 @@ export class Agent {
   private lease: LeaseId | undefined;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
-  private stateSince = Date.now();
+  private stateSince = performance.now();
   private lastReason = '';
+  private memory: AgentMemory = freshMemory();
+  private readonly lastDetail = new Map<string, string>();
   private status: MemberStatus | undefined;
+  private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   private wake: (() => void) | undefined;
   private running = false;
@@ -55,6 +58,10 @@ export class Agent {
   /** Latest published status, for the REST API. */
   currentStatus(): MemberStatus | undefined {
     return this.status;
+  }
+
+  currentSync(): SyncRecord | undefined {
+    return this.sync;
   }
 
   async start(): Promise<void> {
@@ -91,22 +98,42 @@ export class Agent {
     }
   }
 
-  /** Makes sure the session lease exists; a lost lease means our keys (and any leadership) are gone. */
+  /**
+   * Renews the session lease, or grants a new one when it is gone (our member
+   * key and any leader key went with it). The renewal time is taken before the
+   * request is sent, so our idea of the lease's end is never later than the store's.
+   */
   private async ensureLease(): Promise<void> {
-    if (this.lease && (await this.store.keepAlive(this.lease))) return;
-    if (this.lease) this.log.warn('session lease expired; our member key and any leader lease are gone');
+    const sentAt = performance.now();
+    if (this.lease && (await this.store.keepAlive(this.lease))) {
+      this.memory.leaseRenewedAt = sentAt;
+      return;
+    }
+    if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
     this.lease = await this.store.grantLease(this.settings.ttlMs);
+    this.memory.leaseRenewedAt = sentAt;
+  }
+
+  /** An operator command from the REST API; carried out by the next cycle. */
+  request(operatorRequest: OperatorRequest): void {
+    this.memory.operatorRequest = operatorRequest;
+    this.wake?.();
   }
 
   async observe(): Promise<Observation> {
     const cluster = await readCluster(this.store, this.keys);
     if (cluster.view.reachable) this.settings = cluster.settings;
-    const dataDir = await observeDataDir(this.local, this.systemIdentifier);
-    this.systemIdentifier = dataDir.systemIdentifier;
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.credentials);
+    const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
+    this.systemIdentifier = dataDir.systemIdentifier;
+    const view = cluster.view;
+    // Peers are asked directly only when an election may be due.
+    const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
+    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
     return {
       now: Date.now(),
+      monotonic: performance.now(),
       member: {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
@@ -116,8 +143,10 @@ export class Agent {
       settings: this.settings,
       ...dataDir,
       server,
-      store: cluster.view,
+      store: view,
+      peers,
       haveCredentials: this.credentials !== undefined,
+      memory: { ...this.memory },
       previous: { state: this.state, since: this.stateSince },
     };
   }
@@ -131,27 +160,39 @@ export class Agent {
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
-    let acted = false;
+    let allDone = true;
     for (const action of decision.actions) {
-      if (action.type === 'clone') await this.publish(observation, decision);
+      if (action.type === 'clone' || action.type === 'rewind') await this.publish(observation, decision);
       const outcome = await runAction(this.effectContext(), action);
-      acted = true;
       if (outcome.ok) {
-        if (outcome.detail) this.log.info({ action: action.type }, outcome.detail);
+        this.logDetail(action.type, outcome.detail);
       } else {
-        this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}`);
+        allDone = false;
+        this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}: ${outcome.error}`);
+        if (action.type === 'rewind') this.memory.rewindFailed = true;
         break;
       }
     }
-    if (acted) observation = await this.observe();
+    if (allDone && decision.remember) this.memory = { ...this.memory, ...decision.remember };
+    const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
+    if (stateChanging) observation = await this.observe();
+    const leaderNow = observation.store.reachable ? observation.store.leader?.member === this.config.name : this.memory.wasLeader;
+    this.memory.wasLeader = leaderNow;
     await this.publish(observation, decision);
+  }
+
+  /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
+  private logDetail(type: string, detail: string | undefined): void {
+    if (!detail || this.lastDetail.get(type) === detail) return;
+    this.lastDetail.set(type, detail);
+    this.log.info({ action: type }, detail);
   }
 
   private record(decision: Decision): void {
     if (decision.state !== this.state) {
       this.log.info({ from: this.state, to: decision.state }, decision.reason);
       this.state = decision.state;
-      this.stateSince = Date.now();
+      this.stateSince = performance.now();
     } else if (decision.reason !== this.lastReason) {
       this.log.info({ state: decision.state }, decision.reason);
     }
@@ -159,7 +200,8 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, false);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused);
+    if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;
     await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).catch((error: Error) => {
@@ -182,6 +224,9 @@ export class Agent {
       credentials: () => this.credentials,
       setCredentials: (credentials) => {
         this.credentials = credentials;
+      },
+      finishOperatorRequest: () => {
+        this.memory.operatorRequest = undefined;
       },
     };
   }

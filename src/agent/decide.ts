@@ -1,21 +1,42 @@
-import type { MemberStatus, SlotRegistry } from '../cluster/types.js';
+import type { MemberStatus } from '../cluster/types.js';
 import { slotNameFor } from '../postgres/inspect.js';
+import type { ServerInspection } from '../postgres/inspect.js';
+import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
-import type { Observation } from './observation.js';
+import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './election.js';
+import type { AgentMemory, Observation } from './observation.js';
+import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
+import { planSync } from './sync.js';
 
 export interface Decision {
   state: AgentState;
   actions: Action[];
   /** One sentence an operator can read: why this state, why these actions. */
   reason: string;
+  /** Updates to the agent's memory, applied after the actions ran. */
+  remember?: Partial<AgentMemory>;
 }
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
+/** A switchover or failover request older than this (from its start time) is ignored and cleared. */
+export const FAILOVER_REQUEST_TIMEOUT_MS = 60_000;
+
+/** The pending failover request, unless it timed out. */
+function activeRequest(o: Observation, store: Reachable) {
+  const request = store.failover;
+  if (!request) return undefined;
+  const start = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
+  return o.now - start > FAILOVER_REQUEST_TIMEOUT_MS ? undefined : request;
+}
+
+/** A replica that has not streamed for this long while behind the leader's timeline is treated as diverged. */
+export const DIVERGENCE_GRACE_MS = 10_000;
+
 /**
  * The HA decision: a pure function of one observed snapshot. No I/O, no clock
- * (time comes in `observation.now`). Effects are described, not performed.
+ * (time comes in the observation). Effects are described, not performed.
  */
 export function decide(observation: Observation): Decision {
   const target = chooseTarget(observation);
@@ -32,16 +53,14 @@ export function decide(observation: Observation): Decision {
 
 function chooseTarget(o: Observation): Decision {
   const store = o.store;
-  if (!store.reachable) {
-    return { state: 'store_unreachable', actions: [], reason: `cannot read the coordination store (${store.error})` };
-  }
+  if (!store.reachable) return decideWithoutStore(o, store.error);
   const { init } = store;
   if (o.dataDir === 'initialized' && init?.systemIdentifier && o.systemIdentifier && init.systemIdentifier !== o.systemIdentifier) {
     return {
       state: 'foreign_data',
       actions: [],
       reason:
-        `data directory holds system ${o.systemIdentifier} but cluster's is ${init.systemIdentifier}: ` +
+        `data directory holds system ${o.systemIdentifier} but the cluster's is ${init.systemIdentifier}: ` +
         'it belongs to another cluster; point postgres.dataDir elsewhere or empty it',
     };
   }
@@ -67,8 +86,62 @@ function chooseTarget(o: Observation): Decision {
       };
     }
   }
+  if (o.settings.paused) return decidePaused(o, store);
+  if (o.memory.operatorRequest) return decideOperatorRequest(o, store);
   if (o.dataDir === 'empty') return decideEmptyMember(o, store);
-  return decideWithData(o, store);
+  const server = o.server;
+  if (server.kind === 'unreachable') {
+    return { state: 'starting_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
+  }
+  if (server.kind === 'stopped') return decideStopped(o, store);
+  return server.inspection.inRecovery ? decideReplica(o, store, server.inspection) : decidePrimary(o, store, server.inspection);
+}
+
+/** Without the store we cannot renew the lease: a primary stops before the lease could expire. */
+function decideWithoutStore(o: Observation, error: string): Decision {
+  const server = o.server;
+  const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
+  if (runsAsPrimary && o.memory.wasLeader && !o.settings.paused) {
+    const age = o.memory.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.memory.leaseRenewedAt;
+    const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
+    if (age >= limit) {
+      return {
+        state: 'fenced',
+        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        reason: `leader lease not renewed for ${Math.round(age)} ms (store unreachable: ${error}); stopping PostgreSQL before the lease can expire`,
+        remember: { wasLeader: false },
+      };
+    }
+  }
+  return { state: 'store_unreachable', actions: [], reason: `cannot read the coordination store (${error})` };
+}
+
+function decidePaused(o: Observation, store: Reachable): Decision {
+  const server = o.server;
+  const reason = 'cluster paused for maintenance: no automatic action';
+  if (server.kind === 'running' && !server.inspection.inRecovery && store.leader?.member === o.member.name) return { state: 'primary', actions: [], reason };
+  if (server.kind === 'running' && server.inspection.inRecovery) return { state: 'replica', actions: [], reason };
+  return { state: o.previous.state, actions: [], reason };
+}
+
+function decideOperatorRequest(o: Observation, store: Reachable): Decision {
+  const request = o.memory.operatorRequest!;
+  const isLeader = store.leader?.member === o.member.name;
+  if (request.kind === 'restart') {
+    return {
+      state: 'starting_postgres',
+      actions: [{ type: 'restartPostgres' }, { type: 'finishOperatorRequest' }],
+      reason: 'operator asked to restart PostgreSQL',
+    };
+  }
+  if (isLeader) {
+    return { state: o.previous.state, actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary' };
+  }
+  const actions: Action[] = [];
+  if (o.server.kind !== 'stopped') actions.push({ type: 'stopPostgres', mode: 'fast' });
+  if (o.dataDir === 'initialized') actions.push({ type: 'moveDataAside', reason: 'operator asked to reinitialise this member (relevo reinit)' });
+  actions.push({ type: 'finishOperatorRequest' });
+  return { state: 'waiting_for_primary', actions, reason: 'operator asked to reinitialise this member: cloning afresh', remember: { rewindFailed: false } };
 }
 
 function leaderStatus(store: Reachable): MemberStatus | undefined {
@@ -93,43 +166,124 @@ function decideEmptyMember(o: Observation, store: Reachable): Decision {
   if (!leader.slots.some((s) => s.name === slot)) {
     return { state: 'waiting_for_primary', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
   }
+  const upstream = upstreamFor(o, store)!;
   return {
     state: 'cloning',
-    actions: [{ type: 'clone', upstream: upstreamFor(o, store)! }, { type: 'startPostgres', as: 'replica', upstream: upstreamFor(o, store) }],
+    actions: [{ type: 'clone', upstream }, { type: 'startPostgres', as: 'replica', upstream }],
     reason: `cloning from primary ${leader.name} through slot ${slot}`,
+    remember: { rewindFailed: false },
   };
 }
 
-function decideWithData(o: Observation, store: Reachable): Decision {
+/** The fork point of the timeline after `timeline`, from history. */
+function forkAfter(store: Reachable, timeline: number): string | null | undefined {
+  return store.history.find((h) => h.timeline === timeline + 1)?.lsn;
+}
+
+function decideStopped(o: Observation, store: Reachable): Decision {
   const me = o.member.name;
   const leaderName = store.leader?.member;
-  const server = o.server;
-  if (server.kind === 'unreachable') {
-    return { state: 'starting_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
-  }
-  if (server.kind === 'stopped') {
-    if (o.standbyConfigured || (leaderName !== undefined && leaderName !== me)) {
-      const upstream = upstreamFor(o, store);
+  if (leaderName === me) {
+    const downSince = o.memory.primaryDownSince ?? o.monotonic;
+    if (o.monotonic - downSince > o.settings.primaryRestartTimeoutMs) {
       return {
-        state: 'starting_postgres',
-        actions: [{ type: 'startPostgres', as: 'replica', upstream }],
-        reason: upstream ? `starting PostgreSQL as a standby of ${upstream.member}` : 'starting PostgreSQL as a standby; no primary holds the lease',
+        state: 'fenced',
+        actions: [{ type: 'releaseLeader', reason: `PostgreSQL did not come back within primaryRestartTimeoutMs=${o.settings.primaryRestartTimeoutMs}` }],
+        reason: `PostgreSQL did not restart within ${o.settings.primaryRestartTimeoutMs} ms: releasing the leader lease so a replica takes over`,
+        remember: { primaryDownSince: undefined, wasLeader: false },
       };
-    }
-    if (leaderName === me) {
-      return { state: 'starting_postgres', actions: [{ type: 'startPostgres', as: 'primary' }], reason: 'we hold the leader lease: starting PostgreSQL as primary' };
     }
     return {
       state: 'starting_postgres',
-      actions: [{ type: 'acquireLeader' }],
-      reason: 'primary data directory and no leader: taking the leader lease before starting PostgreSQL',
+      actions: [{ type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) }],
+      reason: 'we hold the leader lease and PostgreSQL is down: restarting it in place (crash recovery)',
+      remember: { primaryDownSince: downSince },
     };
   }
-  const inspection = server.inspection;
-  if (inspection.inRecovery) {
-    const upstream = upstreamFor(o, store);
-    if (!upstream) {
-      return { state: 'replica', actions: [], reason: leaderName === me ? 'we hold the lease while in recovery' : 'no primary holds the leader lease' };
+  const upstream = upstreamFor(o, store);
+  if (leaderName !== undefined) {
+    if (!upstream) return { state: 'waiting_for_primary', actions: [], reason: `leader ${leaderName} has not published its address yet` };
+    if (o.memory.rewindFailed) {
+      if (o.settings.rewindFallback === 'reclone') {
+        return {
+          state: 'rewinding',
+          actions: [{ type: 'moveDataAside', reason: 'pg_rewind could not reconcile this data directory with the leader (rewindFallback=reclone)' }],
+          reason: 'pg_rewind failed: moving the data directory aside and cloning afresh',
+          remember: { rewindFailed: false },
+        };
+      }
+      return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
+    }
+    if (needsRewind(o, store)) {
+      return { state: 'rewinding', actions: [{ type: 'rewind', upstream }], reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)` };
+    }
+    return {
+      state: 'starting_postgres',
+      actions: [{ type: 'startPostgres', as: 'replica', upstream }],
+      reason: `starting PostgreSQL as a standby of ${upstream.member}`,
+    };
+  }
+  if (o.standbyConfigured) {
+    return { state: 'starting_postgres', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
+  }
+  const request = activeRequest(o, store);
+  if (request && request.to !== me) {
+    return { state: 'waiting_for_primary', actions: [], reason: `${request.kind} to ${request.to ?? 'the best replica'} in progress: not taking the lease` };
+  }
+  // A stopped former primary may lead again only if nobody promoted since it stopped.
+  const timeline = o.control?.timeline ?? 0;
+  if (latestTimeline(store.history) > timeline) {
+    return { state: 'waiting_for_primary', actions: [], reason: `this former primary is on timeline ${timeline}, the cluster moved on to ${latestTimeline(store.history)}: waiting for a leader to rewind from` };
+  }
+  return {
+    state: 'starting_postgres',
+    actions: [{ type: 'acquireLeader' }],
+    reason: 'primary data directory on the current timeline and no leader: taking the leader lease before starting PostgreSQL',
+  };
+}
+
+/** A former primary always goes through pg_rewind (a no-op when nothing diverged); a standby only past the fork. */
+function needsRewind(o: Observation, store: Reachable): boolean {
+  if (!o.standbyConfigured) return true;
+  const control = o.control;
+  if (!control) return false;
+  const leaderTimeline = latestTimeline(store.history);
+  if (control.timeline >= leaderTimeline) return false;
+  const fork = forkAfter(store, control.timeline);
+  return fork !== undefined && fork !== null && compareLsn(control.minRecoveryLsn ?? control.checkpointLsn, fork) > 0;
+}
+
+function standbyNamesOnStart(o: Observation, store: Reachable): string {
+  if (o.settings.synchronousMode === 'off') return '';
+  const record = store.sync && store.sync.leader === o.member.name ? store.sync.members : [];
+  if (record.length > 0) return `FIRST ${record.length} (${record.map((m) => `"${m}"`).join(', ')})`;
+  return o.settings.synchronousStrict ? '*' : '';
+}
+
+function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+  const me = o.member.name;
+  const leaderName = store.leader?.member;
+  if (leaderName === me) {
+    return {
+      state: 'promoting',
+      actions: [{ type: 'promote', acquire: false, from: lastLeader(store) ?? null, reason: 'resuming an interrupted promotion', timeline: (inspection.timeline ?? 0) + 1, forkLsn: inspection.replayedLsn }],
+      reason: 'we hold the leader lease while still in recovery: finishing the promotion',
+    };
+  }
+  const upstream = upstreamFor(o, store);
+  if (leaderName !== undefined && upstream) {
+    const leader = leaderStatus(store)!;
+    const myTimeline = inspection.timeline ?? 0;
+    const fork = forkAfter(store, myTimeline);
+    const behindTimeline = leader.timeline !== null && myTimeline < leader.timeline;
+    const pastFork = fork !== undefined && fork !== null && inspection.replayedLsn !== null && compareLsn(inspection.replayedLsn, fork) > 0;
+    const stuck = !inspection.streaming && o.monotonic - o.previous.since > DIVERGENCE_GRACE_MS && o.previous.state === 'replica';
+    if (behindTimeline && (pastFork || stuck)) {
+      return {
+        state: 'rewinding',
+        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        reason: `replayed past the fork of timeline ${myTimeline + 1} (or cannot stream from ${leader.name}): stopping to rewind`,
+      };
     }
     return {
       state: 'replica',
@@ -137,58 +291,83 @@ function decideWithData(o: Observation, store: Reachable): Decision {
       reason: inspection.streaming ? `streaming from ${upstream.member}` : `following ${upstream.member}, not streaming yet`,
     };
   }
+  if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
+  const request = activeRequest(o, store);
+  const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
+  if (!verdict.eligible) return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}` };
+  const former = lastLeader(store);
+  const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
+  const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
+  return {
+    state: 'promoting',
+    actions: [{ type: 'promote', acquire: true, from: former ?? null, reason: why, timeline: latestTimeline(store.history) + 1, forkLsn: inspection.replayedLsn }],
+    reason: `taking over: ${why}; ${verdict.reason}`,
+    remember: { fenceTarget, wasLeader: true },
+  };
+}
+
+function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+  const me = o.member.name;
+  const leaderName = store.leader?.member;
   if (leaderName !== undefined && leaderName !== me) {
     return {
       state: 'fenced',
       actions: [{ type: 'stopPostgres', mode: 'fast' }],
       reason: `member ${leaderName} holds the leader lease: stopping this primary to avoid two primaries`,
+      remember: { wasLeader: false },
     };
   }
   if (leaderName === undefined) {
-    return { state: 'primary', actions: [{ type: 'acquireLeader' }], reason: 'running primary and no leader: taking the leader lease' };
+    if (latestTimeline(store.history) > (inspection.timeline ?? 0)) {
+      return {
+        state: 'fenced',
+        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        reason: `the cluster moved on to timeline ${latestTimeline(store.history)} while this primary is on ${inspection.timeline}: stopping it`,
+        remember: { wasLeader: false },
+      };
+    }
+    return { state: 'primary', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
   }
+  const request = activeRequest(o, store);
+  if (request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
+    const candidates = store.members.filter(
+      (m) => m.name !== me && m.state === 'replica' && m.streaming && m.tags.nofailover !== true && (request.to === null || m.name === request.to),
+    );
+    if (candidates.length === 0) {
+      return {
+        state: 'primary',
+        actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica eligible for promotion` }],
+        reason: 'switchover impossible: no eligible streaming replica',
+      };
+    }
+    return {
+      state: 'demoting',
+      actions: [{ type: 'stopPostgres', mode: 'fast' }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}` }],
+      reason: `switchover to ${request.to ?? 'the best replica'}: shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
+      remember: { wasLeader: false },
+    };
+  }
+  const sync = planSync(o, store, inspection);
+  const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
+  if (slots) actions.push(slots);
+  if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline });
+  const fence = o.memory.fenceTarget;
+  if (fence) {
+    const former = store.members.find((m) => m.name === fence.member);
+    if (former && former.role === 'replica') {
+      return { state: 'primary', actions, reason: 'holding the leader lease', remember: { ...sync.remember, fenceTarget: undefined, primaryDownSince: undefined, wasLeader: true } };
+    }
+    actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
+  }
+  // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
+  if (store.failover && (!request || request.from !== me)) {
+    actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out` });
+  }
   return {
     state: 'primary',
-    actions: [{ type: 'configure', as: 'primary' }, ...(slots ? [slots] : [])],
-    reason: 'holding the leader lease',
+    actions,
+    reason: sync.note ? `holding the leader lease; ${sync.note}` : 'holding the leader lease',
+    remember: { ...sync.remember, primaryDownSince: undefined, wasLeader: true },
   };
-}
-
-/**
- * Slots the primary keeps: one per member present in the store, and for a
- * member that vanished, until the grace period has passed since it was last seen.
- */
-export function planSlots(
-  o: Observation,
-  store: Reachable,
-  existing: { name: string; active: boolean }[],
-): Extract<Action, { type: 'syncSlots' }> | undefined {
-  const present = store.members.filter((m) => m.name !== o.member.name).map((m) => m.name);
-  const registry: SlotRegistry = {};
-  let registryChanged = false;
-  for (const name of present) {
-    registry[name] = { lastSeenAt: null };
-    if (store.slotRegistry[name]?.lastSeenAt !== null) registryChanged = true;
-  }
-  const drop: { slot: string; reason: string }[] = [];
-  for (const [name, entry] of Object.entries(store.slotRegistry)) {
-    if (name === o.member.name || registry[name]) {
-      if (name === o.member.name) registryChanged = true;
-      continue;
-    }
-    const goneSince = entry.lastSeenAt ?? new Date(o.now).toISOString();
-    if (entry.lastSeenAt === null) registryChanged = true;
-    const goneForMs = o.now - Date.parse(goneSince);
-    if (goneForMs > o.settings.slotGraceSeconds * 1000) {
-      drop.push({ slot: slotNameFor(name), reason: `member ${name} gone since ${goneSince}, longer than slotGraceSeconds=${o.settings.slotGraceSeconds}` });
-      registryChanged = true;
-    } else {
-      registry[name] = { lastSeenAt: goneSince };
-    }
-  }
-  const existingNames = new Set(existing.map((s) => s.name));
-  const create = present.map(slotNameFor).filter((slot) => !existingNames.has(slot));
-  if (create.length === 0 && drop.length === 0 && !registryChanged) return undefined;
-  return { type: 'syncSlots', create, drop, registry: registryChanged ? registry : undefined };
 }

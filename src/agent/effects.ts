@@ -1,15 +1,17 @@
 import type { Logger } from 'pino';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { ClusterSettings } from '../cluster/settings.js';
-import { InitRecordSchema, type LeaderRecord } from '../cluster/types.js';
-import type { MemberConfig } from '../config/member.js';
-import { createCredentials, loadCredentials, type Credentials } from '../config/secrets.js';
+import { FailoverRequestSchema, HistorySchema, InitRecordSchema, LeaderRecordSchema, type HistoryEntry, type LeaderRecord } from '../cluster/types.js';
+import { connectAddressOf, type MemberConfig } from '../config/member.js';
+import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
-import { baseParameters, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
+import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
+import { readControlData } from '../postgres/datadir.js';
 import { createPhysicalSlot, dropSlot } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
-import { reloadPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
+import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
+import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import type { LeaseId, Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
@@ -26,6 +28,8 @@ export interface EffectContext {
   sessionLease(): LeaseId;
   credentials(): Credentials | undefined;
   setCredentials(credentials: Credentials): void;
+  /** Forget the operator request once it has been carried out. */
+  finishOperatorRequest(): void;
 }
 
 export type ActionOutcome = { action: Action; ok: true; detail?: string } | { action: Action; ok: false; error: string };
@@ -51,16 +55,94 @@ function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): St
   return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile };
 }
 
-function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undefined): boolean {
+/** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
+function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undefined, synchronousStandbyNames = ''): boolean {
   const settings = ctx.settings();
-  return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, baseParameters(ctx.config, settings), settings, ctx.config.name, standby);
+  const parameters = { ...baseParameters(ctx.config, settings), synchronous_standby_names: synchronousStandbyNames };
+  return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
 }
 
-async function acquireLeader(ctx: EffectContext, timeline?: number): Promise<string> {
-  const record: LeaderRecord = { member: ctx.config.name, ttlMs: ctx.settings().ttlMs, acquiredAt: new Date().toISOString(), timeline };
+async function acquireLeader(ctx: EffectContext): Promise<string> {
+  const record: LeaderRecord = { member: ctx.config.name, ttlMs: ctx.settings().ttlMs, acquiredAt: new Date().toISOString() };
   const revision = await ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
   if (revision === undefined) throw new Error('another member took the leader lease first');
   return `leader lease acquired at revision ${revision}`;
+}
+
+/** Deletes the leader key only if it is still ours. */
+async function releaseLeader(ctx: EffectContext): Promise<boolean> {
+  const current = await ctx.store.get(ctx.keys.leader);
+  if (!current || LeaderRecordSchema.parse(JSON.parse(current.value)).member !== ctx.config.name) return false;
+  return ctx.store.delete(ctx.keys.leader, current.revision);
+}
+
+/** Appends one entry to the history by compare-and-swap, retrying on concurrent change. */
+async function appendHistory(ctx: EffectContext, entry: HistoryEntry): Promise<void> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const current = await ctx.store.get(ctx.keys.history);
+    const history = current ? HistorySchema.parse(JSON.parse(current.value)) : [];
+    const value = JSON.stringify([...history, entry].slice(-100));
+    const written = current ? await ctx.store.compareAndSwap(ctx.keys.history, value, current.revision) : await ctx.store.create(ctx.keys.history, value);
+    if (written !== undefined) return;
+  }
+  throw new Error('could not append to the history: it kept changing');
+}
+
+async function promote(ctx: EffectContext, action: Extract<Action, { type: 'promote' }>): Promise<string> {
+  const { store, keys, config, local } = ctx;
+  if (action.acquire) await acquireLeader(ctx);
+  try {
+    await appendHistory(ctx, {
+      timeline: action.timeline,
+      from: action.from,
+      to: config.name,
+      reason: action.reason,
+      lsn: action.forkLsn,
+      at: new Date().toISOString(),
+    });
+    // Nobody holds our acknowledged commits yet: the sync set starts empty.
+    await store.put(keys.sync, JSON.stringify({ leader: config.name, members: [], updatedAt: new Date().toISOString() }));
+  } catch (error) {
+    await releaseLeader(ctx).catch(() => false);
+    throw error;
+  }
+  const credentials = requireCredentials(ctx);
+  await withConnection(agentSqlTarget(local, credentials), async (client) => {
+    const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
+    if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
+  }, 70_000);
+  writeConfiguration(ctx, undefined, ctx.settings().synchronousStrict && ctx.settings().synchronousMode === 'on' ? '*' : '');
+  await reloadPostgres(local.postmaster);
+  return `promoted to primary on timeline ${action.timeline} (${action.reason})`;
+}
+
+/**
+ * Makes a former primary that still runs unable to acknowledge commits: every
+ * commit then waits for a synchronous standby that does not exist, and its
+ * client sessions are closed. Persisted with ALTER SYSTEM, so a restart keeps it.
+ */
+async function fenceFormerPrimary(ctx: EffectContext, member: string, address: string): Promise<string> {
+  const credentials = requireCredentials(ctx);
+  const [host, port] = splitHostPort(address);
+  try {
+    return await withConnection(
+      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword },
+      async (client) => {
+        const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
+        if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;
+        if (recovery.rows[0]?.ssn === 'relevo_fenced') return `former primary ${member} is fenced`;
+        await client.query(`ALTER SYSTEM SET synchronous_standby_names = 'relevo_fenced'`);
+        await client.query(`ALTER SYSTEM SET default_transaction_read_only = on`);
+        await client.query('SELECT pg_reload_conf()');
+        await client.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`);
+        ctx.log.warn({ formerPrimary: member, address }, `fenced former primary ${member} over SQL: its commits can no longer be acknowledged`);
+        return `fenced former primary ${member}`;
+      },
+      1_500,
+    );
+  } catch (error) {
+    return `former primary ${member} not reachable at ${address} (${(error as Error).message})`;
+  }
 }
 
 async function perform(ctx: EffectContext, action: Action): Promise<string | undefined> {
@@ -91,7 +173,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
         if (!current) throw new Error('the initialise key vanished during bootstrap');
         const record = InitRecordSchema.parse(JSON.parse(current.value));
         await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
-        await acquireLeader(ctx, 1);
+        await acquireLeader(ctx);
         return `cluster initialised: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
       } catch (error) {
         // Release the claim so another member (or our next cycle) can try again.
@@ -108,22 +190,33 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
     }
     case 'startPostgres': {
-      writeConfiguration(ctx, action.as === 'primary' ? undefined : standbySettings(ctx, action.upstream));
+      clearFenceSettings(local.dataDir);
+      if (action.as === 'primary') writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
+      else writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       const pid = await startPostgres(local.postmaster);
       return `PostgreSQL started as ${action.as}, postmaster pid ${pid}`;
     }
     case 'stopPostgres':
       await stopPostgres(local.postmaster, action.mode);
       return `PostgreSQL stopped (${action.mode})`;
+    case 'restartPostgres': {
+      const pid = await restartPostgres(local.postmaster);
+      return `PostgreSQL restarted, postmaster pid ${pid}`;
+    }
     case 'acquireLeader':
       return acquireLeader(ctx);
+    case 'releaseLeader':
+      return (await releaseLeader(ctx)) ? `leader lease released: ${action.reason}` : undefined;
     case 'configure': {
-      const standby = action.as === 'replica' ? standbySettings(ctx, action.upstream) : undefined;
-      if (!writeConfiguration(ctx, standby)) return undefined;
+      const changed =
+        action.as === 'replica'
+          ? writeConfiguration(ctx, standbySettings(ctx, action.upstream))
+          : writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
+      if (!changed) return undefined;
       await reloadPostgres(local.postmaster);
       return action.as === 'replica'
         ? `configuration rewritten and reloaded; following ${action.upstream.member} at ${action.upstream.address}`
-        : 'configuration rewritten and reloaded';
+        : `configuration rewritten and reloaded; synchronous_standby_names = '${action.synchronousStandbyNames}'`;
     }
     case 'syncSlots': {
       const credentials = requireCredentials(ctx);
@@ -137,5 +230,46 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       if (action.registry) await store.put(keys.slots, JSON.stringify(action.registry));
       return action.create.length > 0 ? `created slots ${action.create.join(', ')}` : undefined;
     }
+    case 'promote':
+      return promote(ctx, action);
+    case 'writeSyncRecord':
+      await store.put(keys.sync, JSON.stringify({ leader: config.name, members: action.members, updatedAt: new Date().toISOString() }));
+      return `synchronous set is now [${action.members.join(', ')}]`;
+    case 'writeOptime':
+      await store.put(
+        keys.optime,
+        JSON.stringify({ member: config.name, address: connectAddressOf(config), lsn: action.lsn, timeline: action.timeline, at: new Date().toISOString() }),
+      );
+      return undefined;
+    case 'fenceFormerPrimary':
+      return fenceFormerPrimary(ctx, action.member, action.address);
+    case 'rewind': {
+      const credentials = requireCredentials(ctx);
+      const outcome = await rewindFrom(local, action.upstream.address, credentials);
+      writeConfiguration(ctx, standbySettings(ctx, action.upstream));
+      const pid = await startPostgres(local.postmaster);
+      return `${outcome} from ${action.upstream.member}; started as its standby, postmaster pid ${pid}`;
+    }
+    case 'moveDataAside': {
+      const movedTo = moveDataDirAside(local, new Date());
+      ctx.log.warn({ movedTo, reason: action.reason }, `data directory moved aside to ${movedTo} (kept, not deleted): ${action.reason}`);
+      return `data directory moved to ${movedTo}`;
+    }
+    case 'handOver': {
+      const control = await readControlData(local.binDir, local.user, local.dataDir);
+      const current = await store.get(keys.failover);
+      if (current) {
+        const request = FailoverRequestSchema.parse(JSON.parse(current.value));
+        await store.compareAndSwap(keys.failover, JSON.stringify({ ...request, shutdownLsn: control.checkpointLsn }), current.revision);
+      }
+      await releaseLeader(ctx);
+      return `${action.reason}: shut down cleanly at ${control.checkpointLsn}, leader lease released`;
+    }
+    case 'clearFailoverRequest':
+      await store.delete(keys.failover);
+      return action.reason;
+    case 'finishOperatorRequest':
+      ctx.finishOperatorRequest();
+      return undefined;
   }
 }

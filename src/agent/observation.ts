@@ -1,6 +1,6 @@
 import type { ClusterSettings } from '../cluster/settings.js';
-import type { InitRecord, LeaderRecord, MemberStatus, SlotRegistry } from '../cluster/types.js';
-import type { DataDirState } from '../postgres/datadir.js';
+import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../cluster/types.js';
+import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import type { AgentState } from './states.js';
 
@@ -20,22 +20,75 @@ export type StoreView =
       leader: (LeaderRecord & { revision: number }) | undefined;
       members: MemberStatus[];
       slotRegistry: SlotRegistry;
+      sync: SyncRecord | undefined;
+      history: HistoryEntry[];
+      optime: Optime | undefined;
+      failover: FailoverRequest | undefined;
     };
+
+/** A peer's answer to GET /status, asked directly during an election. */
+export interface PeerView {
+  name: string;
+  status: MemberStatus | undefined;
+  error?: string;
+}
+
+/** An operator command addressed to this member through its REST API. */
+export type OperatorRequest = { kind: 'restart' } | { kind: 'reinit' };
+
+/** What the agent remembers between cycles: explicit, small, and passed in. */
+export interface AgentMemory {
+  /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */
+  leaseRenewedAt: number | undefined;
+  /** We held the leader lease at the end of the last cycle. */
+  wasLeader: boolean;
+  /** pg_rewind failed on this data directory; fall back per rewindFallback. */
+  rewindFailed: boolean;
+  /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
+  primaryDownSince: number | undefined;
+  /** Monotonic ms since when no synchronous standby candidate exists. */
+  noSyncCandidateSince: number | undefined;
+  /** Primary WAL position when synchronous_standby_names last changed: new sync members must have flushed past it. */
+  syncSwitchLsn: string | undefined;
+  /** Former primary we still have to fence over SQL (after our promotion), by address. */
+  fenceTarget: { member: string; address: string } | undefined;
+  operatorRequest: OperatorRequest | undefined;
+}
+
+export function freshMemory(): AgentMemory {
+  return {
+    leaseRenewedAt: undefined,
+    wasLeader: false,
+    rewindFailed: false,
+    primaryDownSince: undefined,
+    noSyncCandidateSince: undefined,
+    syncSwitchLsn: undefined,
+    fenceTarget: undefined,
+    operatorRequest: undefined,
+  };
+}
 
 /** One consistent snapshot of everything decide() may look at. */
 export interface Observation {
-  /** Milliseconds since the epoch; decide() never reads the clock itself. */
+  /** Milliseconds since the epoch (for records and scheduled switchovers). */
   now: number;
+  /** Monotonic milliseconds (for lease arithmetic, immune to clock jumps). */
+  monotonic: number;
   member: { name: string; connectAddress: string; nofailover: boolean; priority: number };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */
   systemIdentifier: string | undefined;
+  /** pg_control of a stopped server (timeline, state, checkpoint). */
+  control: ControlData | undefined;
   standbyConfigured: boolean;
   server: LocalServer;
   store: StoreView;
+  /** Peers asked directly (only while no leader holds the lease). */
+  peers: PeerView[];
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
+  memory: AgentMemory;
   /** Where the agent was after the previous cycle. */
   previous: { state: AgentState; since: number };
 }

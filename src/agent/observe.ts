@@ -1,13 +1,23 @@
 import type { ClusterKeys } from '../cluster/keys.js';
 import { ClusterSettingsSchema, defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
-import { InitRecordSchema, LeaderRecordSchema, MemberStatusSchema, SlotRegistrySchema, type MemberStatus } from '../cluster/types.js';
+import {
+  FailoverRequestSchema,
+  HistorySchema,
+  InitRecordSchema,
+  LeaderRecordSchema,
+  MemberStatusSchema,
+  OptimeSchema,
+  SlotRegistrySchema,
+  SyncRecordSchema,
+  type MemberStatus,
+} from '../cluster/types.js';
 import type { Credentials } from '../config/secrets.js';
-import { dataDirState, isStandbyConfigured, readControlData, runningPostmasterPid } from '../postgres/datadir.js';
+import { dataDirState, isStandbyConfigured, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
 import { inspectServer } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { withConnection } from '../postgres/sql.js';
 import type { KeyValue, Store } from '../store/store.js';
-import type { LocalServer, StoreView } from './observation.js';
+import type { LocalServer, PeerView, StoreView } from './observation.js';
 
 function parseJson(kv: KeyValue | undefined): unknown {
   return kv ? JSON.parse(kv.value) : undefined;
@@ -38,7 +48,21 @@ export async function readCluster(store: Store, keys: ClusterKeys): Promise<Clus
   const init = byKey.has(keys.initialize) ? InitRecordSchema.parse(parseJson(byKey.get(keys.initialize))) : undefined;
   const slotRegistry = byKey.has(keys.slots) ? SlotRegistrySchema.parse(parseJson(byKey.get(keys.slots))) : {};
   const settings = byKey.has(keys.config) ? ClusterSettingsSchema.parse(parseJson(byKey.get(keys.config))) : defaultClusterSettings();
-  return { view: { reachable: true, init, leader, members, slotRegistry }, settings };
+  const optional = <T>(key: string, schema: { parse(value: unknown): T }): T | undefined => (byKey.has(key) ? schema.parse(parseJson(byKey.get(key))) : undefined);
+  return {
+    view: {
+      reachable: true,
+      init,
+      leader,
+      members,
+      slotRegistry,
+      sync: optional(keys.sync, SyncRecordSchema),
+      history: optional(keys.history, HistorySchema) ?? [],
+      optime: optional(keys.optime, OptimeSchema),
+      failover: optional(keys.failover, FailoverRequestSchema),
+    },
+    settings,
+  };
 }
 
 export async function observeServer(local: LocalPostgres, credentials: Credentials | undefined): Promise<LocalServer> {
@@ -56,13 +80,40 @@ export async function observeServer(local: LocalPostgres, credentials: Credentia
 export interface DataDirFacts {
   dataDir: 'empty' | 'initialized';
   systemIdentifier: string | undefined;
+  control: ControlData | undefined;
   standbyConfigured: boolean;
 }
 
-export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifier: string | undefined): Promise<DataDirFacts> {
+/**
+ * pg_control is read when PostgreSQL is stopped (its timeline and checkpoint
+ * matter for rejoining) or when the system identifier is not known yet.
+ */
+export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifier: string | undefined, serverStopped: boolean): Promise<DataDirFacts> {
   const state = dataDirState(local.dataDir);
-  if (state === 'empty') return { dataDir: state, systemIdentifier: undefined, standbyConfigured: false };
-  // The system identifier never changes for a data directory; read pg_control once.
-  const systemIdentifier = cachedSystemIdentifier ?? (await readControlData(local.binDir, local.user, local.dataDir).catch(() => undefined))?.systemIdentifier;
-  return { dataDir: state, systemIdentifier, standbyConfigured: isStandbyConfigured(local.dataDir) };
+  if (state === 'empty') return { dataDir: state, systemIdentifier: undefined, control: undefined, standbyConfigured: false };
+  const control =
+    serverStopped || cachedSystemIdentifier === undefined ? await readControlData(local.binDir, local.user, local.dataDir).catch(() => undefined) : undefined;
+  return {
+    dataDir: state,
+    systemIdentifier: cachedSystemIdentifier ?? control?.systemIdentifier,
+    control: serverStopped ? control : undefined,
+    standbyConfigured: isStandbyConfigured(local.dataDir),
+  };
+}
+
+/** Asks peers for their status directly, in parallel, with a short timeout. */
+export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number): Promise<PeerView[]> {
+  return Promise.all(
+    members
+      .filter((m) => m.name !== self)
+      .map(async (m): Promise<PeerView> => {
+        try {
+          const response = await fetch(`${m.apiUrl}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+          const parsed = MemberStatusSchema.safeParse(await response.json());
+          return parsed.success ? { name: m.name, status: parsed.data } : { name: m.name, status: undefined, error: 'malformed status' };
+        } catch (error) {
+          return { name: m.name, status: undefined, error: (error as Error).message };
+        }
+      }),
+  );
 }

@@ -1,5 +1,7 @@
 import { Agent } from '../agent/agent.js';
+import { apiCredentials } from '../api/auth.js';
 import { buildApi } from '../api/server.js';
+import { clusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
 import { splitHostPort } from '../postgres/conf.js';
 import { openStore } from '../store/open.js';
@@ -18,7 +20,13 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
   const store = await openStore(config.store);
   const agent = new Agent({ config, store, log });
-  const api = buildApi(agent);
+  const api = buildApi({
+    source: agent,
+    store,
+    keys: clusterKeys(config.cluster),
+    credentials: apiCredentials(config),
+    authReadOnly: config.api.authReadOnly,
+  });
   const [host, port] = splitHostPort(config.api.listen);
   await api.listen({ host, port });
   log.info({ api: config.api.listen, dataDir: config.postgres.dataDir }, `relevo agent for member ${config.name} started`);

@@ -8,6 +8,7 @@ import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
 import { clusterListing, renderListing } from './list.js';
+import { failover, history, memberCommand, pause, switchover } from './operations.js';
 
 const program = new Command();
 program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').showHelpAfterError();
@@ -83,6 +84,57 @@ config
       console.log(result ? 'cluster settings updated' : 'no change');
     });
   });
+
+program
+  .command('switchover')
+  .description('move the primary role on purpose: clean shutdown, the candidate replays every WAL record, then it is promoted')
+  .option(...configOption)
+  .option('--to <member>', 'the replica to promote (default: the best one)')
+  .option('--at <time>', 'do it at this ISO time instead of now')
+  .option('--no-wait', 'return once the request is recorded')
+  .action(async (options: { config?: string; to?: string; at?: string; wait: boolean }) => {
+    await withCluster(options.config, async (handle) => console.log(await switchover(handle, { to: options.to, at: options.at, wait: options.wait && !options.at })));
+  });
+
+program
+  .command('failover')
+  .description('promote a named replica; refuses one that may lack acknowledged commits unless --force')
+  .option(...configOption)
+  .requiredOption('--to <member>', 'the replica to promote')
+  .option('--force', 'promote even if acknowledged commits could be lost')
+  .option('--no-wait', 'return once the request is recorded')
+  .action(async (options: { config?: string; to: string; force?: boolean; wait: boolean }) => {
+    await withCluster(options.config, async (handle) => console.log(await failover(handle, { to: options.to, force: options.force === true, wait: options.wait })));
+  });
+
+for (const [name, paused] of [['pause', true], ['resume', false]] as const) {
+  program
+    .command(name)
+    .description(paused ? 'maintenance mode: agents take no automatic action' : 'leave maintenance mode')
+    .option(...configOption)
+    .action(async (options: { config?: string }) => {
+      await withCluster(options.config, async (handle) => console.log(await pause(handle, paused)));
+    });
+}
+
+program
+  .command('history')
+  .description('every timeline switch: time, old and new primary, reason, fork LSN')
+  .option(...configOption)
+  .option('--json', 'machine-readable output')
+  .action(async (options: { config?: string; json?: boolean }) => {
+    await withCluster(options.config, async (handle) => console.log(await history(handle, options.json === true)));
+  });
+
+for (const kind of ['restart', 'reinit'] as const) {
+  program
+    .command(`${kind} <member>`)
+    .description(kind === 'restart' ? "restart a member's PostgreSQL" : 'rebuild a replica from a fresh clone (its old data directory is moved aside, not deleted)')
+    .option(...configOption)
+    .action(async (member: string, options: { config?: string }) => {
+      await withCluster(options.config, async (handle) => console.log(await memberCommand(handle, kind, member)));
+    });
+}
 
 program
   .command('demo')

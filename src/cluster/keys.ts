@@ -16,6 +16,8 @@ export function clusterKeys(cluster: string) {
     slots: `${root}slots`,
     /** Synchronous standby set, written by the primary before it changes synchronous_standby_names. */
     sync: `${root}sync`,
+    /** The primary's last known WAL position. */
+    optime: `${root}optime`,
     /** Timeline history: one entry per promotion. */
     history: `${root}history`,
     /** A pending switchover or failover request. */

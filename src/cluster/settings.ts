@@ -6,10 +6,35 @@ import { z } from 'zod';
  */
 export const ClusterSettingsSchema = z
   .object({
-    /** Leader lease TTL. A replica may take over only after it expires. */
-    ttlMs: z.number().int().min(1000).max(300_000).default(10_000),
-    /** Agent loop period: how often each agent observes, decides and publishes. */
+    /**
+     * Leader lease TTL. A replica may take over only after it expires; the
+     * primary fences itself fenceMarginMs before it could expire.
+     */
+    ttlMs: z.number().int().min(1000).max(300_000).default(6_000),
+    /** Agent loop period: how often each agent observes, decides, renews and publishes. */
     loopWaitMs: z.number().int().min(100).max(60_000).default(1_000),
+    /**
+     * A primary that has not renewed its lease for ttlMs - fenceMarginMs stops
+     * PostgreSQL. Must exceed one loop plus one store timeout (checked below).
+     */
+    fenceMarginMs: z.number().int().min(200).max(300_000).default(2_000),
+    /** 'on': relevo manages synchronous_standby_names; only members holding every acknowledged commit are promoted automatically. */
+    synchronousMode: z.enum(['on', 'off']).default('on'),
+    /** Number of synchronous standbys (when that many are available). */
+    synchronousCount: z.number().int().min(1).max(10).default(1),
+    /** strict: writes wait while no synchronous standby is available. Otherwise fall back to asynchronous after synchronousFallbackMs. */
+    synchronousStrict: z.boolean().default(false),
+    synchronousFallbackMs: z.number().int().min(0).max(3_600_000).default(30_000),
+    /** A crashed primary is restarted in place; if it is not back within this time, the lease is released for a failover. */
+    primaryRestartTimeoutMs: z.number().int().min(1_000).max(3_600_000).default(30_000),
+    /**
+     * When pg_rewind cannot reconcile a former primary: 'none' leaves it stopped
+     * for the operator; 'reclone' moves the old data directory aside (kept, never
+     * deleted) and clones afresh.
+     */
+    rewindFallback: z.enum(['none', 'reclone']).default('reclone'),
+    /** Maintenance mode: no automatic action (no failover, no restart, no fencing by stopping PostgreSQL). */
+    paused: z.boolean().default(false),
     /** How long a removed member's replication slot is kept before it is dropped. */
     slotGraceSeconds: z.number().int().min(0).max(30 * 86_400).default(1_800),
     /** Replicas further behind than this (bytes) are not eligible for promotion. */
@@ -21,7 +46,11 @@ export const ClusterSettingsSchema = z
     /** Networks allowed to connect (pg_hba address field), always with scram-sha-256. */
     allowedNetworks: z.array(z.string().min(1)).min(1).default(['samenet', '::1/128']),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.ttlMs - s.fenceMarginMs >= s.loopWaitMs, {
+    message: 'ttlMs - fenceMarginMs must be at least loopWaitMs, or a healthy primary would fence itself',
+    path: ['fenceMarginMs'],
+  });
 
 export type ClusterSettings = z.infer<typeof ClusterSettingsSchema>;
 

@@ -84,3 +84,50 @@ export type MemberStatus = z.infer<typeof MemberStatusSchema>;
  */
 export const SlotRegistrySchema = z.record(z.string(), z.object({ lastSeenAt: z.string().nullable() }));
 export type SlotRegistry = z.infer<typeof SlotRegistrySchema>;
+
+/** One promotion: appended to `history` by the new primary before it promotes. */
+export const HistoryEntrySchema = z.object({
+  /** The timeline the promotion starts. */
+  timeline: z.number(),
+  from: z.string().nullable(),
+  to: z.string(),
+  reason: z.string(),
+  /** Last WAL position the new primary had replayed from the old timeline: the fork point. */
+  lsn: z.string().nullable(),
+  at: z.string(),
+});
+export type HistoryEntry = z.infer<typeof HistoryEntrySchema>;
+export const HistorySchema = z.array(HistoryEntrySchema);
+
+/**
+ * Record under `sync`: the members that hold every commit the leader has
+ * acknowledged. Only they may be promoted automatically in synchronous mode.
+ * Written before synchronous_standby_names shrinks, after it grows.
+ */
+export const SyncRecordSchema = z.object({
+  leader: z.string(),
+  members: z.array(z.string()),
+  updatedAt: z.string(),
+});
+export type SyncRecord = z.infer<typeof SyncRecordSchema>;
+
+/** Record under `optime`: the primary's last known WAL position, for lag checks once it is gone. */
+export const OptimeSchema = z.object({ member: z.string(), address: z.string(), lsn: z.string(), timeline: z.number(), at: z.string() });
+export type Optime = z.infer<typeof OptimeSchema>;
+
+/** Record under `failover`: a switchover or manual failover in progress. */
+export const FailoverRequestSchema = z.object({
+  kind: z.enum(['switchover', 'failover']),
+  /** The primary being replaced (switchover), or null. */
+  from: z.string().nullable(),
+  /** The member to promote, or null for "the best one". */
+  to: z.string().nullable(),
+  /** Do not start before this time (scheduled switchover). */
+  at: z.string().nullable(),
+  /** Promote even if the candidate may lack acknowledged commits (operator's explicit choice). */
+  force: z.boolean(),
+  requestedAt: z.string(),
+  /** Set by the old primary once it has shut down cleanly: the candidate must replay up to here. */
+  shutdownLsn: z.string().nullable(),
+});
+export type FailoverRequest = z.infer<typeof FailoverRequestSchema>;

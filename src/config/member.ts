@@ -42,9 +42,16 @@ export const MemberConfigSchema = z
         listen: hostPort.default('127.0.0.1:8008'),
         /** URL other members and the CLI use; defaults to http://listen. */
         url: z.string().url().optional(),
+        /**
+         * HTTP basic authentication for the state-changing endpoints (switchover,
+         * failover, restart, reinit, pause, config). Without it they are refused.
+         */
+        auth: z.object({ username: z.string().min(1), password: SecretSourceSchema }).strict().optional(),
+        /** Also require authentication for the read-only endpoints. */
+        authReadOnly: z.boolean().default(false),
       })
       .strict()
-      .default({ listen: '127.0.0.1:8008' }),
+      .default({ listen: '127.0.0.1:8008', authReadOnly: false }),
     secrets: z
       .object({
         /**

@@ -23,7 +23,7 @@ export class SecretError extends Error {
   readonly code = 'SECRET_UNAVAILABLE';
 }
 
-function readSource(source: SecretSource, what: string): string {
+export function readSource(source: SecretSource, what: string): string {
   if ('env' in source) {
     const value = process.env[source.env];
     if (!value) throw new SecretError(`${what}: environment variable ${source.env} is not set or empty`);

@@ -45,7 +45,7 @@ export async function bootstrapCluster(
     throw error;
   }
   writeMemberConfiguration(local.dataDir, local.user, baseParameters(config, settings), settings, config.name);
-  writePassfile(local.passfile, local.user, credentials.replicationPassword);
+  writePassfile(local.passfile, local.user, credentials);
   const postmasterPid = await startPostgres(local.postmaster);
   // Verifiers, not clear passwords, so nothing secret reaches the server log.
   const sql = [

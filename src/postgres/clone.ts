@@ -26,7 +26,7 @@ export async function cloneFromPrimary(
   ensureOwnedDir(dirname(local.dataDir), local.user, 0o755);
   ensureOwnedDir(local.dataDir, local.user, 0o700);
   ensureOwnedDir(local.socketDir, local.user, 0o755);
-  writePassfile(local.passfile, local.user, credentials.replicationPassword);
+  writePassfile(local.passfile, local.user, credentials);
   const [host, port] = splitHostPort(primaryAddress);
   const args = ['-D', local.dataDir, '-X', 'stream', '-S', slot, '-c', 'fast', '--no-password'];
   if (showProgress) args.push('-P');

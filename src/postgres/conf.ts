@@ -135,8 +135,33 @@ export function writeMemberConfiguration(
   return changed;
 }
 
-/** The libpq password file the member's PostgreSQL programs and walreceiver use (mode 0600, owned by the OS user). */
-export function writePassfile(path: string, user: OsUser, password: string): void {
-  const escaped = password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeOwned(path, `*:*:*:${ROLE_NAMES.replication}:${escaped}\n`, user);
+/**
+ * The libpq password file the member's PostgreSQL programs use (mode 0600,
+ * owned by the OS user): replication for the walreceiver and pg_basebackup,
+ * the agent role for pg_rewind.
+ */
+export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
+  const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
+  writeOwned(
+    path,
+    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n`,
+    user,
+  );
+}
+
+/**
+ * Settings relevo itself may have put in postgresql.auto.conf (fencing a
+ * former primary over SQL): removed before the server starts under relevo's
+ * management again, since auto.conf overrides relevo.conf.
+ */
+const FENCE_SETTINGS = ['synchronous_standby_names', 'default_transaction_read_only'];
+
+export function clearFenceSettings(dataDir: string): boolean {
+  const path = join(dataDir, 'postgresql.auto.conf');
+  if (!existsSync(path)) return false;
+  const lines = readFileSync(path, 'utf8').split('\n');
+  const kept = lines.filter((line) => !FENCE_SETTINGS.some((name) => line.trim().startsWith(name)));
+  if (kept.length === lines.length) return false;
+  writeFileSync(path, kept.join('\n'));
+  return true;
 }

@@ -21,6 +21,8 @@ export interface ControlData {
   clusterState: string;
   timeline: number;
   checkpointLsn: string;
+  /** A standby's minimum recovery point (null when 0/0). */
+  minRecoveryLsn: string | null;
 }
 
 /** Reads pg_control through pg_controldata (works whether or not PostgreSQL runs). */
@@ -39,6 +41,7 @@ export async function readControlData(binDir: string, user: OsUser, dataDir: str
     clusterState: field('Database cluster state'),
     timeline: Number(field("Latest checkpoint's TimeLineID")),
     checkpointLsn: field('Latest checkpoint location'),
+    minRecoveryLsn: field('Minimum recovery ending location') === '0/0' ? null : field('Minimum recovery ending location'),
   };
 }
 

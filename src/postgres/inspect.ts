@@ -17,13 +17,15 @@ export interface ServerInspection {
   upstreamConninfo: string | null;
   slots: SlotStatus[];
   replication: ReplicationPeer[];
+  /** synchronous_standby_names in effect. */
+  synchronousStandbyNames: string;
 }
 
 export async function inspectServer(client: pg.Client): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string }>(
-    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version`,
+  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string }>(
+    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn`,
   );
-  const { in_recovery: inRecovery, version } = base.rows[0]!;
+  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames } = base.rows[0]!;
   const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
     `SELECT slot_name, active, restart_lsn::text,
             CASE WHEN restart_lsn IS NULL THEN NULL
@@ -65,6 +67,7 @@ export async function inspectServer(client: pg.Client): Promise<ServerInspection
       streaming: false,
       upstreamConninfo: null,
       slots: slotList,
+      synchronousStandbyNames,
       replication: peers.rows.map((p) => ({
         member: p.application_name,
         state: p.state,
@@ -107,6 +110,7 @@ export async function inspectServer(client: pg.Client): Promise<ServerInspection
     streaming: s.status === 'streaming',
     upstreamConninfo: s.conninfo,
     slots: slotList,
+    synchronousStandbyNames,
     replication: [],
   };
 }

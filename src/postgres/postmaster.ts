@@ -46,3 +46,8 @@ export async function reloadPostgres(target: PostmasterTarget): Promise<void> {
     timeoutMs: 10_000,
   });
 }
+
+export async function restartPostgres(target: PostmasterTarget, timeoutSeconds = 120): Promise<number> {
+  await stopPostgres(target, 'fast', timeoutSeconds);
+  return startPostgres(target, timeoutSeconds);
+}

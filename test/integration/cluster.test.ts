@@ -37,7 +37,7 @@ for (const backend of ['embedded', 'etcd'] as const) {
 
     before(async () => {
       if (backend === 'etcd') etcd = await startEtcd();
-      cluster = await TestCluster.create({ store: backend === 'embedded' ? 'embedded' : { endpoints: etcd!.endpoints }, settings: { slotGraceSeconds: 3 } });
+      cluster = await TestCluster.create({ store: backend === 'embedded' ? 'embedded' : { endpoints: etcd!.endpoints }, settings: { slotGraceSeconds: 10 } });
       for (const name of ['node1', 'node2', 'node3']) await cluster.defineMember(name);
       for (const name of ['node1', 'node2', 'node3']) cluster.startAgent(name);
     });
@@ -202,7 +202,7 @@ for (const backend of ['embedded', 'etcd'] as const) {
       const slotExists = async () =>
         (await cluster.sql(primary, `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'node4'`)).length === 1;
       assert.ok(await slotExists(), 'slot kept right after the member left');
-      await waitFor('slot of the removed member to be dropped', async () => !(await slotExists()), 30_000);
+      await waitFor("slot of the removed member to be dropped", async () => !(await slotExists()), 45_000);
     });
 
     it('refuses a data directory that belongs to another cluster', async () => {

@@ -1,0 +1,104 @@
+import type { ClusterSettings } from '../cluster/settings.js';
+import type { HistoryEntry, MemberStatus } from '../cluster/types.js';
+import { compareLsn, lsnDistance } from '../postgres/lsn.js';
+import type { Observation } from './observation.js';
+
+type Reachable = Extract<Observation['store'], { reachable: true }>;
+
+export type Verdict = { eligible: true; reason: string } | { eligible: false; reason: string };
+
+/** The last member known to have led: the newest history entry, else the initialiser. */
+export function lastLeader(store: Reachable): string | undefined {
+  return store.history.at(-1)?.to ?? store.init?.member;
+}
+
+export function latestTimeline(history: HistoryEntry[]): number {
+  return history.at(-1)?.timeline ?? 1;
+}
+
+export interface Candidate {
+  name: string;
+  receivedLsn: string | null;
+  timeline: number | null;
+  nofailover: boolean;
+  priority: number;
+}
+
+export function candidateOf(status: MemberStatus): Candidate {
+  return {
+    name: status.name,
+    receivedLsn: status.receivedLsn,
+    timeline: status.timeline,
+    nofailover: status.tags.nofailover === true,
+    priority: typeof status.tags.priority === 'number' ? status.tags.priority : 100,
+  };
+}
+
+/**
+ * Whether a replica may take over from a primary whose lease is gone, judged
+ * from the store alone (not yet comparing with peers).
+ */
+export function eligibility(settings: ClusterSettings, store: Reachable, candidate: Candidate): Verdict {
+  const request = store.failover;
+  const forced = request?.force === true && request.to === candidate.name;
+  if (forced) return { eligible: true, reason: 'operator forced a failover to this member' };
+  if (candidate.nofailover) return { eligible: false, reason: 'tagged nofailover' };
+  if (candidate.receivedLsn === null || candidate.timeline === null) return { eligible: false, reason: 'no WAL position known' };
+  const timeline = latestTimeline(store.history);
+  if (candidate.timeline < timeline) return { eligible: false, reason: `on timeline ${candidate.timeline}, cluster is on ${timeline}` };
+  if (settings.synchronousMode === 'on') {
+    const sync = store.sync && store.sync.leader === lastLeader(store) ? store.sync.members : [];
+    if (sync.length > 0) {
+      return sync.includes(candidate.name)
+        ? { eligible: true, reason: 'synchronous standby: holds every acknowledged commit' }
+        : { eligible: false, reason: `not in the synchronous set (${sync.join(', ')}): may lack acknowledged commits` };
+    }
+    if (settings.synchronousStrict) return { eligible: false, reason: 'strict synchronous mode and no synchronous standby recorded' };
+  }
+  const optime = store.optime;
+  if (optime) {
+    const lag = lsnDistance(optime.lsn, candidate.receivedLsn);
+    if (lag !== null && lag > settings.maximumLagOnFailover) {
+      return { eligible: false, reason: `${lag} bytes behind the last primary position, more than maximumLagOnFailover=${settings.maximumLagOnFailover}` };
+    }
+  }
+  return { eligible: true, reason: 'within maximumLagOnFailover of the last primary position' };
+}
+
+/** True when `other` should win over `me`: more WAL, then higher priority, then the smaller name. */
+function beats(other: Candidate, me: Candidate): boolean {
+  const order = compareLsn(other.receivedLsn!, me.receivedLsn!);
+  if (order !== 0) return order > 0;
+  if (other.priority !== me.priority) return other.priority > me.priority;
+  return other.name < me.name;
+}
+
+/**
+ * Full election verdict for this member: eligible, no switchover aimed
+ * elsewhere, and no reachable eligible peer more advanced (peers are asked
+ * directly, since the store's copy of their status may be a loop old).
+ */
+export function electionVerdict(o: Observation, store: Reachable, me: Candidate): Verdict {
+  const request = store.failover;
+  if (request && request.to !== null && request.to !== me.name) {
+    return { eligible: false, reason: `${request.kind} to ${request.to} in progress` };
+  }
+  if (request?.kind === 'switchover' && request.shutdownLsn && me.receivedLsn && compareLsn(me.receivedLsn, request.shutdownLsn) <= 0) {
+    return { eligible: false, reason: `waiting to receive the old primary's last WAL (${request.shutdownLsn})` };
+  }
+  const own = eligibility(o.settings, store, me);
+  if (!own.eligible || request?.to === me.name) return own;
+  for (const peer of o.peers) {
+    if (peer.name === me.name || !peer.status || peer.status.role !== 'replica') continue;
+    const candidate = candidateOf(peer.status);
+    if (!eligibility(o.settings, store, candidate).eligible || candidate.receivedLsn === null) continue;
+    if (beats(candidate, me)) {
+      return { eligible: false, reason: `peer ${peer.name} is a better candidate (received ${candidate.receivedLsn}, priority ${candidate.priority})` };
+    }
+  }
+  return own;
+}
+
+export function selfCandidate(o: Observation, receivedLsn: string | null, timeline: number | null): Candidate {
+  return { name: o.member.name, receivedLsn, timeline, nofailover: o.member.nofailover, priority: o.member.priority };
+}

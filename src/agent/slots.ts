@@ -1,0 +1,46 @@
+import type { SlotRegistry } from '../cluster/types.js';
+import { slotNameFor } from '../postgres/inspect.js';
+import type { Action } from './actions.js';
+import type { Observation } from './observation.js';
+
+type Reachable = Extract<Observation['store'], { reachable: true }>;
+
+/**
+ * Slots the primary keeps: one per member present in the store, and for a
+ * member that vanished, until slotGraceSeconds have passed since it was last
+ * seen — so a removed member cannot make pg_wal grow without bound.
+ */
+export function planSlots(
+  o: Observation,
+  store: Reachable,
+  existing: { name: string; active: boolean }[],
+): Extract<Action, { type: 'syncSlots' }> | undefined {
+  const present = store.members.filter((m) => m.name !== o.member.name).map((m) => m.name);
+  const registry: SlotRegistry = {};
+  let registryChanged = false;
+  for (const name of present) {
+    registry[name] = { lastSeenAt: null };
+    if (store.slotRegistry[name]?.lastSeenAt !== null) registryChanged = true;
+  }
+  const drop: { slot: string; reason: string }[] = [];
+  for (const [name, entry] of Object.entries(store.slotRegistry)) {
+    if (name === o.member.name) {
+      registryChanged = true;
+      continue;
+    }
+    if (registry[name]) continue;
+    const goneSince = entry.lastSeenAt ?? new Date(o.now).toISOString();
+    if (entry.lastSeenAt === null) registryChanged = true;
+    if (o.now - Date.parse(goneSince) > o.settings.slotGraceSeconds * 1000) {
+      drop.push({ slot: slotNameFor(name), reason: `member ${name} gone since ${goneSince}, longer than slotGraceSeconds=${o.settings.slotGraceSeconds}` });
+      registryChanged = true;
+    } else {
+      registry[name] = { lastSeenAt: goneSince };
+    }
+  }
+  const existingNames = new Set(existing.map((s) => s.name));
+  const create = present.map(slotNameFor).filter((slot) => !existingNames.has(slot));
+  const dropExisting = drop.filter((d) => existingNames.has(d.slot));
+  if (create.length === 0 && dropExisting.length === 0 && !registryChanged) return undefined;
+  return { type: 'syncSlots', create, drop: dropExisting, registry: registryChanged ? registry : undefined };
+}

@@ -1,0 +1,95 @@
+import type { MemberStatus } from '../cluster/types.js';
+import { compareLsn } from '../postgres/lsn.js';
+import type { ServerInspection } from '../postgres/inspect.js';
+import type { Action } from './actions.js';
+import type { AgentMemory, Observation } from './observation.js';
+
+type Reachable = Extract<Observation['store'], { reachable: true }>;
+
+export interface SyncPlan {
+  /** synchronous_standby_names the primary should run with after this cycle. */
+  synchronousStandbyNames: string;
+  actions: Action[];
+  remember: Partial<AgentMemory>;
+  note: string | undefined;
+}
+
+export function renderStandbyNames(members: string[]): string {
+  if (members.length === 0) return '';
+  return `FIRST ${members.length} (${members.map((m) => `"${m}"`).join(', ')})`;
+}
+
+function candidatesFor(o: Observation, store: Reachable, record: string[]): MemberStatus[] {
+  return store.members
+    .filter((m) => m.name !== o.member.name && m.role === 'replica' && m.state === 'replica' && m.streaming && m.upstream === o.member.name && m.tags.nofailover !== true)
+    .sort((a, b) => {
+      const inA = record.includes(a.name) ? 0 : 1;
+      const inB = record.includes(b.name) ? 0 : 1;
+      if (inA !== inB) return inA - inB;
+      if ((a.lagBytes ?? Infinity) !== (b.lagBytes ?? Infinity)) return (a.lagBytes ?? Infinity) - (b.lagBytes ?? Infinity);
+      return a.name.localeCompare(b.name);
+    });
+}
+
+/**
+ * Synchronous replication, keeping one rule: every member in the `sync`
+ * record holds every commit the primary has acknowledged. So the record
+ * shrinks before synchronous_standby_names does, and grows only after a new
+ * standby is synchronous and has flushed past the point where it became so.
+ */
+export function planSync(o: Observation, store: Reachable, inspection: ServerInspection): SyncPlan {
+  const me = o.member.name;
+  const settings = o.settings;
+  const inEffect = inspection.synchronousStandbyNames;
+  const record = store.sync && store.sync.leader === me ? store.sync.members : [];
+  const recordIsOurs = store.sync?.leader === me;
+  if (settings.synchronousMode === 'off') {
+    const actions: Action[] = record.length > 0 || !recordIsOurs ? [{ type: 'writeSyncRecord', members: [] }] : [];
+    return { synchronousStandbyNames: actions.length > 0 ? inEffect : '', actions, remember: {}, note: undefined };
+  }
+  const wanted = candidatesFor(o, store, record)
+    .slice(0, settings.synchronousCount)
+    .map((m) => m.name);
+  if (wanted.length === 0) {
+    if (record.length === 0) {
+      const names = settings.synchronousStrict ? '*' : '';
+      const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
+      return { synchronousStandbyNames: names, actions, remember: { noSyncCandidateSince: undefined }, note: 'no synchronous standby available' };
+    }
+    const since = o.memory.noSyncCandidateSince ?? o.monotonic;
+    if (!settings.synchronousStrict && o.monotonic - since >= settings.synchronousFallbackMs) {
+      return {
+        synchronousStandbyNames: inEffect,
+        actions: [{ type: 'writeSyncRecord', members: [] }],
+        remember: { noSyncCandidateSince: since },
+        note: `no synchronous standby for ${settings.synchronousFallbackMs} ms: falling back to asynchronous replication`,
+      };
+    }
+    return {
+      synchronousStandbyNames: renderStandbyNames(record),
+      actions: [],
+      remember: { noSyncCandidateSince: since },
+      note: `synchronous standby ${record.join(', ')} unavailable: commits wait`,
+    };
+  }
+  const kept = record.filter((name) => wanted.includes(name));
+  if (kept.length !== record.length || !recordIsOurs) {
+    return { synchronousStandbyNames: inEffect, actions: [{ type: 'writeSyncRecord', members: kept }], remember: { noSyncCandidateSince: undefined }, note: undefined };
+  }
+  const desired = renderStandbyNames(wanted);
+  if (inEffect !== desired) {
+    return { synchronousStandbyNames: desired, actions: [], remember: { noSyncCandidateSince: undefined, syncSwitchLsn: inspection.receivedLsn ?? undefined }, note: undefined };
+  }
+  const switchLsn = o.memory.syncSwitchLsn ?? inspection.receivedLsn;
+  const ready = wanted.filter((name) => {
+    if (record.includes(name)) return false;
+    const row = inspection.replication.find((r) => r.member === name);
+    return row !== undefined && (row.syncState === 'sync' || row.syncState === 'quorum') && row.flushLsn !== null && switchLsn !== null && compareLsn(row.flushLsn, switchLsn) >= 0;
+  });
+  return {
+    synchronousStandbyNames: desired,
+    actions: ready.length > 0 ? [{ type: 'writeSyncRecord', members: [...record, ...ready] }] : [],
+    remember: { noSyncCandidateSince: undefined, syncSwitchLsn: switchLsn ?? undefined },
+    note: undefined,
+  };
+}

@@ -1,0 +1,83 @@
+import { apiCredentials, basicAuthHeader } from '../api/auth.js';
+import { readCluster } from '../agent/observe.js';
+import { memberStatusOf, OperationError, readHistory, requestFailover, requestSwitchover, setPaused } from '../cluster/operations.js';
+import type { FailoverRequest } from '../cluster/types.js';
+import { CliError, EXIT, type ClusterHandle } from './context.js';
+import { renderTable } from './table.js';
+
+/** Turns an OperationError into the CLI's "impossible request" exit code. */
+async function refusalsAsUsage<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (error instanceof OperationError) throw new CliError(error.message, EXIT.usage);
+    throw error;
+  }
+}
+
+/** Waits until the request is gone and a primary other than `from` holds the lease. */
+async function awaitNewPrimary(handle: ClusterHandle, request: FailoverRequest, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs + (request.at ? Math.max(0, Date.parse(request.at) - Date.now()) : 0);
+  while (Date.now() < deadline) {
+    const { view } = await readCluster(handle.store, handle.keys);
+    if (view.reachable && !view.failover && view.leader) {
+      const leader = view.members.find((m) => m.name === view.leader!.member);
+      if (leader?.state === 'primary') {
+        if (view.leader.member === request.from) throw new CliError(`${request.kind} did not happen: ${request.from} is still the primary (see its agent log)`, EXIT.failure);
+        return view.leader.member;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new CliError(`${request.kind} not finished after ${timeoutMs / 1000} s; check \`relevo list\``, EXIT.failure);
+}
+
+export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean }): Promise<string> {
+  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, options));
+  if (!options.wait) return `switchover from ${request.from} requested${request.at ? ` for ${request.at}` : ''}`;
+  const started = Date.now();
+  const leader = await awaitNewPrimary(handle, request, 90_000);
+  return `switchover done: ${leader} is the primary (${((Date.now() - started) / 1000).toFixed(1)} s)`;
+}
+
+export async function failover(handle: ClusterHandle, options: { to: string; force: boolean; wait: boolean }): Promise<string> {
+  const request = await refusalsAsUsage(() => requestFailover(handle.store, handle.keys, options.to, options.force));
+  if (!options.wait) return `${request.kind} to ${options.to} requested`;
+  const leader = await awaitNewPrimary(handle, request, 90_000);
+  return `${request.kind} done: ${leader} is the primary`;
+}
+
+export async function pause(handle: ClusterHandle, paused: boolean): Promise<string> {
+  await refusalsAsUsage(() => setPaused(handle.store, handle.keys, paused));
+  return paused ? 'cluster paused: agents take no automatic action until `relevo resume`' : 'cluster resumed: automatic failover is active again';
+}
+
+export async function history(handle: ClusterHandle, json: boolean): Promise<string> {
+  const entries = await readHistory(handle.store, handle.keys);
+  if (json) return JSON.stringify(entries, null, 2);
+  return renderTable(
+    ['TL', 'At', 'From', 'To', 'Fork LSN', 'Reason'],
+    entries.map((e) => [String(e.timeline), e.at, e.from ?? '-', e.to, e.lsn ?? '-', e.reason]),
+  );
+}
+
+/** restart/reinit go to the member's own agent over its REST API, authenticated with the member file's api.auth. */
+export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 'reinit', member: string): Promise<string> {
+  const status = await refusalsAsUsage(() => memberStatusOf(handle.store, handle.keys, member));
+  if (kind === 'reinit') {
+    const { view } = await readCluster(handle.store, handle.keys);
+    if (view.reachable && view.leader?.member === member) throw new CliError(`member ${member} is the primary: reinit would destroy the only copy; switch over first`);
+  }
+  const credentials = apiCredentials(handle.config);
+  const response = await fetch(`${status.apiUrl}/${kind}`, {
+    method: 'POST',
+    headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
+    signal: AbortSignal.timeout(10_000),
+  }).catch((error: Error) => {
+    throw new CliError(`cannot reach the agent of ${member} at ${status.apiUrl}: ${error.message}`, EXIT.failure);
+  });
+  const body = (await response.json().catch(() => ({}))) as { error?: string };
+  if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member} refused: ${body.error ?? response.statusText}; set api.auth in ${handle.config.name}'s member file`, EXIT.usage);
+  if (!response.ok) throw new CliError(`agent of ${member} refused ${kind}: ${body.error ?? response.statusText}`, response.status === 409 ? EXIT.usage : EXIT.failure);
+  return `${kind} of ${member} accepted; follow it with \`relevo list --watch\``;
+}

@@ -1,0 +1,101 @@
+import { readCluster } from '../agent/observe.js';
+import { candidateOf, eligibility } from '../agent/election.js';
+import type { Store } from '../store/store.js';
+import type { ClusterKeys } from './keys.js';
+import { ClusterSettingsSchema, defaultClusterSettings } from './settings.js';
+import type { FailoverRequest, HistoryEntry, MemberStatus } from './types.js';
+
+/**
+ * Operator requests that change the cluster, shared by the CLI and the REST
+ * API. Each validates first and changes nothing when the request is impossible,
+ * throwing an OperationError whose message says why.
+ */
+export class OperationError extends Error {
+  readonly code = 'OPERATION_REFUSED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'OperationError';
+  }
+}
+
+async function reachableView(store: Store, keys: ClusterKeys) {
+  const { view, settings } = await readCluster(store, keys);
+  if (!view.reachable) throw new Error(view.error);
+  return { view, settings };
+}
+
+function streamingReplica(members: MemberStatus[], name: string, leader: string | undefined): MemberStatus {
+  const member = members.find((m) => m.name === name);
+  if (!member) throw new OperationError(`unknown member "${name}": known members are ${members.map((m) => m.name).join(', ') || 'none'}`);
+  if (name === leader) throw new OperationError(`member ${name} is already the primary`);
+  if (member.role !== 'replica' || member.state !== 'replica') throw new OperationError(`member ${name} is not a running replica (state ${member.state})`);
+  return member;
+}
+
+export interface SwitchoverOptions {
+  to?: string;
+  at?: string;
+}
+
+export async function requestSwitchover(store: Store, keys: ClusterKeys, options: SwitchoverOptions): Promise<FailoverRequest> {
+  const { view, settings } = await reachableView(store, keys);
+  if (settings.paused) throw new OperationError('the cluster is paused: run `relevo resume` first');
+  const leader = view.leader?.member;
+  if (!leader) throw new OperationError('no primary holds the leader lease: a switchover needs a running primary (use `relevo failover --to M`)');
+  let at: string | null = null;
+  if (options.at !== undefined) {
+    const time = Date.parse(options.at);
+    if (Number.isNaN(time)) throw new OperationError(`--at: got "${options.at}", expected an ISO time such as 2026-11-21T22:00:00Z`);
+    at = new Date(time).toISOString();
+  }
+  if (options.to !== undefined) {
+    const candidate = streamingReplica(view.members, options.to, leader);
+    if (!candidate.streaming) throw new OperationError(`member ${options.to} is not streaming from the primary`);
+    if (candidate.tags.nofailover === true) throw new OperationError(`member ${options.to} is tagged nofailover`);
+  } else if (!view.members.some((m) => m.name !== leader && m.state === 'replica' && m.streaming && m.tags.nofailover !== true)) {
+    throw new OperationError('no streaming replica to switch over to');
+  }
+  if (view.failover) throw new OperationError(`a ${view.failover.kind} is already in progress (requested ${view.failover.requestedAt})`);
+  const request: FailoverRequest = { kind: 'switchover', from: leader, to: options.to ?? null, at, force: false, requestedAt: new Date().toISOString(), shutdownLsn: null };
+  if ((await store.create(keys.failover, JSON.stringify(request))) === undefined) throw new OperationError('another switchover or failover was requested at the same moment');
+  return request;
+}
+
+/**
+ * Manual failover to a named member. With a live primary it is a switchover;
+ * without one, the member is promoted. Refuses a candidate that may lack
+ * acknowledged commits unless forced.
+ */
+export async function requestFailover(store: Store, keys: ClusterKeys, to: string, force: boolean): Promise<FailoverRequest> {
+  const { view, settings } = await reachableView(store, keys);
+  const leader = view.leader?.member;
+  if (leader) return requestSwitchover(store, keys, { to });
+  const candidate = streamingReplica(view.members, to, leader);
+  const verdict = eligibility(settings, view, candidateOf(candidate));
+  if (!verdict.eligible && !force) throw new OperationError(`refusing to fail over to ${to}: ${verdict.reason}; this could lose acknowledged commits — add --force to do it anyway`);
+  if (view.failover) throw new OperationError(`a ${view.failover.kind} is already in progress (requested ${view.failover.requestedAt})`);
+  const request: FailoverRequest = { kind: 'failover', from: null, to, at: null, force, requestedAt: new Date().toISOString(), shutdownLsn: null };
+  if ((await store.create(keys.failover, JSON.stringify(request))) === undefined) throw new OperationError('another switchover or failover was requested at the same moment');
+  return request;
+}
+
+export async function setPaused(store: Store, keys: ClusterKeys, paused: boolean): Promise<void> {
+  const kv = await store.get(keys.config);
+  const settings = kv ? ClusterSettingsSchema.parse(JSON.parse(kv.value)) : defaultClusterSettings();
+  if (settings.paused === paused) throw new OperationError(paused ? 'the cluster is already paused' : 'the cluster is not paused');
+  const value = JSON.stringify({ ...settings, paused });
+  const written = kv ? await store.compareAndSwap(keys.config, value, kv.revision) : await store.create(keys.config, value);
+  if (written === undefined) throw new OperationError('cluster settings changed concurrently; nothing written, try again');
+}
+
+export async function readHistory(store: Store, keys: ClusterKeys): Promise<HistoryEntry[]> {
+  const { view } = await reachableView(store, keys);
+  return view.history;
+}
+
+export async function memberStatusOf(store: Store, keys: ClusterKeys, name: string): Promise<MemberStatus> {
+  const { view } = await reachableView(store, keys);
+  const member = view.members.find((m) => m.name === name);
+  if (!member) throw new OperationError(`unknown member "${name}": known members are ${view.members.map((m) => m.name).join(', ') || 'none'}`);
+  return member;
+}

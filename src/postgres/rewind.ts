@@ -1,0 +1,39 @@
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { clearFenceSettings, splitHostPort, writePassfile } from './conf.js';
+import { runPostgresProgram } from './exec.js';
+import type { LocalPostgres } from './local.js';
+
+/**
+ * Reconciles a stopped data directory with the source's timeline using
+ * pg_rewind. pg_rewind (PostgreSQL 13+) first runs single-user crash recovery
+ * itself when the target was not shut down cleanly. The agent role's password
+ * reaches it through the 0600 passfile, never argv.
+ */
+export async function rewindFrom(local: LocalPostgres, sourceAddress: string, credentials: Credentials): Promise<string> {
+  writePassfile(local.passfile, local.user, credentials);
+  // Single-user recovery refuses a standby signal; relevo rewrites it after the rewind.
+  rmSync(join(local.dataDir, 'standby.signal'), { force: true });
+  clearFenceSettings(local.dataDir);
+  const [host, port] = splitHostPort(sourceAddress);
+  const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5`;
+  const output = await runPostgresProgram(local.binDir, local.user, 'pg_rewind', ['--target-pgdata', local.dataDir, '--source-server', source], {
+    context: `rewinding member ${local.memberName} from ${sourceAddress}`,
+    env: { PGPASSFILE: local.passfile },
+    timeoutMs: 3600_000,
+  });
+  return output.includes('no rewind required') ? 'no rewind required' : 'rewound';
+}
+
+/**
+ * Keeps a data directory that cannot rejoin by renaming it, never deleting it:
+ * the operator decides when the old copy may go (invariant: no data destroyed
+ * without an explicit action).
+ */
+export function moveDataDirAside(local: LocalPostgres, now: Date): string {
+  if (!existsSync(local.dataDir)) return local.dataDir;
+  const target = `${local.dataDir}.moved-${now.toISOString().replace(/[:.]/g, '-')}`;
+  renameSync(local.dataDir, target);
+  return target;
+}
