@@ -1,0 +1,472 @@
+/**
+ * Issue 3's fault-injection cases (a)–(h) on real processes, in synchronous
+ * mode, on a 3-member cluster each, with a multi-host writer running and a
+ * second client pinned to the primary (an application that keeps its
+ * connection). After every fault:
+ *   - exactly one member is primary, and no other member acknowledges a
+ *     write sent straight to its port;
+ *   - no acknowledged commit is lost, from either client;
+ *   - the old primary never takes the lease back nor acknowledges a write
+ *     after the new primary did, and streams again on a newer timeline;
+ *   - no data directory was deleted (same directory, or moved aside intact).
+ * Short leases keep every case within seconds.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { clusterKeys } from '../../src/cluster/keys.js';
+import type { ClusterSettings } from '../../src/cluster/settings.js';
+import type { MemberStatus } from '../../src/cluster/types.js';
+import { TestCluster } from '../helpers/cluster.js';
+import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { DIVERGED_TABLE, FAULT_DESCRIPTIONS, Faults, inject, type FaultKind, type ScenarioContext } from '../helpers/faults.js';
+import { waitFor } from '../helpers/wait.js';
+import { createProbeTable, tryDirectWrite, Writer } from '../helpers/writer.js';
+
+const NAMES = ['node1', 'node2', 'node3'];
+const TTL_MS = 3_000;
+const SETTINGS: Partial<ClusterSettings> = {
+  ttlMs: TTL_MS,
+  loopWaitMs: 300,
+  fenceMarginMs: 1_000,
+  synchronousMode: 'on',
+  // Longer than any case: the primary never falls back to asynchronous commits behind our back.
+  synchronousFallbackMs: 120_000,
+  primaryRestartTimeoutMs: 10_000,
+};
+const PROBE_TABLE = 'probe';
+const PINNED_TABLE = 'pinned';
+
+interface DirIdentity {
+  dev: number;
+  ino: number;
+}
+
+interface Case {
+  cluster: TestCluster;
+  faults: Faults;
+  etcd: EtcdProcess | undefined;
+  writer: Writer;
+  /** A client that only ever talks to the first primary and keeps its session: it would see a resumed old primary. */
+  pinned: Writer;
+  primary: string;
+  replicas: string[];
+  timeline: number;
+  dirs: Map<string, DirIdentity>;
+}
+
+function identity(path: string): DirIdentity {
+  const s = statSync(path);
+  return { dev: s.dev, ino: s.ino };
+}
+
+/** Directories under root (depth-limited) with the given identity: where a data directory was moved aside. */
+function findDirectory(root: string, wanted: DirIdentity, depth = 3): string | undefined {
+  let entries;
+  try {
+    entries = readdirSync(root, { withFileTypes: true });
+  } catch {
+    return undefined;
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue;
+    const path = join(root, entry.name);
+    const id = identity(path);
+    if (id.dev === wanted.dev && id.ino === wanted.ino) return path;
+    // Do not walk into data directories: thousands of files, and no data directory nests in another.
+    if (depth > 1 && !existsSync(join(path, 'PG_VERSION'))) {
+      const found = findDirectory(path, wanted, depth - 1);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string): Promise<Case> {
+  let etcd: EtcdProcess | undefined;
+  let cluster: TestCluster | undefined;
+  let faults: Faults | undefined;
+  const writers: Writer[] = [];
+  // One hook, in order: clients first, then stopped processes continued, then the cluster, then etcd.
+  t.after(async () => {
+    for (const w of writers) await w.stop().catch(() => undefined);
+    await faults?.cleanup();
+    await cluster?.destroy();
+    await etcd?.stop();
+  });
+  if (store === 'etcd') etcd = await startEtcd();
+  cluster = await TestCluster.create({ store: store === 'etcd' ? { endpoints: etcd!.endpoints } : 'embedded', settings: SETTINGS });
+  faults = new Faults(cluster);
+  for (const name of NAMES) await cluster.defineMember(name);
+  for (const name of NAMES) cluster.startAgent(name);
+  const members = await cluster.waitHealthy(NAMES, 60_000);
+  const primary = members.find((m) => m.state === 'primary')!;
+  const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
+  await createProbeTable(cluster, primary.name, PROBE_TABLE);
+  const writer = Writer.forCluster(cluster, table);
+  writers.push(writer);
+  const pinned = Writer.forCluster(cluster, PINNED_TABLE, { queryTimeoutMs: 60_000, retryMs: 200 });
+  const pinnedOnly = new Writer({ ...pinned.options, targets: pinned.options.targets.filter((x) => x.name === primary.name) });
+  writers.push(pinnedOnly);
+  await writer.start();
+  await pinnedOnly.start();
+  await writer.waitForAcks(50);
+  await pinnedOnly.waitForAcks(20);
+  const dirs = new Map(NAMES.map((n) => [n, identity(cluster!.member(n).config.postgres.dataDir)] as const));
+  assert.ok(primary.timeline !== null, 'primary publishes its timeline');
+  return { cluster, faults, etcd, writer, pinned: pinnedOnly, primary: primary.name, replicas, timeline: primary.timeline, dirs };
+}
+
+/** Status, agent log and server log of every member, plus the clients' view: attached to a failing assertion. */
+async function diagnostics(c: Case): Promise<string> {
+  const parts: string[] = [];
+  let statuses: MemberStatus[] = [];
+  try {
+    statuses = await c.cluster.memberStatuses();
+  } catch (error) {
+    parts.push(`store unreadable: ${(error as Error).message}`);
+  }
+  for (const name of NAMES) {
+    const s = statuses.find((m) => m.name === name);
+    parts.push(
+      `--- ${name}: ${s ? `state=${s.state} role=${s.role} timeline=${s.timeline} streaming=${s.streaming} upstream=${s.upstream} reason=${s.reason}` : 'no status'}`,
+      c.cluster.logTail(name, 30),
+      `--- ${name} PostgreSQL log`,
+      tail(`${c.cluster.member(name).config.postgres.dataDir}.log`, 15),
+    );
+  }
+  parts.push(`--- writer: ${c.writer.acknowledged} acknowledged, ${c.writer.serverSequence()}; last failures: ${c.writer.lastFailures()}`);
+  parts.push(`--- pinned client: ${c.pinned.acknowledged} acknowledged, ${c.pinned.serverSequence()}; last failures: ${c.pinned.lastFailures()}`);
+  return parts.join('\n');
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Runs a case body; a failure carries every member's logs so the report says what happened. */
+async function runCase(t: TestContext, store: 'embedded' | 'etcd', table: string, body: (c: Case) => Promise<void>): Promise<void> {
+  const c = await setUp(t, store, table);
+  try {
+    await body(c);
+  } catch (error) {
+    const text = await diagnostics(c).catch((e: unknown) => `(diagnostics failed: ${(e as Error).message})`);
+    if (error instanceof Error) {
+      error.message = `${error.message}\n${text}`;
+      throw error;
+    }
+    throw new Error(`${String(error)}\n${text}`);
+  }
+}
+
+interface Watch {
+  /** Members seen holding the leader key while we watched. */
+  leaders: Set<string>;
+  probes: { at: number; outcome: string; message: string }[];
+  stop(): Promise<void>;
+}
+
+/**
+ * While the old primary comes back: read the leader key every 100 ms, and
+ * keep trying to write straight to the old primary's port. Neither may ever
+ * show the old primary acting as primary.
+ */
+function watchOldPrimary(c: Case, old: string): Watch {
+  const watch: Watch = { leaders: new Set(), probes: [], stop: async () => undefined };
+  let running = true;
+  const keys = clusterKeys(c.cluster.clusterName);
+  const leaderLoop = (async () => {
+    while (running) {
+      const kv = await c.cluster.store.get(keys.leader).catch(() => undefined);
+      if (kv) watch.leaders.add((JSON.parse(kv.value) as { member: string }).member);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  const probeLoop = (async () => {
+    while (running) {
+      const result = await tryDirectWrite(c.cluster, old, PROBE_TABLE, 1_500);
+      watch.probes.push({ at: Date.now(), ...result });
+      if (result.outcome !== 'no answer') await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  watch.stop = async () => {
+    running = false;
+    await Promise.all([leaderLoop, probeLoop]);
+  };
+  return watch;
+}
+
+/**
+ * One primary (expected), every other member a streaming replica, all on the
+ * primary's timeline — newer than before the fault when the primary changed.
+ * Replicas may publish the new timeline a moment after they stream, so wait for it.
+ */
+async function checkSettled(c: Case, primary: string): Promise<void> {
+  const members = await waitFor(
+    `${primary} as the only primary and every member streaming on its timeline`,
+    async () => {
+      const all = (await c.cluster.memberStatuses()).filter((m) => NAMES.includes(m.name));
+      const p = all.find((m) => m.name === primary);
+      if (!p || p.state !== 'primary' || p.role !== 'primary' || p.timeline === null) return undefined;
+      const ok = all.length === NAMES.length && all.every((m) => m.name === primary || (m.state === 'replica' && m.streaming && m.timeline === p.timeline));
+      return ok ? all : undefined;
+    },
+    30_000,
+  ).catch(async (error: unknown) => {
+    const now = await c.cluster.memberStatuses().catch(() => []);
+    throw new Error(`${(error as Error).message}; now: ${now.map((m) => `${m.name} ${m.state}/${m.role} tl=${m.timeline} streaming=${m.streaming}`).join(', ')}`);
+  });
+  assert.deepEqual(members.filter((m) => m.state === 'primary').map((m) => m.name), [primary], 'exactly one primary');
+  const timeline = members.find((m) => m.name === primary)!.timeline!;
+  if (primary !== c.primary) assert.ok(timeline > c.timeline, `the new primary ${primary} runs a newer timeline: ${timeline} after ${c.timeline}`);
+  else assert.equal(timeline, c.timeline, `${primary} stayed primary on timeline ${c.timeline}`);
+}
+
+/** No data directory was deleted: each is the same directory, or was moved aside intact (rewindFallback 'reclone'). */
+function assertDataDirsKept(c: Case): void {
+  for (const name of NAMES) {
+    const dataDir = c.cluster.member(name).config.postgres.dataDir;
+    const before = c.dirs.get(name)!;
+    const now = existsSync(dataDir) ? identity(dataDir) : undefined;
+    if (now && now.ino === before.ino && now.dev === before.dev) continue;
+    const aside = findDirectory(c.cluster.dir, before);
+    assert.ok(aside && existsSync(join(aside, 'PG_VERSION')), `data directory of ${name} was replaced and its old copy is gone`);
+  }
+}
+
+interface Aftermath {
+  newPrimary: string;
+  unavailabilityMs: number | undefined;
+  rejoinMs: number | undefined;
+}
+
+/**
+ * Injects the fault and checks every invariant afterwards. Returns the
+ * measurements the case reports.
+ */
+async function faultAndCheck(c: Case, kind: FaultKind): Promise<Aftermath> {
+  const { cluster } = c;
+  const old = c.primary;
+  const ctx: ScenarioContext = { cluster, faults: c.faults, writer: c.writer, primary: old, replicas: c.replicas, ttlMs: TTL_MS, etcd: c.etcd, timeoutMs: 45_000 };
+  const staged = await inject(ctx, kind);
+  const { name: newPrimary } = await staged.awaitPrimary();
+  if (staged.expectsNewPrimary) assert.notEqual(newPrimary, old, `${kind}: another member must take over`);
+  if (kind === 'c') assert.equal(newPrimary, old, 'a crashed PostgreSQL is restarted in place, not failed over');
+
+  // From the moment the new primary acknowledged writes, the old one must never act as primary again.
+  const watch = newPrimary !== old ? watchOldPrimary(c, old) : undefined;
+  let rejoinMs: number | undefined;
+  let returnedAt = staged.faultAt;
+  try {
+    returnedAt = (await staged.recover()) ?? staged.storeBackAt ?? staged.faultAt;
+    await cluster.waitHealthy(NAMES, 60_000);
+    rejoinMs = Date.now() - returnedAt;
+    await checkSettled(c, newPrimary);
+  } finally {
+    await watch?.stop();
+  }
+  if (watch) {
+    assert.ok(!watch.leaders.has(old), `old primary ${old} never holds the lease again (seen: ${[...watch.leaders].join(', ')})`);
+    const acked = watch.probes.filter((p) => p.outcome === 'acknowledged');
+    assert.deepEqual(acked, [], `old primary ${old} acknowledged a direct write after ${newPrimary} took over`);
+    // A probe must have run while the old primary was back, or this check proved nothing.
+    assert.ok(watch.probes.some((p) => p.at > returnedAt), 'the returned old primary was probed');
+  }
+
+  // Nobody but the primary takes a write now.
+  for (const name of NAMES.filter((n) => n !== newPrimary)) {
+    const probe = await tryDirectWrite(cluster, name, PROBE_TABLE, 3_000);
+    assert.notEqual(probe.outcome, 'acknowledged', `${name} is not the primary but took a write`);
+  }
+  const inRecovery = await Promise.all(NAMES.map(async (n) => [n, (await cluster.sql<{ r: boolean }>(n, 'SELECT pg_is_in_recovery() AS r'))[0]!.r] as const));
+  assert.deepEqual(inRecovery.filter(([, r]) => !r).map(([n]) => n), [newPrimary], 'only the primary is out of recovery');
+
+  // Keep writing on the final primary, then check both clients' acknowledged commits there.
+  await c.writer.waitForAcks(20, 30_000, newPrimary);
+  await c.writer.stop();
+  await c.pinned.stop();
+  const unavailabilityMs = c.writer.unavailability(staged.faultAt, newPrimary);
+  for (const [label, w] of [['writer', c.writer], ['pinned client', c.pinned]] as const) {
+    const result = await w.verify(cluster);
+    assert.equal(result.primary, newPrimary);
+    assert.deepEqual(result.lost, [], `${label}: ${result.lost.length} of ${result.acknowledged} acknowledged commits lost (${w.serverSequence()})`);
+    if (newPrimary !== old) {
+      const late = w.splitBrainAcks(old, newPrimary);
+      assert.deepEqual(late, [], `${label}: old primary ${old} acknowledged writes after ${newPrimary} did`);
+    }
+  }
+  assert.ok(c.writer.acks.some((a) => a.server === old) && c.writer.acks.some((a) => a.server === newPrimary), 'the writer committed before and after the fault');
+
+  assertDataDirsKept(c);
+
+  if (newPrimary !== old) {
+    const history = await cluster.cli(['history', '--json']);
+    assert.equal(history.code, 0, history.stderr);
+    const entries = JSON.parse(history.stdout) as { timeline: number; from: string | null; to: string; reason: string }[];
+    const last = entries[entries.length - 1];
+    assert.ok(last, 'history records the promotion');
+    assert.equal(last.to, newPrimary);
+    assert.equal(last.from, old);
+    assert.equal(last.timeline, (await cluster.status(newPrimary))!.timeline);
+    assert.ok(last.reason.length > 0, 'history says why');
+  }
+  return { newPrimary, unavailabilityMs, rejoinMs };
+}
+
+function report(kind: FaultKind, result: Aftermath): void {
+  console.log(
+    `# (${kind}) ${FAULT_DESCRIPTIONS[kind]}: new primary ${result.newPrimary}, write unavailability ${result.unavailabilityMs ?? '?'} ms, back to healthy ${result.rejoinMs ?? '?'} ms after the old primary returned`,
+  );
+}
+
+describe('automatic failover under faults (synchronous mode, 3 members)', { timeout: 480_000 }, () => {
+  it('(a) machine loss: SIGKILL agent and PostgreSQL together', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_a', async (c) => report('a', await faultAndCheck(c, 'a')));
+  });
+
+  it('(b) SIGSTOP agent and all PostgreSQL processes past the lease, then SIGCONT: the old primary neither takes the lease back nor acknowledges a write', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'etcd', 'writes_b', async (c) => report('b', await faultAndCheck(c, 'b')));
+  });
+
+  it('(c) SIGKILL only PostgreSQL: restarted in place, nothing lost', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_c', async (c) => {
+      const before = c.cluster.postmasterPid(c.primary);
+      const result = await faultAndCheck(c, 'c');
+      assert.notEqual(c.cluster.postmasterPid(c.primary), before, 'a new postmaster runs');
+      report('c', result);
+    });
+  });
+
+  it('(d) SIGKILL only the agent: a replica takes over, the running old PostgreSQL acknowledges nothing more, the restarted agent rejoins it', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_d', async (c) => report('d', await faultAndCheck(c, 'd')));
+  });
+
+  it('(e) SIGSTOP only the agent past the lease, then SIGCONT', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_e', async (c) => report('e', await faultAndCheck(c, 'e')));
+  });
+
+  for (const store of ['etcd', 'embedded'] as const) {
+    it(`(f) the ${store} store unavailable past the lease, then back: the primary stops acknowledging before its lease can expire`, { timeout: 120_000 }, async (t) => {
+      await runCase(t, store, 'writes_f', async (c) => {
+        const ctx: ScenarioContext = { cluster: c.cluster, faults: c.faults, writer: c.writer, primary: c.primary, replicas: c.replicas, ttlMs: TTL_MS, etcd: c.etcd, timeoutMs: 45_000 };
+        const staged = await inject(ctx, 'f');
+        const { name } = await staged.awaitPrimary();
+        const backAt = staged.storeBackAt!;
+        // The lease was renewed at the latest when the outage began, so it expired by faultAt + ttl:
+        // a write sent after that and acknowledged means a primary without a lease.
+        for (const [label, w] of [['writer', c.writer], ['pinned client', c.pinned]] as const) {
+          const late = w.acksSentBetween(staged.faultAt + TTL_MS, backAt);
+          assert.deepEqual(late, [], `${label}: writes acknowledged after the lease expired while the store was down`);
+        }
+        await c.cluster.waitHealthy(NAMES, 60_000);
+        await checkSettled(c, name);
+        for (const n of NAMES.filter((x) => x !== name)) {
+          const probe = await tryDirectWrite(c.cluster, n, PROBE_TABLE, 3_000);
+          assert.notEqual(probe.outcome, 'acknowledged', `${n} is not the primary but took a write`);
+        }
+        await c.writer.waitForAcks(20, 30_000, name);
+        await c.writer.stop();
+        await c.pinned.stop();
+        for (const [label, w] of [['writer', c.writer], ['pinned client', c.pinned]] as const) {
+          const result = await w.verify(c.cluster);
+          assert.deepEqual(result.lost, [], `${label}: ${result.lost.length} of ${result.acknowledged} acknowledged commits lost (${w.serverSequence()})`);
+          if (name !== c.primary) assert.deepEqual(w.splitBrainAcks(c.primary, name), [], `${label}: old primary acknowledged after the new one`);
+        }
+        assertDataDirsKept(c);
+        console.log(
+          `# (f, ${store}) primary after the outage: ${name} (was ${c.primary}); first write ${c.writer.unavailability(backAt) ?? '?'} ms after the store came back`,
+        );
+      });
+    });
+  }
+
+  it('(g) switchover under write load', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_g', async (c) => {
+      const target = c.replicas[0]!;
+      const started = Date.now();
+      const result = await faultAndCheck(c, 'g');
+      assert.equal(result.newPrimary, target);
+      const entries = JSON.parse((await c.cluster.cli(['history', '--json'])).stdout) as { reason: string }[];
+      assert.match(entries[entries.length - 1]!.reason, /switchover/i);
+      console.log(`# (g) longest write pause around the switchover: ${c.writer.longestGap(started, started + 30_000)} ms`);
+      report('g', result);
+    });
+  });
+
+  it('(h) a diverged old primary returns: never starts as primary, is rewound, streams on the new timeline', { timeout: 120_000 }, async (t) => {
+    await runCase(t, 'embedded', 'writes_h', async (c) => {
+      const old = c.primary;
+      const other = c.replicas;
+      const result = await faultAndCheck(c, 'h');
+      // The rows only the old primary had are gone from it: it was reconciled, not just restarted.
+      const diverged = await c.cluster.sql<{ n: string }>(old, `SELECT count(*)::text AS n FROM ${DIVERGED_TABLE}`);
+      assert.equal(diverged[0]!.n, '0', 'old primary rewound to the new timeline');
+      // Rewind keeps the directory; neither the old primary nor the other replicas were re-cloned.
+      for (const name of [old, ...other]) {
+        assert.deepEqual(identity(c.cluster.member(name).config.postgres.dataDir), c.dirs.get(name), `${name} kept its data directory (no re-clone)`);
+      }
+      assert.match(readFileSync(c.cluster.member(old).logFile, 'utf8'), /rewind/i, 'the agent log says it rewound');
+      report('h', result);
+    });
+  });
+});
+
+describe('impossible requests', { timeout: 120_000 }, () => {
+  it('exit 2 with a message naming why, and change nothing', async (t) => {
+    await runCase(t, 'embedded', 'writes_x', async (c) => {
+      const { cluster } = c;
+      const keys = clusterKeys(cluster.clusterName);
+      const state = async () => {
+        const leader = await cluster.store.get(keys.leader);
+        const members = await cluster.memberStatuses();
+        const history = await cluster.store.get(keys.history);
+        return {
+          leader: leader ? (JSON.parse(leader.value) as { member: string }).member : null,
+          primaries: members.filter((m) => m.state === 'primary').map((m) => m.name),
+          timelines: members.map((m) => `${m.name}:${m.timeline}`).sort(),
+          history: history?.value ?? null,
+        };
+      };
+      const expectRefused = async (args: string[], mentions: RegExp, why: RegExp) => {
+        const before = await state();
+        const result = await cluster.cli(args);
+        const output = `${result.stderr}${result.stdout}`;
+        assert.equal(result.code, 2, `relevo ${args.join(' ')} exits 2, got ${result.code}: ${output}`);
+        assert.match(output, mentions, `relevo ${args.join(' ')} names what is wrong`);
+        assert.match(output, why, `relevo ${args.join(' ')} says why`);
+        assert.deepEqual(await state(), before, `relevo ${args.join(' ')} changed nothing`);
+      };
+
+      await expectRefused(['switchover', '--to', 'nosuch'], /nosuch/, /unknown|no (such )?member|not a member/i);
+      await expectRefused(['switchover', '--to', c.primary], new RegExp(c.primary), /already|is the primary|current primary/i);
+
+      // A replica that stopped receiving WAL while the others commit: promoting it would lose acknowledged commits.
+      const syncKv = await cluster.store.get(keys.sync);
+      const syncMembers = syncKv ? (JSON.parse(syncKv.value) as { members: string[] }).members : [];
+      const lagging = c.replicas.find((r) => !syncMembers.includes(r)) ?? c.replicas[1]!;
+      const receiver = c.faults.stopByTitle(lagging, /walreceiver/);
+      try {
+        await cluster.sql(c.primary, `CREATE TABLE bulk AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g`);
+        await waitFor(`${lagging} to lag by more than the failover limit`, async () => {
+          const s = await cluster.status(lagging);
+          return s && s.lagBytes !== null && s.lagBytes > 2 * 1_048_576 ? s : undefined;
+        }, 30_000);
+        await expectRefused(['failover', '--to', lagging], new RegExp(lagging), /lag|behind|lose|not (in the )?sync/i);
+      } finally {
+        c.faults.resumePids(receiver.pids);
+      }
+
+      const paused = await cluster.cli(['pause']);
+      assert.equal(paused.code, 0, paused.stderr);
+      await expectRefused(['pause'], /pause/i, /already/i);
+      const resumed = await cluster.cli(['resume']);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      await cluster.waitHealthy(NAMES, 30_000);
+    });
+  });
+});
