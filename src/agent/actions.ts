@@ -24,7 +24,7 @@ export type Action =
   | { type: 'configure'; as: 'replica'; upstream: Upstream }
   | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
   /** Take the leader lease (unless held), record the new timeline in history, pg_promote(). */
-  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null }
+  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[] }
   | { type: 'writeSyncRecord'; members: string[] }
   | { type: 'writeOptime'; lsn: string; timeline: number }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */

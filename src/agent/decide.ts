@@ -266,7 +266,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   if (leaderName === me) {
     return {
       state: 'promoting',
-      actions: [{ type: 'promote', acquire: false, from: lastLeader(store) ?? null, reason: 'resuming an interrupted promotion', timeline: (inspection.timeline ?? 0) + 1, forkLsn: inspection.replayedLsn }],
+      actions: [{ type: 'promote', acquire: false, from: lastLeader(store) ?? null, reason: 'resuming an interrupted promotion', timeline: (inspection.timeline ?? 0) + 1, forkLsn: inspection.replayedLsn, slots: peerSlots(o, store) }],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
     };
   }
@@ -300,10 +300,15 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
   return {
     state: 'promoting',
-    actions: [{ type: 'promote', acquire: true, from: former ?? null, reason: why, timeline: latestTimeline(store.history) + 1, forkLsn: inspection.replayedLsn }],
+    actions: [{ type: 'promote', acquire: true, from: former ?? null, reason: why, timeline: latestTimeline(store.history) + 1, forkLsn: inspection.replayedLsn, slots: peerSlots(o, store) }],
     reason: `taking over: ${why}; ${verdict.reason}`,
     remember: { fenceTarget, wasLeader: true },
   };
+}
+
+/** Slots a new primary creates as it promotes, so the others can stream from it at once. */
+function peerSlots(o: Observation, store: Reachable): string[] {
+  return store.members.filter((m) => m.name !== o.member.name).map((m) => slotNameFor(m.name));
 }
 
 function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Decision {

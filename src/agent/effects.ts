@@ -110,6 +110,7 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   await withConnection(agentSqlTarget(local, credentials), async (client) => {
     const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
+    for (const slot of action.slots) await createPhysicalSlot(client, slot);
   }, 70_000);
   writeConfiguration(ctx, undefined, ctx.settings().synchronousStrict && ctx.settings().synchronousMode === 'on' ? '*' : '');
   await reloadPostgres(local.postmaster);

@@ -25,6 +25,8 @@ export function baseParameters(config: MemberConfig, settings: ClusterSettings):
     wal_log_hints: 'on',
     wal_keep_size: '128MB',
     wal_receiver_status_interval: '1s',
+    // A standby re-pointed at a new primary retries quickly instead of every 5 s.
+    wal_retrieve_retry_interval: '1s',
     password_encryption: 'scram-sha-256',
     shared_buffers: '128MB',
     max_connections: 100,

@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { decide } from '../../src/agent/decide.js';
+import { freshMemory } from '../../src/agent/observation.js';
+import { renderStatesDoc } from '../../src/agent/states-doc.js';
+import { AGENT_STATES, isAllowedTransition } from '../../src/agent/states.js';
+import { defaultClusterSettings } from '../../src/cluster/settings.js';
+import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
+
+const types = (d: ReturnType<typeof decide>) => d.actions.map((a) => a.type);
+
+describe('decide: bootstrap and joining', () => {
+  it('races for the initialise key on an empty store', () => {
+    const d = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store: storeView({ init: undefined, leader: undefined }), previous: { state: 'starting', since: 0 } }));
+    assert.equal(d.state, 'initializing');
+    assert.deepEqual(types(d), ['claimInitialize']);
+    assert.match(d.reason, /no cluster in the store/);
+  });
+
+  it('the winner bootstraps; the others wait', () => {
+    const store = storeView({ init: { member: 'b', startedAt: 'x' }, leader: undefined, members: [] });
+    const winner = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }));
+    assert.equal(winner.state, 'bootstrapping');
+    assert.deepEqual(types(winner), ['bootstrap']);
+    const loser = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }, 'c'));
+    assert.equal(loser.state, 'waiting_for_primary');
+    assert.match(loser.reason, /member b is initialising/);
+  });
+
+  it('an empty member clones once the primary has its slot, never before', () => {
+    const waiting = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, previous: { state: 'waiting_for_primary', since: 0 } }));
+    assert.equal(waiting.state, 'waiting_for_primary');
+    assert.match(waiting.reason, /create slot b/);
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary', slots: [{ name: 'b', active: false, restartLsn: null, retainedBytes: null }] })] });
+    const cloning = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'waiting_for_primary', since: 0 } }));
+    assert.equal(cloning.state, 'cloning');
+    assert.deepEqual(types(cloning), ['clone', 'startPostgres']);
+  });
+
+  it('refuses a data directory of another cluster and does nothing', () => {
+    const d = decide(observation({ systemIdentifier: '99' }));
+    assert.equal(d.state, 'foreign_data');
+    assert.deepEqual(d.actions, []);
+    assert.match(d.reason, /belongs to another cluster/);
+  });
+});
+
+describe('decide: the primary', () => {
+  const asPrimary = { server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() }, standbyConfigured: false, previous: { state: 'primary' as const, since: 0 } };
+
+  it('holds the lease, manages sync names, slots and optime', () => {
+    const d = decide(observation(asPrimary, 'a'));
+    assert.equal(d.state, 'primary');
+    assert.ok(types(d).includes('configure'));
+    assert.ok(types(d).includes('writeOptime'));
+    assert.ok(types(d).includes('syncSlots'), 'creates the missing slots of b and c');
+  });
+
+  it('stops when another member holds the lease', () => {
+    const d = decide(observation({ ...asPrimary, store: storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 } }) }, 'a'));
+    assert.equal(d.state, 'fenced');
+    assert.deepEqual(types(d), ['stopPostgres']);
+    assert.match(d.reason, /member b holds the leader lease/);
+  });
+
+  it('fences itself before its lease can expire when the store is unreachable', () => {
+    const settings = defaultClusterSettings();
+    const base = { ...asPrimary, store: { reachable: false as const, error: 'timeout' }, memory: { ...freshMemory(), wasLeader: true } };
+    const early = decide(observation({ ...base, memory: { ...base.memory, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) + 10 } }, 'a'));
+    assert.equal(early.state, 'store_unreachable');
+    assert.deepEqual(early.actions, []);
+    const late = decide(observation({ ...base, memory: { ...base.memory, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) } }, 'a'));
+    assert.equal(late.state, 'fenced');
+    assert.deepEqual(types(late), ['stopPostgres']);
+    assert.match(late.reason, /before the lease can expire/);
+  });
+
+  it('does not take the lease back after the cluster moved to a newer timeline', () => {
+    const store = storeView({ leader: undefined, history: [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }] });
+    const d = decide(observation({ ...asPrimary, store }, 'a'));
+    assert.equal(d.state, 'fenced');
+    assert.match(d.reason, /moved on to timeline 2/);
+  });
+
+  it('restarts a crashed primary in place, then releases the lease after the timeout', () => {
+    const stopped = { ...asPrimary, server: { kind: 'stopped' as const }, previous: { state: 'starting_postgres' as const, since: 0 } };
+    const first = decide(observation(stopped, 'a'));
+    assert.equal(first.state, 'starting_postgres');
+    assert.deepEqual(types(first), ['startPostgres']);
+    assert.equal(first.remember?.primaryDownSince, 100_000);
+    const settings = defaultClusterSettings();
+    const late = decide(observation({ ...stopped, memory: { ...freshMemory(), primaryDownSince: 100_000 - settings.primaryRestartTimeoutMs - 1 } }, 'a'));
+    assert.equal(late.state, 'fenced');
+    assert.deepEqual(types(late), ['releaseLeader']);
+  });
+
+  it('hands over cleanly on a switchover request', () => {
+    const failover = { kind: 'switchover' as const, from: 'a', to: 'b', at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: null };
+    const d = decide(observation({ ...asPrimary, store: storeView({ failover }) }, 'a'));
+    assert.equal(d.state, 'demoting');
+    assert.deepEqual(types(d), ['stopPostgres', 'handOver']);
+    const impossible = decide(observation({ ...asPrimary, store: storeView({ failover: { ...failover, to: 'zz' } }) }, 'a'));
+    assert.deepEqual(types(impossible), ['clearFailoverRequest']);
+  });
+});
+
+describe('decide: election', () => {
+  const noLeader = storeView({ leader: undefined });
+
+  it('the synchronous standby takes over when the lease is gone', () => {
+    const d = decide(observation({ store: noLeader }));
+    assert.equal(d.state, 'promoting');
+    assert.deepEqual(types(d), ['promote']);
+    assert.match(d.reason, /synchronous standby/);
+  });
+
+  it('a replica outside the synchronous set does not', () => {
+    const d = decide(observation({ store: noLeader }, 'c'));
+    assert.equal(d.state, 'replica');
+    assert.match(d.reason, /not in the synchronous set/);
+  });
+
+  it('defers to a more advanced eligible peer, asked directly', () => {
+    const store = storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } });
+    const peers = [{ name: 'c', status: member('c', { receivedLsn: '0/6000000' }) }];
+    const d = decide(observation({ store, peers }));
+    assert.equal(d.state, 'replica');
+    assert.match(d.reason, /peer c is a better candidate/);
+  });
+
+  it('in asynchronous mode, refuses when too far behind the last primary position', () => {
+    const settings = { ...defaultClusterSettings(), synchronousMode: 'off' as const };
+    const store = storeView({ leader: undefined, optime: { member: 'a', address: 'x:1', lsn: '1/0', timeline: 1, at: 'x' } });
+    const d = decide(observation({ settings, store }));
+    assert.equal(d.state, 'replica');
+    assert.match(d.reason, /maximumLagOnFailover/);
+  });
+
+  it('nofailover and paused members never promote', () => {
+    assert.equal(decide(observation({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'replica');
+    const paused = decide(observation({ store: noLeader, settings: { ...defaultClusterSettings(), paused: true } }));
+    assert.equal(paused.state, 'replica');
+    assert.deepEqual(paused.actions, []);
+  });
+
+  it('a switchover candidate waits for the old primary last WAL', () => {
+    const failover = { kind: 'switchover' as const, from: 'a', to: 'b', at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: '0/5000000' };
+    const waiting = decide(observation({ store: storeView({ leader: undefined, failover }) }));
+    assert.match(waiting.reason, /waiting to receive the old primary's last WAL/);
+    const ready = decide(observation({ store: storeView({ leader: undefined, failover }), server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ receivedLsn: '0/5000100' }) } }));
+    assert.equal(ready.state, 'promoting');
+    const other = decide(observation({ store: storeView({ leader: undefined, failover, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }) }, 'c'));
+    assert.match(other.reason, /switchover to b in progress/);
+  });
+});
+
+describe('decide: rejoin', () => {
+  const newLeader = storeView({
+    leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 },
+    members: [member('a', { role: 'unknown', state: 'fenced' }), member('b', { role: 'primary', state: 'primary', timeline: 2, upstream: null })],
+    history: [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }],
+  });
+  const control = { systemIdentifier: '42', clusterState: 'in production', timeline: 1, checkpointLsn: '0/5000100', minRecoveryLsn: null };
+
+  it('a former primary rewinds from the new leader, never starts as primary', () => {
+    const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fenced', since: 0 } }, 'a'));
+    assert.equal(d.state, 'rewinding');
+    assert.deepEqual(types(d), ['rewind']);
+  });
+
+  it('after a failed rewind, moves the data aside to reclone, or waits for the operator', () => {
+    const base = { store: newLeader, server: { kind: 'stopped' as const }, standbyConfigured: false, control, memory: { ...freshMemory(), rewindFailed: true }, previous: { state: 'rewinding' as const, since: 0 } };
+    assert.deepEqual(types(decide(observation(base, 'a'))), ['moveDataAside']);
+    const none = decide(observation({ ...base, settings: { ...defaultClusterSettings(), rewindFallback: 'none' } }, 'a'));
+    assert.equal(none.state, 'needs_operator');
+    assert.deepEqual(none.actions, []);
+  });
+
+  it('a stopped former primary with no leader waits when the cluster moved on', () => {
+    const store = storeView({ leader: undefined, history: newLeader.history });
+    const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fenced', since: 0 } }, 'a'));
+    assert.equal(d.state, 'waiting_for_primary');
+    assert.deepEqual(d.actions, []);
+  });
+
+  it('a replica past the fork point stops to rewind; one before it just follows', () => {
+    const past = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ replayedLsn: '0/5000100' }) } }, 'c'));
+    assert.equal(past.state, 'rewinding');
+    const before = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ replayedLsn: '0/4000000' }) } }, 'c'));
+    assert.equal(before.state, 'replica');
+    assert.deepEqual(types(before), ['configure']);
+  });
+});
+
+describe('transition table', () => {
+  it('every decision on random observations moves along a declared edge', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    for (let i = 0; i < 5000; i++) {
+      const leader = pick([undefined, 'a', 'b', 'c']);
+      const o = observation(
+        {
+          dataDir: pick(['empty', 'initialized'] as const),
+          standbyConfigured: random() < 0.5,
+          server: pick([
+            { kind: 'stopped' as const },
+            { kind: 'unreachable' as const, postmasterPid: 2, error: 'x' },
+            { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() },
+            { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection() },
+          ]),
+          store: random() < 0.1 ? { reachable: false, error: 'down' } : storeView({ leader: leader ? { member: leader, ttlMs: 6000, acquiredAt: 'x', revision: 1 } : undefined }),
+          memory: { ...freshMemory(), wasLeader: random() < 0.5, rewindFailed: random() < 0.2 },
+          previous: { state: pick(AGENT_STATES), since: 0 },
+        },
+        pick(['a', 'b', 'c']),
+      );
+      const d = decide(o);
+      assert.ok(isAllowedTransition(o.previous.state, d.state), `${o.previous.state} -> ${d.state}`);
+      assert.doesNotMatch(d.reason, /internal error/, d.reason);
+    }
+  });
+
+  it('docs/states.md is generated from the table (run `npm run docs`)', () => {
+    assert.equal(readFileSync(new URL('../../../docs/states.md', import.meta.url), 'utf8'), renderStatesDoc());
+  });
+});
