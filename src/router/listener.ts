@@ -8,7 +8,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { refusal, type ClosureCode, type Refusal, type RefusalCode } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, errorResponse, parseStartupPacket, type ErrorFields, type StartupPacket } from './protocol.js';
-import { Relay, type OpeningKind } from './relay.js';
+import { Relay, connectBackend, type BackendSocket, type OpeningKind } from './relay.js';
 import type { Backend, Decision } from './view.js';
 
 export type ListenerRole = 'rw' | 'ro';
@@ -205,7 +205,8 @@ export class Listener {
     this.bump(target.member, 1);
     this.connecting.add(p);
     p.target = target;
-    const backend = connect({ host: target.host, port: target.port, noDelay: true });
+    const source = connectBackend(target);
+    const backend = source.socket;
     p.backend = backend;
     const timer = setTimeout(
       () => backend.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)),
@@ -229,11 +230,11 @@ export class Listener {
         backend.destroy();
         return;
       }
-      this.handOver(p, backend, target, primary, first.kind, first.length);
+      this.handOver(p, source, target, primary, first.kind, first.length);
     });
   }
 
-  private handOver(p: Pending, backend: Socket, target: Backend, primary: boolean, kind: OpeningKind, length: number): void {
+  private handOver(p: Pending, backend: BackendSocket, target: Backend, primary: boolean, kind: OpeningKind, length: number): void {
     const { socket } = p;
     socket.removeListener('data', p.onData);
     socket.removeListener('error', p.onGone);

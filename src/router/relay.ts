@@ -6,7 +6,7 @@
  * router knows when a session is idle between transactions and where it may
  * inject a final ErrorResponse; TLS/GSS sessions are opaque and never framed.
  */
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { ENCRYPTION_REFUSED, Framer, TERMINATE, errorResponse, sessionIdle, type ErrorFields } from './protocol.js';
 import type { Backend } from './view.js';
 
@@ -23,6 +23,44 @@ export interface RelayHooks {
 /** Grace for a client to read our final error before its socket is destroyed. */
 const CLOSE_GRACE_MS = 1_000;
 
+/** Read buffer of one backend socket: PostgreSQL sends at most 8 kB per write. */
+const READ_BUFFER_BYTES = 32 * 1024;
+
+/**
+ * Where a backend socket's reads go. Backend sockets read into one reusable
+ * buffer of their own (net's `onread`), so the heavy direction allocates
+ * nothing per read; a fresh buffer is taken only while a write of the old one
+ * is still queued (the client is slower than the backend).
+ */
+export interface BackendSocket {
+  socket: Socket;
+  /** Set once the relay exists; reads before that cannot happen (the backend waits for us). */
+  relay: Relay | undefined;
+  buffer: Buffer;
+  /** The current buffer is referenced by a queued write: do not read into it again. */
+  busy: boolean;
+}
+
+export function connectBackend(target: Backend): BackendSocket {
+  const b: BackendSocket = { socket: undefined as unknown as Socket, relay: undefined, buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), busy: false };
+  b.socket = connect({
+    host: target.host,
+    port: target.port,
+    noDelay: true,
+    onread: {
+      buffer: () => {
+        if (b.busy) {
+          b.buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+          b.busy = false;
+        }
+        return b.buffer;
+      },
+      callback: (n: number, buf: Uint8Array) => (b.relay === undefined ? true : b.relay.onBackendRead(n, buf as Buffer)),
+    },
+  });
+  return b;
+}
+
 export class Relay {
   /** Framers are null for opaque (encrypted) sessions. */
   private fromClient: Framer | null = new Framer();
@@ -38,15 +76,18 @@ export class Relay {
   closedBy: string | undefined;
   readonly openedAt = Date.now();
 
+  readonly backend: Socket;
+
   constructor(
     readonly client: Socket,
-    readonly backend: Socket,
+    private readonly source: BackendSocket,
     readonly target: Backend,
     /** Routed to the primary (read-write, or read-only fallback). */
     readonly primary: boolean,
     private readonly hooks: RelayHooks,
     opening: OpeningKind,
   ) {
+    this.backend = source.socket;
     this.awaitingAnswer = opening !== 'startup';
     // A StartupMessage has no type byte; after an SSL 'N' the client sends one next.
     this.fromClient?.expectUntypedPacket();
@@ -57,7 +98,7 @@ export class Relay {
   start(initial: Buffer, openingLength: number): void {
     const { client, backend } = this;
     client.on('data', this.onClientData);
-    backend.on('data', this.onBackendData);
+    this.source.relay = this;
     // Backpressure: stop reading one side while the other cannot take more.
     client.on('drain', () => backend.resume());
     backend.on('drain', () => client.resume());
@@ -77,6 +118,7 @@ export class Relay {
       this.onClientData(initial);
     }
     client.resume();
+    backend.resume();
   }
 
   private readonly onClientData = (chunk: Buffer): void => {
@@ -92,25 +134,30 @@ export class Relay {
     if (!this.backend.write(chunk)) this.client.pause();
   };
 
-  private readonly onBackendData = (chunk: Buffer): void => {
-    if (this.awaitingAnswer) this.onAnswer(chunk);
+  /** onread callback of the backend socket; returning false pauses reading (backpressure). */
+  onBackendRead(n: number, buf: Buffer): boolean {
+    if (this.closed) return false;
+    if (this.awaitingAnswer) this.onAnswer(buf[0] as number);
     const f = this.fromBackend;
     if (f !== null) {
       try {
-        f.push(chunk);
+        f.push(buf, 0, n);
       } catch {
         this.teardown();
-        return;
+        return false;
       }
       if (!this.keyReported && f.backendPid !== 0) this.reportKey(f);
     }
-    if (!this.client.write(chunk)) this.backend.pause();
+    const client = this.client;
+    const ok = client.write(n === buf.length ? buf : buf.subarray(0, n));
+    // Still queued: the bytes live in our read buffer, so the next read needs another.
+    if (client.writableLength > 0) this.source.busy = true;
     if (this.drainFields !== undefined) this.closeIfIdle();
-  };
+    return ok;
+  }
 
-  private onAnswer(chunk: Buffer): void {
+  private onAnswer(answer: number): void {
     this.awaitingAnswer = false;
-    const answer = chunk[0];
     if (answer !== ENCRYPTION_REFUSED[0]) {
       // 'S' or 'G': the rest of the session is encrypted end to end.
       this.fromClient = null;
@@ -176,7 +223,7 @@ export class Relay {
     this.closedBy = reason;
     const { client, backend } = this;
     client.removeListener('data', this.onClientData);
-    backend.removeListener('data', this.onBackendData);
+    this.source.relay = undefined;
     if (this.fromClient?.atBoundary && !backend.destroyed) backend.end(TERMINATE);
     backend.destroy();
     if (fields && this.fromBackend?.atBoundary && !client.destroyed) client.end(errorResponse(fields));

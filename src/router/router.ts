@@ -87,8 +87,11 @@ class Router {
   private failover: FailoverRecord | undefined;
   /** Monotonic ms when the last successful full read began. */
   private lastReadAt: number | undefined;
-  /** Bumped by every watch event: a full read that raced one is not applied. */
-  private eventSeq = 0;
+  /** Store revision of the state applied for each key (including deletions). */
+  private readonly revisions = new Map<string, number>();
+  /** Keys currently present in the view. */
+  private readonly present = new Set<string>();
+  private applyQueued = false;
   private reading = false;
   private watch: Watch | undefined;
   private watching = false;
@@ -202,16 +205,35 @@ class Router {
     }
   }
 
+  /**
+   * Watch events and full reads can arrive in any order relative to each
+   * other; the view must never step back to an older state (a stale "leader
+   * deleted" would close the sessions of the current primary). So each key
+   * remembers the store revision of what was applied, and older news is dropped.
+   */
   private onEvent(event: WatchEvent): void {
     const { key } = event;
-    const value = event.type === 'put' ? event.value : undefined;
-    if (!this.absorb(key, value)) return;
-    this.eventSeq += 1;
-    this.apply();
+    if (!this.relevant(key)) return;
+    if (event.revision <= (this.revisions.get(key) ?? 0)) return;
+    this.revisions.set(key, event.revision);
+    this.absorb(key, event.type === 'put' ? event.value : undefined);
+    // One apply per batch of events: a put and delete of the same batch never show half-done.
+    if (!this.applyQueued) {
+      this.applyQueued = true;
+      queueMicrotask(() => {
+        this.applyQueued = false;
+        this.apply();
+      });
+    }
   }
 
-  /** Updates the view from one key; false when the key is not one the router reads. */
-  private absorb(key: string, value: string | undefined): boolean {
+  private relevant(key: string): boolean {
+    const k = this.keys;
+    return key === k.leader || key === k.failover || key.startsWith(k.membersPrefix);
+  }
+
+  /** Updates the view from one key (value undefined = absent). */
+  private absorb(key: string, value: string | undefined): void {
     const k = this.keys;
     if (key === k.leader) {
       this.leader = value === undefined ? undefined : this.parse(key, value, LeaderRecordSchema);
@@ -222,10 +244,32 @@ class Router {
       const status = value === undefined ? undefined : this.parse(key, value, MemberStatusSchema);
       if (status) this.members.set(name, { ...status, name });
       else this.members.delete(name);
-    } else {
-      return false;
     }
-    return true;
+    if (value === undefined) this.present.delete(key);
+    else this.present.add(key);
+  }
+
+  /**
+   * Applies a full read. The read reflects every change up to at least the
+   * highest revision in it, so a key we hold at or below that revision and
+   * that is missing from the read was deleted.
+   */
+  private absorbSnapshot(kvs: KeyValue[]): void {
+    let maxRevision = 0;
+    for (const kv of kvs) maxRevision = Math.max(maxRevision, kv.revision);
+    const seen = new Set<string>();
+    for (const kv of kvs) {
+      if (!this.relevant(kv.key)) continue;
+      seen.add(kv.key);
+      if (kv.revision <= (this.revisions.get(kv.key) ?? 0)) continue;
+      this.revisions.set(kv.key, kv.revision);
+      this.absorb(kv.key, kv.value);
+    }
+    for (const key of [...this.present]) {
+      if (seen.has(key) || (this.revisions.get(key) ?? 0) > maxRevision) continue;
+      this.revisions.set(key, maxRevision);
+      this.absorb(key, undefined);
+    }
   }
 
   private parse<T>(key: string, value: string, schema: z.ZodType<T>): T | undefined {
@@ -242,16 +286,10 @@ class Router {
     if (this.reading || this.stopped) return;
     this.reading = true;
     const startedAt = this.now();
-    const seq = this.eventSeq;
     try {
       const kvs: KeyValue[] = await this.store.list(this.keys.root);
       if (this.stopped) return;
-      if (seq === this.eventSeq) {
-        this.leader = undefined;
-        this.failover = undefined;
-        this.members.clear();
-        for (const kv of kvs) this.absorb(kv.key, kv.value);
-      }
+      this.absorbSnapshot(kvs);
       this.lastReadAt = startedAt;
       if (!this.storeWasReadable) this.log.info({}, 'store readable');
       this.storeWasReadable = true;

@@ -191,6 +191,37 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
     await cl.end();
   });
 
+  it('relays large results intact to a client that reads slowly (backpressure)', async () => {
+    await reset();
+    const cl = await open(rwPort);
+    // Pause the client's socket on and off so the router's writes queue up.
+    const stream = (cl as unknown as { connection: { stream: import('node:net').Socket } }).connection.stream;
+    const flapper = setInterval(() => {
+      stream.pause();
+      setTimeout(() => stream.resume(), 15);
+    }, 30);
+    try {
+      const sql = `SELECT i, md5(i::text) AS h, repeat('x', i % 3000) AS pad FROM generate_series(1, 30000) i`;
+      const r = await cl.query<{ i: number; h: string; pad: string }>(sql);
+      assert.equal(r.rows.length, 30_000);
+      let bad = 0;
+      for (const row of r.rows) {
+        if (row.pad.length !== row.i % 3000) bad += 1;
+      }
+      assert.equal(bad, 0);
+      const direct = await a.connect();
+      const expected = await direct.query<{ h: string }>(`SELECT md5(string_agg(h, ',' ORDER BY i)) AS h FROM (${sql}) s`);
+      await direct.end();
+      const { createHash } = await import('node:crypto');
+      const got = createHash('md5').update(r.rows.map((row) => row.h).join(',')).digest('hex');
+      assert.equal(got, expected.rows[0]?.h);
+    } finally {
+      clearInterval(flapper);
+      stream.resume();
+    }
+    await cl.end();
+  });
+
   it('closes every session to the old primary soon after the leader record moves', async () => {
     await reset();
     const idle = await Promise.all([open(rwPort), open(rwPort), open(rwPort)]);
