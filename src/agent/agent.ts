@@ -4,7 +4,8 @@ import { defaultClusterSettings, type ClusterSettings } from '../cluster/setting
 import type { MemberStatus, SyncRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { loadCredentials, type Credentials } from '../config/secrets.js';
-import { localPostgres, type LocalPostgres } from '../postgres/local.js';
+import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
+import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
@@ -34,12 +35,17 @@ export class Agent {
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
   private lease: LeaseId | undefined;
+  private leaseTtlMs = 0;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
   private stateSince = performance.now();
   private lastReason = '';
   private memory: AgentMemory = freshMemory();
   private readonly lastDetail = new Map<string, string>();
+  private readonly connection = new KeptConnection(() => {
+    if (!this.credentials) throw new Error('no agent credentials to connect with');
+    return agentSqlTarget(this.local, this.credentials);
+  });
   private status: MemberStatus | undefined;
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
@@ -105,13 +111,38 @@ export class Agent {
    */
   private async ensureLease(): Promise<void> {
     const sentAt = performance.now();
+    if (this.lease && this.leaseTtlMs !== this.settings.ttlMs) await this.moveToNewLease();
     if (this.lease && (await this.store.keepAlive(this.lease))) {
       this.memory.leaseRenewedAt = sentAt;
       return;
     }
     if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
     this.lease = await this.store.grantLease(this.settings.ttlMs);
+    this.leaseTtlMs = this.settings.ttlMs;
     this.memory.leaseRenewedAt = sentAt;
+  }
+
+  /**
+   * ttlMs changed at run time: keys move to a lease with the new TTL (the
+   * leader key by compare-and-swap, so leadership is never dropped or duplicated),
+   * then the old lease is revoked.
+   */
+  private async moveToNewLease(): Promise<void> {
+    const old = this.lease!;
+    const lease = await this.store.grantLease(this.settings.ttlMs);
+    const leader = await this.store.get(this.keys.leader);
+    if (leader?.lease === old) {
+      const moved = await this.store.compareAndSwap(this.keys.leader, leader.value, leader.revision, { lease });
+      if (moved === undefined) {
+        await this.store.revokeLease(lease);
+        return;
+      }
+    }
+    if (this.status) await this.store.put(this.keys.member(this.config.name), JSON.stringify(this.status), { lease });
+    this.lease = lease;
+    this.leaseTtlMs = this.settings.ttlMs;
+    await this.store.revokeLease(old);
+    this.log.info({ ttlMs: this.settings.ttlMs }, `session lease renewed with the new ttlMs=${this.settings.ttlMs}`);
   }
 
   /** An operator command from the REST API; carried out by the next cycle. */
@@ -124,7 +155,7 @@ export class Agent {
     const cluster = await readCluster(this.store, this.keys);
     if (cluster.view.reachable) this.settings = cluster.settings;
     if (!this.credentials) this.credentials = loadCredentials(this.config);
-    const server = await observeServer(this.local, this.credentials);
+    const server = await observeServer(this.local, this.connection, this.credentials);
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;
@@ -162,8 +193,11 @@ export class Agent {
     this.record(decision);
     let allDone = true;
     for (const action of decision.actions) {
-      if (action.type === 'clone' || action.type === 'rewind') await this.publish(observation, decision);
-      const outcome = await runAction(this.effectContext(), action);
+      const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
+      if (long) await this.publish(observation, decision);
+      // Long actions keep the session lease (and our member key) alive meanwhile.
+      const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
+      const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
       if (outcome.ok) {
         this.logDetail(action.type, outcome.detail);
       } else {
@@ -240,6 +274,7 @@ export class Agent {
     this.wake?.();
     await this.loopDone;
     await this.watch?.close();
+    this.connection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
       this.log.info('stopping PostgreSQL before releasing the leases');
       try {

@@ -14,8 +14,8 @@ import {
 import type { Credentials } from '../config/secrets.js';
 import { dataDirState, isStandbyConfigured, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
 import { inspectServer } from '../postgres/inspect.js';
-import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
-import { withConnection } from '../postgres/sql.js';
+import type { LocalPostgres } from '../postgres/local.js';
+import type { KeptConnection } from '../postgres/sql.js';
 import type { KeyValue, Store } from '../store/store.js';
 import type { LocalServer, PeerView, StoreView } from './observation.js';
 
@@ -65,12 +65,15 @@ export async function readCluster(store: Store, keys: ClusterKeys): Promise<Clus
   };
 }
 
-export async function observeServer(local: LocalPostgres, credentials: Credentials | undefined): Promise<LocalServer> {
+export async function observeServer(local: LocalPostgres, connection: KeptConnection, credentials: Credentials | undefined): Promise<LocalServer> {
   const postmasterPid = runningPostmasterPid(local.dataDir);
-  if (postmasterPid === undefined) return { kind: 'stopped' };
+  if (postmasterPid === undefined) {
+    connection.close();
+    return { kind: 'stopped' };
+  }
   if (!credentials) return { kind: 'unreachable', postmasterPid, error: 'no agent credentials to connect with' };
   try {
-    const inspection = await withConnection(agentSqlTarget(local, credentials), inspectServer, 3_000);
+    const inspection = await connection.use(inspectServer);
     return { kind: 'running', postmasterPid, inspection };
   } catch (error) {
     return { kind: 'unreachable', postmasterPid, error: (error as Error).message };

@@ -42,3 +42,59 @@ export function quoteIdent(name: string): string {
 export function quoteLiteral(value: string): string {
   return `'${value.replace(/'/g, "''")}'`;
 }
+
+/**
+ * One connection kept open across agent cycles: the agent inspects its server
+ * every loop, and a fresh SCRAM handshake each time would cost more CPU than
+ * the inspection itself. Any error drops the connection; the next call reconnects.
+ */
+export class KeptConnection {
+  private client: pg.Client | undefined;
+  private connecting: Promise<pg.Client> | undefined;
+
+  constructor(private readonly target: () => SqlTarget, private readonly timeoutMs = 3_000) {}
+
+  private async connect(): Promise<pg.Client> {
+    const target = this.target();
+    const client = new pg.Client({
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      password: target.password,
+      database: target.database ?? 'postgres',
+      connectionTimeoutMillis: this.timeoutMs,
+      statement_timeout: this.timeoutMs,
+      application_name: 'relevo-agent',
+    });
+    client.on('error', () => {
+      if (this.client === client) this.client = undefined;
+    });
+    client.on('end', () => {
+      if (this.client === client) this.client = undefined;
+    });
+    await client.connect();
+    return client;
+  }
+
+  async use<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+    if (!this.client) {
+      this.connecting ??= this.connect().finally(() => {
+        this.connecting = undefined;
+      });
+      this.client = await this.connecting;
+    }
+    const client = this.client;
+    try {
+      return await work(client);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  close(): void {
+    const client = this.client;
+    this.client = undefined;
+    client?.end().catch(() => undefined);
+  }
+}

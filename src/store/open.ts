@@ -8,8 +8,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { StoreError } from './errors.js';
 import type { StoreConfig } from './config.js';
-import { EmbeddedStore, type EmbeddedStoreOptions } from './embedded.js';
-import { EtcdStore } from './etcd.js';
+import type { EmbeddedStoreOptions } from './embedded.js';
 import type { Store } from './store.js';
 
 export interface OpenStoreOptions {
@@ -29,9 +28,12 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions =
   switch (config.backend) {
     case 'etcd': {
       const password = await etcdPassword(config, options.env ?? process.env);
+      // Loaded on demand: the etcd client (gRPC, protobuf) costs ~20 MB an embedded-store agent does not need.
+      const { EtcdStore } = await import('./etcd.js');
       return EtcdStore.fromConfig(config, password);
     }
     case 'embedded':
+      const { EmbeddedStore } = await import('./embedded.js');
       return EmbeddedStore.open(config, options.embedded);
   }
 }
