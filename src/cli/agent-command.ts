@@ -7,6 +7,7 @@ import { splitHostPort } from '../postgres/conf.js';
 import { openStore } from '../store/open.js';
 import { createLogger } from '../util/log.js';
 import { configPath } from './context.js';
+import { startEmbeddedRouter } from './router-command.js';
 
 export interface AgentCommandOptions {
   config?: string;
@@ -31,6 +32,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   await api.listen({ host, port });
   log.info({ api: config.api.listen, dataDir: config.postgres.dataDir }, `relevo agent for member ${config.name} started`);
   await agent.start();
+  const router = await startEmbeddedRouter(config, store);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -39,6 +41,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
       stopping = true;
       log.info({ signal }, 'shutting down');
       void (async () => {
+        await router?.stop();
         await agent.stop({ stopPostgres: !options.keepPostgres });
         await api.close();
         await store.close();

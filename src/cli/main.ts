@@ -7,6 +7,8 @@ import { runAgent } from './agent-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
+import { connectionStrings } from './dsn.js';
+import { runRouter } from './router-command.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, switchover } from './operations.js';
 
@@ -135,6 +137,22 @@ for (const kind of ['restart', 'reinit'] as const) {
       await withCluster(options.config, async (handle) => console.log(await memberCommand(handle, kind, member)));
     });
 }
+
+program
+  .command('router')
+  .description("run the client router (read-write and read-only listeners) from a member file's router: section")
+  .option(...configOption)
+  .action(async (options: { config?: string }) => runRouter(options));
+
+program
+  .command('dsn')
+  .description('print libpq multi-host and JDBC connection strings for applications that route themselves')
+  .option(...configOption)
+  .option('--user <user>', 'database user', 'app')
+  .option('--database <db>', 'database name', 'postgres')
+  .action(async (options: { config?: string; user: string; database: string }) => {
+    await withCluster(options.config, async (handle) => console.log(await connectionStrings(handle, options)));
+  });
 
 program
   .command('demo')

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RouterSettingsSchema } from '../router/options.js';
 import { StoreConfigSchema } from '../store/config.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port');
@@ -71,6 +72,13 @@ export const MemberConfigSchema = z
       })
       .catchall(z.union([z.string(), z.number(), z.boolean()]))
       .default({ nofailover: false, priority: 100 }),
+    /**
+     * Client router settings (src/router/options.ts). `relevo router -c FILE`
+     * runs it; with `embedded: true` the agent runs it in its own process.
+     */
+    router: RouterSettingsSchema.omit({ name: true, cluster: true })
+      .extend({ name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(), embedded: z.boolean().default(false) })
+      .optional(),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') })
       .strict()

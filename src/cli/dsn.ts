@@ -1,0 +1,29 @@
+import { readCluster } from '../agent/observe.js';
+import { splitHostPort } from '../postgres/conf.js';
+import { CliError, EXIT, type ClusterHandle } from './context.js';
+
+/**
+ * Connection strings for applications that route themselves: libpq
+ * multi-host URIs with target_session_attrs, and the JDBC equivalents.
+ */
+export async function connectionStrings(handle: ClusterHandle, options: { user: string; database: string }): Promise<string> {
+  const { view } = await readCluster(handle.store, handle.keys);
+  if (!view.reachable) throw new CliError(view.error, EXIT.failure);
+  const members = [...view.members].sort((a, b) => a.name.localeCompare(b.name));
+  if (members.length === 0) throw new CliError('no members published yet: start the agents first', EXIT.failure);
+  const hosts = members.map((m) => {
+    const [host, port] = splitHostPort(m.connectAddress);
+    return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  });
+  const user = encodeURIComponent(options.user);
+  const db = encodeURIComponent(options.database);
+  const libpq = (attrs: string) => `postgresql://${user}@${hosts.join(',')}/${db}?target_session_attrs=${attrs}`;
+  const jdbc = (attrs: string) => `jdbc:postgresql://${hosts.join(',')}/${db}?user=${user}&targetServerType=${attrs}`;
+  return [
+    `read-write (libpq): ${libpq('read-write')}`,
+    `read-only  (libpq): ${libpq('prefer-standby')}`,
+    `read-write (JDBC):  ${jdbc('primary')}`,
+    `read-only  (JDBC):  ${jdbc('preferSecondary')}&loadBalanceHosts=true`,
+    'Passwords go in ~/.pgpass or PGPASSFILE (libpq) or the DataSource (JDBC), never in the URL.',
+  ].join('\n');
+}
