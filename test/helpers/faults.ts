@@ -356,14 +356,19 @@ async function otherPrimary(ctx: ScenarioContext, not: string | undefined, timeo
   return status.name;
 }
 
-/** Table whose rows exist only on the old primary in scenario 'h'. */
+/** Table whose newest rows exist only on the old primary in scenario 'h'. */
 export const DIVERGED_TABLE = 'diverged';
+/** Rows the old primary holds in DIVERGED_TABLE: 10 transactions of 4,000 rows of ~1 kB. */
+export const DIVERGED_ROWS = 40_000;
 
 /**
  * A primary whose WAL the replicas do not have: their walreceivers are
- * stopped while a session that opted out of synchronous commit writes rows.
- * Those rows were never acknowledged under the synchronous guarantee; after
- * the failover they exist only on the old primary, so it must be rewound.
+ * stopped while a session that opted out of synchronous commit writes ~40 MB.
+ * Those rows were never acknowledged under the synchronous guarantee. A
+ * stopped walreceiver still has the kernel buffer its socket (a few MB), so
+ * the write must exceed what loopback sockets hold: the last transactions then
+ * exist only on the old primary, which must be rewound when it returns.
+ * Returns the stopped walreceivers, for the caller to continue.
  */
 export async function divergeOldPrimary(ctx: ScenarioContext, table: string): Promise<number[]> {
   await ctx.cluster.sql(ctx.primary, `CREATE TABLE IF NOT EXISTS ${table} (id int PRIMARY KEY, payload text)`);
@@ -374,8 +379,14 @@ export async function divergeOldPrimary(ctx: ScenarioContext, table: string): Pr
   const receivers: number[] = [];
   try {
     for (const replica of ctx.replicas) receivers.push(...ctx.faults.stopByTitle(replica, /walreceiver/).pids);
-    // Committed without waiting for a standby, so never acknowledged under the synchronous guarantee.
-    await ctx.cluster.sql(ctx.primary, `SET synchronous_commit = local; INSERT INTO ${table} SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g`);
+    const perTransaction = DIVERGED_ROWS / 10;
+    for (let i = 0; i < 10; i++) {
+      // Committed without waiting for a standby, so never acknowledged under the synchronous guarantee.
+      await ctx.cluster.sql(
+        ctx.primary,
+        `SET synchronous_commit = local; INSERT INTO ${table} SELECT g, repeat(md5(g::text), 32) FROM generate_series(${i * perTransaction + 1}, ${(i + 1) * perTransaction}) g`,
+      );
+    }
     return receivers;
   } catch (error) {
     ctx.faults.resumePids(receivers);

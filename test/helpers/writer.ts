@@ -229,7 +229,7 @@ export class Writer {
     return ack === undefined ? undefined : ack.ackedAt - faultAt;
   }
 
-  /** Longest stretch without an acknowledgement inside [from, to]. */
+  /** Longest stretch without an acknowledgement between `from` and the last acknowledgement before `to`. */
   longestGap(from: number, to: number): number {
     let previous = from;
     let longest = 0;
@@ -239,7 +239,7 @@ export class Writer {
       longest = Math.max(longest, a.ackedAt - previous);
       previous = a.ackedAt;
     }
-    return Math.max(longest, to - previous);
+    return longest;
   }
 
   /**

@@ -20,7 +20,7 @@ import type { ClusterSettings } from '../../src/cluster/settings.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
-import { DIVERGED_TABLE, FAULT_DESCRIPTIONS, Faults, inject, type FaultKind, type ScenarioContext } from '../helpers/faults.js';
+import { DIVERGED_ROWS, DIVERGED_TABLE, FAULT_DESCRIPTIONS, Faults, inject, type FaultKind, type ScenarioContext } from '../helpers/faults.js';
 import { waitFor } from '../helpers/wait.js';
 import { createProbeTable, tryDirectWrite, Writer } from '../helpers/writer.js';
 
@@ -83,7 +83,7 @@ function findDirectory(root: string, wanted: DirIdentity, depth = 3): string | u
   return undefined;
 }
 
-async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string): Promise<Case> {
+async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string, partial: Partial<Case>): Promise<Case> {
   let etcd: EtcdProcess | undefined;
   let cluster: TestCluster | undefined;
   let faults: Faults | undefined;
@@ -98,6 +98,7 @@ async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string):
   if (store === 'etcd') etcd = await startEtcd();
   cluster = await TestCluster.create({ store: store === 'etcd' ? { endpoints: etcd!.endpoints } : 'embedded', settings: SETTINGS });
   faults = new Faults(cluster);
+  Object.assign(partial, { cluster, faults, etcd });
   for (const name of NAMES) await cluster.defineMember(name);
   for (const name of NAMES) cluster.startAgent(name);
   const members = await cluster.waitHealthy(NAMES, 60_000);
@@ -119,8 +120,9 @@ async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string):
 }
 
 /** Status, agent log and server log of every member, plus the clients' view: attached to a failing assertion. */
-async function diagnostics(c: Case): Promise<string> {
+async function diagnostics(c: Partial<Case>): Promise<string> {
   const parts: string[] = [];
+  if (!c.cluster) return '(no cluster yet)';
   let statuses: MemberStatus[] = [];
   try {
     statuses = await c.cluster.memberStatuses();
@@ -131,13 +133,13 @@ async function diagnostics(c: Case): Promise<string> {
     const s = statuses.find((m) => m.name === name);
     parts.push(
       `--- ${name}: ${s ? `state=${s.state} role=${s.role} timeline=${s.timeline} streaming=${s.streaming} upstream=${s.upstream} reason=${s.reason}` : 'no status'}`,
-      c.cluster.logTail(name, 30),
+      c.cluster.logTail(name, 40),
       `--- ${name} PostgreSQL log`,
-      tail(`${c.cluster.member(name).config.postgres.dataDir}.log`, 15),
+      tail(`${c.cluster.member(name).config.postgres.dataDir}.log`, 20),
     );
   }
-  parts.push(`--- writer: ${c.writer.acknowledged} acknowledged, ${c.writer.serverSequence()}; last failures: ${c.writer.lastFailures()}`);
-  parts.push(`--- pinned client: ${c.pinned.acknowledged} acknowledged, ${c.pinned.serverSequence()}; last failures: ${c.pinned.lastFailures()}`);
+  if (c.writer) parts.push(`--- writer: ${c.writer.acknowledged} acknowledged, ${c.writer.serverSequence()}; last failures: ${c.writer.lastFailures()}`);
+  if (c.pinned) parts.push(`--- pinned client: ${c.pinned.acknowledged} acknowledged, ${c.pinned.serverSequence()}; last failures: ${c.pinned.lastFailures()}`);
   return parts.join('\n');
 }
 
@@ -151,13 +153,16 @@ function tail(file: string, lines: number): string {
 
 /** Runs a case body; a failure carries every member's logs so the report says what happened. */
 async function runCase(t: TestContext, store: 'embedded' | 'etcd', table: string, body: (c: Case) => Promise<void>): Promise<void> {
-  const c = await setUp(t, store, table);
+  const partial: Partial<Case> = {};
   try {
-    await body(c);
+    Object.assign(partial, await setUp(t, store, table, partial));
+    await body(partial as Case);
   } catch (error) {
-    const text = await diagnostics(c).catch((e: unknown) => `(diagnostics failed: ${(e as Error).message})`);
+    const text = await diagnostics(partial).catch((e: unknown) => `(diagnostics failed: ${(e as Error).message})`);
+    // The reporter prints the stack, which was captured with the original message: extend both.
     if (error instanceof Error) {
       error.message = `${error.message}\n${text}`;
+      error.stack = `${error.stack ?? ''}\n${text}`;
       throw error;
     }
     throw new Error(`${String(error)}\n${text}`);
@@ -361,7 +366,12 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
         // a write sent after that and acknowledged means a primary without a lease.
         for (const [label, w] of [['writer', c.writer], ['pinned client', c.pinned]] as const) {
           const late = w.acksSentBetween(staged.faultAt + TTL_MS, backAt);
-          assert.deepEqual(late, [], `${label}: writes acknowledged after the lease expired while the store was down`);
+          const iso = (ms: number) => new Date(ms).toISOString();
+          assert.ok(
+            late.length === 0,
+            `${label}: ${late.length} writes acknowledged by ${[...new Set(late.map((a) => a.server))].join(', ')} after the lease expired while the store was down ` +
+              `(store down ${iso(staged.faultAt)}, lease expired by ${iso(staged.faultAt + TTL_MS)}, last such write sent ${iso(late[late.length - 1]?.sentAt ?? 0)}, store back ${iso(backAt)})`,
+          );
         }
         await c.cluster.waitHealthy(NAMES, 60_000);
         await checkSettled(c, name);
@@ -403,9 +413,11 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
       const old = c.primary;
       const other = c.replicas;
       const result = await faultAndCheck(c, 'h');
-      // The rows only the old primary had are gone from it: it was reconciled, not just restarted.
-      const diverged = await c.cluster.sql<{ n: string }>(old, `SELECT count(*)::text AS n FROM ${DIVERGED_TABLE}`);
-      assert.equal(diverged[0]!.n, '0', 'old primary rewound to the new timeline');
+      // The newest rows were only on the old primary (else this case tested nothing); now it holds exactly what the new primary has.
+      const count = async (name: string) => Number((await c.cluster.sql<{ n: string }>(name, `SELECT count(*)::text AS n FROM ${DIVERGED_TABLE}`))[0]!.n);
+      const kept = await count(result.newPrimary);
+      assert.ok(kept < DIVERGED_ROWS, `the scenario diverged: ${result.newPrimary} has ${kept} of the ${DIVERGED_ROWS} rows the old primary wrote`);
+      assert.equal(await count(old), kept, 'old primary rewound to the new timeline: the rows only it had are gone');
       // Rewind keeps the directory; neither the old primary nor the other replicas were re-cloned.
       for (const name of [old, ...other]) {
         assert.deepEqual(identity(c.cluster.member(name).config.postgres.dataDir), c.dirs.get(name), `${name} kept its data directory (no re-clone)`);
@@ -445,10 +457,15 @@ describe('impossible requests', { timeout: 120_000 }, () => {
       await expectRefused(['switchover', '--to', 'nosuch'], /nosuch/, /unknown|no (such )?member|not a member/i);
       await expectRefused(['switchover', '--to', c.primary], new RegExp(c.primary), /already|is the primary|current primary/i);
 
+      const paused = await cluster.cli(['pause']);
+      assert.equal(paused.code, 0, paused.stderr);
+      await expectRefused(['pause'], /pause/i, /already/i);
+
       // A replica that stopped receiving WAL while the others commit: promoting it would lose acknowledged commits.
       const syncKv = await cluster.store.get(keys.sync);
       const syncMembers = syncKv ? (JSON.parse(syncKv.value) as { members: string[] }).members : [];
       const lagging = c.replicas.find((r) => !syncMembers.includes(r)) ?? c.replicas[1]!;
+      const healthy = c.replicas.find((r) => r !== lagging)!;
       const receiver = c.faults.stopByTitle(lagging, /walreceiver/);
       try {
         await cluster.sql(c.primary, `CREATE TABLE bulk AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g`);
@@ -456,16 +473,51 @@ describe('impossible requests', { timeout: 120_000 }, () => {
           const s = await cluster.status(lagging);
           return s && s.lagBytes !== null && s.lagBytes > 2 * 1_048_576 ? s : undefined;
         }, 30_000);
+
+        // The primary is lost while paused: nobody takes over, and the operator must not be allowed to pick the lagging replica.
+        await c.writer.stop();
+        await c.pinned.stop();
+        await c.faults.kill(c.primary, 'both');
+        await waitFor('the dead primary to lose its lease and its status', async () => {
+          const leader = await cluster.store.get(keys.leader);
+          const names = (await cluster.memberStatuses()).map((m) => m.name);
+          return leader === undefined && !names.includes(c.primary);
+        }, 30_000);
         await expectRefused(['failover', '--to', lagging], new RegExp(lagging), /lag|behind|lose|not (in the )?sync/i);
+        await expectRefused(['switchover'], /primary|pause/i, /no primary|paused/i);
       } finally {
         c.faults.resumePids(receiver.pids);
       }
 
-      const paused = await cluster.cli(['pause']);
-      assert.equal(paused.code, 0, paused.stderr);
-      await expectRefused(['pause'], /pause/i, /already/i);
+      // Automation resumes: the healthy replica takes over, the old primary comes back as a replica.
       const resumed = await cluster.cli(['resume']);
       assert.equal(resumed.code, 0, resumed.stderr);
+      await waitFor(`${healthy} to take over`, async () => (await cluster.status(healthy))?.state === 'primary', 30_000);
+      cluster.startAgent(c.primary);
+      await cluster.waitHealthy(NAMES, 60_000);
+
+      // With a live primary, a lagging candidate is refused by switchover and failover alike.
+      // Stop the replica outside the new synchronous set, or commits would wait for it.
+      const sync2 = await waitFor('a synchronous standby for the new primary', async () => {
+        const kv = await cluster.store.get(keys.sync);
+        const members = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
+        return members && members.leader === healthy && members.members.length > 0 ? members.members : undefined;
+      }, 30_000);
+      const behind = [c.primary, lagging].find((r) => !sync2.includes(r))!;
+      const receiver2 = c.faults.stopByTitle(behind, /walreceiver/);
+      try {
+        await cluster.sql(healthy, `INSERT INTO bulk SELECT g, repeat('y', 500) FROM generate_series(20001, 40000) g`);
+        await waitFor(`${behind} to lag`, async () => {
+          const s = await cluster.status(behind);
+          return s && s.lagBytes !== null && s.lagBytes > 2 * 1_048_576 ? s : undefined;
+        }, 30_000);
+        await expectRefused(['switchover', '--to', behind], new RegExp(behind), /lag|behind|not streaming/i);
+        await expectRefused(['failover', '--to', behind], new RegExp(behind), /lag|behind|lose|not streaming/i);
+      } finally {
+        c.faults.resumePids(receiver2.pids);
+      }
+      await cluster.waitHealthy(NAMES, 30_000);
+      await expectRefused(['resume'], /pause/i, /not paused|already/i);
       await cluster.waitHealthy(NAMES, 30_000);
     });
   });

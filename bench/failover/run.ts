@@ -1,0 +1,312 @@
+/**
+ * Failover benchmark: injects each fault of issue 3 N times into a local
+ * 3-member cluster (real agents, real PostgreSQL 15, etcd or the embedded
+ * store) while a multi-host read-write client writes, and measures
+ *   - write unavailability: from the fault to the first write acknowledged by
+ *     the new primary, as seen by that client;
+ *   - acknowledged commits lost (checked on the final primary);
+ *   - time until the old primary streams again, from the moment it is given
+ *     back (process continued or agent restarted).
+ * At the default settings and at the fastest documented safe settings.
+ *
+ *   node dist/bench/failover/run.js [--runs N] [--settings default|fast|both]
+ *        [--faults a,b,c,d,e,f,g,h] [--store etcd|embedded]
+ *        [--connect-timeout MS] [--query-timeout MS]
+ *
+ * Writes bench/results/failover-<timestamp>.json and .md and prints the table.
+ *
+ * The client's own timeouts bound what it can see: it notices a hung server
+ * only after --query-timeout and skips a hung host after --connect-timeout
+ * (libpq's connect_timeout cannot go below 2 s), so both are part of the
+ * measured unavailability and recorded with the results.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { defaultClusterSettings, type ClusterSettings } from '../../src/cluster/settings.js';
+import { TestCluster } from '../../test/helpers/cluster.js';
+import { startEtcd, type EtcdProcess } from '../../test/helpers/etcd.js';
+import { FAULT_DESCRIPTIONS, FAULT_KINDS, Faults, inject, type FaultKind } from '../../test/helpers/faults.js';
+import { waitFor } from '../../test/helpers/wait.js';
+import { Writer } from '../../test/helpers/writer.js';
+
+const NAMES = ['node1', 'node2', 'node3'];
+
+const PROFILES: Record<'default' | 'fast', Partial<ClusterSettings>> = {
+  default: {},
+  // docs/configuration.md: the fastest documented safe timing.
+  fast: { ttlMs: 2_000, loopWaitMs: 250, fenceMarginMs: 800 },
+};
+
+interface RunResult {
+  profile: string;
+  fault: FaultKind;
+  run: number;
+  oldPrimary: string;
+  newPrimary: string | null;
+  /** Fault → first write acknowledged by the new primary. */
+  unavailabilityMs: number | null;
+  /** 'f' only: store back → first acknowledged write. */
+  afterStoreBackMs: number | null;
+  /** Old primary given back → streaming on the new timeline (null when it stayed primary). */
+  rejoinMs: number | null;
+  acknowledged: number;
+  lost: number;
+  error: string | null;
+}
+
+interface Options {
+  runs: number;
+  profiles: ('default' | 'fast')[];
+  faults: FaultKind[];
+  store: 'etcd' | 'embedded';
+  connectTimeoutMs: number;
+  queryTimeoutMs: number;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '3' },
+      settings: { type: 'string', default: 'both' },
+      faults: { type: 'string', default: 'a,b,c,d,e,f,g,h' },
+      store: { type: 'string', default: 'etcd' },
+      'connect-timeout': { type: 'string', default: '500' },
+      'query-timeout': { type: 'string', default: '1000' },
+    },
+  });
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: expected a positive integer, got ${values.runs}`);
+  const settings = values.settings!;
+  if (!['default', 'fast', 'both'].includes(settings)) throw new Error(`--settings: expected default, fast or both, got ${settings}`);
+  const faults = values.faults!.split(',').map((f) => f.trim()).filter(Boolean);
+  for (const f of faults) if (!(FAULT_KINDS as readonly string[]).includes(f)) throw new Error(`--faults: unknown fault "${f}"; known: ${FAULT_KINDS.join(',')}`);
+  const store = values.store!;
+  if (store !== 'etcd' && store !== 'embedded') throw new Error(`--store: expected etcd or embedded, got ${store}`);
+  const ms = (name: string, value: string | undefined) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 50) throw new Error(`--${name}: expected milliseconds ≥ 50, got ${value}`);
+    return n;
+  };
+  return {
+    runs,
+    profiles: settings === 'both' ? ['default', 'fast'] : [settings as 'default' | 'fast'],
+    faults: faults as FaultKind[],
+    store,
+    connectTimeoutMs: ms('connect-timeout', values['connect-timeout']),
+    queryTimeoutMs: ms('query-timeout', values['query-timeout']),
+  };
+}
+
+/** A fresh cluster, or the previous one if it is healthy again. */
+class ClusterPool {
+  private cluster: TestCluster | undefined;
+  private faults: Faults | undefined;
+  private etcd: EtcdProcess | undefined;
+
+  constructor(
+    private readonly settings: ClusterSettings,
+    private readonly store: 'etcd' | 'embedded',
+  ) {}
+
+  async healthy(): Promise<{ cluster: TestCluster; faults: Faults; etcd: EtcdProcess | undefined }> {
+    if (this.cluster) {
+      try {
+        await this.cluster.waitHealthy(NAMES, 60_000);
+        return { cluster: this.cluster, faults: this.faults!, etcd: this.etcd };
+      } catch (error) {
+        console.error(`# cluster not healthy again (${(error as Error).message.split('\n')[0]}): starting a new one`);
+        await this.close();
+      }
+    }
+    if (this.store === 'etcd') this.etcd = await startEtcd();
+    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings });
+    this.faults = new Faults(this.cluster);
+    for (const name of NAMES) await this.cluster.defineMember(name);
+    for (const name of NAMES) this.cluster.startAgent(name);
+    await this.cluster.waitHealthy(NAMES, 120_000);
+    return { cluster: this.cluster, faults: this.faults, etcd: this.etcd };
+  }
+
+  async close(): Promise<void> {
+    await this.faults?.cleanup();
+    await this.cluster?.destroy();
+    await this.etcd?.stop();
+    this.cluster = undefined;
+    this.faults = undefined;
+    this.etcd = undefined;
+  }
+}
+
+async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSettings, fault: FaultKind, run: number, options: Options): Promise<RunResult> {
+  const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, error: null };
+  const { cluster, faults, etcd } = await pool.healthy();
+  const members = await cluster.memberStatuses();
+  const primary = members.find((m) => m.state === 'primary')!;
+  const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
+  result.oldPrimary = primary.name;
+  const writer = Writer.forCluster(cluster, `bench_${profile}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+  try {
+    await writer.start();
+    await writer.waitForAcks(50);
+    const staged = await inject({ cluster, faults, writer, primary: primary.name, replicas, ttlMs: settings.ttlMs, etcd, timeoutMs: 90_000 }, fault);
+    const { name } = await staged.awaitPrimary();
+    result.newPrimary = name;
+    result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
+    if (staged.storeBackAt !== undefined) result.afterStoreBackMs = writer.unavailability(staged.storeBackAt, name) ?? null;
+    const returnedAt = (await staged.recover()) ?? staged.storeBackAt ?? staged.faultAt;
+    if (name !== primary.name) {
+      await waitFor(
+        `${primary.name} streaming again on a newer timeline`,
+        async () => {
+          const s = await cluster.status(primary.name);
+          return s && s.state === 'replica' && s.streaming && (s.timeline ?? 0) > (primary.timeline ?? 0);
+        },
+        120_000,
+        50,
+      );
+      result.rejoinMs = Date.now() - returnedAt;
+    }
+    await writer.waitForAcks(20, 30_000, name);
+    await writer.stop();
+    const verified = await writer.verify(cluster);
+    result.acknowledged = verified.acknowledged;
+    result.lost = verified.lost.length;
+  } catch (error) {
+    result.error = (error as Error).message.split('\n')[0] ?? String(error);
+    result.acknowledged = writer.acknowledged;
+    await writer.stop();
+    // Count what we can: a wrong verdict would be worse than none, so only when one primary exists.
+    const verified = await writer.verify(cluster).catch(() => undefined);
+    if (verified) result.lost = verified.lost.length;
+    await pool.close();
+  }
+  return result;
+}
+
+function stats(values: number[]): { median: number; min: number; max: number } | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]! };
+}
+
+const seconds = (ms: number) => (ms / 1000).toFixed(2);
+const fmt = (s: ReturnType<typeof stats>) => (s ? `${seconds(s.median)} (${seconds(s.min)}–${seconds(s.max)})` : '–');
+
+interface SummaryRow {
+  profile: string;
+  fault: FaultKind;
+  runs: number;
+  failedRuns: number;
+  unavailability: ReturnType<typeof stats>;
+  afterStoreBack: ReturnType<typeof stats>;
+  rejoin: ReturnType<typeof stats>;
+  acknowledged: number;
+  lost: number;
+}
+
+function summarize(results: RunResult[]): SummaryRow[] {
+  const rows: SummaryRow[] = [];
+  const keys = [...new Set(results.map((r) => `${r.profile}/${r.fault}`))];
+  for (const key of keys) {
+    const runs = results.filter((r) => `${r.profile}/${r.fault}` === key);
+    const ok = runs.filter((r) => r.error === null);
+    rows.push({
+      profile: runs[0]!.profile,
+      fault: runs[0]!.fault,
+      runs: runs.length,
+      failedRuns: runs.length - ok.length,
+      unavailability: stats(ok.map((r) => r.unavailabilityMs).filter((v): v is number => v !== null)),
+      afterStoreBack: stats(ok.map((r) => r.afterStoreBackMs).filter((v): v is number => v !== null)),
+      rejoin: stats(ok.map((r) => r.rejoinMs).filter((v): v is number => v !== null)),
+      acknowledged: runs.reduce((n, r) => n + r.acknowledged, 0),
+      lost: runs.reduce((n, r) => n + r.lost, 0),
+    });
+  }
+  return rows;
+}
+
+function table(rows: SummaryRow[]): string {
+  const header = ['settings', 'fault', 'runs (failed)', 'write unavailability s, median (min–max)', 'old primary streaming again s', 'acked', 'lost'];
+  const lines = rows.map((r) => [
+    r.profile,
+    `${r.fault}: ${FAULT_DESCRIPTIONS[r.fault]}`,
+    `${r.runs} (${r.failedRuns})`,
+    r.fault === 'f' ? `${fmt(r.unavailability)}; after store back ${fmt(r.afterStoreBack)}` : fmt(r.unavailability),
+    fmt(r.rejoin),
+    String(r.acknowledged),
+    String(r.lost),
+  ]);
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...lines.map((l) => `| ${l.join(' | ')} |`)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const started = new Date();
+  const results: RunResult[] = [];
+  const profiles: Record<string, ClusterSettings> = {};
+  let pool: ClusterPool | undefined;
+  // Ctrl-C must not leave stopped processes or clusters behind.
+  process.once('SIGINT', () => {
+    void (pool?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+  try {
+    for (const profile of options.profiles) {
+      const settings = { ...defaultClusterSettings(), ...PROFILES[profile] };
+      profiles[profile] = settings;
+      pool = new ClusterPool(settings, options.store);
+      try {
+        for (const fault of options.faults) {
+          for (let run = 1; run <= options.runs; run++) {
+            const result = await runOnce(pool, profile, settings, fault, run, options);
+            results.push(result);
+            console.log(
+              `${profile} ${fault} #${run}: ${result.error ? `FAILED (${result.error})` : `${result.oldPrimary} → ${result.newPrimary}`}, ` +
+                `unavailable ${result.unavailabilityMs ?? '–'} ms${result.afterStoreBackMs !== null ? ` (${result.afterStoreBackMs} ms after the store came back)` : ''}, ` +
+                `rejoin ${result.rejoinMs ?? '–'} ms, ${result.acknowledged} acked, ${result.lost} lost`,
+            );
+          }
+        }
+      } finally {
+        await pool.close();
+      }
+    }
+  } finally {
+    await pool?.close();
+  }
+
+  const rows = summarize(results);
+  const environment = { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', loadavgAtEnd: loadavg(), node: process.version };
+  const client = { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs, writeIntervalMs: 10 };
+  const stamp = started.toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, '');
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const json = { started: started.toISOString(), finished: new Date().toISOString(), options, profiles, client, environment, summary: rows, runs: results };
+  writeFileSync(join(dir, `failover-${stamp}.json`), `${JSON.stringify(json, null, 2)}\n`);
+  const md = [
+    `# Failover benchmark ${started.toISOString()}`,
+    '',
+    `3 members, synchronous mode, ${options.store} store, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
+      `connect timeout ${options.connectTimeoutMs} ms per host, statement timeout ${options.queryTimeoutMs} ms (both part of the unavailability it sees). ` +
+      `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')}.`,
+    '',
+    ...Object.entries(profiles).map(([name, s]) => `- **${name}**: ttlMs ${s.ttlMs}, loopWaitMs ${s.loopWaitMs}, fenceMarginMs ${s.fenceMarginMs}`),
+    '',
+    table(rows),
+    '',
+    'Write unavailability: fault → first write acknowledged by the new primary. Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
+    '',
+    ...(results.some((r) => r.error) ? ['## Failed runs', '', ...results.filter((r) => r.error).map((r) => `- ${r.profile} ${r.fault} #${r.run}: ${r.error}`), ''] : []),
+  ].join('\n');
+  writeFileSync(join(dir, `failover-${stamp}.md`), md);
+  console.log(`\n${table(rows)}\n\nwritten bench/results/failover-${stamp}.json and .md`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
