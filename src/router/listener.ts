@@ -8,7 +8,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { refusal, type ClosureCode, type Refusal, type RefusalCode } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, errorResponse, parseStartupPacket, type ErrorFields, type StartupPacket } from './protocol.js';
-import { Relay, connectBackend, type BackendSocket, type OpeningKind } from './relay.js';
+import { Relay, adoptClient, connectBackend, type Endpoint, type OpeningKind } from './relay.js';
 import type { Backend, Decision } from './view.js';
 
 export type ListenerRole = 'rw' | 'ro';
@@ -38,6 +38,7 @@ const MAX_EARLY_BYTES = 64 * 1024;
 const REFUSE_GRACE_MS = 1_000;
 
 interface Pending {
+  client: Endpoint;
   socket: Socket;
   buf: Buffer;
   first?: StartupPacket;
@@ -45,7 +46,8 @@ interface Pending {
   heldSince?: number;
   holdReason?: string;
   timer?: NodeJS.Timeout;
-  onData: (chunk: Buffer) => void;
+  /** Consumer of the client's bytes until the relay takes over. */
+  reader: (chunk: Buffer) => void;
   onGone: () => void;
   backend?: Socket;
   target?: Backend;
@@ -85,7 +87,8 @@ export class Listener {
   ) {}
 
   listen(host: string, port: number): Promise<void> {
-    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    // pauseOnConnect: nothing is read before adoptClient() re-wraps the socket.
+    const server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(adoptClient(socket)));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -118,21 +121,27 @@ export class Listener {
     return n;
   }
 
-  private accept(socket: Socket): void {
+  private accept(client: Endpoint): void {
     this.counters.accepted += 1;
-    socket.setNoDelay(true);
+    const socket = client.socket;
     const p: Pending = {
+      client,
       socket,
       buf: Buffer.alloc(0),
       gone: false,
-      onData: (chunk) => this.onStartupData(p, chunk),
+      reader: (chunk) => this.onStartupData(p, chunk),
       onGone: () => this.onGone(p),
     };
     this.starting.add(p);
-    socket.on('data', p.onData);
+    // Until the relay takes over, reads are copied out of the reusable buffer.
+    client.onRead = (n, buf) => {
+      if (!p.gone) p.reader(Buffer.from(buf.subarray(0, n)));
+      return true;
+    };
     socket.on('error', p.onGone);
     socket.on('close', p.onGone);
     socket.on('end', p.onGone);
+    socket.resume();
     p.timer = setTimeout(() => this.startupTimeout(p), this.ctx.timeouts.startupMs);
   }
 
@@ -234,14 +243,12 @@ export class Listener {
     });
   }
 
-  private handOver(p: Pending, backend: BackendSocket, target: Backend, primary: boolean, kind: OpeningKind, length: number): void {
+  private handOver(p: Pending, backend: Endpoint, target: Backend, primary: boolean, kind: OpeningKind, length: number): void {
     const { socket } = p;
-    socket.removeListener('data', p.onData);
     socket.removeListener('error', p.onGone);
     socket.removeListener('close', p.onGone);
     socket.removeListener('end', p.onGone);
-    socket.pause();
-    const relay = new Relay(socket, backend, target, primary, {
+    const relay = new Relay(p.client, backend, target, primary, {
       onClose: (r) => this.relayClosed(r),
       onBackendKey: (r, pid, secret) => this.ctx.registerKey(r, pid, secret),
     }, kind);
@@ -297,7 +304,6 @@ export class Listener {
       const rest = p.buf.subarray(first.length);
       p.first = undefined;
       p.buf = Buffer.alloc(0);
-      socket.removeListener('data', p.onData);
       const finish = (): void => this.sendFatal(p, r.fields);
       const onData = (chunk: Buffer): void => {
         p.buf = p.buf.length === 0 ? chunk : Buffer.concat([p.buf, chunk]);
@@ -308,7 +314,7 @@ export class Listener {
         }
         finish();
       };
-      socket.on('data', onData);
+      p.reader = onData;
       p.timer = setTimeout(finish, this.ctx.timeouts.startupMs);
       if (rest.length > 0) onData(rest);
       return;
@@ -321,7 +327,7 @@ export class Listener {
     clearTimeout(p.timer);
     p.gone = true;
     this.starting.delete(p);
-    p.socket.removeAllListeners('data');
+    p.reader = () => undefined; // read on, so the client's own close is noticed
     p.socket.on('error', () => undefined);
     p.socket.end(errorResponse(fields));
     setTimeout(() => p.socket.destroy(), REFUSE_GRACE_MS).unref();
@@ -349,7 +355,6 @@ export class Listener {
       s.setTimeout(this.ctx.timeouts.connectMs, () => s.destroy());
     }
     p.gone = true;
-    p.socket.removeAllListeners('data');
     p.socket.on('error', () => undefined);
     p.socket.end();
   }

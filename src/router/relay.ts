@@ -1,12 +1,13 @@
 /**
  * The relay loop for one client session: bytes go through unaltered in both
- * directions. Each chunk is handed from one socket's 'data' event straight to
- * the other socket's write() — no copy, no concatenation, no allocation of our
- * own. Plaintext sessions are framed (headers only, see protocol.ts) so the
- * router knows when a session is idle between transactions and where it may
- * inject a final ErrorResponse; TLS/GSS sessions are opaque and never framed.
+ * directions. Both sockets read into a reusable buffer of their own (net's
+ * `onread`), and each read is handed straight to the other socket's write():
+ * no copy, no concatenation, no allocation per read. Plaintext sessions are
+ * framed (headers only, see protocol.ts) so the router knows when a session
+ * is idle between transactions and where it may inject a final
+ * ErrorResponse; TLS/GSS sessions are opaque and never framed.
  */
-import { connect, type Socket } from 'node:net';
+import { connect, Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import { ENCRYPTION_REFUSED, Framer, TERMINATE, errorResponse, sessionIdle, type ErrorFields } from './protocol.js';
 import type { Backend } from './view.js';
 
@@ -23,42 +24,61 @@ export interface RelayHooks {
 /** Grace for a client to read our final error before its socket is destroyed. */
 const CLOSE_GRACE_MS = 1_000;
 
-/** Read buffer of one backend socket: PostgreSQL sends at most 8 kB per write. */
-const READ_BUFFER_BYTES = 32 * 1024;
+/** Read buffer per socket: PostgreSQL writes at most 8 kB at a time. */
+const READ_BUFFER_BYTES = 16 * 1024;
 
 /**
- * Where a backend socket's reads go. Backend sockets read into one reusable
- * buffer of their own (net's `onread`), so the heavy direction allocates
- * nothing per read; a fresh buffer is taken only while a write of the old one
- * is still queued (the client is slower than the backend).
+ * One socket that reads into its own reusable buffer. A fresh buffer is taken
+ * only while a write of the current one is still queued on the other socket
+ * (that socket is slower than this one): the queued write references it.
  */
-export interface BackendSocket {
+export interface Endpoint {
   socket: Socket;
-  /** Set once the relay exists; reads before that cannot happen (the backend waits for us). */
-  relay: Relay | undefined;
   buffer: Buffer;
   /** The current buffer is referenced by a queued write: do not read into it again. */
   busy: boolean;
+  /** Where reads go (the startup reader, then the relay). Returning false pauses reading. */
+  onRead: (n: number, buf: Buffer) => boolean;
 }
 
-export function connectBackend(target: Backend): BackendSocket {
-  const b: BackendSocket = { socket: undefined as unknown as Socket, relay: undefined, buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), busy: false };
-  b.socket = connect({
-    host: target.host,
-    port: target.port,
-    noDelay: true,
-    onread: {
-      buffer: () => {
-        if (b.busy) {
-          b.buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-          b.busy = false;
-        }
-        return b.buffer;
-      },
-      callback: (n: number, buf: Uint8Array) => (b.relay === undefined ? true : b.relay.onBackendRead(n, buf as Buffer)),
+function newEndpoint(): Endpoint {
+  return { socket: undefined as unknown as Socket, buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), busy: false, onRead: () => true };
+}
+
+function readInto(e: Endpoint): OnReadOpts {
+  return {
+    buffer: () => {
+      if (e.busy) {
+        e.buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        e.busy = false;
+      }
+      return e.buffer;
     },
-  });
-  return b;
+    callback: (n: number, buf: Uint8Array) => e.onRead(n, buf as Buffer),
+  };
+}
+
+export function connectBackend(target: Backend): Endpoint {
+  const e = newEndpoint();
+  e.socket = connect({ host: target.host, port: target.port, noDelay: true, onread: readInto(e) });
+  return e;
+}
+
+/**
+ * Re-wraps an accepted socket (from a server with pauseOnConnect, so it has
+ * not read anything) around the same handle, reading into its own buffer:
+ * net.Server offers no `onread` for the sockets it accepts.
+ */
+export function adoptClient(accepted: Socket): Endpoint {
+  const e = newEndpoint();
+  const holder = accepted as unknown as { _handle: unknown };
+  const handle = holder._handle;
+  if (!handle) throw new Error('accepted socket has no handle');
+  holder._handle = null;
+  accepted.destroy(); // only the JS wrapper: keeps net.Server's connection count right
+  e.socket = new Socket({ handle, readable: true, writable: true, onread: readInto(e) } as SocketConstructorOpts);
+  e.socket.setNoDelay(true);
+  return e;
 }
 
 export class Relay {
@@ -76,18 +96,20 @@ export class Relay {
   closedBy: string | undefined;
   readonly openedAt = Date.now();
 
+  readonly client: Socket;
   readonly backend: Socket;
 
   constructor(
-    readonly client: Socket,
-    private readonly source: BackendSocket,
+    private readonly clientEnd: Endpoint,
+    private readonly backendEnd: Endpoint,
     readonly target: Backend,
     /** Routed to the primary (read-write, or read-only fallback). */
     readonly primary: boolean,
     private readonly hooks: RelayHooks,
     opening: OpeningKind,
   ) {
-    this.backend = source.socket;
+    this.client = clientEnd.socket;
+    this.backend = backendEnd.socket;
     this.awaitingAnswer = opening !== 'startup';
     // A StartupMessage has no type byte; after an SSL 'N' the client sends one next.
     this.fromClient?.expectUntypedPacket();
@@ -97,8 +119,8 @@ export class Relay {
   /** Starts relaying; `initial` is what the client sent before the backend was connected. */
   start(initial: Buffer, openingLength: number): void {
     const { client, backend } = this;
-    client.on('data', this.onClientData);
-    this.source.relay = this;
+    this.clientEnd.onRead = (n, buf) => this.onClientRead(n, buf);
+    this.backendEnd.onRead = (n, buf) => this.onBackendRead(n, buf);
     // Backpressure: stop reading one side while the other cannot take more.
     client.on('drain', () => backend.resume());
     backend.on('drain', () => client.resume());
@@ -121,21 +143,40 @@ export class Relay {
     backend.resume();
   }
 
-  private readonly onClientData = (chunk: Buffer): void => {
-    const f = this.fromClient;
-    if (f !== null) {
+  /** What the client sent before the relay existed (a copy, not a read buffer). */
+  private onClientData(chunk: Buffer): void {
+    if (this.fromClient !== null) {
       try {
-        f.push(chunk);
+        this.fromClient.push(chunk);
       } catch {
         this.teardown();
         return;
       }
     }
     if (!this.backend.write(chunk)) this.client.pause();
-  };
+  }
 
-  /** onread callback of the backend socket; returning false pauses reading (backpressure). */
-  onBackendRead(n: number, buf: Buffer): boolean {
+  /** Read callback of the client socket; returning false pauses reading (backpressure). */
+  private onClientRead(n: number, buf: Buffer): boolean {
+    if (this.closed) return false;
+    const f = this.fromClient;
+    if (f !== null) {
+      try {
+        f.push(buf, 0, n);
+      } catch {
+        this.teardown();
+        return false;
+      }
+    }
+    const backend = this.backend;
+    const ok = backend.write(n === buf.length ? buf : buf.subarray(0, n));
+    // Still queued: the bytes live in our read buffer, so the next read needs another.
+    if (backend.writableLength > 0) this.clientEnd.busy = true;
+    return ok;
+  }
+
+  /** Read callback of the backend socket; returning false pauses reading (backpressure). */
+  private onBackendRead(n: number, buf: Buffer): boolean {
     if (this.closed) return false;
     if (this.awaitingAnswer) this.onAnswer(buf[0] as number);
     const f = this.fromBackend;
@@ -151,7 +192,7 @@ export class Relay {
     const client = this.client;
     const ok = client.write(n === buf.length ? buf : buf.subarray(0, n));
     // Still queued: the bytes live in our read buffer, so the next read needs another.
-    if (client.writableLength > 0) this.source.busy = true;
+    if (client.writableLength > 0) this.backendEnd.busy = true;
     if (this.drainFields !== undefined) this.closeIfIdle();
     return ok;
   }
@@ -222,8 +263,8 @@ export class Relay {
     if (this.closed) return;
     this.closedBy = reason;
     const { client, backend } = this;
-    client.removeListener('data', this.onClientData);
-    this.source.relay = undefined;
+    this.clientEnd.onRead = () => false;
+    this.backendEnd.onRead = () => false;
     if (this.fromClient?.atBoundary && !backend.destroyed) backend.end(TERMINATE);
     backend.destroy();
     if (fields && this.fromBackend?.atBoundary && !client.destroyed) client.end(errorResponse(fields));
