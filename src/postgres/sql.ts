@@ -13,8 +13,8 @@ export interface SqlTarget {
  * One short-lived connection per call: the agent asks a few questions per loop,
  * and a fresh connection never carries state (or a stuck transaction) over.
  */
-export async function withConnection<T>(target: SqlTarget, work: (client: pg.Client) => Promise<T>, timeoutMs = 5_000): Promise<T> {
-  const client = new pg.Client({
+function newClient(target: SqlTarget, timeoutMs: number): pg.Client {
+  return new pg.Client({
     host: target.host,
     port: target.port,
     user: target.user,
@@ -24,6 +24,10 @@ export async function withConnection<T>(target: SqlTarget, work: (client: pg.Cli
     statement_timeout: timeoutMs,
     application_name: 'relevo-agent',
   });
+}
+
+export async function withConnection<T>(target: SqlTarget, work: (client: pg.Client) => Promise<T>, timeoutMs = 5_000): Promise<T> {
+  const client = newClient(target, timeoutMs);
   client.on('error', () => {
     // Errors after connect surface through the pending query; nothing else to do here.
   });
@@ -55,17 +59,7 @@ export class KeptConnection {
   constructor(private readonly target: () => SqlTarget, private readonly timeoutMs = 3_000) {}
 
   private async connect(): Promise<pg.Client> {
-    const target = this.target();
-    const client = new pg.Client({
-      host: target.host,
-      port: target.port,
-      user: target.user,
-      password: target.password,
-      database: target.database ?? 'postgres',
-      connectionTimeoutMillis: this.timeoutMs,
-      statement_timeout: this.timeoutMs,
-      application_name: 'relevo-agent',
-    });
+    const client = newClient(this.target(), this.timeoutMs);
     client.on('error', () => {
       if (this.client === client) this.client = undefined;
     });
