@@ -20,9 +20,9 @@
  * (libpq's connect_timeout cannot go below 2 s), so both are part of the
  * measured unavailability and recorded with the results.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { defaultClusterSettings, type ClusterSettings } from '../../src/cluster/settings.js';
@@ -54,7 +54,11 @@ interface RunResult {
   rejoinMs: number | null;
   acknowledged: number;
   lost: number;
+  /** The first lost acknowledged writes: id, which server acknowledged it, when (ISO). */
+  lostSample: { id: number; server: string; ackedAt: string }[];
   error: string | null;
+  /** Where the member logs of this run were copied, when it failed or lost commits. */
+  logs: string | null;
 }
 
 interface Options {
@@ -140,8 +144,26 @@ class ClusterPool {
   }
 }
 
-async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSettings, fault: FaultKind, run: number, options: Options): Promise<RunResult> {
-  const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, error: null };
+/** Copies every member's agent and PostgreSQL log, so a failed or lossy run can be explained later. */
+function keepLogs(cluster: TestCluster, dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  for (const member of cluster.members.values()) {
+    for (const [from, to] of [
+      [member.logFile, `${member.name}.agent.log`],
+      [`${member.config.postgres.dataDir}.log`, `${member.name}.postgres.log`],
+    ] as const) {
+      try {
+        copyFileSync(from, join(dir, to));
+      } catch {
+        // not created yet
+      }
+    }
+  }
+  return dir;
+}
+
+async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSettings, fault: FaultKind, run: number, options: Options, logRoot: string): Promise<RunResult> {
+  const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, lostSample: [], error: null, logs: null };
   const { cluster, faults, etcd } = await pool.healthy();
   const members = await cluster.memberStatuses();
   const primary = members.find((m) => m.state === 'primary')!;
@@ -154,8 +176,16 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
     const staged = await inject({ cluster, faults, writer, primary: primary.name, replicas, ttlMs: settings.ttlMs, etcd, timeoutMs: 90_000 }, fault);
     const { name } = await staged.awaitPrimary();
     result.newPrimary = name;
-    result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
-    if (staged.storeBackAt !== undefined) result.afterStoreBackMs = writer.unavailability(staged.storeBackAt, name) ?? null;
+    if (staged.storeBackAt !== undefined) {
+      // The primary keeps acknowledging until it fences itself: the outage is the longest silence until writes resume after the store is back.
+      const resumed = writer.firstAckAfter(staged.storeBackAt, name);
+      if (resumed) {
+        result.unavailabilityMs = writer.longestGap(staged.faultAt, resumed.ackedAt);
+        result.afterStoreBackMs = resumed.ackedAt - staged.storeBackAt;
+      }
+    } else {
+      result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
+    }
     const returnedAt = (await staged.recover()) ?? staged.storeBackAt ?? staged.faultAt;
     if (name !== primary.name) {
       await waitFor(
@@ -174,16 +204,27 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
     const verified = await writer.verify(cluster);
     result.acknowledged = verified.acknowledged;
     result.lost = verified.lost.length;
+    result.lostSample = sampleLost(writer, verified.lost);
+    if (result.lost > 0) result.logs = keepLogs(cluster, join(logRoot, `${profile}-${fault}-${run}`));
   } catch (error) {
     result.error = (error as Error).message.split('\n')[0] ?? String(error);
     result.acknowledged = writer.acknowledged;
     await writer.stop();
     // Count what we can: a wrong verdict would be worse than none, so only when one primary exists.
     const verified = await writer.verify(cluster).catch(() => undefined);
-    if (verified) result.lost = verified.lost.length;
+    if (verified) {
+      result.lost = verified.lost.length;
+      result.lostSample = sampleLost(writer, verified.lost);
+    }
+    result.logs = keepLogs(cluster, join(logRoot, `${profile}-${fault}-${run}`));
     await pool.close();
   }
   return result;
+}
+
+function sampleLost(writer: Writer, lost: number[]): RunResult['lostSample'] {
+  const wanted = new Set(lost.slice(0, 20));
+  return writer.acks.filter((a) => wanted.has(a.id)).map((a) => ({ id: a.id, server: a.server, ackedAt: new Date(a.ackedAt).toISOString() }));
 }
 
 function stats(values: number[]): { median: number; min: number; max: number } | undefined {
@@ -247,6 +288,9 @@ function table(rows: SummaryRow[]): string {
 async function main(): Promise<void> {
   const options = parseOptions();
   const started = new Date();
+  const stamp = started.toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, '');
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
+  const logRoot = join(dir, `failover-${stamp}-logs`);
   const results: RunResult[] = [];
   const profiles: Record<string, ClusterSettings> = {};
   let pool: ClusterPool | undefined;
@@ -262,7 +306,7 @@ async function main(): Promise<void> {
       try {
         for (const fault of options.faults) {
           for (let run = 1; run <= options.runs; run++) {
-            const result = await runOnce(pool, profile, settings, fault, run, options);
+            const result = await runOnce(pool, profile, settings, fault, run, options, logRoot);
             results.push(result);
             console.log(
               `${profile} ${fault} #${run}: ${result.error ? `FAILED (${result.error})` : `${result.oldPrimary} → ${result.newPrimary}`}, ` +
@@ -282,8 +326,6 @@ async function main(): Promise<void> {
   const rows = summarize(results);
   const environment = { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', loadavgAtEnd: loadavg(), node: process.version };
   const client = { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs, writeIntervalMs: 10 };
-  const stamp = started.toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, '');
-  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const json = { started: started.toISOString(), finished: new Date().toISOString(), options, profiles, client, environment, summary: rows, runs: results };
   writeFileSync(join(dir, `failover-${stamp}.json`), `${JSON.stringify(json, null, 2)}\n`);
@@ -298,9 +340,18 @@ async function main(): Promise<void> {
     '',
     table(rows),
     '',
-    'Write unavailability: fault → first write acknowledged by the new primary. Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
+    'Write unavailability: fault → first write acknowledged by the new primary (f: the longest silence between acknowledged writes from the outage until writes resume after the store is back). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
     '',
-    ...(results.some((r) => r.error) ? ['## Failed runs', '', ...results.filter((r) => r.error).map((r) => `- ${r.profile} ${r.fault} #${r.run}: ${r.error}`), ''] : []),
+    ...(results.some((r) => r.error || r.lost > 0)
+      ? [
+          '## Failed or lossy runs',
+          '',
+          ...results
+            .filter((r) => r.error || r.lost > 0)
+            .map((r) => `- ${r.profile} ${r.fault} #${r.run}: ${r.error ?? `${r.lost} acknowledged commits lost, first: ${r.lostSample.slice(0, 3).map((l) => `id ${l.id} acked by ${l.server} at ${l.ackedAt}`).join('; ')}`}${r.logs ? ` (logs: ${relative(join(dir, '..', '..'), r.logs)})` : ''}`),
+          '',
+        ]
+      : []),
   ].join('\n');
   writeFileSync(join(dir, `failover-${stamp}.md`), md);
   console.log(`\n${table(rows)}\n\nwritten bench/results/failover-${stamp}.json and .md`);

@@ -364,10 +364,11 @@ export const DIVERGED_ROWS = 40_000;
 /**
  * A primary whose WAL the replicas do not have: their walreceivers are
  * stopped while a session that opted out of synchronous commit writes ~40 MB.
- * Those rows were never acknowledged under the synchronous guarantee. A
- * stopped walreceiver still has the kernel buffer its socket (a few MB), so
- * the write must exceed what loopback sockets hold: the last transactions then
- * exist only on the old primary, which must be rewound when it returns.
+ * Those rows were never acknowledged under the synchronous guarantee. The
+ * kernel keeps buffering a stopped walreceiver's socket (a few MB), which the
+ * walreceiver reads once continued, so the write must exceed what loopback
+ * sockets hold: the last transactions then exist only on the old primary,
+ * which must be rewound when it returns.
  * Returns the stopped walreceivers, for the caller to continue.
  */
 export async function divergeOldPrimary(ctx: ScenarioContext, table: string): Promise<number[]> {

@@ -244,6 +244,21 @@ function assertDataDirsKept(c: Case): void {
   }
 }
 
+/**
+ * Called right after `name` acknowledged its first writes. With
+ * synchronousFallbackMs far beyond any case, it may only acknowledge with a
+ * synchronous standby configured: an empty synchronous_standby_names means it
+ * acknowledged commits no other member holds, which the next single failure loses.
+ */
+async function assertSynchronous(c: Case, name: string): Promise<void> {
+  const rows = await c.cluster.sql<{ s: string }>(name, 'SHOW synchronous_standby_names');
+  assert.notEqual(
+    rows[0]!.s,
+    '',
+    `${name} acknowledges writes with synchronous_standby_names empty (asynchronous commits), although synchronousFallbackMs is ${SETTINGS.synchronousFallbackMs} ms`,
+  );
+}
+
 interface Aftermath {
   newPrimary: string;
   unavailabilityMs: number | undefined;
@@ -260,6 +275,7 @@ async function faultAndCheck(c: Case, kind: FaultKind): Promise<Aftermath> {
   const ctx: ScenarioContext = { cluster, faults: c.faults, writer: c.writer, primary: old, replicas: c.replicas, ttlMs: TTL_MS, etcd: c.etcd, timeoutMs: 45_000 };
   const staged = await inject(ctx, kind);
   const { name: newPrimary } = await staged.awaitPrimary();
+  await assertSynchronous(c, newPrimary);
   if (staged.expectsNewPrimary) assert.notEqual(newPrimary, old, `${kind}: another member must take over`);
   if (kind === 'c') assert.equal(newPrimary, old, 'a crashed PostgreSQL is restarted in place, not failed over');
 
@@ -325,7 +341,7 @@ async function faultAndCheck(c: Case, kind: FaultKind): Promise<Aftermath> {
 
 function report(kind: FaultKind, result: Aftermath): void {
   console.log(
-    `# (${kind}) ${FAULT_DESCRIPTIONS[kind]}: new primary ${result.newPrimary}, write unavailability ${result.unavailabilityMs ?? '?'} ms, back to healthy ${result.rejoinMs ?? '?'} ms after the old primary returned`,
+    `# (${kind}) ${FAULT_DESCRIPTIONS[kind]}: primary afterwards ${result.newPrimary}, write unavailability ${result.unavailabilityMs ?? '?'} ms, back to healthy ${result.rejoinMs ?? '?'} ms after the old primary returned`,
   );
 }
 
@@ -361,6 +377,7 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
         const ctx: ScenarioContext = { cluster: c.cluster, faults: c.faults, writer: c.writer, primary: c.primary, replicas: c.replicas, ttlMs: TTL_MS, etcd: c.etcd, timeoutMs: 45_000 };
         const staged = await inject(ctx, 'f');
         const { name } = await staged.awaitPrimary();
+        await assertSynchronous(c, name);
         const backAt = staged.storeBackAt!;
         // The lease was renewed at the latest when the outage began, so it expired by faultAt + ttl:
         // a write sent after that and acknowledged means a primary without a lease.
@@ -424,6 +441,45 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
       }
       assert.match(readFileSync(c.cluster.member(old).logFile, 'utf8'), /rewind/i, 'the agent log says it rewound');
       report('h', result);
+    });
+  });
+});
+
+describe('synchronous mode right after a failover', { timeout: 180_000 }, () => {
+  it('(i) the new primary acknowledges nothing no other member holds: with the other replica frozen it waits (synchronousFallbackMs), then nothing is lost', async (t) => {
+    await runCase(t, 'embedded', 'writes_i', async (c) => {
+      const { cluster } = c;
+      const keys = clusterKeys(cluster.clusterName);
+      const sync = await waitFor('a synchronous standby in the sync record', async () => {
+        const kv = await cluster.store.get(keys.sync);
+        const record = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
+        return record && record.leader === c.primary && record.members.length > 0 ? record.members : undefined;
+      }, 30_000);
+      const heir = sync[0]!;
+      const other = c.replicas.find((r) => r !== heir)!;
+      // The other replica is frozen: once the primary is gone, the heir has no standby at all.
+      c.faults.stop(other, 'both');
+      const { at } = await c.faults.kill(c.primary, 'both');
+      await waitFor(`${heir} to take over`, async () => (await cluster.status(heir))?.state === 'primary', 30_000);
+      const promotedAt = Date.now();
+      // The absence of acknowledgements can only be observed over a span: several agent loops.
+      await new Promise((resolve) => setTimeout(resolve, 4_000));
+      const early = c.writer.acks.filter((a) => a.server === heir && a.sentAt >= at);
+      assert.equal(
+        early.length,
+        0,
+        `${heir} acknowledged ${early.length} writes within ${Date.now() - promotedAt} ms of taking over while no other member could hold them ` +
+          `(synchronousFallbackMs ${SETTINGS.synchronousFallbackMs}); the next single failure would lose them`,
+      );
+      c.faults.resume(other, 'both');
+      cluster.startAgent(c.primary);
+      await cluster.waitHealthy(NAMES, 60_000);
+      await c.writer.waitForAcks(20, 30_000, heir);
+      await c.writer.stop();
+      await c.pinned.stop();
+      const result = await c.writer.verify(cluster);
+      assert.deepEqual(result.lost, [], `${result.lost.length} of ${result.acknowledged} acknowledged commits lost`);
+      assertDataDirsKept(c);
     });
   });
 });
