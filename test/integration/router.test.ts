@@ -342,6 +342,26 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
     const t0 = Date.now();
     const held = Promise.all([open(rwPort), open(rwPort)]);
     await waitFor('two held', () => router.stats().listeners.find((l) => l.role === 'rw')?.held === 2);
+    // Clients under load that connect during the switchover: none may see an error.
+    const onB = await b.connect();
+    await onB.query('CREATE TABLE IF NOT EXISTS t (x int)');
+    await onB.end();
+    let done = false;
+    const errors: string[] = [];
+    const landed: number[] = [];
+    const worker = async (): Promise<void> => {
+      while (!done) {
+        try {
+          const cl = await open(rwPort);
+          await cl.query('INSERT INTO t VALUES (4)');
+          landed.push(await serverPort(cl));
+          await cl.end();
+        } catch (error) {
+          errors.push((error as Error).message);
+        }
+      }
+    };
+    const workers = Promise.all([worker(), worker(), worker()]);
     await sleep(300);
     await setMembers({ a: { role: 'replica' }, b: { role: 'primary' } });
     await setLeader('b');
@@ -349,6 +369,11 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
     const released = await held;
     assert.ok(Date.now() - t0 >= 300);
     assert.deepEqual(await Promise.all(released.map(serverPort)), [b.port, b.port]);
+    await sleep(300);
+    done = true;
+    await workers;
+    assert.deepEqual(errors, []);
+    assert.ok(landed.length >= 3 && landed.every((p) => p === b.port), `landed on ${landed.join()}`);
     // The transaction that never ended was closed by the drain timeout (or the leader change).
     assert.match(await stuckEnd, /still busy|no longer the primary/);
   });
