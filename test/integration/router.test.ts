@@ -189,6 +189,14 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
     await cl.query('CREATE TABLE IF NOT EXISTS t (x int)');
     await cl.query('INSERT INTO t VALUES (1)');
     await cl.end();
+    // A client that leaves ends its server session too.
+    await waitFor('session gone', () => router.stats().listeners.find((l) => l.role === 'rw')?.open === 0, 2_000);
+    const direct = await a.connect();
+    await waitFor('server backend gone', async () => {
+      const r = await direct.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`);
+      return r.rows[0].n === 0;
+    }, 2_000);
+    await direct.end();
   });
 
   it('relays large results intact to a client that reads slowly (backpressure)', async () => {
