@@ -15,7 +15,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Server } from 'node:http';
 import { clusterKeys } from '../cluster/keys.js';
-import { LeaderRecordSchema, MemberStatusSchema, type LeaderRecord, type MemberStatus } from '../cluster/types.js';
+import { FailoverRequestSchema, LeaderRecordSchema, MemberStatusSchema, type LeaderRecord, type MemberStatus } from '../cluster/types.js';
 import type { StoreConfig } from '../store/config.js';
 import { openStore } from '../store/open.js';
 import type { KeyValue, LeaseId, Store, Watch, WatchEvent } from '../store/store.js';
@@ -47,12 +47,6 @@ export interface RouterHandle {
   stop(): Promise<void>;
 }
 
-const FailoverRecordSchema = z.object({
-  kind: z.string(),
-  from: z.string(),
-  to: z.string().nullable(),
-  requestedAt: z.string(),
-});
 
 const silent: RouterLogger = { info() {}, warn() {}, error() {}, debug() {} };
 
@@ -238,7 +232,7 @@ class Router {
     if (key === k.leader) {
       this.leader = value === undefined ? undefined : this.parse(key, value, LeaderRecordSchema);
     } else if (key === k.failover) {
-      this.failover = value === undefined ? undefined : this.parse(key, value, FailoverRecordSchema);
+      this.failover = value === undefined ? undefined : this.parse(key, value, FailoverRequestSchema);
     } else if (key.startsWith(k.membersPrefix)) {
       const name = key.slice(k.membersPrefix.length);
       const status = value === undefined ? undefined : this.parse(key, value, MemberStatusSchema);

@@ -3,16 +3,11 @@
  * what the store last said, the clock and the current connection counts.
  * No I/O and no hidden clock: the router passes `now` in, tests pass any.
  */
-import type { LeaderRecord, MemberStatus } from '../cluster/types.js';
+import type { FailoverRequest, LeaderRecord, MemberStatus } from '../cluster/types.js';
 import { refusal, type Refusal } from './errors.js';
 
 /** Value of the `failover` key while a switchover (or requested failover) runs. */
-export interface FailoverRecord {
-  kind: string;
-  from: string;
-  to: string | null;
-  requestedAt: string;
-}
+export type FailoverRecord = Pick<FailoverRequest, 'kind' | 'from' | 'to' | 'requestedAt'>;
 
 /** The part of the store the router reads. */
 export interface StoreSnapshot {

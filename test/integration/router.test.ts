@@ -338,7 +338,7 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
     await stuck.query('BEGIN');
     const stuckEnd = ended(stuck);
 
-    await inner.put(keys.failover, JSON.stringify({ kind: 'switchover', from: 'a', to: 'b', requestedAt: new Date().toISOString() }));
+    await inner.put(keys.failover, JSON.stringify({ kind: 'switchover', from: 'a', to: 'b', at: null, force: false, shutdownLsn: null, requestedAt: new Date().toISOString() }));
     await waitFor('switchover seen', () => router.stats().switchover);
     // The idle session goes at once; the one inside a transaction may finish it.
     assert.match(await idleEnd, /closing idle connection to a for a planned switchover/);
@@ -388,7 +388,7 @@ describe('router with real PostgreSQL', { timeout: 90_000 }, () => {
 
   it('refuses held connections when the switchover outlasts the hold timeout', async () => {
     await reset();
-    await inner.put(keys.failover, JSON.stringify({ kind: 'switchover', from: 'a', to: null, requestedAt: new Date().toISOString() }));
+    await inner.put(keys.failover, JSON.stringify({ kind: 'switchover', from: 'a', to: null, at: null, force: false, shutdownLsn: null, requestedAt: new Date().toISOString() }));
     await waitFor('switchover seen', () => router.stats().switchover);
     await assert.rejects(open(rwPort), /gave up waiting after 2\.0 s: switchover from a in progress/);
   });

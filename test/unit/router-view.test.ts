@@ -97,7 +97,7 @@ describe('pickReadWrite', () => {
   });
 
   it('holds during a switchover until the new primary holds the lease and is promoted', () => {
-    const failover = { kind: 'switchover', from: 'a', to: 'b', requestedAt: '' };
+    const failover = { kind: 'switchover' as const, from: 'a', to: 'b', requestedAt: '' };
     assert.equal(pickReadWrite(input(snapshot(cluster, leaderA, failover))).action, 'hold');
     assert.equal(pickReadWrite(input(snapshot(cluster, null, failover))).action, 'hold');
     // Lease moved to b but b still reports replica: keep holding.
@@ -109,7 +109,7 @@ describe('pickReadWrite', () => {
   });
 
   it('treats a switchover with no target as done once anyone but the old primary leads', () => {
-    const failover = { kind: 'switchover', from: 'a', to: null, requestedAt: '' };
+    const failover = { kind: 'switchover' as const, from: 'a', to: null, requestedAt: '' };
     assert.equal(switchoverInProgress(snapshot(cluster, leaderA, failover)), true);
     assert.equal(switchoverInProgress(snapshot(cluster, { ...leaderA, member: 'c' }, failover)), false);
   });
