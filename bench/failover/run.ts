@@ -119,6 +119,13 @@ class ClusterPool {
     if (this.cluster) {
       try {
         await this.cluster.waitHealthy(NAMES, 60_000);
+        // Each run starts from a settled cluster: every replica reports the primary's timeline.
+        const cluster = this.cluster;
+        await waitFor('every member on the primary\'s timeline', async () => {
+          const members = await cluster.memberStatuses();
+          const primary = members.find((m) => m.state === 'primary');
+          return primary !== undefined && members.length === NAMES.length && members.every((m) => m.timeline === primary.timeline);
+        }, 60_000);
         return { cluster: this.cluster, faults: this.faults!, etcd: this.etcd };
       } catch (error) {
         console.error(`# cluster not healthy again (${(error as Error).message.split('\n')[0]}): starting a new one`);

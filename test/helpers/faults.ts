@@ -372,10 +372,16 @@ export const DIVERGED_ROWS = 40_000;
  * Returns the stopped walreceivers, for the caller to continue.
  */
 export async function divergeOldPrimary(ctx: ScenarioContext, table: string): Promise<number[]> {
+  // Empty, so a cluster reused by the benchmark starts from the same state every time.
   await ctx.cluster.sql(ctx.primary, `CREATE TABLE IF NOT EXISTS ${table} (id int PRIMARY KEY, payload text)`);
-  // Both replicas must have the table before they stop receiving, or the inserts below would not be the only difference.
+  await ctx.cluster.sql(ctx.primary, `TRUNCATE ${table}`);
+  // Both replicas must have the empty table before they stop receiving, or the inserts below would not be the only difference.
   for (const replica of ctx.replicas) {
-    await waitFor(`${table} on ${replica}`, async () => (await ctx.cluster.sql<{ t: string | null }>(replica, `SELECT to_regclass('${table}')::text AS t`))[0]?.t === table, 20_000);
+    await waitFor(
+      `empty ${table} on ${replica}`,
+      async () => (await ctx.cluster.sql<{ n: string }>(replica, `SELECT count(*)::text AS n FROM ${table}`))[0]?.n === '0',
+      20_000,
+    );
   }
   const receivers: number[] = [];
   try {

@@ -107,16 +107,17 @@ async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string, 
   await createProbeTable(cluster, primary.name, PROBE_TABLE);
   const writer = Writer.forCluster(cluster, table);
   writers.push(writer);
-  const pinned = Writer.forCluster(cluster, PINNED_TABLE, { queryTimeoutMs: 60_000, retryMs: 200 });
-  const pinnedOnly = new Writer({ ...pinned.options, targets: pinned.options.targets.filter((x) => x.name === primary.name) });
-  writers.push(pinnedOnly);
+  // Like an application without statement timeouts: one server, and it waits as long as that server makes it wait.
+  const base = Writer.forCluster(cluster, PINNED_TABLE).options;
+  const pinned = new Writer({ ...base, targets: base.targets.filter((x) => x.name === primary.name), queryTimeoutMs: 60_000, retryMs: 200 });
+  writers.push(pinned);
   await writer.start();
-  await pinnedOnly.start();
+  await pinned.start();
   await writer.waitForAcks(50);
-  await pinnedOnly.waitForAcks(20);
+  await pinned.waitForAcks(20);
   const dirs = new Map(NAMES.map((n) => [n, identity(cluster!.member(n).config.postgres.dataDir)] as const));
   assert.ok(primary.timeline !== null, 'primary publishes its timeline');
-  return { cluster, faults, etcd, writer, pinned: pinnedOnly, primary: primary.name, replicas, timeline: primary.timeline, dirs };
+  return { cluster, faults, etcd, writer, pinned, primary: primary.name, replicas, timeline: primary.timeline, dirs };
 }
 
 /** Status, agent log and server log of every member, plus the clients' view: attached to a failing assertion. */
