@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
-import { AGENT_STATES, isAllowedTransition } from '../../src/agent/states.js';
+import { AGENT_STATES, TRANSITIONS, isAllowedTransition } from '../../src/agent/states.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
@@ -194,32 +194,63 @@ describe('decide: rejoin', () => {
 });
 
 describe('transition table', () => {
-  it('every decision on random observations moves along a declared edge', () => {
+  /**
+   * Random but coherent snapshots: an unfinished initialisation is only seen
+   * by agents that could be in the middle of one. Every decision must follow a
+   * declared edge, and every declared edge must be taken by some snapshot.
+   */
+  it('every decision on random observations follows a declared edge, and every edge is taken', () => {
     let seed = 7;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
-    for (let i = 0; i < 5000; i++) {
+    const taken = new Set<string>();
+    for (let i = 0; i < 40_000; i++) {
+      const me = pick(['a', 'b', 'c']);
+      const previous = pick(AGENT_STATES);
+      const initialising = ['starting', 'initializing', 'store_unreachable', 'bootstrapping'].includes(previous);
+      const init = pick([undefined, { member: 'a', startedAt: 'x', systemIdentifier: '42' }, ...(initialising ? [{ member: me, startedAt: 'x' }, { member: 'z', startedAt: 'x' }] : [])]);
       const leader = pick([undefined, 'a', 'b', 'c']);
+      const history = pick([[], [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/4000000', at: 'x' }]]);
+      const failover = pick([undefined, undefined, { kind: 'switchover' as const, from: 'a', to: pick(['b', 'c', null]), at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: pick([null, '0/4000000']) }]);
+      const slots = random() < 0.5 ? [{ name: me, active: true, restartLsn: null, retainedBytes: null }] : [];
+      const members = [member('a', { role: 'primary', state: 'primary', upstream: null, slots, timeline: history.length + 1 }), member('b'), member('c')];
       const o = observation(
         {
           dataDir: pick(['empty', 'initialized'] as const),
+          systemIdentifier: pick(['42', '42', '99']),
           standbyConfigured: random() < 0.5,
+          control: { systemIdentifier: '42', clusterState: 'shut down', timeline: pick([1, 2]), checkpointLsn: pick(['0/3000000', '0/5000000']), minRecoveryLsn: null },
+          haveCredentials: random() < 0.8,
+          settings: { ...defaultClusterSettings(), paused: random() < 0.1, rewindFallback: pick(['reclone', 'none'] as const) },
           server: pick([
             { kind: 'stopped' as const },
             { kind: 'unreachable' as const, postmasterPid: 2, error: 'x' },
-            { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() },
-            { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection() },
+            { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ timeline: pick([1, 2]) }) },
+            { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ timeline: pick([1, 2]), streaming: random() < 0.7 }) },
           ]),
-          store: random() < 0.1 ? { reachable: false, error: 'down' } : storeView({ leader: leader ? { member: leader, ttlMs: 6000, acquiredAt: 'x', revision: 1 } : undefined }),
-          memory: { ...freshMemory(), wasLeader: random() < 0.5, rewindFailed: random() < 0.2 },
-          previous: { state: pick(AGENT_STATES), since: 0 },
+          store:
+            random() < 0.1
+              ? { reachable: false, error: 'down' }
+              : storeView({ init, members, history, failover, leader: leader ? { member: leader, ttlMs: 6000, acquiredAt: 'x', revision: 1 } : undefined }),
+          memory: {
+            ...freshMemory(),
+            wasLeader: random() < 0.5,
+            rewindFailed: random() < 0.2,
+            leaseRenewedAt: pick([undefined, 99_000, 90_000]),
+            primaryDownSince: pick([undefined, 1]),
+            operatorRequest: pick([undefined, undefined, undefined, { kind: 'restart' as const }, { kind: 'reinit' as const }]),
+          },
+          previous: { state: previous, since: pick([0, 99_000]) },
         },
-        pick(['a', 'b', 'c']),
+        me,
       );
       const d = decide(o);
-      assert.ok(isAllowedTransition(o.previous.state, d.state), `${o.previous.state} -> ${d.state}`);
       assert.doesNotMatch(d.reason, /internal error/, d.reason);
+      assert.ok(isAllowedTransition(o.previous.state, d.state), `${o.previous.state} -> ${d.state}`);
+      if (o.previous.state !== d.state) taken.add(`${o.previous.state}>${d.state}`);
     }
+    const untaken = TRANSITIONS.filter((t) => (t.from === '*' ? ![...taken].some((e) => e.endsWith(`>${t.to}`)) : !taken.has(`${t.from}>${t.to}`)));
+    assert.deepEqual(untaken.map((t) => `${t.from} -> ${t.to}`), []);
   });
 
   it('docs/states.md is generated from the table (run `npm run docs`)', () => {
