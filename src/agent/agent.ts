@@ -203,7 +203,7 @@ export class Agent {
       } else {
         allDone = false;
         this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}: ${outcome.error}`);
-        if (action.type === 'rewind') this.memory.rewindFailed = true;
+        if (action.type === 'rewind' && !outcome.retryable) this.memory.rewindFailed = true;
         break;
       }
     }

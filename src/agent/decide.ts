@@ -204,6 +204,8 @@ function decideStopped(o: Observation, store: Reachable): Decision {
   if (leaderName !== undefined) {
     if (!upstream) return { state: 'waiting_for_primary', actions: [], reason: `leader ${leaderName} has not published its address yet` };
     if (o.memory.rewindFailed) {
+      const leader = leaderStatus(store);
+      if (leader?.state !== 'primary') return { state: 'waiting_for_primary', actions: [], reason: `pg_rewind failed; waiting for leader ${leaderName} to run as primary before acting` };
       if (o.settings.rewindFallback === 'reclone') {
         return {
           state: 'rewinding',
@@ -215,7 +217,12 @@ function decideStopped(o: Observation, store: Reachable): Decision {
       return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
     }
     if (needsRewind(o, store)) {
-      return { state: 'rewinding', actions: [{ type: 'rewind', upstream }], reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)` };
+      return {
+        state: 'rewinding',
+        actions: [{ type: 'rewind', upstream }],
+        reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)`,
+        remember: { rewindNeeded: false },
+      };
     }
     return {
       state: 'starting_postgres',
@@ -242,9 +249,13 @@ function decideStopped(o: Observation, store: Reachable): Decision {
   };
 }
 
-/** A former primary always goes through pg_rewind (a no-op when nothing diverged); a standby only past the fork. */
+/**
+ * A former primary always goes through pg_rewind (a no-op when nothing
+ * diverged); a standby when it could not stream, or when pg_control shows it
+ * past the fork of the timeline after its own.
+ */
 function needsRewind(o: Observation, store: Reachable): boolean {
-  if (!o.standbyConfigured) return true;
+  if (!o.standbyConfigured || o.memory.rewindNeeded) return true;
   const control = o.control;
   if (!control) return false;
   const leaderTimeline = latestTimeline(store.history);
@@ -273,16 +284,16 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const upstream = upstreamFor(o, store);
   if (leaderName !== undefined && upstream) {
     const leader = leaderStatus(store)!;
-    const myTimeline = inspection.timeline ?? 0;
-    const fork = forkAfter(store, myTimeline);
-    const behindTimeline = leader.timeline !== null && myTimeline < leader.timeline;
-    const pastFork = fork !== undefined && fork !== null && inspection.replayedLsn !== null && compareLsn(inspection.replayedLsn, fork) > 0;
-    const stuck = !inspection.streaming && o.monotonic - o.previous.since > DIVERGENCE_GRACE_MS && o.previous.state === 'replica';
-    if (behindTimeline && (pastFork || stuck)) {
+    // A standby that cannot stream from a live leader for a while has most
+    // likely diverged (replayed past the fork of the leader's timeline): stop
+    // it and let pg_rewind decide (a no-op when nothing diverged).
+    const stuck = !inspection.streaming && leader.state === 'primary' && o.previous.state === 'replica' && o.monotonic - o.previous.since > DIVERGENCE_GRACE_MS;
+    if (stuck) {
       return {
         state: 'rewinding',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
-        reason: `replayed past the fork of timeline ${myTimeline + 1} (or cannot stream from ${leader.name}): stopping to rewind`,
+        reason: `cannot stream from primary ${leader.name} for ${DIVERGENCE_GRACE_MS} ms: stopping to reconcile with pg_rewind`,
+        remember: { rewindNeeded: true },
       };
     }
     return {
@@ -343,6 +354,14 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
         state: 'primary',
         actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica eligible for promotion` }],
         reason: 'switchover impossible: no eligible streaming replica',
+      };
+    }
+    const started = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
+    if (inspection.openTransactions > 0 && o.now - started < o.settings.switchoverDrainMs) {
+      return {
+        state: 'demoting',
+        actions: [],
+        reason: `switchover to ${request.to ?? 'the best replica'}: waiting up to switchoverDrainMs=${o.settings.switchoverDrainMs} for ${inspection.openTransactions} open transaction(s) to finish`,
       };
     }
     return {

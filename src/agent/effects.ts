@@ -32,7 +32,8 @@ export interface EffectContext {
   finishOperatorRequest(): void;
 }
 
-export type ActionOutcome = { action: Action; ok: true; detail?: string } | { action: Action; ok: false; error: string };
+/** `retryable`: the failure says nothing about our data (e.g. the rewind source was unreachable). */
+export type ActionOutcome = { action: Action; ok: true; detail?: string } | { action: Action; ok: false; error: string; retryable: boolean };
 
 /** The one place where decisions turn into effects: SQL, pg_ctl, store writes. */
 export async function runAction(ctx: EffectContext, action: Action): Promise<ActionOutcome> {
@@ -40,7 +41,7 @@ export async function runAction(ctx: EffectContext, action: Action): Promise<Act
     const detail = await perform(ctx, action);
     return { action, ok: true, detail };
   } catch (error) {
-    return { action, ok: false, error: (error as Error).message };
+    return { action, ok: false, error: (error as Error).message, retryable: (error as { retryable?: unknown }).retryable === true };
   }
 }
 

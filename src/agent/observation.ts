@@ -42,8 +42,10 @@ export interface AgentMemory {
   leaseRenewedAt: number | undefined;
   /** We held the leader lease at the end of the last cycle. */
   wasLeader: boolean;
-  /** pg_rewind failed on this data directory; fall back per rewindFallback. */
+  /** pg_rewind failed on this data directory (the source was reachable); fall back per rewindFallback. */
   rewindFailed: boolean;
+  /** This standby could not stream from the leader: run pg_rewind before starting it again. */
+  rewindNeeded: boolean;
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
   /** Monotonic ms since when no synchronous standby candidate exists. */
@@ -60,6 +62,7 @@ export function freshMemory(): AgentMemory {
     leaseRenewedAt: undefined,
     wasLeader: false,
     rewindFailed: false,
+    rewindNeeded: false,
     primaryDownSince: undefined,
     noSyncCandidateSince: undefined,
     syncSwitchLsn: undefined,

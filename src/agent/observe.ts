@@ -12,7 +12,7 @@ import {
   type MemberStatus,
 } from '../cluster/types.js';
 import type { Credentials } from '../config/secrets.js';
-import { dataDirState, isStandbyConfigured, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
+import { dataDirState, isStandbyConfigured, newestHistoryTimeline, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
 import { inspectServer } from '../postgres/inspect.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import type { KeptConnection } from '../postgres/sql.js';
@@ -73,7 +73,7 @@ export async function observeServer(local: LocalPostgres, connection: KeptConnec
   }
   if (!credentials) return { kind: 'unreachable', postmasterPid, error: 'no agent credentials to connect with' };
   try {
-    const inspection = await connection.use(inspectServer);
+    const inspection = await connection.use((client) => inspectServer(client, newestHistoryTimeline(local.dataDir)));
     return { kind: 'running', postmasterPid, inspection };
   } catch (error) {
     return { kind: 'unreachable', postmasterPid, error: (error as Error).message };

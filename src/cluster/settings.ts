@@ -33,6 +33,8 @@ export const ClusterSettingsSchema = z
      * deleted) and clones afresh.
      */
     rewindFallback: z.enum(['none', 'reclone']).default('reclone'),
+    /** On a switchover, the old primary waits up to this long for open client transactions to finish before it shuts down. */
+    switchoverDrainMs: z.number().int().min(0).max(600_000).default(5_000),
     /** Maintenance mode: no automatic action (no failover, no restart, no fencing by stopping PostgreSQL). */
     paused: z.boolean().default(false),
     /** How long a removed member's replication slot is kept before it is dropped. */

@@ -19,6 +19,12 @@ export function isStandbyConfigured(dataDir: string): boolean {
 export interface ControlData {
   systemIdentifier: string;
   clusterState: string;
+  /**
+   * The timeline this data directory is on: the newest of its last checkpoint's,
+   * its minimum recovery point's, and the newest timeline history file in
+   * pg_wal (a standby fetches N.history when it follows timeline N, long before
+   * its next restartpoint records N in pg_control).
+   */
   timeline: number;
   checkpointLsn: string;
   /** A standby's minimum recovery point (null when 0/0). */
@@ -39,10 +45,24 @@ export async function readControlData(binDir: string, user: OsUser, dataDir: str
   return {
     systemIdentifier: field('Database system identifier'),
     clusterState: field('Database cluster state'),
-    timeline: Number(field("Latest checkpoint's TimeLineID")),
+    timeline: Math.max(Number(field("Latest checkpoint's TimeLineID")), Number(field("Min recovery ending loc's timeline")), newestHistoryTimeline(dataDir)),
     checkpointLsn: field('Latest checkpoint location'),
     minRecoveryLsn: field('Minimum recovery ending location') === '0/0' ? null : field('Minimum recovery ending location'),
   };
+}
+
+/** The highest N of the N.history files in pg_wal (1 when there is none). */
+export function newestHistoryTimeline(dataDir: string): number {
+  let newest = 1;
+  try {
+    for (const name of readdirSync(join(dataDir, 'pg_wal'))) {
+      const match = /^([0-9A-F]{8})\.history$/.exec(name);
+      if (match) newest = Math.max(newest, parseInt(match[1]!, 16));
+    }
+  } catch {
+    // no pg_wal (yet): timeline 1
+  }
+  return newest;
 }
 
 /** PID of the running postmaster from postmaster.pid, or undefined when none runs. */

@@ -19,13 +19,22 @@ export interface ServerInspection {
   replication: ReplicationPeer[];
   /** synchronous_standby_names in effect. */
   synchronousStandbyNames: string;
+  /** Client sessions inside a transaction right now (not counting relevo's own). */
+  openTransactions: number;
 }
 
-export async function inspectServer(client: pg.Client): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string }>(
-    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn`,
+/**
+ * `historyTimeline`: the newest timeline history file in the standby's pg_wal
+ * (see ControlData.timeline): without it a standby whose walreceiver stopped
+ * would report its last restartpoint's older timeline.
+ */
+export async function inspectServer(client: pg.Client, historyTimeline = 1): Promise<ServerInspection> {
+  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number }>(
+    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
+            (SELECT count(*)::int FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open`,
   );
-  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames } = base.rows[0]!;
+  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions } = base.rows[0]!;
   const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
     `SELECT slot_name, active, restart_lsn::text,
             CASE WHEN restart_lsn IS NULL THEN NULL
@@ -68,6 +77,7 @@ export async function inspectServer(client: pg.Client): Promise<ServerInspection
       upstreamConninfo: null,
       slots: slotList,
       synchronousStandbyNames,
+      openTransactions,
       replication: peers.rows.map((p) => ({
         member: p.application_name,
         state: p.state,
@@ -95,14 +105,14 @@ export async function inspectServer(client: pg.Client): Promise<ServerInspection
             CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
                  ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
             r.status, r.received_tli, r.conninfo,
-            (pg_control_checkpoint()).timeline_id AS checkpoint_tli
+            greatest((pg_control_checkpoint()).timeline_id, (pg_control_recovery()).min_recovery_end_timeline) AS checkpoint_tli
        FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true`,
   );
   const s = standby.rows[0]!;
   return {
     inRecovery,
     version,
-    timeline: s.received_tli ?? s.checkpoint_tli,
+    timeline: Math.max(s.received_tli ?? 0, s.checkpoint_tli, historyTimeline),
     receivedLsn: s.received ?? s.replayed,
     replayedLsn: s.replayed,
     replayPaused: s.paused,
@@ -111,6 +121,7 @@ export async function inspectServer(client: pg.Client): Promise<ServerInspection
     upstreamConninfo: s.conninfo,
     slots: slotList,
     synchronousStandbyNames,
+    openTransactions,
     replication: [],
   };
 }

@@ -3,7 +3,18 @@ import { join } from 'node:path';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { clearFenceSettings, splitHostPort, writePassfile } from './conf.js';
 import { runPostgresProgram } from './exec.js';
+import { withConnection } from './sql.js';
 import type { LocalPostgres } from './local.js';
+
+/** The leader to rewind from could not be reached: retry later, the data directory is not at fault. */
+export class RewindSourceUnavailableError extends Error {
+  readonly code = 'REWIND_SOURCE_UNAVAILABLE';
+  readonly retryable = true;
+  constructor(source: string, detail: string) {
+    super(`cannot reach the rewind source ${source}: ${detail}; will retry`);
+    this.name = 'RewindSourceUnavailableError';
+  }
+}
 
 /**
  * Reconciles a stopped data directory with the source's timeline using
@@ -12,11 +23,17 @@ import type { LocalPostgres } from './local.js';
  * reaches it through the 0600 passfile, never argv.
  */
 export async function rewindFrom(local: LocalPostgres, sourceAddress: string, credentials: Credentials): Promise<string> {
+  const [host, port] = splitHostPort(sourceAddress);
+  // An unreachable source says nothing about this data directory: not a rewind failure.
+  try {
+    await withConnection({ host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword }, async (client) => client.query('SELECT 1'), 3_000);
+  } catch (error) {
+    throw new RewindSourceUnavailableError(sourceAddress, (error as Error).message);
+  }
   writePassfile(local.passfile, local.user, credentials);
   // Single-user recovery refuses a standby signal; relevo rewrites it after the rewind.
   rmSync(join(local.dataDir, 'standby.signal'), { force: true });
   clearFenceSettings(local.dataDir);
-  const [host, port] = splitHostPort(sourceAddress);
   const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5`;
   const output = await runPostgresProgram(local.binDir, local.user, 'pg_rewind', ['--target-pgdata', local.dataDir, '--source-server', source], {
     context: `rewinding member ${local.memberName} from ${sourceAddress}`,

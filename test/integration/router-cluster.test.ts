@@ -22,7 +22,7 @@
  *
  * Each leader change the router is tested against happens on a cluster of its
  * own (a fresh one is cheap), so what is measured is the router's part.
- * Two todo tests record agent behaviour that contradicts the router's
+ * Two tests (once todo) record agent behaviour that contradicted the router's
  * documentation or breaks a second leader change; they pass once fixed.
  *
  * Every process started here (agents, PostgreSQL, the router) is stopped by
@@ -791,11 +791,9 @@ describe('router in front of a real 3-member cluster: read-only spreading and a 
   });
 
   // docs/router.md: "A session inside a transaction may finish it: the COMMIT succeeds, then the session
-  // is closed", and busy sessions are closed only after drainMs (5 s). With real agents the old primary's
-  // agent stops PostgreSQL with `pg_ctl stop -m fast` on its next loop after the switchover request, so a
-  // transaction that commits a few hundred milliseconds later is rolled back. Reported; todo until the
-  // agent waits for the router's drain or the documentation says otherwise.
-  it('switchover: a transaction open when it begins can still commit within drainMs, as docs/router.md says', { todo: 'agent stops the old primary at once (pg_ctl stop -m fast) instead of letting sessions drain' }, () => {
+  // is closed"; the old primary's agent waits up to switchoverDrainMs for open transactions before its
+  // clean shutdown.
+  it('switchover: a transaction open when it begins can still commit within drainMs, as docs/router.md says', () => {
     assert.ok(openTransaction, 'the switchover test ran');
     assert.equal(openTransaction.commit, 'committed', `COMMIT sent ${openTransaction.commitSentAfterMs} ms into the switchover`);
     assert.equal(openTransaction.end.message, `relevo router: closing idle connection to ${openTransaction.old} for a planned switchover`);
@@ -803,7 +801,7 @@ describe('router in front of a real 3-member cluster: read-only spreading and a 
   });
 
   // Two leader changes in the life of a cluster: a failover right after the switchover above.
-  it('a failover shortly after the switchover: the writer through the router reaches the new primary', { todo: 'replicas take their checkpoint timeline for their own once the walreceiver stops, then rewind against the dead leader and move their data aside' }, async (t) => {
+  it('a failover shortly after the switchover: the writer through the router reaches the new primary', async (t) => {
     await failoverThroughRouter(rc, t, 'kill', 20_000);
   });
 });

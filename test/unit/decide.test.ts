@@ -100,6 +100,13 @@ describe('decide: the primary', () => {
     const d = decide(observation({ ...asPrimary, store: storeView({ failover }) }, 'a'));
     assert.equal(d.state, 'demoting');
     assert.deepEqual(types(d), ['stopPostgres', 'handOver']);
+    const busy = { ...asPrimary, server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ openTransactions: 2 }) } };
+    const draining = decide(observation({ ...busy, store: storeView({ failover }) }, 'a'));
+    assert.equal(draining.state, 'demoting');
+    assert.deepEqual(draining.actions, []);
+    assert.match(draining.reason, /waiting up to switchoverDrainMs=5000 for 2 open transaction/);
+    const drained = decide(observation({ ...busy, now: Date.parse(failover.requestedAt) + 5_001, store: storeView({ failover }) }, 'a'));
+    assert.deepEqual(types(drained), ['stopPostgres', 'handOver']);
     const impossible = decide(observation({ ...asPrimary, store: storeView({ failover: { ...failover, to: 'zz' } }) }, 'a'));
     assert.deepEqual(types(impossible), ['clearFailoverRequest']);
   });
@@ -184,12 +191,26 @@ describe('decide: rejoin', () => {
     assert.deepEqual(d.actions, []);
   });
 
-  it('a replica past the fork point stops to rewind; one before it just follows', () => {
-    const past = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ replayedLsn: '0/5000100' }) } }, 'c'));
-    assert.equal(past.state, 'rewinding');
-    const before = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ replayedLsn: '0/4000000' }) } }, 'c'));
-    assert.equal(before.state, 'replica');
-    assert.deepEqual(types(before), ['configure']);
+  it('a replica that cannot stream from a live leader for a while stops to rewind; a streaming one just follows', () => {
+    const notStreaming = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false }) };
+    const fresh = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 99_000 } }, 'c'));
+    assert.equal(fresh.state, 'replica', 'within the grace period it waits');
+    const stuck = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 0 } }, 'c'));
+    assert.equal(stuck.state, 'rewinding');
+    assert.deepEqual(types(stuck), ['stopPostgres']);
+    assert.equal(stuck.remember?.rewindNeeded, true);
+    const stopped = decide(observation({ store: newLeader, server: { kind: 'stopped' }, control: { ...control, timeline: 2 }, memory: { ...freshMemory(), rewindNeeded: true } }, 'c'));
+    assert.deepEqual(types(stopped), ['rewind']);
+    const streaming = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ timeline: 2 }) }, previous: { state: 'replica', since: 0 } }, 'c'));
+    assert.equal(streaming.state, 'replica');
+    assert.deepEqual(types(streaming), ['configure']);
+  });
+
+  it('does not fall back to a reclone while the leader is not running as primary', () => {
+    const store = storeView({ ...newLeader, members: [member('b', { role: 'unknown', state: 'starting_postgres' })] });
+    const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, control, memory: { ...freshMemory(), rewindFailed: true }, previous: { state: 'rewinding', since: 0 } }, 'a'));
+    assert.equal(d.state, 'waiting_for_primary');
+    assert.deepEqual(d.actions, []);
   });
 });
 

@@ -48,6 +48,7 @@ export function primaryInspection(overrides: Partial<ServerInspection> = {}): Se
     slots: [],
     replication: [],
     synchronousStandbyNames: '',
+    openTransactions: 0,
     ...overrides,
   };
 }
