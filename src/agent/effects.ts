@@ -113,7 +113,8 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
   }, 70_000);
-  writeConfiguration(ctx, undefined, ctx.settings().synchronousStrict && ctx.settings().synchronousMode === 'on' ? '*' : '');
+  // In synchronous mode commits wait for some standby from the first moment; the planner narrows it next loop.
+  writeConfiguration(ctx, undefined, ctx.settings().synchronousMode === 'on' ? '*' : '');
   await reloadPostgres(local.postmaster);
   return `promoted to primary on timeline ${action.timeline} (${action.reason})`;
 }

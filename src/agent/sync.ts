@@ -51,12 +51,20 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
     .slice(0, settings.synchronousCount)
     .map((m) => m.name);
   if (wanted.length === 0) {
-    if (record.length === 0) {
-      const names = settings.synchronousStrict ? '*' : '';
-      const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
-      return { synchronousStandbyNames: names, actions, remember: { noSyncCandidateSince: undefined }, note: 'no synchronous standby available' };
-    }
     const since = o.memory.noSyncCandidateSince ?? o.monotonic;
+    if (record.length === 0) {
+      const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
+      const alone = !store.members.some((m) => m.name !== me);
+      // With other members around (e.g. re-pointing after a failover), commits wait for any
+      // standby until the fallback timeout; a primary with no other member has nothing to wait for.
+      const wait = settings.synchronousStrict || (!alone && o.monotonic - since < settings.synchronousFallbackMs);
+      return {
+        synchronousStandbyNames: wait ? '*' : '',
+        actions,
+        remember: { noSyncCandidateSince: alone ? undefined : since },
+        note: wait ? 'waiting for a synchronous standby: commits wait' : alone ? undefined : 'no synchronous standby: asynchronous replication',
+      };
+    }
     if (!settings.synchronousStrict && o.monotonic - since >= settings.synchronousFallbackMs) {
       return {
         synchronousStandbyNames: inEffect,

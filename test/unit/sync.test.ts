@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { freshMemory } from '../../src/agent/observation.js';
+import { planSync, renderStandbyNames } from '../../src/agent/sync.js';
+import { defaultClusterSettings } from '../../src/cluster/settings.js';
+import { member, observation, primaryInspection, storeView } from './observations.js';
+
+const primary = (over: Parameters<typeof primaryInspection>[0] = {}) => primaryInspection(over);
+const syncRow = (name: string, flushLsn: string, syncState = 'sync') => ({ member: name, state: 'streaming', syncState, sentLsn: flushLsn, flushLsn, replayLsn: flushLsn, replayLagSeconds: 0 });
+const plan = (store: ReturnType<typeof storeView>, inspection = primary(), memory = freshMemory(), settings = defaultClusterSettings()) =>
+  planSync(observation({ store, memory, settings }, 'a'), store, inspection);
+
+describe('synchronous standby planning: the sync record only ever lists members holding every acknowledged commit', () => {
+  it('grows synchronous_standby_names first, the record only once the standby is sync and flushed past the switch', () => {
+    const store = storeView({ sync: { leader: 'a', members: [], updatedAt: 'x' } });
+    const first = plan(store, primary({ synchronousStandbyNames: '' }));
+    assert.equal(first.synchronousStandbyNames, renderStandbyNames(['b']));
+    assert.deepEqual(first.actions, []);
+    assert.equal(first.remember.syncSwitchLsn, '0/5000000');
+    const memory = { ...freshMemory(), syncSwitchLsn: '0/5000000' };
+    const behind = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/4FFFFFF')] }), memory);
+    assert.deepEqual(behind.actions, [], 'not yet flushed past the switch point');
+    const caughtUp = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000')] }), memory);
+    assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'] }]);
+  });
+
+  it('shrinks the record first, synchronous_standby_names only afterwards', () => {
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c')] });
+    const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']) }));
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.equal(step.synchronousStandbyNames, renderStandbyNames(['b']), 'unchanged in the same cycle');
+  });
+
+  it('with its only standby gone, commits wait; non-strict falls back to asynchronous after the timeout, record emptied first', () => {
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c', { streaming: false })] });
+    const inspection = primary({ synchronousStandbyNames: renderStandbyNames(['b']) });
+    const waiting = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 100_000 - 1_000 });
+    assert.equal(waiting.synchronousStandbyNames, renderStandbyNames(['b']));
+    assert.deepEqual(waiting.actions, []);
+    const settings = defaultClusterSettings();
+    const late = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 100_000 - settings.synchronousFallbackMs });
+    assert.deepEqual(late.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    const strict = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 0 }, { ...settings, synchronousStrict: true });
+    assert.deepEqual(strict.actions, [], 'strict never falls back');
+    assert.equal(strict.synchronousStandbyNames, renderStandbyNames(['b']));
+  });
+
+  it('right after a promotion (empty record, replicas still re-pointing) commits wait for any standby', () => {
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { upstream: 'x' }), member('c', { upstream: 'x' })], sync: { leader: 'a', members: [], updatedAt: 'x' } });
+    const d = plan(store, primary({ synchronousStandbyNames: '*' }));
+    assert.equal(d.synchronousStandbyNames, '*');
+    const alone = plan(storeView({ members: [member('a', { role: 'primary', state: 'primary' })], sync: { leader: 'a', members: [], updatedAt: 'x' } }));
+    assert.equal(alone.synchronousStandbyNames, '', 'a primary with no other member does not wait');
+  });
+
+  it('asynchronous mode empties the record and the names', () => {
+    const d = plan(storeView(), primary({ synchronousStandbyNames: renderStandbyNames(['b']) }), freshMemory(), { ...defaultClusterSettings(), synchronousMode: 'off' });
+    assert.deepEqual(d.actions, [{ type: 'writeSyncRecord', members: [] }]);
+  });
+});
