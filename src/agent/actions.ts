@@ -22,6 +22,8 @@ export type Action =
   /** Rewrite relevo.conf/pg_hba/standby.signal if they differ from what this role needs, and reload. */
   | { type: 'configure'; as: 'primary'; synchronousStandbyNames: string }
   | { type: 'configure'; as: 'replica'; upstream: Upstream }
+  /** Stop streaming (primary_conninfo cleared, reload): a standby that acknowledges nothing cannot help a lost primary acknowledge commits. */
+  | { type: 'detachUpstream' }
   | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
   /** Take the leader lease (unless held), record the new timeline in history, pg_promote(). */
   | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[] }

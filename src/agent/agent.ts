@@ -35,6 +35,7 @@ export class Agent {
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
   private lease: LeaseId | undefined;
+  private fenceTimer: NodeJS.Timeout | undefined;
   private leaseTtlMs = 0;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
@@ -114,6 +115,7 @@ export class Agent {
     if (this.lease && this.leaseTtlMs !== this.settings.ttlMs) await this.moveToNewLease();
     if (this.lease && (await this.store.keepAlive(this.lease))) {
       this.memory.leaseRenewedAt = sentAt;
+      this.armFence();
       return;
     }
     if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
@@ -143,6 +145,31 @@ export class Agent {
     this.leaseTtlMs = this.settings.ttlMs;
     await this.store.revokeLease(old);
     this.log.info({ ttlMs: this.settings.ttlMs }, `session lease renewed with the new ttlMs=${this.settings.ttlMs}`);
+  }
+
+  /**
+   * The fence watchdog: while we lead, a timer set for ttlMs - fenceMarginMs
+   * after the last successful renewal. The loop would fence too, but only once
+   * its store calls return; this does not wait for them. If it fires, PostgreSQL
+   * is stopped before any replica can see the lease expire.
+   */
+  private armFence(): void {
+    clearTimeout(this.fenceTimer);
+    this.fenceTimer = undefined;
+    const renewedAt = this.memory.leaseRenewedAt;
+    if (!this.memory.wasLeader || renewedAt === undefined || this.settings.paused || !this.running) return;
+    const due = renewedAt + this.settings.ttlMs - this.settings.fenceMarginMs - performance.now();
+    this.fenceTimer = setTimeout(() => {
+      if (this.memory.leaseRenewedAt !== renewedAt || !this.memory.wasLeader) return;
+      this.memory.wasLeader = false;
+      this.log.error(
+        { ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs },
+        `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms: stopping PostgreSQL before the lease can expire`,
+      );
+      void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
+        if (!outcome.ok) this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
+      });
+    }, Math.max(0, due));
   }
 
   /** An operator command from the REST API; carried out by the next cycle. */
@@ -211,7 +238,9 @@ export class Agent {
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     if (stateChanging) observation = await this.observe();
     const leaderNow = observation.store.reachable ? observation.store.leader?.member === this.config.name : this.memory.wasLeader;
+    const becameLeader = leaderNow && !this.memory.wasLeader;
     this.memory.wasLeader = leaderNow;
+    if (becameLeader || !leaderNow) this.armFence();
     await this.publish(observation, decision);
   }
 
@@ -271,6 +300,7 @@ export class Agent {
    */
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
+    clearTimeout(this.fenceTimer);
     this.wake?.();
     await this.loopDone;
     await this.watch?.close();

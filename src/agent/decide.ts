@@ -21,7 +21,7 @@ export interface Decision {
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
 /** A switchover or failover request older than this (from its start time) is ignored and cleared. */
-export const FAILOVER_REQUEST_TIMEOUT_MS = 60_000;
+export const FAILOVER_REQUEST_TIMEOUT_MS = 30_000;
 
 /** The pending failover request, unless it timed out. */
 function activeRequest(o: Observation, store: Reachable) {
@@ -303,6 +303,15 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
+  if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
+    // The former primary may still run: once we stop streaming it can no longer get synchronous
+    // acknowledgements from us, so the WAL positions compared in the election stop moving.
+    return {
+      state: 'replica',
+      actions: [{ type: 'detachUpstream' }],
+      reason: `leader lease of ${lastLeader(store) ?? 'nobody'} is gone: stopped streaming from it before electing a new primary`,
+    };
+  }
   const request = activeRequest(o, store);
   const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
   if (!verdict.eligible) return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}` };
@@ -352,7 +361,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     if (candidates.length === 0) {
       return {
         state: 'primary',
-        actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica eligible for promotion` }],
+        actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica that can be promoted` }],
         reason: 'switchover impossible: no eligible streaming replica',
       };
     }

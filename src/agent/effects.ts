@@ -7,7 +7,7 @@ import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
-import { readControlData } from '../postgres/datadir.js';
+import { dataDirState, readControlData } from '../postgres/datadir.js';
 import { createPhysicalSlot, dropSlot } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
@@ -112,6 +112,9 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
+    // pg_control records the new timeline only at the next checkpoint, and pg_rewind reads
+    // the source's timeline from there: without it a former primary would be told "no rewind required".
+    await client.query('CHECKPOINT');
   }, 70_000);
   // In synchronous mode commits wait for some standby from the first moment; the planner narrows it next loop.
   writeConfiguration(ctx, undefined, ctx.settings().synchronousMode === 'on' ? '*' : '');
@@ -168,22 +171,26 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'bootstrap': {
       // Settings live in the store from the first moment so every member reads the same.
       await store.create(keys.config, JSON.stringify(ctx.settings()));
+      let result;
       try {
         const credentials = createCredentials(config);
         ctx.setCredentials(credentials);
-        const result = await bootstrapCluster(config, local, ctx.settings(), credentials);
-        const current = await store.get(keys.initialize);
-        if (!current) throw new Error('the initialise key vanished during bootstrap');
-        const record = InitRecordSchema.parse(JSON.parse(current.value));
-        await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
-        await acquireLeader(ctx);
-        return `cluster initialised: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
+        result = await bootstrapCluster(config, local, ctx.settings(), credentials);
       } catch (error) {
-        // Release the claim so another member (or our next cycle) can try again.
-        const current = await store.get(keys.initialize).catch(() => undefined);
-        if (current) await store.delete(keys.initialize, current.revision).catch(() => false);
+        // initdb failed and left nothing behind: release the claim so another member (or our next cycle) can try.
+        if (dataDirState(local.dataDir) === 'empty') {
+          const current = await store.get(keys.initialize).catch(() => undefined);
+          if (current) await store.delete(keys.initialize, current.revision).catch(() => false);
+        }
         throw error;
       }
+      // From here the cluster exists: a failure below is finished by the next cycles (completeInitialize, acquireLeader).
+      const current = await store.get(keys.initialize);
+      if (!current) throw new Error('the initialise key vanished during bootstrap');
+      const record = InitRecordSchema.parse(JSON.parse(current.value));
+      await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
+      await acquireLeader(ctx);
+      return `cluster initialised: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
     }
     case 'clone': {
       const credentials = requireCredentials(ctx);
@@ -210,6 +217,11 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return acquireLeader(ctx);
     case 'releaseLeader':
       return (await releaseLeader(ctx)) ? `leader lease released: ${action.reason}` : undefined;
+    case 'detachUpstream': {
+      if (!writeConfiguration(ctx, standbySettings(ctx, undefined))) return undefined;
+      await reloadPostgres(local.postmaster);
+      return 'stopped streaming from the former primary (primary_conninfo cleared)';
+    }
     case 'configure': {
       const changed =
         action.as === 'replica'

@@ -86,10 +86,16 @@ export function electionVerdict(o: Observation, store: Reachable, me: Candidate)
   if (request?.kind === 'switchover' && request.shutdownLsn && me.receivedLsn && compareLsn(me.receivedLsn, request.shutdownLsn) <= 0) {
     return { eligible: false, reason: `waiting to receive the old primary's last WAL (${request.shutdownLsn})` };
   }
-  const own = eligibility(o.settings, store, me);
+  // After a clean switchover shutdown, whoever received past the shutdown checkpoint holds every commit.
+  const switchoverComplete =
+    request?.kind === 'switchover' && request.shutdownLsn !== null && me.receivedLsn !== null && compareLsn(me.receivedLsn, request.shutdownLsn) > 0;
+  const own = switchoverComplete ? { eligible: true as const, reason: `received the old primary's last WAL (${request.shutdownLsn})` } : eligibility(o.settings, store, me);
   if (!own.eligible || request?.to === me.name) return own;
   for (const peer of o.peers) {
     if (peer.name === me.name || !peer.status || peer.status.role !== 'replica') continue;
+    if (peer.status.streaming && !switchoverComplete) {
+      return { eligible: false, reason: `peer ${peer.name} still streams from the former primary; waiting for it to stop before comparing positions` };
+    }
     const candidate = candidateOf(peer.status);
     if (!eligibility(o.settings, store, candidate).eligible || candidate.receivedLsn === null) continue;
     if (beats(candidate, me)) {

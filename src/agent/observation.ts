@@ -85,6 +85,8 @@ export interface Observation {
   /** pg_control of a stopped server (timeline, state, checkpoint). */
   control: ControlData | undefined;
   standbyConfigured: boolean;
+  /** relevo.conf sets primary_conninfo (the standby streams, or keeps reconnecting). */
+  upstreamConfigured: boolean;
   server: LocalServer;
   store: StoreView;
   /** Peers asked directly (only while no leader holds the lease). */

@@ -12,7 +12,7 @@ import {
   type MemberStatus,
 } from '../cluster/types.js';
 import type { Credentials } from '../config/secrets.js';
-import { dataDirState, isStandbyConfigured, newestHistoryTimeline, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
+import { dataDirState, isStandbyConfigured, isUpstreamConfigured, newestHistoryTimeline, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
 import { inspectServer } from '../postgres/inspect.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import type { KeptConnection } from '../postgres/sql.js';
@@ -85,6 +85,7 @@ export interface DataDirFacts {
   systemIdentifier: string | undefined;
   control: ControlData | undefined;
   standbyConfigured: boolean;
+  upstreamConfigured: boolean;
 }
 
 /**
@@ -93,7 +94,7 @@ export interface DataDirFacts {
  */
 export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifier: string | undefined, serverStopped: boolean): Promise<DataDirFacts> {
   const state = dataDirState(local.dataDir);
-  if (state === 'empty') return { dataDir: state, systemIdentifier: undefined, control: undefined, standbyConfigured: false };
+  if (state === 'empty') return { dataDir: state, systemIdentifier: undefined, control: undefined, standbyConfigured: false, upstreamConfigured: false };
   const control =
     serverStopped || cachedSystemIdentifier === undefined ? await readControlData(local.binDir, local.user, local.dataDir).catch(() => undefined) : undefined;
   return {
@@ -101,6 +102,7 @@ export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifie
     systemIdentifier: cachedSystemIdentifier ?? control?.systemIdentifier,
     control: serverStopped ? control : undefined,
     standbyConfigured: isStandbyConfigured(local.dataDir),
+    upstreamConfigured: isUpstreamConfigured(local.dataDir),
   };
 }
 

@@ -54,7 +54,8 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
     const since = o.memory.noSyncCandidateSince ?? o.monotonic;
     if (record.length === 0) {
       const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
-      const alone = !store.members.some((m) => m.name !== me);
+      // Members known to the cluster: present now, or kept in the slot registry (recently gone).
+      const alone = !store.members.some((m) => m.name !== me) && !Object.keys(store.slotRegistry).some((name) => name !== me);
       // With other members around (e.g. re-pointing after a failover), commits wait for any
       // standby until the fallback timeout; a primary with no other member has nothing to wait for.
       const wait = settings.synchronousStrict || (!alone && o.monotonic - since < settings.synchronousFallbackMs);

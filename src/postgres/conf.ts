@@ -27,6 +27,8 @@ export function baseParameters(config: MemberConfig, settings: ClusterSettings):
     wal_receiver_status_interval: '1s',
     // A standby re-pointed at a new primary retries quickly instead of every 5 s.
     wal_retrieve_retry_interval: '1s',
+    // A standby that stopped reading must not hold a clean shutdown (switchover) for a minute.
+    wal_sender_timeout: '10s',
     password_encryption: 'scram-sha-256',
     shared_buffers: '128MB',
     max_connections: 100,

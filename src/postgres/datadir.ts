@@ -16,6 +16,15 @@ export function isStandbyConfigured(dataDir: string): boolean {
   return existsSync(join(dataDir, 'standby.signal'));
 }
 
+/** relevo.conf names an upstream: the walreceiver streams from it, or keeps reconnecting to it. */
+export function isUpstreamConfigured(dataDir: string): boolean {
+  try {
+    return /^primary_conninfo\s*=/m.test(readFileSync(join(dataDir, 'relevo.conf'), 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export interface ControlData {
   systemIdentifier: string;
   clusterState: string;

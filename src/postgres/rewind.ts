@@ -26,7 +26,17 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   const [host, port] = splitHostPort(sourceAddress);
   // An unreachable source says nothing about this data directory: not a rewind failure.
   try {
-    await withConnection({ host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword }, async (client) => client.query('SELECT 1'), 3_000);
+    await withConnection(
+      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword },
+      async (client) => {
+        // pg_rewind reads the source's timeline from pg_control, updated only at a checkpoint after promotion.
+        const tli = await client.query<{ stale: boolean }>(
+          `SELECT NOT pg_is_in_recovery() AND (pg_control_checkpoint()).timeline_id <> ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS stale`,
+        );
+        if (tli.rows[0]?.stale) await client.query('CHECKPOINT');
+      },
+      60_000,
+    );
   } catch (error) {
     throw new RewindSourceUnavailableError(sourceAddress, (error as Error).message);
   }

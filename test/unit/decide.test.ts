@@ -114,24 +114,40 @@ describe('decide: the primary', () => {
 
 describe('decide: election', () => {
   const noLeader = storeView({ leader: undefined });
+  /** A standby that already stopped streaming from the former primary. */
+  const detached = { upstreamConfigured: false, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } };
+  const observe = (over: Parameters<typeof observation>[0] = {}, name = 'b') => observation({ ...detached, ...over }, name);
+
+  it('first stops streaming from the former primary, so it can no longer acknowledge its commits', () => {
+    const d = decide(observation({ store: noLeader }));
+    assert.equal(d.state, 'replica');
+    assert.deepEqual(types(d), ['detachUpstream']);
+    assert.match(d.reason, /stopped streaming from it before electing/);
+  });
+
+  it('waits while a peer still streams from the former primary', () => {
+    const d = decide(observe({ store: storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }), peers: [{ name: 'c', status: member('c') }] }));
+    assert.equal(d.state, 'replica');
+    assert.match(d.reason, /peer c still streams from the former primary/);
+  });
 
   it('the synchronous standby takes over when the lease is gone', () => {
-    const d = decide(observation({ store: noLeader }));
+    const d = decide(observe({ store: noLeader }));
     assert.equal(d.state, 'promoting');
     assert.deepEqual(types(d), ['promote']);
     assert.match(d.reason, /synchronous standby/);
   });
 
   it('a replica outside the synchronous set does not', () => {
-    const d = decide(observation({ store: noLeader }, 'c'));
+    const d = decide(observe({ store: noLeader }, 'c'));
     assert.equal(d.state, 'replica');
     assert.match(d.reason, /not in the synchronous set/);
   });
 
   it('defers to a more advanced eligible peer, asked directly', () => {
     const store = storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } });
-    const peers = [{ name: 'c', status: member('c', { receivedLsn: '0/6000000' }) }];
-    const d = decide(observation({ store, peers }));
+    const peers = [{ name: 'c', status: member('c', { receivedLsn: '0/6000000', streaming: false }) }];
+    const d = decide(observe({ store, peers }));
     assert.equal(d.state, 'replica');
     assert.match(d.reason, /peer c is a better candidate/);
   });
@@ -139,25 +155,25 @@ describe('decide: election', () => {
   it('in asynchronous mode, refuses when too far behind the last primary position', () => {
     const settings = { ...defaultClusterSettings(), synchronousMode: 'off' as const };
     const store = storeView({ leader: undefined, optime: { member: 'a', address: 'x:1', lsn: '1/0', timeline: 1, at: 'x' } });
-    const d = decide(observation({ settings, store }));
+    const d = decide(observe({ settings, store }));
     assert.equal(d.state, 'replica');
     assert.match(d.reason, /maximumLagOnFailover/);
   });
 
   it('nofailover and paused members never promote', () => {
-    assert.equal(decide(observation({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'replica');
-    const paused = decide(observation({ store: noLeader, settings: { ...defaultClusterSettings(), paused: true } }));
+    assert.equal(decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'replica');
+    const paused = decide(observe({ store: noLeader, settings: { ...defaultClusterSettings(), paused: true } }));
     assert.equal(paused.state, 'replica');
     assert.deepEqual(paused.actions, []);
   });
 
   it('a switchover candidate waits for the old primary last WAL', () => {
     const failover = { kind: 'switchover' as const, from: 'a', to: 'b', at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: '0/5000000' };
-    const waiting = decide(observation({ store: storeView({ leader: undefined, failover }) }));
+    const waiting = decide(observe({ store: storeView({ leader: undefined, failover }) }));
     assert.match(waiting.reason, /waiting to receive the old primary's last WAL/);
-    const ready = decide(observation({ store: storeView({ leader: undefined, failover }), server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ receivedLsn: '0/5000100' }) } }));
+    const ready = decide(observe({ store: storeView({ leader: undefined, failover }), server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ receivedLsn: '0/5000100', streaming: false, upstreamConninfo: null }) } }));
     assert.equal(ready.state, 'promoting');
-    const other = decide(observation({ store: storeView({ leader: undefined, failover, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }) }, 'c'));
+    const other = decide(observe({ store: storeView({ leader: undefined, failover, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }) }, 'c'));
     assert.match(other.reason, /switchover to b in progress/);
   });
 });

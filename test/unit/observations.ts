@@ -85,6 +85,7 @@ export function observation(overrides: Partial<Observation> = {}, name = 'b'): O
     systemIdentifier: '42',
     control: undefined,
     standbyConfigured: true,
+    upstreamConfigured: true,
     server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection() },
     store: storeView(),
     peers: [],
