@@ -51,6 +51,11 @@ export async function requestSwitchover(store: Store, keys: ClusterKeys, options
   if (options.to !== undefined) {
     const candidate = streamingReplica(view.members, options.to, leader);
     if (!candidate.streaming) throw new OperationError(`member ${options.to} is not streaming from the primary`);
+    if (candidate.lagBytes === null || candidate.lagBytes > settings.maximumLagOnFailover) {
+      throw new OperationError(
+        `member ${options.to} is ${candidate.lagBytes ?? 'an unknown number of'} bytes behind the primary, more than maximumLagOnFailover=${settings.maximumLagOnFailover}: it may never catch up; pick another member or wait`,
+      );
+    }
     if (candidate.tags.nofailover === true) throw new OperationError(`member ${options.to} is tagged nofailover`);
   } else if (!view.members.some((m) => m.name !== leader && m.state === 'replica' && m.streaming && m.tags.nofailover !== true)) {
     throw new OperationError('no streaming replica to switch over to');
