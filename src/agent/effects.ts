@@ -108,7 +108,18 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     throw error;
   }
   const credentials = requireCredentials(ctx);
+  // In synchronous mode commits must wait for some standby from the very first one: the setting is
+  // in place (ignored while in recovery) before the promotion, not reloaded after it.
+  const standbyNames = ctx.settings().synchronousMode === 'on' ? '*' : '';
+  if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
   await withConnection(agentSqlTarget(local, credentials), async (client) => {
+    // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
+    for (let attempt = 0; ; attempt++) {
+      const ssn = await client.query<{ ssn: string }>(`SELECT current_setting('synchronous_standby_names') AS ssn`);
+      if (ssn.rows[0]?.ssn === standbyNames) break;
+      if (attempt >= 50) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
@@ -116,9 +127,8 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     // the source's timeline from there: without it a former primary would be told "no rewind required".
     await client.query('CHECKPOINT');
   }, 70_000);
-  // In synchronous mode commits wait for some standby from the first moment; the planner narrows it next loop.
-  writeConfiguration(ctx, undefined, ctx.settings().synchronousMode === 'on' ? '*' : '');
-  await reloadPostgres(local.postmaster);
+  // The planner narrows '*' to the recorded synchronous standbys in the next loops.
+  if (writeConfiguration(ctx, undefined, standbyNames)) await reloadPostgres(local.postmaster);
   return `promoted to primary on timeline ${action.timeline} (${action.reason})`;
 }
 
