@@ -26,6 +26,19 @@ import type { Store } from '../../src/store/store.js';
 import { freePorts } from './ports.js';
 import { waitFor } from './wait.js';
 
+/** The three members of the fault-injection tests. */
+export const FAULT_TEST_MEMBERS = ['node1', 'node2', 'node3'];
+export const FAULT_TEST_TTL_MS = 3_000;
+/** Short leases keep fault tests quick; the fallback never fires, so no acknowledged commit may be lost. */
+export const FAULT_TEST_SETTINGS: Partial<ClusterSettings> = {
+  ttlMs: FAULT_TEST_TTL_MS,
+  loopWaitMs: 300,
+  fenceMarginMs: 1_000,
+  synchronousMode: 'on',
+  synchronousFallbackMs: 120_000,
+  primaryRestartTimeoutMs: 10_000,
+};
+
 export const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const execFileAsync = promisify(execFile);
 

@@ -16,25 +16,16 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { clusterKeys } from '../../src/cluster/keys.js';
-import type { ClusterSettings } from '../../src/cluster/settings.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
-import { TestCluster } from '../helpers/cluster.js';
+import { TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { DIVERGED_ROWS, DIVERGED_TABLE, FAULT_DESCRIPTIONS, Faults, inject, type FaultKind, type ScenarioContext } from '../helpers/faults.js';
 import { waitFor } from '../helpers/wait.js';
 import { createProbeTable, tryDirectWrite, Writer } from '../helpers/writer.js';
 
-const NAMES = ['node1', 'node2', 'node3'];
-const TTL_MS = 3_000;
-const SETTINGS: Partial<ClusterSettings> = {
-  ttlMs: TTL_MS,
-  loopWaitMs: 300,
-  fenceMarginMs: 1_000,
-  synchronousMode: 'on',
-  // Longer than any case: the primary never falls back to asynchronous commits behind our back.
-  synchronousFallbackMs: 120_000,
-  primaryRestartTimeoutMs: 10_000,
-};
+const NAMES = FAULT_TEST_MEMBERS;
+const TTL_MS = FAULT_TEST_TTL_MS;
+const SETTINGS = FAULT_TEST_SETTINGS;
 const PROBE_TABLE = 'probe';
 const PINNED_TABLE = 'pinned';
 

@@ -36,27 +36,18 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
 import { clusterKeys } from '../../src/cluster/keys.js';
-import type { ClusterSettings } from '../../src/cluster/settings.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import type { RouterStatus } from '../../src/router/status.js';
 import type { Watch } from '../../src/store/store.js';
-import { MAIN, TestCluster } from '../helpers/cluster.js';
+import { MAIN, TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
 import { Faults } from '../helpers/faults.js';
 import { freePorts } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
-const NAMES = ['node1', 'node2', 'node3'];
-const TTL_MS = 3_000;
-const SETTINGS: Partial<ClusterSettings> = {
-  ttlMs: TTL_MS,
-  loopWaitMs: 300,
-  fenceMarginMs: 1_000,
-  synchronousMode: 'on',
-  // Longer than the file: the primary never falls back to asynchronous commits, so no acknowledged commit may be lost.
-  synchronousFallbackMs: 120_000,
-  primaryRestartTimeoutMs: 10_000,
-};
+const NAMES = FAULT_TEST_MEMBERS;
+const TTL_MS = FAULT_TEST_TTL_MS;
+const SETTINGS = FAULT_TEST_SETTINGS;
 /** The router's byte limit for read-only replicas: small, so a paused replica exceeds it quickly. */
 const MAX_LAG_BYTES = 64 * 1024;
 const HOLD_MS = 20_000;
