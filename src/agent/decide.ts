@@ -1,13 +1,12 @@
 import type { MemberStatus } from '../cluster/types.js';
-import { slotNameFor } from '../postgres/inspect.js';
-import type { ServerInspection } from '../postgres/inspect.js';
+import { slotNameFor, type ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
 import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './election.js';
 import type { AgentMemory, Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
-import { planSync } from './sync.js';
+import { planSync, renderStandbyNames } from './sync.js';
 
 export interface Decision {
   state: AgentState;
@@ -267,7 +266,7 @@ function needsRewind(o: Observation, store: Reachable): boolean {
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
   if (o.settings.synchronousMode === 'off') return '';
   const record = store.sync && store.sync.leader === o.member.name ? store.sync.members : [];
-  if (record.length > 0) return `FIRST ${record.length} (${record.map((m) => `"${m}"`).join(', ')})`;
+  if (record.length > 0) return renderStandbyNames(record);
   return o.settings.synchronousStrict ? '*' : '';
 }
 
