@@ -25,8 +25,11 @@ export type Action =
   /** Stop streaming (primary_conninfo cleared, reload): a standby that acknowledges nothing cannot help a lost primary acknowledge commits. */
   | { type: 'detachUpstream' }
   | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
-  /** Take the leader lease (unless held), record the new timeline in history, pg_promote(). */
-  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[] }
+  /**
+   * Take the leader lease (unless held), record the new timeline in history, load
+   * synchronousStandbyNames, pg_promote(), then record the exact fork position.
+   */
+  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[]; synchronousStandbyNames: string }
   | { type: 'writeSyncRecord'; members: string[] }
   | { type: 'writeOptime'; lsn: string; timeline: number }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */

@@ -6,7 +6,7 @@ import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './el
 import type { AgentMemory, Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
-import { planSync, renderStandbyNames } from './sync.js';
+import { planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
 
 export interface Decision {
   state: AgentState;
@@ -174,6 +174,21 @@ function decideEmptyMember(o: Observation, store: Reachable): Decision {
   };
 }
 
+/**
+ * Why this standby can no longer follow the cluster's timeline, if it cannot:
+ * its walreceiver still asks for an older timeline and replay went past the
+ * point where the next one forked (PostgreSQL then refuses the switch, for ever).
+ */
+function divergence(store: Reachable, inspection: ServerInspection): string | undefined {
+  // Without a walreceiver, its own timeline tells (it has not fetched the newer history file yet).
+  const timeline = inspection.receivedTimeline ?? inspection.timeline;
+  const replayed = inspection.replayedLsn;
+  if (timeline === null || replayed === null || timeline >= latestTimeline(store.history)) return undefined;
+  const fork = forkAfter(store, timeline);
+  if (!fork || compareLsn(replayed, fork) <= 0) return undefined;
+  return `replayed timeline ${timeline} to ${replayed}, past the fork of timeline ${timeline + 1} at ${fork}`;
+}
+
 /** The fork point of the timeline after `timeline`, from history. */
 function forkAfter(store: Reachable, timeline: number): string | null | undefined {
   return store.history.find((h) => h.timeline === timeline + 1)?.lsn;
@@ -265,9 +280,38 @@ function needsRewind(o: Observation, store: Reachable): boolean {
 
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
   if (o.settings.synchronousMode === 'off') return '';
-  const record = store.sync && store.sync.leader === o.member.name ? store.sync.members : [];
+  const me = o.member.name;
+  const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   if (record.length > 0) return renderStandbyNames(record);
-  return o.settings.synchronousStrict ? '*' : '';
+  // Until the planner verifies a standby, commits wait (it falls back to asynchronous per the settings).
+  const others = store.members.some((m) => m.name !== me) || Object.keys(store.slotRegistry).some((name) => name !== me);
+  return o.settings.synchronousStrict || others ? renderAnyStandby(o.memory.provisionalStandbys) : '';
+}
+
+/**
+ * Peers asked during the election whose WAL is a prefix of ours: same
+ * timeline and no further than what we received. Any of them may acknowledge
+ * our first commits; a peer that received more than we did has diverged from
+ * the timeline we are about to create, and must never be named.
+ */
+function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
+  const mine = inspection.receivedLsn;
+  if (mine === null) return [];
+  return o.peers
+    .filter((p) => {
+      const s = p.status;
+      // nofailover: a commit held only by a member that may not be promoted could be lost.
+      if (!s || p.name === o.member.name || s.role !== 'replica' || s.timeline !== inspection.timeline || s.tags.nofailover === true) return false;
+      const furthest = [s.receivedLsn, s.replayedLsn].filter((l): l is string => l !== null);
+      return furthest.length > 0 && furthest.every((l) => compareLsn(l, mine) <= 0);
+    })
+    .map((p) => p.name)
+    .sort();
+}
+
+/** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
+function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
+  return o.settings.synchronousMode === 'on' ? renderAnyStandby(provisional) : '';
 }
 
 function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
@@ -276,29 +320,53 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   if (leaderName === me) {
     return {
       state: 'promoting',
-      actions: [{ type: 'promote', acquire: false, from: lastLeader(store) ?? null, reason: 'resuming an interrupted promotion', timeline: (inspection.timeline ?? 0) + 1, forkLsn: inspection.replayedLsn, slots: peerSlots(o, store) }],
+      actions: [
+        {
+          type: 'promote',
+          acquire: false,
+          from: lastLeader(store) ?? null,
+          reason: 'resuming an interrupted promotion',
+          timeline: (inspection.timeline ?? 0) + 1,
+          forkLsn: inspection.replayedLsn,
+          slots: peerSlots(o, store),
+          synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
+        },
+      ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
     };
   }
   const upstream = upstreamFor(o, store);
   if (leaderName !== undefined && upstream) {
     const leader = leaderStatus(store)!;
-    // A standby that cannot stream from a live leader for a while has most
-    // likely diverged (replayed past the fork of the leader's timeline): stop
-    // it and let pg_rewind decide (a no-op when nothing diverged).
-    const stuck = !inspection.streaming && leader.state === 'primary' && o.previous.state === 'replica' && o.monotonic - o.previous.since > DIVERGENCE_GRACE_MS;
-    if (stuck) {
+    const diverged = divergence(store, inspection);
+    if (diverged) {
+      return {
+        state: 'rewinding',
+        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        reason: `${diverged}: it cannot follow primary ${leader.name}; stopping to reconcile with pg_rewind`,
+        remember: { rewindNeeded: true, streamingLost: undefined },
+      };
+    }
+    // Not streaming from a live primary for a while, for a reason not seen above: stop and let
+    // pg_rewind decide (a no-op when nothing diverged), rather than lag behind for ever.
+    const lost = inspection.streaming
+      ? undefined
+      : o.memory.streamingLost?.leader === leader.name && leader.state === 'primary'
+        ? o.memory.streamingLost
+        : { leader: leader.name, since: o.monotonic };
+    if (lost && leader.state === 'primary' && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
       return {
         state: 'rewinding',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `cannot stream from primary ${leader.name} for ${DIVERGENCE_GRACE_MS} ms: stopping to reconcile with pg_rewind`,
-        remember: { rewindNeeded: true },
+        remember: { rewindNeeded: true, streamingLost: undefined },
       };
     }
     return {
       state: 'replica',
       actions: [{ type: 'configure', as: 'replica', upstream }],
       reason: inspection.streaming ? `streaming from ${upstream.member}` : `following ${upstream.member}, not streaming yet`,
+      remember: { streamingLost: lost },
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
@@ -317,11 +385,23 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const former = lastLeader(store);
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
   const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
+  const provisional = prefixPeers(o, inspection);
   return {
     state: 'promoting',
-    actions: [{ type: 'promote', acquire: true, from: former ?? null, reason: why, timeline: latestTimeline(store.history) + 1, forkLsn: inspection.replayedLsn, slots: peerSlots(o, store) }],
+    actions: [
+      {
+        type: 'promote',
+        acquire: true,
+        from: former ?? null,
+        reason: why,
+        timeline: latestTimeline(store.history) + 1,
+        forkLsn: inspection.replayedLsn,
+        slots: peerSlots(o, store),
+        synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
+      },
+    ],
     reason: `taking over: ${why}; ${verdict.reason}`,
-    remember: { fenceTarget, wasLeader: true },
+    remember: { fenceTarget, wasLeader: true, provisionalStandbys: provisional },
   };
 }
 

@@ -7,7 +7,7 @@ import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
-import { dataDirState, readControlData } from '../postgres/datadir.js';
+import { dataDirState, readControlData, timelineSwitchPoint } from '../postgres/datadir.js';
 import { createPhysicalSlot, dropSlot } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
@@ -77,16 +77,38 @@ async function releaseLeader(ctx: EffectContext): Promise<boolean> {
   return ctx.store.delete(ctx.keys.leader, current.revision);
 }
 
-/** Appends one entry to the history by compare-and-swap, retrying on concurrent change. */
-async function appendHistory(ctx: EffectContext, entry: HistoryEntry): Promise<void> {
+/** Rewrites the history by compare-and-swap (retrying on concurrent change); `change` returns undefined to leave it. */
+async function updateHistory(ctx: EffectContext, change: (history: HistoryEntry[]) => HistoryEntry[] | undefined): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await ctx.store.get(ctx.keys.history);
     const history = current ? HistorySchema.parse(JSON.parse(current.value)) : [];
-    const value = JSON.stringify([...history, entry].slice(-100));
+    const changed = change(history);
+    if (!changed) return;
+    const value = JSON.stringify(changed.slice(-100));
     const written = current ? await ctx.store.compareAndSwap(ctx.keys.history, value, current.revision) : await ctx.store.create(ctx.keys.history, value);
     if (written !== undefined) return;
   }
-  throw new Error('could not append to the history: it kept changing');
+  throw new Error('could not update the history: it kept changing');
+}
+
+/** Appends the entry of a promotion once: a resumed promotion finds it already there. */
+function appendHistory(ctx: EffectContext, entry: HistoryEntry): Promise<void> {
+  return updateHistory(ctx, (history) => (history.some((h) => h.timeline === entry.timeline && h.to === entry.to) ? undefined : [...history, entry]));
+}
+
+/**
+ * Replaces the predicted timeline and fork position of our promotion's entry
+ * with PostgreSQL's own (from the new timeline's history file): standbys
+ * compare their replay position with this exact switch point.
+ */
+function recordSwitchPoint(ctx: EffectContext, predictedTimeline: number, timeline: number, lsn: string): Promise<void> {
+  const me = ctx.config.name;
+  return updateHistory(ctx, (history) => {
+    const index = history.map((h) => h.timeline === predictedTimeline && h.to === me).lastIndexOf(true);
+    const entry = history[index];
+    if (!entry || (entry.timeline === timeline && entry.lsn === lsn)) return undefined;
+    return history.map((h, i) => (i === index ? { ...h, timeline, lsn } : h));
+  });
 }
 
 async function promote(ctx: EffectContext, action: Extract<Action, { type: 'promote' }>): Promise<string> {
@@ -110,9 +132,9 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   const credentials = requireCredentials(ctx);
   // In synchronous mode commits must wait for some standby from the very first one: the setting is
   // in place (ignored while in recovery) before the promotion, not reloaded after it.
-  const standbyNames = ctx.settings().synchronousMode === 'on' ? '*' : '';
+  const standbyNames = action.synchronousStandbyNames;
   if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
-  await withConnection(agentSqlTarget(local, credentials), async (client) => {
+  const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
       const ssn = await client.query<{ ssn: string }>(`SELECT current_setting('synchronous_standby_names') AS ssn`);
@@ -126,10 +148,15 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     // pg_control records the new timeline only at the next checkpoint, and pg_rewind reads
     // the source's timeline from there: without it a former primary would be told "no rewind required".
     await client.query('CHECKPOINT');
+    const control = await client.query<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
+    return control.rows[0]?.tli;
   }, 70_000);
-  // The planner narrows '*' to the recorded synchronous standbys in the next loops.
+  const switchPoint = timeline === undefined ? undefined : timelineSwitchPoint(local.dataDir, timeline);
+  if (timeline !== undefined && switchPoint) await recordSwitchPoint(ctx, action.timeline, timeline, switchPoint.lsn);
+  else ctx.log.warn({ timeline }, `could not read the switch point of timeline ${timeline} from pg_wal: history keeps the predicted fork position ${action.forkLsn}`);
+  // The planner replaces these names with verified synchronous standbys in the next loops.
   if (writeConfiguration(ctx, undefined, standbyNames)) await reloadPostgres(local.postmaster);
-  return `promoted to primary on timeline ${action.timeline} (${action.reason})`;
+  return `promoted to primary on timeline ${timeline ?? action.timeline}${switchPoint ? ` (forked at ${switchPoint.lsn})` : ''} (${action.reason})`;
 }
 
 /**

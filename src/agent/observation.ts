@@ -48,6 +48,14 @@ export interface AgentMemory {
   rewindNeeded: boolean;
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
+  /** Since when (monotonic ms) this standby has not streamed from the leader named. */
+  streamingLost: { leader: string; since: number } | undefined;
+  /**
+   * Set at our promotion: peers whose WAL was a prefix of ours (same timeline,
+   * no further), so any of them may acknowledge commits before the planner
+   * has verified a standby streaming our new timeline.
+   */
+  provisionalStandbys: string[];
   /** Monotonic ms since when no synchronous standby candidate exists. */
   noSyncCandidateSince: number | undefined;
   /** Primary WAL position when synchronous_standby_names last changed: new sync members must have flushed past it. */
@@ -64,6 +72,8 @@ export function freshMemory(): AgentMemory {
     rewindFailed: false,
     rewindNeeded: false,
     primaryDownSince: undefined,
+    streamingLost: undefined,
+    provisionalStandbys: [],
     noSyncCandidateSince: undefined,
     syncSwitchLsn: undefined,
     fenceTarget: undefined,

@@ -22,6 +22,7 @@ export function memberStatus(config: MemberConfig, observation: Observation, dec
     reason: decision.reason,
     timeline: inspection?.timeline ?? null,
     receivedLsn: inspection?.receivedLsn ?? null,
+    receivedTimeline: inspection?.receivedTimeline ?? null,
     replayedLsn: inspection?.replayedLsn ?? null,
     lagBytes,
     lagSeconds: inspection?.lagSeconds ?? null,

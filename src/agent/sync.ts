@@ -19,9 +19,42 @@ export function renderStandbyNames(members: string[]): string {
   return `FIRST ${members.length} (${members.map((m) => `"${m}"`).join(', ')})`;
 }
 
-function candidatesFor(o: Observation, store: Reachable, record: string[]): MemberStatus[] {
+/**
+ * A name no member can have (member names have no "."): commits wait for a
+ * standby that does not exist, until the planner names a verified one.
+ */
+export const NO_STANDBY = 'relevo.none';
+
+/**
+ * Commits wait for any one of `members` (or for nobody that exists, when the
+ * list is empty). Never '*': PostgreSQL keeps the highest flush position any
+ * synchronous standby ever reported and releases every commit below it at
+ * once, so a standby that diverged from us (a former primary, or a replica
+ * that received more than we did before we were promoted) reporting its own,
+ * further position would get later commits acknowledged that no standby holds.
+ */
+export function renderAnyStandby(members: string[]): string {
+  const names = members.length > 0 ? members : [NO_STANDBY];
+  return `FIRST 1 (${names.map((m) => `"${m}"`).join(', ')})`;
+}
+
+/**
+ * Standbys that may be named: streaming from us on our own timeline (one
+ * that diverged keeps asking for an older timeline and never gets here).
+ */
+function candidatesFor(o: Observation, store: Reachable, record: string[], timeline: number | null): MemberStatus[] {
   return store.members
-    .filter((m) => m.name !== o.member.name && m.role === 'replica' && m.state === 'replica' && m.streaming && m.upstream === o.member.name && m.tags.nofailover !== true)
+    .filter(
+      (m) =>
+        m.name !== o.member.name &&
+        m.role === 'replica' &&
+        m.state === 'replica' &&
+        m.streaming &&
+        m.upstream === o.member.name &&
+        timeline !== null &&
+        m.receivedTimeline === timeline &&
+        m.tags.nofailover !== true,
+    )
     .sort((a, b) => {
       const inA = record.includes(a.name) ? 0 : 1;
       const inB = record.includes(b.name) ? 0 : 1;
@@ -47,7 +80,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
     const actions: Action[] = record.length > 0 || !recordIsOurs ? [{ type: 'writeSyncRecord', members: [] }] : [];
     return { synchronousStandbyNames: actions.length > 0 ? inEffect : '', actions, remember: {}, note: undefined };
   }
-  const wanted = candidatesFor(o, store, record)
+  const wanted = candidatesFor(o, store, record, inspection.timeline)
     .slice(0, settings.synchronousCount)
     .map((m) => m.name);
   if (wanted.length === 0) {
@@ -56,11 +89,12 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
       const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
       // Members known to the cluster: present now, or kept in the slot registry (recently gone).
       const alone = !store.members.some((m) => m.name !== me) && !Object.keys(store.slotRegistry).some((name) => name !== me);
-      // With other members around (e.g. re-pointing after a failover), commits wait for any
-      // standby until the fallback timeout; a primary with no other member has nothing to wait for.
+      // With other members around (e.g. re-pointing after a failover), commits wait for one of the
+      // standbys known not to have diverged from us until the fallback timeout; a primary with no
+      // other member has nothing to wait for.
       const wait = settings.synchronousStrict || (!alone && o.monotonic - since < settings.synchronousFallbackMs);
       return {
-        synchronousStandbyNames: wait ? '*' : '',
+        synchronousStandbyNames: wait ? renderAnyStandby(o.memory.provisionalStandbys) : '',
         actions,
         remember: { noSyncCandidateSince: alone ? undefined : since },
         note: wait ? 'waiting for a synchronous standby: commits wait' : alone ? undefined : 'no synchronous standby: asynchronous replication',
@@ -81,13 +115,19 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
       note: `synchronous standby ${record.join(', ')} unavailable: commits wait`,
     };
   }
+  // From the first verified standby on, the promotion's provisional list is not needed any more.
   const kept = record.filter((name) => wanted.includes(name));
   if (kept.length !== record.length || !recordIsOurs) {
-    return { synchronousStandbyNames: inEffect, actions: [{ type: 'writeSyncRecord', members: kept }], remember: { noSyncCandidateSince: undefined }, note: undefined };
+    return { synchronousStandbyNames: inEffect, actions: [{ type: 'writeSyncRecord', members: kept }], remember: { noSyncCandidateSince: undefined, provisionalStandbys: [] }, note: undefined };
   }
   const desired = renderStandbyNames(wanted);
   if (inEffect !== desired) {
-    return { synchronousStandbyNames: desired, actions: [], remember: { noSyncCandidateSince: undefined, syncSwitchLsn: inspection.receivedLsn ?? undefined }, note: undefined };
+    return {
+      synchronousStandbyNames: desired,
+      actions: [],
+      remember: { noSyncCandidateSince: undefined, syncSwitchLsn: inspection.receivedLsn ?? undefined, provisionalStandbys: [] },
+      note: undefined,
+    };
   }
   const switchLsn = o.memory.syncSwitchLsn ?? inspection.receivedLsn;
   const ready = wanted.filter((name) => {
@@ -98,7 +138,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   return {
     synchronousStandbyNames: desired,
     actions: ready.length > 0 ? [{ type: 'writeSyncRecord', members: [...record, ...ready] }] : [],
-    remember: { noSyncCandidateSince: undefined, syncSwitchLsn: switchLsn ?? undefined },
+    remember: { noSyncCandidateSince: undefined, syncSwitchLsn: switchLsn ?? undefined, provisionalStandbys: [] },
     note: undefined,
   };
 }

@@ -53,6 +53,12 @@ export const MemberStatusSchema = z.object({
   timeline: z.number().nullable(),
   /** On a primary: pg_current_wal_lsn(). On a replica: last received. */
   receivedLsn: z.string().nullable(),
+  /**
+   * On a replica: the timeline its walreceiver streams (null when none runs).
+   * Only a replica streaming the primary's own timeline may be named in
+   * synchronous_standby_names.
+   */
+  receivedTimeline: z.number().nullable().default(null),
   /** On a primary: same as receivedLsn. On a replica: pg_last_wal_replay_lsn(). */
   replayedLsn: z.string().nullable(),
   /** Replay lag behind the primary, bytes, as seen from the primary's last published position. */

@@ -74,6 +74,28 @@ export function newestHistoryTimeline(dataDir: string): number {
   return newest;
 }
 
+/**
+ * Where `timeline` forked off its parent, from its history file (the last
+ * line: "parent<TAB>switch LSN<TAB>reason"). The exact switch point: a
+ * standby of the parent that replayed past it has diverged.
+ */
+export function timelineSwitchPoint(dataDir: string, timeline: number): { parent: number; lsn: string } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dataDir, 'pg_wal', `${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const last = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => /^\d+\s+[0-9A-F]+\/[0-9A-F]+/i.test(line))
+    .at(-1);
+  if (!last) return undefined;
+  const [parent, lsn] = last.split(/\s+/);
+  return { parent: Number(parent), lsn: lsn!.toUpperCase() };
+}
+
 /** PID of the running postmaster from postmaster.pid, or undefined when none runs. */
 export function runningPostmasterPid(dataDir: string): number | undefined {
   let text: string;

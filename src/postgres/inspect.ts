@@ -14,6 +14,12 @@ export interface ServerInspection {
   lagSeconds: number | null;
   /** Replica: walreceiver is streaming, and from where. */
   streaming: boolean;
+  /**
+   * Replica: the timeline the walreceiver asks for (null when none runs). A
+   * standby that replayed past the fork of the next timeline keeps asking for
+   * its old one.
+   */
+  receivedTimeline: number | null;
   upstreamConninfo: string | null;
   slots: SlotStatus[];
   replication: ReplicationPeer[];
@@ -74,6 +80,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
       replayPaused: false,
       lagSeconds: 0,
       streaming: false,
+      receivedTimeline: null,
       upstreamConninfo: null,
       slots: slotList,
       synchronousStandbyNames,
@@ -118,6 +125,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     replayPaused: s.paused,
     lagSeconds: s.lag === null ? null : Math.max(0, s.lag),
     streaming: s.status === 'streaming',
+    receivedTimeline: s.received_tli,
     upstreamConninfo: s.conninfo,
     slots: slotList,
     synchronousStandbyNames,

@@ -209,10 +209,17 @@ describe('decide: rejoin', () => {
 
   it('a replica that cannot stream from a live leader for a while stops to rewind; a streaming one just follows', () => {
     const notStreaming = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false }) };
-    const fresh = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 99_000 } }, 'c'));
+    // Long in 'replica' (since 0) but only just stopped streaming: the grace counts from the loss of the stream.
+    const fresh = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 0 } }, 'c'));
     assert.equal(fresh.state, 'replica', 'within the grace period it waits');
-    const stuck = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 0 } }, 'c'));
+    assert.deepEqual(fresh.remember?.streamingLost, { leader: 'b', since: 100_000 });
+    const later = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', since: 95_000 } } }, 'c'));
+    assert.equal(later.state, 'replica', '5 s without a stream is within the grace period');
+    const otherLeader = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'a', since: 0 } } }, 'c'));
+    assert.equal(otherLeader.state, 'replica', 'time without a stream from a former leader does not count');
+    const stuck = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', since: 89_000 } } }, 'c'));
     assert.equal(stuck.state, 'rewinding');
+    assert.match(stuck.reason, /cannot stream from primary b for 10000 ms/);
     assert.deepEqual(types(stuck), ['stopPostgres']);
     assert.equal(stuck.remember?.rewindNeeded, true);
     const stopped = decide(observation({ store: newLeader, server: { kind: 'stopped' }, control: { ...control, timeline: 2 }, memory: { ...freshMemory(), rewindNeeded: true } }, 'c'));
@@ -220,6 +227,36 @@ describe('decide: rejoin', () => {
     const streaming = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ timeline: 2 }) }, previous: { state: 'replica', since: 0 } }, 'c'));
     assert.equal(streaming.state, 'replica');
     assert.deepEqual(types(streaming), ['configure']);
+  });
+
+  it('a promotion names only peers whose WAL is a prefix of ours: not one that received more, nor a nofailover one', () => {
+    const store = storeView({ leader: undefined, sync: { leader: 'a', members: ['b'], updatedAt: 'x' } });
+    const mine = replicaInspection({ receivedLsn: '0/5000100', replayedLsn: '0/5000100', streaming: false, upstreamConninfo: null });
+    const peers = [
+      { name: 'c', status: member('c', { receivedLsn: '0/5000080', replayedLsn: '0/5000080', streaming: false }) },
+      { name: 'd', status: member('d', { receivedLsn: '0/5000200', replayedLsn: '0/5000080', streaming: false }) },
+      { name: 'e', status: member('e', { receivedLsn: '0/5000080', replayedLsn: '0/5000080', streaming: false, tags: { nofailover: true } }) },
+    ];
+    const d = decide(observation({ store, upstreamConfigured: false, peers, server: { kind: 'running', postmasterPid: 2, inspection: mine } }));
+    assert.equal(d.state, 'promoting');
+    const promote = d.actions.find((a) => a.type === 'promote');
+    assert.ok(promote && promote.type === 'promote');
+    assert.equal(promote.synchronousStandbyNames, 'FIRST 1 ("c")');
+    assert.deepEqual(d.remember?.provisionalStandbys, ['c']);
+  });
+
+  it('a replica that replayed past the fork of the new timeline stops to rewind at once; one short of it follows', () => {
+    // Its walreceiver keeps asking for timeline 1: PostgreSQL refuses to switch to 2, forked at 0/5000000.
+    const past = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: true, receivedTimeline: 1, replayedLsn: '0/5000100' }) };
+    const diverged = decide(observation({ store: newLeader, server: past }, 'c'));
+    assert.equal(diverged.state, 'rewinding');
+    assert.deepEqual(types(diverged), ['stopPostgres']);
+    assert.equal(diverged.remember?.rewindNeeded, true);
+    assert.match(diverged.reason, /replayed timeline 1 to 0\/5000100, past the fork of timeline 2 at 0\/5000000/);
+    const atFork = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: true, receivedTimeline: 1, replayedLsn: '0/5000000' }) };
+    assert.equal(decide(observation({ store: newLeader, server: atFork }, 'c')).state, 'replica');
+    const onNewTimeline = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: true, receivedTimeline: 2, replayedLsn: '0/5000100' }) };
+    assert.equal(decide(observation({ store: newLeader, server: onNewTimeline }, 'c')).state, 'replica');
   });
 
   it('does not fall back to a reclone while the leader is not running as primary', () => {

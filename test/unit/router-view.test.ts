@@ -20,6 +20,7 @@ function member(name: string, over: Partial<MemberStatus> = {}): MemberStatus {
     reason: '',
     timeline: 1,
     receivedLsn: null,
+    receivedTimeline: 1,
     replayedLsn: null,
     lagBytes: 0,
     lagSeconds: 0,

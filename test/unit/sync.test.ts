@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { freshMemory } from '../../src/agent/observation.js';
-import { planSync, renderStandbyNames } from '../../src/agent/sync.js';
+import { NO_STANDBY, planSync, renderAnyStandby, renderStandbyNames } from '../../src/agent/sync.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, storeView } from './observations.js';
 
@@ -45,12 +45,28 @@ describe('synchronous standby planning: the sync record only ever lists members 
     assert.equal(strict.synchronousStandbyNames, renderStandbyNames(['b']));
   });
 
-  it('right after a promotion (empty record, replicas still re-pointing) commits wait for any standby', () => {
+  it('right after a promotion (empty record, replicas still re-pointing) commits wait for a provisional standby, never for "*"', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { upstream: 'x' }), member('c', { upstream: 'x' })], sync: { leader: 'a', members: [], updatedAt: 'x' } });
-    const d = plan(store, primary({ synchronousStandbyNames: '*' }));
-    assert.equal(d.synchronousStandbyNames, '*');
+    const provisional = plan(store, primary({ synchronousStandbyNames: 'FIRST 1 ("b")' }), { ...freshMemory(), provisionalStandbys: ['b'] });
+    assert.equal(provisional.synchronousStandbyNames, 'FIRST 1 ("b")');
+    const none = plan(store, primary({ synchronousStandbyNames: 'FIRST 1 ("relevo.none")' }));
+    assert.equal(none.synchronousStandbyNames, `FIRST 1 ("${NO_STANDBY}")`, 'no provisional standby: commits wait for a verified one');
     const alone = plan(storeView({ members: [member('a', { role: 'primary', state: 'primary' })], sync: { leader: 'a', members: [], updatedAt: 'x' } }));
     assert.equal(alone.synchronousStandbyNames, '', 'a primary with no other member does not wait');
+  });
+
+  it('names only standbys streaming our own timeline: one still asking for an older timeline (diverged) is never named', () => {
+    const onOld = storeView({ members: [member('a', { role: 'primary', state: 'primary', timeline: 2 }), member('b', { receivedTimeline: 1 })], sync: { leader: 'a', members: [], updatedAt: 'x' } });
+    const d = plan(onOld, primary({ timeline: 2, synchronousStandbyNames: 'FIRST 1 ("relevo.none")' }));
+    assert.equal(d.synchronousStandbyNames, `FIRST 1 ("${NO_STANDBY}")`);
+    assert.deepEqual(d.actions, []);
+    const onOurs = storeView({ members: [member('a', { role: 'primary', state: 'primary', timeline: 2 }), member('b', { receivedTimeline: 2 })], sync: { leader: 'a', members: [], updatedAt: 'x' } });
+    assert.equal(plan(onOurs, primary({ timeline: 2, synchronousStandbyNames: 'FIRST 1 ("relevo.none")' })).synchronousStandbyNames, renderStandbyNames(['b']));
+  });
+
+  it('never renders "*" and quotes every name', () => {
+    assert.equal(renderAnyStandby([]), `FIRST 1 ("${NO_STANDBY}")`);
+    assert.equal(renderAnyStandby(['b', 'c']), 'FIRST 1 ("b", "c")');
   });
 
   it('asynchronous mode empties the record and the names', () => {
