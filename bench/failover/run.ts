@@ -55,7 +55,7 @@ interface RunResult {
   acknowledged: number;
   lost: number;
   /** The first lost acknowledged writes: id, which server acknowledged it, when (ISO). */
-  lostSample: { id: number; server: string; ackedAt: string }[];
+  lostSample: { id: number; server: string; ackedAt: string; lsn: string | null }[];
   error: string | null;
   /** Where the member logs of this run were copied, when it failed or lost commits. */
   logs: string | null;
@@ -119,12 +119,13 @@ class ClusterPool {
     if (this.cluster) {
       try {
         await this.cluster.waitHealthy(NAMES, 60_000);
-        // Each run starts from a settled cluster: every replica reports the primary's timeline.
+        // Each run starts from a settled cluster: every replica streams on the primary's timeline
+        // (a replica the last run left diverged reports the new timeline before it is rewound).
         const cluster = this.cluster;
-        await waitFor('every member on the primary\'s timeline', async () => {
+        await waitFor('every replica streaming on the primary\'s timeline', async () => {
           const members = await cluster.memberStatuses();
           const primary = members.find((m) => m.state === 'primary');
-          return primary !== undefined && members.length === NAMES.length && members.every((m) => m.timeline === primary.timeline);
+          return primary !== undefined && members.length === NAMES.length && members.every((m) => m === primary || (m.timeline === primary.timeline && m.streaming));
         }, 60_000);
         return { cluster: this.cluster, faults: this.faults!, etcd: this.etcd };
       } catch (error) {
@@ -231,7 +232,7 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
 
 function sampleLost(writer: Writer, lost: number[]): RunResult['lostSample'] {
   const wanted = new Set(lost.slice(0, 20));
-  return writer.acks.filter((a) => wanted.has(a.id)).map((a) => ({ id: a.id, server: a.server, ackedAt: new Date(a.ackedAt).toISOString() }));
+  return writer.acks.filter((a) => wanted.has(a.id)).map((a) => ({ id: a.id, server: a.server, ackedAt: new Date(a.ackedAt).toISOString(), lsn: a.lsn }));
 }
 
 function stats(values: number[]): { median: number; min: number; max: number } | undefined {
@@ -355,7 +356,7 @@ async function main(): Promise<void> {
           '',
           ...results
             .filter((r) => r.error || r.lost > 0)
-            .map((r) => `- ${r.profile} ${r.fault} #${r.run}: ${r.error ?? `${r.lost} acknowledged commits lost, first: ${r.lostSample.slice(0, 3).map((l) => `id ${l.id} acked by ${l.server} at ${l.ackedAt}`).join('; ')}`}${r.logs ? ` (logs: ${relative(join(dir, '..', '..'), r.logs)})` : ''}`),
+            .map((r) => `- ${r.profile} ${r.fault} #${r.run}: ${r.error ?? `${r.lost} acknowledged commits lost, first: ${r.lostSample.slice(0, 3).map((l) => `id ${l.id} acked by ${l.server} at ${l.ackedAt} (WAL ${l.lsn ?? '?'})`).join('; ')}`}${r.logs ? ` (logs: ${relative(join(dir, '..', '..'), r.logs)})` : ''}`),
           '',
         ]
       : []),

@@ -38,7 +38,19 @@ export function candidateOf(status: MemberStatus): Candidate {
  * Whether a replica may take over from a primary whose lease is gone, judged
  * from the store alone (not yet comparing with peers).
  */
-export function eligibility(settings: ClusterSettings, store: Reachable, candidate: Candidate): Verdict {
+/** A member of the sync record whose WAL position is known (and frozen: it stopped streaming). */
+export interface SyncWitness {
+  name: string;
+  receivedLsn: string;
+  timeline: number;
+}
+
+/**
+ * `witnesses`: sync record members whose positions are known. WAL on one
+ * timeline is linear, so a candidate that received at least as much as one of
+ * them holds every acknowledged commit too.
+ */
+export function eligibility(settings: ClusterSettings, store: Reachable, candidate: Candidate, witnesses: SyncWitness[] = []): Verdict {
   const request = store.failover;
   const forced = request?.force === true && request.to === candidate.name;
   if (forced) return { eligible: true, reason: 'operator forced a failover to this member' };
@@ -49,9 +61,12 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
   if (settings.synchronousMode === 'on') {
     const sync = store.sync && store.sync.leader === lastLeader(store) ? store.sync.members : [];
     if (sync.length > 0) {
-      return sync.includes(candidate.name)
-        ? { eligible: true, reason: 'synchronous standby: holds every acknowledged commit' }
-        : { eligible: false, reason: `not in the synchronous set (${sync.join(', ')}): may lack acknowledged commits` };
+      if (sync.includes(candidate.name)) return { eligible: true, reason: 'synchronous standby: holds every acknowledged commit' };
+      const received = candidate.receivedLsn;
+      const witness = witnesses.find((w) => sync.includes(w.name) && w.timeline === candidate.timeline && compareLsn(received, w.receivedLsn) >= 0);
+      return witness
+        ? { eligible: true, reason: `received at least as much as synchronous standby ${witness.name} (${received} >= ${witness.receivedLsn}): holds every acknowledged commit` }
+        : { eligible: false, reason: `not in the synchronous set (${sync.join(', ')}) and not known to hold as much as one of them: may lack acknowledged commits` };
     }
     if (settings.synchronousStrict) return { eligible: false, reason: 'strict synchronous mode and no synchronous standby recorded' };
   }
@@ -89,7 +104,8 @@ export function electionVerdict(o: Observation, store: Reachable, me: Candidate)
   // After a clean switchover shutdown, whoever received past the shutdown checkpoint holds every commit.
   const switchoverComplete =
     request?.kind === 'switchover' && request.shutdownLsn !== null && me.receivedLsn !== null && compareLsn(me.receivedLsn, request.shutdownLsn) > 0;
-  const own = switchoverComplete ? { eligible: true as const, reason: `received the old primary's last WAL (${request.shutdownLsn})` } : eligibility(o.settings, store, me);
+  const witnesses = syncWitnesses(o, me);
+  const own = switchoverComplete ? { eligible: true as const, reason: `received the old primary's last WAL (${request.shutdownLsn})` } : eligibility(o.settings, store, me, witnesses);
   if (!own.eligible || request?.to === me.name) return own;
   for (const peer of o.peers) {
     if (peer.name === me.name || !peer.status || peer.status.role !== 'replica') continue;
@@ -97,12 +113,21 @@ export function electionVerdict(o: Observation, store: Reachable, me: Candidate)
       return { eligible: false, reason: `peer ${peer.name} still streams from the former primary; waiting for it to stop before comparing positions` };
     }
     const candidate = candidateOf(peer.status);
-    if (!eligibility(o.settings, store, candidate).eligible || candidate.receivedLsn === null) continue;
+    if (!eligibility(o.settings, store, candidate, witnesses).eligible || candidate.receivedLsn === null) continue;
     if (beats(candidate, me)) {
       return { eligible: false, reason: `peer ${peer.name} is a better candidate (received ${candidate.receivedLsn}, priority ${candidate.priority})` };
     }
   }
   return own;
+}
+
+/**
+ * Positions of this member and of the peers that answered, once they stopped
+ * streaming (a streaming peer's position still moves: the verdict waits for it).
+ */
+function syncWitnesses(o: Observation, me: Candidate): SyncWitness[] {
+  const known = [me, ...o.peers.filter((p) => p.status && p.status.role === 'replica' && !p.status.streaming && p.name !== me.name).map((p) => candidateOf(p.status!))];
+  return known.flatMap((c) => (c.receivedLsn !== null && c.timeline !== null ? [{ name: c.name, receivedLsn: c.receivedLsn, timeline: c.timeline }] : []));
 }
 
 export function selfCandidate(o: Observation, receivedLsn: string | null, timeline: number | null): Candidate {

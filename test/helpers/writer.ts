@@ -53,6 +53,8 @@ export interface Ack {
   sentAt: number;
   /** When the acknowledgement arrived: the commit happened before this instant. */
   ackedAt: number;
+  /** WAL insert position during the INSERT (its commit record follows): to place a lost commit in the WAL afterwards. */
+  lsn: string | null;
 }
 
 export interface Failure {
@@ -316,12 +318,15 @@ export class Writer {
       const id = ++this.nextId;
       const sentAt = Date.now();
       try {
-        await withTimeout(
-          session.client.query(`INSERT INTO ${this.options.table} (id, server) VALUES ($1, $2)`, [id, session.target.name]),
+        const result = await withTimeout(
+          session.client.query<{ lsn: string }>(
+            `INSERT INTO ${this.options.table} (id, server) VALUES ($1, $2) RETURNING pg_current_wal_insert_lsn()::text AS lsn`,
+            [id, session.target.name],
+          ),
           this.queryTimeoutMs,
           `insert ${id} on ${session.target.name}`,
         );
-        this.acks.push({ id, server: session.target.name, sentAt, ackedAt: Date.now() });
+        this.acks.push({ id, server: session.target.name, sentAt, ackedAt: Date.now(), lsn: result.rows[0]?.lsn ?? null });
         this.ackedIds.add(id);
       } catch (error) {
         // Outcome unknown: the id is never reused, and never counted as acknowledged.

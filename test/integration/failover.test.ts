@@ -476,6 +476,65 @@ describe('synchronous mode right after a failover', { timeout: 180_000 }, () => 
   });
 });
 
+describe('a replica that received more than the new primary', { timeout: 180_000 }, () => {
+  it('(j) cannot get the new primary to acknowledge commits it does not hold: it is rewound before it may acknowledge, and then commits wait for it', async (t) => {
+    await runCase(t, 'embedded', 'writes_j', async (c) => {
+      const { cluster } = c;
+      const keys = clusterKeys(cluster.clusterName);
+      const sync = await waitFor('a synchronous standby in the sync record', async () => {
+        const kv = await cluster.store.get(keys.sync);
+        const record = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
+        return record && record.leader === c.primary && record.members.length > 0 ? record.members : undefined;
+      }, 30_000);
+      const heir = sync[0]!;
+      const ahead = c.replicas.find((r) => r !== heir)!;
+      // The heir stops receiving; the other replica replays 32 MB more (never acknowledged under the
+      // synchronous guarantee), far past anything the heir will write for a while once promoted.
+      const frozen = c.faults.stopByTitle(heir, /walreceiver/).pids;
+      try {
+        for (let i = 0; i < 8; i++) {
+          await cluster.sql(c.primary, `SET synchronous_commit = local; INSERT INTO ${PROBE_TABLE} (at) SELECT clock_timestamp() FROM generate_series(1, 50000)`);
+        }
+        const lsn = (await cluster.sql<{ lsn: string }>(c.primary, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
+        await waitFor(`${ahead} to replay up to ${lsn}`, async () => {
+          const rows = await cluster.sql<{ done: boolean }>(ahead, `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS done`);
+          return rows[0]?.done === true;
+        }, 30_000);
+        await c.faults.kill(c.primary, 'both');
+      } finally {
+        c.faults.resumePids(frozen);
+      }
+      await waitFor(`${heir} to take over`, async () => (await cluster.status(heir))?.state === 'primary', 30_000);
+      // The replica that is ahead must be reconciled and stream the new timeline: only then may it acknowledge.
+      await waitFor(`${ahead} streaming on ${heir}'s timeline`, async () => {
+        const [p, r] = [await cluster.status(heir), await cluster.status(ahead)];
+        return p && r && r.state === 'replica' && r.streaming && r.receivedTimeline === p.timeline;
+      }, 60_000);
+      await c.writer.waitForAcks(5, 30_000, heir);
+      // Now it is the only standby: freeze its walreceiver, and commits must wait. Had it once
+      // reported its own further position as a synchronous standby, the primary would still
+      // acknowledge every commit below that position without waiting.
+      const receiver = c.faults.stopByTitle(ahead, /walreceiver/).pids;
+      const frozenAt = Date.now();
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        const unsafe = c.writer.acks.filter((a) => a.server === heir && a.sentAt > frozenAt + 200);
+        assert.equal(unsafe.length, 0, `${heir} acknowledged ${unsafe.length} commits while its only standby ${ahead} received nothing`);
+      } finally {
+        c.faults.resumePids(receiver);
+      }
+      cluster.startAgent(c.primary);
+      await cluster.waitHealthy(NAMES, 60_000);
+      await c.writer.waitForAcks(20, 30_000, heir);
+      await c.writer.stop();
+      await c.pinned.stop();
+      const result = await c.writer.verify(cluster);
+      assert.deepEqual(result.lost, [], `${result.lost.length} of ${result.acknowledged} acknowledged commits lost`);
+      assertDataDirsKept(c);
+    });
+  });
+});
+
 describe('impossible requests', { timeout: 120_000 }, () => {
   it('exit 2 with a message naming why, and change nothing', async (t) => {
     await runCase(t, 'embedded', 'writes_x', async (c) => {

@@ -144,6 +144,24 @@ describe('decide: election', () => {
     assert.match(d.reason, /not in the synchronous set/);
   });
 
+  it('a replica outside the synchronous set that received at least as much as a synchronous standby is eligible and wins; one behind is not', () => {
+    // noLeader's record is [b]; c received more than b (same timeline), so it holds every acknowledged commit.
+    const mine = (receivedLsn: string) => ({ ...detached.server, inspection: replicaInspection({ receivedLsn, replayedLsn: receivedLsn, streaming: false, upstreamConninfo: null }) });
+    const b = { name: 'b', status: member('b', { receivedLsn: '0/5000000', replayedLsn: '0/5000000', streaming: false }) };
+    const ahead = decide(observe({ store: noLeader, peers: [b], server: mine('0/5000100') }, 'c'));
+    assert.equal(ahead.state, 'promoting');
+    assert.match(ahead.reason, /received at least as much as synchronous standby b/);
+    const behind = decide(observe({ store: noLeader, peers: [b], server: mine('0/4FFFF00') }, 'c'));
+    assert.equal(behind.state, 'replica');
+    assert.match(behind.reason, /not in the synchronous set/);
+    const unknown = decide(observe({ store: noLeader, peers: [], server: mine('0/5000100') }, 'c'));
+    assert.equal(unknown.state, 'replica', 'without the synchronous standby position nothing is known');
+    const c = { name: 'c', status: member('c', { receivedLsn: '0/5000100', replayedLsn: '0/5000100', streaming: false }) };
+    const heir = decide(observe({ store: noLeader, peers: [c] }, 'b'));
+    assert.equal(heir.state, 'replica');
+    assert.match(heir.reason, /peer c is a better candidate/);
+  });
+
   it('defers to a more advanced eligible peer, asked directly', () => {
     const store = storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } });
     const peers = [{ name: 'c', status: member('c', { receivedLsn: '0/6000000', streaming: false }) }];
@@ -234,7 +252,8 @@ describe('decide: rejoin', () => {
     const mine = replicaInspection({ receivedLsn: '0/5000100', replayedLsn: '0/5000100', streaming: false, upstreamConninfo: null });
     const peers = [
       { name: 'c', status: member('c', { receivedLsn: '0/5000080', replayedLsn: '0/5000080', streaming: false }) },
-      { name: 'd', status: member('d', { receivedLsn: '0/5000200', replayedLsn: '0/5000080', streaming: false }) },
+      // Received less, but replayed more (from WAL it had before): its history goes past ours.
+      { name: 'd', status: member('d', { receivedLsn: '0/5000080', replayedLsn: '0/5000200', streaming: false }) },
       { name: 'e', status: member('e', { receivedLsn: '0/5000080', replayedLsn: '0/5000080', streaming: false, tags: { nofailover: true } }) },
     ];
     const d = decide(observation({ store, upstreamConfigured: false, peers, server: { kind: 'running', postmasterPid: 2, inspection: mine } }));
