@@ -488,11 +488,20 @@ describe('a replica that received more than the new primary', { timeout: 180_000
       }, 30_000);
       const heir = sync[0]!;
       const ahead = c.replicas.find((r) => r !== heir)!;
-      // The heir stops receiving; the other replica replays 32 MB more (never acknowledged under the
-      // synchronous guarantee), far past anything the heir will write for a while once promoted.
+      // The heir stops receiving at the start of a WAL segment; the other replica replays ~13 MB more
+      // in that same segment (never acknowledged under the synchronous guarantee). Once the heir is
+      // promoted, the timeline forks early in that segment: a standby asks to stream from the start
+      // of the segment it is replaying, which the new primary serves up to the fork, so the replica
+      // that is ahead may connect and report its own, further position.
+      await cluster.sql(c.primary, 'SELECT pg_switch_wal()');
+      const segmentStart = (await cluster.sql<{ lsn: string }>(c.primary, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
+      await waitFor(`${heir} to receive up to ${segmentStart}`, async () => {
+        const rows = await cluster.sql<{ done: boolean }>(heir, `SELECT pg_last_wal_receive_lsn() >= '${segmentStart}'::pg_lsn AS done`);
+        return rows[0]?.done === true;
+      }, 30_000);
       const frozen = c.faults.stopByTitle(heir, /walreceiver/).pids;
       try {
-        for (let i = 0; i < 8; i++) {
+        for (let i = 0; i < 2; i++) {
           await cluster.sql(c.primary, `SET synchronous_commit = local; INSERT INTO ${PROBE_TABLE} (at) SELECT clock_timestamp() FROM generate_series(1, 50000)`);
         }
         const lsn = (await cluster.sql<{ lsn: string }>(c.primary, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
@@ -500,11 +509,16 @@ describe('a replica that received more than the new primary', { timeout: 180_000
           const rows = await cluster.sql<{ done: boolean }>(ahead, `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS done`);
           return rows[0]?.done === true;
         }, 30_000);
+        // Its agent is down through the election: nobody can learn that it holds more than the heir
+        // (had it answered, it would have been promoted itself, and nobody would have diverged).
+        await c.faults.kill(ahead, 'agent');
         await c.faults.kill(c.primary, 'both');
       } finally {
         c.faults.resumePids(frozen);
       }
       await waitFor(`${heir} to take over`, async () => (await cluster.status(heir))?.state === 'primary', 30_000);
+      // A freshly started agent adopts the running, diverged standby.
+      cluster.startAgent(ahead);
       // The replica that is ahead must be reconciled and stream the new timeline: only then may it acknowledge.
       await waitFor(`${ahead} streaming on ${heir}'s timeline`, async () => {
         const [p, r] = [await cluster.status(heir), await cluster.status(ahead)];
