@@ -24,7 +24,8 @@ export interface AgentOptions {
 
 /**
  * One agent beside one PostgreSQL: observe → decide → act → publish, every
- * loopWaitMs, or sooner when the leader or initialise key changes.
+ * loopWaitMs, or sooner when the leader, initialise, config or failover key
+ * changes, or when the decision asks to look again soon (a hand-over under way).
  */
 export class Agent {
   readonly config: MemberConfig;
@@ -76,7 +77,7 @@ export class Agent {
     this.credentials = loadCredentials(this.config);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
-        if (event.key === this.keys.leader || event.key === this.keys.initialize || event.key === this.keys.config) this.wake?.();
+        if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wake?.();
       })
       .catch((error: Error) => {
         this.log.warn({ err: error.message }, 'cannot watch the store; relying on the loop period');
@@ -88,12 +89,13 @@ export class Agent {
   private async loop(): Promise<void> {
     while (this.running) {
       const started = Date.now();
+      let period = this.settings.loopWaitMs;
       try {
-        await this.cycle();
+        period = Math.min(period, (await this.cycle()) ?? Infinity);
       } catch (error) {
         this.log.error({ err: (error as Error).message }, 'agent cycle failed; retrying next cycle');
       }
-      const wait = Math.max(0, this.settings.loopWaitMs - (Date.now() - started));
+      const wait = Math.max(0, period - (Date.now() - started));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.wake = () => {
@@ -209,7 +211,8 @@ export class Agent {
     };
   }
 
-  private async cycle(): Promise<void> {
+  /** One observe-decide-act round; returns how soon the decision wants to look again, if sooner than the loop. */
+  private async cycle(): Promise<number | undefined> {
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
@@ -242,6 +245,7 @@ export class Agent {
     this.memory.wasLeader = leaderNow;
     if (becameLeader || !leaderNow) this.armFence();
     await this.publish(observation, decision);
+    return decision.retryInMs;
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */

@@ -15,7 +15,12 @@ export interface Decision {
   reason: string;
   /** Updates to the agent's memory, applied after the actions ran. */
   remember?: Partial<AgentMemory>;
+  /** A hand-over in progress: look again after this many ms rather than a whole loopWaitMs. */
+  retryInMs?: number;
 }
+
+/** How soon an agent looks again while a hand-over is under way (detaching, draining, waiting for a standby). */
+export const RETRY_SOON_MS = 100;
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -377,11 +382,14 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
       state: 'replica',
       actions: [{ type: 'detachUpstream' }],
       reason: `leader lease of ${lastLeader(store) ?? 'nobody'} is gone: stopped streaming from it before electing a new primary`,
+      retryInMs: RETRY_SOON_MS,
     };
   }
   const request = activeRequest(o, store);
   const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
-  if (!verdict.eligible) return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}` };
+  if (!verdict.eligible) {
+    return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
+  }
   const former = lastLeader(store);
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
   const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
@@ -450,6 +458,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
         state: 'demoting',
         actions: [],
         reason: `switchover to ${request.to ?? 'the best replica'}: waiting up to switchoverDrainMs=${o.settings.switchoverDrainMs} for ${inspection.openTransactions} open transaction(s) to finish`,
+        retryInMs: RETRY_SOON_MS,
       };
     }
     return {
@@ -481,5 +490,6 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     actions,
     reason: sync.note ? `holding the leader lease; ${sync.note}` : 'holding the leader lease',
     remember: { ...sync.remember, primaryDownSince: undefined, wasLeader: true },
+    retryInMs: sync.awaitingStandby ? RETRY_SOON_MS : undefined,
   };
 }

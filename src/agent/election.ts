@@ -5,7 +5,8 @@ import type { Observation } from './observation.js';
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
-export type Verdict = { eligible: true; reason: string } | { eligible: false; reason: string };
+/** `transient`: the answer will change within moments (a peer still detaching, WAL still arriving): look again soon. */
+export type Verdict = { eligible: true; reason: string } | { eligible: false; reason: string; transient?: boolean };
 
 /** The last member known to have led: the newest history entry, else the initialiser. */
 export function lastLeader(store: Reachable): string | undefined {
@@ -99,7 +100,7 @@ export function electionVerdict(o: Observation, store: Reachable, me: Candidate)
     return { eligible: false, reason: `${request.kind} to ${request.to} in progress` };
   }
   if (request?.kind === 'switchover' && request.shutdownLsn && me.receivedLsn && compareLsn(me.receivedLsn, request.shutdownLsn) <= 0) {
-    return { eligible: false, reason: `waiting to receive the old primary's last WAL (${request.shutdownLsn})` };
+    return { eligible: false, reason: `waiting to receive the old primary's last WAL (${request.shutdownLsn})`, transient: true };
   }
   // After a clean switchover shutdown, whoever received past the shutdown checkpoint holds every commit.
   const switchoverComplete =
@@ -110,7 +111,7 @@ export function electionVerdict(o: Observation, store: Reachable, me: Candidate)
   for (const peer of o.peers) {
     if (peer.name === me.name || !peer.status || peer.status.role !== 'replica') continue;
     if (peer.status.streaming && !switchoverComplete) {
-      return { eligible: false, reason: `peer ${peer.name} still streams from the former primary; waiting for it to stop before comparing positions` };
+      return { eligible: false, reason: `peer ${peer.name} still streams from the former primary; waiting for it to stop before comparing positions`, transient: true };
     }
     const candidate = candidateOf(peer.status);
     if (!eligibility(o.settings, store, candidate, witnesses).eligible || candidate.receivedLsn === null) continue;

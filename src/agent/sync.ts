@@ -12,6 +12,8 @@ export interface SyncPlan {
   actions: Action[];
   remember: Partial<AgentMemory>;
   note: string | undefined;
+  /** Commits wait until a standby is verified (e.g. right after a promotion): worth looking again soon. */
+  awaitingStandby?: boolean;
 }
 
 export function renderStandbyNames(members: string[]): string {
@@ -24,6 +26,9 @@ export function renderStandbyNames(members: string[]): string {
  * standby that does not exist, until the planner names a verified one.
  */
 export const NO_STANDBY = 'relevo.none';
+
+/** For how long a primary without a verified standby keeps looking again at short intervals. */
+export const AWAITING_STANDBY_POLL_MS = 10_000;
 
 /**
  * Commits wait for any one of `members` (or for nobody that exists, when the
@@ -98,6 +103,8 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
         actions,
         remember: { noSyncCandidateSince: alone ? undefined : since },
         note: wait ? 'waiting for a synchronous standby: commits wait' : alone ? undefined : 'no synchronous standby: asynchronous replication',
+        // Only the first moments are worth polling fast (replicas re-pointing); a lasting outage is not.
+        awaitingStandby: wait && !alone && o.monotonic - since < AWAITING_STANDBY_POLL_MS,
       };
     }
     if (!settings.synchronousStrict && o.monotonic - since >= settings.synchronousFallbackMs) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { decide } from '../../src/agent/decide.js';
+import { decide, RETRY_SOON_MS } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
 import { AGENT_STATES, TRANSITIONS, isAllowedTransition } from '../../src/agent/states.js';
@@ -105,6 +105,7 @@ describe('decide: the primary', () => {
     assert.equal(draining.state, 'demoting');
     assert.deepEqual(draining.actions, []);
     assert.match(draining.reason, /waiting up to switchoverDrainMs=5000 for 2 open transaction/);
+    assert.equal(draining.retryInMs, RETRY_SOON_MS, 'a drain is watched closely: writes are paused meanwhile');
     const drained = decide(observation({ ...busy, now: Date.parse(failover.requestedAt) + 5_001, store: storeView({ failover }) }, 'a'));
     assert.deepEqual(types(drained), ['stopPostgres', 'handOver']);
     const impossible = decide(observation({ ...asPrimary, store: storeView({ failover: { ...failover, to: 'zz' } }) }, 'a'));
@@ -123,12 +124,17 @@ describe('decide: election', () => {
     assert.equal(d.state, 'replica');
     assert.deepEqual(types(d), ['detachUpstream']);
     assert.match(d.reason, /stopped streaming from it before electing/);
+    assert.equal(d.retryInMs, RETRY_SOON_MS, 'the election follows at once, not a whole loop later');
   });
 
   it('waits while a peer still streams from the former primary', () => {
     const d = decide(observe({ store: storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }), peers: [{ name: 'c', status: member('c') }] }));
     assert.equal(d.state, 'replica');
     assert.match(d.reason, /peer c still streams from the former primary/);
+    assert.equal(d.retryInMs, RETRY_SOON_MS);
+    const lost = decide(observe({ store: noLeader }, 'c'));
+    assert.match(lost.reason, /not in the synchronous set/);
+    assert.equal(lost.retryInMs, undefined, 'a verdict that will not change soon waits for the loop');
   });
 
   it('the synchronous standby takes over when the lease is gone', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { freshMemory } from '../../src/agent/observation.js';
-import { NO_STANDBY, planSync, renderAnyStandby, renderStandbyNames } from '../../src/agent/sync.js';
+import { AWAITING_STANDBY_POLL_MS, NO_STANDBY, planSync, renderAnyStandby, renderStandbyNames } from '../../src/agent/sync.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, storeView } from './observations.js';
 
@@ -51,6 +51,9 @@ describe('synchronous standby planning: the sync record only ever lists members 
     assert.equal(provisional.synchronousStandbyNames, 'FIRST 1 ("b")');
     const none = plan(store, primary({ synchronousStandbyNames: 'FIRST 1 ("relevo.none")' }));
     assert.equal(none.synchronousStandbyNames, `FIRST 1 ("${NO_STANDBY}")`, 'no provisional standby: commits wait for a verified one');
+    assert.equal(none.awaitingStandby, true, 'looks again soon while replicas re-point');
+    const lasting = plan(store, primary({ synchronousStandbyNames: 'FIRST 1 ("relevo.none")' }), { ...freshMemory(), noSyncCandidateSince: 100_000 - AWAITING_STANDBY_POLL_MS - 1 });
+    assert.equal(lasting.awaitingStandby, false, 'a lasting wait is polled at the normal period');
     const alone = plan(storeView({ members: [member('a', { role: 'primary', state: 'primary' })], sync: { leader: 'a', members: [], updatedAt: 'x' } }));
     assert.equal(alone.synchronousStandbyNames, '', 'a primary with no other member does not wait');
   });
