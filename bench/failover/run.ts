@@ -46,7 +46,7 @@ interface RunResult {
   run: number;
   oldPrimary: string;
   newPrimary: string | null;
-  /** Fault → first write acknowledged by the new primary. */
+  /** Fault → first write acknowledged by the new primary ('g': the longest pause between acknowledged writes). */
   unavailabilityMs: number | null;
   /** 'f' only: store back → first acknowledged write. */
   afterStoreBackMs: number | null;
@@ -191,6 +191,10 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
         result.unavailabilityMs = writer.longestGap(staged.faultAt, resumed.ackedAt);
         result.afterStoreBackMs = resumed.ackedAt - staged.storeBackAt;
       }
+    } else if (fault === 'g') {
+      // A switchover starts with the CLI, long before writes stop: what counts is the longest pause.
+      const first = writer.firstAckAfter(staged.faultAt, name);
+      if (first) result.unavailabilityMs = writer.longestGap(staged.faultAt, first.ackedAt);
     } else {
       result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
     }
@@ -348,7 +352,7 @@ async function main(): Promise<void> {
     '',
     table(rows),
     '',
-    'Write unavailability: fault → first write acknowledged by the new primary (f: the longest silence between acknowledged writes from the outage until writes resume after the store is back). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
+    'Write unavailability: fault → first write acknowledged by the new primary (f: the longest silence between acknowledged writes from the outage until writes resume after the store is back; g: the longest silence between acknowledged writes from the switchover command to the first write on the new primary). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
     '',
     ...(results.some((r) => r.error || r.lost > 0)
       ? [

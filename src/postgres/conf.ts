@@ -25,8 +25,9 @@ export function baseParameters(config: MemberConfig, settings: ClusterSettings):
     wal_log_hints: 'on',
     wal_keep_size: '128MB',
     wal_receiver_status_interval: '1s',
-    // A standby re-pointed at a new primary retries quickly instead of every 5 s.
-    wal_retrieve_retry_interval: '1s',
+    // A standby re-pointed at a new primary retries quickly instead of every 5 s: right after a
+    // failover, the new primary's commits wait for the first standby to connect.
+    wal_retrieve_retry_interval: '250ms',
     // A standby that stopped reading must not hold a clean shutdown (switchover) for a minute.
     wal_sender_timeout: '10s',
     password_encryption: 'scram-sha-256',
