@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
-import type { MemberStatus, SyncRecord } from '../cluster/types.js';
+import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { loadCredentials, type Credentials } from '../config/secrets.js';
 import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
@@ -136,7 +136,9 @@ export class Agent {
     const lease = await this.store.grantLease(this.settings.ttlMs);
     const leader = await this.store.get(this.keys.leader);
     if (leader?.lease === old) {
-      const moved = await this.store.compareAndSwap(this.keys.leader, leader.value, leader.revision, { lease });
+      // Readers learn from the record how long a silent leader may keep the key.
+      const record = { ...LeaderRecordSchema.parse(JSON.parse(leader.value)), ttlMs: this.settings.ttlMs };
+      const moved = await this.store.compareAndSwap(this.keys.leader, JSON.stringify(record), leader.revision, { lease });
       if (moved === undefined) {
         await this.store.revokeLease(lease);
         return;

@@ -180,6 +180,30 @@ for (const backend of ['embedded', 'etcd'] as const) {
       assert.equal(cluster.postmasterPid(primary), primaryBefore, 'primary PostgreSQL was not restarted');
     });
 
+    it('moves the leader key to a lease of the new ttlMs when it changes, without a failover', async () => {
+      const keys = clusterKeys(cluster.clusterName);
+      const before = await cluster.store.get(keys.leader);
+      assert.ok(before?.lease, 'the leader key hangs on a lease');
+      const postmaster = cluster.postmasterPid(primary);
+      const timelines = (await cluster.store.get(keys.history))?.value;
+      const set = await cluster.cli(['config', 'set', 'ttlMs=7000']);
+      assert.equal(set.code, 0, set.stderr);
+      try {
+        const after = await waitFor('the leader key on a new lease', async () => {
+          const kv = await cluster.store.get(keys.leader);
+          return kv && kv.lease !== before.lease ? kv : undefined;
+        }, 30_000);
+        const record = JSON.parse(after.value) as { member: string; ttlMs: number };
+        assert.equal(record.member, primary, 'the same member leads');
+        assert.equal(record.ttlMs, 7000, 'the record says how long the leader may now stay silent');
+        assert.equal(cluster.postmasterPid(primary), postmaster, 'PostgreSQL kept running');
+        assert.equal((await cluster.store.get(keys.history))?.value, timelines, 'no new timeline: no failover');
+        await cluster.waitHealthy(['node1', 'node2', 'node3'], 30_000);
+      } finally {
+        await cluster.cli(['config', 'set', 'ttlMs=6000']);
+      }
+    });
+
     it("restarts a replica's PostgreSQL after it crashes, and it streams again", async () => {
       const target = replicas[0]!;
       const pid = cluster.postmasterPid(target)!;

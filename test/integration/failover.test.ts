@@ -437,17 +437,34 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
   });
 });
 
+/** The old primary's agent starts again; once all are healthy and the heir takes writes, nothing acknowledged may be missing. */
+async function rejoinAndVerify(c: Case, heir: string): Promise<void> {
+  c.cluster.startAgent(c.primary);
+  await c.cluster.waitHealthy(NAMES, 60_000);
+  await c.writer.waitForAcks(20, 30_000, heir);
+  await c.writer.stop();
+  await c.pinned.stop();
+  const result = await c.writer.verify(c.cluster);
+  assert.deepEqual(result.lost, [], `${result.lost.length} of ${result.acknowledged} acknowledged commits lost`);
+  assertDataDirsKept(c);
+}
+
+/** The first member of the primary's sync record, once there is one: the member a failover must promote. */
+async function synchronousStandby(c: Case): Promise<string> {
+  const keys = clusterKeys(c.cluster.clusterName);
+  const members = await waitFor('a synchronous standby in the sync record', async () => {
+    const kv = await c.cluster.store.get(keys.sync);
+    const record = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
+    return record && record.leader === c.primary && record.members.length > 0 ? record.members : undefined;
+  }, 30_000);
+  return members[0]!;
+}
+
 describe('synchronous mode right after a failover', { timeout: 180_000 }, () => {
   it('(i) the new primary acknowledges nothing no other member holds: with the other replica frozen it waits (synchronousFallbackMs), then nothing is lost', async (t) => {
     await runCase(t, 'embedded', 'writes_i', async (c) => {
       const { cluster } = c;
-      const keys = clusterKeys(cluster.clusterName);
-      const sync = await waitFor('a synchronous standby in the sync record', async () => {
-        const kv = await cluster.store.get(keys.sync);
-        const record = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
-        return record && record.leader === c.primary && record.members.length > 0 ? record.members : undefined;
-      }, 30_000);
-      const heir = sync[0]!;
+      const heir = await synchronousStandby(c);
       const other = c.replicas.find((r) => r !== heir)!;
       // The other replica is frozen: once the primary is gone, the heir has no standby at all.
       c.faults.stop(other, 'both');
@@ -464,14 +481,7 @@ describe('synchronous mode right after a failover', { timeout: 180_000 }, () => 
           `(synchronousFallbackMs ${SETTINGS.synchronousFallbackMs}); the next single failure would lose them`,
       );
       c.faults.resume(other, 'both');
-      cluster.startAgent(c.primary);
-      await cluster.waitHealthy(NAMES, 60_000);
-      await c.writer.waitForAcks(20, 30_000, heir);
-      await c.writer.stop();
-      await c.pinned.stop();
-      const result = await c.writer.verify(cluster);
-      assert.deepEqual(result.lost, [], `${result.lost.length} of ${result.acknowledged} acknowledged commits lost`);
-      assertDataDirsKept(c);
+      await rejoinAndVerify(c, heir);
     });
   });
 });
@@ -480,13 +490,7 @@ describe('a replica that received more than the new primary', { timeout: 180_000
   it('(j) cannot get the new primary to acknowledge commits it does not hold: it is rewound before it may acknowledge, and then commits wait for it', async (t) => {
     await runCase(t, 'embedded', 'writes_j', async (c) => {
       const { cluster } = c;
-      const keys = clusterKeys(cluster.clusterName);
-      const sync = await waitFor('a synchronous standby in the sync record', async () => {
-        const kv = await cluster.store.get(keys.sync);
-        const record = kv ? (JSON.parse(kv.value) as { leader: string; members: string[] }) : undefined;
-        return record && record.leader === c.primary && record.members.length > 0 ? record.members : undefined;
-      }, 30_000);
-      const heir = sync[0]!;
+      const heir = await synchronousStandby(c);
       const ahead = c.replicas.find((r) => r !== heir)!;
       // The heir stops receiving at the start of a WAL segment; the other replica replays ~13 MB more
       // in that same segment (never acknowledged under the synchronous guarantee). Once the heir is
@@ -537,14 +541,7 @@ describe('a replica that received more than the new primary', { timeout: 180_000
       } finally {
         c.faults.resumePids(receiver);
       }
-      cluster.startAgent(c.primary);
-      await cluster.waitHealthy(NAMES, 60_000);
-      await c.writer.waitForAcks(20, 30_000, heir);
-      await c.writer.stop();
-      await c.pinned.stop();
-      const result = await c.writer.verify(cluster);
-      assert.deepEqual(result.lost, [], `${result.lost.length} of ${result.acknowledged} acknowledged commits lost`);
-      assertDataDirsKept(c);
+      await rejoinAndVerify(c, heir);
     });
   });
 });
