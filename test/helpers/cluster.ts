@@ -66,6 +66,14 @@ export interface Member {
   config: MemberConfig;
   agent: ChildProcess | undefined;
   logFile: string;
+  /** The member runs on its own "host": this argv prefix starts a program in its network namespace. */
+  launcher: ((argv: string[]) => string[]) | undefined;
+}
+
+/** Where a member runs when it is not on loopback: its own address, and how to start programs there. */
+export interface Placement {
+  address: string;
+  launcher: (argv: string[]) => string[];
 }
 
 export class TestCluster {
@@ -93,21 +101,22 @@ export class TestCluster {
   }
 
   /** Writes a member file with free ports; does not start it. */
-  async defineMember(name: string, extra: Record<string, unknown> = {}): Promise<Member> {
+  async defineMember(name: string, extra: Record<string, unknown> = {}, placement?: Placement): Promise<Member> {
     const [port, apiPort] = await freePorts(2);
+    const address = placement?.address ?? '127.0.0.1';
     const config = {
       cluster: this.clusterName,
       name,
       store: this.storeConfig,
-      postgres: { dataDir: join(this.dir, name, 'data'), listen: '127.0.0.1', port, socketDir: join(this.dir, 'run') },
-      api: { listen: `127.0.0.1:${apiPort}` },
+      postgres: { dataDir: join(this.dir, name, 'data'), listen: address, port, socketDir: join(this.dir, 'run') },
+      api: { listen: `${address}:${apiPort}` },
       secrets: { file: join(this.dir, 'secrets.yaml') },
       log: { level: 'debug' },
       ...extra,
     };
     const file = join(this.dir, `${name}.yaml`);
     writeFileSync(file, stringifyYaml(config));
-    const member: Member = { name, file, config: loadMemberConfig(file), agent: undefined, logFile: join(this.dir, `${name}.agent.log`) };
+    const member: Member = { name, file, config: loadMemberConfig(file), agent: undefined, logFile: join(this.dir, `${name}.agent.log`), launcher: placement?.launcher };
     this.members.set(name, member);
     return member;
   }
@@ -121,7 +130,9 @@ export class TestCluster {
   startAgent(name: string): ChildProcess {
     const member = this.member(name);
     const log = openSync(member.logFile, 'a');
-    const child = spawn(process.execPath, [MAIN, 'agent', '-c', member.file], { stdio: ['ignore', log, log] });
+    const argv = [process.execPath, MAIN, 'agent', '-c', member.file];
+    const [program, ...args] = member.launcher ? member.launcher(argv) : argv;
+    const child = spawn(program!, args, { stdio: ['ignore', log, log] });
     if (child.pid) livePids.add(child.pid);
     child.once('exit', () => child.pid && livePids.delete(child.pid));
     member.agent = child;

@@ -32,6 +32,8 @@ export interface EtcdOptions {
   electionTimeoutMs?: number;
   etcdBinary?: string;
   startTimeoutMs?: number;
+  /** Address to listen on (default 127.0.0.1), e.g. a NetworkLab's gateway. */
+  host?: string;
 }
 
 /** Running etcd processes and their data dirs, for the last-resort exit hook. */
@@ -63,10 +65,11 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdProcess>
 async function startOnce(options: EtcdOptions): Promise<EtcdProcess> {
   const heartbeat = options.heartbeatMs ?? 50;
   const election = options.electionTimeoutMs ?? 500;
-  const [clientPort, peerPort] = await freePorts(2);
+  const host = options.host ?? '127.0.0.1';
+  const [clientPort, peerPort] = await freePorts(2, host);
   const dataDir = mkdtempSync(join(tmpdir(), 'relevo-etcd-'));
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
-  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const clientUrl = `http://${host}:${clientPort}`;
+  const peerUrl = `http://${host}:${peerPort}`;
   const logPath = join(dataDir, 'etcd.log');
   const logFd = openSync(logPath, 'a', 0o600);
   const child = spawn(
