@@ -354,11 +354,14 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     }
     // Not streaming from a live primary for a while, for a reason not seen above: stop and let
     // pg_rewind decide (a no-op when nothing diverged), rather than lag behind for ever.
+    // Counted per leadership (the leader key's revision): a member that leads again starts afresh.
+    const leadership = { leader: leader.name, revision: store.leader!.revision };
+    const known = o.memory.streamingLost;
     const lost = inspection.streaming
       ? undefined
-      : o.memory.streamingLost?.leader === leader.name && leader.state === 'primary'
-        ? o.memory.streamingLost
-        : { leader: leader.name, since: o.monotonic };
+      : known && known.leader === leadership.leader && known.revision === leadership.revision && leader.state === 'primary'
+        ? known
+        : { ...leadership, since: o.monotonic };
     if (lost && leader.state === 'primary' && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
       return {
         state: 'rewinding',

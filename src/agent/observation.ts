@@ -48,8 +48,8 @@ export interface AgentMemory {
   rewindNeeded: boolean;
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
-  /** Since when (monotonic ms) this standby has not streamed from the leader named. */
-  streamingLost: { leader: string; since: number } | undefined;
+  /** Since when (monotonic ms) this standby has not streamed from the leader named, in the leadership of that revision of its key. */
+  streamingLost: { leader: string; revision: number; since: number } | undefined;
   /**
    * Set at our promotion: peers whose WAL was a prefix of ours (same timeline,
    * no further), so any of them may acknowledge commits before the planner

@@ -236,12 +236,14 @@ describe('decide: rejoin', () => {
     // Long in 'replica' (since 0) but only just stopped streaming: the grace counts from the loss of the stream.
     const fresh = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 0 } }, 'c'));
     assert.equal(fresh.state, 'replica', 'within the grace period it waits');
-    assert.deepEqual(fresh.remember?.streamingLost, { leader: 'b', since: 100_000 });
-    const later = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', since: 95_000 } } }, 'c'));
+    assert.deepEqual(fresh.remember?.streamingLost, { leader: 'b', revision: 9, since: 100_000 });
+    const later = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 9, since: 95_000 } } }, 'c'));
     assert.equal(later.state, 'replica', '5 s without a stream is within the grace period');
-    const otherLeader = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'a', since: 0 } } }, 'c'));
+    const otherLeader = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'a', revision: 9, since: 0 } } }, 'c'));
     assert.equal(otherLeader.state, 'replica', 'time without a stream from a former leader does not count');
-    const stuck = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', since: 89_000 } } }, 'c'));
+    const earlierTerm = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 3, since: 0 } } }, 'c'));
+    assert.equal(earlierTerm.state, 'replica', 'nor time from an earlier leadership of the same member');
+    const stuck = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 9, since: 89_000 } } }, 'c'));
     assert.equal(stuck.state, 'rewinding');
     assert.match(stuck.reason, /cannot stream from primary b for 10000 ms/);
     assert.deepEqual(types(stuck), ['stopPostgres']);
