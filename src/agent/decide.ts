@@ -6,7 +6,7 @@ import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './el
 import type { AgentMemory, Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
-import { planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
+import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
 
 export interface Decision {
   state: AgentState;
@@ -188,15 +188,19 @@ function divergence(store: Reachable, inspection: ServerInspection): string | un
   // Without a walreceiver, its own timeline tells (it has not fetched the newer history file yet).
   const timeline = inspection.receivedTimeline ?? inspection.timeline;
   const replayed = inspection.replayedLsn;
-  if (timeline === null || replayed === null || timeline >= latestTimeline(store.history)) return undefined;
-  const fork = forkAfter(store, timeline);
-  if (!fork || compareLsn(replayed, fork) <= 0) return undefined;
-  return `replayed timeline ${timeline} to ${replayed}, past the fork of timeline ${timeline + 1} at ${fork}`;
+  if (timeline === null || replayed === null) return undefined;
+  const fork = passedFork(store, timeline, replayed);
+  return fork && `replayed timeline ${timeline} to ${replayed}, past the fork of timeline ${timeline + 1} at ${fork}`;
 }
 
-/** The fork point of the timeline after `timeline`, from history. */
-function forkAfter(store: Reachable, timeline: number): string | null | undefined {
-  return store.history.find((h) => h.timeline === timeline + 1)?.lsn;
+/**
+ * The fork of the timeline after `timeline` (from history) when `lsn`, a
+ * position on `timeline`, lies past it: a server there cannot follow the cluster.
+ */
+function passedFork(store: Reachable, timeline: number, lsn: string): string | undefined {
+  if (timeline >= latestTimeline(store.history)) return undefined;
+  const fork = store.history.find((h) => h.timeline === timeline + 1)?.lsn;
+  return fork && compareLsn(lsn, fork) > 0 ? fork : undefined;
 }
 
 function decideStopped(o: Observation, store: Reachable): Decision {
@@ -276,11 +280,7 @@ function decideStopped(o: Observation, store: Reachable): Decision {
 function needsRewind(o: Observation, store: Reachable): boolean {
   if (!o.standbyConfigured || o.memory.rewindNeeded) return true;
   const control = o.control;
-  if (!control) return false;
-  const leaderTimeline = latestTimeline(store.history);
-  if (control.timeline >= leaderTimeline) return false;
-  const fork = forkAfter(store, control.timeline);
-  return fork !== undefined && fork !== null && compareLsn(control.minRecoveryLsn ?? control.checkpointLsn, fork) > 0;
+  return control !== undefined && passedFork(store, control.timeline, control.minRecoveryLsn ?? control.checkpointLsn) !== undefined;
 }
 
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
@@ -289,8 +289,7 @@ function standbyNamesOnStart(o: Observation, store: Reachable): string {
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   if (record.length > 0) return renderStandbyNames(record);
   // Until the planner verifies a standby, commits wait (it falls back to asynchronous per the settings).
-  const others = store.members.some((m) => m.name !== me) || Object.keys(store.slotRegistry).some((name) => name !== me);
-  return o.settings.synchronousStrict || others ? renderAnyStandby(o.memory.provisionalStandbys) : '';
+  return o.settings.synchronousStrict || hasOtherMembers(me, store) ? renderAnyStandby(o.memory.provisionalStandbys) : '';
 }
 
 /**

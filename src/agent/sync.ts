@@ -43,6 +43,11 @@ export function renderAnyStandby(members: string[]): string {
   return `FIRST 1 (${names.map((m) => `"${m}"`).join(', ')})`;
 }
 
+/** Members other than `me` known to the cluster: present now, or kept in the slot registry (recently gone). */
+export function hasOtherMembers(me: string, store: Reachable): boolean {
+  return store.members.some((m) => m.name !== me) || Object.keys(store.slotRegistry).some((name) => name !== me);
+}
+
 /**
  * Standbys that may be named: streaming from us on our own timeline (one
  * that diverged keeps asking for an older timeline and never gets here).
@@ -92,8 +97,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
     const since = o.memory.noSyncCandidateSince ?? o.monotonic;
     if (record.length === 0) {
       const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
-      // Members known to the cluster: present now, or kept in the slot registry (recently gone).
-      const alone = !store.members.some((m) => m.name !== me) && !Object.keys(store.slotRegistry).some((name) => name !== me);
+      const alone = !hasOtherMembers(me, store);
       // With other members around (e.g. re-pointing after a failover), commits wait for one of the
       // standbys known not to have diverged from us until the fallback timeout; a primary with no
       // other member has nothing to wait for.

@@ -11,36 +11,18 @@ import {
   type StoreSnapshot,
   type ViewInput,
 } from '../../src/router/view.js';
+import { member as fixture } from './observations.js';
 
+/** The shared fixture, with what the router looks at made explicit: addresses it dials and no WAL positions. */
 function member(name: string, over: Partial<MemberStatus> = {}): MemberStatus {
-  return {
-    name,
+  return fixture(name, {
     state: 'running',
-    role: 'replica',
-    reason: '',
-    timeline: 1,
     receivedLsn: null,
-    receivedTimeline: 1,
     replayedLsn: null,
-    lagBytes: 0,
-    lagSeconds: 0,
-    replayPaused: false,
-    streaming: true,
-    upstream: 'a',
-    slots: [],
-    replication: [],
-    postgresVersion: '15',
-    systemIdentifier: '1',
-    agentPid: 1,
-    postmasterPid: 2,
-    dataDir: '/d',
-    apiUrl: 'http://x',
     connectAddress: `10.0.0.${name.charCodeAt(0) - 96}:5432`,
     tags: {},
-    paused: false,
-    updatedAt: '2024-01-01T00:00:00Z',
     ...over,
-  };
+  });
 }
 
 const leaderA: LeaderRecord = { member: 'a', ttlMs: 10_000, acquiredAt: '2024-01-01T00:00:00Z' };
