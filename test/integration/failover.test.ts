@@ -342,6 +342,8 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
     await runCase(t, 'embedded', 'writes_a', async (c) => report('a', await faultAndCheck(c, 'a')));
   });
 
+  // Cases that freeze an agent run on etcd: an agent frozen inside an embedded-store transaction keeps
+  // the file lock and stalls every member's store until it resumes (docs/store.md).
   it('(b) SIGSTOP agent and all PostgreSQL processes past the lease, then SIGCONT: the old primary neither takes the lease back nor acknowledges a write', { timeout: 120_000 }, async (t) => {
     await runCase(t, 'etcd', 'writes_b', async (c) => report('b', await faultAndCheck(c, 'b')));
   });
@@ -360,7 +362,7 @@ describe('automatic failover under faults (synchronous mode, 3 members)', { time
   });
 
   it('(e) SIGSTOP only the agent past the lease, then SIGCONT', { timeout: 120_000 }, async (t) => {
-    await runCase(t, 'embedded', 'writes_e', async (c) => report('e', await faultAndCheck(c, 'e')));
+    await runCase(t, 'etcd', 'writes_e', async (c) => report('e', await faultAndCheck(c, 'e')));
   });
 
   for (const store of ['etcd', 'embedded'] as const) {
@@ -462,7 +464,7 @@ async function synchronousStandby(c: Case): Promise<string> {
 
 describe('synchronous mode right after a failover', { timeout: 180_000 }, () => {
   it('(i) the new primary acknowledges nothing no other member holds: with the other replica frozen it waits (synchronousFallbackMs), then nothing is lost', async (t) => {
-    await runCase(t, 'embedded', 'writes_i', async (c) => {
+    await runCase(t, 'etcd', 'writes_i', async (c) => {
       const { cluster } = c;
       const heir = await synchronousStandby(c);
       const other = c.replicas.find((r) => r !== heir)!;

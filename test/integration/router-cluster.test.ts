@@ -1,6 +1,6 @@
 /**
  * The router in front of a real cluster: three agent processes, each managing
- * a real PostgreSQL 15, on the embedded store with short leases (ttl 3 s), and
+ * a real PostgreSQL 15, on the embedded store (etcd for the hang) with short leases (ttl 3 s), and
  * a separate `relevo router` process started from node1's member file (its
  * `router:` section). Clients connect to the router's two ports only and ask
  * each server who it is (inet_server_port(), pg_is_in_recovery()).
@@ -41,6 +41,7 @@ import { loadCredentials } from '../../src/config/secrets.js';
 import type { RouterStatus } from '../../src/router/status.js';
 import type { Watch } from '../../src/store/store.js';
 import { MAIN, TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
+import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { Faults } from '../helpers/faults.js';
 import { freePorts } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
@@ -405,6 +406,7 @@ async function lsnOf(cluster: TestCluster, member: string, expression: string): 
  * the router, then agents and PostgreSQL), also when a test fails half-way.
  */
 class RoutedCluster {
+  etcd: EtcdProcess | undefined;
   cluster: TestCluster | undefined;
   faults: Faults | undefined;
   router: RouterProcess | undefined;
@@ -413,13 +415,23 @@ class RoutedCluster {
   readonly writers: RoutedWriter[] = [];
   readonly watches: LeaderWatch[] = [];
 
-  constructor(private readonly name: string) {
+  /**
+   * `store`: a test that freezes an agent runs on etcd: a process frozen
+   * inside an embedded-store transaction holds the file lock and stalls every
+   * member's store (docs/store.md), which is not what such a test is about.
+   */
+  constructor(
+    private readonly name: string,
+    private readonly store: 'embedded' | 'etcd' = 'embedded',
+  ) {
     before(() => this.setUp());
     after(() => this.tearDown());
   }
 
   private async setUp(): Promise<void> {
-    const cluster = (this.cluster = await TestCluster.create({ store: 'embedded', settings: SETTINGS, name: this.name }));
+    if (this.store === 'etcd') this.etcd = await startEtcd();
+    const store = this.etcd ? { endpoints: this.etcd.endpoints } : ('embedded' as const);
+    const cluster = (this.cluster = await TestCluster.create({ store, settings: SETTINGS, name: this.name }));
     const faults = (this.faults = new Faults(cluster));
     const [rwPort, roPort, metricsPort] = await freePorts(3);
     const metrics = `127.0.0.1:${metricsPort}`;
@@ -467,7 +479,11 @@ class RoutedCluster {
       try {
         await this.router?.stop();
       } finally {
-        await this.cluster?.destroy();
+        try {
+          await this.cluster?.destroy();
+        } finally {
+          await this.etcd?.stop();
+        }
       }
     }
   }
@@ -899,7 +915,7 @@ describe('router in front of a real 3-member cluster: failover when the primary 
 });
 
 describe('router in front of a real 3-member cluster: failover when the primary hangs', { timeout: 150_000 }, () => {
-  const rc = new RoutedCluster('rc3');
+  const rc = new RoutedCluster('rc3', 'etcd');
 
   it('SIGSTOP of the primary agent and PostgreSQL: the router closes every session to it when the lease moves; the writer goes on elsewhere', async (t) => {
     await failoverThroughRouter(rc, t, 'hang');
