@@ -8,6 +8,7 @@ import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/l
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
+import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
@@ -54,6 +55,7 @@ export class Agent {
   private wake: (() => void) | undefined;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -84,6 +86,7 @@ export class Agent {
         return undefined;
       });
     this.loopDone = this.loop();
+    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
   }
 
   private async loop(): Promise<void> {
@@ -306,6 +309,7 @@ export class Agent {
    */
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
+    this.stopBackupDuties?.();
     clearTimeout(this.fenceTimer);
     this.wake?.();
     await this.loopDone;

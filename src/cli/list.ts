@@ -1,4 +1,6 @@
 import { readCluster } from '../agent/observe.js';
+import { backupSummary, renderBackupSummary, type BackupSummary } from '../backup/summary.js';
+import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import type { MemberStatus } from '../cluster/types.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
@@ -11,6 +13,9 @@ export interface ClusterListing {
   paused: boolean;
   members: MemberStatus[];
   routers: RouterStatus[];
+  /** Archive backlog per member, and the newest backup and restore drill (when a repository is configured). */
+  archive: ArchiveStatus[];
+  backup: BackupSummary | null;
 }
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
@@ -26,6 +31,10 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     paused: settings.paused,
     members: [...view.members].sort((a, b) => a.name.localeCompare(b.name)),
     routers,
+    archive: (await handle.store.list(archiveStatusPrefix(handle.keys)))
+      .map((kv) => ArchiveStatusSchema.safeParse(JSON.parse(kv.value)))
+      .flatMap((parsed) => (parsed.success ? [parsed.data] : [])),
+    backup: settings.backup.repository ? await backupSummary(settings.backup.repository, handle.config.cluster, view.init?.systemIdentifier) : null,
   };
 }
 
@@ -61,5 +70,5 @@ export function renderListing(listing: ClusterListing): string {
   ]);
   const paused = listing.paused ? ' — PAUSED: no automatic failover' : '';
   const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${listing.leader ?? 'none'}${paused}`;
-  return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows)}${renderRouters(listing.routers)}`;
+  return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows)}${renderRouters(listing.routers)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
