@@ -83,12 +83,14 @@ export function openClusterRepository(location: string, cluster: string, systemI
   }
   if (format !== REPOSITORY_FORMAT) throw new BackupError('REPOSITORY_UNREACHABLE', `${location} has repository format ${String(format)}; this relevo reads format ${REPOSITORY_FORMAT}`);
   const dir = clusterDirName(cluster, systemIdentifier);
-  const others = readdirSync(location).filter((name) => name.startsWith(`${cluster}-`) && name !== dir);
-  if (!existsSync(join(location, dir)) && others.length > 0) {
-    throw new BackupError(
-      'REPOSITORY_OTHER_CLUSTER',
-      `repository ${location} holds ${others.join(', ')}, not cluster ${cluster} with system identifier ${systemIdentifier} (a re-initialised cluster of the same name?)`,
-    );
+  if (!existsSync(join(location, dir))) {
+    const held = readdirSync(location).filter((name) => /^[a-z][a-z0-9_-]*-\d+$/.test(name));
+    const sameName = held.filter((name) => name.startsWith(`${cluster}-`));
+    if (sameName.length > 0) {
+      throw new BackupError('REPOSITORY_OTHER_CLUSTER', `repository ${location} holds ${sameName.join(', ')}, not cluster ${cluster} with system identifier ${systemIdentifier} (a re-initialised cluster of the same name?)`);
+    }
+    if (held.length > 0) throw new BackupError('REPOSITORY_OTHER_CLUSTER', `repository ${location} holds ${held.join(', ')} but not cluster ${cluster} (${dir})`);
+    throw new BackupError('REPOSITORY_NOT_INITIALISED', `repository ${location} has no directory for cluster ${cluster} (${dir})`);
   }
   return new DirectoryRepository(join(location, dir));
 }

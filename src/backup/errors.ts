@@ -5,7 +5,7 @@
 export const BACKUP_ERRORS = {
   REPOSITORY_UNREACHABLE: { exit: 1, hint: 'check that the repository path exists, is mounted and is writable by the PostgreSQL OS user' },
   REPOSITORY_NOT_INITIALISED: { exit: 2, hint: "run 'relevo backup init' once (it writes relevo-repository.json)" },
-  REPOSITORY_OTHER_CLUSTER: { exit: 2, hint: 'point backup.repository at this cluster\'s repository, or pass --cluster-dir for the one you mean' },
+  REPOSITORY_OTHER_CLUSTER: { exit: 2, hint: "point backup.repository (or --repository) at a repository that holds this cluster, or run 'relevo backup init' there" },
   BACKUP_NOT_CONFIGURED: { exit: 2, hint: "set the repository: relevo config set backup.repository=/path" },
   BACKUP_UNKNOWN: { exit: 2, hint: "'relevo backup list' shows the backup ids" },
   NO_BACKUP: { exit: 2, hint: "take one with 'relevo backup'" },

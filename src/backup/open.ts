@@ -52,9 +52,9 @@ export async function openBackupContext(config: MemberConfig, store: Store, note
  * runs as that user). The marker keeps archive_command from writing into an
  * empty mount point when the remote filesystem is not mounted.
  */
-export function initRepository(location: string, cluster: string, systemIdentifier: string, user: OsUser): string {
+export function initRepository(location: string, cluster: string, systemIdentifier: string | undefined, user: OsUser): string {
   if (!existsSync(location)) throw new BackupError('REPOSITORY_UNREACHABLE', `${location} does not exist: create it (or mount the remote filesystem) first`);
-  const dir = clusterDirName(cluster, systemIdentifier);
+  const dir = systemIdentifier === undefined ? undefined : clusterDirName(cluster, systemIdentifier);
   const others = readdirSync(location).filter((name) => name.startsWith(`${cluster}-`) && name !== dir);
   if (others.length > 0) {
     throw new BackupError('REPOSITORY_OTHER_CLUSTER', `${location} already holds ${others.join(', ')}: a cluster named ${cluster} with another system identifier; use another repository or remove it deliberately`);
@@ -67,6 +67,8 @@ export function initRepository(location: string, cluster: string, systemIdentifi
     writeFileSync(marker, `${JSON.stringify({ format: REPOSITORY_FORMAT, createdAt: new Date().toISOString() })}\n`, { mode: 0o644 });
   }
   own(location);
+  // Before the cluster exists only the marker: archive_command creates the cluster's directory with its first segment.
+  if (dir === undefined) return location;
   for (const sub of ['', 'wal', 'wal/other', 'backups', 'restore-points', 'conflicts', 'log']) {
     const path = join(location, dir, sub);
     mkdirSync(path, { recursive: true, mode: 0o750 });

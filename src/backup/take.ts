@@ -182,12 +182,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       }
       const code = await exited;
       if (code !== 0) throw new Error(`pg_basebackup from ${source.name} exited with ${code}: ${stderr.trim().split('\n').slice(-4).join(' | ')}`);
-      const start = /write-ahead log start point: ([0-9A-F]+\/[0-9A-F]+) on timeline (\d+)/.exec(stderr);
-      const end = /write-ahead log end point: ([0-9A-F]+\/[0-9A-F]+)/.exec(stderr);
-      if (!start || !end) throw new Error(`pg_basebackup did not report its WAL range: ${stderr.trim().split('\n').slice(-4).join(' | ')}`);
-      return { startLsn: start[1]!, endLsn: end[1]!, timeline: Number(start[2]) };
+      if (manifest.length === 0) throw new Error('pg_basebackup sent no backup_manifest');
+      return walRange(Buffer.concat(manifest));
     });
-    if (manifest.length === 0) throw new Error('pg_basebackup sent no backup_manifest');
     await ctx.repository.flush();
     await waitForWal(ctx, timeline, startLsn, endLsn, 120_000);
     let rowCheck: BackupRecord['rowCheck'] = null;
@@ -230,6 +227,20 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
   } finally {
     if (switcher) clearInterval(switcher);
   }
+}
+
+/** The WAL a backup needs, from PostgreSQL's manifest (pg_basebackup prints it only when it fetches WAL itself). */
+function walRange(manifest: Buffer): { startLsn: string; endLsn: string; timeline: number } {
+  let ranges: { Timeline: number; 'Start-LSN': string; 'End-LSN': string }[];
+  try {
+    ranges = (JSON.parse(manifest.toString('utf8')) as { 'WAL-Ranges': typeof ranges })['WAL-Ranges'];
+  } catch (error) {
+    throw new Error(`backup_manifest from pg_basebackup is not valid JSON: ${(error as Error).message}`);
+  }
+  const only = ranges[0];
+  if (!only) throw new Error('backup_manifest has no WAL-Ranges');
+  if (ranges.length > 1) throw new Error('the timeline changed while the backup ran (a failover?): take the backup again');
+  return { startLsn: only['Start-LSN'], endLsn: only['End-LSN'], timeline: only.Timeline };
 }
 
 /**

@@ -112,13 +112,18 @@ export function registerBackupCommands(program: Command): void {
       });
     });
 
+  // `relevo backup list -c FILE --json`: commander hands an option both levels define to the parent.
+  const withParent = <T extends object>(options: T): T =>
+    ({ ...(backup.opts() as object), ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) }) as T;
+
   backup
     .command('list')
     .description('every backup: time, LSN range, size, duration, parent, last verification and restore time')
     .option(...configOption)
     .option(...repoOption)
     .option('--json', 'machine-readable output')
-    .action(async (options: { config?: string; repository?: string; json?: boolean }) => {
+    .action(async (given: { config?: string; repository?: string; json?: boolean }) => {
+      const options = withParent(given);
       await withBackup(options.config, options.repository, async (ctx) => {
         const listing = await backupListing(ctx);
         console.log(options.json ? JSON.stringify(listing, null, 2) : renderBackupListing(listing));
@@ -131,7 +136,8 @@ export function registerBackupCommands(program: Command): void {
     .option(...configOption)
     .option('--scratch <dir>', 'parent directory for the scratch data directory (default: the system temp dir)')
     .option('--json', 'machine-readable output')
-    .action(async (id: string | undefined, options: { config?: string; scratch?: string; json?: boolean }) => {
+    .action(async (id: string | undefined, given: { config?: string; scratch?: string; json?: boolean }) => {
+      const options = withParent(given);
       await withBackup(options.config, undefined, async (ctx) => {
         const report = await verifyBackup(ctx, id, options.scratch);
         if (options.json) console.log(JSON.stringify(report, null, 2));
@@ -148,11 +154,11 @@ export function registerBackupCommands(program: Command): void {
     .description('mark the repository directory (backup.repository) and create this cluster\'s directory in it')
     .option(...configOption)
     .option(...repoOption)
-    .action(async (options: { config?: string; repository?: string }) => {
+    .action(async (given: { config?: string; repository?: string }) => {
+      const options = withParent(given);
       await withCluster(options.config, async (handle) => {
         const initKv = await handle.store.get(handle.keys.initialize);
         const systemIdentifier = initKv ? InitRecordSchema.parse(JSON.parse(initKv.value)).systemIdentifier : undefined;
-        if (!systemIdentifier) throw new BackupError('NO_SOURCE', `cluster ${handle.config.cluster} is not initialised yet`);
         const settingsKv = await handle.store.get(handle.keys.config);
         const location = options.repository ?? (settingsKv ? (JSON.parse(settingsKv.value) as { backup?: { repository?: string } }).backup?.repository : undefined);
         if (!location) throw new BackupError('BACKUP_NOT_CONFIGURED', 'no repository: pass --repository or set backup.repository');
@@ -165,7 +171,8 @@ export function registerBackupCommands(program: Command): void {
     .description('apply the retention policy now (backup.retention): every deletion is printed and logged with its reason')
     .option(...configOption)
     .option('--json', 'machine-readable output')
-    .action(async (options: { config?: string; json?: boolean }) => {
+    .action(async (given: { config?: string; json?: boolean }) => {
+      const options = withParent(given);
       await withBackup(options.config, undefined, async (ctx) => {
         const deletions = await applyRetention(ctx);
         console.log(options.json ? JSON.stringify(deletions, null, 2) : deletions.length === 0 ? 'nothing to delete' : deletions.map((d) => `deleted ${d.what}: ${d.reason}`).join('\n'));
