@@ -62,7 +62,9 @@ export function backupsToKeep(backups: BackupRecord[], retention: BackupSettings
  */
 export async function applyRetention(ctx: BackupContext, now = new Date()): Promise<Deletion[]> {
   const backups = await listBackups(ctx.repository);
-  if (backups.length === 0) return [];
+  const { fullCount, maxAgeDays } = ctx.settings.retention;
+  // No policy configured: nothing is deleted, not even WAL older than every backup.
+  if (backups.length === 0 || (fullCount === undefined && maxAgeDays === undefined)) return [];
   let newestVerified: string | undefined;
   for (const b of [...backups].reverse()) {
     if ((await latestVerification(ctx.repository, b.id))?.ok) {
