@@ -1,5 +1,5 @@
 import { readCluster } from '../agent/observe.js';
-import { backupSummary, renderBackupSummary, type BackupSummary } from '../backup/summary.js';
+import { backupSummary, type BackupSummary } from '../backup/summary.js';
 import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import type { MemberStatus } from '../cluster/types.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
@@ -71,4 +71,24 @@ export function renderListing(listing: ClusterListing): string {
   const paused = listing.paused ? ' — PAUSED: no automatic failover' : '';
   const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${listing.leader ?? 'none'}${paused}`;
   return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows)}${renderRouters(listing.routers)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {
+  if (!backup && archive.length === 0) return '';
+  const lines: string[] = [];
+  if (archive.length > 0) {
+    const rows = [...archive]
+      .sort((a, b) => a.member.localeCompare(b.member))
+      .map((a) => [a.member, String(a.readyFiles), formatBytes(a.backlogBytes), a.oldest ?? '-', a.freeBytes === null ? '-' : formatBytes(a.freeBytes), a.level === 'ok' ? 'ok' : a.level.toUpperCase(), a.dropped.length > 0 ? `${a.dropped.length} DROPPED` : '-', a.at.slice(11, 19)]);
+    lines.push(`WAL archive\n${renderTable(['Member', 'Waiting', 'Backlog', 'Oldest waiting', 'Free in pg_wal', 'Backlog level', 'Dropped', 'Checked'], rows)}`);
+  }
+  if (backup) {
+    if (backup.error) lines.push(`Backups: repository ${backup.repository}: ${backup.error}`);
+    else {
+      const verified = backup.lastVerified ? `last verified restore ${backup.lastVerified.id} at ${backup.lastVerified.at} (restore time ${((backup.lastVerified.restoreMs ?? 0) / 1000).toFixed(1)} s)` : 'no verified restore yet';
+      const failed = backup.lastVerifyFailed ? `; NEWER DRILL FAILED: ${backup.lastVerifyFailed.id} at ${backup.lastVerifyFailed.step}` : '';
+      lines.push(`Backups: ${backup.backups} in ${backup.repository}, newest ${backup.newest ? `${backup.newest.id} (${backup.newest.finishedAt})` : 'none'}; ${verified}${failed}`);
+    }
+  }
+  return `\n\n${lines.join('\n\n')}`;
 }
