@@ -1,5 +1,6 @@
 import type { BackupSettings } from '../cluster/backup-settings.js';
 import { latestVerification, listBackups, type BackupRecord } from './catalog.js';
+import { listDumps } from './dump.js';
 import type { BackupContext } from './context.js';
 import { parseSegmentName, segmentOfLsn } from './layout.js';
 import { archivedSegments } from './wal.js';
@@ -89,6 +90,16 @@ export async function applyRetention(ctx: BackupContext, now = new Date()): Prom
     if (keep.has(b.id)) continue;
     await log({ what: `backup ${b.id} (${b.type}, finished ${b.finishedAt})`, reason: `outside the retention policy (${rules})` });
     await ctx.repository.deletePrefix(`backups/${b.id}`);
+  }
+  // Logical dumps follow the same rules: the newest fullCount dumps, and those within maxAgeDays.
+  const dumps = await listDumps(ctx);
+  const windowStart = maxAgeDays === undefined ? undefined : now.getTime() - maxAgeDays * 86_400_000;
+  for (const [index, dump] of dumps.entries()) {
+    const byCount = fullCount !== undefined && index >= dumps.length - fullCount;
+    const byAge = windowStart !== undefined && Date.parse(dump.finishedAt) >= windowStart;
+    if (byCount || byAge) continue;
+    await log({ what: `dump ${dump.id} (${dump.databases.map((d) => d.name).join(', ')})`, reason: `outside the retention policy (${rules})` });
+    await ctx.repository.deletePrefix(`dumps/${dump.id}`);
   }
   const kept = backups.filter((b) => keep.has(b.id));
   const oldest = kept[0];

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -59,6 +59,21 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
   const sql = <T>(work: (c: import('pg').Client) => Promise<T>, database = 'postgres') =>
     withConnection({ host: scratch, port: 5432, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database }, work, 600_000);
   let started = false;
+  const logFile = join(scratch, 'postgres.log');
+  /** pg_ctl start; a failure carries the end of the server log, which says why. */
+  const startWithLog = async () => {
+    try {
+      await pgctl(['-l', logFile, '-w', '-t', '3600', 'start'], `restore drill of backup ${record.id}`);
+    } catch (error) {
+      let tail = '';
+      try {
+        tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-5).join(' | ');
+      } catch {
+        tail = '(no server log)';
+      }
+      throw new Error(`${(error as Error).message}; server log: ${tail}`);
+    }
+  };
   const run = async (step: string, work: () => Promise<string>): Promise<boolean> => {
     if (failedStep) return false;
     const t0 = performance.now();
@@ -90,7 +105,6 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
           unix_socket_directories: scratch,
           hot_standby: 'on',
           cluster_name: `relevo-verify-${record.id}`,
-          max_connections: '20',
           logging_collector: 'off',
           synchronous_standby_names: '',
         },
@@ -98,7 +112,7 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
       return `${result.files} files, ${Math.round(result.bytes / 1048576)} MB in ${result.ms} ms`;
     });
     await run('start temporary PostgreSQL', async () => {
-      await pgctl(['-l', join(scratch, 'postgres.log'), '-w', '-t', '3600', 'start'], `restore drill of backup ${record.id}`);
+      await startWithLog();
       started = true;
       return `socket in ${scratch}`;
     });
@@ -126,7 +140,7 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
       await pgctl(['-m', 'fast', '-w', 'stop'], `restore drill of backup ${record.id}`);
       started = false;
       appendFileSync(join(dataDir, 'postgresql.auto.conf'), "recovery_target = ''\nrecovery_target_lsn = ''\nrecovery_target_action = 'promote'\n");
-      await pgctl(['-l', join(scratch, 'postgres.log'), '-w', '-t', '3600', 'start'], `restore drill of backup ${record.id}`);
+      await startWithLog();
       started = true;
       for (;;) {
         const recovering = await sql(async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r);

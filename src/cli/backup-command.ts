@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { latestVerification, listBackups, listRestorePoints, RestorePointSchema, type BackupRecord, type RestorePoint, type VerifyReport } from '../backup/catalog.js';
 import { primaryOf, sqlOn, type BackupContext } from '../backup/context.js';
+import { listDumps, takeDump, type DumpRecord } from '../backup/dump.js';
 import { BackupError } from '../backup/errors.js';
 import { initRepository, lookupOsUser, openBackupContext } from '../backup/open.js';
 import { planRestore, restoreBackup, type RestoreTarget } from '../backup/restore.js';
@@ -22,6 +23,7 @@ export interface BackupListing {
   backups: (BackupRecord & { verification: VerifyReport | null; files: never[] })[];
   archive: { end: string | null; endTime: string | null; gaps: { timeline: number; segment: string }[]; conflicts: string[] };
   restorePoints: RestorePoint[];
+  dumps: DumpRecord[];
 }
 
 export async function backupListing(ctx: BackupContext): Promise<BackupListing> {
@@ -32,7 +34,7 @@ export async function backupListing(ctx: BackupContext): Promise<BackupListing> 
   const first = backups[0];
   const gaps = first ? (await walGaps(ctx.repository, first.timeline, first.startLsn)).gaps : [];
   const conflicts = (await ctx.repository.list('conflicts')).map((c) => c.key);
-  return { backups: out, archive: { end: end?.lsn ?? null, endTime: end?.at.toISOString() ?? null, gaps, conflicts }, restorePoints: await listRestorePoints(ctx.repository) };
+  return { backups: out, archive: { end: end?.lsn ?? null, endTime: end?.at.toISOString() ?? null, gaps, conflicts }, restorePoints: await listRestorePoints(ctx.repository), dumps: await listDumps(ctx) };
 }
 
 function seconds(ms: number | null | undefined): string {
@@ -57,6 +59,7 @@ export function renderBackupListing(listing: BackupListing): string {
   lines.push(`WAL archive: up to ${listing.archive.end ?? 'nothing archived'}${listing.archive.endTime ? ` (archived ${listing.archive.endTime})` : ''}`);
   if (listing.archive.gaps.length > 0) lines.push(`WARNING: ${listing.archive.gaps.length} WAL segments missing after the oldest backup, first ${listing.archive.gaps[0]!.segment}: point-in-time recovery cannot cross them`);
   if (listing.archive.conflicts.length > 0) lines.push(`WARNING: ${listing.archive.conflicts.length} conflicting WAL copies kept aside (a second primary wrote the same segment): ${listing.archive.conflicts.slice(0, 3).join(', ')}`);
+  if (listing.dumps.length > 0) lines.push(`Logical dumps: ${listing.dumps.map((d) => `${d.id} (${d.databases.map((x) => x.name).join(', ')})`).join('; ')}`);
   if (listing.restorePoints.length > 0) lines.push(`Restore points: ${listing.restorePoints.map((p) => `${p.name} (${p.lsn}, ${p.at})`).join(', ')}`);
   return lines.join('\n');
 }
@@ -206,6 +209,18 @@ export function registerBackupCommands(program: Command): void {
           console.log(
             `restored backup ${result.backup} into ${options.to}: ${result.files - result.unchanged} files written (${formatBytes(result.bytes)}), ${result.unchanged} unchanged, ${result.removed} removed, ${seconds(result.ms)}; recovery settings in postgresql.auto.conf (${Object.entries(plan.recovery).map(([k, v]) => `${k}=${v}`).join(', ')}). Start it with pg_ctl -D ${options.to} start`,
           );
+      });
+    });
+
+  program
+    .command('dump')
+    .description('pg_dump (custom format) of every database into the repository, under the same retention')
+    .option(...configOption)
+    .option('--json', 'machine-readable output')
+    .action(async (options: { config?: string; json?: boolean }) => {
+      await withBackup(options.config, undefined, async (ctx) => {
+        const record = await takeDump(ctx);
+        console.log(options.json ? JSON.stringify(record, null, 2) : `dump ${record.id} from ${record.source}: ${record.databases.map((d) => `${d.name} (${formatBytes(d.bytes)}) in ${ctx.repository.location}/${d.key}`).join(', ')}`);
       });
     });
 
