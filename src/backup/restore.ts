@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
-import { appendFile, chown, lstat, mkdir, open, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFile, chown, lstat, mkdir, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +11,7 @@ import { LIBEXEC } from './archive.js';
 import { dataKey, listBackups, listRestorePoints, loadBackup, type BackupFile, type BackupRecord } from './catalog.js';
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
+import { fsyncPath, sha256File } from './files.js';
 import { JobPool } from './pool.js';
 import type { Repository } from './repository.js';
 import { archiveEnd } from './wal.js';
@@ -104,12 +105,6 @@ export interface RestoreResult {
   ms: number;
 }
 
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex');
-}
-
 function postmasterRunning(dataDir: string): boolean {
   const pidFile = join(dataDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return false;
@@ -150,15 +145,6 @@ export async function restoreFile(repository: Repository, file: BackupFile, dest
   if (stored !== file.storedSha256) throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) has sha256 ${stored}, the backup recorded ${file.storedSha256}`);
   const raw = rawHash.digest('hex');
   if (raw !== file.sha256) throw new BackupError('BACKUP_CORRUPT', `${file.path} of backup ${file.ref} restores with sha256 ${raw}, the backup recorded ${file.sha256}`);
-}
-
-async function fsyncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 async function walkFiles(root: string, prefix = ''): Promise<string[]> {
@@ -216,7 +202,7 @@ export async function restoreBackup(
       const path = join(destination, file.path);
       if (options.delta) {
         const info = await lstat(path).catch(() => undefined);
-        if (info?.isFile() && info.size === file.size && (await sha256OfFile(path)) === file.sha256) {
+        if (info?.isFile() && info.size === file.size && (await sha256File(path)) === file.sha256) {
           unchanged++;
           return;
         }
@@ -225,7 +211,7 @@ export async function restoreBackup(
       const tmp = `${path}.relevo-restore`;
       try {
         await restoreFile(ctx.repository, file, tmp);
-        await fsyncFile(tmp);
+        await fsyncPath(tmp);
         await own(tmp, ctx.osUser);
         await rename(tmp, path);
       } finally {
@@ -239,7 +225,7 @@ export async function restoreBackup(
     });
   }
   await pool.drain();
-  for (const dir of backup.directories) await fsyncFile(join(destination, dir.path)).catch(() => undefined);
+  for (const dir of backup.directories) await fsyncPath(join(destination, dir.path)).catch(() => undefined);
   await writeRecoverySettings(ctx, destination, plan, options.extraSettings ?? {});
   return { backup: backup.id, files: backup.files.length, unchanged, removed, bytes, ms: Math.round(performance.now() - started) };
 }
