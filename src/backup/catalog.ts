@@ -71,7 +71,7 @@ export const backupKey = (id: string) => `backups/${id}/backup.json`;
 export const dataKey = (id: string, path: string) => `backups/${id}/data/${path}.gz`;
 
 /** Opens the repository location for one cluster, refusing what is not a relevo repository. */
-export function openClusterRepository(location: string, cluster: string, systemIdentifier: string): Repository {
+export function openClusterRepository(location: string, cluster: string, systemIdentifier: string, owner?: { uid: number; gid: number }): Repository {
   if (!existsSync(location)) throw new BackupError('REPOSITORY_UNREACHABLE', `repository ${location} does not exist (not mounted?)`);
   const marker = join(location, REPOSITORY_MARKER);
   let format: unknown;
@@ -92,7 +92,7 @@ export function openClusterRepository(location: string, cluster: string, systemI
     if (held.length > 0) throw new BackupError('REPOSITORY_OTHER_CLUSTER', `repository ${location} holds ${held.join(', ')} but not cluster ${cluster} (${dir})`);
     throw new BackupError('REPOSITORY_NOT_INITIALISED', `repository ${location} has no directory for cluster ${cluster} (${dir})`);
   }
-  return new DirectoryRepository(join(location, dir));
+  return new DirectoryRepository(join(location, dir), owner);
 }
 
 export async function loadBackup(repository: Repository, id: string): Promise<BackupRecord> {

@@ -32,14 +32,15 @@ export async function openBackupContext(config: MemberConfig, store: Store, note
   });
   const credentials = loadCredentials(config);
   if (!credentials) throw new BackupError('NO_SOURCE', `no credentials in ${config.secrets.file}: the backup commands connect as the agent and replication roles`);
+  const osUser = lookupOsUser(config.postgres.osUser);
   return {
     cluster: config.cluster,
     systemIdentifier,
     settings: { ...settings.backup, repository: location },
-    repository: openClusterRepository(location, config.cluster, systemIdentifier),
+    repository: openClusterRepository(location, config.cluster, systemIdentifier, osUser),
     credentials,
     binDir: config.postgres.binDir,
-    osUser: lookupOsUser(config.postgres.osUser),
+    osUser,
     members,
     leader: leaderKv ? LeaderRecordSchema.parse(JSON.parse(leaderKv.value)).member : null,
     note,

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { link, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chown, link, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -75,7 +75,21 @@ export class DirectoryRepository implements Repository {
   private pendingFiles = new Set<string>();
   private pendingDirs = new Set<string>();
 
-  constructor(readonly location: string) {}
+  private readonly ownedDirs = new Set<string>();
+
+  /**
+   * `owner`: when the command runs as root, files and directories it creates
+   * are handed to the PostgreSQL OS user, so the agent, archive_command and
+   * restore_command (running as that user) can read and extend them.
+   */
+  constructor(
+    readonly location: string,
+    private readonly owner?: { uid: number; gid: number },
+  ) {}
+
+  private async own(path: string): Promise<void> {
+    if (this.owner && process.getuid?.() === 0) await chown(path, this.owner.uid, this.owner.gid);
+  }
 
   private path(key: string): string {
     checkKey(key);
@@ -83,8 +97,11 @@ export class DirectoryRepository implements Repository {
   }
 
   private async ensureDir(dir: string): Promise<void> {
+    if (this.ownedDirs.has(dir)) return;
     try {
       await mkdir(dir, { recursive: true, mode: 0o750 });
+      for (let d = dir; d.startsWith(this.location) && d !== dirname(this.location); d = dirname(d)) await this.own(d);
+      this.ownedDirs.add(dir);
     } catch (error) {
       throw new BackupError('REPOSITORY_UNREACHABLE', `cannot create ${dir} in repository ${this.location}: ${(error as Error).message}`);
     }
@@ -108,6 +125,7 @@ export class DirectoryRepository implements Repository {
       await pipeline(Buffer.isBuffer(source) ? Readable.from([source]) : source, tap, createWriteStream(tmp, { mode: 0o640 }));
       const sha256 = hash.digest('hex');
       const batch = options.durability === 'batch';
+      await this.own(tmp);
       if (!batch) await fsyncPath(tmp);
       let status: 'created' | 'same' = 'created';
       try {
