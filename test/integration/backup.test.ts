@@ -75,7 +75,13 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     const socketDir = `${dataDir}.run`;
     mkdirSync(socketDir, { recursive: true });
     chownSync(socketDir, user.uid, user.gid);
-    await runPostgresProgram(PG_BIN, user, 'pg_ctl', ['-D', dataDir, '-o', `-p ${port} -k ${socketDir} -c listen_addresses=''`, '-l', join(socketDir, 'postgres.log'), '-w', '-t', '120', 'start'], { context: 'restored copy', timeoutMs: 150_000 });
+    const logFile = join(socketDir, 'postgres.log');
+    try {
+      await runPostgresProgram(PG_BIN, user, 'pg_ctl', ['-D', dataDir, '-o', `-p ${port} -k ${socketDir} -c listen_addresses=''`, '-l', logFile, '-w', '-t', '120', 'start'], { context: 'restored copy', timeoutMs: 150_000 });
+    } catch (error) {
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(no log)';
+      throw new Error(`${(error as Error).message}\nserver log:\n${log}\npostgresql.auto.conf:\n${readFileSync(join(dataDir, 'postgresql.auto.conf'), 'utf8')}`);
+    }
     const credentials = loadCredentials(cluster.member(NAMES[0]!).config)!;
     const query = async <R extends pg.QueryResultRow>(text: string): Promise<R[]> => {
       const client = new pg.Client({ host: socketDir, port, user: 'relevo', password: credentials.agentPassword, database: 'postgres' });
