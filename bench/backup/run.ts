@@ -55,6 +55,8 @@ function timed(argv: string[], asPostgres: boolean, env: Record<string, string> 
 
 const asPg = (program: string, args: string[]) => execFileSync(program, args, { ...spawnIdentity(user), cwd: '/tmp', encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const du = (path: string) => Number(execFileSync('du', ['-sb', path], { encoding: 'utf8' }).split('\t')[0]);
+/** What a backup copies: the data directory without pg_wal (every tool here takes WAL from elsewhere or not at all). */
+const dataSize = (dir: string) => du(dir) - du(join(dir, 'pg_wal'));
 
 const base = mkdtempSync('/tmp/relevo-bench-backup-');
 execFileSync('chown', [`${user.uid}:${user.gid}`, base]);
@@ -93,14 +95,14 @@ try {
     join(data, 'postgresql.conf'),
     `port = ${port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '${base}'\nwal_level = replica\nmax_wal_senders = 10\narchive_mode = on\narchive_command = '${relevoArchive.replace(/'/g, "''")}'\nshared_buffers = 256MB\nmax_wal_size = 4GB\ncheckpoint_timeout = 30min\n`,
   );
-  writeFileSync(join(data, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n');
+  writeFileSync(join(data, 'pg_hba.conf'), 'local all all trust\nlocal replication all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n');
   pgctl('start');
   psql("CREATE ROLE relevo SUPERUSER LOGIN PASSWORD 'bench'; CREATE ROLE replicator REPLICATION LOGIN PASSWORD 'bench'");
   asPg('pgbackrest', [`--config=${pgbrConf}`, '--stanza=bench', 'stanza-create']);
   const init = await timed([join(BIN, 'pgbench'), '-i', '-q', '-s', String(scale), '-h', base, '-p', String(port), '-U', 'postgres', 'postgres'], true);
   psql('CHECKPOINT');
-  const dataBytes = du(data);
-  console.error(`pgbench -i -s ${scale}: ${init.wall.toFixed(0)} s, data directory ${mb(dataBytes).toFixed(0)} MB`);
+  const dataBytes = dataSize(data);
+  console.error(`pgbench -i -s ${scale}: ${init.wall.toFixed(0)} s, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal`);
 
   // WAL archive under pgbench at full speed, relevo and pgBackRest interleaved.
   const walRows: string[][] = [];
@@ -131,7 +133,7 @@ try {
   const relevoRepoBytes = () => du(join(repo, `bench-${sysid}`, 'backups'));
   const pgbr = (args: string[]) => timed(['pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args], true);
 
-  const fullBytes = du(data);
+  const fullBytes = dataSize(data);
   let before = 0;
   record('relevo', 'full backup', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'full'], false), fullBytes, (before = relevoRepoBytes()));
   let pgbrBefore = 0;
@@ -143,23 +145,23 @@ try {
 
   psql('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0');
   psql('CHECKPOINT');
-  record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false), du(data), relevoRepoBytes() - before);
+  record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false), dataSize(data), relevoRepoBytes() - before);
   const incr = await pgbr(['--type=incr', 'backup']);
-  record('pgBackRest', 'incremental after 1 % of rows changed', incr, du(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
+  record('pgBackRest', 'incremental after 1 % of rows changed', incr, dataSize(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
 
-  record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo')], false), du(data), null);
+  record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo')], false), dataSize(data), null);
   mkdirSync(join(base, 'r-pgbr'));
   execFileSync('chown', [`${user.uid}:${user.gid}`, join(base, 'r-pgbr')]);
-  record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, 'r-pgbr')}`, 'restore']), du(data), null);
-  record('pg_basebackup', 'restore (cp -a of the plain copy)', await timed(['cp', '-a', join(base, 'pgbb'), join(base, 'r-pgbb')], false), du(data), null);
-  record('cp -a', 'restore (cp -a back)', await timed(['cp', '-a', join(base, 'cpa'), join(base, 'r-cpa')], false), du(data), null);
+  record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, 'r-pgbr')}`, 'restore']), dataSize(data), null);
+  record('pg_basebackup', 'restore (cp -a of the plain copy)', await timed(['cp', '-a', join(base, 'pgbb'), join(base, 'r-pgbb')], false), dataSize(data), null);
+  record('cp -a', 'restore (cp -a back)', await timed(['cp', '-a', join(base, 'cpa'), join(base, 'r-cpa')], false), dataSize(data), null);
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const table = (header: string[], body: string[][]) => [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
   const md = [
     `# bench/backup ${stamp}`,
     '',
-    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB; gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool); ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end. Measured under load from other helpers unless the machine was idle.`,
+    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal (MB/s below are of that size); gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool); ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end. Measured under load from other helpers unless the machine was idle.`,
     '',
     '## WAL archive under pgbench -c 8 -j 2 (TPC-B-like), interleaved',
     '',

@@ -68,7 +68,8 @@ export async function planRestore(ctx: BackupContext, target: RestoreTarget, bac
       if (end && target.time.getTime() > end.at.getTime()) throw new BackupError('TARGET_OUT_OF_RANGE', `${what} is after the newest archived WAL; ${range}`);
       backup = [...candidates].reverse().find((b) => Date.parse(b.finishedAt) <= target.time.getTime());
       if (!backup) throw new BackupError('TARGET_OUT_OF_RANGE', `${what} is before the ${backupId ? `end of backup ${backupId}` : 'oldest backup'}; ${range}`);
-      recovery.recovery_target_time = target.time.toISOString();
+      // PostgreSQL's own format: it refuses ISO 8601's "T" and "Z" here.
+      recovery.recovery_target_time = target.time.toISOString().replace('T', ' ').replace('Z', '+00');
       break;
     }
     case 'lsn':

@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
-import { createGzip, gzip } from 'node:zlib';
+import { gzip } from 'node:zlib';
 import type { MemberStatus } from '../cluster/types.js';
 import { ROLE_NAMES } from '../config/secrets.js';
 import { splitHostPort } from '../postgres/conf.js';
@@ -21,6 +21,8 @@ import { waitForWal } from './wal.js';
 const gzipAsync = promisify(gzip);
 /** Files up to this size are read whole and compressed in parallel; bigger ones stream. */
 const BUFFERED_FILE_BYTES = 8 * 1024 * 1024;
+const COMPRESS_BLOCK_BYTES = 4 * 1024 * 1024;
+const COMPRESS_BLOCKS_IN_FLIGHT = 6;
 
 export interface TakeOptions {
   type: 'full' | 'incremental';
@@ -125,19 +127,16 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
           }),
       };
     }
-    const input = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // A big file (a relation segment is up to 1 GB) is cut into blocks compressed
+    // in parallel on the thread pool, each a gzip member: the stored object is
+    // their concatenation, which gunzip reads as one stream.
+    const output = new PassThrough({ highWaterMark: 1024 * 1024 });
     const hash = createHash('sha256');
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        hash.update(chunk);
-        done(null, chunk);
-      },
-    });
-    let streamed: Promise<void> = Promise.resolve();
+    const key = dataKey(id, e.name);
+    let stored: Promise<void> = Promise.resolve();
     await pool.run(async () => {
-      streamed = (async () => {
-        const key = dataKey(id, e.name);
-        const put = await ctx.repository.putIfAbsent(key, input.pipe(tap).pipe(createGzip({ level })), { checksum: 'caller', durability: 'batch' });
+      stored = (async () => {
+        const put = await ctx.repository.putIfAbsent(key, output, { checksum: 'caller', durability: 'batch' });
         const digest = hash.digest('hex');
         const previous = parentFiles.get(e.name);
         if (previous?.sha256 === digest) {
@@ -147,13 +146,39 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
         files.push({ path: e.name, size: e.size, mtime: e.mtime, mode: e.mode, sha256: digest, ref: id, storedSize: put.size, storedSha256: put.sha256 });
         storedBytes += put.size;
       })();
-      await streamed;
+      await stored;
     });
+    let block: Buffer[] = [];
+    let blockBytes = 0;
+    let written: Promise<void> = Promise.resolve();
+    const pending: Promise<void>[] = [];
+    const flushBlock = async () => {
+      if (blockBytes === 0) return;
+      const data = Buffer.concat(block);
+      block = [];
+      blockBytes = 0;
+      hash.update(data);
+      const compressed = gzipAsync(data, { level });
+      compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
+      written = written.then(async () => {
+        if (!output.write(await compressed)) await Promise.race([once(output, 'drain'), once(output, 'close')]);
+      });
+      written.catch(() => undefined);
+      pending.push(written);
+      // At most a few blocks in flight: memory stays bounded, the thread pool stays busy.
+      if (pending.length >= COMPRESS_BLOCKS_IN_FLIGHT) await pending.shift();
+    };
     return {
       write: async (chunk) => {
-        if (!input.write(chunk)) await Promise.race([once(input, 'drain'), once(input, 'close')]);
+        block.push(Buffer.from(chunk));
+        blockBytes += chunk.length;
+        if (blockBytes >= COMPRESS_BLOCK_BYTES) await flushBlock();
       },
-      end: () => void input.end(),
+      end: async () => {
+        await flushBlock();
+        await written;
+        output.end();
+      },
     };
   };
 

@@ -121,7 +121,7 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
   let full: string;
   it('backs up a replica under write load; a restore to a noted time has every row committed before it and none after, despite a later TRUNCATE', async () => {
     await cluster.sql(primary, 'CREATE TABLE items (id bigserial PRIMARY KEY, payload text NOT NULL)');
-    await cluster.sql(primary, "INSERT INTO items (payload) SELECT repeat('x', 200) FROM generate_series(1, 20000)");
+    await cluster.sql(primary, "INSERT INTO items (payload) SELECT repeat('x', 200) FROM generate_series(1, 50000)");
     const credentials = loadCredentials(cluster.member(primary).config)!;
     const member = cluster.member(primary).config.postgres;
     const writer = new pg.Client({ host: member.socketDir, port: member.port, user: 'relevo', password: credentials.agentPassword, database: 'postgres' });
@@ -165,7 +165,7 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     try {
       await waitFor('the restored copy to finish recovery', async () => !(await copy.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0]!.r, 120_000, 500);
       const ids = new Set((await copy.query<{ id: string }>('SELECT id FROM items')).map((r) => Number(r.id)));
-      assert.ok(ids.size >= 20_000, `the rows from before the backup are there (${ids.size})`);
+      assert.ok(ids.size >= 50_000, `the rows from before the backup are there (${ids.size})`);
       const missing = beforeNoted.filter((i) => !ids.has(i.id));
       assert.deepEqual(missing.map((i) => i.id), [], 'every row committed before the noted time is restored');
       const extra = afterNoted.filter((i) => ids.has(i.id));
