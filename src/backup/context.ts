@@ -24,6 +24,8 @@ export interface BackupContext {
   leader: string | null;
   /** Progress and notes for the operator (stderr on the command line, the log in the agent). */
   note(line: string): void;
+  /** Bytes done of a total (a progress bar on a terminal); optional. */
+  progress?(label: string, done: number, total: number): void;
 }
 
 export function memberByName(ctx: BackupContext, name: string | null): MemberStatus | undefined {

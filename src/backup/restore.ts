@@ -197,6 +197,7 @@ export async function restoreBackup(
   const pool = new JobPool(options.parallel ?? ctx.settings.parallel);
   let unchanged = 0;
   let bytes = 0;
+  const total = backup.files.reduce((sum, f) => sum + f.size, 0);
   let lastNote = performance.now();
   for (const file of backup.files) {
     await pool.run(async () => {
@@ -219,7 +220,8 @@ export async function restoreBackup(
         await rm(tmp, { force: true });
       }
       bytes += file.size;
-      if (performance.now() - lastNote > 5_000) {
+      ctx.progress?.(`restore ${backup.id}`, bytes, total);
+      if (performance.now() - lastNote > 5_000 && !ctx.progress) {
         lastNote = performance.now();
         ctx.note(`restore: ${Math.round(bytes / 1048576)} MB written`);
       }

@@ -186,7 +186,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
   try {
     const [host, port] = splitHostPort(source.connectAddress);
     const { startLsn, endLsn, timeline } = await withPassfile(ctx, async (passfile) => {
-      const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '--manifest-checksums=CRC32C'], {
+      const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '-P', '--manifest-checksums=CRC32C'], {
         ...spawnIdentity(ctx.osUser),
         cwd: '/',
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: ctx.osUser.home, PGPASSFILE: passfile, PGAPPNAME: 'relevo-backup' },
@@ -195,6 +195,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => {
         stderr = (stderr + chunk.toString()).slice(-32_000);
+        // -P: "123/4567 kB (2%), 0/1 tablespace": the server's estimate of the total.
+        const progress = /(\d+)\/(\d+) kB \(\d+%\)[^\r\n]*$/.exec(stderr.split(/[\r\n]/).filter(Boolean).pop() ?? '');
+        if (progress) ctx.progress?.(`backup ${id}`, Number(progress[1]) * 1024, Number(progress[2]) * 1024);
       });
       const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
       try {

@@ -13,10 +13,35 @@ import { InitRecordSchema } from '../cluster/types.js';
 import { CliError, withCluster, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
 
-const note = (line: string) => console.error(line);
+const note = (line: string) => {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  console.error(line);
+};
+
+/** On a terminal: one line with percent, rate and time left, redrawn at most twice a second. */
+function progressBar(): (label: string, done: number, total: number) => void {
+  const started = performance.now();
+  let drawn = 0;
+  return (label, done, total) => {
+    if (!process.stderr.isTTY || performance.now() - drawn < 500) return;
+    drawn = performance.now();
+    const seconds = (performance.now() - started) / 1000;
+    const rate = done / Math.max(seconds, 0.001);
+    const fraction = total > 0 ? Math.min(1, done / total) : 0;
+    const width = 30;
+    const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '.');
+    const left = rate > 0 && total > done ? `${Math.ceil((total - done) / rate)} s left` : '';
+    process.stderr.write(`\r\x1b[K${label} [${bar}] ${(fraction * 100).toFixed(0)}% ${formatBytes(done)}/${formatBytes(total)} ${formatBytes(rate)}/s ${left}`);
+  };
+}
 
 function withBackup<T>(configOption: string | undefined, repository: string | undefined, work: (ctx: BackupContext, handle: ClusterHandle) => Promise<T>): Promise<T> {
-  return withCluster(configOption, async (handle) => work(await openBackupContext(handle.config, handle.store, note, repository), handle));
+  return withCluster(configOption, async (handle) => {
+    const ctx = await openBackupContext(handle.config, handle.store, note, repository);
+    const result = await work({ ...ctx, progress: progressBar() }, handle);
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    return result;
+  });
 }
 
 export interface BackupListing {
