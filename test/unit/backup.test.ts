@@ -7,7 +7,9 @@ import { after, describe, it } from 'node:test';
 import { LIBEXEC } from '../../src/backup/archive.js';
 import type { BackupRecord } from '../../src/backup/catalog.js';
 import { dueBackup } from '../../src/backup/duties.js';
-import { BACKUP_ERRORS } from '../../src/backup/errors.js';
+import type { BackupContext } from '../../src/backup/context.js';
+import { BACKUP_ERRORS, type BackupError } from '../../src/backup/errors.js';
+import { planRestore } from '../../src/backup/restore.js';
 import { parseHistory, parseSegmentName, segmentName, walChainGaps, walKey } from '../../src/backup/layout.js';
 import { DirectoryRepository } from '../../src/backup/repository.js';
 import { backupsToKeep } from '../../src/backup/retention.js';
@@ -177,5 +179,35 @@ describe('docs/backup.md', () => {
     const rows = [...block.matchAll(/^\| `([A-Z_]+)` \| (\d) \| (.+) \|$/gm)].map((m) => [m[1], Number(m[2]), m[3]]);
     const expected = Object.entries(BACKUP_ERRORS).map(([code, e]) => [code, e.exit, e.hint]);
     assert.deepEqual(rows, expected);
+  });
+});
+
+describe('restore planning', () => {
+  const make = async () => {
+    const dir = scratch();
+    const repository = new DirectoryRepository(dir);
+    const record = { ...backup('20261120-000000F', 'full', null, '2026-11-20T00:00:10Z'), startLsn: '0/2000028', endLsn: '0/2000100' };
+    await repository.putIfAbsent(`backups/${record.id}/backup.json`, Buffer.from(JSON.stringify(record)));
+    for (const seg of ['000000010000000000000002', '000000010000000000000003']) await repository.putIfAbsent(walKey(seg), Buffer.alloc(16));
+    await repository.putIfAbsent('restore-points/before.json', Buffer.from(JSON.stringify({ name: 'before', lsn: '0/3000100', timeline: 1, at: '2026-11-20T00:01:00Z' })));
+    const ctx = { cluster: 'c', repository, settings: BackupSettingsSchema.parse({}) } as unknown as BackupContext;
+    return { ctx, record };
+  };
+
+  it('picks the backup and writes the target in PostgreSQL\'s formats', async () => {
+    const { ctx, record } = await make();
+    const plan = await planRestore(ctx, { kind: 'time', time: new Date('2026-11-20T00:00:30Z') });
+    assert.equal(plan.backup.id, record.id);
+    assert.equal(plan.recovery.recovery_target_time, '2026-11-20 00:00:30.000+00');
+    assert.equal((await planRestore(ctx, { kind: 'name', name: 'before' })).recovery.recovery_target_name, 'before');
+  });
+
+  it('refuses targets outside the archive and names the range', async () => {
+    const { ctx } = await make();
+    await assert.rejects(planRestore(ctx, { kind: 'time', time: new Date('2026-11-19T00:00:00Z') }), (e: BackupError) => e.code === 'TARGET_OUT_OF_RANGE' && /available: times 2026-11-20T00:00:10Z .*LSNs 0\/2000100 \.\. 0\/4000000/.test(e.message));
+    await assert.rejects(planRestore(ctx, { kind: 'lsn', lsn: '0/4000001' }), /past the end of the archive/);
+    await assert.rejects(planRestore(ctx, { kind: 'lsn', lsn: '0/1000000' }), /before the oldest backup/);
+    await assert.rejects(planRestore(ctx, { kind: 'name', name: 'nope' }), /no restore point "nope".*known: before/);
+    await assert.rejects(planRestore(ctx, { kind: 'latest' }, '20000101-000000F'), (e: BackupError) => e.code === 'BACKUP_UNKNOWN');
   });
 });
