@@ -15,6 +15,9 @@ export const BackupFileSchema = z.object({
   ref: z.string(),
   storedSize: z.number(),
   storedSha256: z.string(),
+  /** Big files: stored as gzip members of blockSize raw bytes each; their stored sizes. */
+  blockSize: z.number().optional(),
+  blocks: z.array(z.number()).optional(),
 });
 export type BackupFile = z.infer<typeof BackupFileSchema>;
 

@@ -96,6 +96,11 @@ export class DirectoryRepository implements Repository {
     return join(this.location, ...key.split('/'));
   }
 
+  /** The file behind a key: for positional reads (parallel restore of a big file's blocks). */
+  pathOf(key: string): string {
+    return this.path(key);
+  }
+
   private async ensureDir(dir: string): Promise<void> {
     if (this.ownedDirs.has(dir)) return;
     try {

@@ -143,13 +143,15 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
           await ctx.repository.delete(key);
           return keep(e, previous);
         }
-        files.push({ path: e.name, size: e.size, mtime: e.mtime, mode: e.mode, sha256: digest, ref: id, storedSize: put.size, storedSha256: put.sha256 });
+        files.push({ path: e.name, size: e.size, mtime: e.mtime, mode: e.mode, sha256: digest, ref: id, storedSize: put.size, storedSha256: put.sha256, blockSize: COMPRESS_BLOCK_BYTES, blocks });
         storedBytes += put.size;
       })();
       await stored;
     });
     let block: Buffer[] = [];
     let blockBytes = 0;
+    /** Stored size of each gzip member, so a restore can decompress them in parallel. */
+    const blocks: number[] = [];
     let written: Promise<void> = Promise.resolve();
     const pending: Promise<void>[] = [];
     const flushBlock = async () => {
@@ -161,7 +163,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       const compressed = gzipAsync(data, { level });
       compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
       written = written.then(async () => {
-        if (!output.write(await compressed)) await Promise.race([once(output, 'drain'), once(output, 'close')]);
+        const member = await compressed;
+        blocks.push(member.length);
+        if (!output.write(member)) await Promise.race([once(output, 'drain'), once(output, 'close')]);
       });
       written.catch(() => undefined);
       pending.push(written);
@@ -170,9 +174,15 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     };
     return {
       write: async (chunk) => {
-        block.push(Buffer.from(chunk));
-        blockBytes += chunk.length;
-        if (blockBytes >= COMPRESS_BLOCK_BYTES) await flushBlock();
+        // Blocks of exactly COMPRESS_BLOCK_BYTES (the last one shorter): a restore writes block i at i * blockSize.
+        let rest = Buffer.from(chunk);
+        while (rest.length > 0) {
+          const take = Math.min(rest.length, COMPRESS_BLOCK_BYTES - blockBytes);
+          block.push(rest.subarray(0, take));
+          blockBytes += take;
+          rest = rest.subarray(take);
+          if (blockBytes === COMPRESS_BLOCK_BYTES) await flushBlock();
+        }
       },
       end: async () => {
         await flushBlock();
