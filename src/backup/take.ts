@@ -117,7 +117,8 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     if (e.size <= BUFFERED_FILE_BYTES) {
       const chunks: Buffer[] = [];
       return {
-        write: (chunk) => void chunks.push(Buffer.from(chunk)),
+        // Chunks from the pipe are fresh buffers, never reused: kept without a copy.
+        write: (chunk) => void chunks.push(chunk),
         end: () =>
           pool.run(async () => {
             const data = Buffer.concat(chunks);
@@ -175,7 +176,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     return {
       write: async (chunk) => {
         // Blocks of exactly COMPRESS_BLOCK_BYTES (the last one shorter): a restore writes block i at i * blockSize.
-        let rest = Buffer.from(chunk);
+        let rest = chunk;
         while (rest.length > 0) {
           const take = Math.min(rest.length, COMPRESS_BLOCK_BYTES - blockBytes);
           block.push(rest.subarray(0, take));
