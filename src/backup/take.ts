@@ -161,7 +161,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       block = [];
       blockBytes = 0;
       hash.update(data);
-      const compressed = gzipAsync(data, { level });
+      const compressed = gzipAsync(data, { level, chunkSize: 1024 * 1024 });
       compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
       written = written.then(async () => {
         const member = await compressed;
