@@ -93,10 +93,8 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
   ctx.note(`backup ${id}: ${type}${parent ? ` on top of ${parent.id}` : ''} from ${source.name}${source.role === 'primary' ? ' (the primary)' : ''}, gzip level ${level}`);
 
   const keep = (entry: TarEntry, ref: BackupFile): void => void files.push({ ...ref, path: entry.name, mode: entry.mode, mtime: entry.mtime });
-  const store = async (entry: TarEntry, digest: string, object: Buffer | NodeJS.ReadableStream, discardIfSame: boolean) => {
-    const previous = parentFiles.get(entry.name);
-    if (!discardIfSame && previous?.sha256 === digest) return keep(entry, previous);
-    const put = await ctx.repository.putIfAbsent(dataKey(id, entry.name), object as Buffer, { checksum: 'caller', durability: 'batch' });
+  const store = async (entry: TarEntry, digest: string, object: Buffer) => {
+    const put = await ctx.repository.putIfAbsent(dataKey(id, entry.name), object, { checksum: 'caller', durability: 'batch' });
     if (put.status === 'conflict') throw new Error(`${dataKey(id, entry.name)} already holds other content`);
     files.push({ path: entry.name, size: entry.size, mtime: entry.mtime, mode: entry.mode, sha256: digest, ref: id, storedSize: put.size, storedSha256: put.sha256 });
     storedBytes += put.size;
@@ -108,7 +106,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     if (e.name === 'backup_manifest') return { write: (chunk) => void manifest.push(Buffer.from(chunk)), end: () => undefined };
     sizeBytes += e.size;
     // pg_control comes last: the server now waits for the end segment to be archived.
-    if (e.name === 'global/pg_control' && !source.role.startsWith('primary') && primary) switcher ??= startWalSwitcher(ctx, primary);
+    if (e.name === 'global/pg_control' && source.role !== 'primary' && primary) switcher ??= startWalSwitcher(ctx, primary);
     const previous = parentFiles.get(e.name);
     if (previous && previous.size === e.size && previous.mtime === e.mtime && previous.mtime * 1000 < parentStartMs - 1000) {
       keep(e, previous);
@@ -123,8 +121,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
           pool.run(async () => {
             const data = Buffer.concat(chunks);
             const digest = sha256(data);
-            if (parentFiles.get(e.name)?.sha256 === digest) return keep(e, parentFiles.get(e.name)!);
-            await store(e, digest, await gzipAsync(data, { level }), true);
+            const unchanged = parentFiles.get(e.name);
+            if (unchanged?.sha256 === digest) return keep(e, unchanged);
+            await store(e, digest, await gzipAsync(data, { level }));
           }),
       };
     }
