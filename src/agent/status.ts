@@ -5,7 +5,7 @@ import type { Decision } from './decide.js';
 import type { Observation } from './observation.js';
 
 /** Builds the status this agent publishes under `members/<name>`. */
-export function memberStatus(config: MemberConfig, observation: Observation, decision: Decision, paused: boolean): MemberStatus {
+export function memberStatus(config: MemberConfig, observation: Observation, decision: Decision, paused: boolean, settingsGeneration: number | null = null): MemberStatus {
   const server = observation.server;
   const inspection = server.kind === 'running' ? server.inspection : undefined;
   const store = observation.store;
@@ -40,6 +40,7 @@ export function memberStatus(config: MemberConfig, observation: Observation, dec
     connectAddress: connectAddressOf(config),
     tags: config.tags,
     paused,
+    settingsGeneration,
     updatedAt: new Date(observation.now).toISOString(),
   };
 }

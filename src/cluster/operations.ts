@@ -2,7 +2,7 @@ import { readCluster } from '../agent/observe.js';
 import { candidateOf, eligibility } from '../agent/election.js';
 import type { Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
-import { ClusterSettingsSchema, defaultClusterSettings } from './settings.js';
+import { readStoredSettings, writeStoredSettings } from './settings-store.js';
 import type { FailoverRequest, HistoryEntry, MemberStatus } from './types.js';
 
 /**
@@ -85,12 +85,9 @@ export async function requestFailover(store: Store, keys: ClusterKeys, to: strin
 }
 
 export async function setPaused(store: Store, keys: ClusterKeys, paused: boolean): Promise<void> {
-  const kv = await store.get(keys.config);
-  const settings = kv ? ClusterSettingsSchema.parse(JSON.parse(kv.value)) : defaultClusterSettings();
-  if (settings.paused === paused) throw new OperationError(paused ? 'the cluster is already paused' : 'the cluster is not paused');
-  const value = JSON.stringify({ ...settings, paused });
-  const written = kv ? await store.compareAndSwap(keys.config, value, kv.revision) : await store.create(keys.config, value);
-  if (written === undefined) throw new OperationError('cluster settings changed concurrently; nothing written, try again');
+  const read = await readStoredSettings(store, keys);
+  if (read.settings.paused === paused) throw new OperationError(paused ? 'the cluster is already paused' : 'the cluster is not paused');
+  if (!(await writeStoredSettings(store, keys, { ...read.settings, paused }, read))) throw new OperationError('cluster settings changed concurrently; nothing written, try again');
 }
 
 export async function readHistory(store: Store, keys: ClusterKeys): Promise<HistoryEntry[]> {
