@@ -1,4 +1,5 @@
-import { readCluster } from '../agent/observe.js';
+import { readCluster } from './view.js';
+import { RecordUnreadableError, type RecordKind } from './records.js';
 import { candidateOf, eligibility } from '../agent/election.js';
 import type { Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
@@ -18,9 +19,12 @@ export class OperationError extends Error {
   }
 }
 
-async function reachableView(store: Store, keys: ClusterKeys) {
+/** The cluster as read; `needs`: records the operation decides on, which must be readable (never taken as absent). */
+async function reachableView(store: Store, keys: ClusterKeys, needs: RecordKind[] = []) {
   const { view, settings } = await readCluster(store, keys);
   if (!view.reachable) throw new Error(view.error);
+  const bad = view.unreadable.find((r) => needs.includes(r.kind));
+  if (bad) throw new RecordUnreadableError(bad);
   return { view, settings };
 }
 
@@ -38,7 +42,7 @@ export interface SwitchoverOptions {
 }
 
 export async function requestSwitchover(store: Store, keys: ClusterKeys, options: SwitchoverOptions): Promise<FailoverRequest> {
-  const { view, settings } = await reachableView(store, keys);
+  const { view, settings } = await reachableView(store, keys, ['leader', 'config', 'failover']);
   if (settings.paused) throw new OperationError('the cluster is paused: run `relevo resume` first');
   const leader = view.leader?.member;
   if (!leader) throw new OperationError('no primary holds the leader lease: a switchover needs a running primary (use `relevo failover --to M`)');
@@ -72,7 +76,7 @@ export async function requestSwitchover(store: Store, keys: ClusterKeys, options
  * acknowledged commits unless forced.
  */
 export async function requestFailover(store: Store, keys: ClusterKeys, to: string, force: boolean): Promise<FailoverRequest> {
-  const { view, settings } = await reachableView(store, keys);
+  const { view, settings } = await reachableView(store, keys, ['leader', 'config', 'failover', 'sync', 'history', 'optime']);
   const leader = view.leader?.member;
   if (leader) return requestSwitchover(store, keys, { to });
   const candidate = streamingReplica(view.members, to, leader);
@@ -91,7 +95,7 @@ export async function setPaused(store: Store, keys: ClusterKeys, paused: boolean
 }
 
 export async function readHistory(store: Store, keys: ClusterKeys): Promise<HistoryEntry[]> {
-  const { view } = await reachableView(store, keys);
+  const { view } = await reachableView(store, keys, ['history']);
   return view.history;
 }
 

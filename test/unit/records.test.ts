@@ -17,6 +17,8 @@ import { clusterKeys } from '../../src/cluster/keys.js';
 import { describeUnreadable, UnreadableReporter, type UnreadableRecord } from '../../src/cluster/records.js';
 import { readStoredSettings, writeStoredSettings } from '../../src/cluster/settings-store.js';
 import { readCluster } from '../../src/cluster/view.js';
+import { storeRepair } from '../../src/cli/store-repair.js';
+import type { MemberConfig } from '../../src/config/member.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
@@ -80,6 +82,23 @@ describe('readCluster: each record on its own', () => {
     assert.equal((await readStoredSettings(store, keys)).settings.generation, 2);
     await store.put(keys.config, '{"ttlMs": "soon"}');
     await assert.rejects(readStoredSettings(store, keys), /RECORD_UNREADABLE: record \/relevo\/t\/config .*ttlMs/);
+  });
+
+  it('store repair lists damaged records, refuses bad input and readable records, and changes one only at the revision read', async () => {
+    const handle = { config: { cluster: 't' } as MemberConfig, store, keys };
+    const listed = await storeRepair(handle, {});
+    assert.match(listed, /\/relevo\/t\/members\/b \(revision \d+\): not JSON/);
+    assert.match(listed, /\/relevo\/t\/sync .*members/);
+    await assert.rejects(storeRepair(handle, { delete: 'nonsense/key' }), /not a record of cluster t/);
+    await assert.rejects(storeRepair(handle, { delete: 'members/a' }), /is readable: .* nothing changed/);
+    await assert.rejects(storeRepair(handle, { delete: 'optime' }), /no record at \/relevo\/t\/optime/);
+    await assert.rejects(storeRepair(handle, { set: 'sync', value: '{"leader": "a"}' }), /not a valid sync record: members: .*nothing changed/);
+    await assert.rejects(storeRepair(handle, { set: 'sync' }), /needs --value/);
+    assert.match(await storeRepair(handle, { delete: 'members/b' }), /^deleted \/relevo\/t\/members\/b \(revision \d+, held "\{not json": not JSON/);
+    assert.equal(await store.get(keys.member('b')), undefined);
+    const rewritten = await storeRepair(handle, { set: '/relevo/t/sync', value: '{"leader": "a", "members": ["c"], "updatedAt": "x"}' });
+    assert.match(rewritten, /^rewrote \/relevo\/t\/sync at revision \d+ \(was revision \d+/);
+    assert.deepEqual(JSON.parse((await store.get(keys.sync))!.value).members, ['c']);
   });
 });
 
