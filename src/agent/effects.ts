@@ -79,9 +79,15 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
 }
 
-async function acquireLeader(ctx: EffectContext): Promise<string> {
+/** Atomic create of the leader key on our session lease; undefined when another member holds it. */
+function createLeader(ctx: EffectContext): Promise<number | undefined> {
   const record: LeaderRecord = { member: ctx.config.name, ttlMs: ctx.settings().ttlMs, acquiredAt: new Date().toISOString() };
-  const revision = await ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
+  return ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
+}
+
+/** For steps that cannot go on without the lease (promotion, bootstrap): losing the race is an error. */
+async function acquireLeader(ctx: EffectContext): Promise<string> {
+  const revision = await createLeader(ctx);
   if (revision === undefined) throw new Error('another member took the leader lease first');
   return `leader lease acquired at revision ${revision}`;
 }
@@ -293,8 +299,11 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const pid = await restartPostgres(local.postmaster);
       return `PostgreSQL restarted, postmaster pid ${pid}`;
     }
-    case 'acquireLeader':
-      return acquireLeader(ctx);
+    case 'acquireLeader': {
+      // Losing the race is news for the next decision (it reads who won), not a failure.
+      const revision = await createLeader(ctx);
+      return revision === undefined ? { kind: 'cas_lost', key: keys.leader } : `leader lease acquired at revision ${revision}`;
+    }
     case 'releaseLeader':
       return (await releaseLeader(ctx)) ? `leader lease released: ${action.reason}` : undefined;
     case 'detachUpstream': {
