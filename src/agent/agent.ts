@@ -210,7 +210,7 @@ export class Agent {
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;
     // Peers are asked directly only when an election may be due.
-    const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
+    const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
     const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
