@@ -489,7 +489,8 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     return { state: 'primary', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
   }
   const request = activeRequest(o, store);
-  if (request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
+  // Under a damaged leader key nobody could take over from us: no hand-over (the request times out).
+  if (!badLeader && request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
     const candidates = store.members.filter(
       (m) => m.name !== me && m.state === 'replica' && m.streaming && m.tags.nofailover !== true && (request.to === null || m.name === request.to),
     );

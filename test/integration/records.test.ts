@@ -169,6 +169,15 @@ describe('bad records never stop HA; shared writes are conditional', () => {
         assert.equal((await listing(cluster, primary)).json.unreadable.length, 0);
       });
 
+      await step('a corrupt member record of a running member: its agent rewrites it; the others go on', async () => {
+        const revision = await cluster.store.put(keys.member(primary), '{not json');
+        await waitFor(`${primary} to rewrite its member record`, async () => {
+          const kv = await cluster.store.get(keys.member(primary));
+          return kv && kv.revision > revision && (await cluster.status(primary))?.state === 'primary';
+        }, 10_000, 100);
+        await commitAcknowledged(cluster, primary, 'after corrupt member record');
+      });
+
       await step('the primary\'s member record corrupt when it dies: a replica still takes over; list works; store repair fixes it', async () => {
         const old = primary;
         const timeline = (await cluster.status(old))!.timeline!;

@@ -136,6 +136,10 @@ describe('decide: an unreadable record that decides safety is never taken as abs
     assert.equal(orphan.state, 'primary');
     assert.ok(!types(orphan).includes('stopPostgres') && !types(orphan).includes('acquireLeader'));
     assert.match(orphan.reason, /RECORD_UNREADABLE: \/relevo\/t\/leader.*replicas will not promote/);
+    const request = { kind: 'switchover' as const, from: 'a', to: null, at: null, force: false, requestedAt: new Date(Date.parse('2026-06-01T00:00:00Z')).toISOString(), shutdownLsn: null };
+    const noHandOver = decide(observation({ ...primary, previous: { state: 'primary', since: 0 }, store: storeView({ leader: undefined, failover: request, revisions: { failover: 3 }, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
+    assert.equal(noHandOver.state, 'primary', 'nobody could take over: no switchover under a damaged leader key');
+    assert.ok(!types(noHandOver).includes('handOver'));
     const held = decide(observation({ ...primary, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader, lease: 'other' })] }) }, 'a'));
     assert.equal(held.state, 'fenced');
     assert.deepEqual(types(held), ['stopPostgres']);
