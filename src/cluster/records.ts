@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { describeIssues } from '../config/load.js';
+import { describeIssues } from '../util/issues.js';
 import type { KeyValue, LeaseId } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
 import { ClusterSettingsSchema } from './settings.js';
