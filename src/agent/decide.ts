@@ -60,7 +60,6 @@ export function decide(observation: Observation): Decision {
 function chooseTarget(o: Observation): Decision {
   const store = o.store;
   if (!store.reachable) return decideWithoutStore(o, store.error);
-  const { init } = store;
   // An unreadable initialise record is neither "no cluster" nor a system identifier to check against:
   // nothing is initialised or registered meanwhile; members go on with what does not depend on it.
   if (!unreadableOf(store, 'initialize')) {
@@ -464,16 +463,18 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   const badLeader = store.leader === undefined ? unreadableOf(store, 'leader') : undefined;
-  if (badLeader?.lease === 'other') {
+  // A damaged leader key on another member's lease, or one we did not hold a moment ago: somebody else may lead.
+  if (badLeader && (badLeader.lease === 'other' || !o.memory.wasLeader)) {
+    const whose = badLeader.lease === 'other' ? "hangs on another member's lease" : 'and we did not hold the lease';
     return {
       state: 'fenced',
       actions: [{ type: 'stopPostgres', mode: 'fast' }],
-      reason: `the leader key ${badLeader.key} is unreadable and hangs on another member's lease: stopping this primary to avoid two primaries`,
+      reason: `${RECORD_UNREADABLE}: the leader key ${badLeader.key} cannot be read (${badLeader.problem}) ${whose}: stopping this primary to avoid two primaries; repair it with \`relevo store repair\``,
       remember: { wasLeader: false },
     };
   }
-  // A damaged leader key that is not another member's: nobody can take the lease while it exists,
-  // so this primary goes on (and is told to the operator), while replicas refuse to promote.
+  // A damaged leader key on no lease, and we led until now: nobody can take the lease while it
+  // exists, so this primary goes on (and says so), while replicas refuse to promote.
   const leaderNote = badLeader && `${RECORD_UNREADABLE}: ${badLeader.key} cannot be read (${badLeader.problem}); replicas will not promote until it is repaired with \`relevo store repair\``;
   if (leaderName === undefined && !badLeader) {
     const historyBlocked = blockedBy(o, store, ['history']);

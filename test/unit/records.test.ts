@@ -130,7 +130,7 @@ describe('decide: an unreadable record that decides safety is never taken as abs
     assert.match(stopped.reason, /RECORD_UNREADABLE/);
   });
 
-  it('a primary keeps running under a damaged leader key no lease holds; it stops when another member\'s lease holds it', () => {
+  it('a primary that led keeps running under a damaged leader key no lease holds; it stops when another member\'s lease holds it, or when it did not lead', () => {
     const primary = { server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() }, memory: { ...freshMemory(), wasLeader: true } };
     const orphan = decide(observation({ ...primary, previous: { state: 'primary', since: 0 }, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
     assert.equal(orphan.state, 'primary');
@@ -143,6 +143,9 @@ describe('decide: an unreadable record that decides safety is never taken as abs
     const held = decide(observation({ ...primary, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader, lease: 'other' })] }) }, 'a'));
     assert.equal(held.state, 'fenced');
     assert.deepEqual(types(held), ['stopPostgres']);
+    const stale = decide(observation({ ...primary, memory: freshMemory(), store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
+    assert.equal(stale.state, 'fenced', 'a primary that did not lead a moment ago cannot tell it is the one');
+    assert.match(stale.reason, /RECORD_UNREADABLE.*did not hold the lease/);
   });
 
   for (const kind of ['sync', 'history', 'optime'] as const) {
