@@ -302,7 +302,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

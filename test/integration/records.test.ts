@@ -154,6 +154,9 @@ describe('bad records never stop HA; shared writes are conditional', () => {
         assert.ok(statuses.every((m) => m.timeline === timeline), 'no promotion');
         for (const m of statuses.filter((s) => s.name !== primary)) assert.match(m.reason, /RECORD_UNREADABLE: \/relevo\/test\/leader/, `${m.name} names the blocking record`);
         assert.match(statuses.find((m) => m.name === primary)!.reason, /RECORD_UNREADABLE/);
+        // Replicas cannot tell who leads, but still say whom they stream from: the primary keeps its synchronous standby.
+        for (const m of statuses.filter((s) => s.name !== primary)) assert.equal(m.upstream, primary, `${m.name} still names its upstream`);
+        assert.doesNotMatch(statuses.find((m) => m.name === primary)!.reason, /unavailable/);
         await commitAcknowledged(cluster, primary, 'under a corrupt leader record');
         const { json, table } = await listing(cluster, primary);
         assert.ok(json.unreadable.some((r) => r.key === keys.leader && /not JSON/.test(r.problem)));
