@@ -53,11 +53,13 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
     const kind = recordKindOf(keys, kv.key)?.kind;
     if (kind === undefined) continue;
     const parsed = parseRecord<unknown>(RECORD_SCHEMAS[kind], kv.value);
+    // Readable or not, the revision is known: a writer replaces a damaged record by compare-and-swap on it.
     if (kind !== 'member') revisions[kind] = kv.revision;
     if (!parsed.ok) {
       unreadable.push(unreadableRecord(keys, kv, parsed.problem, reader?.lease));
       continue;
     }
+    // The key names the member; a record claiming another name does not move it.
     if (kind === 'member') members.push({ ...(parsed.value as MemberStatus), name: kv.key.slice(keys.membersPrefix.length) });
     else single[kind] = parsed.value;
   }
