@@ -52,12 +52,43 @@ export const RouterSettingsSchema = z
       })
       .strict()
       .default({ startupMs: 10_000, connectMs: 3_000, holdMs: 30_000, drainMs: 5_000, refreshMs: 1_000, defaultTtlMs: 10_000 }),
+    /**
+     * How each listener handles sessions: 'relay' passes bytes through end to end
+     * (the server authenticates the client); 'session' terminates the protocol in
+     * the router so sessions survive a switchover (docs/router.md, Session mode).
+     */
+    mode: z
+      .object({
+        readWrite: z.enum(['relay', 'session']).default('relay'),
+        readOnly: z.enum(['relay', 'session']).default('relay'),
+      })
+      .strict()
+      .default({ readWrite: 'relay', readOnly: 'relay' }),
+    /** Session mode settings; required when a listener is in session mode. */
+    session: z
+      .object({
+        /** File (mode 0600) of "role" "SCRAM-SHA-256$..." lines: the pg_authid verifiers clients authenticate against. */
+        verifiersFile: z.string().startsWith('/', 'expected an absolute path'),
+        /** The router's own certificate for clients that ask for TLS; null = clients get plaintext. */
+        tls: z
+          .object({ certFile: z.string().startsWith('/'), keyFile: z.string().startsWith('/') })
+          .strict()
+          .nullable()
+          .default(null),
+      })
+      .strict()
+      .nullable()
+      .default(null),
     /** host:port of the Prometheus endpoint (GET /metrics, GET /stats); null = none. */
     metrics: address.nullable().default(null),
     /** How often statistics are published to the store under routers/<name>. */
     publishIntervalMs: z.number().int().min(500).default(5_000),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.session !== null || (s.mode.readWrite !== 'session' && s.mode.readOnly !== 'session'), {
+    message: 'a listener in session mode needs session.verifiersFile',
+    path: ['session'],
+  });
 
 export type RouterSettings = z.infer<typeof RouterSettingsSchema>;
 export type RouterSettingsInput = z.input<typeof RouterSettingsSchema>;

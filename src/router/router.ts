@@ -24,6 +24,9 @@ import { Listener, type ListenerContext, type ListenerRole } from './listener.js
 import { createRegistry, serveMetrics } from './metrics.js';
 import { RouterSettingsSchema, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
 import type { Relay } from './relay.js';
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+import { VerifierFile } from './verifiers.js';
 import type { RouterStatus, ListenerStats } from './status.js';
 import {
   parseAddress,
@@ -142,6 +145,7 @@ class Router {
       timeouts: this.settings.timeouts,
       now: () => this.now(),
     };
+    const sessionSupport = this.sessionSupport();
     // Read the store before listening so the first clients meet a real view.
     await this.startWatch();
     await this.refresh();
@@ -150,7 +154,8 @@ class Router {
       if (address === null) continue;
       const parsed = parseAddress(address, true);
       if (!parsed) throw new Error(`router: bad listen address "${address}"`);
-      const listener = new Listener(role, ctx);
+      const mode = role === 'rw' ? this.settings.mode.readWrite : this.settings.mode.readOnly;
+      const listener = new Listener(role, mode === 'session' ? { ...ctx, session: sessionSupport } : ctx);
       await listener.listen(parsed.host, parsed.port);
       this.listeners.push(listener);
       if (role === 'rw') this.addresses.readWrite = listener.address;
@@ -176,6 +181,23 @@ class Router {
     every(Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2))), () => this.apply());
     every(this.settings.publishIntervalMs, () => void this.publish());
     void this.publish();
+  }
+
+  /** Verifiers, TLS and cancel routing for listeners in session mode (read once at start; the verifier file is re-read when it changes). */
+  private sessionSupport(): ListenerContext['session'] {
+    const s = this.settings.session;
+    if (!s) return undefined;
+    const verifiers = new VerifierFile(s.verifiersFile);
+    const tls = s.tls ? createSecureContext({ cert: readFileSync(s.tls.certFile), key: readFileSync(s.tls.keyFile) }) : undefined;
+    return {
+      verifier: (user) => verifiers.get(user),
+      tls,
+      cancel: (pid, secret) => {
+        for (const l of this.listeners) {
+          for (const session of l.sessions) if (session.key.pid === pid && session.key.secret === secret) session.cancel();
+        }
+      },
+    };
   }
 
   // ---- reading the store -------------------------------------------------
@@ -323,6 +345,8 @@ class Router {
       for (const l of this.listeners) {
         n += l.closeWhere((r) => r.primary && r.target.member === previous, fields, reason);
         l.rerouteConnecting(previous);
+        // Session mode: the session stays, only its server session goes (idle ones notice nothing).
+        for (const s of l.sessions) if (s.primary && s.target?.member === previous) s.leaveServer();
       }
       this.log.warn({ from: previous, to: primary ?? null, closed: n, reason }, 'primary changed: closed its sessions');
     }
@@ -348,6 +372,12 @@ class Router {
             r.cancelDrain();
           }
         }
+        for (const s of l.sessions) {
+          if (!s.primary) continue;
+          const { drainMs } = this.settings.timeouts;
+          if (switchover) s.beginMove(drainMs, closure('session-open-transaction', { member: s.target?.member ?? from, timeoutMs: drainMs }));
+          else s.cancelMove();
+        }
       }
       this.log.info({ from, switchover }, switchover ? 'switchover: holding new read-write connections' : 'switchover over');
     }
@@ -357,6 +387,7 @@ class Router {
       for (const l of this.listeners) {
         if (l.role !== 'ro') continue;
         l.closeWhere((r) => !r.primary && r.target.member === primary, closure('not-replica', { member: primary }), 'not-replica');
+        for (const s of l.sessions) if (!s.primary && s.target?.member === primary) s.leaveServer();
       }
     }
     for (const l of this.listeners) l.reevaluateHeld();
