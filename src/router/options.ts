@@ -84,11 +84,15 @@ export const RouterSettingsSchema = z
     /** How often statistics are published to the store under routers/<name>. */
     publishIntervalMs: z.number().int().min(500).default(5_000),
   })
-  .strict()
-  .refine((s) => s.session !== null || (s.mode.readWrite !== 'session' && s.mode.readOnly !== 'session'), {
-    message: 'a listener in session mode needs session.verifiersFile',
-    path: ['session'],
-  });
+  .strict();
+
+/** Cross-field checks (kept out of the schema: the member file embeds it with .omit(), which refinements forbid). */
+export function settingsProblem(s: RouterSettings): string | undefined {
+  if (s.session === null && (s.mode.readWrite === 'session' || s.mode.readOnly === 'session')) {
+    return 'router: a listener in session mode needs session.verifiersFile';
+  }
+  return undefined;
+}
 
 export type RouterSettings = z.infer<typeof RouterSettingsSchema>;
 export type RouterSettingsInput = z.input<typeof RouterSettingsSchema>;

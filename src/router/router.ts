@@ -22,7 +22,7 @@ import type { KeyValue, LeaseId, Store, Watch, WatchEvent } from '../store/store
 import { closure } from './errors.js';
 import { Listener, type ListenerContext, type ListenerRole } from './listener.js';
 import { createRegistry, serveMetrics } from './metrics.js';
-import { RouterSettingsSchema, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
+import { RouterSettingsSchema, settingsProblem, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
 import type { Relay } from './relay.js';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
@@ -60,6 +60,8 @@ function isStore(s: Store | StoreConfig): s is Store {
 export async function startRouter(options: RouterOptions): Promise<RouterHandle> {
   const { store: storeOption, logger, ...rest } = options;
   const settings = RouterSettingsSchema.parse(rest);
+  const problem = settingsProblem(settings);
+  if (problem) throw new Error(problem);
   const ownsStore = !isStore(storeOption);
   const store = isStore(storeOption) ? storeOption : await openStore(storeOption);
   const router = new Router(settings, store, logger ?? silent, ownsStore);
