@@ -15,7 +15,10 @@
  *
  *   node dist/bench/router/run.js [--duration 10] [--rounds 2]
  *        [--loads select-1,select-8,select-32,tpcb-8,prepared-8,connect-8]
- *        [--targets direct,relevo,haproxy,pgbouncer] [--scale 10]
+ *        [--targets direct,relevo,relevo2,session,haproxy,pgbouncer] [--scale 10]
+ *
+ * relevo = the plain relay, one process; relevo2 = the plain relay with
+ * workers: 2; session = session mode (SCRAM terminated by the router).
  *
  * Writes bench/results/router-<timestamp>.json and .md.
  */
@@ -34,7 +37,7 @@ import { lookupOsUser, spawnIdentity } from '../../src/util/os-user.js';
 import { freePort } from '../../test/helpers/ports.js';
 import { PG_BIN, startStandalone, type StandaloneServer } from '../../test/helpers/standalone-postgres.js';
 
-export type Target = 'direct' | 'relevo' | 'haproxy' | 'pgbouncer';
+export type Target = 'direct' | 'relevo' | 'relevo2' | 'session' | 'haproxy' | 'pgbouncer';
 
 /** One pgbench load: script, clients, protocol mode, connection per transaction. */
 interface Load {
@@ -78,7 +81,7 @@ function flag(name: string, fallback: string): string {
 const duration = Number(flag('duration', '10'));
 const rounds = Number(flag('rounds', '2'));
 const loadNames = flag('loads', 'select-1,select-8,select-32,tpcb-8,prepared-8,connect-8').split(',');
-const targets = flag('targets', 'direct,relevo,haproxy,pgbouncer').split(',') as Target[];
+const targets = flag('targets', 'direct,relevo,relevo2,session,haproxy,pgbouncer').split(',') as Target[];
 const scale = Number(flag('scale', '10'));
 const loads: Load[] = loadNames.map((name) => {
   const l = LOADS[name];
@@ -237,6 +240,15 @@ function psql(port: number, sql: string): void {
   });
 }
 
+/** The bench role's SCRAM verifier from pg_authid, in the file session mode reads. */
+function verifierFile(dir: string, port: number): string {
+  const line = execFileSync(join(PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-X', '-At', '-c',
+    `SELECT format('"%s" "%s"', rolname, rolpassword) FROM pg_authid WHERE rolname = 'postgres'`, 'postgres'], { env: pgEnv, encoding: 'utf8' });
+  const path = join(dir, 'verifiers.txt');
+  writeFileSync(path, line, { mode: 0o600 });
+  return path;
+}
+
 function pgbench(port: number, load: Load, seconds: number): { tps: number; latencyMs: number; transactions: number } {
   const args = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-c', String(load.clients), '-j', String(Math.min(load.clients, 2)), '-T', String(seconds), ...load.args, 'postgres'];
   const out = execFileSync(join(PG_BIN, 'pgbench'), args, { encoding: 'utf8', env: pgEnv, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -280,6 +292,8 @@ async function main(): Promise<void> {
     const starters: Record<Target, () => Promise<{ port: number; pid: number | null }>> = {
       direct: async () => ({ port: pg!.port, pid: null }),
       relevo: () => startRelevo(dir, pg!),
+      relevo2: () => startRelevo(dir, pg!, { workers: 2 }),
+      session: () => startRelevo(dir, pg!, { mode: { readWrite: 'session' }, session: { verifiersFile: verifierFile(dir, pg!.port) } }),
       haproxy: () => startHaproxy(dir, pg!),
       pgbouncer: () => startPgbouncer(join(dir, 'pgbouncer'), pg!),
     };

@@ -79,6 +79,11 @@ export const RouterSettingsSchema = z
       .strict()
       .nullable()
       .default(null),
+    /**
+     * Router processes sharing the listeners (`relevo router` only; an embedded
+     * router is always one). Each is a full router with its own status key.
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     /** host:port of the Prometheus endpoint (GET /metrics, GET /stats); null = none. */
     metrics: address.nullable().default(null),
     /** How often statistics are published to the store under routers/<name>. */
