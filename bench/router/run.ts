@@ -251,7 +251,14 @@ function verifierFile(dir: string, port: number): string {
 
 function pgbench(port: number, load: Load, seconds: number): { tps: number; latencyMs: number; transactions: number } {
   const args = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-c', String(load.clients), '-j', String(Math.min(load.clients, 2)), '-T', String(seconds), ...load.args, 'postgres'];
-  const out = execFileSync(join(PG_BIN, 'pgbench'), args, { encoding: 'utf8', env: pgEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out: string;
+  try {
+    out = execFileSync(join(PG_BIN, 'pgbench'), args, { encoding: 'utf8', env: pgEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    // A target that fails a load is reported as such, not allowed to end the whole run.
+    process.stderr.write(`pgbench failed on port ${port}: ${String((error as { stderr?: string }).stderr ?? error).slice(0, 500)}\n`);
+    return { tps: NaN, latencyMs: NaN, transactions: NaN };
+  }
   const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);
   // With -C the connection time is part of every transaction: take the figure that includes it.
   const tps = load.args.includes('-C') ? num(/tps = ([\d.]+) \(including (?:initial )?connections? (?:establishing|time)\)/) : num(/tps = ([\d.]+) \(without initial connection time\)/);

@@ -190,19 +190,28 @@ export class Session {
       this.onStartupBytes(chunk);
       return;
     }
-    let cut = -1;
+    // Messages the router answers itself (authentication, Terminate, a lost transaction's) are cut out.
+    const dropped: Array<[number, number]> = [];
     let whole: Buffer;
     try {
       whole = this.fromClient.push(chunk, (type, body, offset) => {
-        if (cut < 0 && !this.onClientMessage(type, body)) cut = offset;
+        if (!this.onClientMessage(type, body)) dropped.push([offset, offset + 5 + body.length]);
       });
     } catch (error) {
       this.close({ severity: 'FATAL', code: '08P01', message: `relevo router: ${(error as ProtocolError).message}` }, 'protocol-error');
       return;
     }
-    if (cut >= 0) whole = whole.subarray(0, cut);
-    if (whole.length === 0 || this.isClosed) return;
-    this.toServer(whole);
+    if (this.isClosed) return;
+    if (dropped.length === 0) {
+      if (whole.length > 0) this.toServer(whole);
+      return;
+    }
+    let at = 0;
+    for (const [from, to] of dropped) {
+      if (from > at) this.toServer(whole.subarray(at, from));
+      at = to;
+    }
+    if (at < whole.length) this.toServer(whole.subarray(at));
   }
 
   private onStartupBytes(chunk: Buffer): void {
@@ -264,7 +273,7 @@ export class Session {
     this.listenClient();
   }
 
-  /** Handles one complete client message; false = do not forward it (nor anything after it in this chunk). */
+  /** Handles one complete client message; false = do not forward it. */
   private onClientMessage(type: number, body: Buffer): boolean {
     if (this.phase === 'auth') {
       this.onAuthMessage(type, body);
@@ -403,7 +412,9 @@ export class Session {
     socket.on('error', (error) => {
       if (this.backend !== socket) return;
       if (this.phase === 'attaching') {
-        failAttach(refusal('backend-unreachable', { member: target.member, address: target.address, error: error.message }).fields, 'backend-unreachable');
+        clearTimeout(connectTimer);
+        if (this.retryAttach()) this.dropBackend();
+        else failAttach(refusal('backend-unreachable', { member: target.member, address: target.address, error: error.message }).fields, 'backend-unreachable');
       } else {
         this.serverLost();
       }
@@ -437,7 +448,11 @@ export class Session {
           } else if (type === 0x45) {
             const f = parseErrorFields(body);
             const fields: ErrorFields = { severity: 'FATAL', code: f.get('C') ?? 'XX000', message: f.get('M') ?? 'error', detail: f.get('D'), hint: f.get('H') };
-            if (replayPending < 0) {
+            if (replayPending < 0 && fields.code.startsWith('57P') && this.retryAttach()) {
+              // The server is starting or shutting down (a switchover's edge): try again shortly.
+              clearTimeout(connectTimer);
+              this.dropBackend();
+            } else if (replayPending < 0) {
               failAttach(fields, 'backend-unreachable');
             } else {
               failAttach(closure('session-restore-failed', { member: target.member, error: fields.message }), 'session-restore-failed');
@@ -453,6 +468,21 @@ export class Session {
       }
     });
   }
+
+  /**
+   * Parks the session to attach again in a moment, within holdMs of the first
+   * try; false once that is used up.
+   */
+  private retryAttach(): boolean {
+    const now = this.ctx.now();
+    this.retrySince ??= now;
+    if (now - this.retrySince > this.ctx.timeouts.holdMs) return false;
+    this.phase = this.clientParams.size === 0 ? 'waiting' : 'parked';
+    setTimeout(() => this.tryAttach(), 100).unref();
+    return true;
+  }
+
+  private retrySince: number | undefined;
 
   /** Sends the saved session state to a fresh server; returns how many ReadyForQuery to wait for. */
   private replay(socket: Socket): number {
@@ -482,6 +512,7 @@ export class Session {
   /** The server is ready (and the state replayed): tell the client what changed and let its bytes through. */
   private attached(first: boolean): void {
     this.phase = 'active';
+    this.retrySince = undefined;
     const out: Buffer[] = [];
     if (first) out.push(authentication(AuthCode.Ok));
     for (const [name, value] of this.serverParams) {
