@@ -77,7 +77,9 @@ describe('router session mode: a planned switchover carries sessions over', { ti
     const c = new pg.Client({ host: '127.0.0.1', port, user: ROLE, password: PASSWORD, database: 'postgres', application_name: who });
     c.on('error', (e: Error & { code?: string }) => {
       const f = { who, message: e.message, code: e.code };
-      if (ended) ended.set(who, f);
+      if (ended) {
+        if (!ended.has(who)) ended.set(who, f);
+      }
       else failures.push(f);
     });
     c.on('notice', () => undefined);
