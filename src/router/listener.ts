@@ -11,6 +11,7 @@ import { ENCRYPTION_REFUSED, ProtocolError, errorResponse, parseStartupPacket, t
 import { Relay, adoptClient, connectBackend, type Endpoint, type OpeningKind } from './relay.js';
 import { Session, type SessionContext } from './session.js';
 import type { ScramVerifier } from './scram.js';
+import type { ServerPool } from './pool.js';
 import type { SecureContext } from 'node:tls';
 import type { Backend, Decision } from './view.js';
 
@@ -40,6 +41,7 @@ export interface ListenerContext {
     tls: SecureContext | undefined;
     /** CancelRequest with a key the router issued to one of its sessions. */
     cancel(pid: number, secret: number): void;
+    pool: ServerPool | undefined;
   };
 }
 
@@ -165,6 +167,7 @@ export class Listener {
       held: () => {
         this.counters.heldTotal += 1;
       },
+      pool: support.pool,
     };
   }
 

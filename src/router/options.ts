@@ -75,6 +75,16 @@ export const RouterSettingsSchema = z
           .strict()
           .nullable()
           .default(null),
+        /**
+         * Session pooling: a client's server session is reset (DISCARD ALL) and kept for the
+         * next client when it leaves. `size`: server sessions per member, role, database and
+         * startup parameters; `idleMs`: an unused one is closed after this. null = no pooling.
+         */
+        pool: z
+          .object({ size: z.number().int().min(1).max(10_000), idleMs: z.number().int().min(1_000).default(60_000) })
+          .strict()
+          .nullable()
+          .default(null),
       })
       .strict()
       .nullable()

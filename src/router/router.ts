@@ -27,6 +27,7 @@ import type { Relay } from './relay.js';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { VerifierFile } from './verifiers.js';
+import { ServerPool } from './pool.js';
 import type { RouterStatus, ListenerStats } from './status.js';
 import {
   parseAddress,
@@ -103,6 +104,8 @@ class Router {
   private readonly keyOwners = new Map<string, Relay>();
   private readonly relayKeys = new Map<Relay, string>();
   private metricsServer: Server | undefined;
+  /** Session mode's server pool, when pooling is on. */
+  private pool: ServerPool | undefined;
   private metricsUrl: string | null = null;
   private lease: LeaseId | undefined;
   private stopped = false;
@@ -191,7 +194,9 @@ class Router {
     if (!s) return undefined;
     const verifiers = new VerifierFile(s.verifiersFile);
     const tls = s.tls ? createSecureContext({ cert: readFileSync(s.tls.certFile), key: readFileSync(s.tls.keyFile) }) : undefined;
+    this.pool = s.pool ? new ServerPool(s.pool.size, s.pool.idleMs) : undefined;
     return {
+      pool: this.pool,
       verifier: (user) => verifiers.get(user),
       tls,
       cancel: (pid, secret) => {
@@ -350,6 +355,7 @@ class Router {
         // Session mode: the session stays, only its server session goes (idle ones notice nothing).
         for (const s of l.sessions) if (s.primary && s.target?.member === previous) s.leaveServer();
       }
+      this.pool?.drop(previous);
       this.log.warn({ from: previous, to: primary ?? null, closed: n, reason }, 'primary changed: closed its sessions');
     }
     this.appliedPrimary = primary;
@@ -358,6 +364,8 @@ class Router {
     if (switchover !== this.appliedSwitchover) {
       this.appliedSwitchover = switchover;
       const from = snapshot.failover?.from ?? previous ?? '?';
+      // Pooled server sessions on the old primary are not reused any more.
+      if (switchover && previous !== undefined) this.pool?.drop(previous);
       for (const l of this.listeners) {
         for (const r of l.relays) {
           if (!r.primary) continue;
@@ -472,6 +480,7 @@ class Router {
     this.timers = [];
     const bye = closure('router-stopping');
     await Promise.all(this.listeners.map((l) => l.close(bye)));
+    this.pool?.drop();
     if (this.metricsServer) {
       const server = this.metricsServer;
       server.closeAllConnections();

@@ -26,6 +26,7 @@ import { closure, refusal, type ClosureCode, type Refusal } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, TxStatus, errorResponse, parseStartupPacket, TERMINATE, type ErrorFields } from './protocol.js';
 import { SCRAM_MECHANISM, ScramClientWithKey, ScramServer, parseVerifier, type ScramVerifier } from './scram.js';
 import type { Backend, Decision } from './view.js';
+import type { PooledServer, ServerPool } from './pool.js';
 import {
   AuthCode,
   MessageSplitter,
@@ -61,6 +62,13 @@ export interface SessionContext {
   attached(session: Session, member: string, delta: 1 | -1): void;
   refused(code: Refusal['code']): void;
   held(): void;
+  /** Session pooling, when configured: server sessions are reused across client sessions. */
+  pool?: ServerPool;
+}
+
+/** Server sessions are interchangeable only with the same member, role, database and startup parameters. */
+function poolKey(member: string, params: Map<string, string>): string {
+  return JSON.stringify([member, ...[...params].sort(([a], [b]) => (a < b ? -1 : 1))]);
 }
 
 /** What the old server said about the session just before it moved. */
@@ -384,31 +392,59 @@ export class Session {
     }, this.ctx.timeouts.holdMs);
   }
 
+  /** The pool slot (key) the current server session is counted under. */
+  private slotKey: string | undefined;
+  private cancelPoolWait: (() => void) | undefined;
+  /** ReadyForQuery still expected before the server is ready: -1 = startup not done yet. */
+  private replayPending = -1;
+
   private attach(target: Backend, primary: boolean): void {
     const first = this.clientParams.size === 0;
+    let pooled: PooledServer | undefined;
+    const pool = this.ctx.pool;
+    if (pool) {
+      const key = poolKey(target.member, this.params);
+      const got = pool.acquire(key);
+      if (got === undefined) {
+        // Every server session of this kind is in use: wait for one (bounded by holdMs).
+        this.hold();
+        this.cancelPoolWait?.();
+        this.cancelPoolWait = pool.wait(key, () => {
+          this.cancelPoolWait = undefined;
+          this.tryAttach();
+        });
+        return;
+      }
+      this.slotKey = key;
+      if (got !== 'open') pooled = got;
+    }
     this.phase = 'attaching';
     this.target = target;
     this.primary = primary;
     this.ctx.attached(this, target.member, 1);
-    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const socket = pooled ? pooled.socket : connect({ host: target.host, port: target.port, noDelay: true });
     this.backend = socket;
     this.fromBackend = new MessageSplitter();
-    this.serverParams = new Map();
+    this.serverParams = pooled ? new Map(pooled.params) : new Map();
     this.outstanding = 0;
     this.txStatus = TxStatus.Idle;
+    this.replayPending = -1;
     const scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer);
-    const connectTimer = setTimeout(() => socket.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)), this.ctx.timeouts.connectMs);
-    let replayPending = -1;
+    const connectTimer = pooled
+      ? undefined
+      : setTimeout(() => socket.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)), this.ctx.timeouts.connectMs);
     const failAttach = (fields: ErrorFields, code: ClosureCode | Refusal['code']): void => {
       clearTimeout(connectTimer);
       this.dropBackend();
       if (first) this.refuseWith(fields, code);
       else this.close(fields, code);
     };
-    socket.once('connect', () => {
-      clearTimeout(connectTimer);
-      socket.write(startupMessage(this.params));
-    });
+    if (!pooled) {
+      socket.once('connect', () => {
+        clearTimeout(connectTimer);
+        socket.write(startupMessage(this.params));
+      });
+    }
     socket.on('error', (error) => {
       if (this.backend !== socket) return;
       if (this.phase === 'attaching') {
@@ -448,25 +484,87 @@ export class Session {
           } else if (type === 0x45) {
             const f = parseErrorFields(body);
             const fields: ErrorFields = { severity: 'FATAL', code: f.get('C') ?? 'XX000', message: f.get('M') ?? 'error', detail: f.get('D'), hint: f.get('H') };
-            if (replayPending < 0 && fields.code.startsWith('57P') && this.retryAttach()) {
+            if (this.replayPending < 0 && fields.code.startsWith('57P') && this.retryAttach()) {
               // The server is starting or shutting down (a switchover's edge): try again shortly.
               clearTimeout(connectTimer);
               this.dropBackend();
-            } else if (replayPending < 0) {
+            } else if (this.replayPending < 0) {
               failAttach(fields, 'backend-unreachable');
             } else {
               failAttach(closure('session-restore-failed', { member: target.member, error: fields.message }), 'session-restore-failed');
             }
           } else if (type === 0x5a) {
-            if (replayPending < 0) replayPending = this.replay(socket);
-            else replayPending -= 1;
-            if (replayPending === 0) this.attached(first);
+            if (this.replayPending < 0) this.replayPending = this.replay(socket);
+            else this.replayPending -= 1;
+            if (this.replayPending === 0) this.attached(first);
           }
         });
       } catch (error) {
         failAttach({ severity: 'FATAL', code: '28000', message: `relevo router: ${(error as Error).message}` }, 'backend-unreachable');
       }
     });
+    if (pooled) {
+      // A pooled server session is past its startup: only the session state to replay.
+      this.backendPid = pooled.pid;
+      this.backendSecret = pooled.secret;
+      this.replayPending = this.replay(socket);
+      if (this.replayPending === 0) this.attached(first);
+    }
+  }
+
+  /**
+   * The client left while its server session was idle: reset that session
+   * (DISCARD ALL) and give it to the pool. False when there is no pool or the
+   * server session cannot be reused.
+   */
+  private releaseServer(): boolean {
+    const pool = this.ctx.pool;
+    const b = this.backend;
+    const key = this.slotKey;
+    const target = this.target;
+    if (!pool || !b || !key || !target || this.phase !== 'active' || !this.idle || b.destroyed) return false;
+    this.backend = undefined;
+    this.slotKey = undefined;
+    this.ctx.attached(this, target.member, -1);
+    b.removeAllListeners('data');
+    b.removeAllListeners('close');
+    b.removeAllListeners('error');
+    const params = new Map(this.serverParams);
+    const server: PooledServer = { socket: b, key, member: target.member, params, pid: this.backendPid, secret: this.backendSecret };
+    const splitter = new MessageSplitter();
+    let settled = false;
+    let failed = false;
+    const give = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      b.removeAllListeners('data');
+      b.removeAllListeners('close');
+      b.removeAllListeners('error');
+      if (ok) {
+        pool.release(server);
+      } else {
+        b.on('error', () => undefined);
+        b.destroy();
+        pool.closed(key);
+      }
+    };
+    b.on('error', () => give(false));
+    b.on('close', () => give(false));
+    b.on('data', (chunk: Buffer) => {
+      try {
+        splitter.push(chunk, (type, body) => {
+          if (type === 0x45) failed = true;
+          else if (type === 0x53) {
+            const [name, value] = readCStrings(body);
+            params.set(name as string, value as string);
+          } else if (type === 0x5a) give(!failed && body[0] === TxStatus.Idle);
+        });
+      } catch {
+        give(false);
+      }
+    });
+    b.write(query('DISCARD ALL'));
+    return true;
   }
 
   /**
@@ -644,6 +742,10 @@ export class Session {
 
   private dropBackend(): void {
     const b = this.backend;
+    if (this.slotKey !== undefined) {
+      this.ctx.pool?.closed(this.slotKey);
+      this.slotKey = undefined;
+    }
     if (!b) return;
     this.backend = undefined;
     if (this.target) this.ctx.attached(this, this.target.member, -1);
@@ -813,11 +915,13 @@ export class Session {
 
   private finish(reason: string): void {
     if (this.phase === 'closed') return;
+    const pooled = reason.startsWith('client-') && this.releaseServer();
     this.phase = 'closed';
     this.closedBy ??= reason;
     clearTimeout(this.timer);
     clearTimeout(this.moveTimer);
-    this.dropBackendCleanly(this.backend);
+    this.cancelPoolWait?.();
+    if (!pooled) this.dropBackendCleanly(this.backend);
     const client = this.client;
     setTimeout(() => client.destroy(), 1_000).unref();
     if (reason.startsWith('client-')) client.destroy();

@@ -176,6 +176,45 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
     assert.equal(await serverPort(idle), a.port);
   });
 
+  it('pools server sessions: reused after DISCARD ALL, bounded, waiting clients served in turn', async () => {
+    await lead('a');
+    const pooled = await startRouter({
+      name: 'smp', cluster: CLUSTER, store,
+      listen: { readWrite: '127.0.0.1:0', readOnly: null },
+      mode: { readWrite: 'session' },
+      session: { verifiersFile: join(dir, 'verifiers'), pool: { size: 1, idleMs: 10_000 } },
+      timeouts: { startupMs: 2_000, connectMs: 1_000, holdMs: 5_000, drainMs: DRAIN_MS, refreshMs: 100, defaultTtlMs: 5_000 },
+    });
+    try {
+      const poolPort = Number(pooled.addresses.readWrite!.split(':').pop());
+      const connectPooled = async () => {
+        const c = new pg.Client({ host: '127.0.0.1', port: poolPort, user: 'postgres', password: PASSWORD, database: 'postgres' });
+        c.on('error', () => undefined);
+        await c.connect();
+        clients.add(c);
+        return c;
+      };
+      const first = await connectPooled();
+      const pid = (await first.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+      await first.query(`SET work_mem = '11MB'`);
+      // Pool of one: a second client waits until the first leaves, then gets the same, reset, backend.
+      let secondConnected = false;
+      const second = connectPooled().then((c) => {
+        secondConnected = true;
+        return c;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(secondConnected, false, 'a second client waits while the only server session is in use');
+      await first.end();
+      const c2 = await second;
+      const r = await c2.query(`SELECT pg_backend_pid() AS p, current_setting('work_mem') AS wm`);
+      assert.deepEqual(r.rows[0], { p: pid, wm: '4MB' });
+      await c2.end();
+    } finally {
+      await pooled.stop();
+    }
+  });
+
   it('routes a cancel to the session\'s current server', async () => {
     await lead('a');
     const c = await open();
