@@ -15,10 +15,11 @@
  *
  *   node dist/bench/router/run.js [--duration 10] [--rounds 2]
  *        [--loads select-1,select-8,select-32,tpcb-8,prepared-8,connect-8]
- *        [--targets direct,relevo,relevo2,session,haproxy,pgbouncer] [--scale 10]
+ *        [--targets direct,relevo,relevo2,session,pool,haproxy,pgbouncer] [--scale 10]
  *
  * relevo = the plain relay, one process; relevo2 = the plain relay with
- * workers: 2; session = session mode (SCRAM terminated by the router).
+ * workers: 2; session = session mode (SCRAM terminated by the router);
+ * pool = session mode with session pooling (pool size 64, as pgbouncer's).
  *
  * Writes bench/results/router-<timestamp>.json and .md.
  */
@@ -37,7 +38,7 @@ import { lookupOsUser, spawnIdentity } from '../../src/util/os-user.js';
 import { freePort } from '../../test/helpers/ports.js';
 import { PG_BIN, startStandalone, type StandaloneServer } from '../../test/helpers/standalone-postgres.js';
 
-export type Target = 'direct' | 'relevo' | 'relevo2' | 'session' | 'haproxy' | 'pgbouncer';
+export type Target = 'direct' | 'relevo' | 'relevo2' | 'session' | 'pool' | 'haproxy' | 'pgbouncer';
 
 /** One pgbench load: script, clients, protocol mode, connection per transaction. */
 interface Load {
@@ -81,7 +82,7 @@ function flag(name: string, fallback: string): string {
 const duration = Number(flag('duration', '10'));
 const rounds = Number(flag('rounds', '2'));
 const loadNames = flag('loads', 'select-1,select-8,select-32,tpcb-8,prepared-8,connect-8').split(',');
-const targets = flag('targets', 'direct,relevo,relevo2,session,haproxy,pgbouncer').split(',') as Target[];
+const targets = flag('targets', 'direct,relevo,session,pool,haproxy,pgbouncer').split(',') as Target[];
 const scale = Number(flag('scale', '10'));
 const loads: Load[] = loadNames.map((name) => {
   const l = LOADS[name];
@@ -301,6 +302,8 @@ async function main(): Promise<void> {
       relevo: () => startRelevo(dir, pg!),
       relevo2: () => startRelevo(dir, pg!, { workers: 2 }),
       session: () => startRelevo(dir, pg!, { mode: { readWrite: 'session' }, session: { verifiersFile: verifierFile(dir, pg!.port) } }),
+      // Session pooling with pgbouncer's pool size below.
+      pool: () => startRelevo(dir, pg!, { mode: { readWrite: 'session' }, session: { verifiersFile: verifierFile(dir, pg!.port), pool: { size: 64 } } }),
       haproxy: () => startHaproxy(dir, pg!),
       pgbouncer: () => startPgbouncer(join(dir, 'pgbouncer'), pg!),
     };
