@@ -312,6 +312,13 @@ async function main(): Promise<void> {
     // Warm caches and every path once.
     for (const t of targets) pgbench(ports[t].port, { name: 'warm', label: 'warm', clients: 2, args: ['-S'] }, 1);
 
+    // What each proxy costs with no client at all (store polling, timers): part of every per-transaction figure.
+    const idleBefore = new Map(targets.map((t) => [t, ports[t].pid === null ? 0 : cpuTicks(ports[t].pid!)]));
+    await new Promise((r) => setTimeout(r, 3_000));
+    const idleCpu: Record<string, number> = {};
+    for (const t of targets) if (ports[t].pid !== null) idleCpu[t] = ((cpuTicks(ports[t].pid!) - idleBefore.get(t)!) / CLK_TCK / 3) * 100;
+    process.stderr.write(`idle CPU, % of a core: ${JSON.stringify(idleCpu)}\n`);
+
     const cells: Cell[] = [];
     for (let round = 0; round < rounds; round++) {
       for (const load of loads) {
@@ -340,7 +347,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    report(cells);
+    report(cells, idleCpu);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
@@ -350,7 +357,7 @@ async function main(): Promise<void> {
   }
 }
 
-function report(cells: Cell[]): void {
+function report(cells: Cell[], idleCpu: Record<string, number>): void {
   const rows: string[] = [];
   const summary: Array<Record<string, unknown>> = [];
   rows.push('| load | target | TPS | latency ms | ratio to direct | CPU µs/txn | cores busy |');
@@ -382,6 +389,7 @@ function report(cells: Cell[]): void {
     rounds,
     scale,
     loadavgAtEnd: readFileSync('/proc/loadavg', 'utf8').trim(),
+    idleCpuPercent: idleCpu,
     postgres: execFileSync(join(PG_BIN, 'postgres'), ['--version'], { encoding: 'utf8' }).trim(),
     haproxy: execFileSync('haproxy', ['-v'], { encoding: 'utf8' }).split('\n')[0],
     pgbouncer: execFileSync('pgbouncer', ['--version'], { encoding: 'utf8' }).split('\n')[0],
@@ -395,6 +403,7 @@ function report(cells: Cell[]): void {
     'PostgreSQL with relevo\'s member settings (fsync, synchronous_commit, full_page_writes on); SCRAM on every path;',
     'VACUUM + CHECKPOINT before each run. CPU µs/txn = proxy process user+system time / transactions (/proc/<pid>/stat);',
     `cores busy = whole machine, from /proc/stat. Load average at the end: ${meta.loadavgAtEnd} (other work on the machine counts).`,
+    `Proxy CPU with no client (3 s), % of a core: ${Object.entries(idleCpu).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}.`,
     '',
     ...rows,
     '',
