@@ -8,7 +8,8 @@
  * router-session.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -87,6 +88,9 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
     dir = mkdtempSync(join(tmpdir(), 'relevo-session-'));
     const verifiersFile = join(dir, 'verifiers');
     writeFileSync(verifiersFile, `"postgres" "${verifier}"\n`, { mode: 0o600 });
+    // The router's own certificate (one name for the service, whichever member is primary).
+    execFileSync('openssl', ['req', '-new', '-x509', '-days', '2', '-nodes', '-subj', '/CN=relevo-router-test', '-newkey', 'rsa:2048',
+      '-keyout', join(dir, 'router.key'), '-out', join(dir, 'router.crt')], { stdio: 'ignore' });
     store = await EmbeddedStore.open({ path: join(dir, 'store.db'), timeoutMs: 2_000 }, { pollIntervalMs: 20 });
     await store.put(keys.member('a'), JSON.stringify(memberStatus('a', a, 'primary')));
     lease = await store.grantLease(60_000);
@@ -95,7 +99,7 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
       name: 'sm', cluster: CLUSTER, store,
       listen: { readWrite: '127.0.0.1:0', readOnly: null },
       mode: { readWrite: 'session' },
-      session: { verifiersFile },
+      session: { verifiersFile, tls: { certFile: join(dir, 'router.crt'), keyFile: join(dir, 'router.key') } },
       timeouts: { startupMs: 2_000, connectMs: 1_000, holdMs: 5_000, drainMs: DRAIN_MS, refreshMs: 100, defaultTtlMs: 5_000 },
     });
     port = Number(router.addresses.readWrite!.split(':').pop());
@@ -119,6 +123,15 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
     const unknown = new pg.Client({ host: '127.0.0.1', port, user: 'nobody', password: 'x', database: 'postgres' });
     unknown.on('error', () => undefined);
     await assert.rejects(unknown.connect(), /password authentication failed for user "nobody"/);
+  });
+
+  it('terminates TLS with the router\'s own certificate when configured', async () => {
+    await lead('a');
+    const c = await open({ ssl: { ca: readFileSync(join(dir, 'router.crt'), 'utf8'), servername: 'relevo-router-test', checkServerIdentity: () => undefined } });
+    const stream = (c as unknown as { connection: { stream: import('node:tls').TLSSocket } }).connection.stream;
+    assert.equal(stream.encrypted, true);
+    assert.equal(stream.getPeerCertificate().subject.CN, 'relevo-router-test');
+    assert.equal(await serverPort(c), a.port);
   });
 
   it('moves an idle session with its SET values and prepared statements; a temp table session is closed', async () => {
