@@ -97,6 +97,8 @@ const PROBE_SQL =
  */
 const STATE_CHANGING = /^\s*(set|reset|prepare|deallocate|discard|listen|create\s+(global\s+|local\s+)?temp)|pg_advisory|pg_try_advisory/i;
 
+const IDENTITY = new Set(['session_authorization', 'role']);
+
 /** Client bytes queued while the session has no server (parked or moving). */
 const MAX_QUEUED = 1024 * 1024;
 
@@ -591,7 +593,10 @@ export class Session {
     this.stateKnown = true;
     let pending = 0;
     const statements = [
-      ...state.settings.map(([name, value]) => `SELECT pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`),
+      // Identity last: other settings may need the privileges of the session's original role.
+      ...[...state.settings]
+        .sort(([a], [b]) => Number(IDENTITY.has(a)) - Number(IDENTITY.has(b)))
+        .map(([name, value]) => `SELECT pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`),
       ...state.sqlPrepared,
     ];
     if (statements.length > 0) {
