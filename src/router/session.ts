@@ -626,13 +626,7 @@ export class Session {
     if (first) out.push(backendKeyData(this.key.pid, this.key.secret), readyForQuery(TxStatus.Idle));
     else this.moves += 1;
     if (out.length > 0) this.client.write(Buffer.concat(out));
-    const queued = this.queued;
-    this.queued = [];
-    this.queuedBytes = 0;
-    this.outstanding += this.queuedRequests;
-    this.queuedRequests = 0;
-    if (queued.length > 0) this.backend?.write(Buffer.concat(queued));
-    if (this.moveRequested) this.checkMove();
+    this.resumeRelaying();
   }
 
   private toServer(bytes: Buffer): void {
@@ -848,7 +842,7 @@ export class Session {
       this.baseline = state;
       this.stateKnown = true;
       this.unmovable = blockers;
-      this.resumeAfterProbe();
+      this.resumeRelaying();
       return;
     }
     if (blockers.length > 0) {
@@ -863,8 +857,8 @@ export class Session {
     this.tryAttach();
   }
 
-  /** Back to relaying after a refresh probe: what the client sent meanwhile goes out now. */
-  private resumeAfterProbe(): void {
+  /** Back to relaying (after attaching or a refresh probe): what the client sent meanwhile goes out now. */
+  private resumeRelaying(): void {
     this.phase = 'active';
     const queued = this.queued;
     this.queued = [];
