@@ -28,7 +28,7 @@ export interface ListenerTimeouts {
 
 /** What a listener needs from the router. */
 export interface ListenerContext {
-  decide(role: ListenerRole): Decision;
+  decide(role: ListenerRole, acceptPromoting?: boolean): Decision;
   /** Backends a CancelRequest should go to (the session's backend when its key is known). */
   cancelTargets(role: ListenerRole, pid: number, secret: number): Backend[];
   registerKey(relay: Relay, pid: number, secret: number): void;
@@ -80,6 +80,8 @@ export class Listener {
   readonly relays = new Set<Relay>();
   /** Session-mode sessions (session mode only). */
   readonly sessions = new Set<Session>();
+  /** Members a session is trying before they published their promotion. */
+  private readonly scouts = new Set<string>();
   private readonly held = new Set<Pending>();
   private readonly connecting = new Set<Pending>();
   private readonly starting = new Set<Pending>();
@@ -147,7 +149,7 @@ export class Listener {
   private sessionContext(): SessionContext {
     const support = this.ctx.session!;
     return {
-      decide: () => this.ctx.decide(this.role),
+      decide: () => this.ctx.decide(this.role, true),
       verifier: (user) => support.verifier(user),
       tls: support.tls,
       timeouts: this.ctx.timeouts,
@@ -168,6 +170,13 @@ export class Listener {
         this.counters.heldTotal += 1;
       },
       pool: support.pool,
+      scouting: (member) => this.scouts.has(member),
+      scout: (member, active, through) => {
+        if (active) this.scouts.add(member);
+        else this.scouts.delete(member);
+        // The scout got through: the others may follow now (else the scout tries again itself).
+        if (through) setImmediate(() => this.reevaluateHeld());
+      },
     };
   }
 

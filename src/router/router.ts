@@ -134,7 +134,7 @@ class Router {
 
   async start(): Promise<void> {
     const ctx: ListenerContext = {
-      decide: (role) => this.decide(role),
+      decide: (role, acceptPromoting) => this.decide(role, acceptPromoting),
       cancelTargets: (role, pid, secret) => this.cancelTargets(role, pid, secret),
       registerKey: (relay, pid, secret) => {
         const key = `${pid}:${secret}`;
@@ -403,7 +403,7 @@ class Router {
     for (const l of this.listeners) l.reevaluateHeld();
   }
 
-  private decide(role: ListenerRole): Decision {
+  private decide(role: ListenerRole, acceptPromoting = false): Decision {
     const listener = this.listeners.find((l) => l.role === role);
     const input = {
       snapshot: this.snapshot(),
@@ -411,6 +411,7 @@ class Router {
       now: this.now(),
       lastStoreReadAt: this.lastReadAt,
       connections: listener?.perMember ?? new Map<string, number>(),
+      acceptPromoting,
     };
     return role === 'rw' ? pickReadWrite(input) : pickReadOnly(input);
   }

@@ -64,6 +64,14 @@ export interface SessionContext {
   held(): void;
   /** Session pooling, when configured: server sessions are reused across client sessions. */
   pool?: ServerPool;
+  /**
+   * One session at a time tries a lease holder that has not published its
+   * promotion (the scout); the others wait for it, so a promotion does not
+   * meet a backend fork per parked session every few milliseconds.
+   */
+  scouting(member: string): boolean;
+  /** A scout starts, or ends (`through`: it found the server taking writes). */
+  scout(member: string, active: boolean, through?: boolean): void;
 }
 
 /** Server sessions are interchangeable only with the same member, role, database and startup parameters. */
@@ -370,7 +378,7 @@ export class Session {
       else this.hold();
       return;
     }
-    if (d.action === 'hold') {
+    if (d.action === 'hold' || (d.promoting && this.ctx.scouting(d.backend.member))) {
       this.hold();
       return;
     }
@@ -379,7 +387,7 @@ export class Session {
       this.timer = undefined;
       this.heldSince = undefined;
     }
-    this.attach(d.backend, d.primary);
+    this.attach(d.backend, d.primary, d.promoting === true);
   }
 
   private hold(): void {
@@ -400,7 +408,7 @@ export class Session {
   /** ReadyForQuery still expected before the server is ready: -1 = startup not done yet. */
   private replayPending = -1;
 
-  private attach(target: Backend, primary: boolean): void {
+  private attach(target: Backend, primary: boolean, promoting = false): void {
     const first = this.clientParams.size === 0;
     let pooled: PooledServer | undefined;
     const pool = this.ctx.pool;
@@ -423,6 +431,10 @@ export class Session {
     this.phase = 'attaching';
     this.target = target;
     this.primary = primary;
+    if (promoting) {
+      this.scouting = target.member;
+      this.ctx.scout(target.member, true);
+    }
     this.ctx.attached(this, target.member, 1);
     const socket = pooled ? pooled.socket : connect({ host: target.host, port: target.port, noDelay: true });
     this.backend = socket;
@@ -496,8 +508,12 @@ export class Session {
               failAttach(closure('session-restore-failed', { member: target.member, error: fields.message }), 'session-restore-failed');
             }
           } else if (type === 0x5a) {
-            if (this.replayPending < 0) this.replayPending = this.replay(socket);
-            else this.replayPending -= 1;
+            if (this.replayPending < 0) {
+              if (promoting && this.notWritableYet(target)) return;
+              this.replayPending = this.replay(socket);
+            } else {
+              this.replayPending -= 1;
+            }
             if (this.replayPending === 0) this.attached(first);
           }
         });
@@ -509,6 +525,7 @@ export class Session {
       // A pooled server session is past its startup: only the session state to replay.
       this.backendPid = pooled.pid;
       this.backendSecret = pooled.secret;
+      if (promoting && this.notWritableYet(target)) return;
       this.replayPending = this.replay(socket);
       if (this.replayPending === 0) this.attached(first);
     }
@@ -570,15 +587,32 @@ export class Session {
   }
 
   /**
+   * The lease holder was tried before it published its promotion: if the
+   * server still reports in_hot_standby = on, leave it and try again in a
+   * moment (true). Saves waiting for the agent to publish its new role.
+   */
+  private notWritableYet(target: Backend): boolean {
+    if (this.serverParams.get('in_hot_standby') !== 'on') return false;
+    this.dropBackendCleanly(this.backend);
+    if (!this.retryAttach(20)) {
+      const heldMs = this.ctx.now() - (this.retrySince ?? this.ctx.now());
+      const r = refusal('hold-timeout', { heldMs, reason: `leader ${target.member} did not finish its promotion` });
+      if (this.clientParams.size === 0) this.refuseWith(r.fields, r.code);
+      else this.close(r.fields, r.code);
+    }
+    return true;
+  }
+
+  /**
    * Parks the session to attach again in a moment, within holdMs of the first
    * try; false once that is used up.
    */
-  private retryAttach(): boolean {
+  private retryAttach(delayMs = 100): boolean {
     const now = this.ctx.now();
     this.retrySince ??= now;
     if (now - this.retrySince > this.ctx.timeouts.holdMs) return false;
     this.phase = this.clientParams.size === 0 ? 'waiting' : 'parked';
-    setTimeout(() => this.tryAttach(), 100).unref();
+    setTimeout(() => this.tryAttach(), delayMs).unref();
     return true;
   }
 
@@ -614,6 +648,7 @@ export class Session {
 
   /** The server is ready (and the state replayed): tell the client what changed and let its bytes through. */
   private attached(first: boolean): void {
+    this.endScout(true);
     this.phase = 'active';
     this.retrySince = undefined;
     const out: Buffer[] = [];
@@ -739,7 +774,16 @@ export class Session {
     setImmediate(() => this.tryAttach());
   }
 
+  private scouting: string | undefined;
+
+  private endScout(through = false): void {
+    if (this.scouting === undefined) return;
+    this.ctx.scout(this.scouting, false, through);
+    this.scouting = undefined;
+  }
+
   private dropBackend(): void {
+    this.endScout();
     const b = this.backend;
     if (this.slotKey !== undefined) {
       this.ctx.pool?.closed(this.slotKey);
