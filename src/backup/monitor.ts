@@ -54,7 +54,8 @@ export async function checkArchive(ctx: MonitorContext): Promise<ArchiveStatus |
   const flag = join(ctx.dataDir, DROP_FLAG);
   const drop = level === 'limit' && settings.atBacklogLimit === 'drop';
   if (drop && !existsSync(flag)) {
-    writeFileSync(flag, `${new Date().toISOString()}\n`, { mode: 0o600 });
+    // 'wx': never through a name (or link) that is already there.
+    writeFileSync(flag, `${new Date().toISOString()}\n`, { mode: 0o600, flag: 'wx' });
     if (runningAsRoot()) chownSync(flag, ctx.user.uid, ctx.user.gid);
   } else if (!drop && existsSync(flag) && backlog.bytes < settings.backlogWarnBytes) {
     rmSync(flag, { force: true });

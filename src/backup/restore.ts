@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, readdirSync, readFileSync } from 'node:fs';
-import { appendFile, chown, lstat, mkdir, open, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { lchown, lstat, mkdir, open, readdir, rename, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import { LIBEXEC } from './archive.js';
 import { dataKey, listBackups, listRestorePoints, loadBackup, type BackupFile, type BackupRecord } from './catalog.js';
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
-import { fsyncPath, sha256File } from './files.js';
+import { appendNoFollow, CREATE_NEW, fsyncPath, sha256File } from './files.js';
 import { JobPool } from './pool.js';
 import { DirectoryRepository, type Repository } from './repository.js';
 
@@ -122,7 +122,8 @@ function postmasterRunning(dataDir: string): boolean {
 }
 
 async function own(path: string, user: OsUser): Promise<void> {
-  if (runningAsRoot()) await chown(path, user.uid, user.gid);
+  // lchown: never through a link planted in a PostgreSQL-owned directory.
+  if (runningAsRoot()) await lchown(path, user.uid, user.gid);
 }
 
 /**
@@ -142,7 +143,7 @@ export async function restoreFile(repository: Repository, file: BackupFile, dest
       },
     });
   try {
-    await pipeline(repository.read(key), tap(storedHash), createGunzip(), tap(rawHash), createWriteStream(destination, { mode: 0o600 }));
+    await pipeline(repository.read(key), tap(storedHash), createGunzip(), tap(rawHash), createWriteStream(destination, { flags: 'wx', mode: 0o600 }));
   } catch (error) {
     throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) cannot be read back: ${(error as Error).message}`);
   }
@@ -160,7 +161,7 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
   const storedHash = createHash('sha256');
   const rawHash = createHash('sha256');
   const input = await open(repository.pathOf(key), 'r');
-  const output = await open(destination, 'w', 0o600);
+  const output = await open(destination, CREATE_NEW, 0o600);
   try {
     let offset = 0;
     let hashed: Promise<void> = Promise.resolve();
@@ -257,6 +258,7 @@ export async function restoreBackup(
       }
       await mkdir(dirname(path), { recursive: true, mode: 0o700 });
       const tmp = `${path}.relevo-restore`;
+      await rm(tmp, { force: true }); // a leftover of an interrupted restore (rm removes a link, never its target)
       try {
         await restoreFile(ctx.repository, file, tmp);
         await fsyncPath(tmp);
@@ -300,10 +302,11 @@ async function writeRecoverySettings(ctx: BackupContext, destination: string, pl
   const lines = [`# relevo restore of backup ${plan.backup.id} at ${new Date().toISOString()}`];
   for (const [name, value] of Object.entries(settings)) lines.push(`${name} = ${sanitize(value)}`);
   const auto = join(destination, 'postgresql.auto.conf');
-  await appendFile(auto, `${lines.join('\n')}\n`);
+  await appendNoFollow(auto, `${lines.join('\n')}\n`);
   await own(auto, ctx.osUser);
   await rm(join(destination, 'standby.signal'), { force: true });
   const signal = join(destination, 'recovery.signal');
-  await writeFile(signal, '', { mode: 0o600 });
+  await rm(signal, { force: true });
+  await (await open(signal, CREATE_NEW, 0o600)).close();
   await own(signal, ctx.osUser);
 }

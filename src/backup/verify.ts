@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -10,6 +10,7 @@ import { ensureOwnedDir } from '../util/os-user.js';
 import { backupChain, dataKey, listBackups, loadBackup, type BackupRecord, type VerifyReport } from './catalog.js';
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
+import { appendNoFollow } from './files.js';
 import { JobPool } from './pool.js';
 import { planRestore, restoreBackup } from './restore.js';
 import { countAll, DATABASES_SQL } from './rows.js';
@@ -139,7 +140,7 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
     await run('recover to the end of the archive', async () => {
       await pgctl(['-m', 'fast', '-w', 'stop'], `restore drill of backup ${record.id}`);
       started = false;
-      appendFileSync(join(dataDir, 'postgresql.auto.conf'), "recovery_target = ''\nrecovery_target_lsn = ''\nrecovery_target_action = 'promote'\n");
+      await appendNoFollow(join(dataDir, 'postgresql.auto.conf'), "recovery_target = ''\nrecovery_target_lsn = ''\nrecovery_target_action = 'promote'\n");
       await startWithLog();
       started = true;
       for (;;) {
