@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PostgresParametersSchema } from '../cluster/parameters.js';
 import { RouterSettingsSchema } from '../router/options.js';
 import { StoreConfigSchema } from '../store/config.js';
 
@@ -34,8 +35,8 @@ export const MemberConfigSchema = z
         osUser: z.string().min(1).default('postgres'),
         /** Directory for the Unix socket; defaults to the data directory's parent /run. */
         socketDir: z.string().startsWith('/').optional(),
-        /** Member-local PostgreSQL parameters (override cluster-wide ones). */
-        parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+        /** Member-local PostgreSQL parameters (override cluster-wide ones; the ones relevo manages are refused). */
+        parameters: PostgresParametersSchema.default({}),
       })
       .strict(),
     api: z

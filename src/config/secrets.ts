@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, mkdirSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { MemberConfig, SecretSource } from './member.js';
@@ -85,8 +85,9 @@ export function generatePassword(): string {
 /** Crash-safe write of a private file: temp file (0600), fsync, rename, fsync the directory. */
 export function writePrivateFile(path: string, content: string, mode = 0o600): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const temp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temp, 'w', mode);
+  // A fresh name, never a link: O_EXCL and O_NOFOLLOW; rename replaces a link at `path` instead of following it.
+  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     writeSync(fd, content);
     fsyncSync(fd);

@@ -3,9 +3,9 @@ import { dirname } from 'node:path';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { ensureOwnedDir } from '../util/os-user.js';
 import { baseParameters, writeMemberConfiguration, writePassfile } from './conf.js';
 import { readControlData } from './datadir.js';
+import { ensureOwnedDir } from './owned-fs.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
 import { startPostgres } from './postmaster.js';
@@ -31,7 +31,7 @@ export async function bootstrapCluster(
 ): Promise<BootstrapResult> {
   ensureOwnedDir(dirname(local.dataDir), local.user, 0o755);
   ensureOwnedDir(local.dataDir, local.user, 0o700);
-  ensureOwnedDir(local.socketDir, local.user, 0o755);
+  ensureOwnedDir(local.socketDir, local.user, 0o755, 'shared');
   try {
     await runPostgresProgram(
       local.binDir,
