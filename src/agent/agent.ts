@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { peerAuthorization } from '../api/auth.js';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
@@ -54,6 +55,7 @@ export class Agent {
   private wake: (() => void) | undefined;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private readonly peerAuthorization: string | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -61,6 +63,7 @@ export class Agent {
     this.log = options.log;
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.peerAuthorization = peerAuthorization(options.config);
   }
 
   /** Latest published status, for the REST API. */
@@ -192,7 +195,7 @@ export class Agent {
     const view = cluster.view;
     // Peers are asked directly only when an election may be due.
     const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
-    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAuthorization) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),

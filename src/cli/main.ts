@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
-import { ConfigError, loadMemberConfig } from '../config/load.js';
+import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
 import { runAgent } from './agent-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
@@ -55,7 +55,7 @@ config
   .command('check <file>')
   .description('validate a member configuration file and print it with defaults filled in')
   .action((file: string) => {
-    const parsed = loadMemberConfig(file);
+    const parsed = loadMemberConfigChecked(file);
     console.log(stringifyYaml(parsed).trimEnd());
     console.error(`${file}: valid configuration for member ${parsed.name} of cluster ${parsed.cluster}`);
   });

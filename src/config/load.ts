@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { MemberConfigSchema, type MemberConfig } from './member.js';
+import { secretFileProblems } from './secrets.js';
 
 /** A configuration problem the operator can fix: names the file, the key, the value and what is expected. */
 export class ConfigError extends Error {
@@ -30,14 +31,23 @@ function valueAt(root: unknown, path: PropertyKey[]): unknown {
   return node;
 }
 
-/** Turns zod issues into lines like `postgres.port: got "abc", expected number`. */
+/** Key names whose values (and everything under them) are secrets: never echoed in a message. */
+const SECRET_KEY = /password$|passphrase$|token$|^secret$|privatekey$/i;
+
+export function isSecretPath(path: readonly PropertyKey[]): boolean {
+  return path.some((part) => typeof part === 'string' && SECRET_KEY.test(part));
+}
+
+/** Turns zod issues into lines like `postgres.port: got "abc", expected number`; values under secret keys are redacted. */
 export function describeIssues(input: unknown, error: z.ZodError): string[] {
   return error.issues.map((issue) => {
     const path = issue.path.map(String).join('.') || '(top level)';
     if (issue.code === 'unrecognized_keys') {
+      // An unknown key may be a misspelt secret: name it, never show its value.
       return `${path}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove or correct them`;
     }
-    const got = describeValue(valueAt(input, issue.path));
+    const value = valueAt(input, issue.path);
+    const got = isSecretPath(issue.path) && value !== undefined ? '(value hidden: secret)' : describeValue(value);
     return `${path}: got ${got}; ${issue.message}`;
   });
 }
@@ -47,7 +57,8 @@ export function parseMemberConfig(text: string, file: string): MemberConfig {
   try {
     raw = parseYaml(text);
   } catch (error) {
-    throw new ConfigError(file, [`not valid YAML: ${(error as Error).message}`]);
+    // Only the first line: the parser's code frame quotes the offending line, which may hold a secret.
+    throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
   }
   if (raw === null || typeof raw !== 'object') throw new ConfigError(file, ['expected a YAML mapping at the top level']);
   const result = MemberConfigSchema.safeParse(raw);
@@ -63,4 +74,16 @@ export function loadMemberConfig(file: string): MemberConfig {
     throw new ConfigError(file, [`cannot read the file: ${(error as NodeJS.ErrnoException).code ?? String(error)}`]);
   }
   return parseMemberConfig(text, file);
+}
+
+/**
+ * The member file plus the files it points at: every secret file must follow
+ * the 0600 rule. For `relevo config check` and agent start, which must refuse
+ * before anything runs; other commands check a secret file when they read it.
+ */
+export function loadMemberConfigChecked(file: string): MemberConfig {
+  const config = loadMemberConfig(file);
+  const problems = secretFileProblems(config);
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return config;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { secretFileProblem } from '../util/secret-file.js';
 import type { MemberConfig, SecretSource } from './member.js';
 
 /** Passwords of the roles relevo creates. Held in memory; never logged, never in argv. */
@@ -35,15 +36,28 @@ export function readSource(source: SecretSource, what: string): string {
 
 /** Refuses secret files that other users can read: the operator must chmod 600 them. */
 function assertPrivate(file: string, what: string): void {
-  let mode: number;
-  try {
-    mode = statSync(file).mode;
-  } catch (error) {
-    throw new SecretError(`${what}: cannot read ${file} (${(error as NodeJS.ErrnoException).code})`);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new SecretError(`${what}: ${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 ${file}`);
-  }
+  const problem = secretFileProblem(file, what);
+  if (problem === 'missing') throw new SecretError(`${what}: cannot read ${file} (ENOENT)`);
+  if (problem) throw new SecretError(problem);
+}
+
+/**
+ * Every secret file the member file names, checked against the 0600 rule
+ * (`relevo config check` and agent start). The shared secrets file may be
+ * missing before bootstrap; the others must exist.
+ */
+export function secretFileProblems(config: MemberConfig): string[] {
+  const files: { path: string; what: string; optional?: boolean }[] = [{ path: config.secrets.file, what: 'secrets.file', optional: true }];
+  const source = (value: SecretSource | undefined, what: string) => value && 'file' in value && files.push({ path: value.file, what });
+  source(config.secrets.replicationPassword, 'secrets.replicationPassword.file');
+  source(config.secrets.agentPassword, 'secrets.agentPassword.file');
+  source(config.api.auth?.password, 'api.auth.password.file');
+  if (config.store.backend === 'etcd' && config.store.passwordFile) files.push({ path: config.store.passwordFile, what: 'store.passwordFile' });
+  return files.flatMap(({ path, what, optional }) => {
+    const problem = secretFileProblem(path, what);
+    if (problem === 'missing') return optional ? [] : [`${what}: ${path} does not exist`];
+    return problem ? [problem] : [];
+  });
 }
 
 /**

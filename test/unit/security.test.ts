@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { askPeers } from '../../src/agent/observe.js';
+import { basicAuthHeader, peerAuthorization } from '../../src/api/auth.js';
+import { API_LIMITS, buildApi } from '../../src/api/server.js';
 import { isManagedParameter, networkProblem } from '../../src/cluster/parameters.js';
 import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
-import { parseMemberConfig } from '../../src/config/load.js';
+import { ConfigError, loadMemberConfigChecked, parseMemberConfig } from '../../src/config/load.js';
 import { MemberConfigSchema } from '../../src/config/member.js';
 import { baseParameters, defaultParameters, renderHba, renderRelevoConf } from '../../src/postgres/conf.js';
+import { freePort } from '../helpers/ports.js';
+import { member } from './observations.js';
 
 const MEMBER_YAML = `cluster: c1\nname: m1\nstore: { backend: embedded, path: /x/store.db }\npostgres: { dataDir: /x/data }\nsecrets: { file: /x/secrets.yaml }\n`;
 
@@ -59,5 +67,113 @@ describe('PostgreSQL parameters', () => {
     const params = baseParameters(config, ClusterSettingsSchema.parse({ postgresql: { shared_buffers: '1GB' } }));
     assert.equal(params.shared_buffers, '1GB');
     assert.equal(params.password_encryption, 'scram-sha-256');
+  });
+});
+
+describe('member file: addresses, read authentication, secrets', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'relevo-unit-sec-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'm.yaml');
+  const load = (extra: string) => parseMemberConfig(`${MEMBER_YAML}${extra}`, file);
+  const refused = (extra: string, pattern: RegExp) => assert.throws(() => load(extra), (e: unknown) => e instanceof ConfigError && pattern.test(e.message), extra);
+
+  it('refuses a wildcard api.listen without api.url, and a wildcard postgres.listen without connectAddress', () => {
+    for (const listen of ['0.0.0.0:8008', '[::]:8008']) refused(`api: { listen: "${listen}" }\n`, /api\.url.*wildcard/);
+    load('api: { listen: "0.0.0.0:8008", url: "http://db1.example.com:8008" }\n');
+    refused('api: { listen: "0.0.0.0:8008", url: "http://0.0.0.0:8008" }\n', /api\.url.*not reachable/);
+    const base = MEMBER_YAML.replace('postgres: { dataDir: /x/data }\n', '');
+    for (const listen of ['*', '0.0.0.0', '::', '127.0.0.1,0.0.0.0']) {
+      assert.throws(() => parseMemberConfig(`${base}postgres: { dataDir: /x/data, listen: "${listen}" }\n`, file), /postgres\.connectAddress.*wildcard/, listen);
+    }
+    parseMemberConfig(`${base}postgres: { dataDir: /x/data, listen: "*", connectAddress: "db1.example.com:5432" }\n`, file);
+    assert.throws(() => parseMemberConfig(`${base}postgres: { dataDir: /x/data, listen: "*", connectAddress: "0.0.0.0:5432" }\n`, file), /not reachable/);
+  });
+
+  it('refuses api.authReadOnly without api.auth', () => {
+    refused('api: { authReadOnly: true }\n', /authReadOnly needs api\.auth/);
+  });
+
+  it('never echoes a secret: an inline password or a YAML error on a password line', () => {
+    assert.throws(
+      () => load('api: { auth: { username: u, password: "hunter2" } }\n'),
+      (e: unknown) => e instanceof ConfigError && /api\.auth\.password/.test(e.message) && !e.message.includes('hunter2'),
+    );
+    assert.throws(() => parseMemberConfig(`${MEMBER_YAML}api:\n  auth: { username: u, password: hunter2: x }\n`, file), (e: unknown) => e instanceof ConfigError && !e.message.includes('hunter2'));
+  });
+
+  it('holds every secret file to 0600: api password, role passwords, etcd password, secrets file', () => {
+    const secret = (name: string, mode: number) => {
+      const path = join(dir, name);
+      writeFileSync(path, 'hunter2\n', { mode });
+      chmodSync(path, mode);
+      return path;
+    };
+    const api = secret('api-password', 0o640);
+    const etcd = secret('etcd-password', 0o640);
+    const shared = secret('secrets.yaml', 0o644);
+    const text = `cluster: c1\nname: m1\nstore: { backend: etcd, endpoints: ["http://127.0.0.1:2379"], username: u, passwordFile: ${etcd} }\npostgres: { dataDir: /x/data }\nsecrets: { file: ${shared}, agentPassword: { file: ${join(dir, 'missing')} } }\napi: { auth: { username: u, password: { file: ${api} } } }\n`;
+    writeFileSync(file, text);
+    const problems = (() => {
+      try {
+        loadMemberConfigChecked(file);
+      } catch (error) {
+        return (error as ConfigError).problems;
+      }
+      return [];
+    })();
+    assert.equal(problems.length, 4, problems.join('\n'));
+    for (const what of ['api.auth.password.file', 'store.passwordFile', 'secrets.file', 'secrets.agentPassword.file']) assert.ok(problems.some((p) => p.startsWith(what)), what);
+    assert.ok(!problems.join('\n').includes('hunter2'));
+    for (const path of [api, etcd, shared]) chmodSync(path, 0o600);
+    writeFileSync(file, text.replace(`, agentPassword: { file: ${join(dir, 'missing')} }`, ''));
+    loadMemberConfigChecked(file);
+  });
+});
+
+describe('REST API limits and peer credentials', () => {
+  const credentials = { username: 'admin', password: 'hunter2' };
+  const auth = { authorization: basicAuthHeader(credentials) };
+  const status = member('a', { state: 'primary', role: 'primary' });
+  const source = { currentStatus: () => status, currentSync: () => undefined, request: () => undefined };
+  // No store is reached in these requests: each is refused (or answered) before any operation.
+  const app = buildApi({ source, store: undefined as never, keys: undefined as never, credentials, authReadOnly: true });
+  after(() => app.close());
+
+  it('authenticates before reading the body', async () => {
+    const malformed = { 'content-type': 'application/json' };
+    assert.equal((await app.inject({ method: 'POST', url: '/failover', headers: malformed, payload: '{not json' })).statusCode, 401);
+    assert.equal((await app.inject({ method: 'POST', url: '/failover', headers: { ...malformed, ...auth }, payload: '{not json' })).statusCode, 400);
+    const big = JSON.stringify({ to: 'x'.repeat(API_LIMITS.bodyBytes) });
+    assert.equal((await app.inject({ method: 'POST', url: '/failover', headers: malformed, payload: big })).statusCode, 401);
+    assert.equal((await app.inject({ method: 'POST', url: '/failover', headers: { ...malformed, ...auth }, payload: big })).statusCode, 413);
+  });
+
+  it('checks request bodies against their schema', async () => {
+    for (const payload of [{}, { to: 'b', extra: 1 }, { to: 'B;drop' }, { to: 'b', force: 'yes' }]) {
+      const response = await app.inject({ method: 'POST', url: '/failover', headers: auth, payload });
+      assert.equal(response.statusCode, 400, JSON.stringify(payload));
+      assert.match(response.json<{ error: string }>().error, /^body: /);
+    }
+    assert.equal((await app.inject({ method: 'POST', url: '/switchover', headers: auth, payload: { to: 'b', when: 'now' } })).statusCode, 400);
+  });
+
+  it('sets request and connection timeouts', async () => {
+    await app.ready();
+    assert.equal(app.server.requestTimeout, API_LIMITS.requestTimeoutMs);
+    assert.equal(app.server.timeout, API_LIMITS.connectionTimeoutMs);
+  });
+
+  it('peers present credentials when reads need them (elections work with api.authReadOnly)', async () => {
+    const port = await freePort();
+    await app.listen({ host: '127.0.0.1', port });
+    const peer = member('a', { apiUrl: `http://127.0.0.1:${port}` });
+    const [without] = await askPeers([peer], 'b', 2_000);
+    assert.equal(without!.status, undefined);
+    assert.match(without!.error!, /401/);
+    const config = parseMemberConfig(`${MEMBER_YAML}api: { auth: { username: admin, password: { env: RELEVO_UNIT_API_PW } }, authReadOnly: true }\n`, 'm.yaml');
+    process.env.RELEVO_UNIT_API_PW = 'hunter2';
+    const [withAuth] = await askPeers([peer], 'b', 2_000, peerAuthorization(config));
+    assert.equal(withAuth!.status?.name, 'a');
+    assert.equal(peerAuthorization(parseMemberConfig(MEMBER_YAML, 'm.yaml')), undefined, 'no credentials sent when reads are open');
   });
 });
