@@ -157,11 +157,11 @@ program
 program
   .command('demo')
   .description('run a local 3-member cluster on the embedded store in the foreground; Ctrl-C stops everything')
-  .option('--dir <dir>', 'working directory for data, configs and logs', '/tmp/relevo-demo')
+  .option('--dir <dir>', 'working directory for data, configs and logs (default: a fresh /tmp/relevo-demo-XXXXXX); an existing one is reused only if an earlier demo created it')
   .option('--members <n>', 'number of members', '3')
   .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
   .option('--api-port <port>', 'first REST API port', '18008')
-  .action(async (options: { dir: string; members: string; port: string; apiPort: string }) =>
+  .action(async (options: { dir?: string; members: string; port: string; apiPort: string }) =>
     runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
   );
 

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { askPeers } from '../../src/agent/observe.js';
 import { basicAuthHeader, peerAuthorization } from '../../src/api/auth.js';
 import { API_LIMITS, buildApi } from '../../src/api/server.js';
+import { CliError } from '../../src/cli/context.js';
+import { prepareDemoDir } from '../../src/cli/demo.js';
 import { isManagedParameter, networkProblem } from '../../src/cluster/parameters.js';
 import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
 import { ConfigError, loadMemberConfigChecked, parseMemberConfig } from '../../src/config/load.js';
@@ -175,5 +177,44 @@ describe('REST API limits and peer credentials', () => {
     const [withAuth] = await askPeers([peer], 'b', 2_000, peerAuthorization(config));
     assert.equal(withAuth!.status?.name, 'a');
     assert.equal(peerAuthorization(parseMemberConfig(MEMBER_YAML, 'm.yaml')), undefined, 'no credentials sent when reads are open');
+  });
+});
+
+describe('relevo demo directory', () => {
+  const base = mkdtempSync(join(tmpdir(), 'relevo-unit-demo-'));
+  after(() => rmSync(base, { recursive: true, force: true }));
+  const refusedDir = (dir: string, pattern: RegExp) => assert.throws(() => prepareDemoDir(dir), (e: unknown) => e instanceof CliError && e.message.includes(dir) && pattern.test(e.message));
+
+  it('creates a fresh directory by default, and a named one that does not exist', () => {
+    const fresh = [prepareDemoDir(undefined), prepareDemoDir(undefined)];
+    try {
+      assert.match(fresh[0]!, /relevo-demo-/);
+      assert.equal(statSync(fresh[0]!).mode & 0o777, 0o755);
+      assert.notEqual(fresh[1], fresh[0], 'each run gets its own');
+    } finally {
+      for (const dir of fresh) rmSync(dir, { recursive: true, force: true });
+    }
+    const named = join(base, 'named');
+    assert.equal(prepareDemoDir(named), named);
+    assert.equal(prepareDemoDir(named), named, 'a directory an earlier demo created is reused');
+  });
+
+  it('refuses a directory it did not create, a link, a foreign or group-writable one', () => {
+    const planted = join(base, 'planted');
+    mkdirSync(planted);
+    refusedDir(planted, /not created by relevo demo/);
+    const link = join(base, 'link');
+    symlinkSync(join(base, 'named'), link);
+    refusedDir(link, /symbolic link/);
+    const open = join(base, 'open');
+    prepareDemoDir(open);
+    chmodSync(open, 0o777);
+    refusedDir(open, /writable by group or others/);
+    if (process.getuid!() === 0) {
+      const foreign = join(base, 'foreign');
+      prepareDemoDir(foreign);
+      chownSync(foreign, 65534, 65534);
+      refusedDir(foreign, /belongs to uid 65534/);
+    }
   });
 });
