@@ -140,6 +140,7 @@ class Router {
         if (this.keyOwners.get(key) === relay) this.keyOwners.delete(key);
       },
       timeouts: this.settings.timeouts,
+      limits: this.settings.limits,
       now: () => this.now(),
     };
     // Read the store before listening so the first clients meet a real view.

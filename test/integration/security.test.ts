@@ -16,15 +16,22 @@ import { chmodSync, linkSync, lchownSync, mkdirSync, renameSync, mkdtempSync, re
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
+import pg from 'pg';
+import { clusterKeys } from '../../src/cluster/keys.js';
 import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { writeMemberConfiguration, writePassfile } from '../../src/postgres/conf.js';
 import { ensureOwnedDir, UnsafePathError } from '../../src/postgres/owned-fs.js';
+import { startRouter, type RouterHandle } from '../../src/router/index.js';
+import { EmbeddedStore } from '../../src/store/embedded.js';
 import { lookupOsUser, runningAsRoot } from '../../src/util/os-user.js';
 import { FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
 import { Faults } from '../helpers/faults.js';
+import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
+import { member } from '../unit/observations.js';
 
 const execFileAsync = promisify(execFile);
 const asRoot = { skip: runningAsRoot() ? false : 'needs root: the escalation only exists when the agent runs as root' };
@@ -279,5 +286,64 @@ describe('a running cluster (as root)', asRoot, () => {
     await waitFor('node2 to apply the change', () => readFileSync(join(cluster.member('node2').config.postgres.dataDir, 'pg_hba.conf'), 'utf8').includes('127.0.0.0/8'), 30_000);
     target.check();
     rmSync(hba);
+  });
+});
+
+describe('router connection caps', () => {
+  let dir: string;
+  let store: EmbeddedStore;
+  let router: RouterHandle;
+  const clients: pg.Client[] = [];
+  const sockets: Socket[] = [];
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'relevo-sec-router-'));
+    store = await EmbeddedStore.open({ path: join(dir, 'store.db'), timeoutMs: 2_000 });
+    const keys = clusterKeys('caps');
+    // A primary that holds the lease while a switchover is under way: new read-write connections are held.
+    await store.put(keys.member('a'), JSON.stringify(member('a', { role: 'primary', state: 'primary', upstream: null })));
+    const lease = await store.grantLease(60_000);
+    await store.put(keys.leader, JSON.stringify({ member: 'a', ttlMs: 10_000, acquiredAt: new Date().toISOString() }), { lease });
+    await store.put(keys.failover, JSON.stringify({ kind: 'switchover', from: 'a', to: null, at: null, force: false, shutdownLsn: null, requestedAt: new Date().toISOString() }));
+    router = await startRouter({
+      name: 'caps',
+      cluster: 'caps',
+      store,
+      listen: { readWrite: `127.0.0.1:${await freePort()}`, readOnly: null },
+      limits: { maxConnections: 3, maxHeld: 2 },
+      timeouts: { holdMs: 60_000, startupMs: 60_000 },
+    });
+  });
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    for (const c of clients) await c.end().catch(() => undefined);
+    await router?.stop();
+    await store?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rw = () => router.stats().listeners.find((l) => l.role === 'rw');
+  const connectRw = async (): Promise<void> => {
+    const [host, port] = router.addresses.readWrite!.split(':');
+    const client = new pg.Client({ host, port: Number(port), user: 'x', database: 'x', password: 'x' });
+    client.on('error', () => undefined);
+    clients.push(client);
+    await client.connect();
+  };
+
+  it('holds at most maxHeld connections and accepts at most maxConnections, refusing the rest with 53300', { timeout: 30_000 }, async () => {
+    await waitFor('router to see the switchover', () => router.stats().switchover, 10_000);
+    const held = [connectRw(), connectRw()];
+    for (const p of held) p.catch(() => undefined);
+    await waitFor('two held connections', () => rw()?.held === 2, 10_000);
+    await assert.rejects(connectRw(), (e: Error & { code?: string }) => e.code === '53300' && /waiting for the switchover.*limit 2/.test(e.message));
+    // A silent client takes the third slot; the next one is over the cap at once.
+    const [host, port] = router.addresses.readWrite!.split(':');
+    const silent = tcpConnect(Number(port), host!);
+    sockets.push(silent);
+    silent.on('error', () => undefined);
+    await new Promise((resolve) => silent.once('connect', resolve));
+    await waitFor('three connections', () => rw()?.accepted === 4, 10_000);
+    await assert.rejects(connectRw(), (e: Error) => /too many connections to this listener \(limit 3\)/.test(e.message));
+    assert.equal(rw()?.held, 2, 'the held ones are still waiting');
   });
 });
