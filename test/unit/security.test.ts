@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -8,7 +8,7 @@ import { basicAuthHeader, peerAuthorization } from '../../src/api/auth.js';
 import { API_LIMITS, buildApi } from '../../src/api/server.js';
 import { CliError } from '../../src/cli/context.js';
 import { prepareDemoDir } from '../../src/cli/demo.js';
-import { isManagedParameter, networkProblem } from '../../src/cluster/parameters.js';
+import { isManagedParameter, MANAGED_PARAMETERS, networkProblem } from '../../src/cluster/parameters.js';
 import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
 import { ConfigError, loadMemberConfigChecked, parseMemberConfig } from '../../src/config/load.js';
 import { MemberConfigSchema } from '../../src/config/member.js';
@@ -216,5 +216,13 @@ describe('relevo demo directory', () => {
       chownSync(foreign, 65534, 65534);
       refusedDir(foreign, /belongs to uid 65534/);
     }
+  });
+});
+
+describe('docs/security.md', () => {
+  it('lists every managed parameter', () => {
+    const doc = readFileSync(new URL('../../../docs/security.md', import.meta.url), 'utf8');
+    const missing = [...MANAGED_PARAMETERS, 'ssl*'].filter((name) => !doc.includes(`\`${name}\``));
+    assert.deepEqual(missing, []);
   });
 });
