@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, linkSync, lchownSync, mkdirSync, renameSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, lchownSync, mkdirSync, renameSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -28,6 +28,7 @@ import { startRouter, type RouterHandle } from '../../src/router/index.js';
 import { EmbeddedStore } from '../../src/store/embedded.js';
 import { lookupOsUser, runningAsRoot } from '../../src/util/os-user.js';
 import { FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
+import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { Faults } from '../helpers/faults.js';
 import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
@@ -345,5 +346,35 @@ describe('router connection caps', () => {
     await waitFor('three connections', () => rw()?.accepted === 4, 10_000);
     await assert.rejects(connectRw(), (e: Error) => /too many connections to this listener \(limit 3\)/.test(e.message));
     assert.equal(rw()?.held, 2, 'the held ones are still waiting');
+  });
+});
+
+describe('an agent running as the postgres OS user (the recommended mode)', asRoot, () => {
+  let etcd: EtcdProcess;
+  let cluster: TestCluster;
+  before(async () => {
+    etcd = await startEtcd();
+    cluster = await TestCluster.create({ store: { endpoints: etcd.endpoints }, settings: { ...FAULT_TEST_SETTINGS, synchronousMode: 'off' } });
+    const pg = lookupOsUser('postgres');
+    // The operator gives postgres its directory; the agent creates everything below it itself.
+    chownSync(cluster.dir, pg.uid, pg.gid);
+  });
+  after(async () => {
+    await cluster?.destroy();
+    await etcd?.stop();
+  });
+
+  it('bootstraps and serves without root', { timeout: 120_000 }, async () => {
+    // setpriv execs in place: the agent keeps the PID the cluster helper signals.
+    await cluster.defineMember('solo', {}, { address: '127.0.0.1', launcher: (argv) => ['setpriv', '--reuid=postgres', '--regid=postgres', '--init-groups', '--', ...argv] });
+    const agent = cluster.startAgent('solo');
+    await cluster.waitHealthy(['solo'], 90_000);
+    const pg = lookupOsUser('postgres');
+    assert.equal(statSync(`/proc/${agent.pid}`).uid, pg.uid, 'the agent runs as postgres');
+    const dataDir = cluster.member('solo').config.postgres.dataDir;
+    for (const path of [dataDir, join(dataDir, 'pg_hba.conf'), `${dataDir}.pgpass`, join(cluster.dir, 'secrets.yaml')]) {
+      assert.equal(statSync(path).uid, pg.uid, path);
+    }
+    assert.equal((await cluster.sql<{ one: number }>('solo', 'SELECT 1 AS one'))[0]?.one, 1);
   });
 });
