@@ -188,6 +188,9 @@ export class Agent {
   async observe(): Promise<Observation> {
     const cluster = await readCluster(this.store, this.keys);
     if (cluster.view.reachable) this.settings = cluster.settings;
+    const dropped = cluster.settingsDropped?.join('; ') ?? '';
+    if (dropped && dropped !== this.lastDetail.get('settings')) this.log.warn({ dropped }, 'stored cluster settings hold entries this version refuses; they are ignored: fix them with relevo config set');
+    this.lastDetail.set('settings', dropped);
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');

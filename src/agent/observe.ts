@@ -1,5 +1,5 @@
 import type { ClusterKeys } from '../cluster/keys.js';
-import { ClusterSettingsSchema, defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import { defaultClusterSettings, readStoredSettings, type ClusterSettings } from '../cluster/settings.js';
 import {
   FailoverRequestSchema,
   HistorySchema,
@@ -26,6 +26,8 @@ function parseJson(kv: KeyValue | undefined): unknown {
 export interface ClusterRead {
   view: StoreView;
   settings: ClusterSettings;
+  /** Stored settings entries refused by this version and left out (see readStoredSettings). */
+  settingsDropped?: string[];
 }
 
 /** Reads the whole cluster subtree in one round trip. */
@@ -47,7 +49,7 @@ export async function readCluster(store: Store, keys: ClusterKeys): Promise<Clus
   const leader = leaderKv ? { ...LeaderRecordSchema.parse(parseJson(leaderKv)), revision: leaderKv.revision } : undefined;
   const init = byKey.has(keys.initialize) ? InitRecordSchema.parse(parseJson(byKey.get(keys.initialize))) : undefined;
   const slotRegistry = byKey.has(keys.slots) ? SlotRegistrySchema.parse(parseJson(byKey.get(keys.slots))) : {};
-  const settings = byKey.has(keys.config) ? ClusterSettingsSchema.parse(parseJson(byKey.get(keys.config))) : defaultClusterSettings();
+  const { settings, dropped: settingsDropped } = byKey.has(keys.config) ? readStoredSettings(parseJson(byKey.get(keys.config))) : { settings: defaultClusterSettings(), dropped: [] };
   const optional = <T>(key: string, schema: { parse(value: unknown): T }): T | undefined => (byKey.has(key) ? schema.parse(parseJson(byKey.get(key))) : undefined);
   return {
     view: {
@@ -62,6 +64,7 @@ export async function readCluster(store: Store, keys: ClusterKeys): Promise<Clus
       failover: optional(keys.failover, FailoverRequestSchema),
     },
     settings,
+    settingsDropped,
   };
 }
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { ClusterSettingsSchema, defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import { ClusterSettingsSchema, defaultClusterSettings, readStoredSettings, type ClusterSettings } from '../cluster/settings.js';
 import { describeIssues } from '../config/load.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 
@@ -16,7 +16,8 @@ interface StoredSettings {
 export async function readSettings(handle: ClusterHandle): Promise<StoredSettings> {
   const kv = await handle.store.get(handle.keys.config);
   if (!kv) return { settings: defaultClusterSettings(), revision: 0 };
-  return { settings: ClusterSettingsSchema.parse(JSON.parse(kv.value)), revision: kv.revision };
+  // Entries an older version accepted and this one refuses are dropped here, so the next write removes them.
+  return { settings: readStoredSettings(JSON.parse(kv.value)).settings, revision: kv.revision };
 }
 
 function validate(candidate: unknown): ClusterSettings {
