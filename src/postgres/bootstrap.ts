@@ -1,11 +1,10 @@
-import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { baseParameters, writeMemberConfiguration, writePassfile } from './conf.js';
 import { readControlData } from './datadir.js';
-import { ensureOwnedDir } from './owned-fs.js';
+import { ensureOwnedDir, removeOwnedTree } from './owned-fs.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
 import { startPostgres } from './postmaster.js';
@@ -41,7 +40,7 @@ export async function bootstrapCluster(
       { context: `initdb of member ${config.name}`, timeoutMs: 300_000 },
     );
   } catch (error) {
-    rmSync(local.dataDir, { recursive: true, force: true });
+    removeOwnedTree(local.dataDir, local.user);
     throw error;
   }
   writeMemberConfiguration(local.dataDir, local.user, baseParameters(config, settings), settings, config.name);

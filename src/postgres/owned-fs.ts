@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -16,7 +17,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
-import { runningAsRoot, type OsUser } from '../util/os-user.js';
+import { runningAsRoot, spawnIdentity, type OsUser } from '../util/os-user.js';
 
 /**
  * The one place where relevo touches files in directories the PostgreSQL OS
@@ -283,4 +284,15 @@ function existsNoFollow(path: string): boolean {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw error;
   }
+}
+
+/**
+ * Removes a tree PostgreSQL's user controls (a failed initdb or clone) with
+ * that user's rights: a root `rm -r` racing with links planted inside could
+ * be steered outside the tree.
+ */
+export function removeOwnedTree(path: string, user: OsUser): void {
+  const result = spawnSync('rm', ['-rf', '--one-file-system', '--', path], { ...spawnIdentity(user), stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`could not remove ${path} as ${user.name}: ${result.stderr.trim()}`);
 }

@@ -23,7 +23,7 @@ import { clusterKeys } from '../../src/cluster/keys.js';
 import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { writeMemberConfiguration, writePassfile } from '../../src/postgres/conf.js';
-import { ensureOwnedDir, UnsafePathError } from '../../src/postgres/owned-fs.js';
+import { ensureOwnedDir, removeOwnedTree, UnsafePathError } from '../../src/postgres/owned-fs.js';
 import { startRouter, type RouterHandle } from '../../src/router/index.js';
 import { EmbeddedStore } from '../../src/store/embedded.js';
 import { lookupOsUser, runningAsRoot } from '../../src/util/os-user.js';
@@ -75,6 +75,8 @@ describe('PostgreSQL-owned files (as root)', asRoot, () => {
   let dir: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'relevo-sec-'));
+    // As on a real host, postgres may traverse the ancestors of its directories.
+    chmodSync(dir, 0o755);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -139,6 +141,21 @@ describe('PostgreSQL-owned files (as root)', asRoot, () => {
       }
     });
   }
+
+  it('removes a failed data directory with postgres rights only: links are not followed, root files stay', () => {
+    const tree = join(dir, 'pg', 'failed');
+    ensureOwnedDir(tree, pg, 0o700);
+    const target = rootTarget(dir, 'target-rm');
+    plantLink(join(tree, 'link'), dir, pg.uid, pg.gid);
+    removeOwnedTree(tree, pg);
+    target.check();
+    // A directory root put inside is beyond postgres' rights: the removal fails instead of deleting it.
+    ensureOwnedDir(tree, pg, 0o700);
+    mkdirSync(join(tree, 'rootdir'), { mode: 0o755 });
+    const inner = rootTarget(join(tree, 'rootdir'), 'kept');
+    assert.throws(() => removeOwnedTree(tree, pg), /could not remove .* as postgres/);
+    inner.check();
+  });
 
   it('refuses a hard link, a foreign-owned file, a symlinked passfile and a symlinked data directory', () => {
     const target = rootTarget(dir, 'target-hard');
