@@ -52,6 +52,12 @@ export const ClusterSettingsSchema = z
      * CIDR ranges, samehost, samenet or host names; anything else is refused.
      */
     allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
+    /**
+     * Raised by one at every change of these settings (by the writer, never by hand);
+     * each member publishes the generation it has applied, so `relevo list` shows
+     * whether every member runs with the current settings.
+     */
+    generation: z.number().int().min(0).default(0),
   })
   .strict()
   .refine((s) => s.ttlMs - s.fenceMarginMs >= s.loopWaitMs, {
@@ -65,32 +71,3 @@ export function defaultClusterSettings(): ClusterSettings {
   return ClusterSettingsSchema.parse({});
 }
 
-/**
- * Reads settings stored in the store. Writes are validated (`relevo config
- * set|edit`), but settings written by an older relevo may hold parameters or
- * networks that are refused now: those entries are left out — never rendered
- * into PostgreSQL's files — and reported, so the cluster keeps running and
- * `relevo config set` can still fix the rest. Anything else invalid throws.
- */
-export function readStoredSettings(raw: unknown): { settings: ClusterSettings; dropped: string[] } {
-  const first = ClusterSettingsSchema.safeParse(raw);
-  if (first.success) return { settings: first.data, dropped: [] };
-  if (raw === null || typeof raw !== 'object') return { settings: ClusterSettingsSchema.parse(raw), dropped: [] };
-  const copy = structuredClone(raw) as { postgresql?: Record<string, unknown>; allowedNetworks?: unknown[] };
-  const dropped: string[] = [];
-  const badNetworks = new Set<number>();
-  for (const issue of first.error.issues) {
-    const [section, key] = issue.path;
-    if (section === 'postgresql' && typeof key === 'string' && copy.postgresql && key in copy.postgresql) {
-      delete copy.postgresql[key];
-      dropped.push(`postgresql.${key}: ${issue.message}`);
-    } else if (section === 'allowedNetworks' && typeof key === 'number') {
-      badNetworks.add(key);
-      dropped.push(`allowedNetworks[${key}]: ${issue.message}`);
-    }
-  }
-  if (Array.isArray(copy.allowedNetworks)) copy.allowedNetworks = copy.allowedNetworks.filter((_, i) => !badNetworks.has(i));
-  // With every network refused, nothing is allowed over the network except what the default allows locally.
-  if (Array.isArray(copy.allowedNetworks) && copy.allowedNetworks.length === 0) delete copy.allowedNetworks;
-  return { settings: ClusterSettingsSchema.parse(copy), dropped };
-}

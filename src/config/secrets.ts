@@ -53,6 +53,8 @@ export function secretFileProblems(config: MemberConfig): string[] {
   source(config.secrets.agentPassword, 'secrets.agentPassword.file');
   source(config.api.auth?.password, 'api.auth.password.file');
   if (config.store.backend === 'etcd' && config.store.passwordFile) files.push({ path: config.store.passwordFile, what: 'store.passwordFile' });
+  const verifiers = config.router?.session?.verifiersFile;
+  if (verifiers) files.push({ path: verifiers, what: 'router.session.verifiersFile' });
   return files.flatMap(({ path, what, optional }) => {
     const problem = secretFileProblem(path, what);
     if (problem === 'missing') return optional ? [] : [`${what}: ${path} does not exist`];

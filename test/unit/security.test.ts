@@ -9,7 +9,7 @@ import { API_LIMITS, buildApi } from '../../src/api/server.js';
 import { CliError } from '../../src/cli/context.js';
 import { prepareDemoDir } from '../../src/cli/demo.js';
 import { isManagedParameter, MANAGED_PARAMETERS, networkProblem } from '../../src/cluster/parameters.js';
-import { ClusterSettingsSchema, readStoredSettings } from '../../src/cluster/settings.js';
+import { ClusterSettingsSchema } from '../../src/cluster/settings.js';
 import { ConfigError, loadMemberConfigChecked, parseMemberConfig } from '../../src/config/load.js';
 import { MemberConfigSchema } from '../../src/config/member.js';
 import { baseParameters, defaultParameters, renderHba, renderRelevoConf } from '../../src/postgres/conf.js';
@@ -224,18 +224,5 @@ describe('docs/security.md', () => {
     const doc = readFileSync(new URL('../../../docs/security.md', import.meta.url), 'utf8');
     const missing = [...MANAGED_PARAMETERS, 'ssl*'].filter((name) => !doc.includes(`\`${name}\``));
     assert.deepEqual(missing, []);
-  });
-});
-
-describe('settings stored by an older version', () => {
-  it('are read without the entries now refused, which are reported', () => {
-    const stored = { ttlMs: 20_000, postgresql: { work_mem: '16MB', hba_file: '/tmp/hba', port: 6000 }, allowedNetworks: ['10.0.0.0/8', '0.0.0.0/0 trust #'] };
-    const { settings, dropped } = readStoredSettings(stored);
-    assert.equal(settings.ttlMs, 20_000);
-    assert.deepEqual(settings.postgresql, { work_mem: '16MB' });
-    assert.deepEqual(settings.allowedNetworks, ['10.0.0.0/8']);
-    assert.equal(dropped.length, 3, dropped.join('\n'));
-    assert.throws(() => readStoredSettings({ ttlMs: 'soon' }));
-    assert.deepEqual(readStoredSettings({ allowedNetworks: ['all'] }).settings.allowedNetworks, ['samenet', '::1/128']);
   });
 });
