@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { peerAuthorization } from '../api/auth.js';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter } from '../cluster/records.js';
@@ -66,6 +67,7 @@ export class Agent {
   private running = false;
   private loopDone: Promise<void> | undefined;
   private stopBackupDuties: (() => void) | undefined;
+  private readonly peerAuthorization: string | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -73,6 +75,7 @@ export class Agent {
     this.log = options.log;
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.peerAuthorization = peerAuthorization(options.config);
   }
 
   /** Latest published status, for the REST API. */
@@ -216,7 +219,7 @@ export class Agent {
     const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
-    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAuthorization) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),

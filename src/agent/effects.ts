@@ -291,7 +291,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
     }
     case 'startPostgres': {
-      clearFenceSettings(local.dataDir);
+      clearFenceSettings(local.dataDir, local.user);
       if (action.as === 'primary') writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       else writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       const pid = await startPostgres(local.postmaster);

@@ -49,14 +49,15 @@ export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifie
   };
 }
 
-/** Asks peers for their status directly, in parallel, with a short timeout. */
-export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number): Promise<PeerView[]> {
+/** Asks peers for their status directly, in parallel, with a short timeout (with credentials when reads need them: api.authReadOnly). */
+export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number, authorization?: string): Promise<PeerView[]> {
   return Promise.all(
     members
       .filter((m) => m.name !== self)
       .map(async (m): Promise<PeerView> => {
         try {
-          const response = await fetch(`${m.apiUrl}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+          const response = await fetch(`${m.apiUrl}/status`, { signal: AbortSignal.timeout(timeoutMs), headers: authorization ? { authorization } : {} });
+          if (!response.ok) return { name: m.name, status: undefined, error: `HTTP ${response.status} from ${m.apiUrl}/status` };
           const parsed = MemberStatusSchema.safeParse(await response.json());
           return parsed.success ? { name: m.name, status: parsed.data } : { name: m.name, status: undefined, error: 'malformed status' };
         } catch (error) {

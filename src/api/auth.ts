@@ -17,6 +17,17 @@ export function basicAuthHeader(credentials: ApiCredentials): string {
   return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
 }
 
+/**
+ * The Authorization header an agent sends when it asks its peers for their
+ * status during an election: with api.authReadOnly the peers refuse reads
+ * without it (members of a cluster share the API credentials, as the CLI assumes).
+ */
+export function peerAuthorization(config: MemberConfig): string | undefined {
+  if (!config.api.authReadOnly) return undefined;
+  const credentials = apiCredentials(config);
+  return credentials && basicAuthHeader(credentials);
+}
+
 function same(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { OperationError, requestFailover, requestSwitchover, setPaused } from '../cluster/operations.js';
 import type { MemberStatus, SyncRecord } from '../cluster/types.js';
@@ -57,9 +58,41 @@ const HEALTH_CHECKS: Record<string, Check> = {
   '/readiness': (s, sync, q) => isPrimary(s, sync, q) === true || isStreamingReplica(s, sync, q) === true,
 };
 
+/**
+ * Limits of the REST API: a request body is small JSON; a client that sends
+ * slowly or holds an idle connection is cut off, so a handful of sockets
+ * cannot tie up the agent.
+ */
+export const API_LIMITS = {
+  bodyBytes: 4_096,
+  /** The whole request (headers and body) must arrive within this. */
+  requestTimeoutMs: 10_000,
+  /** An idle socket is closed after this. */
+  connectionTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+} as const;
+
+const memberName = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'expected a member name');
+/** Request bodies, checked before anything is done with them (unknown keys refused). */
+const SwitchoverBody = z.object({ to: memberName.optional(), at: z.string().min(1).max(64).optional() }).strict();
+const FailoverBody = z.object({ to: memberName, force: z.boolean().optional() }).strict();
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown, example: string): { ok: true; value: T } | { ok: false; error: string } {
+  const result = schema.safeParse(body ?? {});
+  if (result.success) return { ok: true, value: result.data };
+  const problems = result.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+  return { ok: false, error: `body: ${problems}; expected ${example}` };
+}
+
 export function buildApi(options: ApiOptions): FastifyInstance {
   const { source, store, keys } = options;
-  const app = Fastify({ logger: false });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: API_LIMITS.bodyBytes,
+    requestTimeout: API_LIMITS.requestTimeoutMs,
+    connectionTimeout: API_LIMITS.connectionTimeoutMs,
+    keepAliveTimeout: API_LIMITS.keepAliveTimeoutMs,
+  });
   const unavailable = { error: 'agent has not observed PostgreSQL yet' };
 
   const requireAuth = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -78,7 +111,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     app.route({
       method: ['GET', 'HEAD', 'OPTIONS'],
       url: path,
-      preHandler: readAuth,
+      onRequest: readAuth,
       handler: async (request, reply) => {
         const status = source.currentStatus();
         if (!status) return reply.code(503).send(unavailable);
@@ -89,7 +122,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     });
   }
   app.get('/liveness', async (_request, reply) => reply.code(200).send({ alive: true }));
-  app.get('/status', { preHandler: readAuth }, async (_request, reply) => {
+  app.get('/status', { onRequest: readAuth }, async (_request, reply) => {
     const status = source.currentStatus();
     return reply.code(status ? 200 : 503).send(status ?? unavailable);
   });
@@ -102,18 +135,21 @@ export function buildApi(options: ApiOptions): FastifyInstance {
       return reply.code(refused ? 409 : 503).send({ error: (error as Error).message });
     }
   };
-  app.post<{ Body: { to?: string; at?: string } | undefined }>('/switchover', { preHandler: requireAuth }, async (request, reply) =>
-    operation(reply, () => requestSwitchover(store, keys, { to: request.body?.to, at: request.body?.at })),
-  );
-  app.post<{ Body: { to?: string; force?: boolean } | undefined }>('/failover', { preHandler: requireAuth }, async (request, reply) => {
-    const to = request.body?.to;
-    if (typeof to !== 'string') return reply.code(400).send({ error: 'body: expected {"to": "<member>", "force": false}' });
-    return operation(reply, () => requestFailover(store, keys, to, request.body?.force === true));
+  // Authentication runs on onRequest, before fastify reads or parses the body.
+  app.post('/switchover', { onRequest: requireAuth }, async (request, reply) => {
+    const body = parseBody(SwitchoverBody, request.body, '{"to": "<member>", "at": "<ISO time>"} (both optional)');
+    if (!body.ok) return reply.code(400).send({ error: body.error });
+    return operation(reply, () => requestSwitchover(store, keys, body.value));
   });
-  app.post('/pause', { preHandler: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, true), { paused: true })));
-  app.post('/resume', { preHandler: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, false), { paused: false })));
+  app.post('/failover', { onRequest: requireAuth }, async (request, reply) => {
+    const body = parseBody(FailoverBody, request.body, '{"to": "<member>", "force": false}');
+    if (!body.ok) return reply.code(400).send({ error: body.error });
+    return operation(reply, () => requestFailover(store, keys, body.value.to, body.value.force === true));
+  });
+  app.post('/pause', { onRequest: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, true), { paused: true })));
+  app.post('/resume', { onRequest: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, false), { paused: false })));
   for (const kind of ['restart', 'reinit'] as const) {
-    app.post(`/${kind}`, { preHandler: requireAuth }, async (_request, reply) => {
+    app.post(`/${kind}`, { onRequest: requireAuth }, async (_request, reply) => {
       const status = source.currentStatus();
       if (kind === 'reinit' && status?.role === 'primary') return reply.code(409).send({ error: `member ${status.name} is the primary: reinit would destroy the only copy; switch over first` });
       source.request({ kind });

@@ -2,7 +2,7 @@ import { Agent } from '../agent/agent.js';
 import { apiCredentials } from '../api/auth.js';
 import { buildApi } from '../api/server.js';
 import { clusterKeys } from '../cluster/keys.js';
-import { loadMemberConfig } from '../config/load.js';
+import { loadMemberConfigChecked } from '../config/load.js';
 import { splitHostPort } from '../postgres/conf.js';
 import { openStore } from '../store/open.js';
 import { createLogger } from '../util/log.js';
@@ -17,7 +17,7 @@ export interface AgentCommandOptions {
 
 /** `relevo agent`: runs until SIGTERM/SIGINT. Validates everything before touching any data directory. */
 export async function runAgent(options: AgentCommandOptions): Promise<void> {
-  const config = loadMemberConfig(configPath(options.config));
+  const config = loadMemberConfigChecked(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
   const store = await openStore(config.store);
   const agent = new Agent({ config, store, log });

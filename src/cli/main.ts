@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
-import { ConfigError, loadMemberConfig } from '../config/load.js';
+import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
 import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
@@ -58,7 +58,7 @@ config
   .command('check <file>')
   .description('validate a member configuration file and print it with defaults filled in')
   .action((file: string) => {
-    const parsed = loadMemberConfig(file);
+    const parsed = loadMemberConfigChecked(file);
     console.log(stringifyYaml(parsed).trimEnd());
     console.error(`${file}: valid configuration for member ${parsed.name} of cluster ${parsed.cluster}`);
   });
@@ -173,11 +173,11 @@ program
 program
   .command('demo')
   .description('run a local 3-member cluster on the embedded store in the foreground; Ctrl-C stops everything')
-  .option('--dir <dir>', 'working directory for data, configs and logs', '/tmp/relevo-demo')
+  .option('--dir <dir>', 'working directory for data, configs and logs (default: a fresh /tmp/relevo-demo-XXXXXX); an existing one is reused only if an earlier demo created it')
   .option('--members <n>', 'number of members', '3')
   .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
   .option('--api-port <port>', 'first REST API port', '18008')
-  .action(async (options: { dir: string; members: string; port: string; apiPort: string }) =>
+  .action(async (options: { dir?: string; members: string; port: string; apiPort: string }) =>
     runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
   );
 

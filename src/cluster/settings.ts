@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
+import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -42,12 +43,16 @@ export const ClusterSettingsSchema = z
     slotGraceSeconds: z.number().int().min(0).max(30 * 86_400).default(1_800),
     /** Replicas further behind than this (bytes) are not eligible for promotion. */
     maximumLagOnFailover: z.number().int().min(0).default(1_048_576),
-    /** PostgreSQL parameters applied on every member (on top of relevo's own). */
-    postgresql: z
-      .record(z.string().regex(/^[a-z_][a-z0-9_.]*$/), z.union([z.string(), z.number(), z.boolean()]))
-      .default({}),
-    /** Networks allowed to connect (pg_hba address field), always with scram-sha-256. */
-    allowedNetworks: z.array(z.string().min(1)).min(1).default(['samenet', '::1/128']),
+    /**
+     * PostgreSQL parameters applied on every member (over relevo's defaults).
+     * Parameters relevo manages or that change authentication are refused (src/cluster/parameters.ts).
+     */
+    postgresql: PostgresParametersSchema.default({}),
+    /**
+     * Networks allowed to connect (pg_hba address field), always with scram-sha-256:
+     * CIDR ranges, samehost, samenet or host names; anything else is refused.
+     */
+    allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
     /**
@@ -68,3 +73,4 @@ export type ClusterSettings = z.infer<typeof ClusterSettingsSchema>;
 export function defaultClusterSettings(): ClusterSettings {
   return ClusterSettingsSchema.parse({});
 }
+

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PostgresParametersSchema } from '../cluster/parameters.js';
 import { RouterSettingsSchema } from '../router/options.js';
 import { StoreConfigSchema } from '../store/config.js';
 
@@ -34,8 +35,8 @@ export const MemberConfigSchema = z
         osUser: z.string().min(1).default('postgres'),
         /** Directory for the Unix socket; defaults to the data directory's parent /run. */
         socketDir: z.string().startsWith('/').optional(),
-        /** Member-local PostgreSQL parameters (override cluster-wide ones). */
-        parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+        /** Member-local PostgreSQL parameters (override cluster-wide ones; the ones relevo manages are refused). */
+        parameters: PostgresParametersSchema.default({}),
       })
       .strict(),
     api: z
@@ -84,7 +85,35 @@ export const MemberConfigSchema = z
       .strict()
       .default({ level: 'info' }),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // A wildcard is where to listen, not an address others can reach: published as is, peers and the CLI would talk to themselves.
+    if (isWildcardHost(hostOf(config.api.listen)) && config.api.url === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'url'], message: `api.listen ${config.api.listen} is a wildcard address: set api.url to the URL other members and the CLI reach this agent at` });
+    }
+    if (config.api.url !== undefined && isWildcardHost(new URL(config.api.url).hostname)) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'url'], message: 'a wildcard address is not reachable: give this host\'s name or address' });
+    }
+    if (config.postgres.listen.split(',').some((h) => isWildcardHost(h.trim())) && config.postgres.connectAddress === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['postgres', 'connectAddress'], message: `postgres.listen "${config.postgres.listen}" includes a wildcard address: set postgres.connectAddress to the host:port other members and clients use` });
+    }
+    if (config.postgres.connectAddress !== undefined && isWildcardHost(hostOf(config.postgres.connectAddress))) {
+      ctx.addIssue({ code: 'custom', path: ['postgres', 'connectAddress'], message: 'a wildcard address is not reachable: give this host\'s name or address' });
+    }
+    if (config.api.authReadOnly && config.api.auth === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'authReadOnly'], message: 'api.authReadOnly needs api.auth (the credentials readers and peer agents present)' });
+    }
+  });
+
+/** Addresses that mean "every interface". */
+export function isWildcardHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '');
+  return bare === '' || bare === '*' || bare === '0.0.0.0' || /^[0:]+$/.test(bare);
+}
+
+function hostOf(hostPort: string): string {
+  return hostPort.slice(0, hostPort.lastIndexOf(':'));
+}
 
 export type MemberConfig = z.infer<typeof MemberConfigSchema>;
 

@@ -1,9 +1,9 @@
-import { appendFileSync, chownSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import type { ManagedParameter } from '../cluster/parameters.js';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES } from '../config/secrets.js';
-import { runningAsRoot, type OsUser } from '../util/os-user.js';
+import type { OsUser } from '../util/os-user.js';
+import { OwnedDir, withOwnedDir, writeOwnedFile } from './owned-fs.js';
 
 /** relevo writes its settings to this file and includes it from postgresql.conf. */
 export const RELEVO_CONF = 'relevo.conf';
@@ -11,18 +11,16 @@ const INCLUDE_LINE = `include_if_exists = '${RELEVO_CONF}'\t# managed by relevo`
 
 type ParameterValue = string | number | boolean;
 
-/** Settings the seeds set by hand for streaming replication, with safe defaults. */
-export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
+/**
+ * Settings relevo starts from; operators may override them with cluster
+ * (`postgresql.*`) or member (`postgres.parameters`) parameters.
+ */
+export function defaultParameters(): Record<string, ParameterValue> {
   return {
-    listen_addresses: config.postgres.listen,
-    port: config.postgres.port,
-    unix_socket_directories: socketDirOf(config),
     wal_level: 'replica',
     max_wal_senders: 10,
     max_replication_slots: 10,
-    hot_standby: 'on',
     hot_standby_feedback: 'on',
-    wal_log_hints: 'on',
     wal_keep_size: '128MB',
     wal_receiver_status_interval: '1s',
     // A standby re-pointed at a new primary retries quickly instead of every 5 s: right after a
@@ -30,16 +28,30 @@ export function baseParameters(config: MemberConfig, settings: ClusterSettings):
     wal_retrieve_retry_interval: '250ms',
     // A standby that stopped reading must not hold a clean shutdown (switchover) for a minute.
     wal_sender_timeout: '10s',
-    password_encryption: 'scram-sha-256',
     shared_buffers: '128MB',
     max_connections: 100,
     logging_collector: 'off',
     log_line_prefix: '%m [%p] %q%u@%d ',
     log_checkpoints: 'on',
-    cluster_name: `${config.cluster}/${config.name}`,
-    ...settings.postgresql,
-    ...config.postgres.parameters,
   };
+}
+
+/** Settings relevo owns: no parameter overrides them (src/cluster/parameters.ts refuses them at validation). */
+function managedParameters(config: MemberConfig): Partial<Record<ManagedParameter, ParameterValue>> {
+  return {
+    listen_addresses: config.postgres.listen,
+    port: config.postgres.port,
+    unix_socket_directories: socketDirOf(config),
+    hot_standby: 'on',
+    wal_log_hints: 'on',
+    password_encryption: 'scram-sha-256',
+    cluster_name: `${config.cluster}/${config.name}`,
+  };
+}
+
+/** What relevo.conf sets, standby settings aside. */
+export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
+  return { ...defaultParameters(), ...settings.postgresql, ...config.postgres.parameters, ...managedParameters(config) };
 }
 
 export function socketDirOf(config: MemberConfig): string {
@@ -96,19 +108,17 @@ export function renderHba(settings: ClusterSettings): string {
   return `${lines.join('\n')}\n`;
 }
 
-function writeOwned(path: string, content: string, user: OsUser, mode = 0o600): void {
-  writeFileSync(path, content, { mode });
-  if (runningAsRoot()) chownSync(path, user.uid, user.gid);
-}
-
 /** Makes postgresql.conf include relevo.conf (once). */
-export function ensureInclude(dataDir: string): void {
-  const path = join(dataDir, 'postgresql.conf');
-  const text = readFileSync(path, 'utf8');
-  if (!text.includes(INCLUDE_LINE)) appendFileSync(path, `\n${INCLUDE_LINE}\n`);
+function ensureInclude(dir: OwnedDir): void {
+  const text = dir.read('postgresql.conf') ?? '';
+  if (!text.includes(INCLUDE_LINE)) dir.write('postgresql.conf', `${text}\n${INCLUDE_LINE}\n`);
 }
 
-/** Writes relevo.conf, pg_hba.conf and the standby signal to match the member's role. Returns true when anything changed. */
+/**
+ * Writes relevo.conf, pg_hba.conf and the standby signal to match the member's
+ * role, through the checked data directory (src/postgres/owned-fs.ts: no link
+ * is followed, nothing is written as root). Returns true when anything changed.
+ */
 export function writeMemberConfiguration(
   dataDir: string,
   user: OsUser,
@@ -117,27 +127,26 @@ export function writeMemberConfiguration(
   memberName: string,
   standby?: StandbySettings,
 ): boolean {
-  ensureInclude(dataDir);
-  const wanted = new Map<string, string>([
-    [join(dataDir, RELEVO_CONF), renderRelevoConf(parameters, standby, memberName)],
-    [join(dataDir, 'pg_hba.conf'), renderHba(settings)],
-  ]);
-  let changed = false;
-  for (const [path, content] of wanted) {
-    if (existsSync(path) && readFileSync(path, 'utf8') === content) continue;
-    writeOwned(path, content, user);
-    changed = true;
-  }
-  const signal = join(dataDir, 'standby.signal');
-  if (standby && !existsSync(signal)) {
-    writeOwned(signal, '', user);
-    changed = true;
-  }
-  if (!standby && existsSync(signal)) {
-    rmSync(signal);
-    changed = true;
-  }
-  return changed;
+  return withOwnedDir(dataDir, user, (dir) => {
+    ensureInclude(dir);
+    const wanted = new Map<string, string>([
+      [RELEVO_CONF, renderRelevoConf(parameters, standby, memberName)],
+      ['pg_hba.conf', renderHba(settings)],
+    ]);
+    let changed = false;
+    for (const [name, content] of wanted) {
+      if (dir.read(name) === content) continue;
+      dir.write(name, content);
+      changed = true;
+    }
+    const signal = 'standby.signal';
+    if (standby && !dir.exists(signal)) {
+      dir.write(signal, '');
+      changed = true;
+    }
+    if (!standby && dir.remove(signal)) changed = true;
+    return changed;
+  });
 }
 
 /**
@@ -147,7 +156,7 @@ export function writeMemberConfiguration(
  */
 export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
   const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeOwned(
+  writeOwnedFile(
     path,
     `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n`,
     user,
@@ -161,12 +170,14 @@ export function writePassfile(path: string, user: OsUser, credentials: { replica
  */
 const FENCE_SETTINGS = ['synchronous_standby_names', 'default_transaction_read_only'];
 
-export function clearFenceSettings(dataDir: string): boolean {
-  const path = join(dataDir, 'postgresql.auto.conf');
-  if (!existsSync(path)) return false;
-  const lines = readFileSync(path, 'utf8').split('\n');
-  const kept = lines.filter((line) => !FENCE_SETTINGS.some((name) => line.trim().startsWith(name)));
-  if (kept.length === lines.length) return false;
-  writeFileSync(path, kept.join('\n'));
-  return true;
+export function clearFenceSettings(dataDir: string, user: OsUser): boolean {
+  return withOwnedDir(dataDir, user, (dir) => {
+    const text = dir.read('postgresql.auto.conf');
+    if (text === undefined) return false;
+    const lines = text.split('\n');
+    const kept = lines.filter((line) => !FENCE_SETTINGS.some((name) => line.trim().startsWith(name)));
+    if (kept.length === lines.length) return false;
+    dir.write('postgresql.auto.conf', kept.join('\n'));
+    return true;
+  });
 }

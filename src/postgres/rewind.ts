@@ -1,8 +1,8 @@
-import { existsSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, renameSync } from 'node:fs';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { clearFenceSettings, splitHostPort, writePassfile } from './conf.js';
 import { runPostgresProgram } from './exec.js';
+import { withOwnedDir } from './owned-fs.js';
 import { withConnection } from './sql.js';
 import type { LocalPostgres } from './local.js';
 
@@ -42,8 +42,8 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   }
   writePassfile(local.passfile, local.user, credentials);
   // Single-user recovery refuses a standby signal; relevo rewrites it after the rewind.
-  rmSync(join(local.dataDir, 'standby.signal'), { force: true });
-  clearFenceSettings(local.dataDir);
+  withOwnedDir(local.dataDir, local.user, (dir) => dir.remove('standby.signal'));
+  clearFenceSettings(local.dataDir, local.user);
   const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5`;
   const output = await runPostgresProgram(local.binDir, local.user, 'pg_rewind', ['--target-pgdata', local.dataDir, '--source-server', source], {
     context: `rewinding member ${local.memberName} from ${sourceAddress}`,

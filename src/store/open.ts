@@ -5,7 +5,8 @@
  * configuration names, and handed to the client only: it never appears in an
  * error message, a log line or argv.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { secretFileProblem } from '../util/secret-file.js';
 import { StoreError } from './errors.js';
 import type { StoreConfig } from './config.js';
 import type { EmbeddedStoreOptions } from './embedded.js';
@@ -59,17 +60,14 @@ async function etcdPassword(config: EtcdConfig, env: NodeJS.ProcessEnv): Promise
     return value;
   }
   if (passwordFile !== undefined) {
-    let mode: number;
+    // The same 0600 rule as every secret file (src/util/secret-file.ts).
+    const problem = secretFileProblem(passwordFile, 'store.passwordFile');
+    if (problem !== undefined && problem !== 'missing') throw new StoreError(`store: ${problem}`);
     let text: string;
     try {
-      mode = (await stat(passwordFile)).mode;
       text = await readFile(passwordFile, 'utf8');
     } catch (error) {
       throw new StoreError(`store: cannot read password file ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-    // A secret in a world-readable file is already leaked; refuse rather than use it.
-    if ((mode & 0o007) !== 0) {
-      throw new StoreError(`store: password file ${passwordFile} is accessible by other users; run chmod 600 on it`);
     }
     // Files written with `echo` end in a newline that is not part of the password.
     const password = text.replace(/\r?\n$/, '');
