@@ -29,8 +29,21 @@ export type Action =
    * Take the leader lease (unless held), record the new timeline in history, load
    * synchronousStandbyNames, pg_promote(), then record the exact fork position.
    */
-  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[]; synchronousStandbyNames: string }
+  | {
+      type: 'promote';
+      acquire: boolean;
+      from: string | null;
+      reason: string;
+      timeline: number;
+      forkLsn: string | null;
+      slots: string[];
+      synchronousStandbyNames: string;
+      /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
+      quorum?: { members: string[]; quorum: number };
+    }
   | { type: 'writeSyncRecord'; members: string[] }
+  /** Quorum record change by compare-and-swap against `revision` (null: create it); fails if it changed meanwhile. */
+  | { type: 'writeQuorumRecord'; members: string[]; quorum: number; revision: number | null }
   | { type: 'writeOptime'; lsn: string; timeline: number }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */
   | { type: 'fenceFormerPrimary'; member: string; address: string }

@@ -7,6 +7,8 @@ import type { AgentMemory, Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
+import { planQuorum, promotionQuorum, quorumNamesOnStart } from './quorum.js';
+import { failsafePrimary, failsafeReplicaHold } from './failsafe.js';
 
 export interface Decision {
   state: AgentState;
@@ -106,6 +108,8 @@ function decideWithoutStore(o: Observation, error: string): Decision {
   const server = o.server;
   const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
   if (runsAsPrimary && o.memory.wasLeader && !o.settings.paused) {
+    const held = failsafePrimary(o, error);
+    if (held) return { ...held, actions: [] };
     const age = o.memory.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.memory.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
@@ -285,6 +289,7 @@ function needsRewind(o: Observation, store: Reachable): boolean {
 
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
   if (o.settings.synchronousMode === 'off') return '';
+  if (o.settings.synchronousMode === 'quorum') return quorumNamesOnStart(o, store);
   const me = o.member.name;
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   if (record.length > 0) return renderStandbyNames(record);
@@ -315,7 +320,7 @@ function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
 
 /** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
 function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
-  return o.settings.synchronousMode === 'on' ? renderAnyStandby(provisional) : '';
+  return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
 }
 
 function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
@@ -334,6 +339,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
           forkLsn: inspection.replayedLsn,
           slots: peerSlots(o, store),
           synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
+          quorum: promotionQuorum(o, o.memory.provisionalStandbys),
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
@@ -377,6 +383,8 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
+  const failsafeHold = failsafeReplicaHold(o);
+  if (failsafeHold) return { state: 'replica', actions: [], reason: `no primary holds the lease; ${failsafeHold}` };
   if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
@@ -408,6 +416,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         forkLsn: inspection.replayedLsn,
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
+        quorum: promotionQuorum(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
@@ -470,7 +479,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       remember: { wasLeader: false },
     };
   }
-  const sync = planSync(o, store, inspection);
+  const sync = o.settings.synchronousMode === 'quorum' ? planQuorum(o, store, inspection) : planSync(o, store, inspection);
   const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);

@@ -15,6 +15,7 @@ import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import type { LeaseId, Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
+import { writeQuorumRecord } from './quorum-record.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -125,6 +126,7 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     });
     // Nobody holds our acknowledged commits yet: the sync set starts empty.
     await store.put(keys.sync, JSON.stringify({ leader: config.name, members: [], updatedAt: new Date().toISOString() }));
+    if (action.quorum) await writeQuorumRecord(store, keys, config.name, { ...action.quorum, revision: (await store.get(keys.quorum))?.revision ?? null });
   } catch (error) {
     await releaseLeader(ctx).catch(() => false);
     throw error;
@@ -287,6 +289,8 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'writeSyncRecord':
       await store.put(keys.sync, JSON.stringify({ leader: config.name, members: action.members, updatedAt: new Date().toISOString() }));
       return `synchronous set is now [${action.members.join(', ')}]`;
+    case 'writeQuorumRecord':
+      return writeQuorumRecord(store, keys, config.name, action);
     case 'writeOptime':
       await store.put(
         keys.optime,

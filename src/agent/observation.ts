@@ -1,7 +1,8 @@
 import type { ClusterSettings } from '../cluster/settings.js';
-import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../cluster/types.js';
+import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, QuorumRecord, SlotRegistry, SyncRecord } from '../cluster/types.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
+import type { FailsafeView } from './failsafe.js';
 import type { AgentState } from './states.js';
 
 /** What PostgreSQL looks like from this agent right now. */
@@ -21,6 +22,8 @@ export type StoreView =
       members: MemberStatus[];
       slotRegistry: SlotRegistry;
       sync: SyncRecord | undefined;
+      /** Quorum commit record, with its revision for compare-and-swap (absent outside quorum mode). */
+      quorum?: (QuorumRecord & { revision: number }) | undefined;
       history: HistoryEntry[];
       optime: Optime | undefined;
       failover: FailoverRequest | undefined;
@@ -101,6 +104,8 @@ export interface Observation {
   store: StoreView;
   /** Peers asked directly (only while no leader holds the lease). */
   peers: PeerView[];
+  /** Store failsafe: confirmations this primary holds, or the one this replica gave (src/agent/failsafe.ts). */
+  failsafe?: FailsafeView;
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
   memory: AgentMemory;

@@ -11,6 +11,8 @@ export interface ApiSource {
   /** The synchronous set as last read from the store. */
   currentSync(): SyncRecord | undefined;
   request(operatorRequest: OperatorRequest): void;
+  /** Store failsafe: confirm that `leader` is the primary we follow and that we have not promoted. */
+  confirmFailsafe?(leader: string): { ok: true; member: string } | { ok: false; reason: string };
 }
 
 export interface ApiOptions {
@@ -112,6 +114,14 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   });
   app.post('/pause', { preHandler: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, true), { paused: true })));
   app.post('/resume', { preHandler: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, false), { paused: false })));
+  // Store failsafe (docs/architecture.md): a primary without the store asks every member to vouch for it.
+  app.post<{ Body: { leader?: unknown } | undefined }>('/failsafe', { preHandler: requireAuth }, async (request, reply) => {
+    const leader = request.body?.leader;
+    if (typeof leader !== 'string' || leader.length === 0) return reply.code(400).send({ error: 'body: expected {"leader": "<member>"}' });
+    if (!source.confirmFailsafe) return reply.code(409).send({ confirmed: false, error: 'this agent does not take part in failsafe' });
+    const answer = source.confirmFailsafe(leader);
+    return answer.ok ? reply.code(200).send({ confirmed: true, member: answer.member, leader }) : reply.code(409).send({ confirmed: false, error: answer.reason });
+  });
   for (const kind of ['restart', 'reinit'] as const) {
     app.post(`/${kind}`, { preHandler: requireAuth }, async (_request, reply) => {
       const status = source.currentStatus();

@@ -1,5 +1,5 @@
 import { Agent } from '../agent/agent.js';
-import { apiCredentials } from '../api/auth.js';
+import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { buildApi } from '../api/server.js';
 import { clusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
@@ -20,12 +20,14 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const config = loadMemberConfig(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
   const store = await openStore(config.store);
-  const agent = new Agent({ config, store, log });
+  const credentials = apiCredentials(config);
+  // Failsafe asks peers over their authenticated API with this member's credentials (the same on every member).
+  const agent = new Agent({ config, store, log, peerAuthorization: credentials && basicAuthHeader(credentials) });
   const api = buildApi({
     source: agent,
     store,
     keys: clusterKeys(config.cluster),
-    credentials: apiCredentials(config),
+    credentials,
     authReadOnly: config.api.authReadOnly,
   });
   const [host, port] = splitHostPort(config.api.listen);

@@ -64,3 +64,17 @@ export async function lossDiagnostics(c: Partial<LossCase>): Promise<string> {
   if (c.writer) parts.push(`--- writer: ${c.writer.acknowledged} acknowledged, ${c.writer.serverSequence()}; last failures: ${c.writer.lastFailures()}`);
   return parts.join('\n');
 }
+
+/** Runs a test body; a failure carries every member's status and log tail. */
+export async function withDiagnostics(c: LossCase, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    const text = await lossDiagnostics(c);
+    if (error instanceof Error) {
+      error.message = `${error.message}\n${text}`;
+      throw error;
+    }
+    throw new Error(`${String(error)}\n${text}`);
+  }
+}
