@@ -34,6 +34,8 @@ describe('store failsafe', { timeout: 300_000 }, () => {
         const status = (await (await fetch(`${apiUrl}/status`)).json()) as { state: string; reason: string };
         return /failsafe active/.test(status.reason) ? status : undefined;
       }, TTL_MS * 2, 200);
+      const list = await c.cluster.cli(['list'], c.primary);
+      assert.match(`${list.stdout}${list.stderr}`, /failsafe active/, 'relevo list, without the store, shows what the member says');
       await sleep(Math.max(0, etcdStop.at + 2 * TTL_MS - Date.now()));
       const back = c.faults.resumeEtcd(c.etcd);
       await c.writer.waitForAcks(50, 60_000);
