@@ -39,6 +39,7 @@ describe('store failsafe', { timeout: 300_000 }, () => {
       await sleep(Math.max(0, etcdStop.at + 2 * TTL_MS - Date.now()));
       const back = c.faults.resumeEtcd(c.etcd);
       await c.writer.waitForAcks(50, 60_000);
+      await waitFor('the primary publishing after the outage', async () => (await c.cluster.memberStatuses()).find((m) => m.state === 'primary' && Date.parse(m.updatedAt) > back.at), 90_000, 100);
       await c.cluster.waitHealthy([c.primary, ...c.replicas], 60_000);
       const pause = c.writer.longestGap(etcdStop.at, back.at);
       const servers = new Set(c.writer.acksSentBetween(etcdStop.at, back.at).map((a) => a.server));
@@ -66,8 +67,10 @@ describe('store failsafe', { timeout: 300_000 }, () => {
       t.diagnostic(`failsafe ended: ${c.primary} acknowledged its last write ${acknowledgedFor} ms after the fault, stopped by ${Date.now() - at} ms`);
       assert.ok(acknowledgedFor < TTL_MS, `${c.primary} acknowledged writes ${acknowledgedFor} ms after the fault: more than ttlMs`);
       assert.match(readFileSync(c.cluster.member(c.primary).logFile, 'utf8'), /failsafe ended/);
-      c.faults.resumeEtcd(c.etcd);
+      const back = c.faults.resumeEtcd(c.etcd).at;
       c.faults.resume(cut, 'agent');
+      // Statuses published before the outage may still be in the store: wait for a primary that published since.
+      await waitFor('a primary publishing after the outage', async () => (await c.cluster.memberStatuses()).find((m) => m.state === 'primary' && Date.parse(m.updatedAt) > back), 90_000, 100);
       await c.cluster.waitHealthy([c.primary, ...c.replicas], 90_000);
       await c.writer.waitForAcks(20, 60_000);
       await c.writer.stop();

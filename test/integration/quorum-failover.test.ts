@@ -27,6 +27,16 @@ async function newPrimary(c: LossCase, not: string, timeoutMs = 90_000): Promise
   return status.name;
 }
 
+/** A new primary takes writes, and every acknowledged commit is on it. */
+async function promotedWithoutLoss(c: LossCase, report: (line: string) => void): Promise<void> {
+  const promoted = await newPrimary(c, c.primary);
+  await c.writer.waitForAcks(20, 60_000, promoted);
+  await c.writer.stop();
+  const verdict = await c.writer.verify(c.cluster);
+  report(`promoted ${promoted}; ${verdict.acknowledged} acknowledged, ${c.writer.serverSequence()}`);
+  assert.deepEqual(verdict.lost, [], 'no acknowledged commit lost');
+}
+
 describe('quorum commit: failover keeps every acknowledged commit', { timeout: 300_000 }, () => {
   it('a standby leaves and rejoins during writes, then the primary dies: nothing lost', async (t) => {
     const c = await lossCase(t, SETTINGS, 'quorum_failover');
@@ -42,12 +52,7 @@ describe('quorum commit: failover keeps every acknowledged commit', { timeout: 3
       await bothInQuorum(c, c.primary);
       await c.writer.waitForAcks(100);
       await c.faults.kill(c.primary, 'both');
-      const promoted = await newPrimary(c, c.primary);
-      await c.writer.waitForAcks(20, 60_000, promoted);
-      await c.writer.stop();
-      const verdict = await c.writer.verify(c.cluster);
-      t.diagnostic(`promoted ${promoted}; ${verdict.acknowledged} acknowledged, ${c.writer.serverSequence()}`);
-      assert.deepEqual(verdict.lost, [], 'no acknowledged commit lost');
+      await promotedWithoutLoss(c, (line) => t.diagnostic(line));
     });
   });
 
@@ -73,12 +78,7 @@ describe('quorum commit: failover keeps every acknowledged commit', { timeout: 3
       assert.match(lone?.reason ?? '', /quorum record/, `${behind} says why it waits`);
       t.diagnostic(`${behind} refused: ${lone?.reason}`);
       c.cluster.startAgent(ahead);
-      const promoted = await newPrimary(c, c.primary);
-      await c.writer.waitForAcks(20, 60_000, promoted);
-      await c.writer.stop();
-      const verdict = await c.writer.verify(c.cluster);
-      t.diagnostic(`promoted ${promoted}; ${verdict.acknowledged} acknowledged, ${c.writer.serverSequence()}`);
-      assert.deepEqual(verdict.lost, [], 'no acknowledged commit lost');
+      await promotedWithoutLoss(c, (line) => t.diagnostic(line));
     });
   });
 });
