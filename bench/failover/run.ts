@@ -228,7 +228,11 @@ async function standbyLost(cluster: TestCluster, faults: Faults, writer: Writer,
   const pauseMs = writer.longestGap(at, Date.now());
   cluster.startAgent(lost);
   const given = Date.now();
-  await waitFor(`${lost} streaming again`, async () => (await cluster.status(lost))?.streaming === true, 120_000, 100);
+  await waitFor(`${lost} streaming again`, async () => {
+    const status = await cluster.status(lost);
+    // Its status from before the kill may still be in the store: only a fresh one counts.
+    return status !== undefined && status.streaming && Date.parse(status.updatedAt) > given;
+  }, 120_000, 100);
   return { name: primary, pauseMs, rejoinMs: Date.now() - given };
 }
 

@@ -16,6 +16,7 @@ import { withConnection } from '../postgres/sql.js';
 import type { LeaseId, Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
 import { writeQuorumRecord } from './quorum-record.js';
+import { nudgeStandbys } from './sync-nudge.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -268,6 +269,13 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
           : writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       if (!changed) return undefined;
       await reloadPostgres(local.postmaster);
+      if (action.as === 'primary' && action.synchronousStandbyNames !== '') {
+        // Commits waiting for a lost standby are released by the new one's next reply: ask for it now.
+        // Best effort: without it they are released within wal_receiver_status_interval anyway.
+        await withConnection(agentSqlTarget(local, requireCredentials(ctx)), (client) => nudgeStandbys(client, action.synchronousStandbyNames)).catch((error: Error) =>
+          ctx.log.warn({ err: error.message }, `member ${config.name}: could not nudge the standbys after changing synchronous_standby_names: ${error.message}`),
+        );
+      }
       return action.as === 'replica'
         ? `configuration rewritten and reloaded; following ${action.upstream.member} at ${action.upstream.address}`
         : `configuration rewritten and reloaded; synchronous_standby_names = '${action.synchronousStandbyNames}'`;
