@@ -254,7 +254,7 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
   const primary = members.find((m) => m.state === 'primary')!;
   const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
   result.oldPrimary = primary.name;
-  const writer = Writer.forCluster(cluster, `bench_${profile}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+  const writer = Writer.forCluster(cluster, `bench_${profile.replace(/[^a-z0-9_]/g, '_')}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
   try {
     await writer.start();
     await writer.waitForAcks(50);
