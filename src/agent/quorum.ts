@@ -72,11 +72,12 @@ export function planQuorum(o: Observation, store: Reachable, inspection: ServerI
   const inEffect = inspection.synchronousStandbyNames;
   const own = store.quorum && store.quorum.leader === me;
   const record = startingRecord(o, store);
-  const revision = store.quorum?.revision ?? null;
+  // A damaged record is replaced at its own revision (its content is not trusted: we start from what we know).
+  const revision = store.revisions.quorum ?? null;
   const write = (next: Quorum): Action[] => {
     const actions: Action[] = [{ type: 'writeQuorumRecord', members: [...next.members].sort(), quorum: next.quorum, revision }];
     // The `on`-mode record is emptied once the quorum record took over (after it, in order).
-    if (!store.sync || store.sync.leader !== me || store.sync.members.length > 0) actions.push({ type: 'writeSyncRecord', members: [] });
+    if (!store.sync || store.sync.leader !== me || store.sync.members.length > 0) actions.push({ type: 'writeSyncRecord', members: [], revision: store.revisions.sync });
     return actions;
   };
   const standbys = candidatesFor(o, store, record.members, inspection).map((m) => m.name);

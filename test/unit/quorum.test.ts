@@ -13,7 +13,7 @@ const quorumSettings = (k = 1) => ({ ...defaultClusterSettings(), synchronousMod
 const record = (members: string[], quorum: number, revision = 11) => ({ leader: 'a', members, quorum, updatedAt: 'x', revision });
 const sync0 = { leader: 'a', members: [], updatedAt: 'x' };
 const plan = (opts: { quorum?: ReturnType<typeof record>; ssn: string; rows: ReturnType<typeof row>[]; k?: number; switchLsn?: string }) => {
-  const store = storeView({ quorum: opts.quorum, sync: sync0 });
+  const store = storeView({ quorum: opts.quorum, sync: sync0, revisions: { leader: 7, sync: 8, optime: 9, quorum: opts.quorum?.revision } });
   const memory = { ...freshMemory(), syncSwitchLsn: opts.switchLsn };
   return planQuorum(observation({ store, memory, settings: quorumSettings(opts.k) }, 'a'), store, primaryInspection({ synchronousStandbyNames: opts.ssn, replication: opts.rows }));
 };
@@ -36,7 +36,7 @@ describe('quorum commit planning: every acknowledged commit stays on at least q 
     const p = planQuorum(observation({ store, settings: quorumSettings() }, 'a'), store, primaryInspection({ synchronousStandbyNames: 'FIRST 1 ("b")', replication: [row('b', '0/5000000', 'sync'), row('c', '0/5000000', 'async')] }));
     assert.deepEqual(p.actions, [
       { type: 'writeQuorumRecord', members: ['b', 'c'], quorum: 1, revision: null },
-      { type: 'writeSyncRecord', members: [] },
+      { type: 'writeSyncRecord', members: [], revision: 8 },
     ]);
     assert.equal(p.synchronousStandbyNames, 'ANY 1 ("b", "c")');
     const d = decide(observation({ store, settings: quorumSettings(), server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection({ synchronousStandbyNames: 'FIRST 1 ("b")', replication: [row('b', '0/5000000', 'sync'), row('c', '0/5000000', 'async')] }) }, standbyConfigured: false, previous: { state: 'primary', since: 0 } }, 'a'));
@@ -162,5 +162,12 @@ describe('quorum failover: promote only the most advanced of n - q + 1 members o
     const promote = withB.actions.find((a) => a.type === 'promote');
     assert.ok(promote && promote.type === 'promote');
     assert.deepEqual(promote.quorum, { members: ['b'], quorum: 1 }, 'the new record covers the provisional standby');
+  });
+  it('an unreadable quorum record is never taken as absent: no election in quorum mode', () => {
+    const store = storeView({ leader: undefined, unreadable: [{ key: '/relevo/test/quorum', kind: 'quorum', revision: 5, problem: 'not JSON', lease: 'none' }] });
+    const d = decide(observation({ store, settings: quorumSettings(), upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } }, 'c'));
+    assert.equal(d.state, 'replica');
+    assert.deepEqual(d.actions, []);
+    assert.match(d.reason, /not taking over/);
   });
 });

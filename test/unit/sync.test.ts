@@ -26,13 +26,13 @@ describe('synchronous standby planning: the sync record only ever lists members 
     const behind = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/4FFFFFF')] }), memory);
     assert.deepEqual(behind.actions, [], 'not yet flushed past the switch point');
     const caughtUp = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000')] }), memory);
-    assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'] }]);
+    assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'], revision: 8 }]);
   });
 
   it('shrinks the record first, then names the replacement in the same cycle (the record write comes before the reload)', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c')] });
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']) }));
-    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
     assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
     assert.equal(step.remember.syncSwitchLsn, undefined, 'the switch position is taken once the new setting is in effect');
     const d = decide(observation({ store, server: { kind: 'running', postmasterPid: 2, inspection: primary({ synchronousStandbyNames: renderStandbyNames(['b']) }) }, standbyConfigured: false, previous: { state: 'primary', since: 0 } }, 'a'));
@@ -44,7 +44,7 @@ describe('synchronous standby planning: the sync record only ever lists members 
     // b was killed: its member key lives on until its lease expires, but pg_stat_replication no longer lists it.
     const store = storeView();
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('c', '0/5000000', 'async')] }));
-    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
     assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
     assert.match(step.note ?? '', /b replaced by c/);
     const healthy = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000'), syncRow('c', '0/5000000', 'async')] }));
@@ -60,7 +60,7 @@ describe('synchronous standby planning: the sync record only ever lists members 
     assert.deepEqual(waiting.actions, []);
     const settings = defaultClusterSettings();
     const late = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 100_000 - settings.synchronousFallbackMs });
-    assert.deepEqual(late.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(late.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
     const strict = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 0 }, { ...settings, synchronousStrict: true });
     assert.deepEqual(strict.actions, [], 'strict never falls back');
     assert.equal(strict.synchronousStandbyNames, renderStandbyNames(['b']));
@@ -95,6 +95,6 @@ describe('synchronous standby planning: the sync record only ever lists members 
 
   it('asynchronous mode empties the record and the names', () => {
     const d = plan(storeView(), primary({ synchronousStandbyNames: renderStandbyNames(['b']) }), freshMemory(), { ...defaultClusterSettings(), synchronousMode: 'off' });
-    assert.deepEqual(d.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(d.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
   });
 });
