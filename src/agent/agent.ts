@@ -10,6 +10,7 @@ import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/l
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
+import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
@@ -79,6 +80,7 @@ export class Agent {
     timer: undefined as NodeJS.Timeout | undefined,
   };
   private readonly peerAuthorization: string | undefined;
+  private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -111,6 +113,7 @@ export class Agent {
       });
     this.loopDone = this.loop();
     this.failsafeLoop();
+    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
   }
 
   private async loop(): Promise<void> {
@@ -438,6 +441,7 @@ export class Agent {
    */
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
+    this.stopBackupDuties?.();
     clearTimeout(this.fenceTimer);
     clearTimeout(this.failsafe.timer);
     this.wake?.();
