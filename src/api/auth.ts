@@ -18,12 +18,12 @@ export function basicAuthHeader(credentials: ApiCredentials): string {
 }
 
 /**
- * The Authorization header an agent sends when it asks its peers for their
- * status during an election: with api.authReadOnly the peers refuse reads
- * without it (members of a cluster share the API credentials, as the CLI assumes).
+ * The Authorization header an agent sends to its peers: with api.authReadOnly
+ * they refuse even the status reads of an election without it, and the store
+ * failsafe's confirmations are an authenticated POST (members of a cluster
+ * share the API credentials, as the CLI assumes). None when no credentials.
  */
 export function peerAuthorization(config: MemberConfig): string | undefined {
-  if (!config.api.authReadOnly) return undefined;
   const credentials = apiCredentials(config);
   return credentials && basicAuthHeader(credentials);
 }

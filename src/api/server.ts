@@ -12,6 +12,8 @@ export interface ApiSource {
   /** The synchronous set as last read from the store. */
   currentSync(): SyncRecord | undefined;
   request(operatorRequest: OperatorRequest): void;
+  /** Store failsafe: confirm that `leader` is the primary we follow and that we have not promoted. */
+  confirmFailsafe?(leader: string): { ok: true; member: string } | { ok: false; reason: string };
 }
 
 export interface ApiOptions {
@@ -76,6 +78,7 @@ const memberName = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'expected a membe
 /** Request bodies, checked before anything is done with them (unknown keys refused). */
 const SwitchoverBody = z.object({ to: memberName.optional(), at: z.string().min(1).max(64).optional() }).strict();
 const FailoverBody = z.object({ to: memberName, force: z.boolean().optional() }).strict();
+const FailsafeBody = z.object({ leader: memberName }).strict();
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown, example: string): { ok: true; value: T } | { ok: false; error: string } {
   const result = schema.safeParse(body ?? {});
@@ -148,6 +151,15 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   });
   app.post('/pause', { onRequest: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, true), { paused: true })));
   app.post('/resume', { onRequest: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, false), { paused: false })));
+  // Store failsafe (docs/architecture.md): a primary without the store asks every member to vouch for it.
+  app.post('/failsafe', { onRequest: requireAuth }, async (request, reply) => {
+    const body = parseBody(FailsafeBody, request.body, '{"leader": "<member>"}');
+    if (!body.ok) return reply.code(400).send({ error: body.error });
+    const leader = body.value.leader;
+    if (!source.confirmFailsafe) return reply.code(409).send({ confirmed: false, error: 'this agent does not take part in failsafe' });
+    const answer = source.confirmFailsafe(leader);
+    return answer.ok ? reply.code(200).send({ confirmed: true, member: answer.member, leader }) : reply.code(409).send({ confirmed: false, error: answer.reason });
+  });
   for (const kind of ['restart', 'reinit'] as const) {
     app.post(`/${kind}`, { onRequest: requireAuth }, async (_request, reply) => {
       const status = source.currentStatus();

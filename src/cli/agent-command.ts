@@ -20,12 +20,13 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const config = loadMemberConfigChecked(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
   const store = await openStore(config.store);
+  const credentials = apiCredentials(config);
   const agent = new Agent({ config, store, log });
   const api = buildApi({
     source: agent,
     store,
     keys: clusterKeys(config.cluster),
-    credentials: apiCredentials(config),
+    credentials,
     authReadOnly: config.api.authReadOnly,
   });
   const [host, port] = splitHostPort(config.api.listen);

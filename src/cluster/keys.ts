@@ -16,6 +16,8 @@ export function clusterKeys(cluster: string) {
     slots: `${root}slots`,
     /** Synchronous standby set, written by the primary before it changes synchronous_standby_names. */
     sync: `${root}sync`,
+    /** Quorum commit: which standbys acknowledge, and how many of them hold each acknowledged commit. */
+    quorum: `${root}quorum`,
     /** The primary's last known WAL position. */
     optime: `${root}optime`,
     /** Timeline history: one entry per promotion. */

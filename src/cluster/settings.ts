@@ -20,9 +20,13 @@ export const ClusterSettingsSchema = z
      * PostgreSQL. Must exceed one loop plus one store timeout (checked below).
      */
     fenceMarginMs: z.number().int().min(200).max(300_000).default(2_000),
-    /** 'on': relevo manages synchronous_standby_names; only members holding every acknowledged commit are promoted automatically. */
-    synchronousMode: z.enum(['on', 'off']).default('on'),
-    /** Number of synchronous standbys (when that many are available). */
+    /**
+     * 'on': relevo manages synchronous_standby_names as FIRST n; only members holding every acknowledged
+     * commit are promoted automatically. 'quorum': ANY synchronousCount over every healthy streaming standby;
+     * a failover first compares WAL positions with enough members of the quorum record (docs/architecture.md).
+     */
+    synchronousMode: z.enum(['on', 'quorum', 'off']).default('on'),
+    /** Number of synchronous standbys (when that many are available); in quorum mode, how many must acknowledge each commit. */
     synchronousCount: z.number().int().min(1).max(10).default(1),
     /** strict: writes wait while no synchronous standby is available. Otherwise fall back to asynchronous after synchronousFallbackMs. */
     synchronousStrict: z.boolean().default(false),
@@ -37,6 +41,11 @@ export const ClusterSettingsSchema = z
     rewindFallback: z.enum(['none', 'reclone']).default('reclone'),
     /** On a switchover, the old primary waits up to this long for open client transactions to finish before it shuts down. */
     switchoverDrainMs: z.number().int().min(0).max(600_000).default(5_000),
+    /**
+     * While the store is unreachable, the primary keeps running as long as every member it last knew confirms
+     * over the REST API (POST /failsafe) that it still follows it and has not promoted. Needs api.auth on every member.
+     */
+    failsafe: z.boolean().default(false),
     /** Maintenance mode: no automatic action (no failover, no restart, no fencing by stopping PostgreSQL). */
     paused: z.boolean().default(false),
     /** How long a removed member's replication slot is kept before it is dropped. */

@@ -109,10 +109,11 @@ export class TestCluster {
       name,
       store: this.storeConfig,
       postgres: { dataDir: join(this.dir, name, 'data'), listen: address, port, socketDir: join(this.dir, 'run') },
-      api: { listen: `${address}:${apiPort}` },
       secrets: { file: join(this.dir, 'secrets.yaml') },
       log: { level: 'debug' },
       ...extra,
+      // `extra.api` adds to the listen address (e.g. auth), it does not replace it.
+      api: { listen: `${address}:${apiPort}`, ...(extra.api as Record<string, unknown> | undefined) },
     };
     const file = join(this.dir, `${name}.yaml`);
     writeFileSync(file, stringifyYaml(config));

@@ -176,7 +176,7 @@ describe('REST API limits and peer credentials', () => {
     process.env.RELEVO_UNIT_API_PW = 'hunter2';
     const [withAuth] = await askPeers([peer], 'b', 2_000, peerAuthorization(config));
     assert.equal(withAuth!.status?.name, 'a');
-    assert.equal(peerAuthorization(parseMemberConfig(MEMBER_YAML, 'm.yaml')), undefined, 'no credentials sent when reads are open');
+    assert.equal(peerAuthorization(parseMemberConfig(MEMBER_YAML, 'm.yaml')), undefined, 'no credentials configured, none sent');
   });
 });
 
