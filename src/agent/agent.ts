@@ -15,11 +15,15 @@ import { askPeers, observeDataDir, observeServer, readCluster } from './observe.
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { AgentState } from './states.js';
 import { memberStatus } from './status.js';
+import { Upkeep } from './upkeep.js';
+import { memberApiClientTls } from '../tls/client.js';
 
 export interface AgentOptions {
   config: MemberConfig;
   store: Store;
   log: Logger;
+  /** Called after the member certificate was re-issued (the API reloads it). */
+  onCertificateChanged?: () => void;
 }
 
 /**
@@ -54,6 +58,7 @@ export class Agent {
   private wake: (() => void) | undefined;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private readonly upkeep: Upkeep;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -61,6 +66,7 @@ export class Agent {
     this.log = options.log;
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
   /** Latest published status, for the REST API. */
@@ -192,7 +198,7 @@ export class Agent {
     const view = cluster.view;
     // Peers are asked directly only when an election may be due.
     const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
-    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs), memberApiClientTls(this.local.tls, true)) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -219,6 +225,8 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.upkeep.certificates();
+    this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);

@@ -18,6 +18,7 @@ import type { LocalPostgres } from '../postgres/local.js';
 import type { KeptConnection } from '../postgres/sql.js';
 import type { KeyValue, Store } from '../store/store.js';
 import type { LocalServer, PeerView, StoreView } from './observation.js';
+import { apiCall, type ApiClientTls } from '../tls/client.js';
 
 function parseJson(kv: KeyValue | undefined): unknown {
   return kv ? JSON.parse(kv.value) : undefined;
@@ -107,14 +108,15 @@ export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifie
 }
 
 /** Asks peers for their status directly, in parallel, with a short timeout. */
-export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number): Promise<PeerView[]> {
+export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number, tls?: ApiClientTls): Promise<PeerView[]> {
   return Promise.all(
     members
       .filter((m) => m.name !== self)
       .map(async (m): Promise<PeerView> => {
         try {
-          const response = await fetch(`${m.apiUrl}/status`, { signal: AbortSignal.timeout(timeoutMs) });
-          const parsed = MemberStatusSchema.safeParse(await response.json());
+          // Over HTTPS the peer is verified against the cluster CA, and our member certificate authenticates us.
+          const response = await apiCall(`${m.apiUrl}/status`, { timeoutMs, ...(tls ? { tls } : {}) });
+          const parsed = MemberStatusSchema.safeParse(JSON.parse(response.body));
           return parsed.success ? { name: m.name, status: parsed.data } : { name: m.name, status: undefined, error: 'malformed status' };
         } catch (error) {
           return { name: m.name, status: undefined, error: (error as Error).message };

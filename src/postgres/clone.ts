@@ -6,6 +6,7 @@ import { splitHostPort, writePassfile } from './conf.js';
 import { dataDirState } from './datadir.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
+import { libpqTlsEnv } from '../tls/client.js';
 
 /**
  * Clones the primary into this member's empty data directory with
@@ -33,7 +34,7 @@ export async function cloneFromPrimary(
   try {
     await runPostgresProgram(local.binDir, local.user, 'pg_basebackup', args, {
       context: `cloning member ${local.memberName} from ${primaryAddress}`,
-      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName },
+      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName, ...libpqTlsEnv(local.tls?.caCert) },
       showProgress,
       timeoutMs: 24 * 3600_000,
     });

@@ -17,7 +17,9 @@ import { clusterKeys } from '../../src/cluster/keys.js';
 import { ClusterSettingsSchema, type ClusterSettings } from '../../src/cluster/settings.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { loadMemberConfig } from '../../src/config/load.js';
-import type { MemberConfig } from '../../src/config/member.js';
+import { apiUrlOf, type MemberConfig } from '../../src/config/member.js';
+import { apiCall, type ApiClientTls, type ApiResponse } from '../../src/tls/client.js';
+import { caFilesOf } from '../../src/tls/member.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { runningPostmasterPid } from '../../src/postgres/datadir.js';
 import type { StoreConfig } from '../../src/store/config.js';
@@ -197,6 +199,13 @@ export class TestCluster {
     } finally {
       await client.end();
     }
+  }
+
+  /** One REST call to a member's agent, over HTTPS verified against the cluster CA when TLS is on. */
+  async api(name: string, path: string, options: { method?: string; headers?: Record<string, string>; tls?: ApiClientTls } = {}): Promise<ApiResponse> {
+    const config = this.member(name).config;
+    const ca = config.tls.enabled ? readFileSync(caFilesOf(config).cert, 'utf8') : undefined;
+    return apiCall(`${apiUrlOf(config)}${path}`, { timeoutMs: 5_000, ...options, ...(options.tls ? {} : ca ? { tls: { ca } } : {}) });
   }
 
   /** Runs the relevo CLI with a member's config; resolves with exit code and output. */
