@@ -196,7 +196,7 @@ export async function ensureMemberCert(config: MemberConfig, user: OsUser, optio
     keyFile: nextKey,
     caCertFile: ca.cert,
     caKeyFile: ca.key,
-    commonName: `${config.cluster}/${config.name}`,
+    commonName: `${config.name}.${config.cluster}`,
     names: memberCertNames(config),
     days: config.tls.validityDays,
   });
