@@ -60,6 +60,8 @@ export interface TestClusterOptions {
   /** Cluster settings written to the store before any agent starts. */
   settings?: Partial<ClusterSettings>;
   name?: string;
+  /** TLS on every member (the default, as for real clusters); false writes tls.enabled: false. */
+  tls?: boolean;
 }
 
 export interface Member {
@@ -85,6 +87,7 @@ export class TestCluster {
     readonly clusterName: string,
     readonly storeConfig: StoreConfig,
     readonly store: Store,
+    private readonly tls = true,
   ) {}
 
   static async create(options: TestClusterOptions): Promise<TestCluster> {
@@ -96,7 +99,7 @@ export class TestCluster {
         : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000 };
     const store = await openStore(storeConfig);
     const name = options.name ?? 'test';
-    const cluster = new TestCluster(dir, name, storeConfig, store);
+    const cluster = new TestCluster(dir, name, storeConfig, store, options.tls ?? true);
     const settings = ClusterSettingsSchema.parse({ loopWaitMs: 500, ttlMs: 5_000, ...options.settings });
     await store.put(clusterKeys(name).config, JSON.stringify(settings));
     return cluster;
@@ -114,6 +117,7 @@ export class TestCluster {
       api: { listen: `${address}:${apiPort}` },
       secrets: { file: join(this.dir, 'secrets.yaml') },
       log: { level: 'debug' },
+      ...(this.tls ? {} : { tls: { enabled: false } }),
       ...extra,
     };
     const file = join(this.dir, `${name}.yaml`);

@@ -26,6 +26,7 @@ import { StoreConfigSchema } from '../../src/store/config.js';
 import { openStore } from '../../src/store/open.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
+import { freePorts } from '../helpers/ports.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 
@@ -60,10 +61,14 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
   let primary: string;
   let replica: string;
   let foreign: { dir: string; caFile: string; cert: string; key: string };
+  let routerPort: number;
 
   before(async () => {
     cluster = await TestCluster.create({ store: 'embedded', settings: { loopWaitMs: 300, ttlMs: 5_000 } });
-    for (const name of NAMES) await cluster.defineMember(name);
+    routerPort = (await freePorts(1))[0]!;
+    // node1's agent runs the router; it relays TLS end to end (members and router share 127.0.0.1, a name in every certificate).
+    await cluster.defineMember('node1', { router: { embedded: true, listen: { readWrite: `127.0.0.1:${routerPort}`, readOnly: null } } });
+    await cluster.defineMember('node2');
     for (const name of NAMES) cluster.startAgent(name);
     // Another CA and a client certificate from it: what an attacker could make.
     const dir = mkdtempSync(join(tmpdir(), 'relevo-foreign-ca-'));
@@ -134,6 +139,16 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     assert.equal((await cluster.api(primary, '/resume', { method: 'POST', tls: own })).status, 202);
   });
 
+  it('relays TLS end to end through the router: verify-full against the member certificate', async () => {
+    const { config } = cluster.member(primary);
+    const credentials = loadCredentials(config)!;
+    const row = await waitFor('a verified TLS session through the router', () =>
+      withConnection({ host: '127.0.0.1', port: routerPort, user: 'relevo', password: credentials.agentPassword, tlsCaFile: caFilesOf(config).cert }, async (c) =>
+        (await c.query<{ ssl: boolean; port: number }>('SELECT ssl, current_setting(\'port\')::int AS port FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0],
+      ), 20_000);
+    assert.deepEqual(row, { ssl: true, port: config.postgres.port });
+  });
+
   it('prints verify-full connection strings and the CA path', async () => {
     const { code, stdout } = await cluster.cli(['dsn'], primary);
     assert.equal(code, 0);
@@ -144,7 +159,8 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
 
   it('rotates the role passwords under write load: no error, no failover, replication reconnects, old password refused, nothing in argv', async () => {
     await cluster.sql(primary, `CREATE ROLE app LOGIN PASSWORD 'app-password'; GRANT CREATE ON SCHEMA public TO app`);
-    const writer = Writer.forCluster(cluster, 'rotation_load', { user: 'app', password: 'app-password', intervalMs: 5 });
+    // Synchronous mode: commits wait while the killed walsender's replica reconnects; that wait is not an error.
+    const writer = Writer.forCluster(cluster, 'rotation_load', { user: 'app', password: 'app-password', intervalMs: 5, queryTimeoutMs: 30_000 });
     await writer.start();
     await writer.waitForAcks(20);
     const before = loadCredentials(cluster.member(primary).config)!;
