@@ -101,5 +101,7 @@ export function hostOf(address: string): string {
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '*', '']);
 export function certNames(hosts: string[]): string[] {
-  return [...new Set(hosts.map((h) => h.trim()).filter((h) => !WILDCARDS.has(h)))];
+  // listen_addresses may be a list; URL hosts of IPv6 addresses come in brackets.
+  const names = hosts.flatMap((h) => h.split(',')).map((h) => h.trim().replace(/^\[|\]$/g, ''));
+  return [...new Set(names.filter((h) => !WILDCARDS.has(h)))];
 }
