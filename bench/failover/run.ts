@@ -11,7 +11,7 @@
  *
  *   node dist/bench/failover/run.js [--runs N] [--settings default|fast|both]
  *        [--faults a,b,c,d,e,f,g,h] [--store etcd|embedded]
- *        [--connect-timeout MS] [--query-timeout MS]
+ *        [--connect-timeout MS] [--query-timeout MS] [--tls on|off]
  *
  * Writes bench/results/failover-<timestamp>.json and .md and prints the table.
  *
@@ -68,6 +68,8 @@ interface Options {
   store: 'etcd' | 'embedded';
   connectTimeoutMs: number;
   queryTimeoutMs: number;
+  /** TLS on every link (the default of real clusters), or off to measure its cost. */
+  tls: boolean;
 }
 
 function parseOptions(): Options {
@@ -79,6 +81,7 @@ function parseOptions(): Options {
       store: { type: 'string', default: 'etcd' },
       'connect-timeout': { type: 'string', default: '500' },
       'query-timeout': { type: 'string', default: '1000' },
+      tls: { type: 'string', default: 'on' },
     },
   });
   const runs = Number(values.runs);
@@ -89,6 +92,7 @@ function parseOptions(): Options {
   for (const f of faults) if (!(FAULT_KINDS as readonly string[]).includes(f)) throw new Error(`--faults: unknown fault "${f}"; known: ${FAULT_KINDS.join(',')}`);
   const store = values.store!;
   if (store !== 'etcd' && store !== 'embedded') throw new Error(`--store: expected etcd or embedded, got ${store}`);
+  if (values.tls !== 'on' && values.tls !== 'off') throw new Error(`--tls: expected on or off, got ${values.tls}`);
   const ms = (name: string, value: string | undefined) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 50) throw new Error(`--${name}: expected milliseconds ≥ 50, got ${value}`);
@@ -101,6 +105,7 @@ function parseOptions(): Options {
     store,
     connectTimeoutMs: ms('connect-timeout', values['connect-timeout']),
     queryTimeoutMs: ms('query-timeout', values['query-timeout']),
+    tls: values.tls === 'on',
   };
 }
 
@@ -113,6 +118,7 @@ class ClusterPool {
   constructor(
     private readonly settings: ClusterSettings,
     private readonly store: 'etcd' | 'embedded',
+    private readonly tls: boolean,
   ) {}
 
   async healthy(): Promise<{ cluster: TestCluster; faults: Faults; etcd: EtcdProcess | undefined }> {
@@ -134,7 +140,7 @@ class ClusterPool {
       }
     }
     if (this.store === 'etcd') this.etcd = await startEtcd();
-    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings });
+    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings, tls: this.tls });
     this.faults = new Faults(this.cluster);
     for (const name of NAMES) await this.cluster.defineMember(name);
     for (const name of NAMES) this.cluster.startAgent(name);
@@ -314,7 +320,7 @@ async function main(): Promise<void> {
     for (const profile of options.profiles) {
       const settings = { ...defaultClusterSettings(), ...PROFILES[profile] };
       profiles[profile] = settings;
-      pool = new ClusterPool(settings, options.store);
+      pool = new ClusterPool(settings, options.store, options.tls);
       try {
         for (const fault of options.faults) {
           for (let run = 1; run <= options.runs; run++) {
@@ -344,7 +350,7 @@ async function main(): Promise<void> {
   const md = [
     `# Failover benchmark ${started.toISOString()}`,
     '',
-    `3 members, synchronous mode, ${options.store} store, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
+    `3 members, synchronous mode, ${options.store} store, TLS ${options.tls ? 'on' : 'off'}, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
       `connect timeout ${options.connectTimeoutMs} ms per host, statement timeout ${options.queryTimeoutMs} ms (both part of the unavailability it sees). ` +
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')}.`,
     '',
