@@ -84,8 +84,11 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     if (foreign) rmSync(foreign.dir, { recursive: true, force: true });
   });
 
-  it('bootstraps with a cluster CA and a certificate per member', async () => {
-    const members = await cluster.waitHealthy(NAMES);
+  it('bootstraps with a cluster CA and a certificate per member, no secret in any argv during bootstrap and clone', async () => {
+    const { result: members, argv } = await sampleArgv(() => cluster.waitHealthy(NAMES));
+    const credentials = loadCredentials(cluster.member('node1').config)!;
+    assert.deepEqual([...argv].filter((line) => line.includes(credentials.agentPassword) || line.includes(credentials.replicationPassword)), []);
+    assert.ok([...argv].some((line) => line.includes('pg_basebackup')), 'the clone was sampled');
     primary = members.find((m) => m.role === 'primary')!.name;
     replica = members.find((m) => m.role === 'replica')!.name;
     const config = cluster.member(primary).config;
