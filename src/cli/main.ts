@@ -3,7 +3,9 @@ import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
 import { ConfigError, loadMemberConfig } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
+import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
+import { registerBackupCommands } from './backup-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
@@ -11,6 +13,7 @@ import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
 import { TlsError } from '../tls/pki.js';
+import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, switchover } from './operations.js';
 
@@ -141,6 +144,19 @@ for (const kind of ['restart', 'reinit'] as const) {
 }
 
 program
+  .command('store')
+  .description('the coordination store')
+  .command('repair')
+  .description('list records that cannot be read (key, revision, what is wrong); with --delete or --set, fix one (only while it is unreadable, by compare-and-swap)')
+  .option(...configOption)
+  .option('--delete <key>', 'delete this unreadable record (e.g. sync, leader, members/node1, or the full key)')
+  .option('--set <key>', 'rewrite this unreadable record with --value')
+  .option('--value <json>', 'the record to write with --set, checked against its schema')
+  .action(async (options: { config?: string; delete?: string; set?: string; value?: string }) => {
+    await withCluster(options.config, async (handle) => console.log(await storeRepair(handle, options)));
+  });
+
+program
   .command('router')
   .description("run the client router (read-write and read-only listeners) from a member file's router: section")
   .option(...configOption)
@@ -190,7 +206,13 @@ program
     runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
   );
 
+registerBackupCommands(program);
+
 function report(error: unknown): number {
+  if (error instanceof BackupError) {
+    console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
+    return error.exitCode;
+  }
   if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError || error instanceof TlsError) {
     console.error(`relevo: ${error.message}`);
     return error instanceof CliError ? error.exitCode : EXIT.usage;

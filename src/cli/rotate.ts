@@ -3,7 +3,7 @@
  * certificates on a running cluster without a failover or a dropped session.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { readCluster } from '../agent/observe.js';
+import { readCluster } from '../cluster/view.js';
 import { rotationGeneration } from '../agent/upkeep.js';
 import { generatePassword, loadCredentials, ROLE_NAMES, writeCredentialsFile, type Credentials } from '../config/secrets.js';
 import { splitHostPort } from '../postgres/conf.js';
