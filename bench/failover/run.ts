@@ -16,7 +16,7 @@
  *   node dist/bench/failover/run.js [--runs N] [--settings default|fast|both]
  *        [--sync on|quorum|both] [--failsafe off|on|both]
  *        [--faults a,b,c,d,e,f,g,h,i,j] [--store etcd|embedded]
- *        [--connect-timeout MS] [--query-timeout MS]
+ *        [--connect-timeout MS] [--query-timeout MS] [--tls on|off]
  *
  * Writes bench/results/failover-<timestamp>.json and .md and prints the table.
  *
@@ -86,6 +86,8 @@ interface Options {
   store: 'etcd' | 'embedded';
   connectTimeoutMs: number;
   queryTimeoutMs: number;
+  /** TLS on every link (the default of real clusters), or off to measure its cost. */
+  tls: boolean;
 }
 
 function parseOptions(): Options {
@@ -99,6 +101,7 @@ function parseOptions(): Options {
       failsafe: { type: 'string', default: 'off' },
       'connect-timeout': { type: 'string', default: '500' },
       'query-timeout': { type: 'string', default: '1000' },
+      tls: { type: 'string', default: 'on' },
     },
   });
   const runs = Number(values.runs);
@@ -109,6 +112,7 @@ function parseOptions(): Options {
   for (const f of faults) if (!(FAULT_KINDS as readonly string[]).includes(f)) throw new Error(`--faults: unknown fault "${f}"; known: ${FAULT_KINDS.join(',')}`);
   const store = values.store!;
   if (store !== 'etcd' && store !== 'embedded') throw new Error(`--store: expected etcd or embedded, got ${store}`);
+  if (values.tls !== 'on' && values.tls !== 'off') throw new Error(`--tls: expected on or off, got ${values.tls}`);
   const ms = (name: string, value: string | undefined) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 50) throw new Error(`--${name}: expected milliseconds ≥ 50, got ${value}`);
@@ -129,6 +133,7 @@ function parseOptions(): Options {
     store,
     connectTimeoutMs: ms('connect-timeout', values['connect-timeout']),
     queryTimeoutMs: ms('query-timeout', values['query-timeout']),
+    tls: values.tls === 'on',
   };
 }
 
@@ -141,6 +146,7 @@ class ClusterPool {
   constructor(
     private readonly settings: ClusterSettings,
     private readonly store: 'etcd' | 'embedded',
+    private readonly tls: boolean,
   ) {}
 
   async healthy(): Promise<{ cluster: TestCluster; faults: Faults; etcd: EtcdProcess | undefined }> {
@@ -162,7 +168,7 @@ class ClusterPool {
       }
     }
     if (this.store === 'etcd') this.etcd = await startEtcd();
-    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings });
+    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings, tls: this.tls });
     this.faults = new Faults(this.cluster);
     // Failsafe asks peers over the authenticated API: every member gets the same credentials.
     const password = join(this.cluster.dir, 'api-password');
@@ -408,7 +414,7 @@ async function main(): Promise<void> {
     );
     for (const { name: profile, settings } of variants) {
       profiles[profile] = settings;
-      pool = new ClusterPool(settings, options.store);
+      pool = new ClusterPool(settings, options.store, options.tls);
       try {
         for (const fault of options.faults) {
           for (let run = 1; run <= options.runs; run++) {
@@ -438,7 +444,7 @@ async function main(): Promise<void> {
   const md = [
     `# Failover benchmark ${started.toISOString()}`,
     '',
-    `3 members, synchronous mode, ${options.store} store, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
+    `3 members, synchronous mode, ${options.store} store, TLS ${options.tls ? 'on' : 'off'}, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
       `connect timeout ${options.connectTimeoutMs} ms per host, statement timeout ${options.queryTimeoutMs} ms (both part of the unavailability it sees). ` +
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')}.`,
     '',

@@ -21,11 +21,15 @@ import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type WriteOutcome } from './observation.js';
 import type { AgentState } from './states.js';
 import { memberStatus } from './status.js';
+import { Upkeep } from './upkeep.js';
+import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 export interface AgentOptions {
   config: MemberConfig;
   store: Store;
   log: Logger;
+  /** Called after the member certificate was re-issued (the API reloads it). */
+  onCertificateChanged?: () => void;
 }
 
 /**
@@ -79,6 +83,7 @@ export class Agent {
     timer: undefined as NodeJS.Timeout | undefined,
   };
   private readonly peerAuthorization: string | undefined;
+  private readonly upkeep: Upkeep;
   private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
@@ -88,6 +93,13 @@ export class Agent {
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
+  }
+
+  /** How this agent talks to its peers' APIs: credentials when configured, and over HTTPS the cluster CA and our member certificate. */
+  private peerAccess(): PeerAccess {
+    const tls = memberApiClientTls(this.local.tls, true);
+    return { ...(this.peerAuthorization ? { authorization: this.peerAuthorization } : {}), ...(tls ? { tls } : {}) };
   }
 
   /** Latest published status, for the REST API. */
@@ -243,7 +255,7 @@ export class Agent {
       }
       if (f.ended) return;
       const sentAt = performance.now();
-      const answers = await requestConfirmations(f.membership, this.config.name, this.peerAuthorization, Math.max(200, Math.min(1_000, s.loopWaitMs)));
+      const answers = await requestConfirmations(f.membership, this.config.name, this.peerAccess(), Math.max(200, Math.min(1_000, s.loopWaitMs)));
       if (!this.memory.wasLeader || f.ended) return;
       const missing = answers.filter((a) => !a.confirmed);
       if (missing.length > 0 || f.membership.length === 0) {
@@ -313,7 +325,7 @@ export class Agent {
     const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
-    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAuthorization) : [];
+    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAccess()) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -342,6 +354,8 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.upkeep.certificates();
+    this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);

@@ -72,7 +72,7 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile };
+  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -223,7 +223,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   const [host, port] = splitHostPort(address);
   try {
     return await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword },
+      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
       async (client) => {
         const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
         if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;

@@ -1,3 +1,5 @@
+import { apiCall, peerRequest, type PeerAccess } from '../tls/client.js';
+
 /** Asks every member of the last known membership to confirm this primary (POST /failsafe), in parallel. */
 export interface PeerAddress {
   name: string;
@@ -6,17 +8,17 @@ export interface PeerAddress {
 
 export type PeerAnswer = { name: string; confirmed: true } | { name: string; confirmed: false; error: string };
 
-export async function requestConfirmations(peers: PeerAddress[], leader: string, authorization: string | undefined, timeoutMs: number): Promise<PeerAnswer[]> {
+export async function requestConfirmations(peers: PeerAddress[], leader: string, access: PeerAccess, timeoutMs: number): Promise<PeerAnswer[]> {
   return Promise.all(
     peers.map(async (peer): Promise<PeerAnswer> => {
       try {
-        const response = await fetch(`${peer.apiUrl}/failsafe`, {
+        const response = await apiCall(`${peer.apiUrl}/failsafe`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+          ...peerRequest(access, { 'content-type': 'application/json' }),
           body: JSON.stringify({ leader }),
-          signal: AbortSignal.timeout(timeoutMs),
+          timeoutMs,
         });
-        const body = (await response.json().catch(() => ({}))) as { confirmed?: unknown; error?: unknown };
+        const body = parseAnswer(response.body);
         if (response.status === 200 && body.confirmed === true) return { name: peer.name, confirmed: true };
         return { name: peer.name, confirmed: false, error: `HTTP ${response.status}: ${typeof body.error === 'string' ? body.error : 'not confirmed'}` };
       } catch (error) {
@@ -24,4 +26,13 @@ export async function requestConfirmations(peers: PeerAddress[], leader: string,
       }
     }),
   );
+}
+
+function parseAnswer(body: string): { confirmed?: unknown; error?: unknown } {
+  try {
+    const parsed: unknown = JSON.parse(body);
+    return typeof parsed === 'object' && parsed !== null ? (parsed as { confirmed?: unknown; error?: unknown }) : {};
+  } catch {
+    return {};
+  }
 }

@@ -1,3 +1,6 @@
+import { BlockList, isIP } from 'node:net';
+import type { Server as HttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
@@ -20,8 +23,54 @@ export interface ApiOptions {
   source: ApiSource;
   store: Store;
   keys: ClusterKeys;
-  credentials: ApiCredentials | undefined;
+  /** Basic credentials; a function is asked on every request, so a rotated password file takes effect at once. */
+  credentials: ApiCredentials | undefined | (() => ApiCredentials | undefined);
   authReadOnly: boolean;
+  /** Serve HTTPS with this key and certificate; client certificates signed by `ca` authenticate too. */
+  tls?: ApiTls;
+  /** Client addresses (CIDR or address) allowed on the state-changing endpoints; empty: any. */
+  allowlist?: string[];
+}
+
+export interface ApiTls {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+/** Parses api.allowlist into a BlockList; a malformed entry is a configuration error. */
+export function parseAllowlist(entries: string[]): BlockList | undefined {
+  if (entries.length === 0) return undefined;
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '') === 6 ? 'ipv6' : 'ipv4';
+    const prefix = Number(bits);
+    if (!isIP(address ?? '') || extra !== undefined || (bits !== undefined && !(Number.isInteger(prefix) && prefix >= 0 && prefix <= (family === 'ipv6' ? 128 : 32)))) {
+      throw new Error(`api.allowlist: got "${entry}"; expected an IP address or CIDR like 10.0.0.0/8`);
+    }
+    if (bits === undefined) list.addAddress(address!, family);
+    else list.addSubnet(address!, prefix, family);
+  }
+  return list;
+}
+
+function allowed(list: BlockList | undefined, remote: string | undefined): boolean {
+  if (!list) return true;
+  if (!remote) return false;
+  const address = remote.startsWith('::ffff:') ? remote.slice(7) : remote;
+  return list.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4');
+}
+
+/** The TLS layer already refused certificates from another CA: a certificate here is the cluster CA's. */
+function clientCertificateOk(request: FastifyRequest): boolean {
+  const socket = request.raw.socket as Partial<TLSSocket>;
+  return socket.encrypted === true && socket.authorized === true && Object.keys(socket.getPeerCertificate?.() ?? {}).length > 0;
+}
+
+/** Swaps the API's key and certificate in place (certificate rotation): open connections keep theirs. */
+export function reloadApiTls(app: FastifyInstance, tls: ApiTls): void {
+  (app.server as unknown as HttpsServer).setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca });
 }
 
 /** "1048576", "16MB", "1 GB" → bytes; null when malformed. */
@@ -89,25 +138,46 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown, example: string): { o
 
 export function buildApi(options: ApiOptions): FastifyInstance {
   const { source, store, keys } = options;
-  const app = Fastify({
+  const allowlist = parseAllowlist(options.allowlist ?? []);
+  const credentialsNow = () => (typeof options.credentials === 'function' ? options.credentials() : options.credentials);
+  const limits = {
     logger: false,
     bodyLimit: API_LIMITS.bodyBytes,
     requestTimeout: API_LIMITS.requestTimeoutMs,
     connectionTimeout: API_LIMITS.connectionTimeoutMs,
     keepAliveTimeout: API_LIMITS.keepAliveTimeoutMs,
-  });
+  } as const;
+  const app = (
+    options.tls
+      ? // Client certificates are optional (Basic works too), but one from another CA is refused during the handshake below.
+        Fastify({ ...limits, https: { key: options.tls.key, cert: options.tls.cert, ca: options.tls.ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' } })
+      : Fastify(limits)
+  ) as unknown as FastifyInstance;
+  if (options.tls) {
+    app.server.on('secureConnection', (socket: TLSSocket) => {
+      if (!socket.authorized && Object.keys(socket.getPeerCertificate() ?? {}).length > 0) socket.destroy();
+    });
+  }
   const unavailable = { error: 'agent has not observed PostgreSQL yet' };
 
-  const requireAuth = async (request: FastifyRequest, reply: FastifyReply) => {
-    if (!options.credentials) {
-      return reply.code(403).send({ error: 'state-changing API disabled: configure api.auth in the member file' });
+  const authenticate = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (clientCertificateOk(request)) return;
+    const credentials = credentialsNow();
+    if (!credentials) {
+      return reply.code(403).send({ error: 'state-changing API disabled: configure api.auth in the member file, or use a client certificate from the cluster CA' });
     }
-    if (!authorized(request.headers.authorization, options.credentials)) {
+    if (!authorized(request.headers.authorization, credentials)) {
       return reply.code(401).header('www-authenticate', 'Basic realm="relevo"').send({ error: 'authentication required' });
     }
   };
+  const requireAuth = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!allowed(allowlist, request.raw.socket.remoteAddress)) {
+      return reply.code(403).send({ error: `client address ${request.raw.socket.remoteAddress} is not in api.allowlist` });
+    }
+    return authenticate(request, reply);
+  };
   const readAuth = async (request: FastifyRequest, reply: FastifyReply) => {
-    if (options.authReadOnly) return requireAuth(request, reply);
+    if (options.authReadOnly) return authenticate(request, reply);
   };
 
   for (const [path, check] of Object.entries(HEALTH_CHECKS)) {

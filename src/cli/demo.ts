@@ -7,6 +7,7 @@ import { stringify as stringifyYaml } from 'yaml';
 import { clusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
 import { loadCredentials, writePrivateFile } from '../config/secrets.js';
+import { clusterCaFile } from '../tls/member.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { openStore } from '../store/open.js';
 import { CliError } from './context.js';
@@ -158,11 +159,13 @@ function printConnectionHelp(options: DemoOptions & { dir: string }, firstConfig
   if (credentials && !existsSync(passfile)) writePrivateFile(passfile, `*:*:*:relevo:${credentials.agentPassword.replace(/[\\:]/g, '\\$&')}\n`);
   const hosts = Array.from({ length: options.members }, () => '127.0.0.1').join(',');
   const ports = Array.from({ length: options.members }, (_, i) => options.port + i).join(',');
+  const caFile = clusterCaFile(config);
+  const tls = caFile ? ` sslmode=verify-full sslrootcert=${caFile}` : '';
   console.log('Connect (the password is in a 0600 pgpass file, never on the command line):');
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write"`);
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby"`);
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write${tls}"`);
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby${tls}"`);
   console.log(`Status: node ${MAIN} list -c ${firstConfig}   (or: ./bin/relevo list -c ${firstConfig})`);
-  console.log(`REST:   curl http://127.0.0.1:${options.apiPort}/status`);
+  console.log(`REST:   curl ${caFile ? `--cacert ${caFile} https` : 'http'}://127.0.0.1:${options.apiPort}/status`);
 }
 
 function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {

@@ -11,6 +11,8 @@ import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
+import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
+import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, switchover } from './operations.js';
@@ -171,6 +173,29 @@ program
   });
 
 program
+  .command('secrets')
+  .description('role passwords')
+  .command('rotate [role]')
+  .description(`new passwords on the running cluster, no failover: ${SECRET_ROLES.join(' | ')} (default: all)`)
+  .option(...configOption)
+  .action(async (role: string | undefined, options: { config?: string }) => {
+    const chosen = (role ?? 'all') as SecretRole;
+    if (!SECRET_ROLES.includes(chosen)) throw new CliError(`role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
+    await withCluster(options.config, async (handle) => console.log(await rotateSecrets(handle, chosen)));
+  });
+
+program
+  .command('certs')
+  .description('member certificates')
+  .command('rotate')
+  .description('re-issue every member certificate from the cluster CA; PostgreSQL and the API reload them without a restart')
+  .option(...configOption)
+  .option('--no-wait', 'return once the request is recorded')
+  .action(async (options: { config?: string; wait: boolean }) => {
+    await withCluster(options.config, async (handle) => console.log(await rotateCertificates(handle, { wait: options.wait })));
+  });
+
+program
   .command('demo')
   .description('run a local 3-member cluster on the embedded store in the foreground; Ctrl-C stops everything')
   .option('--dir <dir>', 'working directory for data, configs and logs (default: a fresh /tmp/relevo-demo-XXXXXX); an existing one is reused only if an earlier demo created it')
@@ -188,7 +213,7 @@ function report(error: unknown): number {
     console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
     return error.exitCode;
   }
-  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError) {
+  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError || error instanceof TlsError) {
     console.error(`relevo: ${error.message}`);
     return error instanceof CliError ? error.exitCode : EXIT.usage;
   }

@@ -24,6 +24,10 @@ export function clusterKeys(cluster: string) {
     history: `${root}history`,
     /** A pending switchover or failover request. */
     failover: `${root}failover`,
+    /** The cluster CA certificate (public), created once: a member with another CA refuses to start. */
+    ca: `${root}tls/ca`,
+    /** `relevo certs rotate` bumps this generation; each agent re-issues its member certificate once per bump. */
+    certsRotation: `${root}tls/rotation`,
     /** Prefix of routers' published statistics. */
     routersPrefix: `${root}routers/`,
     router: (name: string) => `${root}routers/${name}`,

@@ -51,9 +51,36 @@ export const MemberConfigSchema = z
         auth: z.object({ username: z.string().min(1), password: SecretSourceSchema }).strict().optional(),
         /** Also require authentication for the read-only endpoints. */
         authReadOnly: z.boolean().default(false),
+        /**
+         * Client addresses (CIDR or single address) allowed to call the
+         * state-changing endpoints; empty allows any authenticated client.
+         */
+        allowlist: z.array(z.string().min(1)).default([]),
       })
       .strict()
-      .default({ listen: '127.0.0.1:8008', authReadOnly: false }),
+      .default({ listen: '127.0.0.1:8008', authReadOnly: false, allowlist: [] }),
+    /**
+     * TLS for PostgreSQL, replication and the REST API (on by default). See docs/security.md.
+     */
+    tls: z
+      .object({
+        enabled: z.boolean().default(true),
+        /**
+         * Cluster CA directory: ca.crt, and ca.key on hosts that issue their own
+         * member certificate. Default: the "ca" directory beside secrets.file.
+         */
+        caDir: z.string().startsWith('/', 'expected an absolute path').optional(),
+        /** A pre-issued member certificate and key (PEM); without them the agent issues its own from the CA key. */
+        cert: z.string().startsWith('/', 'expected an absolute path').optional(),
+        key: z.string().startsWith('/', 'expected an absolute path').optional(),
+        /** More names or addresses for the member certificate, e.g. a DNS name or a router relaying TLS end to end. */
+        extraNames: z.array(z.string().regex(/^[A-Za-z0-9.:*-]+$/, 'expected a host name or an IP address')).default([]),
+        /** Lifetime of a member certificate the agent issues; renewed when less than a third remains. */
+        validityDays: z.number().int().min(1).max(825).default(365),
+      })
+      .strict()
+      .refine((t) => (t.cert === undefined) === (t.key === undefined), 'set both tls.cert and tls.key, or neither')
+      .default({ enabled: true, extraNames: [], validityDays: 365 }),
     secrets: z
       .object({
         /**
@@ -122,5 +149,5 @@ export function connectAddressOf(config: MemberConfig): string {
 }
 
 export function apiUrlOf(config: MemberConfig): string {
-  return config.api.url ?? `http://${config.api.listen}`;
+  return config.api.url ?? `${config.tls.enabled ? 'https' : 'http'}://${config.api.listen}`;
 }

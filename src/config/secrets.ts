@@ -124,9 +124,14 @@ export function createCredentials(config: MemberConfig): Credentials {
   const existing = loadCredentials(config);
   if (existing) return existing;
   const credentials = { replicationPassword: generatePassword(), agentPassword: generatePassword() };
+  writeCredentialsFile(config, credentials);
+  return credentials;
+}
+
+/** Replaces the secrets file in one atomic rename (creation and `relevo secrets rotate`). */
+export function writeCredentialsFile(config: MemberConfig, credentials: Credentials): void {
   writePrivateFile(
     config.secrets.file,
-    `# relevo role passwords for cluster ${config.cluster}; keep this file mode 0600\n${stringifyYaml(credentials)}`,
+    `# relevo role passwords for cluster ${config.cluster}; keep this file mode 0600\n${stringifyYaml({ replicationPassword: credentials.replicationPassword, agentPassword: credentials.agentPassword })}`,
   );
-  return credentials;
 }

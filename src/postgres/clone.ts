@@ -5,6 +5,7 @@ import { dataDirState } from './datadir.js';
 import { ensureOwnedDir, removeOwnedTree } from './owned-fs.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
+import { libpqTlsEnv } from '../tls/client.js';
 
 /**
  * Clones the primary into this member's empty data directory with
@@ -32,7 +33,7 @@ export async function cloneFromPrimary(
   try {
     await runPostgresProgram(local.binDir, local.user, 'pg_basebackup', args, {
       context: `cloning member ${local.memberName} from ${primaryAddress}`,
-      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName },
+      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName, ...libpqTlsEnv(local.tls?.caCert) },
       showProgress,
       timeoutMs: 24 * 3600_000,
     });

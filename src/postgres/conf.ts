@@ -4,6 +4,8 @@ import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES } from '../config/secrets.js';
 import type { OsUser } from '../util/os-user.js';
 import { OwnedDir, withOwnedDir, writeOwnedFile } from './owned-fs.js';
+import { libpqTlsParams } from '../tls/client.js';
+import { memberTlsFiles } from '../tls/member.js';
 
 /** relevo writes its settings to this file and includes it from postgresql.conf. */
 export const RELEVO_CONF = 'relevo.conf';
@@ -51,7 +53,14 @@ function managedParameters(config: MemberConfig): Partial<Record<ManagedParamete
 
 /** What relevo.conf sets, standby settings aside. */
 export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
-  return { ...defaultParameters(), ...settings.postgresql, ...config.postgres.parameters, ...managedParameters(config) };
+  return { ...defaultParameters(), ...settings.postgresql, ...config.postgres.parameters, ...managedParameters(config), ...tlsParameters(config) };
+}
+
+/** ssl=on with the member's certificate; the CA file lets clients authenticate by certificate too. */
+function tlsParameters(config: MemberConfig): Record<string, ParameterValue> {
+  const files = memberTlsFiles(config);
+  if (!files) return {};
+  return { ssl: 'on', ssl_cert_file: files.cert, ssl_key_file: files.key, ssl_ca_file: files.caCert, ssl_min_protocol_version: 'TLSv1.2' };
 }
 
 export function socketDirOf(config: MemberConfig): string {
@@ -68,6 +77,8 @@ export interface StandbySettings {
   /** host:port of the member to stream from, and our slot there; absent while no primary is known. */
   upstream: { address: string; slot: string } | undefined;
   passfile: string;
+  /** The member's copy of the cluster CA: replication verifies the upstream's certificate (verify-full). */
+  sslRootCert?: string;
 }
 
 export function renderRelevoConf(parameters: Record<string, ParameterValue>, standby?: StandbySettings, applicationName?: string): string {
@@ -77,7 +88,7 @@ export function renderRelevoConf(parameters: Record<string, ParameterValue>, sta
   if (standby?.upstream) {
     const [host, port] = splitHostPort(standby.upstream.address);
     // The password lives in the 0600 passfile, never in this file.
-    const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} sslmode=prefer`;
+    const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} ${libpqTlsParams(standby.sslRootCert)}`;
     lines.push(`primary_conninfo = ${quote(conninfo)}`);
     lines.push(`primary_slot_name = ${quote(standby.upstream.slot)}`);
   }
@@ -93,17 +104,19 @@ export function splitHostPort(address: string): [string, number] {
  * pg_hba rules: scram-sha-256 for every network connection, never trust.
  * The bootstrap superuser is reachable only through the local socket as the OS user (peer).
  */
-export function renderHba(settings: ClusterSettings): string {
+export function renderHba(settings: ClusterSettings, requireTls = false): string {
+  // With TLS on, network rules are hostssl: a client without TLS matches no line and is refused.
+  const host = requireTls ? 'hostssl' : 'host   ';
   const lines = [
-    '# Managed by relevo: network access always uses scram-sha-256.',
+    `# Managed by relevo: network access always uses scram-sha-256${requireTls ? ' over TLS' : ''}.`,
     '# TYPE  DATABASE     USER        ADDRESS        METHOD',
     `local   all          ${ROLE_NAMES.superuser}                  peer`,
     `local   all          ${ROLE_NAMES.agent}                    scram-sha-256`,
     `local   replication  ${ROLE_NAMES.replication}                scram-sha-256`,
   ];
   for (const network of settings.allowedNetworks) {
-    lines.push(`host    replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
-    lines.push(`host    all          all         ${network}  scram-sha-256`);
+    lines.push(`${host} replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
+    lines.push(`${host} all          all         ${network}  scram-sha-256`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -131,7 +144,7 @@ export function writeMemberConfiguration(
     ensureInclude(dir);
     const wanted = new Map<string, string>([
       [RELEVO_CONF, renderRelevoConf(parameters, standby, memberName)],
-      ['pg_hba.conf', renderHba(settings)],
+      ['pg_hba.conf', renderHba(settings, parameters.ssl === 'on')],
     ]);
     let changed = false;
     for (const [name, content] of wanted) {

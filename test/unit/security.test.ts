@@ -174,7 +174,7 @@ describe('REST API limits and peer credentials', () => {
     assert.match(without!.error!, /401/);
     const config = parseMemberConfig(`${MEMBER_YAML}api: { auth: { username: admin, password: { env: RELEVO_UNIT_API_PW } }, authReadOnly: true }\n`, 'm.yaml');
     process.env.RELEVO_UNIT_API_PW = 'hunter2';
-    const [withAuth] = await askPeers([peer], 'b', 2_000, peerAuthorization(config));
+    const [withAuth] = await askPeers([peer], 'b', 2_000, { authorization: peerAuthorization(config)! });
     assert.equal(withAuth!.status?.name, 'a');
     assert.equal(peerAuthorization(parseMemberConfig(MEMBER_YAML, 'm.yaml')), undefined, 'no credentials configured, none sent');
   });
