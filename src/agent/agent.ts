@@ -10,16 +10,19 @@ import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, type Decision } from './decide.js';
-import { runAction, type EffectContext } from './effects.js';
+import { runAction, type ActionOutcome, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { AgentState } from './states.js';
+import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 
 export interface AgentOptions {
   config: MemberConfig;
   store: Store;
   log: Logger;
+  /** Told about every round once it is published (metrics, event log). */
+  observers?: CycleObserver[];
 }
 
 /**
@@ -33,6 +36,7 @@ export class Agent {
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
+  private readonly observers: CycleObserver[];
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
   private lease: LeaseId | undefined;
@@ -59,6 +63,7 @@ export class Agent {
     this.config = options.config;
     this.store = options.store;
     this.log = options.log;
+    this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
   }
@@ -215,6 +220,9 @@ export class Agent {
 
   /** One observe-decide-act round; returns how soon the decision wants to look again, if sooner than the loop. */
   private async cycle(): Promise<number | undefined> {
+    const startedAt = performance.now();
+    const from = this.state;
+    const outcomes: ActionOutcome[] = [];
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
@@ -230,6 +238,7 @@ export class Agent {
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
+      outcomes.push(outcome);
       if (outcome.ok) {
         this.logDetail(action.type, outcome.detail);
       } else {
@@ -247,6 +256,8 @@ export class Agent {
     this.memory.wasLeader = leaderNow;
     if (becameLeader || !leaderNow) this.armFence();
     await this.publish(observation, decision);
+    const report = { observation, decision, from, outcomes, status: this.status, durationMs: performance.now() - startedAt };
+    for (const observer of this.observers) observer.onCycle(report);
     return decision.retryInMs;
   }
 

@@ -19,7 +19,12 @@ export interface ApiOptions {
   keys: ClusterKeys;
   credentials: ApiCredentials | undefined;
   authReadOnly: boolean;
+  /** More routes (metrics, events, dashboard), given the same authentication hooks. */
+  extensions?: ApiExtension[];
 }
+
+export type AuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+export type ApiExtension = (app: FastifyInstance, auth: { read: AuthHook; write: AuthHook }) => void;
 
 /** "1048576", "16MB", "1 GB" → bytes; null when malformed. */
 export function parseSize(text: string): number | null {
@@ -120,5 +125,6 @@ export function buildApi(options: ApiOptions): FastifyInstance {
       return reply.code(202).send({ accepted: kind });
     });
   }
+  for (const extend of options.extensions ?? []) extend(app, { read: readAuth, write: requireAuth });
   return app;
 }

@@ -1,4 +1,9 @@
 import { Agent } from '../agent/agent.js';
+import { AgentMetrics } from '../agent/metrics.js';
+import { EventPublisher } from '../agent/event-publisher.js';
+import { eventsRoute } from '../api/events-route.js';
+import { metricsRoute } from '../api/metrics-route.js';
+import { RELEVO_VERSION } from '../util/version.js';
 import { apiCredentials } from '../api/auth.js';
 import { buildApi } from '../api/server.js';
 import { clusterKeys } from '../cluster/keys.js';
@@ -19,14 +24,18 @@ export interface AgentCommandOptions {
 export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const config = loadMemberConfig(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
-  const store = await openStore(config.store);
-  const agent = new Agent({ config, store, log });
+  const metrics = new AgentMetrics({ cluster: config.cluster, member: config.name, version: RELEVO_VERSION });
+  const store = metrics.timedStore(await openStore(config.store));
+  const keys = clusterKeys(config.cluster);
+  const events = new EventPublisher(store, keys.events, config.name, log);
+  const agent = new Agent({ config, store, log, observers: [metrics, events] });
   const api = buildApi({
     source: agent,
     store,
-    keys: clusterKeys(config.cluster),
+    keys,
     credentials: apiCredentials(config),
     authReadOnly: config.api.authReadOnly,
+    extensions: [metricsRoute(metrics.registry), eventsRoute(store, keys)],
   });
   const [host, port] = splitHostPort(config.api.listen);
   await api.listen({ host, port });

@@ -7,6 +7,7 @@ import { runAgent } from './agent-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
+import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { clusterListing, renderListing } from './list.js';
@@ -126,6 +127,20 @@ program
   .option('--json', 'machine-readable output')
   .action(async (options: { config?: string; json?: boolean }) => {
     await withCluster(options.config, async (handle) => console.log(await history(handle, options.json === true)));
+  });
+
+program
+  .command('events')
+  .description("every agent's state transitions and actions, with their reasons, oldest first")
+  .option(...configOption)
+  .option('-f, --follow', 'keep printing new events')
+  .option('--member <member>', 'only this member')
+  .option('-n, --limit <n>', 'only the last N events')
+  .option('--json', 'machine-readable output (one JSON object per line with --follow)')
+  .action(async (options: { config?: string; follow?: boolean; member?: string; limit?: string; json?: boolean }) => {
+    const limit = options.limit === undefined ? undefined : Number(options.limit);
+    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError(`--limit: got "${options.limit}", expected a positive integer`);
+    await withCluster(options.config, async (handle) => showEvents(handle, { ...options, limit }));
   });
 
 for (const kind of ['restart', 'reinit'] as const) {
