@@ -2,6 +2,8 @@ import { Agent } from '../agent/agent.js';
 import { AgentMetrics } from '../agent/metrics.js';
 import { EventPublisher } from '../agent/event-publisher.js';
 import { eventsRoute } from '../api/events-route.js';
+import { dashboardRoutes } from '../api/dashboard-route.js';
+import { LagHistory } from '../agent/lag-history.js';
 import { metricsRoute } from '../api/metrics-route.js';
 import { RELEVO_VERSION } from '../util/version.js';
 import { apiCredentials } from '../api/auth.js';
@@ -28,14 +30,19 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const store = metrics.timedStore(await openStore(config.store));
   const keys = clusterKeys(config.cluster);
   const events = new EventPublisher(store, keys.events, config.name, log);
-  const agent = new Agent({ config, store, log, observers: [metrics, events] });
+  const lagHistory = new LagHistory();
+  const agent = new Agent({ config, store, log, observers: [metrics, events, lagHistory] });
   const api = buildApi({
     source: agent,
     store,
     keys,
     credentials: apiCredentials(config),
     authReadOnly: config.api.authReadOnly,
-    extensions: [metricsRoute(metrics.registry), eventsRoute(store, keys)],
+    extensions: [
+      metricsRoute(metrics.registry),
+      eventsRoute(store, keys),
+      dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent() }),
+    ],
   });
   const [host, port] = splitHostPort(config.api.listen);
   await api.listen({ host, port });

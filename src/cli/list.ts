@@ -3,6 +3,7 @@ import type { MemberStatus } from '../cluster/types.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
+import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -46,7 +47,11 @@ function renderRouters(routers: RouterStatus[]): string {
   return `\n\nRouters\n${renderTable(['Router', 'Listener', 'Address', 'Open', 'Per backend', 'Held', 'Refused', 'Bytes'], rows)}`;
 }
 
-export function renderListing(listing: ClusterListing): string {
+/** The State column in the colour of its tone (src/agent/state-tones.ts, shared with the dashboard). */
+const colourState = (padded: string, column: number, raw: string) =>
+  column === 3 ? `\x1b[${TONE_COLOURS[toneOf(raw)].ansi}m${raw}\x1b[0m${padded.slice(raw.length)}` : padded;
+
+export function renderListing(listing: ClusterListing, options: { colour?: boolean } = {}): string {
   const rows = listing.members.map((m) => [
     m.name,
     m.connectAddress,
@@ -61,5 +66,5 @@ export function renderListing(listing: ClusterListing): string {
   ]);
   const paused = listing.paused ? ' — PAUSED: no automatic failover' : '';
   const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${listing.leader ?? 'none'}${paused}`;
-  return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows)}${renderRouters(listing.routers)}`;
+  return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows, options.colour ? colourState : undefined)}${renderRouters(listing.routers)}`;
 }

@@ -35,7 +35,7 @@ program
     await withCluster(options.config, async (handle) => {
       const once = async () => {
         const listing = await clusterListing(handle);
-        return options.json ? JSON.stringify(listing, null, 2) : renderListing(listing);
+        return options.json ? JSON.stringify(listing, null, 2) : renderListing(listing, { colour: process.stdout.isTTY && !process.env.NO_COLOR });
       };
       if (!options.watch) {
         console.log(await once());
@@ -176,8 +176,9 @@ program
   .option('--members <n>', 'number of members', '3')
   .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
   .option('--api-port <port>', 'first REST API port', '18008')
-  .action(async (options: { dir: string; members: string; port: string; apiPort: string }) =>
-    runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
+  .option('--router-port <port>', "relevo router's read-write port (read-only: the next one)", '15440')
+  .action(async (options: { dir: string; members: string; port: string; apiPort: string; routerPort: string }) =>
+    runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort), routerPort: Number(options.routerPort) }),
   );
 
 function report(error: unknown): number {
