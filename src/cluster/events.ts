@@ -54,8 +54,11 @@ export interface EventFilter {
   limit?: number;
 }
 
+/** Events by time (members append in batches, so store order can lag a little), then filtered. */
 export function filterEvents(events: ClusterEvent[], filter: EventFilter): ClusterEvent[] {
-  const kept = events.filter((e) => (filter.member === undefined || e.member === filter.member) && !filter.after?.has(e.id));
+  const kept = [...events]
+    .sort((a, b) => a.at.localeCompare(b.at))
+    .filter((e) => (filter.member === undefined || e.member === filter.member) && !filter.after?.has(e.id));
   return filter.limit === undefined ? kept : kept.slice(-filter.limit);
 }
 
