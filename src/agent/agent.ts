@@ -17,6 +17,9 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 
+/** An unchanged member status is rewritten this often (its updatedAt then moves). */
+const STATUS_REFRESH_MS = 10_000;
+
 export interface AgentOptions {
   config: MemberConfig;
   store: Store;
@@ -53,6 +56,7 @@ export class Agent {
     return agentSqlTarget(this.local, this.credentials);
   });
   private status: MemberStatus | undefined;
+  private published = { fingerprint: '', at: 0 };
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   private wake: (() => void) | undefined;
@@ -284,9 +288,16 @@ export class Agent {
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;
-    await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).catch((error: Error) => {
-      this.log.warn({ err: error.message }, 'could not publish member status');
-    });
+    // An unchanged status is written again only every STATUS_REFRESH_MS: each write wakes every
+    // agent's and router's watch, the larger part of an idle cluster's CPU. The key lives on our lease either way.
+    const { updatedAt: _updatedAt, ...content } = status;
+    const fingerprint = `${this.lease} ${JSON.stringify(content)}`;
+    const listed = observation.store.members.some((m) => m.name === this.config.name);
+    if (listed && fingerprint === this.published.fingerprint && performance.now() - this.published.at < STATUS_REFRESH_MS) return;
+    await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).then(
+      () => (this.published = { fingerprint, at: performance.now() }),
+      (error: Error) => this.log.warn({ err: error.message }, 'could not publish member status'),
+    );
   }
 
   private effectContext(): EffectContext {
