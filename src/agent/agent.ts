@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter } from '../cluster/records.js';
 import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { loadCredentials, type Credentials } from '../config/secrets.js';
 import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
@@ -9,10 +11,10 @@ import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
-import { decide, type Decision } from './decide.js';
+import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type ActionOutcome, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
+import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type WriteOutcome } from './observation.js';
 import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
@@ -51,6 +53,14 @@ export class Agent {
   private lastReason = '';
   private memory: AgentMemory = freshMemory();
   private readonly lastDetail = new Map<string, string>();
+  /** Damaged records, reported once per key and revision. */
+  private readonly unreadable = new UnreadableReporter();
+  /** Last readable status of each member: where to ask one whose record became unreadable. */
+  private readonly lastKnown = new Map<string, MemberStatus>();
+  /** Outcomes of the last cycle's store writes, handed to the next decision. */
+  private outcomes: WriteOutcome[] = [];
+  /** Generation of the cluster settings this agent last ran a whole cycle with (null: none yet). */
+  private appliedGeneration: number | null = null;
   private readonly connection = new KeptConnection(() => {
     if (!this.credentials) throw new Error('no agent credentials to connect with');
     return agentSqlTarget(this.local, this.credentials);
@@ -146,7 +156,9 @@ export class Agent {
     const leader = await this.store.get(this.keys.leader);
     if (leader?.lease === old) {
       // Readers learn from the record how long a silent leader may keep the key.
-      const record = { ...LeaderRecordSchema.parse(JSON.parse(leader.value)), ttlMs: this.settings.ttlMs };
+      // A damaged record on our lease is rewritten whole.
+      const parsed = parseRecord(LeaderRecordSchema, leader.value);
+      const record = parsed.ok ? { ...parsed.value, ttlMs: this.settings.ttlMs } : { member: this.config.name, ttlMs: this.settings.ttlMs, acquiredAt: new Date().toISOString() };
       const moved = await this.store.compareAndSwap(this.keys.leader, JSON.stringify(record), leader.revision, { lease });
       if (moved === undefined) {
         await this.store.revokeLease(lease);
@@ -192,16 +204,25 @@ export class Agent {
   }
 
   async observe(): Promise<Observation> {
-    const cluster = await readCluster(this.store, this.keys);
-    if (cluster.view.reachable) this.settings = cluster.settings;
+    const cluster = await readCluster(this.store, this.keys, { name: this.config.name, lease: this.lease });
+    if (cluster.view.reachable) {
+      // Damaged settings are not the defaults: keep running with the ones last read.
+      if (!unreadableOf(cluster.view, 'config')) this.settings = cluster.settings;
+      for (const record of this.unreadable.fresh(cluster.view.unreadable)) {
+        this.log.error({ code: RECORD_UNREADABLE, key: record.key, revision: record.revision }, describeUnreadable(record));
+      }
+      for (const m of cluster.view.members) this.lastKnown.set(m.name, m);
+    }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;
     // Peers are asked directly only when an election may be due.
-    const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
-    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
+    // A member whose record is unreadable is still asked, at the address it last published.
+    const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
+    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -218,6 +239,7 @@ export class Agent {
       peers,
       haveCredentials: this.credentials !== undefined,
       memory: { ...this.memory },
+      outcomes: this.outcomes,
       previous: { state: this.state, since: this.stateSince },
     };
   }
@@ -235,6 +257,7 @@ export class Agent {
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
+    this.outcomes = [];
     let allDone = true;
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
@@ -245,6 +268,12 @@ export class Agent {
       outcomes.push(outcome);
       if (outcome.ok) {
         this.logDetail(action.type, outcome.detail);
+      } else if (outcome.casLost) {
+        // Not a failure of ours: the record changed since we read it. The next decision sees it, on a fresh read, soon.
+        allDone = false;
+        this.outcomes = [{ kind: 'cas_lost', key: outcome.casLost, action: action.type }];
+        this.log.warn({ action: action.type, key: outcome.casLost }, `action ${action.type} on member ${this.config.name}: ${outcome.error}; re-reading`);
+        break;
       } else {
         allDone = false;
         this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}: ${outcome.error}`);
@@ -255,14 +284,18 @@ export class Agent {
     if (allDone && decision.remember) this.memory = { ...this.memory, ...decision.remember };
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     if (stateChanging) observation = await this.observe();
-    const leaderNow = observation.store.reachable ? observation.store.leader?.member === this.config.name : this.memory.wasLeader;
+    const store = observation.store;
+    // An unreadable leader key that no other lease holds: nobody else can lead while it exists, and we keep our fence armed.
+    const keptWithDamagedKey = store.reachable && store.leader === undefined && unreadableOf(store, 'leader') !== undefined && this.memory.wasLeader;
+    const leaderNow = store.reachable ? store.leader?.member === this.config.name || keptWithDamagedKey : this.memory.wasLeader;
     const becameLeader = leaderNow && !this.memory.wasLeader;
     this.memory.wasLeader = leaderNow;
     if (becameLeader || !leaderNow) this.armFence();
+    if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
     await this.publish(observation, decision);
     const report = { observation, decision, from, outcomes, status: this.status, durationMs: performance.now() - startedAt };
     for (const observer of this.observers) observer.onCycle(report);
-    return decision.retryInMs;
+    return this.outcomes.length > 0 ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
@@ -284,7 +317,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

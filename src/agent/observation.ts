@@ -1,7 +1,9 @@
 import type { ClusterSettings } from '../cluster/settings.js';
-import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../cluster/types.js';
+import type { MemberStatus } from '../cluster/types.js';
+import type { ClusterView } from '../cluster/view.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
+import type { ActionType } from './actions.js';
 import type { AgentState } from './states.js';
 
 /** What PostgreSQL looks like from this agent right now. */
@@ -14,17 +16,13 @@ export type LocalServer =
 /** The store as last read; `reachable: false` means we know nothing about the cluster. */
 export type StoreView =
   | { reachable: false; error: string }
-  | {
-      reachable: true;
-      init: InitRecord | undefined;
-      leader: (LeaderRecord & { revision: number }) | undefined;
-      members: MemberStatus[];
-      slotRegistry: SlotRegistry;
-      sync: SyncRecord | undefined;
-      history: HistoryEntry[];
-      optime: Optime | undefined;
-      failover: FailoverRequest | undefined;
-    };
+  | ({ reachable: true } & ClusterView);
+
+/**
+ * What came of the previous cycle's store writes that the next decision must
+ * see: a compare-and-swap that lost (the record changed since it was read).
+ */
+export type WriteOutcome = { kind: 'cas_lost'; key: string; action: ActionType };
 
 /** A peer's answer to GET /status, asked directly during an election. */
 export interface PeerView {
@@ -104,6 +102,8 @@ export interface Observation {
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
   memory: AgentMemory;
+  /** Outcomes of the previous cycle's store writes (empty when all went through). */
+  outcomes: WriteOutcome[];
   /** Where the agent was after the previous cycle. */
   previous: { state: AgentState; since: number };
 }
