@@ -14,15 +14,19 @@ import { stopPostgres } from '../postgres/postmaster.js';
 import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
-import { runAction, type EffectContext } from './effects.js';
+import { runAction, type ActionOutcome, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type WriteOutcome } from './observation.js';
 import type { AgentState } from './states.js';
+import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
+
+/** An unchanged member status is rewritten this often (its updatedAt then moves). */
+const STATUS_REFRESH_MS = 10_000;
 
 export interface AgentOptions {
   config: MemberConfig;
@@ -30,6 +34,8 @@ export interface AgentOptions {
   log: Logger;
   /** Called after the member certificate was re-issued (the API reloads it). */
   onCertificateChanged?: () => void;
+  /** Told about every round once it is published (metrics, event log). */
+  observers?: CycleObserver[];
 }
 
 /**
@@ -43,6 +49,7 @@ export class Agent {
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
+  private readonly observers: CycleObserver[];
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
   private lease: LeaseId | undefined;
@@ -67,6 +74,7 @@ export class Agent {
     return agentSqlTarget(this.local, this.credentials);
   });
   private status: MemberStatus | undefined;
+  private published = { fingerprint: '', at: 0 };
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   private wake: (() => void) | undefined;
@@ -90,6 +98,7 @@ export class Agent {
     this.config = options.config;
     this.store = options.store;
     this.log = options.log;
+    this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.peerAuthorization = peerAuthorization(options.config);
@@ -350,6 +359,9 @@ export class Agent {
 
   /** One observe-decide-act round; returns how soon the decision wants to look again, if sooner than the loop. */
   private async cycle(): Promise<number | undefined> {
+    const startedAt = performance.now();
+    const from = this.state;
+    const outcomes: ActionOutcome[] = [];
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
@@ -368,6 +380,7 @@ export class Agent {
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
+      outcomes.push(outcome);
       if (outcome.ok) {
         this.logDetail(action.type, outcome.detail);
       } else if (outcome.casLost) {
@@ -395,6 +408,8 @@ export class Agent {
     if (becameLeader || !leaderNow) this.armFence();
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
     await this.publish(observation, decision);
+    const report = { observation, decision, from, outcomes, status: this.status, durationMs: performance.now() - startedAt };
+    for (const observer of this.observers) observer.onCycle(report);
     return this.outcomes.length > 0 ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
   }
 
@@ -421,9 +436,16 @@ export class Agent {
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;
-    await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).catch((error: Error) => {
-      this.log.warn({ err: error.message }, 'could not publish member status');
-    });
+    // An unchanged status is written again only every STATUS_REFRESH_MS: each write wakes every
+    // agent's and router's watch, the larger part of an idle cluster's CPU. The key lives on our lease either way.
+    const { updatedAt: _updatedAt, ...content } = status;
+    const fingerprint = `${this.lease} ${JSON.stringify(content)}`;
+    const listed = observation.store.members.some((m) => m.name === this.config.name);
+    if (listed && fingerprint === this.published.fingerprint && performance.now() - this.published.at < STATUS_REFRESH_MS) return;
+    await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).then(
+      () => (this.published = { fingerprint, at: performance.now() }),
+      (error: Error) => this.log.warn({ err: error.message }, 'could not publish member status'),
+    );
   }
 
   private effectContext(): EffectContext {

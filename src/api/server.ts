@@ -30,6 +30,8 @@ export interface ApiOptions {
   tls?: ApiTls;
   /** Client addresses (CIDR or address) allowed on the state-changing endpoints; empty: any. */
   allowlist?: string[];
+  /** More routes (metrics, events, dashboard), given the same authentication hooks. */
+  extensions?: ApiExtension[];
 }
 
 export interface ApiTls {
@@ -72,6 +74,9 @@ function clientCertificateOk(request: FastifyRequest): boolean {
 export function reloadApiTls(app: FastifyInstance, tls: ApiTls): void {
   (app.server as unknown as HttpsServer).setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca });
 }
+
+export type AuthHook = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+export type ApiExtension = (app: FastifyInstance, auth: { read: AuthHook; write: AuthHook }) => void;
 
 /** "1048576", "16MB", "1 GB" → bytes; null when malformed. */
 export function parseSize(text: string): number | null {
@@ -238,5 +243,6 @@ export function buildApi(options: ApiOptions): FastifyInstance {
       return reply.code(202).send({ accepted: kind });
     });
   }
+  for (const extend of options.extensions ?? []) extend(app, { read: readAuth, write: requireAuth });
   return app;
 }

@@ -1,5 +1,12 @@
 import { Agent } from '../agent/agent.js';
 import { readFileSync } from 'node:fs';
+import { AgentMetrics } from '../agent/metrics.js';
+import { EventPublisher } from '../agent/event-publisher.js';
+import { eventsRoute } from '../api/events-route.js';
+import { dashboardRoutes } from '../api/dashboard-route.js';
+import { LagHistory } from '../agent/lag-history.js';
+import { metricsRoute } from '../api/metrics-route.js';
+import { RELEVO_VERSION } from '../util/version.js';
 import { apiCredentials } from '../api/auth.js';
 import { buildApi, reloadApiTls, type ApiTls } from '../api/server.js';
 import { ensureClusterCa, ensureMemberCert, type TlsFiles } from '../tls/member.js';
@@ -26,7 +33,8 @@ export interface AgentCommandOptions {
 export async function runAgent(options: AgentCommandOptions): Promise<void> {
   const config = loadMemberConfigChecked(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
-  const store = await openStore(config.store);
+  const metrics = new AgentMetrics({ cluster: config.cluster, member: config.name, version: RELEVO_VERSION });
+  const store = metrics.timedStore(await openStore(config.store));
   const keys = clusterKeys(config.cluster);
   // TLS material first: PostgreSQL and the API never start without it when TLS is on.
   const tlsFiles = localPostgres(config).tls;
@@ -36,11 +44,14 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
     log.info({ fingerprint: certificate.fingerprint, dir: tlsFiles.dir }, `member certificate: ${certificate.reason}`);
   }
   apiCredentials(config); // a missing or too-open API password file stops the agent here, not at the first request
+  const events = new EventPublisher(store, keys.events, config.name, log);
+  const lagHistory = new LagHistory();
   let api: ReturnType<typeof buildApi> | undefined;
   const agent = new Agent({
     config,
     store,
     log,
+    observers: [metrics, events, lagHistory],
     onCertificateChanged: () => {
       if (api && tlsFiles) reloadApiTls(api, apiTlsOf(tlsFiles));
     },
@@ -53,6 +64,11 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
     authReadOnly: config.api.authReadOnly,
     allowlist: config.api.allowlist,
     ...(tlsFiles ? { tls: apiTlsOf(tlsFiles) } : {}),
+    extensions: [
+      metricsRoute(metrics.registry),
+      eventsRoute(store, keys),
+      dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent() }),
+    ],
   });
   const [host, port] = splitHostPort(config.api.listen);
   await api.listen({ host, port });

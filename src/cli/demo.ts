@@ -19,6 +19,8 @@ export interface DemoOptions {
   members: number;
   port: number;
   apiPort: number;
+  /** Router listeners: read-write on this port, read-only on the next. */
+  routerPort?: number;
 }
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -83,11 +85,18 @@ export function writeDemoConfigs(options: DemoOptions & { dir: string }): string
       postgres: { dataDir: join(options.dir, name, 'data'), listen: '127.0.0.1', port: options.port + i, socketDir: join(options.dir, 'run') },
       api: { listen: `127.0.0.1:${options.apiPort + i}` },
       secrets: { file: join(options.dir, 'secrets.yaml') },
+      // `relevo router -c node1.yaml` runs relevo's router beside the cluster.
+      ...(i === 0 ? { router: demoRouter(options) } : {}),
     };
     writeFileSync(file, stringifyYaml(config), { mode: 0o600 });
     files.push(file);
   }
   return files;
+}
+
+function demoRouter(options: DemoOptions) {
+  const port = options.routerPort ?? 15440;
+  return { name: 'demo-router', listen: { readWrite: `127.0.0.1:${port}`, readOnly: `127.0.0.1:${port + 1}` }, publishIntervalMs: 1_000 };
 }
 
 async function waitUntilReady(configFile: string, members: number, timeoutMs: number): Promise<string> {
@@ -122,7 +131,9 @@ export async function runDemo(requested: DemoOptions): Promise<void> {
     const log = openSync(join(options.dir, `node${i + 1}.agent.log`), 'a');
     return spawn(process.execPath, [MAIN, 'agent', '-c', file], { stdio: ['ignore', log, log] });
   });
-  console.log(`relevo demo: started ${agents.length} agents (pids ${agents.map((a) => a.pid).join(', ')}); logs in ${options.dir}/node*.agent.log`);
+  const routerLog = openSync(join(options.dir, 'router.log'), 'a');
+  agents.push(spawn(process.execPath, [MAIN, 'router', '-c', files[0]!], { stdio: ['ignore', routerLog, routerLog] }));
+  console.log(`relevo demo: started ${agents.length - 1} agents and a router (pids ${agents.map((a) => a.pid).join(', ')}); logs in ${options.dir}/node*.agent.log`);
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -161,11 +172,20 @@ function printConnectionHelp(options: DemoOptions & { dir: string }, firstConfig
   const ports = Array.from({ length: options.members }, (_, i) => options.port + i).join(',');
   const caFile = clusterCaFile(config);
   const tls = caFile ? ` sslmode=verify-full sslrootcert=${caFile}` : '';
-  console.log('Connect (the password is in a 0600 pgpass file, never on the command line):');
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write${tls}"`);
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby${tls}"`);
-  console.log(`Status: node ${MAIN} list -c ${firstConfig}   (or: ./bin/relevo list -c ${firstConfig})`);
-  console.log(`REST:   curl ${caFile ? `--cacert ${caFile} https` : 'http'}://127.0.0.1:${options.apiPort}/status`);
+  const apiBase = (port: string | number) => (caFile ? `https://127.0.0.1:${port}` : `http://127.0.0.1:${port}`);
+  const curl = caFile ? `curl -sf --cacert ${caFile}` : 'curl -sf';
+  const router = demoRouter(options).listen;
+  const [rw, ro] = [router.readWrite.split(':')[1], router.readOnly.split(':')[1]];
+  const apiPorts = Array.from({ length: options.members }, (_, i) => options.apiPort + i).join(' ');
+  console.log("Connect through relevo's router (TLS end to end; the password is in a 0600 pgpass file, never on the command line):");
+  console.log(`  read-write (the primary):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${rw} user=relevo dbname=postgres${tls}"`);
+  console.log(`  read-only (the replicas):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${ro} user=relevo dbname=postgres${tls}"`);
+  console.log(`  without the router (libpq multi-host): PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write${tls}"`);
+  console.log(`Dashboard: ${apiBase(options.apiPort)}/   (any member's API port${caFile ? `; the cluster CA is ${caFile}` : ''})`);
+  console.log(`Status:    ./bin/relevo list -c ${firstConfig}    events: ./bin/relevo events -f -c ${firstConfig}`);
+  console.log(`REST:      ${curl} ${apiBase(options.apiPort)}/status`);
+  console.log('Watch a failover: keep the dashboard open and kill the primary (agent and PostgreSQL):');
+  console.log(`  kill -9 $(for p in ${apiPorts}; do ${curl} ${caFile ? 'https' : 'http'}://127.0.0.1:$p/primary; done | grep -o '"\\(agent\\|postmaster\\)Pid":[0-9]*' | cut -d: -f2)`);
 }
 
 function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {

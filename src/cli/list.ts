@@ -8,6 +8,7 @@ import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
+import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -93,6 +94,10 @@ function renderRouters(routers: RouterStatus[]): string {
   return `\n\nRouters\n${renderTable(['Router', 'Listener', 'Address', 'Open', 'Per backend', 'Held', 'Refused', 'Bytes'], rows)}`;
 }
 
+/** The State column in the colour of its tone (src/agent/state-tones.ts, shared with the dashboard). */
+const colourState = (padded: string, column: number, raw: string) =>
+  column === 3 ? `\x1b[${TONE_COLOURS[toneOf(raw)].ansi}m${raw}\x1b[0m${padded.slice(raw.length)}` : padded;
+
 function settingsCell(m: MemberStatus, current: number | null): string {
   if (m.settingsGeneration === null) return '-';
   return m.settingsGeneration === current ? String(m.settingsGeneration) : `${m.settingsGeneration} (not ${current ?? '?'})`;
@@ -104,7 +109,7 @@ function renderUnreadable(listing: ClusterListing): string {
   return `\n\nUnreadable records (RECORD_UNREADABLE; \`relevo store repair\` lists and fixes them)\n${lines.join('\n')}`;
 }
 
-export function renderListing(listing: ClusterListing): string {
+export function renderListing(listing: ClusterListing, options: { colour?: boolean } = {}): string {
   const unknown = listing.unreadable.flatMap((r) => {
     const name = r.key.match(/\/members\/([^/]+)$/)?.[1];
     return name ? [[name, '-', 'unknown', 'RECORD UNREADABLE', '-', '-', '-', '-', '-', '-', '-']] : [];
@@ -131,7 +136,7 @@ export function renderListing(listing: ClusterListing): string {
       : `settings generation ${listing.settingsGeneration}${listing.settingsAppliedByAll ? ', applied by every member' : ', NOT yet applied by every member'}`;
   const leader = listing.leader ?? (listing.unreadable.some((r) => r.key.endsWith('/leader')) ? 'UNREADABLE (see below)' : 'none');
   const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${leader}${paused}; ${applied}`;
-  const table = renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings'], rows);
+  const table = renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings'], rows, options.colour ? colourState : undefined);
   return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 

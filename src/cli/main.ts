@@ -9,6 +9,7 @@ import { registerBackupCommands } from './backup-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
+import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
@@ -39,7 +40,7 @@ program
     await withCluster(options.config, async (handle) => {
       const once = async () => {
         const listing = await clusterListing(handle);
-        return options.json ? JSON.stringify(listing, null, 2) : renderListing(listing);
+        return options.json ? JSON.stringify(listing, null, 2) : renderListing(listing, { colour: process.stdout.isTTY && !process.env.NO_COLOR });
       };
       if (!options.watch) {
         console.log(await once());
@@ -133,6 +134,20 @@ program
     await withCluster(options.config, async (handle) => console.log(await history(handle, options.json === true)));
   });
 
+program
+  .command('events')
+  .description("every agent's state transitions and actions, with their reasons, oldest first")
+  .option(...configOption)
+  .option('-f, --follow', 'keep printing new events')
+  .option('--member <member>', 'only this member')
+  .option('-n, --limit <n>', 'only the last N events')
+  .option('--json', 'machine-readable output (one JSON object per line with --follow)')
+  .action(async (options: { config?: string; follow?: boolean; member?: string; limit?: string; json?: boolean }) => {
+    const limit = options.limit === undefined ? undefined : Number(options.limit);
+    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError(`--limit: got "${options.limit}", expected a positive integer`);
+    await withCluster(options.config, async (handle) => showEvents(handle, { ...options, limit }));
+  });
+
 for (const kind of ['restart', 'reinit'] as const) {
   program
     .command(`${kind} <member>`)
@@ -202,8 +217,9 @@ program
   .option('--members <n>', 'number of members', '3')
   .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
   .option('--api-port <port>', 'first REST API port', '18008')
-  .action(async (options: { dir?: string; members: string; port: string; apiPort: string }) =>
-    runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
+  .option('--router-port <port>', "relevo router's read-write port (read-only: the next one)", '15440')
+  .action(async (options: { dir?: string; members: string; port: string; apiPort: string; routerPort: string }) =>
+    runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort), routerPort: Number(options.routerPort) }),
   );
 
 registerBackupCommands(program);

@@ -1,8 +1,9 @@
 /** Plain aligned text table for terminals and logs. */
-export function renderTable(headers: string[], rows: string[][]): string {
+export function renderTable(headers: string[], rows: string[][], decorate?: (padded: string, column: number, raw: string) => string): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+  const line = (cells: string[], body = false) =>
+    cells.map((c, i) => (body && decorate ? decorate(c.padEnd(widths[i]!), i, c) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(r, true))].join('\n');
 }
 
 export function formatBytes(bytes: number | null): string {

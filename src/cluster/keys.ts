@@ -31,6 +31,11 @@ export function clusterKeys(cluster: string) {
     /** Prefix of routers' published statistics. */
     routersPrefix: `${root}routers/`,
     router: (name: string) => `${root}routers/${name}`,
+    /**
+     * The event log (src/cluster/events.ts). Outside the cluster subtree on
+     * purpose: agents read that subtree every loop, and the log is large.
+     */
+    events: `/relevo-events/${cluster}`,
   };
 }
 

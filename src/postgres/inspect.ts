@@ -27,6 +27,10 @@ export interface ServerInspection {
   synchronousStandbyNames: string;
   /** Client sessions inside a transaction right now (not counting relevo's own). */
   openTransactions: number;
+  /** Some setting changed that takes effect only after a restart (pg_settings.pending_restart). */
+  pendingRestart?: boolean;
+  /** pg_postmaster_start_time(), seconds since the epoch. */
+  startedAt?: number;
 }
 
 /**
@@ -35,12 +39,13 @@ export interface ServerInspection {
  * would report its last restartpoint's older timeline.
  */
 export async function inspectServer(client: pg.Client, historyTimeline = 1): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number }>(
+  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number; pending: boolean; started: number }>(
     `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
+            EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending, extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
             (SELECT count(*)::int FROM pg_stat_activity
               WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open`,
   );
-  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions } = base.rows[0]!;
+  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions, pending: pendingRestart, started: startedAt } = base.rows[0]!;
   const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
     `SELECT slot_name, active, restart_lsn::text,
             CASE WHEN restart_lsn IS NULL THEN NULL
@@ -85,6 +90,8 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
       slots: slotList,
       synchronousStandbyNames,
       openTransactions,
+      pendingRestart,
+      startedAt,
       replication: peers.rows.map((p) => ({
         member: p.application_name,
         state: p.state,
@@ -130,6 +137,8 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     slots: slotList,
     synchronousStandbyNames,
     openTransactions,
+    pendingRestart,
+    startedAt,
     replication: [],
   };
 }

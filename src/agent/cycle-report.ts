@@ -1,0 +1,27 @@
+import type { MemberStatus } from '../cluster/types.js';
+import type { Decision } from './decide.js';
+import type { ActionOutcome } from './effects.js';
+import type { Observation } from './observation.js';
+import type { AgentState } from './states.js';
+
+/**
+ * What one observe-decide-act round did, handed to observers (metrics, the
+ * event log, the dashboard's lag history) after the agent published. Observers
+ * must return at once and never throw: the HA loop does not wait for them.
+ */
+export interface CycleReport {
+  /** The latest observation (taken again after state-changing actions). */
+  observation: Observation;
+  decision: Decision;
+  /** The state before this decision. */
+  from: AgentState;
+  /** Outcomes of the actions run, in order (stops at the first failure). */
+  outcomes: ActionOutcome[];
+  status: MemberStatus | undefined;
+  /** Wall time of the round, ms. */
+  durationMs: number;
+}
+
+export interface CycleObserver {
+  onCycle(report: CycleReport): void;
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import type { Action } from '../../src/agent/actions.js';
+import { AGENT_METRICS, AgentMetrics, renderMetricsDoc, serverVersionNumber } from '../../src/agent/metrics.js';
+import { member, observation, primaryInspection, storeView } from './observations.js';
+
+const sampleValue = (text: string, name: string, labels = ''): number | undefined => {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+};
+
+describe('agent metrics', () => {
+  it('docs/metrics.md is generated from the catalogue (run `npm run docs`)', () => {
+    assert.equal(readFileSync(new URL('../../../docs/metrics.md', import.meta.url), 'utf8'), renderMetricsDoc());
+  });
+
+  it('follow Prometheus naming: relevo_ prefix, base units, _total only on counters', () => {
+    for (const m of AGENT_METRICS) {
+      assert.match(m.name, /^relevo_[a-z_]+$/, m.name);
+      assert.equal(m.name.endsWith('_total'), m.type === 'counter', m.name);
+      assert.doesNotMatch(m.name, /_(ms|milliseconds|kb|mb|percent)(_|$)/, m.name);
+    }
+  });
+
+  it('the registry exports exactly the catalogue', async () => {
+    const metrics = new AgentMetrics({ cluster: 'c', member: 'b', version: '1' });
+    const names = (await metrics.registry.getMetricsAsJSON()).map((m) => m.name).sort();
+    assert.deepEqual(names, AGENT_METRICS.map((m) => m.name).sort());
+  });
+
+  it('a replica round sets lag, positions, state and counters', async () => {
+    const metrics = new AgentMetrics({ cluster: 'c', member: 'b', version: '1' });
+    const status = member('b', { lagBytes: 4096, lagSeconds: 2.5 });
+    const o = observation();
+    metrics.onCycle({ observation: o, decision: { state: 'replica', actions: [], reason: 'x' }, from: 'replica', outcomes: [], status, durationMs: 12 });
+    const text = await metrics.registry.metrics();
+    assert.equal(sampleValue(text, 'relevo_lag_bytes'), 4096);
+    assert.equal(sampleValue(text, 'relevo_lag_seconds'), 2.5);
+    assert.equal(sampleValue(text, 'relevo_state', 'state="replica"'), 1);
+    assert.equal(sampleValue(text, 'relevo_state', 'state="primary"'), 0);
+    assert.equal(sampleValue(text, 'relevo_sync_standby'), 1);
+    assert.equal(sampleValue(text, 'relevo_wal_replayed_lsn_bytes'), 0x5000000);
+    assert.equal(sampleValue(text, 'relevo_decisions_total', 'state="replica"'), 1);
+    assert.equal(sampleValue(text, 'relevo_leader'), 0);
+    assert.equal(sampleValue(text, 'relevo_leader_lease_remaining_seconds'), undefined);
+  });
+
+  it('a primary round sets per-replica lag, slots, lease remaining; a promotion counts as failover or switchover', async () => {
+    const metrics = new AgentMetrics({ cluster: 'c', member: 'a', version: '1' });
+    const inspection = primaryInspection({
+      receivedLsn: '0/6000000',
+      replication: [{ member: 'b', state: 'streaming', syncState: 'sync', sentLsn: '0/6000000', flushLsn: '0/6000000', replayLsn: '0/5000000', replayLagSeconds: 3 }],
+      slots: [{ name: 'b', active: true, restartLsn: '0/5000000', retainedBytes: 0x1000000 }],
+    });
+    const status = member('a', { role: 'primary', state: 'primary', replication: inspection.replication, slots: inspection.slots, receivedLsn: '0/6000000' });
+    const o = observation(
+      { server: { kind: 'running', postmasterPid: 2, inspection }, memory: { ...observation().memory, leaseRenewedAt: 99_000 }, store: storeView({ failover: undefined }) },
+      'a',
+    );
+    const promote: Action = { type: 'promote', acquire: true, from: null, reason: 'no leader', timeline: 2, forkLsn: null, slots: [], synchronousStandbyNames: '' };
+    metrics.onCycle({ observation: o, decision: { state: 'primary', actions: [promote], reason: 'x' }, from: 'replica', outcomes: [{ action: promote, ok: true }], status, durationMs: 5 });
+    const text = await metrics.registry.metrics();
+    assert.equal(sampleValue(text, 'relevo_replication_lag_bytes', 'replica="b"'), 0x1000000);
+    assert.equal(sampleValue(text, 'relevo_replication_lag_seconds', 'replica="b"'), 3);
+    assert.equal(sampleValue(text, 'relevo_replication_sync', 'replica="b"'), 1);
+    assert.equal(sampleValue(text, 'relevo_slot_retained_bytes', 'slot="b"'), 0x1000000);
+    assert.equal(sampleValue(text, 'relevo_leader_lease_remaining_seconds'), 5);
+    assert.equal(sampleValue(text, 'relevo_failovers_total'), 1);
+    assert.equal(sampleValue(text, 'relevo_switchovers_total'), 0);
+  });
+
+  it('reads server versions as numbers', () => {
+    assert.equal(serverVersionNumber('15.4 (Debian 15.4-1.pgdg120+1)'), 150004);
+    assert.equal(serverVersionNumber(null), undefined);
+  });
+});
