@@ -13,6 +13,7 @@
  * to start creates the CA when none exists; every other member checks that its
  * ca.crt is the published one. The CA key never enters the store.
  */
+import { ensureOwnedDir } from '../postgres/owned-fs.js';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -170,8 +171,8 @@ export async function ensureMemberCert(config: MemberConfig, user: OsUser, optio
   const ca = caFilesOf(config);
   const caPem = readIfExists(ca.cert);
   if (caPem === undefined) throw new TlsError('TLS_CA_MISSING', `member ${config.name}: ${ca.cert} does not exist; copy the cluster CA directory there`);
-  mkdirSync(dirname(files.dir), { recursive: true, mode: 0o755 });
-  ensurePrivateDir(files.dir, 0o700, user);
+  // Beside the data directory: missing parents are created for the PostgreSQL user, as the data directory's are (owned-fs).
+  ensureOwnedDir(files.dir, user, 0o700);
   let changed = false;
   if (!samePem(readIfExists(files.caCert) ?? '', caPem)) {
     writeFileSafely(files.caCert, caPem, { mode: 0o644, owner: user });
