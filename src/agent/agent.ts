@@ -13,6 +13,7 @@ import { decide, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
+import type { ActionOutcome } from './outcome.js';
 import type { AgentState } from './states.js';
 import { memberStatus } from './status.js';
 
@@ -42,7 +43,14 @@ export class Agent {
   private state: AgentState = 'starting';
   private stateSince = performance.now();
   private lastReason = '';
+  /** Written only from decide()'s answer. */
   private memory: AgentMemory = freshMemory();
+  /** What became of the last cycle's actions (and of a watchdog stop since): the next observation carries them. */
+  private outcomes: ActionOutcome[] = [];
+  private leaseRenewedAt: number | undefined;
+  /** The last observation saw PostgreSQL run as primary (not paused): the fence watchdog is armed. */
+  private runsAsPrimary = false;
+  private operatorRequest: OperatorRequest | undefined;
   private readonly lastDetail = new Map<string, string>();
   private readonly connection = new KeptConnection(() => {
     if (!this.credentials) throw new Error('no agent credentials to connect with');
@@ -116,14 +124,14 @@ export class Agent {
     const sentAt = performance.now();
     if (this.lease && this.leaseTtlMs !== this.settings.ttlMs) await this.moveToNewLease();
     if (this.lease && (await this.store.keepAlive(this.lease))) {
-      this.memory.leaseRenewedAt = sentAt;
+      this.leaseRenewedAt = sentAt;
       this.armFence();
       return;
     }
     if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
-    this.memory.leaseRenewedAt = sentAt;
+    this.leaseRenewedAt = sentAt;
   }
 
   /**
@@ -152,33 +160,34 @@ export class Agent {
   }
 
   /**
-   * The fence watchdog: while we lead, a timer set for ttlMs - fenceMarginMs
-   * after the last successful renewal. The loop would fence too, but only once
-   * its store calls return; this does not wait for them. If it fires, PostgreSQL
-   * is stopped before any replica can see the lease expire.
+   * The fence watchdog: while PostgreSQL runs as primary, a timer set for
+   * ttlMs - fenceMarginMs after the last successful renewal. The loop would
+   * fence too, but only once its store calls return; this does not wait for
+   * them. If it fires, PostgreSQL is stopped before any replica can see the
+   * lease expire, and the next decision learns it from the outcome.
    */
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
-    const renewedAt = this.memory.leaseRenewedAt;
-    if (!this.memory.wasLeader || renewedAt === undefined || this.settings.paused || !this.running) return;
+    const renewedAt = this.leaseRenewedAt;
+    if (!this.runsAsPrimary || renewedAt === undefined || this.settings.paused || !this.running) return;
     const due = renewedAt + this.settings.ttlMs - this.settings.fenceMarginMs - performance.now();
     this.fenceTimer = setTimeout(() => {
-      if (this.memory.leaseRenewedAt !== renewedAt || !this.memory.wasLeader) return;
-      this.memory.wasLeader = false;
+      if (this.leaseRenewedAt !== renewedAt || !this.runsAsPrimary) return;
       this.log.error(
         { ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs },
         `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms: stopping PostgreSQL before the lease can expire`,
       );
       void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
-        if (!outcome.ok) this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
+        this.outcomes.push(outcome);
+        if (outcome.result !== 'ok') this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
       });
     }, Math.max(0, due));
   }
 
   /** An operator command from the REST API; carried out by the next cycle. */
   request(operatorRequest: OperatorRequest): void {
-    this.memory.operatorRequest = operatorRequest;
+    this.operatorRequest = operatorRequest;
     this.wake?.();
   }
 
@@ -208,7 +217,10 @@ export class Agent {
       store: view,
       peers,
       haveCredentials: this.credentials !== undefined,
-      memory: { ...this.memory },
+      leaseRenewedAt: this.leaseRenewedAt,
+      operatorRequest: this.operatorRequest,
+      memory: this.memory,
+      outcomes: this.outcomes,
       previous: { state: this.state, since: this.stateSince },
     };
   }
@@ -223,29 +235,31 @@ export class Agent {
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
-    let allDone = true;
+    this.memory = decision.memory;
+    // The outcomes were handed to this decision; from here on they are this cycle's.
+    this.outcomes = [];
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
-      if (outcome.ok) {
+      this.outcomes.push(outcome);
+      if (outcome.result === 'ok') {
         this.logDetail(action.type, outcome.detail);
       } else {
-        allDone = false;
-        this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}: ${outcome.error}`);
-        if (action.type === 'rewind' && !outcome.retryable) this.memory.rewindFailed = true;
+        const code = outcome.result === 'failed' ? outcome.code : 'E_LOST_CAS';
+        this.log.error({ action: action.type, code, err: outcome.error }, `action ${action.type} failed on member ${this.config.name} (${code}): ${outcome.error}`);
         break;
       }
     }
-    if (allDone && decision.remember) this.memory = { ...this.memory, ...decision.remember };
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     if (stateChanging) observation = await this.observe();
-    const leaderNow = observation.store.reachable ? observation.store.leader?.member === this.config.name : this.memory.wasLeader;
-    const becameLeader = leaderNow && !this.memory.wasLeader;
-    this.memory.wasLeader = leaderNow;
-    if (becameLeader || !leaderNow) this.armFence();
+    const runsAsPrimary = observation.server.kind === 'running' && !observation.server.inspection.inRecovery && !observation.settings.paused;
+    if (runsAsPrimary !== this.runsAsPrimary) {
+      this.runsAsPrimary = runsAsPrimary;
+      this.armFence();
+    }
     await this.publish(observation, decision);
     return decision.retryInMs;
   }
@@ -258,6 +272,10 @@ export class Agent {
   }
 
   private record(decision: Decision): void {
+    if (decision.defect) {
+      // A bug, not an operating condition: logged at every cycle it recurs, with its code.
+      this.log.error({ code: decision.defect.code, from: decision.defect.from, to: decision.defect.to }, decision.reason);
+    }
     if (decision.state !== this.state) {
       this.log.info({ from: this.state, to: decision.state }, decision.reason);
       this.state = decision.state;
@@ -295,7 +313,7 @@ export class Agent {
         this.credentials = credentials;
       },
       finishOperatorRequest: () => {
-        this.memory.operatorRequest = undefined;
+        this.operatorRequest = undefined;
       },
     };
   }

@@ -3,9 +3,9 @@ import { slotNameFor, type ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
 import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './election.js';
-import type { AgentMemory, Observation } from './observation.js';
+import type { AgentMemory, Observation, OperatorRequest } from './observation.js';
 import { planSlots } from './slots.js';
-import { isAllowedTransition, type AgentState } from './states.js';
+import { checkTransition, type AgentState, type Defect } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
 
 export interface Decision {
@@ -13,9 +13,21 @@ export interface Decision {
   actions: Action[];
   /** One sentence an operator can read: why this state, why these actions. */
   reason: string;
-  /** Updates to the agent's memory, applied after the actions ran. */
-  remember?: Partial<AgentMemory>;
+  /** The agent's memory for the next cycle: decide() is its only writer. */
+  memory: AgentMemory;
   /** A hand-over in progress: look again after this many ms rather than a whole loopWaitMs. */
+  retryInMs?: number;
+  /** The wanted move is not in the transition table: nothing is done, and the agent reports this defect loudly. */
+  defect?: Defect;
+}
+
+/** What the situation handlers below return; decide() checks it against the table and computes the next memory. */
+interface Target {
+  state: AgentState;
+  actions: Action[];
+  reason: string;
+  /** Changes to the memory (on top of what the previous cycle's outcomes taught). */
+  remember?: Partial<AgentMemory>;
   retryInMs?: number;
 }
 
@@ -43,19 +55,55 @@ export const DIVERGENCE_GRACE_MS = 10_000;
  * (time comes in the observation). Effects are described, not performed.
  */
 export function decide(observation: Observation): Decision {
-  const target = chooseTarget(observation);
+  const memory = learnFromOutcomes(observation);
+  const target = chooseTarget({ ...observation, memory });
   const from = observation.previous.state;
-  if (!isAllowedTransition(from, target.state)) {
+  const defect = checkTransition(from, target.state, target.actions.map((a) => a.type));
+  if (defect) {
     return {
       state: from,
       actions: [],
-      reason: `internal error: no transition ${from} -> ${target.state} in the table (wanted because: ${target.reason}); staying put — please report this`,
+      reason: `${defect.code}: ${defect.message} (wanted because: ${target.reason}); doing nothing — please report this`,
+      memory,
+      defect,
     };
   }
-  return target;
+  const { remember, ...rest } = target;
+  return { ...rest, memory: { ...memory, ...remember } };
 }
 
-function chooseTarget(o: Observation): Decision {
+/**
+ * The memory as the previous cycle's outcomes leave it: what an action
+ * achieved is remembered only once it is known to have succeeded.
+ */
+function learnFromOutcomes(o: Observation): AgentMemory {
+  const memory = { ...o.memory };
+  for (const outcome of o.outcomes) {
+    const ok = outcome.result === 'ok';
+    switch (outcome.type) {
+      case 'rewind':
+        if (ok) Object.assign(memory, { rewindNeeded: false, rewindFailed: false });
+        else if (outcome.result === 'failed' && !outcome.retryable) memory.rewindFailed = true;
+        break;
+      case 'moveDataAside':
+      case 'clone':
+        if (ok) memory.rewindFailed = false;
+        break;
+      case 'releaseLeader':
+        if (ok) memory.primaryDownSince = undefined;
+        break;
+      case 'promote':
+        // A promotion that did not happen leaves no former primary to fence and no provisional standbys.
+        if (!ok) Object.assign(memory, { fenceTarget: undefined, provisionalStandbys: [] });
+        break;
+      default:
+        break;
+    }
+  }
+  return memory;
+}
+
+function chooseTarget(o: Observation): Target {
   const store = o.store;
   if (!store.reachable) return decideWithoutStore(o, store.error);
   const { init } = store;
@@ -79,7 +127,7 @@ function chooseTarget(o: Observation): Decision {
   }
   if (!init.systemIdentifier) {
     if (init.member !== o.member.name) {
-      return { state: 'waiting_for_primary', actions: [], reason: `member ${init.member} is initialising the cluster` };
+      return { state: 'waiting_for_initializer', actions: [], reason: `member ${init.member} is initialising the cluster` };
     }
     if (o.dataDir === 'empty') return { state: 'bootstrapping', actions: [{ type: 'bootstrap' }], reason: 'we won the initialisation: running initdb' };
     if (o.systemIdentifier) {
@@ -91,61 +139,69 @@ function chooseTarget(o: Observation): Decision {
     }
   }
   if (o.settings.paused) return decidePaused(o, store);
-  if (o.memory.operatorRequest) return decideOperatorRequest(o, store);
+  if (o.operatorRequest) return decideOperatorRequest(o, store, o.operatorRequest);
   if (o.dataDir === 'empty') return decideEmptyMember(o, store);
   const server = o.server;
   if (server.kind === 'unreachable') {
-    return { state: 'starting_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
+    return { state: 'waiting_for_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
   }
   if (server.kind === 'stopped') return decideStopped(o, store);
   return server.inspection.inRecovery ? decideReplica(o, store, server.inspection) : decidePrimary(o, store, server.inspection);
 }
 
-/** Without the store we cannot renew the lease: a primary stops before the lease could expire. */
-function decideWithoutStore(o: Observation, error: string): Decision {
+/**
+ * Without the store we cannot renew the lease: a primary stops before the
+ * lease could expire. Any running primary counts, whether or not it thinks it
+ * leads: without the store nobody can tell it that it still may.
+ */
+function decideWithoutStore(o: Observation, error: string): Target {
   const server = o.server;
   const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
-  if (runsAsPrimary && o.memory.wasLeader && !o.settings.paused) {
-    const age = o.memory.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.memory.leaseRenewedAt;
+  if (runsAsPrimary && !o.settings.paused) {
+    const age = o.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
       return {
-        state: 'fenced',
+        state: 'fencing_store_lost',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `leader lease not renewed for ${Math.round(age)} ms (store unreachable: ${error}); stopping PostgreSQL before the lease can expire`,
-        remember: { wasLeader: false },
       };
     }
+    return {
+      state: 'primary_store_unreachable',
+      actions: [],
+      reason: `cannot read the coordination store (${error}); this primary stops ${Math.round(limit - age)} ms from now unless the lease is renewed`,
+    };
   }
   return { state: 'store_unreachable', actions: [], reason: `cannot read the coordination store (${error})` };
 }
 
-function decidePaused(o: Observation, store: Reachable): Decision {
+function decidePaused(o: Observation, store: Reachable): Target {
   const server = o.server;
   const reason = 'cluster paused for maintenance: no automatic action';
+  // What runs keeps its name (health checks and the router read it); anything else is just paused.
   if (server.kind === 'running' && !server.inspection.inRecovery && store.leader?.member === o.member.name) return { state: 'primary', actions: [], reason };
   if (server.kind === 'running' && server.inspection.inRecovery) return { state: 'replica', actions: [], reason };
-  return { state: o.previous.state, actions: [], reason };
+  return { state: 'paused', actions: [], reason };
 }
 
-function decideOperatorRequest(o: Observation, store: Reachable): Decision {
-  const request = o.memory.operatorRequest!;
+function decideOperatorRequest(o: Observation, store: Reachable, request: OperatorRequest): Target {
   const isLeader = store.leader?.member === o.member.name;
   if (request.kind === 'restart') {
     return {
-      state: 'starting_postgres',
+      state: 'restarting_postgres',
       actions: [{ type: 'restartPostgres' }, { type: 'finishOperatorRequest' }],
       reason: 'operator asked to restart PostgreSQL',
     };
   }
   if (isLeader) {
-    return { state: o.previous.state, actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary' };
+    return { state: 'operator_request_refused', actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary: switch over first' };
   }
   const actions: Action[] = [];
   if (o.server.kind !== 'stopped') actions.push({ type: 'stopPostgres', mode: 'fast' });
   if (o.dataDir === 'initialized') actions.push({ type: 'moveDataAside', reason: 'operator asked to reinitialise this member (relevo reinit)' });
   actions.push({ type: 'finishOperatorRequest' });
-  return { state: 'waiting_for_primary', actions, reason: 'operator asked to reinitialise this member: cloning afresh', remember: { rewindFailed: false } };
+  return { state: 'reinitializing', actions, reason: 'operator asked to reinitialise this member: cloning afresh', remember: { rewindFailed: false, rewindNeeded: false } };
 }
 
 function leaderStatus(store: Reachable): MemberStatus | undefined {
@@ -158,24 +214,23 @@ function upstreamFor(o: Observation, store: Reachable): Upstream | undefined {
   return { member: leader.name, address: leader.connectAddress, slot: slotNameFor(o.member.name) };
 }
 
-function decideEmptyMember(o: Observation, store: Reachable): Decision {
+function decideEmptyMember(o: Observation, store: Reachable): Target {
   const leader = leaderStatus(store);
   if (!store.leader || !leader || leader.role !== 'primary') {
-    return { state: 'waiting_for_primary', actions: [], reason: 'no running primary to clone from' };
+    return { state: 'waiting_to_clone', actions: [], reason: 'no running primary to clone from' };
   }
   if (!o.haveCredentials) {
     return { state: 'waiting_for_credentials', actions: [], reason: 'no replication password: provide the secrets file or environment variables' };
   }
   const slot = slotNameFor(o.member.name);
   if (!leader.slots.some((s) => s.name === slot)) {
-    return { state: 'waiting_for_primary', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
+    return { state: 'waiting_to_clone', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
   }
   const upstream = upstreamFor(o, store)!;
   return {
     state: 'cloning',
     actions: [{ type: 'clone', upstream }, { type: 'startPostgres', as: 'replica', upstream }],
     reason: `cloning from primary ${leader.name} through slot ${slot}`,
-    remember: { rewindFailed: false },
   };
 }
 
@@ -203,21 +258,21 @@ function passedFork(store: Reachable, timeline: number, lsn: string): string | u
   return fork && compareLsn(lsn, fork) > 0 ? fork : undefined;
 }
 
-function decideStopped(o: Observation, store: Reachable): Decision {
+function decideStopped(o: Observation, store: Reachable): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName === me) {
     const downSince = o.memory.primaryDownSince ?? o.monotonic;
     if (o.monotonic - downSince > o.settings.primaryRestartTimeoutMs) {
       return {
-        state: 'fenced',
+        state: 'releasing_lease',
         actions: [{ type: 'releaseLeader', reason: `PostgreSQL did not come back within primaryRestartTimeoutMs=${o.settings.primaryRestartTimeoutMs}` }],
         reason: `PostgreSQL did not restart within ${o.settings.primaryRestartTimeoutMs} ms: releasing the leader lease so a replica takes over`,
-        remember: { primaryDownSince: undefined, wasLeader: false },
+        remember: { primaryDownSince: downSince },
       };
     }
     return {
-      state: 'starting_postgres',
+      state: 'restarting_primary',
       actions: [{ type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) }],
       reason: 'we hold the leader lease and PostgreSQL is down: restarting it in place (crash recovery)',
       remember: { primaryDownSince: downSince },
@@ -228,13 +283,12 @@ function decideStopped(o: Observation, store: Reachable): Decision {
     if (!upstream) return { state: 'waiting_for_primary', actions: [], reason: `leader ${leaderName} has not published its address yet` };
     if (o.memory.rewindFailed) {
       const leader = leaderStatus(store);
-      if (leader?.state !== 'primary') return { state: 'waiting_for_primary', actions: [], reason: `pg_rewind failed; waiting for leader ${leaderName} to run as primary before acting` };
+      if (leader?.state !== 'primary') return { state: 'rewind_failed', actions: [], reason: `pg_rewind failed; waiting for leader ${leaderName} to run as primary before acting` };
       if (o.settings.rewindFallback === 'reclone') {
         return {
-          state: 'rewinding',
+          state: 'recloning',
           actions: [{ type: 'moveDataAside', reason: 'pg_rewind could not reconcile this data directory with the leader (rewindFallback=reclone)' }],
           reason: 'pg_rewind failed: moving the data directory aside and cloning afresh',
-          remember: { rewindFailed: false },
         };
       }
       return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
@@ -244,17 +298,16 @@ function decideStopped(o: Observation, store: Reachable): Decision {
         state: 'rewinding',
         actions: [{ type: 'rewind', upstream }],
         reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)`,
-        remember: { rewindNeeded: false },
       };
     }
     return {
-      state: 'starting_postgres',
+      state: 'starting_replica',
       actions: [{ type: 'startPostgres', as: 'replica', upstream }],
       reason: `starting PostgreSQL as a standby of ${upstream.member}`,
     };
   }
   if (o.standbyConfigured) {
-    return { state: 'starting_postgres', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
+    return { state: 'starting_replica', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
   }
   const request = activeRequest(o, store);
   if (request && request.to !== me) {
@@ -266,7 +319,7 @@ function decideStopped(o: Observation, store: Reachable): Decision {
     return { state: 'waiting_for_primary', actions: [], reason: `this former primary is on timeline ${timeline}, the cluster moved on to ${latestTimeline(store.history)}: waiting for a leader to rewind from` };
   }
   return {
-    state: 'starting_postgres',
+    state: 'acquiring_lease',
     actions: [{ type: 'acquireLeader' }],
     reason: 'primary data directory on the current timeline and no leader: taking the leader lease before starting PostgreSQL',
   };
@@ -318,12 +371,12 @@ function standbyNamesOnPromotion(o: Observation, provisional: string[]): string 
   return o.settings.synchronousMode === 'on' ? renderAnyStandby(provisional) : '';
 }
 
-function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName === me) {
     return {
-      state: 'promoting',
+      state: 'resuming_promotion',
       actions: [
         {
           type: 'promote',
@@ -345,7 +398,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     const diverged = divergence(store, inspection);
     if (diverged) {
       return {
-        state: 'rewinding',
+        state: 'stopping_to_rewind',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `${diverged}: it cannot follow primary ${leader.name}; stopping to reconcile with pg_rewind`,
         remember: { rewindNeeded: true, streamingLost: undefined },
@@ -363,7 +416,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         : { ...leadership, since: o.monotonic };
     if (lost && leader.state === 'primary' && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
       return {
-        state: 'rewinding',
+        state: 'stopping_to_rewind',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `cannot stream from primary ${leader.name} for ${DIVERGENCE_GRACE_MS} ms: stopping to reconcile with pg_rewind`,
         remember: { rewindNeeded: true, streamingLost: undefined },
@@ -381,7 +434,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
     return {
-      state: 'replica',
+      state: 'detaching_upstream',
       actions: [{ type: 'detachUpstream' }],
       reason: `leader lease of ${lastLeader(store) ?? 'nobody'} is gone: stopped streaming from it before electing a new primary`,
       retryInMs: RETRY_SOON_MS,
@@ -390,7 +443,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const request = activeRequest(o, store);
   const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
   if (!verdict.eligible) {
-    return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
+    return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
   }
   const former = lastLeader(store);
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
@@ -411,7 +464,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
-    remember: { fenceTarget, wasLeader: true, provisionalStandbys: provisional },
+    remember: { fenceTarget, provisionalStandbys: provisional },
   };
 }
 
@@ -420,27 +473,25 @@ function peerSlots(o: Observation, store: Reachable): string[] {
   return store.members.filter((m) => m.name !== o.member.name).map((m) => slotNameFor(m.name));
 }
 
-function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName !== undefined && leaderName !== me) {
     return {
-      state: 'fenced',
+      state: 'fencing_split_brain',
       actions: [{ type: 'stopPostgres', mode: 'fast' }],
       reason: `member ${leaderName} holds the leader lease: stopping this primary to avoid two primaries`,
-      remember: { wasLeader: false },
     };
   }
   if (leaderName === undefined) {
     if (latestTimeline(store.history) > (inspection.timeline ?? 0)) {
       return {
-        state: 'fenced',
+        state: 'fencing_old_timeline',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `the cluster moved on to timeline ${latestTimeline(store.history)} while this primary is on ${inspection.timeline}: stopping it`,
-        remember: { wasLeader: false },
       };
     }
-    return { state: 'primary', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
+    return { state: 'acquiring_lease', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
   }
   const request = activeRequest(o, store);
   if (request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
@@ -457,7 +508,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     const started = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
     if (inspection.openTransactions > 0 && o.now - started < o.settings.switchoverDrainMs) {
       return {
-        state: 'demoting',
+        state: 'draining',
         actions: [],
         reason: `switchover to ${request.to ?? 'the best replica'}: waiting up to switchoverDrainMs=${o.settings.switchoverDrainMs} for ${inspection.openTransactions} open transaction(s) to finish`,
         retryInMs: RETRY_SOON_MS,
@@ -467,7 +518,6 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       state: 'demoting',
       actions: [{ type: 'stopPostgres', mode: 'fast' }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}` }],
       reason: `switchover to ${request.to ?? 'the best replica'}: shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
-      remember: { wasLeader: false },
     };
   }
   const sync = planSync(o, store, inspection);
@@ -479,7 +529,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   if (fence) {
     const former = store.members.find((m) => m.name === fence.member);
     if (former && former.role === 'replica') {
-      return { state: 'primary', actions, reason: 'holding the leader lease', remember: { ...sync.remember, fenceTarget: undefined, primaryDownSince: undefined, wasLeader: true } };
+      return { state: 'primary', actions, reason: 'holding the leader lease', remember: { ...sync.remember, fenceTarget: undefined, primaryDownSince: undefined } };
     }
     actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   }
@@ -491,7 +541,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     state: 'primary',
     actions,
     reason: sync.note ? `holding the leader lease; ${sync.note}` : 'holding the leader lease',
-    remember: { ...sync.remember, primaryDownSince: undefined, wasLeader: true },
+    remember: { ...sync.remember, primaryDownSince: undefined },
     retryInMs: sync.awaitingStandby ? RETRY_SOON_MS : undefined,
   };
 }

@@ -15,6 +15,7 @@ import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import type { LeaseId, Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
+import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -32,16 +33,13 @@ export interface EffectContext {
   finishOperatorRequest(): void;
 }
 
-/** `retryable`: the failure says nothing about our data (e.g. the rewind source was unreachable). */
-export type ActionOutcome = { action: Action; ok: true; detail?: string } | { action: Action; ok: false; error: string; retryable: boolean };
-
-/** The one place where decisions turn into effects: SQL, pg_ctl, store writes. */
+/** The one place where decisions turn into effects: SQL, pg_ctl, store writes. Never throws: the outcome is a value. */
 export async function runAction(ctx: EffectContext, action: Action): Promise<ActionOutcome> {
   try {
     const detail = await perform(ctx, action);
-    return { action, ok: true, detail };
+    return { type: action.type, result: 'ok', detail };
   } catch (error) {
-    return { action, ok: false, error: (error as Error).message, retryable: (error as { retryable?: unknown }).retryable === true };
+    return outcomeOf(action.type, error);
   }
 }
 
@@ -66,7 +64,7 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
 async function acquireLeader(ctx: EffectContext): Promise<string> {
   const record: LeaderRecord = { member: ctx.config.name, ttlMs: ctx.settings().ttlMs, acquiredAt: new Date().toISOString() };
   const revision = await ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
-  if (revision === undefined) throw new Error('another member took the leader lease first');
+  if (revision === undefined) throw new LostCasError(ctx.keys.leader, 'another member took the leader lease first');
   return `leader lease acquired at revision ${revision}`;
 }
 
@@ -202,7 +200,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const record = InitRecordSchema.parse(JSON.parse(current.value));
       if (record.member !== config.name) throw new Error(`member ${record.member} owns the initialisation`);
       const ok = await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: action.systemIdentifier }), current.revision);
-      if (ok === undefined) throw new Error('initialise key changed concurrently');
+      if (ok === undefined) throw new LostCasError(keys.initialize, 'initialise key changed concurrently');
       return `cluster system identifier ${action.systemIdentifier} recorded`;
     }
     case 'bootstrap': {
@@ -323,5 +321,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'finishOperatorRequest':
       ctx.finishOperatorRequest();
       return undefined;
+    default: {
+      // A new action type without its case here does not compile.
+      const unhandled: never = action;
+      throw new Error(`no effect for action ${(unhandled as Action).type}`);
+    }
   }
 }

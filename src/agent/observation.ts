@@ -2,6 +2,7 @@ import type { ClusterSettings } from '../cluster/settings.js';
 import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../cluster/types.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
+import type { ActionOutcome } from './outcome.js';
 import type { AgentState } from './states.js';
 
 /** What PostgreSQL looks like from this agent right now. */
@@ -36,15 +37,16 @@ export interface PeerView {
 /** An operator command addressed to this member through its REST API. */
 export type OperatorRequest = { kind: 'restart' } | { kind: 'reinit' };
 
-/** What the agent remembers between cycles: explicit, small, and passed in. */
+/**
+ * What the agent remembers between cycles: explicit, small, passed in, and
+ * written only by decide() (it returns the next memory). Where the agent
+ * stands is its state, not a flag here; these are facts learned earlier that
+ * the next snapshot cannot show (timers, positions, results of past actions).
+ */
 export interface AgentMemory {
-  /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */
-  leaseRenewedAt: number | undefined;
-  /** We held the leader lease at the end of the last cycle. */
-  wasLeader: boolean;
-  /** pg_rewind failed on this data directory (the source was reachable); fall back per rewindFallback. */
+  /** pg_rewind failed on this data directory (the source was reachable): fall back per rewindFallback. Learned from a rewind outcome. */
   rewindFailed: boolean;
-  /** This standby could not stream from the leader: run pg_rewind before starting it again. */
+  /** This standby stopped because it could not follow the leader: run pg_rewind before starting it again. */
   rewindNeeded: boolean;
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
@@ -62,13 +64,10 @@ export interface AgentMemory {
   syncSwitchLsn: string | undefined;
   /** Former primary we still have to fence over SQL (after our promotion), by address. */
   fenceTarget: { member: string; address: string } | undefined;
-  operatorRequest: OperatorRequest | undefined;
 }
 
 export function freshMemory(): AgentMemory {
   return {
-    leaseRenewedAt: undefined,
-    wasLeader: false,
     rewindFailed: false,
     rewindNeeded: false,
     primaryDownSince: undefined,
@@ -77,7 +76,6 @@ export function freshMemory(): AgentMemory {
     noSyncCandidateSince: undefined,
     syncSwitchLsn: undefined,
     fenceTarget: undefined,
-    operatorRequest: undefined,
   };
 }
 
@@ -103,7 +101,13 @@ export interface Observation {
   peers: PeerView[];
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
+  /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */
+  leaseRenewedAt: number | undefined;
+  /** An operator command waiting to be carried out (the REST API's mailbox, emptied by finishOperatorRequest). */
+  operatorRequest: OperatorRequest | undefined;
   memory: AgentMemory;
+  /** What became of the previous cycle's actions, in order (an action after a failure did not run and is absent). */
+  outcomes: ActionOutcome[];
   /** Where the agent was after the previous cycle. */
   previous: { state: AgentState; since: number };
 }
