@@ -69,7 +69,11 @@ export function decide(observation: Observation): Decision {
     };
   }
   const { remember, ...rest } = target;
-  return { ...rest, memory: { ...memory, ...remember } };
+  const next = { ...memory, ...remember };
+  // The restart count of a crashed primary belongs to one leadership (found by the simulation, seed 328:
+  // a count left from an earlier leadership released a freshly taken lease at once).
+  if (observation.store.reachable && observation.store.leader?.member !== observation.member.name) next.primaryDownSince = undefined;
+  return { ...rest, memory: next };
 }
 
 /**
@@ -188,14 +192,39 @@ function decidePaused(o: Observation, store: Reachable): Target {
 function decideOperatorRequest(o: Observation, store: Reachable, request: OperatorRequest): Target {
   const isLeader = store.leader?.member === o.member.name;
   if (request.kind === 'restart') {
+    // The request is consumed first: a restart that fails is reported, not retried for ever (found by the
+    // simulation, seed 443: a restart asked for an empty data directory failed every cycle and blocked the clone).
+    // Only a server that runs in the role it may have is restarted: a stopped one is started by the normal
+    // path (which rewinds a former primary first), and a primary without the lease is fenced, not restarted
+    // (found by the simulation, seed 987: a restart started a stopped former primary, which acknowledged writes).
+    const server = o.server;
+    const refusal =
+      o.dataDir === 'empty'
+        ? 'this member has no data directory yet'
+        : server.kind !== 'running'
+          ? 'PostgreSQL is not running; relevo starts it itself in the role it may have'
+          : !server.inspection.inRecovery && !isLeader
+            ? 'PostgreSQL runs as primary without the leader lease'
+            : undefined;
+    if (refusal) return { state: 'operator_request_refused', actions: [{ type: 'finishOperatorRequest' }], reason: `refusing to restart PostgreSQL: ${refusal}` };
     return {
       state: 'restarting_postgres',
-      actions: [{ type: 'restartPostgres' }, { type: 'finishOperatorRequest' }],
+      actions: [{ type: 'finishOperatorRequest' }, { type: 'restartPostgres' }],
       reason: 'operator asked to restart PostgreSQL',
     };
   }
   if (isLeader) {
     return { state: 'operator_request_refused', actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary: switch over first' };
+  }
+  // Without a running primary there is nothing to clone from, and this data may be the only copy of
+  // acknowledged commits (found by the simulation, seed 298: a reinitialised former primary left a
+  // strict synchronous cluster with nobody eligible, for ever).
+  if (!store.leader || leaderStatus(store)?.role !== 'primary') {
+    return {
+      state: 'operator_request_refused',
+      actions: [{ type: 'finishOperatorRequest' }],
+      reason: 'refusing to reinitialise this member while no primary runs to clone from: its data may be the only copy of acknowledged commits; ask again once a primary runs',
+    };
   }
   const actions: Action[] = [];
   if (o.server.kind !== 'stopped') actions.push({ type: 'stopPostgres', mode: 'fast' });
@@ -449,9 +478,14 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
   const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
   const provisional = prefixPeers(o, inspection);
+  // Asynchronously, a former primary whose agent died (so nothing stops it) acknowledges every commit it
+  // gets: fence it over SQL before we acknowledge any (found by the simulation, seed 183). Synchronously its
+  // commits wait for standbys that have all detached, and the failover is not slowed by a connect timeout.
+  const fenceFirst: Action[] = fenceTarget && o.settings.synchronousMode === 'off' ? [{ type: 'fenceFormerPrimary', ...fenceTarget }] : [];
   return {
     state: 'promoting',
     actions: [
+      ...fenceFirst,
       {
         type: 'promote',
         acquire: true,

@@ -65,10 +65,13 @@ export interface Transition {
   comment: string;
 }
 
-/** States after which anything may have changed unseen: the agent (re)started, the store or PostgreSQL could not be observed, automation was paused. */
-const AFTER_GAP = ['starting', 'store_unreachable', 'primary_store_unreachable', 'paused', 'waiting_for_postgres', 'restarting_postgres'] as const;
+/**
+ * States after which anything may follow: the agent (re)started, the store or PostgreSQL could not be
+ * observed, automation was paused, or an operator command was handled (from any state) instead of a decision.
+ */
+const AFTER_GAP = ['starting', 'store_unreachable', 'primary_store_unreachable', 'paused', 'waiting_for_postgres', 'restarting_postgres', 'operator_request_refused'] as const;
 /** States in which PostgreSQL may run as primary with our lease. */
-const LEADING = ['primary', 'promoting', 'resuming_promotion', 'acquiring_lease', 'restarting_primary', 'draining', 'bootstrapping', 'operator_request_refused'] as const;
+const LEADING = ['primary', 'promoting', 'resuming_promotion', 'acquiring_lease', 'restarting_primary', 'draining', 'bootstrapping'] as const;
 /** States of a stopped (or stopping) server with data that must decide how to start. */
 const STOPPED = [
   'waiting_for_primary',
@@ -104,9 +107,9 @@ export const TRANSITIONS: readonly Transition[] = [
   { from: '*', to: 'paused', actions: [], comment: 'the operator paused automation: nothing is done' },
   { from: '*', to: 'initializing', actions: ['claimInitialize'], comment: 'the store holds no cluster (new, or wiped): create it, or register this data directory' },
   { from: '*', to: 'fencing_split_brain', actions: ['stopPostgres'], comment: 'PostgreSQL runs as primary while another member holds the leader lease: stop it before two can acknowledge' },
-  { from: '*', to: 'restarting_postgres', actions: ['restartPostgres', 'finishOperatorRequest'], comment: 'operator asked to restart PostgreSQL (relevo restart)' },
+  { from: '*', to: 'restarting_postgres', actions: ['finishOperatorRequest', 'restartPostgres'], comment: 'operator asked to restart PostgreSQL (relevo restart): the request is consumed, then PostgreSQL restarted' },
   { from: '*', to: 'reinitializing', actions: ['stopPostgres', 'moveDataAside', 'finishOperatorRequest'], comment: 'operator asked to reinitialise this member: data moved aside (kept), then cloned afresh' },
-  { from: '*', to: 'operator_request_refused', actions: ['finishOperatorRequest'], comment: 'operator asked to reinitialise the primary: refused (switch over first)' },
+  { from: '*', to: 'operator_request_refused', actions: ['finishOperatorRequest'], comment: 'operator request refused: reinitialise the primary (switch over first) or a member while no primary runs to clone from, restart without data' },
   { from: '*', to: 'waiting_for_postgres', actions: [], comment: 'the postmaster runs but does not answer yet (starting, crash recovery): wait for it' },
   // A new cluster.
   { from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer'], to: 'waiting_for_initializer', actions: [], comment: 'another member won the initialise key and runs initdb' },
@@ -132,7 +135,7 @@ export const TRANSITIONS: readonly Transition[] = [
   },
   // A stopped server with data.
   {
-    from: [...AFTER_GAP, ...LEADING, 'releasing_lease', 'fencing_store_lost'],
+    from: [...AFTER_GAP, ...LEADING, 'releasing_lease', 'fencing_store_lost', 'demoting'],
     to: 'restarting_primary',
     actions: ['startPostgres'],
     comment: 'we hold the leader lease and PostgreSQL is down: start it in place (crash recovery) for up to primaryRestartTimeoutMs',
@@ -188,8 +191,8 @@ export const TRANSITIONS: readonly Transition[] = [
   {
     from: [...AFTER_GAP, 'replica', 'detaching_upstream', 'electing', 'promoting', 'starting_replica', 'rewinding', 'cloning'],
     to: 'promoting',
-    actions: ['promote'],
-    comment: 'no leader and we are the best eligible standby: take the lease, record the timeline, pg_promote()',
+    actions: ['fenceFormerPrimary', 'promote'],
+    comment: 'no leader and we are the best eligible standby: (asynchronous mode: fence the former primary over SQL first) take the lease, record the timeline, pg_promote()',
   },
   { from: [...AFTER_GAP, 'promoting', 'resuming_promotion', 'replica', 'electing', 'detaching_upstream', 'starting_replica'], to: 'resuming_promotion', actions: ['promote'], comment: 'we hold the leader lease while still in recovery: finish the promotion' },
   // The primary.
@@ -199,8 +202,8 @@ export const TRANSITIONS: readonly Transition[] = [
     actions: PRIMARY_DUTIES,
     comment: 'running primary holding the lease: keep the synchronous set, slots and optime, fence the former primary, clear a finished request',
   },
-  { from: [...AFTER_GAP, 'primary', 'draining'], to: 'draining', actions: [], comment: 'switchover away from us is due: wait up to switchoverDrainMs for open transactions' },
-  { from: [...AFTER_GAP, 'primary', 'draining', 'demoting'], to: 'demoting', actions: ['stopPostgres', 'handOver'], comment: 'switchover away from us: clean shutdown, record its position, release the lease' },
+  { from: [...AFTER_GAP, ...LEADING], to: 'draining', actions: [], comment: 'switchover away from us is due: wait up to switchoverDrainMs for open transactions' },
+  { from: [...AFTER_GAP, ...LEADING, 'demoting'], to: 'demoting', actions: ['stopPostgres', 'handOver'], comment: 'switchover away from us: clean shutdown, record its position, release the lease' },
   {
     from: [...AFTER_GAP, ...LEADING, 'demoting', 'fencing_old_timeline', 'fencing_store_lost', 'fencing_split_brain'],
     to: 'fencing_old_timeline',
