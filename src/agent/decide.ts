@@ -2,7 +2,7 @@ import type { MemberStatus } from '../cluster/types.js';
 import { slotNameFor, type ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
-import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './election.js';
+import { electionVerdict, lastLeader, latestTimeline, selfCandidate, withoutVoidPromotion } from './election.js';
 import type { AgentMemory, Observation, OperatorRequest } from './observation.js';
 import { planSlots } from './slots.js';
 import { checkTransition, type AgentState, type Defect } from './states.js';
@@ -147,6 +147,17 @@ function chooseTarget(o: Observation): Target {
   if (o.dataDir === 'empty') return decideEmptyMember(o, store);
   const server = o.server;
   if (server.kind === 'unreachable') {
+    // A primary's data directory, another member leads, and our PostgreSQL does not answer (hung, or
+    // starting): signal it to stop now, so that when it resumes it does not take writes as a second
+    // primary (found by the simulation, seed 2438: a hung primary resumed after the failover and acknowledged).
+    const otherLeader = store.leader && store.leader.member !== o.member.name ? store.leader.member : undefined;
+    if (otherLeader && !o.standbyConfigured) {
+      return {
+        state: 'fencing_split_brain',
+        actions: [{ type: 'stopPostgres', mode: 'immediate' }],
+        reason: `member ${otherLeader} holds the leader lease and our primary PostgreSQL (pid ${server.postmasterPid}) does not answer (${server.error}): stopping it before it can resume as a second primary`,
+      };
+    }
     return { state: 'waiting_for_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
   }
   if (server.kind === 'stopped') return decideStopped(o, store);
@@ -283,7 +294,8 @@ function divergence(store: Reachable, inspection: ServerInspection): string | un
  */
 function passedFork(store: Reachable, timeline: number, lsn: string): string | undefined {
   if (timeline >= latestTimeline(store.history)) return undefined;
-  const fork = store.history.find((h) => h.timeline === timeline + 1)?.lsn;
+  // The newest entry of that timeline: a void promotion may have left an older one with the same number.
+  const fork = [...store.history].reverse().find((h) => h.timeline === timeline + 1)?.lsn;
   return fork && compareLsn(lsn, fork) > 0 ? fork : undefined;
 }
 
@@ -470,13 +482,14 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   const request = activeRequest(o, store);
-  const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
+  const election = { ...store, history: withoutVoidPromotion(o, store, inspection), failover: request };
+  const verdict = electionVerdict(o, election, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
   if (!verdict.eligible) {
     return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
   }
-  const former = lastLeader(store);
+  const former = lastLeader(election);
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
-  const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
+  const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${former ?? 'nobody'} expired`;
   const provisional = prefixPeers(o, inspection);
   // Asynchronously, a former primary whose agent died (so nothing stops it) acknowledges every commit it
   // gets: fence it over SQL before we acknowledge any (found by the simulation, seed 183). Synchronously its
@@ -491,7 +504,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         acquire: true,
         from: former ?? null,
         reason: why,
-        timeline: latestTimeline(store.history) + 1,
+        timeline: latestTimeline(election.history) + 1,
         forkLsn: inspection.replayedLsn,
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),

@@ -89,7 +89,7 @@ const STOPPED = [
   'restarting_primary',
 ] as const;
 /** States of a running standby. */
-const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'stopping_to_rewind'] as const;
+const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
 
 const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest'];
 
@@ -106,7 +106,7 @@ export const TRANSITIONS: readonly Transition[] = [
   { from: '*', to: 'foreign_data', actions: [], comment: 'the data directory belongs to another cluster: refuse to touch it' },
   { from: '*', to: 'paused', actions: [], comment: 'the operator paused automation: nothing is done' },
   { from: '*', to: 'initializing', actions: ['claimInitialize'], comment: 'the store holds no cluster (new, or wiped): create it, or register this data directory' },
-  { from: '*', to: 'fencing_split_brain', actions: ['stopPostgres'], comment: 'PostgreSQL runs as primary while another member holds the leader lease: stop it before two can acknowledge' },
+  { from: '*', to: 'fencing_split_brain', actions: ['stopPostgres'], comment: 'PostgreSQL runs as primary (or a primary data directory does not answer) while another member holds the leader lease: stop it before two can acknowledge' },
   { from: '*', to: 'restarting_postgres', actions: ['finishOperatorRequest', 'restartPostgres'], comment: 'operator asked to restart PostgreSQL (relevo restart): the request is consumed, then PostgreSQL restarted' },
   { from: '*', to: 'reinitializing', actions: ['stopPostgres', 'moveDataAside', 'finishOperatorRequest'], comment: 'operator asked to reinitialise this member: data moved aside (kept), then cloned afresh' },
   { from: '*', to: 'operator_request_refused', actions: ['finishOperatorRequest'], comment: 'operator request refused: reinitialise the primary (switch over first) or a member while no primary runs to clone from, restart without data' },
@@ -153,7 +153,7 @@ export const TRANSITIONS: readonly Transition[] = [
     actions: ['startPostgres'],
     comment: 'stopped standby that can follow the leader (or nobody leads yet): start it as a standby',
   },
-  { from: [...AFTER_GAP, ...STOPPED, 'cloning'], to: 'rewinding', actions: ['rewind'], comment: "stopped former primary, or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby" },
+  { from: [...AFTER_GAP, ...STOPPED, ...STANDBY], to: 'rewinding', actions: ['rewind'], comment: "stopped former primary, or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby" },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
@@ -189,7 +189,7 @@ export const TRANSITIONS: readonly Transition[] = [
     comment: 'no leader and this standby may not (yet) take over: not eligible, a better peer, or a switchover elsewhere',
   },
   {
-    from: [...AFTER_GAP, 'replica', 'detaching_upstream', 'electing', 'promoting', 'starting_replica', 'rewinding', 'cloning'],
+    from: [...AFTER_GAP, 'replica', 'detaching_upstream', 'electing', 'promoting', 'resuming_promotion', 'starting_replica', 'rewinding', 'cloning'],
     to: 'promoting',
     actions: ['fenceFormerPrimary', 'promote'],
     comment: 'no leader and we are the best eligible standby: (asynchronous mode: fence the former primary over SQL first) take the lease, record the timeline, pg_promote()',

@@ -35,7 +35,9 @@ const result = explore(Number(values.from), Number(values.seeds), steps);
 const seconds = (Date.now() - started) / 1000;
 console.log(
   `schedules ${result.schedules}, steps ${result.steps} (${(result.steps / 10 / 3600).toFixed(1)} simulated hours), ` +
-    `acknowledged commits ${result.acknowledged}, promotions ${result.failovers}, distinct edges ${result.edges.size}, ${seconds.toFixed(1)} s`,
+    `acknowledged commits ${result.acknowledged}, promotions ${result.failovers}, distinct edges ${result.edges.size}, ${seconds.toFixed(1)} s; ` +
+    `known-limitation windows (asynchronous mode, former primary's agent down) ${result.agentDownWindows}, ` +
+    `writes taken but never acknowledged by unreconciled former primaries ${result.unacknowledgedFormerWrites}`,
 );
 if (values.edges) writeFileSync(values.edges, [...result.edges].sort().join('\n') + '\n');
 if (result.failure) {

@@ -137,6 +137,8 @@ export class SimPostgres {
   syncReleased = 0;
   pending: Pending[] = [];
   openTransactions = 0;
+  /** A stop signal sent while hung: delivered the moment it resumes. */
+  stopPending = false;
 
   get lsn(): number {
     return this.wal.length;

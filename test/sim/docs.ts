@@ -1,0 +1,12 @@
+/** `npm run docs` helper: writes docs/states.md and docs/state-edges.txt from the table and the bounded simulation. */
+import { writeFileSync } from 'node:fs';
+import { renderStatesDoc } from '../../src/agent/states-doc.js';
+import { BOUNDED, explore, renderEdges } from './explore.js';
+
+writeFileSync('docs/states.md', renderStatesDoc());
+const result = explore(BOUNDED.first, BOUNDED.schedules, BOUNDED.faultSteps);
+if (result.failure) {
+  console.error(result.failure.report);
+  process.exit(1);
+}
+writeFileSync('docs/state-edges.txt', renderEdges(result.edges));

@@ -1,0 +1,101 @@
+/**
+ * One test per violation the seeded simulation found, named after the seed
+ * that found it: the decide() rule that fixed it, on a hand-made snapshot,
+ * and the shrunk schedule replayed through the simulator.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decide } from '../../src/agent/decide.js';
+import { freshMemory } from '../../src/agent/observation.js';
+import { defaultClusterSettings } from '../../src/cluster/settings.js';
+import { makeSchedule, runSchedule } from '../sim/sim.js';
+import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
+
+const types = (d: ReturnType<typeof decide>) => d.actions.map((a) => a.type);
+
+/** The schedule of `seed` (600 fault steps) with only the faults the shrinker kept. */
+function replay(seed: number, keep: number[]) {
+  const full = makeSchedule(seed, 600);
+  return runSchedule({ ...full, faults: full.faults.filter((_, i) => keep.includes(i)) });
+}
+
+const stoppedPrimaryHistory = [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }];
+
+describe('violations found by the simulation', () => {
+  it('sim seed 183: asynchronously, a new primary fences the former one over SQL before it promotes (the former primary agent had died)', () => {
+    const settings = { ...defaultClusterSettings(), synchronousMode: 'off' as const };
+    const detached = { upstreamConfigured: false, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } };
+    const d = decide(observation({ ...detached, settings, store: storeView({ leader: undefined }) }));
+    assert.equal(d.state, 'promoting');
+    assert.deepEqual(types(d), ['fenceFormerPrimary', 'promote']);
+    const sync = decide(observation({ ...detached, store: storeView({ leader: undefined }) }));
+    assert.deepEqual(types(sync), ['promote'], 'synchronously the failover is not slowed by a connect timeout');
+    assert.equal(replay(183, [0, 1, 3]).violation, undefined);
+  });
+
+  it('sim seed 298: reinitialising a member is refused while no primary runs to clone from', () => {
+    const d = decide(observation({ server: { kind: 'stopped' }, operatorRequest: { kind: 'reinit' }, store: storeView({ leader: undefined }) }, 'c'));
+    assert.equal(d.state, 'operator_request_refused');
+    assert.deepEqual(types(d), ['finishOperatorRequest']);
+    assert.match(d.reason, /no primary runs to clone from/);
+    const ok = decide(observation({ server: { kind: 'stopped' }, operatorRequest: { kind: 'reinit' } }, 'c'));
+    assert.deepEqual(types(ok), ['moveDataAside', 'finishOperatorRequest']);
+    assert.equal(replay(298, [1, 3, 4, 6, 7]).violation, undefined);
+  });
+
+  it('sim seed 328: the restart count of a crashed primary is forgotten when its leadership ends', () => {
+    const d = decide(observation({ store: storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 } }), memory: { ...freshMemory(), primaryDownSince: 1 } }, 'c'));
+    assert.equal(d.memory.primaryDownSince, undefined);
+    const own = decide(
+      observation({ server: { kind: 'stopped' }, standbyConfigured: false, previous: { state: 'restarting_primary', since: 0 }, memory: { ...freshMemory(), primaryDownSince: 99_000 } }, 'a'),
+    );
+    assert.equal(own.state, 'restarting_primary');
+    assert.equal(own.memory.primaryDownSince, 99_000, 'kept while we lead');
+  });
+
+  it('sim seed 443: a restart request is consumed before the restart, and refused without a data directory', () => {
+    const empty = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, operatorRequest: { kind: 'restart' } }, 'c'));
+    assert.equal(empty.state, 'operator_request_refused');
+    assert.deepEqual(types(empty), ['finishOperatorRequest']);
+    const replica = decide(observation({ operatorRequest: { kind: 'restart' } }, 'c'));
+    assert.deepEqual(types(replica), ['finishOperatorRequest', 'restartPostgres']);
+    assert.equal(replay(443, [1, 2]).violation, undefined);
+  });
+
+  it('sim seed 987: a restart request never starts a stopped former primary', () => {
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 }, history: stoppedPrimaryHistory });
+    const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, operatorRequest: { kind: 'restart' } }, 'a'));
+    assert.equal(d.state, 'operator_request_refused');
+    assert.match(d.reason, /not running/);
+    const unleased = decide(observation({ store, server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection() }, standbyConfigured: false, operatorRequest: { kind: 'restart' } }, 'a'));
+    assert.match(unleased.reason, /runs as primary without the leader lease/);
+    assert.equal(replay(987, [0, 2, 3]).violation, undefined);
+  });
+
+  it('sim seed 1874: a promotion recorded in history but never carried out does not block every election', () => {
+    // b recorded timeline 2 and failed before pg_promote(): it is still a standby on timeline 1.
+    const store = storeView({ leader: undefined, history: [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }], sync: { leader: 'a', members: ['b'], updatedAt: 'x' } });
+    const detached = { upstreamConfigured: false, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } };
+    const itself = decide(observation({ ...detached, store }, 'b'));
+    assert.equal(itself.state, 'promoting', itself.reason);
+    assert.match(itself.reason, /synchronous standby: holds every acknowledged commit/);
+    const promote = itself.actions.find((a) => a.type === 'promote');
+    assert.ok(promote?.type === 'promote' && promote.timeline === 2 && promote.from === 'a', 'it resumes its own entry, taking over from a');
+    const answered = [{ name: 'b', status: member('b', { streaming: false, timeline: 1 }) }];
+    const other = decide(observation({ ...detached, store, peers: answered }, 'c'));
+    assert.match(other.reason, /peer b is a better candidate/, 'from c too, b is an eligible synchronous standby of a, the real former primary');
+    const silent = decide(observation({ ...detached, store, peers: [{ name: 'b', status: undefined, error: 'timeout' }] }, 'c'));
+    assert.match(silent.reason, /on timeline 1, cluster is on 2/, 'a member that does not answer keeps its entry');
+    assert.equal(replay(1874, [0, 1]).violation, undefined);
+  });
+
+  it('sim seed 2438: a primary data directory that does not answer while another member leads is stopped at once', () => {
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 } });
+    const d = decide(observation({ store, standbyConfigured: false, server: { kind: 'unreachable', postmasterPid: 7, error: 'timeout' } }, 'a'));
+    assert.equal(d.state, 'fencing_split_brain');
+    assert.deepEqual(d.actions, [{ type: 'stopPostgres', mode: 'immediate' }]);
+    const ours = decide(observation({ standbyConfigured: false, server: { kind: 'unreachable', postmasterPid: 7, error: 'starting' } }, 'a'));
+    assert.equal(ours.state, 'waiting_for_postgres', 'our own primary starting up is waited for');
+    assert.equal(replay(2438, [0, 4, 5]).violation, undefined);
+  });
+});
