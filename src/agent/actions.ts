@@ -26,10 +26,20 @@ export type Action =
   | { type: 'detachUpstream' }
   | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
   /**
-   * Take the leader lease (unless held), record the new timeline in history, load
-   * synchronousStandbyNames, pg_promote(), then record the exact fork position.
+   * Take the leader lease (unless held), fence `fence` (the former primary) over SQL once the lease is ours,
+   * record the new timeline in history, load synchronousStandbyNames, pg_promote(), then record the exact fork position.
    */
-  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[]; synchronousStandbyNames: string }
+  | {
+      type: 'promote';
+      acquire: boolean;
+      from: string | null;
+      reason: string;
+      timeline: number;
+      forkLsn: string | null;
+      slots: string[];
+      synchronousStandbyNames: string;
+      fence?: { member: string; address: string };
+    }
   | { type: 'writeSyncRecord'; members: string[] }
   | { type: 'writeOptime'; lsn: string; timeline: number }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */

@@ -60,6 +60,8 @@ export class Agent {
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   private wake: (() => void) | undefined;
+  /** A watched key changed while a cycle ran (after its observation, maybe): the next cycle starts at once. */
+  private wakePending = false;
   private running = false;
   private loopDone: Promise<void> | undefined;
 
@@ -85,7 +87,7 @@ export class Agent {
     this.credentials = loadCredentials(this.config);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
-        if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wake?.();
+        if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
       })
       .catch((error: Error) => {
         this.log.warn({ err: error.message }, 'cannot watch the store; relying on the loop period');
@@ -103,7 +105,8 @@ export class Agent {
       } catch (error) {
         this.log.error({ err: (error as Error).message }, 'agent cycle failed; retrying next cycle');
       }
-      const wait = Math.max(0, period - (Date.now() - started));
+      const wait = this.wakePending ? 0 : Math.max(0, period - (Date.now() - started));
+      this.wakePending = false;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.wake = () => {
@@ -188,7 +191,16 @@ export class Agent {
   /** An operator command from the REST API; carried out by the next cycle. */
   request(operatorRequest: OperatorRequest): void {
     this.operatorRequest = operatorRequest;
-    this.wake?.();
+    this.wakeUp();
+  }
+
+  /**
+   * Look again now. A change seen while a cycle runs is not lost (a promoting agent used to notice
+   * the hand-over's next step only a whole loop later): the next cycle then starts without waiting.
+   */
+  private wakeUp(): void {
+    if (this.wake) this.wake();
+    else this.wakePending = true;
   }
 
   async observe(): Promise<Observation> {
@@ -227,6 +239,8 @@ export class Agent {
 
   /** One observe-decide-act round; returns how soon the decision wants to look again, if sooner than the loop. */
   private async cycle(): Promise<number | undefined> {
+    // Changes before this cycle's observation are seen by it.
+    this.wakePending = false;
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
@@ -255,7 +269,9 @@ export class Agent {
     }
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     if (stateChanging) observation = await this.observe();
-    const runsAsPrimary = observation.server.kind === 'running' && !observation.server.inspection.inRecovery && !observation.settings.paused;
+    // A server that does not answer keeps the watchdog as it was: a hung primary may resume (found by the simulation, seed 15084).
+    const server = observation.server;
+    const runsAsPrimary = (server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && this.runsAsPrimary) && !observation.settings.paused;
     if (runsAsPrimary !== this.runsAsPrimary) {
       this.runsAsPrimary = runsAsPrimary;
       this.armFence();

@@ -34,6 +34,12 @@ interface Target {
 /** How soon an agent looks again while a hand-over is under way (detaching, draining, waiting for a standby). */
 export const RETRY_SOON_MS = 100;
 
+/**
+ * A standby just (re)started: it looks again at once until it streams and publishes state `replica`,
+ * the moment the primary may name it synchronous (during a switchover, writes wait for that).
+ */
+const JUST_STARTED: readonly AgentState[] = ['rewinding', 'starting_replica', 'cloning', 'restarting_postgres'];
+
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
 /** A switchover or failover request older than this (from its start time) is ignored and cleared. */
@@ -171,21 +177,23 @@ function chooseTarget(o: Observation): Target {
  */
 function decideWithoutStore(o: Observation, error: string): Target {
   const server = o.server;
-  const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
+  // A primary's data directory whose server does not answer (hung) counts too: the stop signal waits for it
+  // to resume, so it cannot take writes past the lease (found by the simulation, seed 15084).
+  const runsAsPrimary = server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && !o.standbyConfigured;
   if (runsAsPrimary && !o.settings.paused) {
     const age = o.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
       return {
         state: 'fencing_store_lost',
-        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        actions: [{ type: 'stopPostgres', mode: server.kind === 'running' ? 'fast' : 'immediate' }],
         reason: `leader lease not renewed for ${Math.round(age)} ms (store unreachable: ${error}); stopping PostgreSQL before the lease can expire`,
       };
     }
     return {
       state: 'primary_store_unreachable',
       actions: [],
-      reason: `cannot read the coordination store (${error}); this primary stops ${Math.round(limit - age)} ms from now unless the lease is renewed`,
+      reason: `cannot read the coordination store (${error}); this primary stops ${Math.round(limit - age)} ms from now unless the lease is renewed${server.kind === 'unreachable' ? ` (it does not answer either: ${server.error})` : ''}`,
     };
   }
   return { state: 'store_unreachable', actions: [], reason: `cannot read the coordination store (${error})` };
@@ -271,6 +279,7 @@ function decideEmptyMember(o: Observation, store: Reachable): Target {
     state: 'cloning',
     actions: [{ type: 'clone', upstream }, { type: 'startPostgres', as: 'replica', upstream }],
     reason: `cloning from primary ${leader.name} through slot ${slot}`,
+    retryInMs: RETRY_SOON_MS,
   };
 }
 
@@ -339,12 +348,14 @@ function decideStopped(o: Observation, store: Reachable): Target {
         state: 'rewinding',
         actions: [{ type: 'rewind', upstream }],
         reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)`,
+        retryInMs: RETRY_SOON_MS,
       };
     }
     return {
       state: 'starting_replica',
       actions: [{ type: 'startPostgres', as: 'replica', upstream }],
       reason: `starting PostgreSQL as a standby of ${upstream.member}`,
+      retryInMs: RETRY_SOON_MS,
     };
   }
   if (o.standbyConfigured) {
@@ -431,6 +442,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
+    retryInMs: RETRY_SOON_MS,
     };
   }
   const upstream = upstreamFor(o, store);
@@ -468,6 +480,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
       actions: [{ type: 'configure', as: 'replica', upstream }],
       reason: inspection.streaming ? `streaming from ${upstream.member}` : `following ${upstream.member}, not streaming yet`,
       remember: { streamingLost: lost },
+      retryInMs: !inspection.streaming && JUST_STARTED.includes(o.previous.state) ? RETRY_SOON_MS : undefined,
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
@@ -492,13 +505,13 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${former ?? 'nobody'} expired`;
   const provisional = prefixPeers(o, inspection);
   // Asynchronously, a former primary whose agent died (so nothing stops it) acknowledges every commit it
-  // gets: fence it over SQL before we acknowledge any (found by the simulation, seed 183). Synchronously its
-  // commits wait for standbys that have all detached, and the failover is not slowed by a connect timeout.
-  const fenceFirst: Action[] = fenceTarget && o.settings.synchronousMode === 'off' ? [{ type: 'fenceFormerPrimary', ...fenceTarget }] : [];
+  // gets: the promotion fences it over SQL, once the lease is ours, before we acknowledge any (found by the
+  // simulation, seeds 183 and 14911). Synchronously its commits wait for standbys that have all detached,
+  // and the failover is not slowed by a connect timeout.
+  const fence = o.settings.synchronousMode === 'off' ? fenceTarget : undefined;
   return {
     state: 'promoting',
     actions: [
-      ...fenceFirst,
       {
         type: 'promote',
         acquire: true,
@@ -508,9 +521,13 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         forkLsn: inspection.replayedLsn,
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
+        ...(fence ? { fence } : {}),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
+    // The leader key we create wakes the others through their watch, not us (we are busy promoting):
+    // look again at once, so the planner names a synchronous standby as soon as one streams.
+    retryInMs: RETRY_SOON_MS,
     remember: { fenceTarget, provisionalStandbys: provisional },
   };
 }
@@ -572,14 +589,11 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);
   if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline });
+  // The former primary is fenced until it runs as a standby. (This used to return early, dropping the
+  // planner's look-again-soon: a switchover paused writes for a whole loop more; found by test/sim/switchover.ts.)
   const fence = o.memory.fenceTarget;
-  if (fence) {
-    const former = store.members.find((m) => m.name === fence.member);
-    if (former && former.role === 'replica') {
-      return { state: 'primary', actions, reason: 'holding the leader lease', remember: { ...sync.remember, fenceTarget: undefined, primaryDownSince: undefined } };
-    }
-    actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
-  }
+  const formerIsStandby = fence !== undefined && store.members.find((m) => m.name === fence.member)?.role === 'replica';
+  if (fence && !formerIsStandby) actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
   if (store.failover && (!request || request.from !== me)) {
     actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out` });
@@ -588,7 +602,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     state: 'primary',
     actions,
     reason: sync.note ? `holding the leader lease; ${sync.note}` : 'holding the leader lease',
-    remember: { ...sync.remember, primaryDownSince: undefined },
+    remember: { ...sync.remember, primaryDownSince: undefined, ...(formerIsStandby ? { fenceTarget: undefined } : {}) },
     retryInMs: sync.awaitingStandby ? RETRY_SOON_MS : undefined,
   };
 }

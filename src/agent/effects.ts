@@ -112,6 +112,8 @@ function recordSwitchPoint(ctx: EffectContext, predictedTimeline: number, timeli
 async function promote(ctx: EffectContext, action: Extract<Action, { type: 'promote' }>): Promise<string> {
   const { store, keys, config, local } = ctx;
   if (action.acquire) await acquireLeader(ctx);
+  // Only once the lease is ours: a decision that is already stale cannot fence a member that leads again.
+  if (action.fence) ctx.log.info({ formerPrimary: action.fence.member }, await fenceFormerPrimary(ctx, action.fence.member, action.fence.address));
   try {
     await appendHistory(ctx, {
       timeline: action.timeline,

@@ -191,8 +191,8 @@ export const TRANSITIONS: readonly Transition[] = [
   {
     from: [...AFTER_GAP, 'replica', 'detaching_upstream', 'electing', 'promoting', 'resuming_promotion', 'starting_replica', 'rewinding', 'cloning'],
     to: 'promoting',
-    actions: ['fenceFormerPrimary', 'promote'],
-    comment: 'no leader and we are the best eligible standby: (asynchronous mode: fence the former primary over SQL first) take the lease, record the timeline, pg_promote()',
+    actions: ['promote'],
+    comment: 'no leader and we are the best eligible standby: take the lease, (asynchronous mode: fence the former primary over SQL,) record the timeline, pg_promote()',
   },
   { from: [...AFTER_GAP, 'promoting', 'resuming_promotion', 'replica', 'electing', 'detaching_upstream', 'starting_replica'], to: 'resuming_promotion', actions: ['promote'], comment: 'we hold the leader lease while still in recovery: finish the promotion' },
   // The primary.

@@ -56,6 +56,8 @@ export interface Schedule {
   faults: Fault[];
   /** Steps during which faults may start; everything is healed at the end of it. */
   faultSteps: number;
+  /** Chance that a client commits on each primary in a step (default 0.6). */
+  writeChance?: number;
 }
 
 export interface Violation {
@@ -204,6 +206,9 @@ export class World {
   readonly trace: string[] = [];
   private lastAck: Ack | undefined;
   private lastAckStep = -1;
+  private lastAckTime: number | undefined;
+  /** Time between consecutive acknowledgements (for the write pause of a switchover). */
+  readonly ackGaps: { at: number; ms: number; from: string; to: string }[] = [];
   /** Per member, the last acknowledgement by another member when it began its current run of acknowledgements. */
   private lastSyncAck: Ack | undefined;
   acknowledged = 0;
@@ -374,7 +379,7 @@ export class World {
     this.store.changed = [];
     if (!wakes) return;
     for (const agent of this.agents.values()) {
-      if (agent.alive && this.storeRequest(agent.name) && this.storeResponse(agent.name)) agent.nextCycle = Math.min(agent.nextCycle, this.trueTime + TICK_MS);
+      if (agent.alive && this.storeRequest(agent.name) && this.storeResponse(agent.name)) agent.nextCycle = Math.min(agent.nextCycle, this.trueTime);
     }
   }
 
@@ -417,7 +422,7 @@ export class World {
     if (this.monotonic(agent.name) < agent.leaseRenewedAt + settings.ttlMs - settings.fenceMarginMs) return;
     agent.runsAsPrimary = false;
     const pg = this.pg.get(agent.name)!;
-    if (pg.run !== 'running' || pg.inRecovery) return;
+    if (pg.run === 'stopped' || pg.inRecovery) return;
     this.log(`${agent.name}: fence watchdog: lease not renewed in time, stopping PostgreSQL`);
     agent.outcomes.push(this.perform(agent, { type: 'stopPostgres', mode: 'fast' }));
   }
@@ -443,7 +448,8 @@ export class World {
       }
     }
     const after = decision.actions.length > 0 ? this.observe(agent, observation.store.reachable ? undefined : 'unreachable') : observation;
-    agent.runsAsPrimary = after.server.kind === 'running' && !after.server.inspection.inRecovery && !after.settings.paused;
+    const server = after.server;
+    agent.runsAsPrimary = (server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && agent.runsAsPrimary) && !after.settings.paused;
     agent.status = memberStatus(this.configOf(agent.name), after, decision, this.schedule.settings.paused);
     if (after.store.reachable && agent.lease !== undefined && this.storeRequest(agent.name)) this.store.put(KEYS.member(agent.name), agent.status, agent.lease);
     const wait = Math.min(this.schedule.settings.loopWaitMs, decision.retryInMs ?? Infinity);
@@ -639,6 +645,17 @@ export class World {
     pg.syncReleased = 0;
   }
 
+  /** ALTER SYSTEM read-only and an impossible synchronous standby, over SQL, when it answers. */
+  private fence(name: string, member: string): void {
+    const former = this.pg.get(member);
+    if (former && this.linked(name, member) && former.run === 'running' && !former.inRecovery) {
+      former.fenced = true;
+      former.ssn = 'relevo_fenced';
+      former.pending = [];
+      this.log(`${name} fenced former primary ${member} over SQL`);
+    }
+  }
+
   private apply(agent: Agent, action: Action): void {
     const name = agent.name;
     const pg = this.pg.get(name)!;
@@ -730,6 +747,7 @@ export class World {
         return;
       case 'promote': {
         if (action.acquire) this.acquireLeader(agent);
+        if (action.fence) this.fence(name, action.fence.member);
         try {
           this.updateHistory(agent, (h) =>
             h.some((e) => e.timeline === action.timeline && e.to === name)
@@ -775,16 +793,9 @@ export class World {
           this.store.put(KEYS.optime, { member: name, address: `${name}:5432`, lsn: action.lsn, timeline: action.timeline, at: new Date(this.wallClock(name)).toISOString() }),
         );
         return;
-      case 'fenceFormerPrimary': {
-        const former = this.pg.get(action.member);
-        if (former && this.linked(name, action.member) && former.run === 'running' && !former.inRecovery) {
-          former.fenced = true;
-          former.ssn = 'relevo_fenced';
-          former.pending = [];
-          this.log(`${name} fenced former primary ${action.member} over SQL`);
-        }
+      case 'fenceFormerPrimary':
+        this.fence(name, action.member);
         return;
-      }
       case 'rewind': {
         const source = this.pg.get(action.upstream.member);
         if (!source || !this.linked(name, action.upstream.member) || !source.answers()) throw new Failure(`cannot reach ${action.upstream.member}`);
@@ -862,7 +873,7 @@ export class World {
     for (const [name, pg] of this.pg) {
       if (pg.run !== 'running' || pg.inRecovery) continue;
       pg.openTransactions = this.rng.chance(0.1) ? 1 : 0;
-      if (pg.acceptsWrites() && this.rng.chance(0.6)) {
+      if (pg.acceptsWrites() && this.rng.chance(this.schedule.writeChance ?? 0.6)) {
         const id = this.nextRecord++;
         this.checkFormerPrimaryWrite(name, pg);
         pg.wal.push({ id });
@@ -971,6 +982,8 @@ export class World {
     if (this.schedule.settings.synchronousMode === 'on') this.lastSyncAck = ack.synchronous ? ack : undefined;
     if (last?.member !== ack.member) this.termStart = this.trueTime;
     this.lastAck = ack;
+    if (this.lastAckTime !== undefined) this.ackGaps.push({ at: this.lastAckTime, ms: this.trueTime - this.lastAckTime, from: last!.member, to: ack.member });
+    this.lastAckTime = this.trueTime;
     this.lastAckStep = this.step;
     this.everAcknowledged.set(ack.member, this.acknowledged);
     this.acknowledged++;

@@ -9,6 +9,7 @@ import { decide } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { makeSchedule, runSchedule } from '../sim/sim.js';
+import { switchoverPause } from '../sim/switchover.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
 const types = (d: ReturnType<typeof decide>) => d.actions.map((a) => a.type);
@@ -22,15 +23,18 @@ function replay(seed: number, keep: number[]) {
 const stoppedPrimaryHistory = [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }];
 
 describe('violations found by the simulation', () => {
-  it('sim seed 183: asynchronously, a new primary fences the former one over SQL before it promotes (the former primary agent had died)', () => {
+  it('sim seeds 183 and 14911: asynchronously, a new primary fences the former one over SQL as it promotes, once the lease is its own (the former primary agent had died)', () => {
     const settings = { ...defaultClusterSettings(), synchronousMode: 'off' as const };
     const detached = { upstreamConfigured: false, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } };
     const d = decide(observation({ ...detached, settings, store: storeView({ leader: undefined }) }));
     assert.equal(d.state, 'promoting');
-    assert.deepEqual(types(d), ['fenceFormerPrimary', 'promote']);
-    const sync = decide(observation({ ...detached, store: storeView({ leader: undefined }) }));
-    assert.deepEqual(types(sync), ['promote'], 'synchronously the failover is not slowed by a connect timeout');
+    const promote = d.actions[0];
+    // Inside the promotion, after the lease is taken: a stale decision cannot fence a member that leads again (seed 14911).
+    assert.ok(promote?.type === 'promote' && promote.fence?.member === 'a');
+    const sync = decide(observation({ ...detached, store: storeView({ leader: undefined }) })).actions[0];
+    assert.ok(sync?.type === 'promote' && sync.fence === undefined, 'synchronously the failover is not slowed by a connect timeout');
     assert.equal(replay(183, [0, 1, 3]).violation, undefined);
+    assert.equal(replay(14911, [1, 2, 4, 5]).violation, undefined);
   });
 
   it('sim seed 298: reinitialising a member is refused while no primary runs to clone from', () => {
@@ -97,5 +101,46 @@ describe('violations found by the simulation', () => {
     const ours = decide(observation({ standbyConfigured: false, server: { kind: 'unreachable', postmasterPid: 7, error: 'starting' } }, 'a'));
     assert.equal(ours.state, 'waiting_for_postgres', 'our own primary starting up is waited for');
     assert.equal(replay(2438, [0, 4, 5]).violation, undefined);
+  });
+
+  it('sim seed 15084: a primary that hangs while the store is unreachable is stopped before its lease can expire', () => {
+    const settings = defaultClusterSettings();
+    const hung = { standbyConfigured: false, server: { kind: 'unreachable' as const, postmasterPid: 7, error: 'timeout' }, store: { reachable: false as const, error: 'down' } };
+    const late = decide(observation({ ...hung, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) }, 'a'));
+    assert.equal(late.state, 'fencing_store_lost');
+    assert.deepEqual(late.actions, [{ type: 'stopPostgres', mode: 'immediate' }], 'the signal waits for it to resume');
+    const early = decide(observation({ ...hung, leaseRenewedAt: 99_000 }, 'a'));
+    assert.equal(early.state, 'primary_store_unreachable');
+    const standby = decide(observation({ ...hung, standbyConfigured: true, leaseRenewedAt: 0 }, 'b'));
+    assert.equal(standby.state, 'store_unreachable', 'a standby that does not answer is left alone');
+    assert.equal(replay(15084, [7, 8]).violation, undefined);
+  });
+
+  it('switchover write pause (test/sim/switchover.ts): every hand-over step looks again at once', () => {
+    // Effects take no time in the model: what is left is the agents' own timing. Before, a new primary
+    // looked again only a loop (1 s) after promoting, and a rejoining standby published `replica` a loop
+    // after it started: with two members in synchronous mode writes paused 1.3 s (median), now 0.4 s.
+    const pauses = Array.from({ length: 10 }, (_, i) => switchoverPause(i + 1, ['a', 'b'], 'on'));
+    assert.ok(Math.max(...pauses) <= 700, `pauses ${pauses.join(', ')} ms`);
+    const promoting = decide(observation({ upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) }, store: storeView({ leader: undefined }) }));
+    assert.equal(promoting.retryInMs, 100);
+    const started = decide(observation({ server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false }) }, previous: { state: 'rewinding', since: 0 } }));
+    assert.equal(started.retryInMs, 100, 'a standby just started looks again until it streams');
+    const following = decide(observation({ server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false }) } }));
+    assert.equal(following.retryInMs, undefined, 'not for ever');
+    const fenced = decide(
+      observation(
+        {
+          server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection() },
+          standbyConfigured: false,
+          previous: { state: 'primary', since: 0 },
+          memory: { ...freshMemory(), fenceTarget: { member: 'b', address: 'x:1' }, noSyncCandidateSince: 99_000 },
+          store: storeView({ sync: { leader: 'a', members: [], updatedAt: 'x' }, members: [member('a', { role: 'primary', state: 'primary', upstream: null }), member('b', { streaming: false })] }),
+        },
+        'a',
+      ),
+    );
+    assert.equal(fenced.retryInMs, 100, 'the former primary back as a standby does not cancel the planner look-again');
+    assert.equal(fenced.memory.fenceTarget, undefined);
   });
 });
