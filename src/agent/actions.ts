@@ -40,6 +40,8 @@ export type Action =
       synchronousStandbyNames: string;
       fence?: { member: string; address: string };
     }
+  /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
+  | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
   | { type: 'writeSyncRecord'; members: string[] }
   | { type: 'writeOptime'; lsn: string; timeline: number }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */

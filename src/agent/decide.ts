@@ -448,7 +448,11 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   const upstream = upstreamFor(o, store);
   if (leaderName !== undefined && upstream) {
     const leader = leaderStatus(store)!;
-    const diverged = divergence(store, inspection);
+    // Streaming the leader's own timeline is following it, whatever history predicted (found by the
+    // simulation, seed 15170: a history entry left with a predicted timeline sent a streaming standby
+    // into a stop-rewind loop).
+    const following = inspection.streaming && inspection.receivedTimeline !== null && inspection.receivedTimeline === leader.timeline;
+    const diverged = following ? undefined : divergence(store, inspection);
     if (diverged) {
       return {
         state: 'stopping_to_rewind',
@@ -586,6 +590,12 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   }
   const sync = planSync(o, store, inspection);
   const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
+  // Our promotion's entry still names the timeline we predicted, not the one PostgreSQL chose (the
+  // store write after pg_promote() failed): correct it, or every later election would wait for ever.
+  const ours = store.history.at(-1);
+  if (ours?.to === me && inspection.timeline !== null && ours.timeline !== inspection.timeline) {
+    actions.push({ type: 'recordSwitchPoint', predictedTimeline: ours.timeline, timeline: inspection.timeline });
+  }
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);
   if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline });

@@ -284,6 +284,12 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     }
     case 'promote':
       return promote(ctx, action);
+    case 'recordSwitchPoint': {
+      const switchPoint = timelineSwitchPoint(local.dataDir, action.timeline);
+      if (!switchPoint) throw new Error(`cannot read the switch point of timeline ${action.timeline} from pg_wal`);
+      await recordSwitchPoint(ctx, action.predictedTimeline, action.timeline, switchPoint.lsn);
+      return `history corrected: our promotion started timeline ${action.timeline} (not ${action.predictedTimeline}) at ${switchPoint.lsn}`;
+    }
     case 'writeSyncRecord':
       await store.put(keys.sync, JSON.stringify({ leader: config.name, members: action.members, updatedAt: new Date().toISOString() }));
       return `synchronous set is now [${action.members.join(', ')}]`;

@@ -91,7 +91,7 @@ const STOPPED = [
 /** States of a running standby. */
 const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
 
-const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest'];
+const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest', 'recordSwitchPoint'];
 
 export const TRANSITIONS: readonly Transition[] = [
   // Facts that hold whatever the agent was doing.
@@ -171,7 +171,7 @@ export const TRANSITIONS: readonly Transition[] = [
     comment: 'running standby: follow the leader (or report while the leader has no address, or while paused)',
   },
   {
-    from: [...AFTER_GAP, 'replica', 'starting_replica', 'rewinding', 'cloning', 'stopping_to_rewind', 'detaching_upstream', 'electing'],
+    from: [...AFTER_GAP, ...STANDBY],
     to: 'stopping_to_rewind',
     actions: ['stopPostgres'],
     comment: 'standby past the fork of the leader timeline, or not streaming from a live primary for DIVERGENCE_GRACE_MS: stop, then pg_rewind',
@@ -200,7 +200,7 @@ export const TRANSITIONS: readonly Transition[] = [
     from: [...AFTER_GAP, ...LEADING, 'demoting', 'fencing_old_timeline', 'fencing_store_lost'],
     to: 'primary',
     actions: PRIMARY_DUTIES,
-    comment: 'running primary holding the lease: keep the synchronous set, slots and optime, fence the former primary, clear a finished request',
+    comment: 'running primary holding the lease: keep the synchronous set, slots and optime, fence the former primary, clear a finished request, correct its history entry',
   },
   { from: [...AFTER_GAP, ...LEADING], to: 'draining', actions: [], comment: 'switchover away from us is due: wait up to switchoverDrainMs for open transactions' },
   { from: [...AFTER_GAP, ...LEADING, 'demoting'], to: 'demoting', actions: ['stopPostgres', 'handOver'], comment: 'switchover away from us: clean shutdown, record its position, release the lease' },

@@ -785,6 +785,14 @@ export class World {
         });
         return;
       }
+      case 'recordSwitchPoint': {
+        const timeline = pg.tl!;
+        this.updateHistory(agent, (h) => {
+          const index = h.map((e) => e.timeline === action.predictedTimeline && e.to === name).lastIndexOf(true);
+          return index < 0 ? undefined : h.map((e, i) => (i === index ? { ...e, timeline: timeline.number, lsn: lsnText(timeline.forkAt) } : e));
+        });
+        return;
+      }
       case 'writeSyncRecord':
         this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }));
         return;
@@ -956,6 +964,10 @@ export class World {
       // Not a term of its own: the members that follow the new primary are not judged against it.
       this.acknowledged++;
       return;
+    } else if (last && last.member !== ack.member && this.lastAckStep === this.step && this.agentCouldNotAct(last.member, ack.member)) {
+      // The same window seen from the other side: the former primary acknowledged first in this step.
+      if (this.agentDownOverlap !== last.member) this.agentDownWindows++;
+      this.agentDownOverlap = last.member;
     } else if (last && last.member !== ack.member && this.lastAckStep === this.step) {
       this.violation = { kind: 'two-acknowledging', step: this.step, message: `${last.member} and ${ack.member} both acknowledged commits in the same step` };
       return;

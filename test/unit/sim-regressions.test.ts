@@ -143,4 +143,20 @@ describe('violations found by the simulation', () => {
     assert.equal(fenced.retryInMs, 100, 'the former primary back as a standby does not cancel the planner look-again');
     assert.equal(fenced.memory.fenceTarget, undefined);
   });
+
+  it('sim seed 15170: a standby streaming the leader own timeline is following it, even when history still holds a predicted timeline; the primary corrects its entry', () => {
+    // b promoted predicting timeline 3; PostgreSQL chose 2, and the store write correcting the entry failed.
+    const history = [{ timeline: 3, from: 'a', to: 'b', reason: 'x', lsn: '0/4000000', at: 'x' }];
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 }, history, members: [member('b', { role: 'primary', state: 'primary', timeline: 2, upstream: null }), member('a')] });
+    const streaming = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ timeline: 2, receivedTimeline: 2, replayedLsn: '0/5000000' }) };
+    const d = decide(observation({ store, server: streaming }, 'a'));
+    assert.equal(d.state, 'replica', d.reason);
+    const primary = decide(observation({ store, standbyConfigured: false, previous: { state: 'primary', since: 0 }, server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection({ timeline: 2 }) } }, 'b'));
+    assert.deepEqual(
+      primary.actions.find((a) => a.type === 'recordSwitchPoint'),
+      { type: 'recordSwitchPoint', predictedTimeline: 3, timeline: 2 },
+    );
+    assert.equal(replay(15170, [1, 2, 3, 4]).violation, undefined);
+  });
 });
+
