@@ -991,7 +991,7 @@ export class World {
       };
       return;
     }
-    if (this.schedule.settings.synchronousMode === 'on') this.lastSyncAck = ack.synchronous ? ack : undefined;
+    if (this.schedule.settings.synchronousMode === 'on') this.lastSyncAck = ack.synchronous && this.guaranteed(ack.member) ? ack : undefined;
     if (last?.member !== ack.member) this.termStart = this.trueTime;
     this.lastAck = ack;
     if (this.lastAckTime !== undefined) this.ackGaps.push({ at: this.lastAckTime, ms: this.trueTime - this.lastAckTime, from: last!.member, to: ack.member });
@@ -999,6 +999,18 @@ export class World {
     this.lastAckStep = this.step;
     this.everAcknowledged.set(ack.member, this.acknowledged);
     this.acknowledged++;
+  }
+
+  /**
+   * Whether `primary`'s acknowledgements carry the synchronous guarantee: always in strict mode (no record,
+   * no promotion); otherwise while the sync record names it with at least one member. After a fallback to
+   * asynchronous replication the record is emptied first, and until it names a verified standby again the
+   * commits are not protected by design (docs/configuration.md, synchronousFallbackMs).
+   */
+  private guaranteed(primary: string): boolean {
+    if (this.schedule.settings.synchronousStrict) return true;
+    const record = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
+    return record?.leader === primary && record.members.length > 0;
   }
 
   private checkLiveness(): void {
