@@ -200,49 +200,38 @@ export function inspect(pg: SimPostgres, name: string, all: Map<string, SimPostg
   const tl = pg.tl?.number ?? 1;
   const streamers = [...all].filter(([n, other]) => n !== name && other.run === 'running' && other.streamingFrom === name);
   const slots: SlotStatus[] = [...pg.slots].sort().map((s) => ({ name: s, active: streamers.some(([n]) => n === s), restartLsn: null, retainedBytes: null }));
-  if (!pg.inRecovery) {
-    const sync = parseStandbyNames(pg.ssn);
-    const connected = sync ? sync.names.filter((n) => streamers.some(([s]) => s === n)).slice(0, sync.count) : [];
-    const replication: ReplicationPeer[] = streamers.map(([n, s]) => ({
-      member: n,
-      state: 'streaming',
-      syncState: connected.includes(n) ? 'sync' : sync?.names.includes(n) ? 'potential' : 'async',
-      sentLsn: lsnText(s.lsn),
-      flushLsn: lsnText(s.lsn),
-      replayLsn: lsnText(s.lsn),
-      replayLagSeconds: 0,
-    }));
-    return {
-      inRecovery: false,
-      version: '15.sim',
-      timeline: tl,
-      receivedLsn: lsnText(pg.lsn),
-      replayedLsn: lsnText(pg.lsn),
-      replayPaused: false,
-      lagSeconds: 0,
-      streaming: false,
-      receivedTimeline: null,
-      upstreamConninfo: null,
-      slots,
-      replication,
-      synchronousStandbyNames: pg.ssn,
-      openTransactions: pg.openTransactions,
-    };
-  }
-  return {
-    inRecovery: true,
+  const common = {
     version: '15.sim',
     timeline: tl,
     receivedLsn: lsnText(pg.lsn),
     replayedLsn: lsnText(pg.lsn),
     replayPaused: false,
     lagSeconds: 0,
-    streaming: pg.streamingFrom !== null,
-    receivedTimeline: pg.streamingFrom !== null ? tl : null,
-    upstreamConninfo: pg.upstream ? `host=${pg.upstream}` : null,
     slots,
     synchronousStandbyNames: pg.ssn,
-    openTransactions: 0,
-    replication: [],
   };
+  if (pg.inRecovery) {
+    const streaming = pg.streamingFrom !== null;
+    return {
+      ...common,
+      inRecovery: true,
+      streaming,
+      receivedTimeline: streaming ? tl : null,
+      upstreamConninfo: pg.upstream ? `host=${pg.upstream}` : null,
+      openTransactions: 0,
+      replication: [],
+    };
+  }
+  const sync = parseStandbyNames(pg.ssn);
+  const connected = sync ? sync.names.filter((n) => streamers.some(([s]) => s === n)).slice(0, sync.count) : [];
+  const replication: ReplicationPeer[] = streamers.map(([n, s]) => ({
+    member: n,
+    state: 'streaming',
+    syncState: connected.includes(n) ? 'sync' : sync?.names.includes(n) ? 'potential' : 'async',
+    sentLsn: lsnText(s.lsn),
+    flushLsn: lsnText(s.lsn),
+    replayLsn: lsnText(s.lsn),
+    replayLagSeconds: 0,
+  }));
+  return { ...common, inRecovery: false, streaming: false, receivedTimeline: null, upstreamConninfo: null, replication, openTransactions: pg.openTransactions };
 }
