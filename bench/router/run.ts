@@ -1,13 +1,25 @@
 /**
- * Router cost benchmark: pgbench select-only and TPC-B-like at several client
- * counts, straight to PostgreSQL and through the relevo router, HAProxy (TCP
- * mode) and pgbouncer (session pooling), interleaved in one run so every
- * target sees the same machine state. Reports TPS, latency, the ratio to
- * direct and each proxy's CPU time per transaction (utime+stime deltas from
- * /proc/<pid>/stat). Everything listens on 127.0.0.1.
+ * Router cost benchmark, the strict way: pgbench 15 against a server
+ * configured as relevo configures its members (fsync and synchronous commit
+ * on, the product's postgresql.conf parameters), SCRAM authentication on every
+ * path, VACUUM + CHECKPOINT before each run, several interleaved rounds with
+ * a rotating order, `-j 2`. Targets: straight to PostgreSQL, through the
+ * relevo router, HAProxy (TCP mode) and pgbouncer (session pooling). Loads:
+ * select-only and TPC-B-like at several client counts, select-only with
+ * prepared statements, and a new connection per transaction (`-C`).
  *
- *   node dist/bench/router/run.js [--duration 5] [--rounds 3] [--clients 1,8,32]
- *        [--workloads select,tpcb] [--targets direct,relevo,haproxy,pgbouncer] [--scale 10]
+ * Reports TPS, latency, the ratio to direct, each proxy's CPU time per
+ * transaction (utime+stime deltas of the proxy process from /proc/<pid>/stat)
+ * and how many of the machine's cores were busy (from /proc/stat): a proxy
+ * that adds waiting rather than CPU leaves cores idle.
+ *
+ *   node dist/bench/router/run.js [--duration 10] [--rounds 2]
+ *        [--loads select-1,select-8,select-32,tpcb-8,prepared-8,connect-8]
+ *        [--targets direct,relevo,relevo2,session,pool,haproxy,pgbouncer] [--scale 10]
+ *
+ * relevo = the plain relay, one process; relevo2 = the plain relay with
+ * workers: 2; session = session mode (SCRAM terminated by the router);
+ * pool = session mode with session pooling (pool size 64, as pgbouncer's).
  *
  * Writes bench/results/router-<timestamp>.json and .md.
  */
@@ -18,18 +30,38 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { clusterKeys } from '../../src/cluster/keys.js';
+import { defaultClusterSettings } from '../../src/cluster/settings.js';
+import type { MemberConfig } from '../../src/config/member.js';
+import { baseParameters } from '../../src/postgres/conf.js';
 import { EmbeddedStore } from '../../src/store/embedded.js';
 import { lookupOsUser, spawnIdentity } from '../../src/util/os-user.js';
 import { freePort } from '../../test/helpers/ports.js';
 import { PG_BIN, startStandalone, type StandaloneServer } from '../../test/helpers/standalone-postgres.js';
 
-type Target = 'direct' | 'relevo' | 'haproxy' | 'pgbouncer';
-type Workload = 'select' | 'tpcb';
+export type Target = 'direct' | 'relevo' | 'relevo2' | 'session' | 'pool' | 'haproxy' | 'pgbouncer';
+
+/** One pgbench load: script, clients, protocol mode, connection per transaction. */
+interface Load {
+  name: string;
+  label: string;
+  clients: number;
+  args: string[];
+}
+
+const LOADS: Record<string, Omit<Load, 'name'>> = {
+  'select-1': { label: 'select-only, 1 client', clients: 1, args: ['-S'] },
+  'select-8': { label: 'select-only, 8 clients', clients: 8, args: ['-S'] },
+  'select-32': { label: 'select-only, 32 clients', clients: 32, args: ['-S'] },
+  'tpcb-1': { label: 'TPC-B-like, 1 client', clients: 1, args: [] },
+  'tpcb-8': { label: 'TPC-B-like, 8 clients', clients: 8, args: [] },
+  'tpcb-32': { label: 'TPC-B-like, 32 clients', clients: 32, args: [] },
+  'prepared-8': { label: 'select-only, 8 clients, prepared', clients: 8, args: ['-S', '-M', 'prepared'] },
+  'connect-8': { label: 'connect per transaction, 8 clients', clients: 8, args: ['-S', '-C'] },
+};
 
 interface Cell {
   round: number;
-  workload: Workload;
-  clients: number;
+  load: string;
   target: Target;
   tps: number;
   latencyMs: number;
@@ -37,6 +69,8 @@ interface Cell {
   /** Proxy CPU (user+system) per transaction, µs; null for direct. */
   cpuUsPerTxn: number | null;
   cpuSeconds: number | null;
+  /** Cores busy on the whole machine during the run (0..cpus). */
+  busyCores: number;
 }
 
 function flag(name: string, fallback: string): string {
@@ -44,23 +78,47 @@ function flag(name: string, fallback: string): string {
   return i > 0 ? (process.argv[i + 1] ?? fallback) : fallback;
 }
 
-// Several short interleaved rounds beat one long one on a noisy machine: medians are reported.
-const duration = Number(flag('duration', '5'));
-const rounds = Number(flag('rounds', '3'));
-const clientCounts = flag('clients', '1,8,32').split(',').map(Number);
-const workloads = flag('workloads', 'select,tpcb').split(',') as Workload[];
-const targets = flag('targets', 'direct,relevo,haproxy,pgbouncer').split(',') as Target[];
+// Several interleaved rounds beat one long one on a noisy machine: medians are reported.
+const duration = Number(flag('duration', '10'));
+const rounds = Number(flag('rounds', '2'));
+const loadNames = flag('loads', 'select-1,select-8,select-32,tpcb-8,prepared-8,connect-8').split(',');
+const targets = flag('targets', 'direct,relevo,session,pool,haproxy,pgbouncer').split(',') as Target[];
 const scale = Number(flag('scale', '10'));
+const loads: Load[] = loadNames.map((name) => {
+  const l = LOADS[name];
+  if (!l) throw new Error(`unknown load ${name}; known: ${Object.keys(LOADS).join(', ')}`);
+  return { name, ...l };
+});
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../../..');
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+/** The bench's own SCRAM password for the postgres role (a throwaway server). */
+const PASSWORD = 'bench-scram-password';
 
+/** CPU ticks (user+system) of a process and its children (a proxy with worker processes). */
 function cpuTicks(pid: number): number {
   // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+  let ticks = Number(fields[11]) + Number(fields[12]);
+  let children = '';
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+  } catch {
+    // No children file (old kernel): the process alone.
+  }
+  for (const child of children.trim().split(/\s+/).filter(Boolean)) ticks += cpuTicks(Number(child));
+  return ticks;
+}
+
+/** Busy and total ticks of the whole machine (first line of /proc/stat). */
+function machineTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
 }
 
 const children: ChildProcess[] = [];
@@ -86,8 +144,9 @@ async function waitPort(port: number, child: ChildProcess, what: string): Promis
   }
 }
 
-async function startRelevo(dir: string, pg: StandaloneServer): Promise<{ port: number; pid: number }> {
-  const storePath = join(dir, 'store.db');
+/** Starts the router in its own process (so its CPU can be read) on a one-member cluster in an embedded store. */
+export async function startRelevo(dir: string, pg: StandaloneServer, extra: Record<string, unknown> = {}): Promise<{ port: number; pid: number }> {
+  const storePath = join(dir, `store-${Date.now()}.db`);
   const store = await EmbeddedStore.open({ path: storePath, timeoutMs: 2_000 });
   const keys = clusterKeys('bench');
   const member = {
@@ -101,7 +160,7 @@ async function startRelevo(dir: string, pg: StandaloneServer): Promise<{ port: n
   await store.close();
   const port = await freePort();
   const child = track(
-    spawn(process.execPath, [join(here, 'router-process.js'), JSON.stringify({ storePath, cluster: 'bench', listen: `127.0.0.1:${port}` })], {
+    spawn(process.execPath, [join(here, 'router-process.js'), JSON.stringify({ storePath, cluster: 'bench', listen: `127.0.0.1:${port}`, extra })], {
       stdio: ['ignore', 'pipe', 'inherit'],
     }),
   );
@@ -141,10 +200,11 @@ async function startHaproxy(dir: string, pg: StandaloneServer): Promise<{ port: 
 async function startPgbouncer(dir: string, pg: StandaloneServer): Promise<{ port: number; pid: number }> {
   const port = await freePort();
   const user = lookupOsUser('postgres');
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const ini = join(dir, 'pgbouncer.ini');
   const users = join(dir, 'userlist.txt');
-  writeFileSync(users, '"postgres" ""\n');
+  // pgbouncer authenticates clients with SCRAM and logs in to the server with SCRAM too.
+  writeFileSync(users, `"postgres" "${PASSWORD}"\n`, { mode: 0o600 });
   writeFileSync(
     ini,
     [
@@ -153,8 +213,8 @@ async function startPgbouncer(dir: string, pg: StandaloneServer): Promise<{ port
       '[pgbouncer]',
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
-      "unix_socket_dir =",
-      'auth_type = trust',
+      'unix_socket_dir =',
+      'auth_type = scram-sha-256',
       `auth_file = ${users}`,
       'pool_mode = session',
       'max_client_conn = 500',
@@ -172,14 +232,39 @@ async function startPgbouncer(dir: string, pg: StandaloneServer): Promise<{ port
   return { port, pid: child.pid! };
 }
 
-function pgbench(port: number, workload: Workload, clients: number, seconds: number): { tps: number; latencyMs: number; transactions: number } {
-  const args = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-c', String(clients), '-j', String(Math.min(clients, cpus().length)), '-T', String(seconds)];
-  if (workload === 'select') args.push('-S');
-  args.push('postgres');
-  const out = execFileSync(join(PG_BIN, 'pgbench'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const pgEnv = { ...process.env, PGPASSWORD: PASSWORD, PGSSLMODE: 'disable' };
+
+function psql(port: number, sql: string): void {
+  execFileSync(join(PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-X', '-q', '-c', sql, 'postgres'], {
+    env: pgEnv,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+}
+
+/** The bench role's SCRAM verifier from pg_authid, in the file session mode reads. */
+function verifierFile(dir: string, port: number): string {
+  const line = execFileSync(join(PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-X', '-At', '-c',
+    `SELECT format('"%s" "%s"', rolname, rolpassword) FROM pg_authid WHERE rolname = 'postgres'`, 'postgres'], { env: pgEnv, encoding: 'utf8' });
+  const path = join(dir, 'verifiers.txt');
+  writeFileSync(path, line, { mode: 0o600 });
+  return path;
+}
+
+function pgbench(port: number, load: Load, seconds: number): { tps: number; latencyMs: number; transactions: number } {
+  const args = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-c', String(load.clients), '-j', String(Math.min(load.clients, 2)), '-T', String(seconds), ...load.args, 'postgres'];
+  let out: string;
+  try {
+    out = execFileSync(join(PG_BIN, 'pgbench'), args, { encoding: 'utf8', env: pgEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (error) {
+    // A target that fails a load is reported as such, not allowed to end the whole run.
+    process.stderr.write(`pgbench failed on port ${port}: ${String((error as { stderr?: string }).stderr ?? error).slice(0, 500)}\n`);
+    return { tps: NaN, latencyMs: NaN, transactions: NaN };
+  }
   const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN);
+  // With -C the connection time is part of every transaction: take the figure that includes it.
+  const tps = load.args.includes('-C') ? num(/tps = ([\d.]+) \(including (?:initial )?connections? (?:establishing|time)\)/) : num(/tps = ([\d.]+) \(without initial connection time\)/);
   return {
-    tps: num(/tps = ([\d.]+) \(without initial connection time\)/),
+    tps: Number.isNaN(tps) ? num(/tps = ([\d.]+)/) : tps,
     latencyMs: num(/latency average = ([\d.]+) ms/),
     transactions: num(/number of transactions actually processed: (\d+)/),
   };
@@ -191,48 +276,78 @@ function median(xs: number[]): number {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
+/** postgresql.conf as relevo writes it for a member (paths and ports aside), quoted for postgresql.conf. */
+function productSettings(): Record<string, string | number> {
+  const config = { cluster: 'bench', name: 'pg1', postgres: { listen: '127.0.0.1', port: 0, parameters: {} } } as unknown as MemberConfig;
+  const params = baseParameters(config, defaultClusterSettings());
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (['listen_addresses', 'port', 'unix_socket_directories', 'logging_collector', 'cluster_name'].includes(k)) continue;
+    out[k] = typeof v === 'number' ? v : typeof v === 'boolean' ? (v ? 'on' : 'off') : `'${v}'`;
+  }
+  // The test helper turns durability off for speed; a member runs with it on.
+  return { ...out, fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', log_min_messages: 'warning', log_checkpoints: 'off' };
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'relevo-bench-router-'));
   chmodSync(dir, 0o755);
   let pg: StandaloneServer | undefined;
   try {
-    pg = await startStandalone({ settings: { max_connections: 200, shared_buffers: "'256MB'" } });
-    process.stderr.write(`postgres on ${pg.address}; pgbench -i -s ${scale}\n`);
-    execFileSync(join(PG_BIN, 'pgbench'), ['-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-i', '-q', '-s', String(scale), 'postgres'], { stdio: 'ignore' });
-    const ports: Record<Target, { port: number; pid: number | null }> = {
-      direct: { port: pg.port, pid: null },
-      relevo: await startRelevo(dir, pg),
-      haproxy: await startHaproxy(dir, pg),
-      pgbouncer: await startPgbouncer(join(dir, 'pgbouncer'), pg),
+    pg = await startStandalone({ password: PASSWORD, settings: productSettings() });
+    process.stderr.write(`postgres on ${pg.address} (SCRAM, product settings); pgbench -i -s ${scale}\n`);
+    execFileSync(join(PG_BIN, 'pgbench'), ['-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-i', '-q', '-s', String(scale), 'postgres'], { env: pgEnv, stdio: 'ignore' });
+    const starters: Record<Target, () => Promise<{ port: number; pid: number | null }>> = {
+      direct: async () => ({ port: pg!.port, pid: null }),
+      relevo: () => startRelevo(dir, pg!),
+      relevo2: () => startRelevo(dir, pg!, { workers: 2 }),
+      session: () => startRelevo(dir, pg!, { mode: { readWrite: 'session' }, session: { verifiersFile: verifierFile(dir, pg!.port) } }),
+      // Session pooling with pgbouncer's pool size below.
+      pool: () => startRelevo(dir, pg!, { mode: { readWrite: 'session' }, session: { verifiersFile: verifierFile(dir, pg!.port), pool: { size: 64 } } }),
+      haproxy: () => startHaproxy(dir, pg!),
+      pgbouncer: () => startPgbouncer(join(dir, 'pgbouncer'), pg!),
     };
+    const ports = {} as Record<Target, { port: number; pid: number | null }>;
+    for (const t of targets) ports[t] = await starters[t]();
     // Warm caches and every path once.
-    for (const t of targets) pgbench(ports[t].port, 'select', 2, 1);
+    for (const t of targets) pgbench(ports[t].port, { name: 'warm', label: 'warm', clients: 2, args: ['-S'] }, 1);
+
+    // What each proxy costs with no client at all (store polling, timers): part of every per-transaction figure.
+    const idleBefore = new Map(targets.map((t) => [t, ports[t].pid === null ? 0 : cpuTicks(ports[t].pid!)]));
+    await new Promise((r) => setTimeout(r, 3_000));
+    const idleCpu: Record<string, number> = {};
+    for (const t of targets) if (ports[t].pid !== null) idleCpu[t] = ((cpuTicks(ports[t].pid!) - idleBefore.get(t)!) / CLK_TCK / 3) * 100;
+    process.stderr.write(`idle CPU, % of a core: ${JSON.stringify(idleCpu)}\n`);
 
     const cells: Cell[] = [];
     for (let round = 0; round < rounds; round++) {
-      for (const workload of workloads) {
-        for (const clients of clientCounts) {
-          // Rotate the order each round so no target always runs first.
-          const order = targets.map((_, i) => targets[(i + round) % targets.length] as Target);
-          for (const target of order) {
-            const { port, pid } = ports[target];
-            const before = pid === null ? 0 : cpuTicks(pid);
-            const r = pgbench(port, workload, clients, duration);
-            const cpuSeconds = pid === null ? null : (cpuTicks(pid) - before) / CLK_TCK;
-            const cell: Cell = {
-              round, workload, clients, target, ...r, cpuSeconds,
-              cpuUsPerTxn: cpuSeconds === null ? null : (cpuSeconds * 1e6) / r.transactions,
-            };
-            cells.push(cell);
-            process.stderr.write(
-              `${workload.padEnd(6)} c=${String(clients).padStart(2)} ${target.padEnd(9)} ${r.tps.toFixed(0).padStart(7)} tps ` +
-                `${r.latencyMs.toFixed(3)} ms${cell.cpuUsPerTxn === null ? '' : ` cpu ${cell.cpuUsPerTxn.toFixed(1)} µs/txn`}\n`,
-            );
-          }
+      for (const load of loads) {
+        // Rotate the order each round so no target always runs first.
+        const order = targets.map((_, i) => targets[(i + round) % targets.length] as Target);
+        for (const target of order) {
+          const { port, pid } = ports[target];
+          // Every run starts from the same state: no dead tuples, no pending dirty pages.
+          psql(pg.port, 'VACUUM');
+          psql(pg.port, 'CHECKPOINT');
+          const before = pid === null ? 0 : cpuTicks(pid);
+          const m0 = machineTicks();
+          const r = pgbench(port, load, duration);
+          const m1 = machineTicks();
+          const cpuSeconds = pid === null ? null : (cpuTicks(pid) - before) / CLK_TCK;
+          const busyCores = ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * cpus().length;
+          const cell: Cell = {
+            round, load: load.name, target, ...r, cpuSeconds, busyCores,
+            cpuUsPerTxn: cpuSeconds === null ? null : (cpuSeconds * 1e6) / r.transactions,
+          };
+          cells.push(cell);
+          process.stderr.write(
+            `${load.name.padEnd(10)} ${target.padEnd(9)} ${r.tps.toFixed(0).padStart(7)} tps ${r.latencyMs.toFixed(3)} ms ` +
+              `busy ${busyCores.toFixed(2)}${cell.cpuUsPerTxn === null ? '' : ` cpu ${cell.cpuUsPerTxn.toFixed(1)} µs/txn`}\n`,
+          );
         }
       }
     }
-    report(cells);
+    report(cells, idleCpu);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
@@ -242,27 +357,24 @@ async function main(): Promise<void> {
   }
 }
 
-function report(cells: Cell[]): void {
+function report(cells: Cell[], idleCpu: Record<string, number>): void {
   const rows: string[] = [];
   const summary: Array<Record<string, unknown>> = [];
-  rows.push('| workload | clients | target | TPS | latency ms | ratio to direct | CPU µs/txn |');
-  rows.push('|---|---:|---|---:|---:|---:|---:|');
-  for (const workload of workloads) {
-    for (const clients of clientCounts) {
-      const of = (t: Target) => cells.filter((c) => c.workload === workload && c.clients === clients && c.target === t);
-      const direct = median(of('direct').map((c) => c.tps));
-      for (const target of targets) {
-        const cs = of(target);
-        if (cs.length === 0) continue;
-        const tps = median(cs.map((c) => c.tps));
-        const lat = median(cs.map((c) => c.latencyMs));
-        const cpu = target === 'direct' ? null : median(cs.map((c) => c.cpuUsPerTxn ?? NaN));
-        const ratio = tps / direct;
-        summary.push({ workload, clients, target, tps, latencyMs: lat, ratioToDirect: ratio, cpuUsPerTxn: cpu });
-        rows.push(
-          `| ${workload === 'select' ? 'select-only' : 'TPC-B-like'} | ${clients} | ${target} | ${tps.toFixed(0)} | ${lat.toFixed(3)} | ${ratio.toFixed(2)} | ${cpu === null ? '—' : cpu.toFixed(1)} |`,
-        );
-      }
+  rows.push('| load | target | TPS | latency ms | ratio to direct | CPU µs/txn | cores busy |');
+  rows.push('|---|---|---:|---:|---:|---:|---:|');
+  for (const load of loads) {
+    const of = (t: Target) => cells.filter((c) => c.load === load.name && c.target === t);
+    const direct = median(of('direct').map((c) => c.tps));
+    for (const target of targets) {
+      const cs = of(target);
+      if (cs.length === 0) continue;
+      const tps = median(cs.map((c) => c.tps));
+      const lat = median(cs.map((c) => c.latencyMs));
+      const busy = median(cs.map((c) => c.busyCores));
+      const cpu = target === 'direct' ? null : median(cs.map((c) => c.cpuUsPerTxn ?? NaN));
+      const ratio = tps / direct;
+      summary.push({ load: load.name, target, tps, latencyMs: lat, ratioToDirect: ratio, cpuUsPerTxn: cpu, busyCores: busy });
+      rows.push(`| ${load.label} | ${target} | ${tps.toFixed(0)} | ${lat.toFixed(3)} | ${ratio.toFixed(2)} | ${cpu === null ? '—' : cpu.toFixed(1)} | ${busy.toFixed(2)} |`);
     }
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
@@ -276,6 +388,8 @@ function report(cells: Cell[]): void {
     durationSeconds: duration,
     rounds,
     scale,
+    loadavgAtEnd: readFileSync('/proc/loadavg', 'utf8').trim(),
+    idleCpuPercent: idleCpu,
     postgres: execFileSync(join(PG_BIN, 'postgres'), ['--version'], { encoding: 'utf8' }).trim(),
     haproxy: execFileSync('haproxy', ['-v'], { encoding: 'utf8' }).split('\n')[0],
     pgbouncer: execFileSync('pgbouncer', ['--version'], { encoding: 'utf8' }).split('\n')[0],
@@ -285,9 +399,11 @@ function report(cells: Cell[]): void {
     `# Router benchmark ${meta.date}`,
     '',
     `${meta.cpus} × ${meta.cpuModel}, Node ${meta.node}, ${meta.postgres}, ${meta.haproxy}, ${meta.pgbouncer}.`,
-    `pgbench scale ${scale}, ${duration} s per cell, ${rounds} round(s), interleaved; medians over rounds.`,
-    'All on 127.0.0.1; PostgreSQL with fsync/synchronous_commit off so the hop, not the disk, is measured.',
-    'CPU µs/txn = proxy process user+system time / transactions (from /proc/<pid>/stat).',
+    `pgbench scale ${scale}, -j 2, ${duration} s per cell, ${rounds} round(s), interleaved with a rotating order; medians over rounds.`,
+    'PostgreSQL with relevo\'s member settings (fsync, synchronous_commit, full_page_writes on); SCRAM on every path;',
+    'VACUUM + CHECKPOINT before each run. CPU µs/txn = proxy process user+system time / transactions (/proc/<pid>/stat);',
+    `cores busy = whole machine, from /proc/stat. Load average at the end: ${meta.loadavgAtEnd} (other work on the machine counts).`,
+    `Proxy CPU with no client (3 s), % of a core: ${Object.entries(idleCpu).map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}.`,
     '',
     ...rows,
     '',

@@ -24,7 +24,8 @@ export type Action =
   | { type: 'configure'; as: 'replica'; upstream: Upstream }
   /** Stop streaming (primary_conninfo cleared, reload): a standby that acknowledges nothing cannot help a lost primary acknowledge commits. */
   | { type: 'detachUpstream' }
-  | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined }
+  /** `registryRevision`: the slot registry's revision as observed (compare-and-swap), undefined when absent (atomic create). */
+  | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined; registryRevision: number | undefined }
   /**
    * Take the leader lease (unless held), fence `fence` (the former primary) over SQL once the lease is ours,
    * record the new timeline in history, load synchronousStandbyNames, pg_promote(), then record the exact fork position.
@@ -42,8 +43,9 @@ export type Action =
     }
   /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
   | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
-  | { type: 'writeSyncRecord'; members: string[] }
-  | { type: 'writeOptime'; lsn: string; timeline: number }
+  /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
+  | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
+  | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */
   | { type: 'fenceFormerPrimary'; member: string; address: string }
   /** Reconcile this data directory with the leader's timeline (crash recovery if needed, pg_rewind), then start as its standby. */
@@ -52,7 +54,8 @@ export type Action =
   | { type: 'moveDataAside'; reason: string }
   /** Switchover: record the clean shutdown position in the request and release the leader lease. */
   | { type: 'handOver'; reason: string }
-  | { type: 'clearFailoverRequest'; reason: string }
+  /** Deletes the request only at the observed revision: a newer request is never removed unseen. */
+  | { type: 'clearFailoverRequest'; reason: string; revision: number }
   | { type: 'finishOperatorRequest' };
 
 export type ActionType = Action['type'];

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter } from '../cluster/records.js';
 import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { loadCredentials, type Credentials } from '../config/secrets.js';
 import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
@@ -9,7 +11,7 @@ import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
-import { decide, type Decision } from './decide.js';
+import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
@@ -52,6 +54,12 @@ export class Agent {
   private runsAsPrimary = false;
   private operatorRequest: OperatorRequest | undefined;
   private readonly lastDetail = new Map<string, string>();
+  /** Damaged records, reported once per key and revision. */
+  private readonly unreadable = new UnreadableReporter();
+  /** Last readable status of each member: where to ask one whose record became unreadable. */
+  private readonly lastKnown = new Map<string, MemberStatus>();
+  /** Generation of the cluster settings this agent last ran a whole cycle with (null: none yet). */
+  private appliedGeneration: number | null = null;
   private readonly connection = new KeptConnection(() => {
     if (!this.credentials) throw new Error('no agent credentials to connect with');
     return agentSqlTarget(this.local, this.credentials);
@@ -148,7 +156,9 @@ export class Agent {
     const leader = await this.store.get(this.keys.leader);
     if (leader?.lease === old) {
       // Readers learn from the record how long a silent leader may keep the key.
-      const record = { ...LeaderRecordSchema.parse(JSON.parse(leader.value)), ttlMs: this.settings.ttlMs };
+      // A damaged record on our lease is rewritten whole.
+      const parsed = parseRecord(LeaderRecordSchema, leader.value);
+      const record = parsed.ok ? { ...parsed.value, ttlMs: this.settings.ttlMs } : { member: this.config.name, ttlMs: this.settings.ttlMs, acquiredAt: new Date().toISOString() };
       const moved = await this.store.compareAndSwap(this.keys.leader, JSON.stringify(record), leader.revision, { lease });
       if (moved === undefined) {
         await this.store.revokeLease(lease);
@@ -204,16 +214,25 @@ export class Agent {
   }
 
   async observe(): Promise<Observation> {
-    const cluster = await readCluster(this.store, this.keys);
-    if (cluster.view.reachable) this.settings = cluster.settings;
+    const cluster = await readCluster(this.store, this.keys, { name: this.config.name, lease: this.lease });
+    if (cluster.view.reachable) {
+      // Damaged settings are not the defaults: keep running with the ones last read.
+      if (!unreadableOf(cluster.view, 'config')) this.settings = cluster.settings;
+      for (const record of this.unreadable.fresh(cluster.view.unreadable)) {
+        this.log.error({ code: RECORD_UNREADABLE, key: record.key, revision: record.revision }, describeUnreadable(record));
+      }
+      for (const m of cluster.view.members) this.lastKnown.set(m.name, m);
+    }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;
     // Peers are asked directly only when an election may be due.
-    const electionDue = view.reachable && view.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
-    const peers = electionDue ? await askPeers(view.members, this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
+    // A member whose record is unreadable is still asked, at the address it last published.
+    const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
+    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -261,8 +280,12 @@ export class Agent {
       this.outcomes.push(outcome);
       if (outcome.result === 'ok') {
         this.logDetail(action.type, outcome.detail);
+      } else if (outcome.result === 'lost_cas') {
+        // Not a failure of ours: the record changed since we read it. The next decision sees it, on a fresh read, soon.
+        this.log.warn({ action: action.type, key: outcome.key }, `action ${action.type} on member ${this.config.name}: ${outcome.error}; re-reading`);
+        break;
       } else {
-        const code = outcome.result === 'failed' ? outcome.code : 'E_LOST_CAS';
+        const code = outcome.code;
         this.log.error({ action: action.type, code, err: outcome.error }, `action ${action.type} failed on member ${this.config.name} (${code}): ${outcome.error}`);
         break;
       }
@@ -276,8 +299,12 @@ export class Agent {
       this.runsAsPrimary = runsAsPrimary;
       this.armFence();
     }
+    const store = observation.store;
+    const allDone = this.outcomes.every((o) => o.result === 'ok');
+    if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
     await this.publish(observation, decision);
-    return decision.retryInMs;
+    // A lost compare-and-swap is re-planned on a fresh read at once.
+    return this.outcomes.some((o) => o.result === 'lost_cas') ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
@@ -303,7 +330,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

@@ -1,4 +1,6 @@
+import { RECORD_UNREADABLE, type RecordKind } from '../cluster/records.js';
 import type { MemberStatus } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { slotNameFor, type ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
@@ -39,6 +41,9 @@ export const RETRY_SOON_MS = 100;
  * the moment the primary may name it synchronous (during a switchover, writes wait for that).
  */
 const JUST_STARTED: readonly AgentState[] = ['rewinding', 'starting_replica', 'cloning', 'restarting_postgres'];
+
+/** States in which we held (or were taking) the leader lease at the end of the last cycle. */
+const LEADING: readonly AgentState[] = ['primary', 'draining', 'acquiring_lease', 'restarting_primary', 'promoting', 'resuming_promotion', 'bootstrapping'];
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -116,6 +121,46 @@ function learnFromOutcomes(o: Observation): AgentMemory {
 function chooseTarget(o: Observation): Target {
   const store = o.store;
   if (!store.reachable) return decideWithoutStore(o, store.error);
+  // An unreadable initialise record is neither "no cluster" nor a system identifier to check against:
+  // nothing is initialised or registered meanwhile; members go on with what does not depend on it.
+  if (!unreadableOf(store, 'initialize')) {
+    const initStep = decideInitialization(o, store);
+    if (initStep) return initStep;
+  }
+  if (o.settings.paused) return decidePaused(o, store);
+  if (o.operatorRequest) return decideOperatorRequest(o, store, o.operatorRequest);
+  if (o.dataDir === 'empty') return decideEmptyMember(o, store);
+  const server = o.server;
+  if (server.kind === 'unreachable') {
+    // A primary's data directory, another member leads, and our PostgreSQL does not answer (hung, or
+    // starting): signal it to stop now, so that when it resumes it does not take writes as a second
+    // primary (found by the simulation, seed 2438: a hung primary resumed after the failover and acknowledged).
+    const otherLeader = store.leader && store.leader.member !== o.member.name ? store.leader.member : undefined;
+    if (otherLeader && !o.standbyConfigured) {
+      return {
+        state: 'fencing_split_brain',
+        actions: [{ type: 'stopPostgres', mode: 'immediate' }],
+        reason: `member ${otherLeader} holds the leader lease and our primary PostgreSQL (pid ${server.postmasterPid}) does not answer (${server.error}): stopping it before it can resume as a second primary`,
+      };
+    }
+    return { state: 'waiting_for_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
+  }
+  if (server.kind === 'stopped') return decideStopped(o, store);
+  return server.inspection.inRecovery ? decideReplica(o, store, server.inspection) : decidePrimary(o, store, server.inspection);
+}
+
+/**
+ * The first unreadable record among `kinds` that a step depends on, as a
+ * reason naming it: that step is blocked, never taken as if the record were absent.
+ */
+function blockedBy(o: Observation, store: Reachable, kinds: RecordKind[]): string | undefined {
+  const bad = store.unreadable.find(
+    (r) => kinds.includes(r.kind) && !(r.kind === 'leader' && store.leader !== undefined) && !(r.kind === 'sync' && o.settings.synchronousMode === 'off'),
+  );
+  return bad && `${RECORD_UNREADABLE}: ${bad.key} cannot be read (${bad.problem}); repair it with \`relevo store repair\``;
+}
+
+function decideInitialization(o: Observation, store: Reachable): Target | undefined {
   const { init } = store;
   if (o.dataDir === 'initialized' && init?.systemIdentifier && o.systemIdentifier && init.systemIdentifier !== o.systemIdentifier) {
     return {
@@ -148,26 +193,7 @@ function chooseTarget(o: Observation): Target {
       };
     }
   }
-  if (o.settings.paused) return decidePaused(o, store);
-  if (o.operatorRequest) return decideOperatorRequest(o, store, o.operatorRequest);
-  if (o.dataDir === 'empty') return decideEmptyMember(o, store);
-  const server = o.server;
-  if (server.kind === 'unreachable') {
-    // A primary's data directory, another member leads, and our PostgreSQL does not answer (hung, or
-    // starting): signal it to stop now, so that when it resumes it does not take writes as a second
-    // primary (found by the simulation, seed 2438: a hung primary resumed after the failover and acknowledged).
-    const otherLeader = store.leader && store.leader.member !== o.member.name ? store.leader.member : undefined;
-    if (otherLeader && !o.standbyConfigured) {
-      return {
-        state: 'fencing_split_brain',
-        actions: [{ type: 'stopPostgres', mode: 'immediate' }],
-        reason: `member ${otherLeader} holds the leader lease and our primary PostgreSQL (pid ${server.postmasterPid}) does not answer (${server.error}): stopping it before it can resume as a second primary`,
-      };
-    }
-    return { state: 'waiting_for_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
-  }
-  if (server.kind === 'stopped') return decideStopped(o, store);
-  return server.inspection.inRecovery ? decideReplica(o, store, server.inspection) : decidePrimary(o, store, server.inspection);
+  return undefined;
 }
 
 /**
@@ -361,6 +387,8 @@ function decideStopped(o: Observation, store: Reachable): Target {
   if (o.standbyConfigured) {
     return { state: 'starting_replica', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
   }
+  const blocked = blockedBy(o, store, ['leader', 'history']);
+  if (blocked) return { state: 'waiting_for_primary', actions: [], reason: `not taking the leader lease: ${blocked}` };
   const request = activeRequest(o, store);
   if (request && request.to !== me) {
     return { state: 'waiting_for_primary', actions: [], reason: `${request.kind} to ${request.to ?? 'the best replica'} in progress: not taking the lease` };
@@ -488,6 +516,9 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
+  // Somebody may hold the lease: keep following whoever we follow, elect nobody.
+  const leaderBlocked = blockedBy(o, store, ['leader']);
+  if (leaderBlocked) return { state: 'replica', actions: [], reason: `not electing a new primary: ${leaderBlocked}` };
   if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
@@ -498,6 +529,9 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
       retryInMs: RETRY_SOON_MS,
     };
   }
+  // Which member may hold every acknowledged commit, the cluster's timeline and the last primary position decide eligibility.
+  const electionBlocked = blockedBy(o, store, ['sync', 'history', 'optime']);
+  if (electionBlocked) return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${electionBlocked}` };
   const request = activeRequest(o, store);
   const election = { ...store, history: withoutVoidPromotion(o, store, inspection), failover: request };
   const verdict = electionVerdict(o, election, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
@@ -538,7 +572,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
 
 /** Slots a new primary creates as it promotes, so the others can stream from it at once. */
 function peerSlots(o: Observation, store: Reachable): string[] {
-  return store.members.filter((m) => m.name !== o.member.name).map((m) => slotNameFor(m.name));
+  return [...store.members.map((m) => m.name), ...unknownMembers(store)].filter((name) => name !== o.member.name).map(slotNameFor);
 }
 
 function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Target {
@@ -551,7 +585,22 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       reason: `member ${leaderName} holds the leader lease: stopping this primary to avoid two primaries`,
     };
   }
-  if (leaderName === undefined) {
+  const badLeader = store.leader === undefined ? unreadableOf(store, 'leader') : undefined;
+  // A damaged leader key on another member's lease, or one we did not hold a moment ago: somebody else may lead.
+  if (badLeader && (badLeader.lease === 'other' || !LEADING.includes(o.previous.state))) {
+    const whose = badLeader.lease === 'other' ? "hangs on another member's lease" : 'and we did not hold the lease';
+    return {
+      state: 'fencing_split_brain',
+      actions: [{ type: 'stopPostgres', mode: 'fast' }],
+      reason: `${RECORD_UNREADABLE}: the leader key ${badLeader.key} cannot be read (${badLeader.problem}) ${whose}: stopping this primary to avoid two primaries; repair it with \`relevo store repair\``,
+    };
+  }
+  // A damaged leader key on no lease, and we led until now: nobody can take the lease while it
+  // exists, so this primary goes on (and says so), while replicas refuse to promote.
+  const leaderNote = badLeader && `${RECORD_UNREADABLE}: ${badLeader.key} cannot be read (${badLeader.problem}); replicas will not promote until it is repaired with \`relevo store repair\``;
+  if (leaderName === undefined && !badLeader) {
+    const historyBlocked = blockedBy(o, store, ['history']);
+    if (historyBlocked) return { state: 'primary', actions: [], reason: `not taking the leader lease: ${historyBlocked}` };
     if (latestTimeline(store.history) > (inspection.timeline ?? 0)) {
       return {
         state: 'fencing_old_timeline',
@@ -562,14 +611,15 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     return { state: 'acquiring_lease', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
   }
   const request = activeRequest(o, store);
-  if (request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
+  // Under a damaged leader key nobody could take over from us: no hand-over (the request times out).
+  if (!badLeader && request?.kind === 'switchover' && request.from === me && request.shutdownLsn === null && (request.at === null || Date.parse(request.at) <= o.now)) {
     const candidates = store.members.filter(
       (m) => m.name !== me && m.state === 'replica' && m.streaming && m.tags.nofailover !== true && (request.to === null || m.name === request.to),
     );
     if (candidates.length === 0) {
       return {
         state: 'primary',
-        actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica that can be promoted` }],
+        actions: [{ type: 'clearFailoverRequest', reason: `switchover cancelled: ${request.to ?? 'no replica'} is not a streaming replica that can be promoted`, revision: store.revisions.failover! }],
         reason: 'switchover impossible: no eligible streaming replica',
       };
     }
@@ -598,7 +648,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   }
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);
-  if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline });
+  if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline, revision: store.revisions.optime });
   // The former primary is fenced until it runs as a standby. (This used to return early, dropping the
   // planner's look-again-soon: a switchover paused writes for a whole loop more; found by test/sim/switchover.ts.)
   const fence = o.memory.fenceTarget;
@@ -606,12 +656,15 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   if (fence && !formerIsStandby) actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
   if (store.failover && (!request || request.from !== me)) {
-    actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out` });
+    actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out`, revision: store.revisions.failover! });
   }
+  const badRequest = unreadableOf(store, 'failover');
+  if (badRequest) actions.push({ type: 'clearFailoverRequest', reason: `removed the unreadable request ${badRequest.key} (${badRequest.problem}); request it again`, revision: badRequest.revision });
+  const notes = [leaderNote, sync.note].filter((n) => n !== undefined);
   return {
     state: 'primary',
     actions,
-    reason: sync.note ? `holding the leader lease; ${sync.note}` : 'holding the leader lease',
+    reason: notes.length > 0 ? `holding the leader lease; ${notes.join('; ')}` : 'holding the leader lease',
     remember: { ...sync.remember, primaryDownSince: undefined, ...(formerIsStandby ? { fenceTarget: undefined } : {}) },
     retryInMs: sync.awaitingStandby ? RETRY_SOON_MS : undefined,
   };

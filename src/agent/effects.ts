@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
+import { parseRecord } from '../cluster/records.js';
 import type { ClusterSettings } from '../cluster/settings.js';
 import { FailoverRequestSchema, HistorySchema, InitRecordSchema, LeaderRecordSchema, type HistoryEntry, type LeaderRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
@@ -13,7 +15,7 @@ import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
 import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
-import type { LeaseId, Store } from '../store/store.js';
+import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 
@@ -33,10 +35,19 @@ export interface EffectContext {
   finishOperatorRequest(): void;
 }
 
+/** A conditional store write that found the record changed since it was read: nothing was written. */
+export interface CasLost {
+  kind: 'cas_lost';
+  key: string;
+}
+
 /** The one place where decisions turn into effects: SQL, pg_ctl, store writes. Never throws: the outcome is a value. */
 export async function runAction(ctx: EffectContext, action: Action): Promise<ActionOutcome> {
   try {
     const detail = await perform(ctx, action);
+    if (typeof detail === 'object') {
+      return { type: action.type, result: 'lost_cas', key: detail.key, error: `lost the compare-and-swap on ${detail.key}: it changed since it was read; nothing written` };
+    }
     return { type: action.type, result: 'ok', detail };
   } catch (error) {
     return outcomeOf(action.type, error);
@@ -61,30 +72,50 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
 }
 
-async function acquireLeader(ctx: EffectContext): Promise<string> {
+/** Atomic create of the leader key on our session lease; undefined when another member holds it. */
+function createLeader(ctx: EffectContext): Promise<number | undefined> {
   const record: LeaderRecord = { member: ctx.config.name, ttlMs: ctx.settings().ttlMs, acquiredAt: new Date().toISOString() };
-  const revision = await ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
+  return ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
+}
+
+/** For steps that cannot go on without the lease (promotion, bootstrap): losing the race is a lost compare-and-swap of that step. */
+async function acquireLeader(ctx: EffectContext): Promise<string> {
+  const revision = await createLeader(ctx);
   if (revision === undefined) throw new LostCasError(ctx.keys.leader, 'another member took the leader lease first');
   return `leader lease acquired at revision ${revision}`;
 }
 
-/** Deletes the leader key only if it is still ours. */
+/** Deletes the leader key only if it is still ours (by its content, or by our lease when the content is damaged), at the revision read. */
 async function releaseLeader(ctx: EffectContext): Promise<boolean> {
   const current = await ctx.store.get(ctx.keys.leader);
-  if (!current || LeaderRecordSchema.parse(JSON.parse(current.value)).member !== ctx.config.name) return false;
+  if (!current) return false;
+  const parsed = parseRecord(LeaderRecordSchema, current.value);
+  const ours = parsed.ok ? parsed.value.member === ctx.config.name : current.lease === ctx.sessionLease();
+  if (!ours) return false;
   return ctx.store.delete(ctx.keys.leader, current.revision);
+}
+
+/** A stored record parsed against its schema, or an error naming its key and what is wrong. */
+function readRecord<T>(schema: z.ZodType<T>, kv: KeyValue): T {
+  const parsed = parseRecord(schema, kv.value);
+  if (!parsed.ok) throw new Error(`record ${kv.key} cannot be read: ${parsed.problem}; see \`relevo store repair\``);
+  return parsed.value;
+}
+
+/** A conditional write of a record others also write; a lost swap is returned, not thrown. */
+async function writeShared(ctx: EffectContext, key: string, value: unknown, revision: number | undefined): Promise<CasLost | undefined> {
+  const written = await writeIfUnchanged(ctx.store, key, JSON.stringify(value), revision);
+  return written === undefined ? { kind: 'cas_lost', key } : undefined;
 }
 
 /** Rewrites the history by compare-and-swap (retrying on concurrent change); `change` returns undefined to leave it. */
 async function updateHistory(ctx: EffectContext, change: (history: HistoryEntry[]) => HistoryEntry[] | undefined): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await ctx.store.get(ctx.keys.history);
-    const history = current ? HistorySchema.parse(JSON.parse(current.value)) : [];
+    const history = current ? readRecord(HistorySchema, current) : [];
     const changed = change(history);
     if (!changed) return;
-    const value = JSON.stringify(changed.slice(-100));
-    const written = current ? await ctx.store.compareAndSwap(ctx.keys.history, value, current.revision) : await ctx.store.create(ctx.keys.history, value);
-    if (written !== undefined) return;
+    if ((await writeIfUnchanged(ctx.store, ctx.keys.history, JSON.stringify(changed.slice(-100)), current?.revision)) !== undefined) return;
   }
   throw new Error('could not update the history: it kept changing');
 }
@@ -109,8 +140,17 @@ function recordSwitchPoint(ctx: EffectContext, predictedTimeline: number, timeli
   });
 }
 
+async function resetSyncRecord(ctx: EffectContext): Promise<void> {
+  const record = { leader: ctx.config.name, members: [], updatedAt: new Date().toISOString() };
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const current = await ctx.store.get(ctx.keys.sync);
+    if ((await writeShared(ctx, ctx.keys.sync, record, current?.revision)) === undefined) return;
+  }
+  throw new Error(`could not reset the sync record ${ctx.keys.sync}: it kept changing`);
+}
+
 async function promote(ctx: EffectContext, action: Extract<Action, { type: 'promote' }>): Promise<string> {
-  const { store, keys, config, local } = ctx;
+  const { config, local } = ctx;
   if (action.acquire) await acquireLeader(ctx);
   // Only once the lease is ours: a decision that is already stale cannot fence a member that leads again.
   if (action.fence) ctx.log.info({ formerPrimary: action.fence.member }, await fenceFormerPrimary(ctx, action.fence.member, action.fence.address));
@@ -123,8 +163,9 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
       lsn: action.forkLsn,
       at: new Date().toISOString(),
     });
-    // Nobody holds our acknowledged commits yet: the sync set starts empty.
-    await store.put(keys.sync, JSON.stringify({ leader: config.name, members: [], updatedAt: new Date().toISOString() }));
+    // Nobody holds our acknowledged commits yet: the sync set starts empty. We hold the lease, so we are
+    // its writer; a swap lost to a former primary still writing is retried on a fresh read.
+    await resetSyncRecord(ctx);
   } catch (error) {
     await releaseLeader(ctx).catch(() => false);
     throw error;
@@ -188,7 +229,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   }
 }
 
-async function perform(ctx: EffectContext, action: Action): Promise<string | undefined> {
+async function perform(ctx: EffectContext, action: Action): Promise<string | undefined | CasLost> {
   const { store, keys, config, local } = ctx;
   switch (action.type) {
     case 'claimInitialize': {
@@ -199,15 +240,16 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'completeInitialize': {
       const current = await store.get(keys.initialize);
       if (!current) throw new Error('the initialise key vanished');
-      const record = InitRecordSchema.parse(JSON.parse(current.value));
+      const record = readRecord(InitRecordSchema, current);
       if (record.member !== config.name) throw new Error(`member ${record.member} owns the initialisation`);
       const ok = await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: action.systemIdentifier }), current.revision);
       if (ok === undefined) throw new LostCasError(keys.initialize, 'initialise key changed concurrently');
       return `cluster system identifier ${action.systemIdentifier} recorded`;
     }
     case 'bootstrap': {
-      // Settings live in the store from the first moment so every member reads the same.
-      await store.create(keys.config, JSON.stringify(ctx.settings()));
+      // Settings live in the store from the first moment so every member reads the same
+      // (created only if absent: settings an operator wrote first are kept).
+      if ((await store.create(keys.config, JSON.stringify(ctx.settings()))) === undefined) ctx.log.info(`cluster settings already in ${keys.config}: kept`);
       let result;
       try {
         const credentials = createCredentials(config);
@@ -224,8 +266,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       // From here the cluster exists: a failure below is finished by the next cycles (completeInitialize, acquireLeader).
       const current = await store.get(keys.initialize);
       if (!current) throw new Error('the initialise key vanished during bootstrap');
-      const record = InitRecordSchema.parse(JSON.parse(current.value));
-      await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
+      const record = readRecord(InitRecordSchema, current);
+      // A lost swap leaves the identifier unrecorded: completeInitialize records it in a later cycle.
+      const recorded = await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
+      if (recorded === undefined) ctx.log.warn(`the initialise key ${keys.initialize} changed during bootstrap; the system identifier is recorded in a later cycle`);
       await acquireLeader(ctx);
       return `cluster initialised: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
     }
@@ -250,8 +294,11 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const pid = await restartPostgres(local.postmaster);
       return `PostgreSQL restarted, postmaster pid ${pid}`;
     }
-    case 'acquireLeader':
-      return acquireLeader(ctx);
+    case 'acquireLeader': {
+      // Losing the race is news for the next decision (it reads who won), not a failure.
+      const revision = await createLeader(ctx);
+      return revision === undefined ? { kind: 'cas_lost', key: keys.leader } : `leader lease acquired at revision ${revision}`;
+    }
     case 'releaseLeader':
       return (await releaseLeader(ctx)) ? `leader lease released: ${action.reason}` : undefined;
     case 'detachUpstream': {
@@ -279,7 +326,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
           ctx.log.warn({ slot, reason }, `dropped replication slot ${slot}: ${reason}`);
         }
       });
-      if (action.registry) await store.put(keys.slots, JSON.stringify(action.registry));
+      if (action.registry) {
+        const lost = await writeShared(ctx, keys.slots, action.registry, action.registryRevision);
+        if (lost) return lost;
+      }
       return action.create.length > 0 ? `created slots ${action.create.join(', ')}` : undefined;
     }
     case 'promote':
@@ -290,15 +340,14 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       await recordSwitchPoint(ctx, action.predictedTimeline, action.timeline, switchPoint.lsn);
       return `history corrected: our promotion started timeline ${action.timeline} (not ${action.predictedTimeline}) at ${switchPoint.lsn}`;
     }
-    case 'writeSyncRecord':
-      await store.put(keys.sync, JSON.stringify({ leader: config.name, members: action.members, updatedAt: new Date().toISOString() }));
-      return `synchronous set is now [${action.members.join(', ')}]`;
-    case 'writeOptime':
-      await store.put(
-        keys.optime,
-        JSON.stringify({ member: config.name, address: connectAddressOf(config), lsn: action.lsn, timeline: action.timeline, at: new Date().toISOString() }),
-      );
-      return undefined;
+    case 'writeSyncRecord': {
+      const record = { leader: config.name, members: action.members, updatedAt: new Date().toISOString() };
+      return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]`;
+    }
+    case 'writeOptime': {
+      const record = { member: config.name, address: connectAddressOf(config), lsn: action.lsn, timeline: action.timeline, at: new Date().toISOString() };
+      return writeShared(ctx, keys.optime, record, action.revision);
+    }
     case 'fenceFormerPrimary':
       return fenceFormerPrimary(ctx, action.member, action.address);
     case 'rewind': {
@@ -316,16 +365,14 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'handOver': {
       const control = await readControlData(local.binDir, local.user, local.dataDir);
       const current = await store.get(keys.failover);
-      if (current) {
-        const request = FailoverRequestSchema.parse(JSON.parse(current.value));
-        await store.compareAndSwap(keys.failover, JSON.stringify({ ...request, shutdownLsn: control.checkpointLsn }), current.revision);
-      }
+      const request = current && parseRecord(FailoverRequestSchema, current.value);
+      // Without the shutdown position (request gone, changed or damaged) the candidates are elected by the usual rules.
+      const recorded = current && request?.ok && (await store.compareAndSwap(keys.failover, JSON.stringify({ ...request.value, shutdownLsn: control.checkpointLsn }), current.revision)) !== undefined;
       await releaseLeader(ctx);
-      return `${action.reason}: shut down cleanly at ${control.checkpointLsn}, leader lease released`;
+      return `${action.reason}: shut down cleanly at ${control.checkpointLsn}, ${recorded ? 'recorded in the request' : `not recorded (the request at ${keys.failover} changed or is gone)`}, leader lease released`;
     }
     case 'clearFailoverRequest':
-      await store.delete(keys.failover);
-      return action.reason;
+      return (await store.delete(keys.failover, action.revision)) ? action.reason : { kind: 'cas_lost', key: keys.failover };
     case 'finishOperatorRequest':
       ctx.finishOperatorRequest();
       return undefined;

@@ -1,5 +1,6 @@
 import type { ClusterSettings } from '../cluster/settings.js';
-import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../cluster/types.js';
+import type { MemberStatus } from '../cluster/types.js';
+import type { ClusterView } from '../cluster/view.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import type { ActionOutcome } from './outcome.js';
@@ -15,17 +16,7 @@ export type LocalServer =
 /** The store as last read; `reachable: false` means we know nothing about the cluster. */
 export type StoreView =
   | { reachable: false; error: string }
-  | {
-      reachable: true;
-      init: InitRecord | undefined;
-      leader: (LeaderRecord & { revision: number }) | undefined;
-      members: MemberStatus[];
-      slotRegistry: SlotRegistry;
-      sync: SyncRecord | undefined;
-      history: HistoryEntry[];
-      optime: Optime | undefined;
-      failover: FailoverRequest | undefined;
-    };
+  | ({ reachable: true } & ClusterView);
 
 /** A peer's answer to GET /status, asked directly during an election. */
 export interface PeerView {

@@ -1,69 +1,12 @@
-import type { ClusterKeys } from '../cluster/keys.js';
-import { ClusterSettingsSchema, defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
-import {
-  FailoverRequestSchema,
-  HistorySchema,
-  InitRecordSchema,
-  LeaderRecordSchema,
-  MemberStatusSchema,
-  OptimeSchema,
-  SlotRegistrySchema,
-  SyncRecordSchema,
-  type MemberStatus,
-} from '../cluster/types.js';
+import { MemberStatusSchema, type MemberStatus } from '../cluster/types.js';
 import type { Credentials } from '../config/secrets.js';
 import { dataDirState, isStandbyConfigured, isUpstreamConfigured, newestHistoryTimeline, readControlData, runningPostmasterPid, type ControlData } from '../postgres/datadir.js';
 import { inspectServer } from '../postgres/inspect.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import type { KeptConnection } from '../postgres/sql.js';
-import type { KeyValue, Store } from '../store/store.js';
-import type { LocalServer, PeerView, StoreView } from './observation.js';
+import type { LocalServer, PeerView } from './observation.js';
 
-function parseJson(kv: KeyValue | undefined): unknown {
-  return kv ? JSON.parse(kv.value) : undefined;
-}
-
-export interface ClusterRead {
-  view: StoreView;
-  settings: ClusterSettings;
-}
-
-/** Reads the whole cluster subtree in one round trip. */
-export async function readCluster(store: Store, keys: ClusterKeys): Promise<ClusterRead> {
-  let entries: KeyValue[];
-  try {
-    entries = await store.list(keys.root);
-  } catch (error) {
-    return { view: { reachable: false, error: (error as Error).message }, settings: defaultClusterSettings() };
-  }
-  const byKey = new Map(entries.map((e) => [e.key, e]));
-  const members: MemberStatus[] = [];
-  for (const entry of entries) {
-    if (!entry.key.startsWith(keys.membersPrefix)) continue;
-    const parsed = MemberStatusSchema.safeParse(JSON.parse(entry.value));
-    if (parsed.success) members.push(parsed.data);
-  }
-  const leaderKv = byKey.get(keys.leader);
-  const leader = leaderKv ? { ...LeaderRecordSchema.parse(parseJson(leaderKv)), revision: leaderKv.revision } : undefined;
-  const init = byKey.has(keys.initialize) ? InitRecordSchema.parse(parseJson(byKey.get(keys.initialize))) : undefined;
-  const slotRegistry = byKey.has(keys.slots) ? SlotRegistrySchema.parse(parseJson(byKey.get(keys.slots))) : {};
-  const settings = byKey.has(keys.config) ? ClusterSettingsSchema.parse(parseJson(byKey.get(keys.config))) : defaultClusterSettings();
-  const optional = <T>(key: string, schema: { parse(value: unknown): T }): T | undefined => (byKey.has(key) ? schema.parse(parseJson(byKey.get(key))) : undefined);
-  return {
-    view: {
-      reachable: true,
-      init,
-      leader,
-      members,
-      slotRegistry,
-      sync: optional(keys.sync, SyncRecordSchema),
-      history: optional(keys.history, HistorySchema) ?? [],
-      optime: optional(keys.optime, OptimeSchema),
-      failover: optional(keys.failover, FailoverRequestSchema),
-    },
-    settings,
-  };
-}
+export { readCluster, type ClusterRead } from '../cluster/view.js';
 
 export async function observeServer(local: LocalPostgres, connection: KeptConnection, credentials: Credentials | undefined): Promise<LocalServer> {
   const postmasterPid = runningPostmasterPid(local.dataDir);

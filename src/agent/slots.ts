@@ -1,4 +1,5 @@
 import type { SlotRegistry } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { slotNameFor } from '../postgres/inspect.js';
 import type { Action } from './actions.js';
 import type { Observation } from './observation.js';
@@ -15,9 +16,12 @@ export function planSlots(
   store: Reachable,
   existing: { name: string; active: boolean }[],
 ): Extract<Action, { type: 'syncSlots' }> | undefined {
-  const present = store.members.filter((m) => m.name !== o.member.name).map((m) => m.name);
+  // A member whose record is unreadable is unknown, not gone: its slot is kept.
+  const present = [...store.members.map((m) => m.name), ...unknownMembers(store)].filter((name) => name !== o.member.name);
   const registry: SlotRegistry = {};
-  let registryChanged = false;
+  // An unreadable registry reads as empty (so nothing is dropped from it) and is replaced at its own revision.
+  const badRegistry = unreadableOf(store, 'slots');
+  let registryChanged = badRegistry !== undefined;
   for (const name of present) {
     registry[name] = { lastSeenAt: null };
     if (store.slotRegistry[name]?.lastSeenAt !== null) registryChanged = true;
@@ -42,5 +46,5 @@ export function planSlots(
   const create = present.map(slotNameFor).filter((slot) => !existingNames.has(slot));
   const dropExisting = drop.filter((d) => existingNames.has(d.slot));
   if (create.length === 0 && dropExisting.length === 0 && !registryChanged) return undefined;
-  return { type: 'syncSlots', create, drop: dropExisting, registry: registryChanged ? registry : undefined };
+  return { type: 'syncSlots', create, drop: dropExisting, registry: registryChanged ? registry : undefined, registryRevision: store.revisions.slots };
 }

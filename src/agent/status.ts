@@ -1,11 +1,19 @@
 import type { MemberStatus } from '../cluster/types.js';
+import { unreadableOf } from '../cluster/view.js';
 import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.js';
 import { lsnDistance } from '../postgres/lsn.js';
 import type { Decision } from './decide.js';
 import type { Observation } from './observation.js';
 
 /** Builds the status this agent publishes under `members/<name>`. */
-export function memberStatus(config: MemberConfig, observation: Observation, decision: Decision, paused: boolean): MemberStatus {
+export function memberStatus(
+  config: MemberConfig,
+  observation: Observation,
+  decision: Decision,
+  paused: boolean,
+  settingsGeneration: number | null = null,
+  previous?: MemberStatus,
+): MemberStatus {
   const server = observation.server;
   const inspection = server.kind === 'running' ? server.inspection : undefined;
   const store = observation.store;
@@ -28,7 +36,7 @@ export function memberStatus(config: MemberConfig, observation: Observation, dec
     lagSeconds: inspection?.lagSeconds ?? null,
     replayPaused: inspection?.replayPaused ?? false,
     streaming: inspection?.streaming ?? false,
-    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : null,
+    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : keptUpstream(observation, previous),
     slots: inspection?.slots ?? [],
     replication: inspection?.replication ?? [],
     postgresVersion: inspection?.version ?? null,
@@ -40,6 +48,19 @@ export function memberStatus(config: MemberConfig, observation: Observation, dec
     connectAddress: connectAddressOf(config),
     tags: config.tags,
     paused,
+    settingsGeneration,
     updatedAt: new Date(observation.now).toISOString(),
   };
+}
+
+/**
+ * While the leader record is unreadable we cannot tell who leads, but a
+ * standby that still streams still streams from whom it did: the primary
+ * keeps counting it as its synchronous standby rather than fall back.
+ */
+function keptUpstream(observation: Observation, previous: MemberStatus | undefined): string | null {
+  const store = observation.store;
+  const server = observation.server;
+  const streaming = server.kind === 'running' && server.inspection.inRecovery && server.inspection.streaming;
+  return streaming && store.reachable && store.leader === undefined && unreadableOf(store, 'leader') ? (previous?.upstream ?? null) : null;
 }

@@ -1,4 +1,5 @@
 import type { MemberStatus } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import type { Action } from './actions.js';
@@ -45,7 +46,8 @@ export function renderAnyStandby(members: string[]): string {
 
 /** Members other than `me` known to the cluster: present now, or kept in the slot registry (recently gone). */
 export function hasOtherMembers(me: string, store: Reachable): boolean {
-  return store.members.some((m) => m.name !== me) || Object.keys(store.slotRegistry).some((name) => name !== me);
+  const names = [...store.members.map((m) => m.name), ...unknownMembers(store), ...Object.keys(store.slotRegistry)];
+  return names.some((name) => name !== me);
 }
 
 /**
@@ -84,10 +86,61 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   const me = o.member.name;
   const settings = o.settings;
   const inEffect = inspection.synchronousStandbyNames;
+  const bad = unreadableOf(store, 'sync');
+  // Compare-and-swap on what we observed; a damaged record is replaced at its own revision.
+  const write = (members: string[]): Action => ({ type: 'writeSyncRecord', members, revision: store.revisions.sync ?? bad?.revision });
+  const lost = o.outcomes.some((r) => r.result === 'lost_cas' && r.type === 'writeSyncRecord');
+  if (bad && settings.synchronousMode === 'on') return repairSync(o, inspection, bad.problem, write);
+  const plan = planSyncFromRecord(o, store, inspection, write);
+  // The record changed between our read and our write: this cycle's plan is made on the fresh read.
+  return lost ? { ...plan, note: `${plan.note ? `${plan.note}; ` : ''}the sync record changed under our last write (lost compare-and-swap): re-read, retrying`, awaitingStandby: true } : plan;
+}
+
+/**
+ * The sync record is unreadable: nothing in it can be trusted, so
+ * synchronous_standby_names stays as it is (no commit gets a weaker
+ * guarantee) and the record is rewritten only with what is verified now:
+ * the standbys every commit waits for that have flushed past the point
+ * recorded when we started looking (or [] when commits wait for nobody).
+ */
+function repairSync(o: Observation, inspection: ServerInspection, problem: string, write: (members: string[]) => Action): SyncPlan {
+  const inEffect = inspection.synchronousStandbyNames;
+  const note = `sync record unreadable (${problem}): keeping synchronous_standby_names '${inEffect}' until its standbys are verified`;
+  const named = allMustAcknowledge(inEffect);
+  const switchLsn = o.memory.syncSwitchLsn ?? inspection.receivedLsn;
+  if (named === undefined) {
+    // Commits wait for nobody in particular ('' or any one of a list): no standby is known to hold them all.
+    return { synchronousStandbyNames: inEffect, actions: [write([])], remember: {}, note };
+  }
+  const verified = named.filter((name) => {
+    const row = inspection.replication.find((r) => r.member === name);
+    return row !== undefined && (row.syncState === 'sync' || row.syncState === 'quorum') && row.flushLsn !== null && switchLsn !== null && compareLsn(row.flushLsn, switchLsn) >= 0;
+  });
+  return {
+    synchronousStandbyNames: inEffect,
+    actions: verified.length > 0 ? [write(verified)] : [],
+    remember: { syncSwitchLsn: switchLsn ?? undefined },
+    note,
+    awaitingStandby: verified.length === 0,
+  };
+}
+
+/** The members of `FIRST n (a, b, …)` when every one of them must acknowledge (n equals their number), else undefined. */
+export function allMustAcknowledge(standbyNames: string): string[] | undefined {
+  const match = /^FIRST (\d+) \((.*)\)$/.exec(standbyNames.trim());
+  if (!match) return undefined;
+  const names = match[2]!.split(',').map((n) => n.trim().replace(/^"(.*)"$/, '$1'));
+  return Number(match[1]) === names.length && !names.includes(NO_STANDBY) ? names : undefined;
+}
+
+function planSyncFromRecord(o: Observation, store: Reachable, inspection: ServerInspection, write: (members: string[]) => Action): SyncPlan {
+  const me = o.member.name;
+  const settings = o.settings;
+  const inEffect = inspection.synchronousStandbyNames;
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   const recordIsOurs = store.sync?.leader === me;
   if (settings.synchronousMode === 'off') {
-    const actions: Action[] = record.length > 0 || !recordIsOurs ? [{ type: 'writeSyncRecord', members: [] }] : [];
+    const actions: Action[] = record.length > 0 || !recordIsOurs ? [write([])] : [];
     return { synchronousStandbyNames: actions.length > 0 ? inEffect : '', actions, remember: {}, note: undefined };
   }
   const wanted = candidatesFor(o, store, record, inspection.timeline)
@@ -96,7 +149,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   if (wanted.length === 0) {
     const since = o.memory.noSyncCandidateSince ?? o.monotonic;
     if (record.length === 0) {
-      const actions: Action[] = recordIsOurs ? [] : [{ type: 'writeSyncRecord', members: [] }];
+      const actions: Action[] = recordIsOurs ? [] : [write([])];
       const alone = !hasOtherMembers(me, store);
       // With other members around (e.g. re-pointing after a failover), commits wait for one of the
       // standbys known not to have diverged from us until the fallback timeout; a primary with no
@@ -114,7 +167,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
     if (!settings.synchronousStrict && o.monotonic - since >= settings.synchronousFallbackMs) {
       return {
         synchronousStandbyNames: inEffect,
-        actions: [{ type: 'writeSyncRecord', members: [] }],
+        actions: [write([])],
         remember: { noSyncCandidateSince: since },
         note: `no synchronous standby for ${settings.synchronousFallbackMs} ms: falling back to asynchronous replication`,
       };
@@ -129,7 +182,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   // From the first verified standby on, the promotion's provisional list is not needed any more.
   const kept = record.filter((name) => wanted.includes(name));
   if (kept.length !== record.length || !recordIsOurs) {
-    return { synchronousStandbyNames: inEffect, actions: [{ type: 'writeSyncRecord', members: kept }], remember: { noSyncCandidateSince: undefined, provisionalStandbys: [] }, note: undefined };
+    return { synchronousStandbyNames: inEffect, actions: [write(kept)], remember: { noSyncCandidateSince: undefined, provisionalStandbys: [] }, note: undefined };
   }
   const desired = renderStandbyNames(wanted);
   if (inEffect !== desired) {
@@ -148,7 +201,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   });
   return {
     synchronousStandbyNames: desired,
-    actions: ready.length > 0 ? [{ type: 'writeSyncRecord', members: [...record, ...ready] }] : [],
+    actions: ready.length > 0 ? [write([...record, ...ready])] : [],
     remember: { noSyncCandidateSince: undefined, syncSwitchLsn: switchLsn ?? undefined, provisionalStandbys: [] },
     note: undefined,
   };

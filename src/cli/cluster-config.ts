@@ -3,20 +3,19 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { ClusterSettingsSchema, defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
+import { RecordUnreadableError } from '../cluster/records.js';
+import { ClusterSettingsSchema, type ClusterSettings } from '../cluster/settings.js';
+import { readStoredSettings, writeStoredSettings, type StoredSettings } from '../cluster/settings-store.js';
 import { describeIssues } from '../config/load.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 
-interface StoredSettings {
-  settings: ClusterSettings;
-  /** 0 when the key does not exist yet. */
-  revision: number;
-}
-
 export async function readSettings(handle: ClusterHandle): Promise<StoredSettings> {
-  const kv = await handle.store.get(handle.keys.config);
-  if (!kv) return { settings: defaultClusterSettings(), revision: 0 };
-  return { settings: ClusterSettingsSchema.parse(JSON.parse(kv.value)), revision: kv.revision };
+  try {
+    return await readStoredSettings(handle.store, handle.keys);
+  } catch (error) {
+    if (error instanceof RecordUnreadableError) throw new CliError(error.message, EXIT.failure);
+    throw error;
+  }
 }
 
 function validate(candidate: unknown): ClusterSettings {
@@ -25,11 +24,11 @@ function validate(candidate: unknown): ClusterSettings {
   return result.data;
 }
 
-/** Writes only if nobody changed the settings since we read them. */
-async function writeSettings(handle: ClusterHandle, settings: ClusterSettings, revision: number): Promise<void> {
-  const value = JSON.stringify(settings);
-  const written = revision === 0 ? await handle.store.create(handle.keys.config, value) : await handle.store.compareAndSwap(handle.keys.config, value, revision);
-  if (written === undefined) throw new CliError('cluster settings changed while editing; nothing written, run the command again', EXIT.failure);
+/** Writes the next generation only if nobody changed the settings since we read them. */
+async function writeSettings(handle: ClusterHandle, settings: ClusterSettings, read: StoredSettings): Promise<void> {
+  if (!(await writeStoredSettings(handle.store, handle.keys, settings, read))) {
+    throw new CliError('cluster settings changed while editing; nothing written, run the command again', EXIT.failure);
+  }
 }
 
 /** `a.b.c=value` → sets the nested key; value parsed as YAML scalar (numbers, booleans, strings). */
@@ -58,16 +57,17 @@ export async function showSettings(handle: ClusterHandle): Promise<string> {
 }
 
 export async function setSettings(handle: ClusterHandle, assignments: string[]): Promise<ClusterSettings> {
-  const { settings, revision } = await readSettings(handle);
-  let candidate: Record<string, unknown> = settings;
+  const read = await readSettings(handle);
+  let candidate: Record<string, unknown> = read.settings;
   for (const assignment of assignments) candidate = applyAssignment(candidate, assignment);
   const validated = validate(candidate);
-  await writeSettings(handle, validated, revision);
+  await writeSettings(handle, validated, read);
   return validated;
 }
 
 export async function editSettings(handle: ClusterHandle): Promise<ClusterSettings | undefined> {
-  const { settings, revision } = await readSettings(handle);
+  const read = await readSettings(handle);
+  const settings = read.settings;
   const dir = mkdtempSync(join(tmpdir(), 'relevo-config-'));
   const file = join(dir, 'cluster.yaml');
   try {
@@ -83,7 +83,7 @@ export async function editSettings(handle: ClusterHandle): Promise<ClusterSettin
       throw new CliError(`edited settings are not valid YAML (${(error as Error).message}); nothing changed`);
     }
     const validated = validate(parsed);
-    await writeSettings(handle, validated, revision);
+    await writeSettings(handle, validated, read);
     return validated;
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,7 @@
 import { readCluster } from '../agent/observe.js';
+import { parseRecord, repairHint } from '../cluster/records.js';
 import type { MemberStatus } from '../cluster/types.js';
+import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
@@ -11,14 +13,22 @@ export interface ClusterListing {
   paused: boolean;
   members: MemberStatus[];
   routers: RouterStatus[];
+  /** Generation of the cluster settings in the store (null when that record is unreadable). */
+  settingsGeneration: number | null;
+  /** Every member published that it has applied settingsGeneration. */
+  settingsAppliedByAll: boolean;
+  /** Records in the store that fail to parse: key, revision, what is wrong, how to repair. */
+  unreadable: { key: string; revision: number; problem: string; repair: string }[];
 }
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
   const { view, settings } = await readCluster(handle.store, handle.keys);
   if (!view.reachable) throw new CliError(view.error, EXIT.failure);
-  const routers = (await handle.store.list(handle.keys.routersPrefix))
-    .map((kv) => RouterStatusSchema.safeParse(JSON.parse(kv.value)))
-    .flatMap((parsed) => (parsed.success ? [parsed.data] : []));
+  const routers = (await handle.store.list(handle.keys.routersPrefix)).flatMap((kv) => {
+    const parsed = parseRecord(RouterStatusSchema, kv.value);
+    return parsed.ok ? [parsed.value] : [];
+  });
+  const settingsGeneration = unreadableOf(view, 'config') ? null : settings.generation;
   return {
     cluster: handle.config.cluster,
     leader: view.leader?.member ?? null,
@@ -26,6 +36,9 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     paused: settings.paused,
     members: [...view.members].sort((a, b) => a.name.localeCompare(b.name)),
     routers,
+    settingsGeneration,
+    settingsAppliedByAll: settingsGeneration !== null && unknownMembers(view).length === 0 && view.members.every((m) => m.settingsGeneration === settingsGeneration),
+    unreadable: view.unreadable.map((r) => ({ key: r.key, revision: r.revision, problem: r.problem, repair: repairHint(r) })),
   };
 }
 
@@ -46,7 +59,22 @@ function renderRouters(routers: RouterStatus[]): string {
   return `\n\nRouters\n${renderTable(['Router', 'Listener', 'Address', 'Open', 'Per backend', 'Held', 'Refused', 'Bytes'], rows)}`;
 }
 
+function settingsCell(m: MemberStatus, current: number | null): string {
+  if (m.settingsGeneration === null) return '-';
+  return m.settingsGeneration === current ? String(m.settingsGeneration) : `${m.settingsGeneration} (not ${current ?? '?'})`;
+}
+
+function renderUnreadable(listing: ClusterListing): string {
+  if (listing.unreadable.length === 0) return '';
+  const lines = listing.unreadable.map((r) => `  ${r.key} (revision ${r.revision}): ${r.problem}\n    ${r.repair}`);
+  return `\n\nUnreadable records (RECORD_UNREADABLE; \`relevo store repair\` lists and fixes them)\n${lines.join('\n')}`;
+}
+
 export function renderListing(listing: ClusterListing): string {
+  const unknown = listing.unreadable.flatMap((r) => {
+    const name = r.key.match(/\/members\/([^/]+)$/)?.[1];
+    return name ? [[name, '-', 'unknown', 'RECORD UNREADABLE', '-', '-', '-', '-', '-', '-', '-']] : [];
+  });
   const rows = listing.members.map((m) => [
     m.name,
     m.connectAddress,
@@ -58,8 +86,17 @@ export function renderListing(listing: ClusterListing): string {
     formatBytes(m.lagBytes),
     m.lagSeconds === null ? '-' : m.lagSeconds.toFixed(1),
     m.role === 'primary' ? m.slots.map((s) => `${s.name}${s.active ? '' : '(inactive)'}`).join(',') || '-' : m.streaming ? 'streaming' : m.replayPaused ? 'paused' : '-',
+    settingsCell(m, listing.settingsGeneration),
   ]);
+  rows.push(...unknown);
+  rows.sort((a, b) => a[0]!.localeCompare(b[0]!));
   const paused = listing.paused ? ' — PAUSED: no automatic failover' : '';
-  const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${listing.leader ?? 'none'}${paused}`;
-  return `${header}\n${renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream'], rows)}${renderRouters(listing.routers)}`;
+  const applied =
+    listing.settingsGeneration === null
+      ? 'settings record unreadable'
+      : `settings generation ${listing.settingsGeneration}${listing.settingsAppliedByAll ? ', applied by every member' : ', NOT yet applied by every member'}`;
+  const leader = listing.leader ?? (listing.unreadable.some((r) => r.key.endsWith('/leader')) ? 'UNREADABLE (see below)' : 'none');
+  const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${leader}${paused}; ${applied}`;
+  const table = renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings'], rows);
+  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}`;
 }

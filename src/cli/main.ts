@@ -9,6 +9,7 @@ import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
+import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, switchover } from './operations.js';
 
@@ -137,6 +138,19 @@ for (const kind of ['restart', 'reinit'] as const) {
       await withCluster(options.config, async (handle) => console.log(await memberCommand(handle, kind, member)));
     });
 }
+
+program
+  .command('store')
+  .description('the coordination store')
+  .command('repair')
+  .description('list records that cannot be read (key, revision, what is wrong); with --delete or --set, fix one (only while it is unreadable, by compare-and-swap)')
+  .option(...configOption)
+  .option('--delete <key>', 'delete this unreadable record (e.g. sync, leader, members/node1, or the full key)')
+  .option('--set <key>', 'rewrite this unreadable record with --value')
+  .option('--value <json>', 'the record to write with --set, checked against its schema')
+  .action(async (options: { config?: string; delete?: string; set?: string; value?: string }) => {
+    await withCluster(options.config, async (handle) => console.log(await storeRepair(handle, options)));
+  });
 
 program
   .command('router')

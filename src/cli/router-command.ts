@@ -1,6 +1,7 @@
 import { loadMemberConfig } from '../config/load.js';
 import type { MemberConfig } from '../config/member.js';
 import { startRouter, type RouterHandle } from '../router/index.js';
+import { reportReady, superviseWorkers, workerIndex, workerSettings } from '../router/workers.js';
 import type { Store } from '../store/store.js';
 import { createLogger } from '../util/log.js';
 import { configPath } from './context.js';
@@ -17,14 +18,26 @@ export async function startEmbeddedRouter(config: MemberConfig, store: Store): P
   return startRouter({ ...routerOptionsOf(config), store, logger });
 }
 
-/** `relevo router`: the router as its own process, until SIGTERM/SIGINT. */
+/** `relevo router`: the router as its own process (or `workers` processes), until SIGTERM/SIGINT. */
 export async function runRouter(options: { config?: string }): Promise<void> {
   const config = loadMemberConfig(configPath(options.config));
-  const logger = createLogger(config.log.level, { cluster: config.cluster, component: 'router' });
-  const router = await startRouter({ ...routerOptionsOf(config), store: config.store, logger });
-  logger.info({ ...router.addresses }, 'relevo router started');
+  const index = workerIndex();
+  const logger = createLogger(config.log.level, { cluster: config.cluster, component: 'router', ...(index ? { worker: String(index) } : {}) });
+  const settings = routerOptionsOf(config);
+  const workers = settings.workers ?? 1;
+  let stopRouter: () => Promise<void>;
+  if (workers > 1 && index === 0) {
+    const supervisor = await superviseWorkers(workers, logger);
+    logger.info({ workers, addresses: supervisor.addresses }, 'relevo router started');
+    stopRouter = () => supervisor.stop();
+  } else {
+    const router = await startRouter({ ...workerSettings(settings, index), store: config.store, logger });
+    if (index > 0) reportReady(router.addresses);
+    else logger.info({ ...router.addresses }, 'relevo router started');
+    stopRouter = () => router.stop();
+  }
   await new Promise<void>((resolve) => {
-    const stop = () => void router.stop().then(resolve);
+    const stop = () => void stopRouter().then(resolve);
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });

@@ -1,8 +1,9 @@
-import { readCluster } from '../agent/observe.js';
+import { readCluster } from './view.js';
+import { RecordUnreadableError, type RecordKind } from './records.js';
 import { candidateOf, eligibility } from '../agent/election.js';
 import type { Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
-import { ClusterSettingsSchema, defaultClusterSettings } from './settings.js';
+import { readStoredSettings, writeStoredSettings } from './settings-store.js';
 import type { FailoverRequest, HistoryEntry, MemberStatus } from './types.js';
 
 /**
@@ -18,9 +19,12 @@ export class OperationError extends Error {
   }
 }
 
-async function reachableView(store: Store, keys: ClusterKeys) {
+/** The cluster as read; `needs`: records the operation decides on, which must be readable (never taken as absent). */
+async function reachableView(store: Store, keys: ClusterKeys, needs: RecordKind[] = []) {
   const { view, settings } = await readCluster(store, keys);
   if (!view.reachable) throw new Error(view.error);
+  const bad = view.unreadable.find((r) => needs.includes(r.kind));
+  if (bad) throw new RecordUnreadableError(bad);
   return { view, settings };
 }
 
@@ -38,7 +42,7 @@ export interface SwitchoverOptions {
 }
 
 export async function requestSwitchover(store: Store, keys: ClusterKeys, options: SwitchoverOptions): Promise<FailoverRequest> {
-  const { view, settings } = await reachableView(store, keys);
+  const { view, settings } = await reachableView(store, keys, ['leader', 'config', 'failover']);
   if (settings.paused) throw new OperationError('the cluster is paused: run `relevo resume` first');
   const leader = view.leader?.member;
   if (!leader) throw new OperationError('no primary holds the leader lease: a switchover needs a running primary (use `relevo failover --to M`)');
@@ -72,7 +76,7 @@ export async function requestSwitchover(store: Store, keys: ClusterKeys, options
  * acknowledged commits unless forced.
  */
 export async function requestFailover(store: Store, keys: ClusterKeys, to: string, force: boolean): Promise<FailoverRequest> {
-  const { view, settings } = await reachableView(store, keys);
+  const { view, settings } = await reachableView(store, keys, ['leader', 'config', 'failover', 'sync', 'history', 'optime']);
   const leader = view.leader?.member;
   if (leader) return requestSwitchover(store, keys, { to });
   const candidate = streamingReplica(view.members, to, leader);
@@ -85,16 +89,13 @@ export async function requestFailover(store: Store, keys: ClusterKeys, to: strin
 }
 
 export async function setPaused(store: Store, keys: ClusterKeys, paused: boolean): Promise<void> {
-  const kv = await store.get(keys.config);
-  const settings = kv ? ClusterSettingsSchema.parse(JSON.parse(kv.value)) : defaultClusterSettings();
-  if (settings.paused === paused) throw new OperationError(paused ? 'the cluster is already paused' : 'the cluster is not paused');
-  const value = JSON.stringify({ ...settings, paused });
-  const written = kv ? await store.compareAndSwap(keys.config, value, kv.revision) : await store.create(keys.config, value);
-  if (written === undefined) throw new OperationError('cluster settings changed concurrently; nothing written, try again');
+  const read = await readStoredSettings(store, keys);
+  if (read.settings.paused === paused) throw new OperationError(paused ? 'the cluster is already paused' : 'the cluster is not paused');
+  if (!(await writeStoredSettings(store, keys, { ...read.settings, paused }, read))) throw new OperationError('cluster settings changed concurrently; nothing written, try again');
 }
 
 export async function readHistory(store: Store, keys: ClusterKeys): Promise<HistoryEntry[]> {
-  const { view } = await reachableView(store, keys);
+  const { view } = await reachableView(store, keys, ['history']);
   return view.history;
 }
 

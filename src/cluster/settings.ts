@@ -47,6 +47,12 @@ export const ClusterSettingsSchema = z
       .default({}),
     /** Networks allowed to connect (pg_hba address field), always with scram-sha-256. */
     allowedNetworks: z.array(z.string().min(1)).min(1).default(['samenet', '::1/128']),
+    /**
+     * Raised by one at every change of these settings (by the writer, never by hand);
+     * each member publishes the generation it has applied, so `relevo list` shows
+     * whether every member runs with the current settings.
+     */
+    generation: z.number().int().min(0).default(0),
   })
   .strict()
   .refine((s) => s.ttlMs - s.fenceMarginMs >= s.loopWaitMs, {

@@ -80,6 +80,8 @@ export const MemberStatusSchema = z.object({
   connectAddress: z.string(),
   tags: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   paused: z.boolean(),
+  /** Generation of the cluster settings this agent has applied (ran a whole cycle with); null before its first. */
+  settingsGeneration: z.number().int().nullable().default(null),
   updatedAt: z.string(),
 });
 export type MemberStatus = z.infer<typeof MemberStatusSchema>;

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import type { z } from 'zod';
+import { describeIssues } from '../util/issues.js';
 import { MemberConfigSchema, type MemberConfig } from './member.js';
+
+export { describeIssues };
 
 /** A configuration problem the operator can fix: names the file, the key, the value and what is expected. */
 export class ConfigError extends Error {
@@ -13,33 +15,6 @@ export class ConfigError extends Error {
     super(`invalid configuration ${file}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'ConfigError';
   }
-}
-
-function describeValue(value: unknown): string {
-  if (value === undefined) return 'missing';
-  const text = JSON.stringify(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
-
-function valueAt(root: unknown, path: PropertyKey[]): unknown {
-  let node: unknown = root;
-  for (const part of path) {
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<PropertyKey, unknown>)[part];
-  }
-  return node;
-}
-
-/** Turns zod issues into lines like `postgres.port: got "abc", expected number`. */
-export function describeIssues(input: unknown, error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
-    const path = issue.path.map(String).join('.') || '(top level)';
-    if (issue.code === 'unrecognized_keys') {
-      return `${path}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}; remove or correct them`;
-    }
-    const got = describeValue(valueAt(input, issue.path));
-    return `${path}: got ${got}; ${issue.message}`;
-  });
 }
 
 export function parseMemberConfig(text: string, file: string): MemberConfig {

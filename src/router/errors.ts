@@ -100,6 +100,26 @@ export const closures = {
     message: `${PREFIX}the router is shutting down`,
     hint: 'Reconnect through another router or retry shortly.',
   }),
+  'session-transaction-lost': (c: { member: string }) => ({
+    code: '57P01',
+    message: `${PREFIX}the transaction was lost: ${c.member} stopped being the primary while it was open; it was rolled back`,
+    hint: 'This session is still usable and now runs on the new primary: retry the transaction. If the lost statement was COMMIT, check whether its effect is there before retrying.',
+  }),
+  'session-open-transaction': (c: { member: string; timeoutMs: number }) => ({
+    code: '57P01',
+    message: `${PREFIX}terminating session: a transaction was still open ${seconds(c.timeoutMs)} after a planned switchover from ${c.member} began, and an open transaction cannot move to the new primary`,
+    hint: 'Reconnect and retry the transaction; keep transactions shorter than the router\'s drainMs to have sessions carried over.',
+  }),
+  'session-cannot-move': (c: { member: string; what: string }) => ({
+    code: '57P01',
+    message: `${PREFIX}terminating session: it cannot move from ${c.member} to the new primary because ${c.what}`,
+    hint: 'Reconnect; temporary tables, advisory locks, LISTEN and WITH HOLD cursors live in one server session and do not survive a switchover.',
+  }),
+  'session-restore-failed': (c: { member: string; error: string }) => ({
+    code: '57P01',
+    message: `${PREFIX}terminating session: could not restore its settings or prepared statements on ${c.member}: ${c.error}`,
+    hint: 'Reconnect.',
+  }),
 } as const;
 
 export type RefusalCode = keyof typeof refusals;

@@ -9,6 +9,10 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { refusal, type ClosureCode, type Refusal, type RefusalCode } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, errorResponse, parseStartupPacket, type ErrorFields, type StartupPacket } from './protocol.js';
 import { Relay, adoptClient, connectBackend, type Endpoint, type OpeningKind } from './relay.js';
+import { Session, type SessionContext } from './session.js';
+import type { ScramVerifier } from './scram.js';
+import type { ServerPool } from './pool.js';
+import type { SecureContext } from 'node:tls';
 import type { Backend, Decision } from './view.js';
 
 export type ListenerRole = 'rw' | 'ro';
@@ -24,13 +28,21 @@ export interface ListenerTimeouts {
 
 /** What a listener needs from the router. */
 export interface ListenerContext {
-  decide(role: ListenerRole): Decision;
+  decide(role: ListenerRole, acceptPromoting?: boolean): Decision;
   /** Backends a CancelRequest should go to (the session's backend when its key is known). */
   cancelTargets(role: ListenerRole, pid: number, secret: number): Backend[];
   registerKey(relay: Relay, pid: number, secret: number): void;
   unregisterKey(relay: Relay): void;
   timeouts: ListenerTimeouts;
   now(): number;
+  /** Present when this listener runs in session mode. */
+  session?: {
+    verifier(user: string): ScramVerifier | undefined;
+    tls: SecureContext | undefined;
+    /** CancelRequest with a key the router issued to one of its sessions. */
+    cancel(pid: number, secret: number): void;
+    pool: ServerPool | undefined;
+  };
 }
 
 /** Bytes a client may send before it gets any answer; PostgreSQL clients send one packet. */
@@ -66,6 +78,10 @@ export interface ListenerCounters {
 export class Listener {
   private server: Server | undefined;
   readonly relays = new Set<Relay>();
+  /** Session-mode sessions (session mode only). */
+  readonly sessions = new Set<Session>();
+  /** Members a session is trying before they published their promotion. */
+  private readonly scouts = new Set<string>();
   private readonly held = new Set<Pending>();
   private readonly connecting = new Set<Pending>();
   private readonly starting = new Set<Pending>();
@@ -88,7 +104,12 @@ export class Listener {
 
   listen(host: string, port: number): Promise<void> {
     // pauseOnConnect: nothing is read before adoptClient() re-wraps the socket.
-    const server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(adoptClient(socket)));
+    const server = this.ctx.session
+      ? createServer({ noDelay: true }, (socket) => {
+          this.counters.accepted += 1;
+          new Session(socket, this.sessionContext());
+        })
+      : createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(adoptClient(socket)));
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -102,23 +123,61 @@ export class Listener {
   }
 
   get heldCount(): number {
-    return this.held.size;
+    let n = this.held.size;
+    for (const s of this.sessions) if (s.waitingForServer) n += 1;
+    return n;
   }
 
   get openCount(): number {
-    return this.relays.size + this.connecting.size;
+    return this.relays.size + this.connecting.size + this.sessions.size;
   }
 
   get bytesFromClients(): number {
     let n = this.counters.closedBytesFromClients;
     for (const r of this.relays) n += r.bytesFromClient;
+    for (const s of this.sessions) n += s.bytesFromClient;
     return n;
   }
 
   get bytesToClients(): number {
     let n = this.counters.closedBytesToClients;
     for (const r of this.relays) n += r.bytesToClient;
+    for (const s of this.sessions) n += s.bytesToClient;
     return n;
+  }
+
+  private sessionContext(): SessionContext {
+    const support = this.ctx.session!;
+    return {
+      decide: () => this.ctx.decide(this.role, true),
+      verifier: (user) => support.verifier(user),
+      tls: support.tls,
+      timeouts: this.ctx.timeouts,
+      now: () => this.ctx.now(),
+      cancel: (pid, secret) => support.cancel(pid, secret),
+      register: (s) => this.sessions.add(s),
+      unregister: (s) => {
+        if (!this.sessions.delete(s)) return;
+        this.counters.closedBytesFromClients += s.bytesFromClient;
+        this.counters.closedBytesToClients += s.bytesToClient;
+        if (s.closedBy && !s.closedBy.startsWith('client-') && s.closedBy !== 'cancel') {
+          this.counters.closed.set(s.closedBy, (this.counters.closed.get(s.closedBy) ?? 0) + 1);
+        }
+      },
+      attached: (_s, member, delta) => this.bump(member, delta),
+      refused: (code) => this.counters.refused.set(code, (this.counters.refused.get(code) ?? 0) + 1),
+      held: () => {
+        this.counters.heldTotal += 1;
+      },
+      pool: support.pool,
+      scouting: (member) => this.scouts.has(member),
+      scout: (member, active, through) => {
+        if (active) this.scouts.add(member);
+        else this.scouts.delete(member);
+        // The scout got through: the others may follow now (else the scout tries again itself).
+        if (through) setImmediate(() => this.reevaluateHeld());
+      },
+    };
   }
 
   private accept(client: Endpoint): void {
@@ -199,6 +258,7 @@ export class Listener {
   /** The view changed: held clients may go now, or must be refused. */
   reevaluateHeld(): void {
     for (const p of [...this.held]) this.proceed(p);
+    for (const s of [...this.sessions]) if (s.waitingForServer) s.tryAttach();
   }
 
   private unhold(p: Pending): void {
@@ -378,6 +438,7 @@ export class Listener {
     for (const p of [...this.held, ...this.starting]) this.refuse(p, refusal('router-stopping'));
     for (const p of [...this.connecting]) this.onGone(p);
     this.closeWhere(() => true, fields, 'router-stopping');
+    for (const s of [...this.sessions]) s.close(fields, 'router-stopping');
     await stopped;
   }
 }

@@ -52,12 +52,62 @@ export const RouterSettingsSchema = z
       })
       .strict()
       .default({ startupMs: 10_000, connectMs: 3_000, holdMs: 30_000, drainMs: 5_000, refreshMs: 1_000, defaultTtlMs: 10_000 }),
+    /**
+     * How each listener handles sessions: 'relay' passes bytes through end to end
+     * (the server authenticates the client); 'session' terminates the protocol in
+     * the router so sessions survive a switchover (docs/router.md, Session mode).
+     */
+    mode: z
+      .object({
+        readWrite: z.enum(['relay', 'session']).default('relay'),
+        readOnly: z.enum(['relay', 'session']).default('relay'),
+      })
+      .strict()
+      .default({ readWrite: 'relay', readOnly: 'relay' }),
+    /** Session mode settings; required when a listener is in session mode. */
+    session: z
+      .object({
+        /** File (mode 0600) of "role" "SCRAM-SHA-256$..." lines: the pg_authid verifiers clients authenticate against. */
+        verifiersFile: z.string().startsWith('/', 'expected an absolute path'),
+        /** The router's own certificate for clients that ask for TLS; null = clients get plaintext. */
+        tls: z
+          .object({ certFile: z.string().startsWith('/'), keyFile: z.string().startsWith('/') })
+          .strict()
+          .nullable()
+          .default(null),
+        /**
+         * Session pooling: a client's server session is reset (DISCARD ALL) and kept for the
+         * next client when it leaves. `size`: server sessions per member, role, database and
+         * startup parameters; `idleMs`: an unused one is closed after this. null = no pooling.
+         */
+        pool: z
+          .object({ size: z.number().int().min(1).max(10_000), idleMs: z.number().int().min(1_000).default(60_000) })
+          .strict()
+          .nullable()
+          .default(null),
+      })
+      .strict()
+      .nullable()
+      .default(null),
+    /**
+     * Router processes sharing the listeners (`relevo router` only; an embedded
+     * router is always one). Each is a full router with its own status key.
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     /** host:port of the Prometheus endpoint (GET /metrics, GET /stats); null = none. */
     metrics: address.nullable().default(null),
     /** How often statistics are published to the store under routers/<name>. */
     publishIntervalMs: z.number().int().min(500).default(5_000),
   })
   .strict();
+
+/** Cross-field checks (kept out of the schema: the member file embeds it with .omit(), which refinements forbid). */
+export function settingsProblem(s: RouterSettings): string | undefined {
+  if (s.session === null && (s.mode.readWrite === 'session' || s.mode.readOnly === 'session')) {
+    return 'router: a listener in session mode needs session.verifiersFile';
+  }
+  return undefined;
+}
 
 export type RouterSettings = z.infer<typeof RouterSettingsSchema>;
 export type RouterSettingsInput = z.input<typeof RouterSettingsSchema>;

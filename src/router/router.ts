@@ -22,8 +22,12 @@ import type { KeyValue, LeaseId, Store, Watch, WatchEvent } from '../store/store
 import { closure } from './errors.js';
 import { Listener, type ListenerContext, type ListenerRole } from './listener.js';
 import { createRegistry, serveMetrics } from './metrics.js';
-import { RouterSettingsSchema, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
+import { RouterSettingsSchema, settingsProblem, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
 import type { Relay } from './relay.js';
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
+import { VerifierFile } from './verifiers.js';
+import { ServerPool } from './pool.js';
 import type { RouterStatus, ListenerStats } from './status.js';
 import {
   parseAddress,
@@ -57,6 +61,8 @@ function isStore(s: Store | StoreConfig): s is Store {
 export async function startRouter(options: RouterOptions): Promise<RouterHandle> {
   const { store: storeOption, logger, ...rest } = options;
   const settings = RouterSettingsSchema.parse(rest);
+  const problem = settingsProblem(settings);
+  if (problem) throw new Error(problem);
   const ownsStore = !isStore(storeOption);
   const store = isStore(storeOption) ? storeOption : await openStore(storeOption);
   const router = new Router(settings, store, logger ?? silent, ownsStore);
@@ -98,6 +104,8 @@ class Router {
   private readonly keyOwners = new Map<string, Relay>();
   private readonly relayKeys = new Map<Relay, string>();
   private metricsServer: Server | undefined;
+  /** Session mode's server pool, when pooling is on. */
+  private pool: ServerPool | undefined;
   private metricsUrl: string | null = null;
   private lease: LeaseId | undefined;
   private stopped = false;
@@ -126,7 +134,7 @@ class Router {
 
   async start(): Promise<void> {
     const ctx: ListenerContext = {
-      decide: (role) => this.decide(role),
+      decide: (role, acceptPromoting) => this.decide(role, acceptPromoting),
       cancelTargets: (role, pid, secret) => this.cancelTargets(role, pid, secret),
       registerKey: (relay, pid, secret) => {
         const key = `${pid}:${secret}`;
@@ -142,6 +150,7 @@ class Router {
       timeouts: this.settings.timeouts,
       now: () => this.now(),
     };
+    const sessionSupport = this.sessionSupport();
     // Read the store before listening so the first clients meet a real view.
     await this.startWatch();
     await this.refresh();
@@ -150,7 +159,8 @@ class Router {
       if (address === null) continue;
       const parsed = parseAddress(address, true);
       if (!parsed) throw new Error(`router: bad listen address "${address}"`);
-      const listener = new Listener(role, ctx);
+      const mode = role === 'rw' ? this.settings.mode.readWrite : this.settings.mode.readOnly;
+      const listener = new Listener(role, mode === 'session' ? { ...ctx, session: sessionSupport } : ctx);
       await listener.listen(parsed.host, parsed.port);
       this.listeners.push(listener);
       if (role === 'rw') this.addresses.readWrite = listener.address;
@@ -176,6 +186,25 @@ class Router {
     every(Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2))), () => this.apply());
     every(this.settings.publishIntervalMs, () => void this.publish());
     void this.publish();
+  }
+
+  /** Verifiers, TLS and cancel routing for listeners in session mode (read once at start; the verifier file is re-read when it changes). */
+  private sessionSupport(): ListenerContext['session'] {
+    const s = this.settings.session;
+    if (!s) return undefined;
+    const verifiers = new VerifierFile(s.verifiersFile);
+    const tls = s.tls ? createSecureContext({ cert: readFileSync(s.tls.certFile), key: readFileSync(s.tls.keyFile) }) : undefined;
+    this.pool = s.pool ? new ServerPool(s.pool.size, s.pool.idleMs) : undefined;
+    return {
+      pool: this.pool,
+      verifier: (user) => verifiers.get(user),
+      tls,
+      cancel: (pid, secret) => {
+        for (const l of this.listeners) {
+          for (const session of l.sessions) if (session.key.pid === pid && session.key.secret === secret) session.cancel();
+        }
+      },
+    };
   }
 
   // ---- reading the store -------------------------------------------------
@@ -323,7 +352,10 @@ class Router {
       for (const l of this.listeners) {
         n += l.closeWhere((r) => r.primary && r.target.member === previous, fields, reason);
         l.rerouteConnecting(previous);
+        // Session mode: the session stays, only its server session goes (idle ones notice nothing).
+        for (const s of l.sessions) if (s.primary && s.target?.member === previous) s.leaveServer();
       }
+      this.pool?.drop(previous);
       this.log.warn({ from: previous, to: primary ?? null, closed: n, reason }, 'primary changed: closed its sessions');
     }
     this.appliedPrimary = primary;
@@ -332,6 +364,8 @@ class Router {
     if (switchover !== this.appliedSwitchover) {
       this.appliedSwitchover = switchover;
       const from = snapshot.failover?.from ?? previous ?? '?';
+      // Pooled server sessions on the old primary are not reused any more.
+      if (switchover && previous !== undefined) this.pool?.drop(previous);
       for (const l of this.listeners) {
         for (const r of l.relays) {
           if (!r.primary) continue;
@@ -348,6 +382,12 @@ class Router {
             r.cancelDrain();
           }
         }
+        for (const s of l.sessions) {
+          if (!s.primary) continue;
+          const { drainMs } = this.settings.timeouts;
+          if (switchover) s.beginMove(drainMs, closure('session-open-transaction', { member: s.target?.member ?? from, timeoutMs: drainMs }));
+          else s.cancelMove();
+        }
       }
       this.log.info({ from, switchover }, switchover ? 'switchover: holding new read-write connections' : 'switchover over');
     }
@@ -357,12 +397,13 @@ class Router {
       for (const l of this.listeners) {
         if (l.role !== 'ro') continue;
         l.closeWhere((r) => !r.primary && r.target.member === primary, closure('not-replica', { member: primary }), 'not-replica');
+        for (const s of l.sessions) if (!s.primary && s.target?.member === primary) s.leaveServer();
       }
     }
     for (const l of this.listeners) l.reevaluateHeld();
   }
 
-  private decide(role: ListenerRole): Decision {
+  private decide(role: ListenerRole, acceptPromoting = false): Decision {
     const listener = this.listeners.find((l) => l.role === role);
     const input = {
       snapshot: this.snapshot(),
@@ -370,6 +411,7 @@ class Router {
       now: this.now(),
       lastStoreReadAt: this.lastReadAt,
       connections: listener?.perMember ?? new Map<string, number>(),
+      acceptPromoting,
     };
     return role === 'rw' ? pickReadWrite(input) : pickReadOnly(input);
   }
@@ -439,6 +481,7 @@ class Router {
     this.timers = [];
     const bye = closure('router-stopping');
     await Promise.all(this.listeners.map((l) => l.close(bye)));
+    this.pool?.drop();
     if (this.metricsServer) {
       const server = this.metricsServer;
       server.closeAllConnections();

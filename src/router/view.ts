@@ -38,7 +38,14 @@ export interface Backend {
 }
 
 export type Decision =
-  | { action: 'route'; backend: Backend; /** routed to the primary (RW, or RO fallback) */ primary: boolean }
+  | {
+      action: 'route';
+      backend: Backend;
+      /** routed to the primary (RW, or RO fallback) */
+      primary: boolean;
+      /** The lease holder has not published that it is primary yet: the caller must check it takes writes. */
+      promoting?: true;
+    }
   | { action: 'hold'; reason: string }
   | { action: 'refuse'; refusal: Refusal };
 
@@ -50,6 +57,12 @@ export interface ViewInput {
   lastStoreReadAt: number | undefined;
   /** Open connections per member on the listener being decided for. */
   connections: ReadonlyMap<string, number>;
+  /**
+   * The caller can see for itself whether a server takes writes (session
+   * mode: the in_hot_standby parameter), so the lease holder may be tried
+   * before it has published that its promotion finished.
+   */
+  acceptPromoting?: boolean;
 }
 
 /** Parses "host:port" or "[v6]:port"; undefined when malformed. Port 0 only for listening. */
@@ -113,14 +126,15 @@ export function pickReadWrite(input: ViewInput): Decision {
   const member = snapshot.members.get(leader.member);
   // The lease moves before the new primary finishes promotion: wait for it rather than fail.
   if (!member) return { action: 'hold', reason: `leader ${leader.member} has not published its status yet` };
-  if (member.role !== 'primary') {
+  const promoting = member.role !== 'primary';
+  if (promoting && !input.acceptPromoting) {
     return { action: 'hold', reason: `leader ${leader.member} is ${member.role}, waiting for promotion` };
   }
   const backend = backendOf(member);
   if (!backend) {
     return { action: 'refuse', refusal: refusal('bad-address', { member: member.name, address: member.connectAddress }) };
   }
-  return { action: 'route', backend, primary: true };
+  return promoting ? { action: 'route', backend, primary: true, promoting: true } : { action: 'route', backend, primary: true };
 }
 
 export interface Exclusion {

@@ -110,3 +110,13 @@ export interface Store {
   /** Releases connections and timers. Leases are not revoked. */
   close(): Promise<void>;
 }
+
+/**
+ * The conditional write every shared record goes through: a compare-and-swap
+ * on the revision the writer read, or an atomic create when it read no key.
+ * Returns the new revision, or undefined when the record changed meanwhile
+ * (nothing written): the caller re-reads and decides again.
+ */
+export function writeIfUnchanged(store: Store, key: string, value: string, revision: number | undefined, options?: WriteOptions): Promise<number | undefined> {
+  return revision === undefined ? store.create(key, value, options) : store.compareAndSwap(key, value, revision, options);
+}

@@ -267,6 +267,8 @@ function contract(backend: Backend): void {
     await store.put(`${p}plain`, 'stays');
     assert.equal((await store.get(`${p}a`))?.lease, lease);
     assert.equal((await store.get(`${p}plain`))?.lease, undefined);
+    // list reports leases too: an agent tells a damaged leader key on its own lease from another member's by it.
+    assert.deepEqual((await store.list(p)).map((kv) => kv.lease), [lease, lease, undefined]);
     await waitFor('leased keys to vanish', async () => (await store.list(p)).length === 1, backend.ttlMs + backend.expiryGraceMs);
     const lived = Date.now() - granted;
     // Backends may round the TTL up, never down (a little slack for the clock read before the grant).

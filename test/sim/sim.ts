@@ -506,7 +506,23 @@ export class World {
       history: value<HistoryEntry[]>(KEYS.history) ?? [],
       optime: value<Optime>(KEYS.optime),
       failover: value<FailoverRequest>(KEYS.failover),
+      revisions: {
+        leader: leader?.revision,
+        sync: this.store.get(KEYS.sync)?.revision,
+        history: this.store.get(KEYS.history)?.revision,
+        optime: this.store.get(KEYS.optime)?.revision,
+        failover: this.store.get(KEYS.failover)?.revision,
+        slots: this.store.get(KEYS.slots)?.revision,
+        initialize: this.store.get(KEYS.init)?.revision,
+      },
+      unreadable: [],
     };
+  }
+
+  /** A compare-and-swap at the observed revision, or an atomic create when the record was absent. */
+  private writeShared(name: string, key: string, value: unknown, revision: number | undefined): void {
+    const written = this.storeCall(name, () => (revision === undefined ? this.store.create(key, value) : this.store.cas(key, value, revision)));
+    if (written === undefined) throw new LostCas(key, `${key} changed since it was read`);
   }
 
   private observe(agent: Agent, leaseError: string | undefined): Observation {
@@ -743,7 +759,7 @@ export class World {
         this.requireRunning(pg);
         for (const slot of action.create) pg.slots.add(slot);
         for (const { slot } of action.drop) pg.slots.delete(slot);
-        if (action.registry) this.storeCall(name, () => this.store.put(KEYS.slots, action.registry));
+        if (action.registry) this.writeShared(name, KEYS.slots, action.registry, action.registryRevision);
         return;
       case 'promote': {
         if (action.acquire) this.acquireLeader(agent);
@@ -794,12 +810,10 @@ export class World {
         return;
       }
       case 'writeSyncRecord':
-        this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }));
+        this.writeShared(name, KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }, action.revision);
         return;
       case 'writeOptime':
-        this.storeCall(name, () =>
-          this.store.put(KEYS.optime, { member: name, address: `${name}:5432`, lsn: action.lsn, timeline: action.timeline, at: new Date(this.wallClock(name)).toISOString() }),
-        );
+        this.writeShared(name, KEYS.optime, { member: name, address: `${name}:5432`, lsn: action.lsn, timeline: action.timeline, at: new Date(this.wallClock(name)).toISOString() }, action.revision);
         return;
       case 'fenceFormerPrimary':
         this.fence(name, action.member);
@@ -843,7 +857,7 @@ export class World {
         return;
       }
       case 'clearFailoverRequest':
-        this.storeCall(name, () => this.store.delete(KEYS.failover));
+        if (!this.storeCall(name, () => this.store.delete(KEYS.failover, action.revision))) throw new LostCas(KEYS.failover, 'the request changed since it was read');
         return;
       case 'finishOperatorRequest':
         agent.operatorRequest = undefined;

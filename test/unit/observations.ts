@@ -30,6 +30,7 @@ export function member(name: string, overrides: Partial<MemberStatus> = {}): Mem
     connectAddress: `127.0.0.1:54${name.charCodeAt(0)}`,
     tags: { nofailover: false, priority: 100 },
     paused: false,
+    settingsGeneration: 0,
     updatedAt: '2026-01-01T00:00:00Z',
     ...overrides,
   };
@@ -72,6 +73,8 @@ export function storeView(overrides: Partial<Reachable> = {}): Reachable {
     history: [],
     optime: { member: 'a', address: '127.0.0.1:5497', lsn: '0/5000000', timeline: 1, at: '2026-01-01T00:00:00Z' },
     failover: undefined,
+    revisions: { leader: 7, sync: 8, optime: 9 },
+    unreadable: [],
     ...overrides,
   };
 }

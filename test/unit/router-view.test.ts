@@ -86,9 +86,14 @@ describe('pickReadWrite', () => {
     // Lease moved to b but b still reports replica: keep holding.
     const leaderB = { ...leaderA, member: 'b' };
     assert.equal(pickReadWrite(input(snapshot(cluster, leaderB, failover))).action, 'hold');
+    // ...unless the caller can check writability itself (session mode): then try b, marked as promoting.
+    const early = pickReadWrite(input(snapshot(cluster, leaderB, failover), { acceptPromoting: true }));
+    assert.ok(early.action === 'route' && early.backend.member === 'b' && early.promoting === true);
+    // Never the old primary, even so.
+    assert.equal(pickReadWrite(input(snapshot(cluster, leaderA, failover), { acceptPromoting: true })).action, 'hold');
     const promoted = [member('a', { role: 'replica' }), member('b', { role: 'primary' }), member('c')];
     const d = pickReadWrite(input(snapshot(promoted, leaderB, failover)));
-    assert.ok(d.action === 'route' && d.backend.member === 'b');
+    assert.ok(d.action === 'route' && d.backend.member === 'b' && d.promoting === undefined);
   });
 
   it('treats a switchover with no target as done once anyone but the old primary leads', () => {

@@ -21,13 +21,13 @@ describe('synchronous standby planning: the sync record only ever lists members 
     const behind = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/4FFFFFF')] }), memory);
     assert.deepEqual(behind.actions, [], 'not yet flushed past the switch point');
     const caughtUp = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000')] }), memory);
-    assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'] }]);
+    assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'], revision: 8 }]);
   });
 
   it('shrinks the record first, synchronous_standby_names only afterwards', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c')] });
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']) }));
-    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
     assert.equal(step.synchronousStandbyNames, renderStandbyNames(['b']), 'unchanged in the same cycle');
   });
 
@@ -39,7 +39,7 @@ describe('synchronous standby planning: the sync record only ever lists members 
     assert.deepEqual(waiting.actions, []);
     const settings = defaultClusterSettings();
     const late = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 100_000 - settings.synchronousFallbackMs });
-    assert.deepEqual(late.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(late.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
     const strict = plan(store, inspection, { ...freshMemory(), noSyncCandidateSince: 0 }, { ...settings, synchronousStrict: true });
     assert.deepEqual(strict.actions, [], 'strict never falls back');
     assert.equal(strict.synchronousStandbyNames, renderStandbyNames(['b']));
@@ -74,6 +74,6 @@ describe('synchronous standby planning: the sync record only ever lists members 
 
   it('asynchronous mode empties the record and the names', () => {
     const d = plan(storeView(), primary({ synchronousStandbyNames: renderStandbyNames(['b']) }), freshMemory(), { ...defaultClusterSettings(), synchronousMode: 'off' });
-    assert.deepEqual(d.actions, [{ type: 'writeSyncRecord', members: [] }]);
+    assert.deepEqual(d.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
   });
 });

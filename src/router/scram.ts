@@ -1,0 +1,139 @@
+/**
+ * SCRAM-SHA-256 (RFC 5802/7677) as the session-mode router needs it, both
+ * ways and without a clear password anywhere:
+ *
+ * - as a server, it checks a client's proof against the role's verifier
+ *   (StoredKey/ServerKey, exactly what PostgreSQL keeps in pg_authid) and, in
+ *   doing so, learns the client's ClientKey (proof XOR ClientSignature);
+ * - as a client, it logs in to a PostgreSQL server *as that same role* with
+ *   the ClientKey: the server's verifier has the same salt and iteration
+ *   count, so a proof built from the ClientKey is valid. The ClientKey lives
+ *   only in the router's memory for the life of the client session.
+ *
+ * Pure functions and small state objects: no I/O.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+export const SCRAM_MECHANISM = 'SCRAM-SHA-256';
+
+export interface ScramVerifier {
+  iterations: number;
+  salt: Buffer;
+  storedKey: Buffer;
+  serverKey: Buffer;
+}
+
+/** Parses "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>" (pg_authid.rolpassword). */
+export function parseVerifier(text: string): ScramVerifier | undefined {
+  const m = /^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$/.exec(text.trim());
+  if (!m) return undefined;
+  const storedKey = Buffer.from(m[3] as string, 'base64');
+  const serverKey = Buffer.from(m[4] as string, 'base64');
+  if (storedKey.length !== 32 || serverKey.length !== 32) return undefined;
+  return { iterations: Number(m[1]), salt: Buffer.from(m[2] as string, 'base64'), storedKey, serverKey };
+}
+
+const hmac = (key: Buffer, text: string): Buffer => createHmac('sha256', key).update(text).digest();
+const sha256 = (data: Buffer): Buffer => createHash('sha256').update(data).digest();
+
+function xor(a: Buffer, b: Buffer): Buffer {
+  const out = Buffer.alloc(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = (a[i] as number) ^ (b[i] as number);
+  return out;
+}
+
+/** Attributes of a SCRAM message ("a=1,b=2"); values may contain '='. */
+function attributes(message: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of message.split(',')) {
+    if (part.length >= 2 && part[1] === '=') out.set(part[0] as string, part.slice(2));
+  }
+  return out;
+}
+
+export class ScramError extends Error {
+  readonly code = 'ROUTER_SCRAM';
+}
+
+/**
+ * Server side of one exchange. `first()` takes client-first-message and
+ * returns server-first-message; `final()` takes client-final-message and
+ * returns server-final-message plus the recovered ClientKey, or throws when
+ * the proof is wrong.
+ */
+export class ScramServer {
+  private clientFirstBare = '';
+  private serverFirst = '';
+  private nonce = '';
+  private gs2Header = '';
+
+  constructor(private readonly verifier: ScramVerifier) {}
+
+  first(clientFirst: string): string {
+    // gs2-header: "n,," (no binding) or "y,," (client could bind, server does not offer it).
+    const m = /^([ny]),(a=[^,]*)?,(.*)$/.exec(clientFirst);
+    if (!m) throw new ScramError('channel binding is not supported by the router, or malformed client-first-message');
+    this.gs2Header = `${m[1]},${m[2] ?? ''},`;
+    this.clientFirstBare = m[3] as string;
+    const clientNonce = attributes(this.clientFirstBare).get('r');
+    if (!clientNonce) throw new ScramError('client-first-message has no nonce');
+    this.nonce = clientNonce + randomBytes(18).toString('base64');
+    this.serverFirst = `r=${this.nonce},s=${this.verifier.salt.toString('base64')},i=${this.verifier.iterations}`;
+    return this.serverFirst;
+  }
+
+  final(clientFinal: string): { serverFinal: string; clientKey: Buffer } {
+    const attrs = attributes(clientFinal);
+    const proofText = attrs.get('p');
+    if (attrs.get('r') !== this.nonce || proofText === undefined) throw new ScramError('nonce mismatch or no proof');
+    if (attrs.get('c') !== Buffer.from(this.gs2Header).toString('base64')) throw new ScramError('channel binding mismatch');
+    const withoutProof = clientFinal.slice(0, clientFinal.lastIndexOf(',p='));
+    const authMessage = `${this.clientFirstBare},${this.serverFirst},${withoutProof}`;
+    const proof = Buffer.from(proofText, 'base64');
+    if (proof.length !== 32) throw new ScramError('malformed proof');
+    const clientKey = xor(proof, hmac(this.verifier.storedKey, authMessage));
+    if (!timingSafeEqual(sha256(clientKey), this.verifier.storedKey)) throw new ScramError('wrong password');
+    const serverSignature = hmac(this.verifier.serverKey, authMessage);
+    return { serverFinal: `v=${serverSignature.toString('base64')}`, clientKey };
+  }
+}
+
+/**
+ * Client side with a ClientKey instead of a password (pass-through to the
+ * server as the same role). The server's salt and iteration count must be the
+ * verifier's, or the keys differ: that is checked and reported.
+ */
+export class ScramClientWithKey {
+  private readonly clientNonce = randomBytes(18).toString('base64');
+  private authMessage = '';
+  readonly clientFirst: string;
+
+  constructor(
+    private readonly verifier: ScramVerifier,
+    private readonly clientKey: Buffer,
+  ) {
+    this.clientFirst = `n,,n=,r=${this.clientNonce}`;
+  }
+
+  final(serverFirst: string): string {
+    const attrs = attributes(serverFirst);
+    const nonce = attrs.get('r') ?? '';
+    if (!nonce.startsWith(this.clientNonce)) throw new ScramError('server nonce does not extend ours');
+    const salt = attrs.get('s');
+    const iterations = Number(attrs.get('i'));
+    if (salt !== this.verifier.salt.toString('base64') || iterations !== this.verifier.iterations) {
+      throw new ScramError("the server's SCRAM salt or iteration count differs from the router's verifier (the role's password changed?)");
+    }
+    const withoutProof = `c=biws,r=${nonce}`;
+    this.authMessage = `n=,r=${this.clientNonce},${serverFirst},${withoutProof}`;
+    const proof = xor(this.clientKey, hmac(this.verifier.storedKey, this.authMessage));
+    return `${withoutProof},p=${proof.toString('base64')}`;
+  }
+
+  /** Checks the server's signature: we talk to a server that knows the verifier. */
+  verify(serverFinal: string): void {
+    const v = attributes(serverFinal).get('v');
+    const expected = hmac(this.verifier.serverKey, this.authMessage).toString('base64');
+    if (v !== expected) throw new ScramError('server signature mismatch');
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * SCRAM in both directions as session mode uses it: a client with the
+ * password logs in to the router's ScramServer; the ClientKey the server
+ * learns then logs in, as the same role, against a second server holding the
+ * same verifier (what PostgreSQL does with pg_authid) — and only with it.
+ */
+import assert from 'node:assert/strict';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { scramVerifier } from '../../src/postgres/scram.js';
+import { ScramClientWithKey, ScramServer, parseVerifier } from '../../src/router/scram.js';
+
+/** An independent SCRAM client with a password (RFC 5802 §3), as libpq computes it. */
+function passwordClient(password: string) {
+  const nonce = randomBytes(18).toString('base64');
+  const bare = `n=,r=${nonce}`;
+  return {
+    first: `n,,${bare}`,
+    final(serverFirst: string): string {
+      const a = Object.fromEntries(serverFirst.split(',').map((p) => [p[0], p.slice(2)]));
+      const salted = pbkdf2Sync(password, Buffer.from(a.s!, 'base64'), Number(a.i), 32, 'sha256');
+      const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+      const storedKey = createHash('sha256').update(clientKey).digest();
+      const without = `c=biws,r=${a.r}`;
+      const sig = createHmac('sha256', storedKey).update(`${bare},${serverFirst},${without}`).digest();
+      const proof = Buffer.from(clientKey.map((b, i) => b ^ sig[i]!));
+      return `${without},p=${proof.toString('base64')}`;
+    },
+  };
+}
+
+describe('router SCRAM', () => {
+  const verifier = parseVerifier(scramVerifier('pw-1'))!;
+
+  it('accepts the right password, learns the ClientKey, and logs in elsewhere with it', () => {
+    const client = passwordClient('pw-1');
+    const server = new ScramServer(verifier);
+    const { clientKey, serverFinal } = server.final(client.final(server.first(client.first)));
+    assert.match(serverFinal, /^v=/);
+    // Pass-through: a server with the same verifier accepts a proof built from the ClientKey.
+    const upstream = new ScramServer(verifier);
+    const passThrough = new ScramClientWithKey(verifier, clientKey);
+    const upFirst = upstream.first(passThrough.clientFirst);
+    const { serverFinal: upFinal } = upstream.final(passThrough.final(upFirst));
+    passThrough.verify(upFinal);
+  });
+
+  it('refuses a wrong password and a verifier with another salt', () => {
+    const client = passwordClient('wrong');
+    const server = new ScramServer(verifier);
+    assert.throws(() => server.final(client.final(server.first(client.first))), /wrong password/);
+    const other = parseVerifier(scramVerifier('pw-1'))!; // same password, new salt
+    const ok = passwordClient('pw-1');
+    const s = new ScramServer(verifier);
+    const { clientKey } = s.final(ok.final(s.first(ok.first)));
+    const upstream = new ScramServer(other);
+    const passThrough = new ScramClientWithKey(verifier, clientKey);
+    assert.throws(() => passThrough.final(upstream.first(passThrough.clientFirst)), /salt or iteration count differs/);
+  });
+
+  it('refuses channel binding it does not offer and malformed verifiers', () => {
+    assert.throws(() => new ScramServer(verifier).first('p=tls-server-end-point,,n=,r=abc'), /channel binding/);
+    assert.equal(parseVerifier('md5abcdef'), undefined);
+    assert.equal(parseVerifier('plain password'), undefined);
+  });
+});
