@@ -50,12 +50,25 @@ type Reachable = Extract<Observation['store'], { reachable: true }>;
 /** A switchover or failover request older than this (from its start time) is ignored and cleared. */
 export const FAILOVER_REQUEST_TIMEOUT_MS = 30_000;
 
+/**
+ * How long ago the request started, on our monotonic clock, counted from when
+ * we first saw it (plus the delay to its scheduled time, as the requester
+ * wrote both). Wall clocks are not compared across machines: members whose
+ * clocks differed by a minute disagreed on whether a switchover was still on,
+ * and deferred to one another for ever (found by the simulation, seed 30431).
+ */
+function requestAge(o: Observation, request: NonNullable<Reachable['failover']>): number {
+  const seen = o.memory.requestSeen;
+  const since = seen && seen.requestedAt === request.requestedAt ? seen.since : o.monotonic;
+  const delay = request.at ? Math.max(0, Date.parse(request.at) - Date.parse(request.requestedAt)) : 0;
+  return o.monotonic - since - delay;
+}
+
 /** The pending failover request, unless it timed out. */
 function activeRequest(o: Observation, store: Reachable) {
   const request = store.failover;
   if (!request) return undefined;
-  const start = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
-  return o.now - start > FAILOVER_REQUEST_TIMEOUT_MS ? undefined : request;
+  return requestAge(o, request) > FAILOVER_REQUEST_TIMEOUT_MS ? undefined : request;
 }
 
 /** A replica that has not streamed for this long while behind the leader's timeline is treated as diverged. */
@@ -84,6 +97,11 @@ export function decide(observation: Observation): Decision {
   // The restart count of a crashed primary belongs to one leadership (found by the simulation, seed 328:
   // a count left from an earlier leadership released a freshly taken lease at once).
   if (observation.store.reachable && observation.store.leader?.member !== observation.member.name) next.primaryDownSince = undefined;
+  // When we first saw the pending request: its age is counted on our own monotonic clock.
+  if (observation.store.reachable) {
+    const request = observation.store.failover;
+    next.requestSeen = request ? (memory.requestSeen?.requestedAt === request.requestedAt ? memory.requestSeen : { requestedAt: request.requestedAt, since: observation.monotonic }) : undefined;
+  }
   return { ...rest, memory: next };
 }
 
@@ -623,8 +641,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
         reason: 'switchover impossible: no eligible streaming replica',
       };
     }
-    const started = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
-    if (inspection.openTransactions > 0 && o.now - started < o.settings.switchoverDrainMs) {
+    if (inspection.openTransactions > 0 && requestAge(o, request) < o.settings.switchoverDrainMs) {
       return {
         state: 'draining',
         actions: [],

@@ -55,6 +55,8 @@ export interface AgentMemory {
   syncSwitchLsn: string | undefined;
   /** Former primary we still have to fence over SQL (after our promotion), by address. */
   fenceTarget: { member: string; address: string } | undefined;
+  /** The pending switchover/failover request (by its requestedAt) and the monotonic ms when we first saw it. */
+  requestSeen: { requestedAt: string; since: number } | undefined;
 }
 
 export function freshMemory(): AgentMemory {
@@ -67,6 +69,7 @@ export function freshMemory(): AgentMemory {
     noSyncCandidateSince: undefined,
     syncSwitchLsn: undefined,
     fenceTarget: undefined,
+    requestSeen: undefined,
   };
 }
 

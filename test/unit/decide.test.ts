@@ -109,7 +109,10 @@ describe('decide: the primary', () => {
     assert.deepEqual(draining.actions, []);
     assert.match(draining.reason, /waiting up to switchoverDrainMs=5000 for 2 open transaction/);
     assert.equal(draining.retryInMs, RETRY_SOON_MS, 'a drain is watched closely: writes are paused meanwhile');
-    const drained = decide(observation({ ...busy, now: Date.parse(failover.requestedAt) + 5_001, store: storeView({ failover }), previous: { state: 'draining', since: 0 } }, 'a'));
+    assert.deepEqual(draining.memory.requestSeen, { requestedAt: failover.requestedAt, since: 100_000 }, 'the drain is timed from when the request was first seen');
+    // Counted on our monotonic clock from then, not by comparing wall clocks across machines.
+    const seenEarlier = { ...freshMemory(), requestSeen: { requestedAt: failover.requestedAt, since: 100_000 - 5_001 } };
+    const drained = decide(observation({ ...busy, now: 0, store: storeView({ failover }), memory: seenEarlier, previous: { state: 'draining', since: 0 } }, 'a'));
     assert.equal(drained.state, 'demoting');
     assert.deepEqual(types(drained), ['stopPostgres', 'handOver']);
     const impossible = decide(observation({ ...asPrimary, store: storeView({ failover: { ...failover, to: 'zz' } }) }, 'a'));

@@ -158,5 +158,18 @@ describe('violations found by the simulation', () => {
     );
     assert.equal(replay(15170, [1, 2, 3, 4]).violation, undefined);
   });
+
+  it('sim seed 30431: a request times out on each member monotonic clock from when it saw it, whatever the wall clocks say', () => {
+    const failover = { kind: 'switchover' as const, from: 'a', to: 'c', at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: '0/4000000' };
+    const store = storeView({ leader: undefined, failover });
+    const detached = { upstreamConfigured: false, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } };
+    // b's wall clock is two minutes behind the requester's: the request looks fresh by wall clock.
+    const behind = Date.parse(failover.requestedAt) - 120_000;
+    const fresh = decide(observation({ ...detached, store, now: behind }));
+    assert.match(fresh.reason, /switchover to c in progress/);
+    const old = decide(observation({ ...detached, store, now: behind, memory: { ...fresh.memory, requestSeen: { requestedAt: failover.requestedAt, since: 100_000 - 30_001 } } }));
+    assert.doesNotMatch(old.reason, /switchover to c in progress/, 'seen 30 s ago: timed out, as for every other member');
+    assert.equal(replay(30431, [0, 2, 4, 5, 7]).violation, undefined);
+  });
 });
 
