@@ -10,6 +10,7 @@ import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/l
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
+import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
@@ -72,6 +73,7 @@ export class Agent {
   private wakePending = false;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -102,6 +104,7 @@ export class Agent {
         return undefined;
       });
     this.loopDone = this.loop();
+    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
   }
 
   private async loop(): Promise<void> {
@@ -367,6 +370,7 @@ export class Agent {
    */
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
+    this.stopBackupDuties?.();
     clearTimeout(this.fenceTimer);
     this.wake?.();
     await this.loopDone;
