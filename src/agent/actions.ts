@@ -40,12 +40,16 @@ export type Action =
       slots: string[];
       synchronousStandbyNames: string;
       fence?: { member: string; address: string };
+      /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
+      quorum?: { members: string[]; quorum: number };
     }
   /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
   | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
   /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
   | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
   | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }
+  /** Quorum record change by compare-and-swap against `revision` (null: create it); fails if it changed meanwhile. */
+  | { type: 'writeQuorumRecord'; members: string[]; quorum: number; revision: number | null }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */
   | { type: 'fenceFormerPrimary'; member: string; address: string }
   /** Reconcile this data directory with the leader's timeline (crash recovery if needed, pg_rewind), then start as its standby. */

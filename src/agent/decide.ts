@@ -9,6 +9,8 @@ import type { AgentMemory, Observation, OperatorRequest } from './observation.js
 import { planSlots } from './slots.js';
 import { checkTransition, type AgentState, type Defect } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
+import { planQuorum, promotionQuorum, quorumNamesOnStart } from './quorum.js';
+import { failsafePrimary, failsafeReplicaHold } from './failsafe.js';
 
 export interface Decision {
   state: AgentState;
@@ -225,6 +227,9 @@ function decideWithoutStore(o: Observation, error: string): Target {
   // to resume, so it cannot take writes past the lease (found by the simulation, seed 15084).
   const runsAsPrimary = server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && !o.standbyConfigured;
   if (runsAsPrimary && !o.settings.paused) {
+    // Failsafe: every member confirmed it may go on (only a primary that led the moment before asks).
+    const held = LEADING.includes(o.previous.state) || o.previous.state === 'primary_store_unreachable' ? failsafePrimary(o, error) : undefined;
+    if (held) return { ...held, actions: [] };
     const age = o.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
@@ -436,6 +441,7 @@ function needsRewind(o: Observation, store: Reachable): boolean {
 
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
   if (o.settings.synchronousMode === 'off') return '';
+  if (o.settings.synchronousMode === 'quorum') return quorumNamesOnStart(o, store);
   const me = o.member.name;
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   if (record.length > 0) return renderStandbyNames(record);
@@ -466,7 +472,7 @@ function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
 
 /** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
 function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
-  return o.settings.synchronousMode === 'on' ? renderAnyStandby(provisional) : '';
+  return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
 }
 
 function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Target {
@@ -485,6 +491,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
           forkLsn: inspection.replayedLsn,
           slots: peerSlots(o, store),
           synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
+          quorum: promotionQuorum(o, o.memory.provisionalStandbys),
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
@@ -537,6 +544,8 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   // Somebody may hold the lease: keep following whoever we follow, elect nobody.
   const leaderBlocked = blockedBy(o, store, ['leader']);
   if (leaderBlocked) return { state: 'replica', actions: [], reason: `not electing a new primary: ${leaderBlocked}` };
+  const failsafeHold = failsafeReplicaHold(o);
+  if (failsafeHold) return { state: 'replica', actions: [], reason: `no primary holds the lease; ${failsafeHold}` };
   if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
@@ -548,7 +557,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   // Which member may hold every acknowledged commit, the cluster's timeline and the last primary position decide eligibility.
-  const electionBlocked = blockedBy(o, store, ['sync', 'history', 'optime']);
+  const electionBlocked = blockedBy(o, store, o.settings.synchronousMode === 'quorum' ? ['sync', 'quorum', 'history', 'optime'] : ['sync', 'history', 'optime']);
   if (electionBlocked) return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${electionBlocked}` };
   const request = activeRequest(o, store);
   const election = { ...store, history: withoutVoidPromotion(o, store, inspection), failover: request };
@@ -578,6 +587,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
         ...(fence ? { fence } : {}),
+        quorum: promotionQuorum(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
@@ -655,7 +665,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       reason: `switchover to ${request.to ?? 'the best replica'}: shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
     };
   }
-  const sync = planSync(o, store, inspection);
+  const sync = o.settings.synchronousMode === 'quorum' ? planQuorum(o, store, inspection) : planSync(o, store, inspection);
   const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
   // Our promotion's entry still names the timeline we predicted, not the one PostgreSQL chose (the
   // store write after pg_promote() failed): correct it, or every later election would wait for ever.

@@ -91,7 +91,7 @@ const STOPPED = [
 /** States of a running standby. */
 const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
 
-const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest', 'recordSwitchPoint'];
+const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest', 'recordSwitchPoint', 'writeQuorumRecord'];
 
 export const TRANSITIONS: readonly Transition[] = [
   // Facts that hold whatever the agent was doing.

@@ -809,6 +809,10 @@ export class World {
         });
         return;
       }
+      case 'writeQuorumRecord':
+        // Quorum mode is not simulated yet; the record is written as effects.ts does, by compare-and-swap.
+        this.writeShared(name, 'quorum', { leader: name, members: action.members, quorum: action.quorum }, action.revision ?? undefined);
+        return;
       case 'writeSyncRecord':
         this.writeShared(name, KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }, action.revision);
         return;
