@@ -27,8 +27,8 @@ export type Action =
   /** `registryRevision`: the slot registry's revision as observed (compare-and-swap), undefined when absent (atomic create). */
   | { type: 'syncSlots'; create: string[]; drop: { slot: string; reason: string }[]; registry: SlotRegistry | undefined; registryRevision: number | undefined }
   /**
-   * Take the leader lease (unless held), record the new timeline in history, load
-   * synchronousStandbyNames, pg_promote(), then record the exact fork position.
+   * Take the leader lease (unless held), fence `fence` (the former primary) over SQL once the lease is ours,
+   * record the new timeline in history, load synchronousStandbyNames, pg_promote(), then record the exact fork position.
    */
   | {
       type: 'promote';
@@ -39,9 +39,12 @@ export type Action =
       forkLsn: string | null;
       slots: string[];
       synchronousStandbyNames: string;
+      fence?: { member: string; address: string };
       /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
       quorum?: { members: string[]; quorum: number };
     }
+  /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
+  | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
   /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
   | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
   | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }

@@ -14,11 +14,12 @@ import { stopPostgres } from '../postgres/postmaster.js';
 import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
-import { runAction, type ActionOutcome, type EffectContext } from './effects.js';
+import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
-import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type WriteOutcome } from './observation.js';
+import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
+import type { ActionOutcome } from './outcome.js';
 import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
@@ -59,14 +60,19 @@ export class Agent {
   private state: AgentState = 'starting';
   private stateSince = performance.now();
   private lastReason = '';
+  /** Written only from decide()'s answer. */
   private memory: AgentMemory = freshMemory();
+  /** What became of the last cycle's actions (and of a watchdog stop since): the next observation carries them. */
+  private outcomes: ActionOutcome[] = [];
+  private leaseRenewedAt: number | undefined;
+  /** The last observation saw PostgreSQL run as primary (not paused): the fence watchdog is armed. */
+  private runsAsPrimary = false;
+  private operatorRequest: OperatorRequest | undefined;
   private readonly lastDetail = new Map<string, string>();
   /** Damaged records, reported once per key and revision. */
   private readonly unreadable = new UnreadableReporter();
   /** Last readable status of each member: where to ask one whose record became unreadable. */
   private readonly lastKnown = new Map<string, MemberStatus>();
-  /** Outcomes of the last cycle's store writes, handed to the next decision. */
-  private outcomes: WriteOutcome[] = [];
   /** Generation of the cluster settings this agent last ran a whole cycle with (null: none yet). */
   private appliedGeneration: number | null = null;
   private readonly connection = new KeptConnection(() => {
@@ -78,6 +84,8 @@ export class Agent {
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   private wake: (() => void) | undefined;
+  /** A watched key changed while a cycle ran (after its observation, maybe): the next cycle starts at once. */
+  private wakePending = false;
   private running = false;
   private loopDone: Promise<void> | undefined;
   /** Store failsafe: last known membership and leader (from the last store read), confirmations held, one given. */
@@ -125,7 +133,7 @@ export class Agent {
     this.credentials = loadCredentials(this.config);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
-        if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wake?.();
+        if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
       })
       .catch((error: Error) => {
         this.log.warn({ err: error.message }, 'cannot watch the store; relying on the loop period');
@@ -145,7 +153,8 @@ export class Agent {
       } catch (error) {
         this.log.error({ err: (error as Error).message }, 'agent cycle failed; retrying next cycle');
       }
-      const wait = Math.max(0, period - (Date.now() - started));
+      const wait = this.wakePending ? 0 : Math.max(0, period - (Date.now() - started));
+      this.wakePending = false;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.wake = () => {
@@ -166,14 +175,14 @@ export class Agent {
     const sentAt = performance.now();
     if (this.lease && this.leaseTtlMs !== this.settings.ttlMs) await this.moveToNewLease();
     if (this.lease && (await this.store.keepAlive(this.lease))) {
-      this.memory.leaseRenewedAt = sentAt;
+      this.leaseRenewedAt = sentAt;
       this.armFence();
       return;
     }
     if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
-    this.memory.leaseRenewedAt = sentAt;
+    this.leaseRenewedAt = sentAt;
   }
 
   /**
@@ -204,14 +213,15 @@ export class Agent {
   }
 
   /**
-   * The fence watchdog: while we lead, a timer set for ttlMs - fenceMarginMs
-   * after the last successful renewal (or, with failsafe holding, until every
-   * member's confirmation lapses, if later). The loop would fence too, but only
-   * once its store calls return; this does not wait for them. If it fires,
-   * PostgreSQL is stopped before any replica can see the lease expire.
+   * The fence watchdog: while PostgreSQL runs as primary, a timer set for
+   * ttlMs - fenceMarginMs after the last successful renewal (or, with failsafe
+   * holding, until every member's confirmation lapses, if later). The loop would
+   * fence too, but only once its store calls return; this does not wait for
+   * them. If it fires, PostgreSQL is stopped before any replica can see the
+   * lease expire, and the next decision learns it from the outcome.
    */
   private fenceDeadline(): number | undefined {
-    const renewedAt = this.memory.leaseRenewedAt;
+    const renewedAt = this.leaseRenewedAt;
     if (renewedAt === undefined) return undefined;
     const lease = renewedAt + this.settings.ttlMs - this.settings.fenceMarginMs;
     return Math.max(lease, this.failsafeHeldUntil() ?? -Infinity);
@@ -221,18 +231,18 @@ export class Agent {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
     const deadline = this.fenceDeadline();
-    if (!this.memory.wasLeader || deadline === undefined || this.settings.paused || !this.running) return;
+    if (!this.runsAsPrimary || deadline === undefined || this.settings.paused || !this.running) return;
     this.fenceTimer = setTimeout(() => {
-      if (!this.memory.wasLeader) return;
+      if (!this.runsAsPrimary) return;
       // Renewed, or extended by failsafe, since the timer was set.
       if ((this.fenceDeadline() ?? -Infinity) > performance.now() + 1) return this.armFence();
-      this.memory.wasLeader = false;
       this.log.error(
         { ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs },
         `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms${this.failsafe.ended ? ` and failsafe ended (${this.failsafe.ended})` : ''}: stopping PostgreSQL before the lease can expire`,
       );
       void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
-        if (!outcome.ok) this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
+        this.outcomes.push(outcome);
+        if (outcome.result !== 'ok') this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
       });
     }, Math.max(0, deadline - performance.now()));
   }
@@ -253,9 +263,9 @@ export class Agent {
     const round = async () => {
       const f = this.failsafe;
       const s = this.settings;
-      const renewedAt = this.memory.leaseRenewedAt;
+      const renewedAt = this.leaseRenewedAt;
       const overdue = renewedAt !== undefined && performance.now() - renewedAt > 2 * s.loopWaitMs;
-      if (!s.failsafe || !this.memory.wasLeader || s.paused || !overdue) {
+      if (!s.failsafe || !this.runsAsPrimary || s.paused || !overdue) {
         if (f.active) this.log.warn('failsafe ended: the store answers again');
         f.active = false;
         f.ended = undefined;
@@ -265,7 +275,7 @@ export class Agent {
       if (f.ended) return;
       const sentAt = performance.now();
       const answers = await requestConfirmations(f.membership, this.config.name, this.peerAccess(), Math.max(200, Math.min(1_000, s.loopWaitMs)));
-      if (!this.memory.wasLeader || f.ended) return;
+      if (!this.runsAsPrimary || f.ended) return;
       const missing = answers.filter((a) => !a.confirmed);
       if (missing.length > 0 || f.membership.length === 0) {
         f.ended = missing.map((a) => `${a.name}: ${a.confirmed ? '' : a.error}`).join('; ') || 'no other member known';
@@ -307,8 +317,17 @@ export class Agent {
 
   /** An operator command from the REST API; carried out by the next cycle. */
   request(operatorRequest: OperatorRequest): void {
-    this.memory.operatorRequest = operatorRequest;
-    this.wake?.();
+    this.operatorRequest = operatorRequest;
+    this.wakeUp();
+  }
+
+  /**
+   * Look again now. A change seen while a cycle runs is not lost (a promoting agent used to notice
+   * the hand-over's next step only a whole loop later): the next cycle then starts without waiting.
+   */
+  private wakeUp(): void {
+    if (this.wake) this.wake();
+    else this.wakePending = true;
   }
 
   async observe(): Promise<Observation> {
@@ -351,7 +370,9 @@ export class Agent {
       peers,
       failsafe: this.failsafeView(),
       haveCredentials: this.credentials !== undefined,
-      memory: { ...this.memory },
+      leaseRenewedAt: this.leaseRenewedAt,
+      operatorRequest: this.operatorRequest,
+      memory: this.memory,
       outcomes: this.outcomes,
       previous: { state: this.state, since: this.stateSince },
     };
@@ -361,7 +382,8 @@ export class Agent {
   private async cycle(): Promise<number | undefined> {
     const startedAt = performance.now();
     const from = this.state;
-    const outcomes: ActionOutcome[] = [];
+    // Changes before this cycle's observation are seen by it.
+    this.wakePending = false;
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
@@ -372,45 +394,45 @@ export class Agent {
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
+    this.memory = decision.memory;
+    // The outcomes were handed to this decision; from here on they are this cycle's.
     this.outcomes = [];
-    let allDone = true;
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
-      outcomes.push(outcome);
-      if (outcome.ok) {
+      this.outcomes.push(outcome);
+      if (outcome.result === 'ok') {
         this.logDetail(action.type, outcome.detail);
-      } else if (outcome.casLost) {
+      } else if (outcome.result === 'lost_cas') {
         // Not a failure of ours: the record changed since we read it. The next decision sees it, on a fresh read, soon.
-        allDone = false;
-        this.outcomes = [{ kind: 'cas_lost', key: outcome.casLost, action: action.type }];
-        this.log.warn({ action: action.type, key: outcome.casLost }, `action ${action.type} on member ${this.config.name}: ${outcome.error}; re-reading`);
+        this.log.warn({ action: action.type, key: outcome.key }, `action ${action.type} on member ${this.config.name}: ${outcome.error}; re-reading`);
         break;
       } else {
-        allDone = false;
-        this.log.error({ action: action.type, err: outcome.error }, `action ${action.type} failed on member ${this.config.name}: ${outcome.error}`);
-        if (action.type === 'rewind' && !outcome.retryable) this.memory.rewindFailed = true;
+        const code = outcome.code;
+        this.log.error({ action: action.type, code, err: outcome.error }, `action ${action.type} failed on member ${this.config.name} (${code}): ${outcome.error}`);
         break;
       }
     }
-    if (allDone && decision.remember) this.memory = { ...this.memory, ...decision.remember };
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     if (stateChanging) observation = await this.observe();
+    // A server that does not answer keeps the watchdog as it was: a hung primary may resume (found by the simulation, seed 15084).
+    const server = observation.server;
+    const runsAsPrimary = (server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && this.runsAsPrimary) && !observation.settings.paused;
+    if (runsAsPrimary !== this.runsAsPrimary) {
+      this.runsAsPrimary = runsAsPrimary;
+      this.armFence();
+    }
     const store = observation.store;
-    // An unreadable leader key that no other lease holds: nobody else can lead while it exists, and we keep our fence armed.
-    const keptWithDamagedKey = store.reachable && store.leader === undefined && unreadableOf(store, 'leader') !== undefined && this.memory.wasLeader;
-    const leaderNow = store.reachable ? store.leader?.member === this.config.name || keptWithDamagedKey : this.memory.wasLeader;
-    const becameLeader = leaderNow && !this.memory.wasLeader;
-    this.memory.wasLeader = leaderNow;
-    if (becameLeader || !leaderNow) this.armFence();
+    const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
     await this.publish(observation, decision);
-    const report = { observation, decision, from, outcomes, status: this.status, durationMs: performance.now() - startedAt };
+    const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
     for (const observer of this.observers) observer.onCycle(report);
-    return this.outcomes.length > 0 ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
+    // A lost compare-and-swap is re-planned on a fresh read at once.
+    return this.outcomes.some((o) => o.result === 'lost_cas') ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
@@ -421,6 +443,10 @@ export class Agent {
   }
 
   private record(decision: Decision): void {
+    if (decision.defect) {
+      // A bug, not an operating condition: logged at every cycle it recurs, with its code.
+      this.log.error({ code: decision.defect.code, from: decision.defect.from, to: decision.defect.to }, decision.reason);
+    }
     if (decision.state !== this.state) {
       this.log.info({ from: this.state, to: decision.state }, decision.reason);
       this.state = decision.state;
@@ -465,7 +491,7 @@ export class Agent {
         this.credentials = credentials;
       },
       finishOperatorRequest: () => {
-        this.memory.operatorRequest = undefined;
+        this.operatorRequest = undefined;
       },
     };
   }

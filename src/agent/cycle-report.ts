@@ -1,6 +1,7 @@
 import type { MemberStatus } from '../cluster/types.js';
+import type { Action } from './actions.js';
 import type { Decision } from './decide.js';
-import type { ActionOutcome } from './effects.js';
+import type { ActionOutcome } from './outcome.js';
 import type { Observation } from './observation.js';
 import type { AgentState } from './states.js';
 
@@ -24,4 +25,9 @@ export interface CycleReport {
 
 export interface CycleObserver {
   onCycle(report: CycleReport): void;
+}
+
+/** Each outcome beside the action it reports on: outcomes follow the decision's actions in order, and stop at the first failure. */
+export function ranActions(report: CycleReport): { outcome: ActionOutcome; action: Action }[] {
+  return report.outcomes.map((outcome, i) => ({ outcome, action: report.decision.actions[i]! }));
 }

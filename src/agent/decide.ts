@@ -4,10 +4,10 @@ import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { slotNameFor, type ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
-import { electionVerdict, lastLeader, latestTimeline, selfCandidate } from './election.js';
-import type { AgentMemory, Observation } from './observation.js';
+import { electionVerdict, lastLeader, latestTimeline, selfCandidate, withoutVoidPromotion } from './election.js';
+import type { AgentMemory, Observation, OperatorRequest } from './observation.js';
 import { planSlots } from './slots.js';
-import { isAllowedTransition, type AgentState } from './states.js';
+import { checkTransition, type AgentState, type Defect } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
 import { planQuorum, promotionQuorum, quorumNamesOnStart } from './quorum.js';
 import { failsafePrimary, failsafeReplicaHold } from './failsafe.js';
@@ -17,26 +17,60 @@ export interface Decision {
   actions: Action[];
   /** One sentence an operator can read: why this state, why these actions. */
   reason: string;
-  /** Updates to the agent's memory, applied after the actions ran. */
-  remember?: Partial<AgentMemory>;
+  /** The agent's memory for the next cycle: decide() is its only writer. */
+  memory: AgentMemory;
   /** A hand-over in progress: look again after this many ms rather than a whole loopWaitMs. */
+  retryInMs?: number;
+  /** The wanted move is not in the transition table: nothing is done, and the agent reports this defect loudly. */
+  defect?: Defect;
+}
+
+/** What the situation handlers below return; decide() checks it against the table and computes the next memory. */
+interface Target {
+  state: AgentState;
+  actions: Action[];
+  reason: string;
+  /** Changes to the memory (on top of what the previous cycle's outcomes taught). */
+  remember?: Partial<AgentMemory>;
   retryInMs?: number;
 }
 
 /** How soon an agent looks again while a hand-over is under way (detaching, draining, waiting for a standby). */
 export const RETRY_SOON_MS = 100;
 
+/**
+ * A standby just (re)started: it looks again at once until it streams and publishes state `replica`,
+ * the moment the primary may name it synchronous (during a switchover, writes wait for that).
+ */
+const JUST_STARTED: readonly AgentState[] = ['rewinding', 'starting_replica', 'cloning', 'restarting_postgres'];
+
+/** States in which we held (or were taking) the leader lease at the end of the last cycle. */
+const LEADING: readonly AgentState[] = ['primary', 'draining', 'acquiring_lease', 'restarting_primary', 'promoting', 'resuming_promotion', 'bootstrapping'];
+
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
 /** A switchover or failover request older than this (from its start time) is ignored and cleared. */
 export const FAILOVER_REQUEST_TIMEOUT_MS = 30_000;
 
+/**
+ * How long ago the request started, on our monotonic clock, counted from when
+ * we first saw it (plus the delay to its scheduled time, as the requester
+ * wrote both). Wall clocks are not compared across machines: members whose
+ * clocks differed by a minute disagreed on whether a switchover was still on,
+ * and deferred to one another for ever (found by the simulation, seed 30431).
+ */
+function requestAge(o: Observation, request: NonNullable<Reachable['failover']>): number {
+  const seen = o.memory.requestSeen;
+  const since = seen && seen.requestedAt === request.requestedAt ? seen.since : o.monotonic;
+  const delay = request.at ? Math.max(0, Date.parse(request.at) - Date.parse(request.requestedAt)) : 0;
+  return o.monotonic - since - delay;
+}
+
 /** The pending failover request, unless it timed out. */
 function activeRequest(o: Observation, store: Reachable) {
   const request = store.failover;
   if (!request) return undefined;
-  const start = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
-  return o.now - start > FAILOVER_REQUEST_TIMEOUT_MS ? undefined : request;
+  return requestAge(o, request) > FAILOVER_REQUEST_TIMEOUT_MS ? undefined : request;
 }
 
 /** A replica that has not streamed for this long while behind the leader's timeline is treated as diverged. */
@@ -47,19 +81,64 @@ export const DIVERGENCE_GRACE_MS = 10_000;
  * (time comes in the observation). Effects are described, not performed.
  */
 export function decide(observation: Observation): Decision {
-  const target = chooseTarget(observation);
+  const memory = learnFromOutcomes(observation);
+  const target = chooseTarget({ ...observation, memory });
   const from = observation.previous.state;
-  if (!isAllowedTransition(from, target.state)) {
+  const defect = checkTransition(from, target.state, target.actions.map((a) => a.type));
+  if (defect) {
     return {
       state: from,
       actions: [],
-      reason: `internal error: no transition ${from} -> ${target.state} in the table (wanted because: ${target.reason}); staying put — please report this`,
+      reason: `${defect.code}: ${defect.message} (wanted because: ${target.reason}); doing nothing — please report this`,
+      memory,
+      defect,
     };
   }
-  return target;
+  const { remember, ...rest } = target;
+  const next = { ...memory, ...remember };
+  // The restart count of a crashed primary belongs to one leadership (found by the simulation, seed 328:
+  // a count left from an earlier leadership released a freshly taken lease at once).
+  if (observation.store.reachable && observation.store.leader?.member !== observation.member.name) next.primaryDownSince = undefined;
+  // When we first saw the pending request: its age is counted on our own monotonic clock.
+  if (observation.store.reachable) {
+    const request = observation.store.failover;
+    next.requestSeen = request ? (memory.requestSeen?.requestedAt === request.requestedAt ? memory.requestSeen : { requestedAt: request.requestedAt, since: observation.monotonic }) : undefined;
+  }
+  return { ...rest, memory: next };
 }
 
-function chooseTarget(o: Observation): Decision {
+/**
+ * The memory as the previous cycle's outcomes leave it: what an action
+ * achieved is remembered only once it is known to have succeeded.
+ */
+function learnFromOutcomes(o: Observation): AgentMemory {
+  const memory = { ...o.memory };
+  for (const outcome of o.outcomes) {
+    const ok = outcome.result === 'ok';
+    switch (outcome.type) {
+      case 'rewind':
+        if (ok) Object.assign(memory, { rewindNeeded: false, rewindFailed: false });
+        else if (outcome.result === 'failed' && !outcome.retryable) memory.rewindFailed = true;
+        break;
+      case 'moveDataAside':
+      case 'clone':
+        if (ok) memory.rewindFailed = false;
+        break;
+      case 'releaseLeader':
+        if (ok) memory.primaryDownSince = undefined;
+        break;
+      case 'promote':
+        // A promotion that did not happen leaves no former primary to fence and no provisional standbys.
+        if (!ok) Object.assign(memory, { fenceTarget: undefined, provisionalStandbys: [] });
+        break;
+      default:
+        break;
+    }
+  }
+  return memory;
+}
+
+function chooseTarget(o: Observation): Target {
   const store = o.store;
   if (!store.reachable) return decideWithoutStore(o, store.error);
   // An unreadable initialise record is neither "no cluster" nor a system identifier to check against:
@@ -69,11 +148,22 @@ function chooseTarget(o: Observation): Decision {
     if (initStep) return initStep;
   }
   if (o.settings.paused) return decidePaused(o, store);
-  if (o.memory.operatorRequest) return decideOperatorRequest(o, store);
+  if (o.operatorRequest) return decideOperatorRequest(o, store, o.operatorRequest);
   if (o.dataDir === 'empty') return decideEmptyMember(o, store);
   const server = o.server;
   if (server.kind === 'unreachable') {
-    return { state: 'starting_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
+    // A primary's data directory, another member leads, and our PostgreSQL does not answer (hung, or
+    // starting): signal it to stop now, so that when it resumes it does not take writes as a second
+    // primary (found by the simulation, seed 2438: a hung primary resumed after the failover and acknowledged).
+    const otherLeader = store.leader && store.leader.member !== o.member.name ? store.leader.member : undefined;
+    if (otherLeader && !o.standbyConfigured) {
+      return {
+        state: 'fencing_split_brain',
+        actions: [{ type: 'stopPostgres', mode: 'immediate' }],
+        reason: `member ${otherLeader} holds the leader lease and our primary PostgreSQL (pid ${server.postmasterPid}) does not answer (${server.error}): stopping it before it can resume as a second primary`,
+      };
+    }
+    return { state: 'waiting_for_postgres', actions: [], reason: `PostgreSQL (pid ${server.postmasterPid}) does not answer yet: ${server.error}` };
   }
   if (server.kind === 'stopped') return decideStopped(o, store);
   return server.inspection.inRecovery ? decideReplica(o, store, server.inspection) : decidePrimary(o, store, server.inspection);
@@ -90,7 +180,7 @@ function blockedBy(o: Observation, store: Reachable, kinds: RecordKind[]): strin
   return bad && `${RECORD_UNREADABLE}: ${bad.key} cannot be read (${bad.problem}); repair it with \`relevo store repair\``;
 }
 
-function decideInitialization(o: Observation, store: Reachable): Decision | undefined {
+function decideInitialization(o: Observation, store: Reachable): Target | undefined {
   const { init } = store;
   if (o.dataDir === 'initialized' && init?.systemIdentifier && o.systemIdentifier && init.systemIdentifier !== o.systemIdentifier) {
     return {
@@ -112,7 +202,7 @@ function decideInitialization(o: Observation, store: Reachable): Decision | unde
   }
   if (!init.systemIdentifier) {
     if (init.member !== o.member.name) {
-      return { state: 'waiting_for_primary', actions: [], reason: `member ${init.member} is initialising the cluster` };
+      return { state: 'waiting_for_initializer', actions: [], reason: `member ${init.member} is initialising the cluster` };
     }
     if (o.dataDir === 'empty') return { state: 'bootstrapping', actions: [{ type: 'bootstrap' }], reason: 'we won the initialisation: running initdb' };
     if (o.systemIdentifier) {
@@ -126,53 +216,89 @@ function decideInitialization(o: Observation, store: Reachable): Decision | unde
   return undefined;
 }
 
-/** Without the store we cannot renew the lease: a primary stops before the lease could expire. */
-function decideWithoutStore(o: Observation, error: string): Decision {
+/**
+ * Without the store we cannot renew the lease: a primary stops before the
+ * lease could expire. Any running primary counts, whether or not it thinks it
+ * leads: without the store nobody can tell it that it still may.
+ */
+function decideWithoutStore(o: Observation, error: string): Target {
   const server = o.server;
-  const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
-  if (runsAsPrimary && o.memory.wasLeader && !o.settings.paused) {
-    const held = failsafePrimary(o, error);
+  // A primary's data directory whose server does not answer (hung) counts too: the stop signal waits for it
+  // to resume, so it cannot take writes past the lease (found by the simulation, seed 15084).
+  const runsAsPrimary = server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && !o.standbyConfigured;
+  if (runsAsPrimary && !o.settings.paused) {
+    // Failsafe: every member confirmed it may go on (only a primary that led the moment before asks).
+    const held = LEADING.includes(o.previous.state) || o.previous.state === 'primary_store_unreachable' ? failsafePrimary(o, error) : undefined;
     if (held) return { ...held, actions: [] };
-    const age = o.memory.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.memory.leaseRenewedAt;
+    const age = o.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
       return {
-        state: 'fenced',
-        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        state: 'fencing_store_lost',
+        actions: [{ type: 'stopPostgres', mode: server.kind === 'running' ? 'fast' : 'immediate' }],
         reason: `leader lease not renewed for ${Math.round(age)} ms (store unreachable: ${error}); stopping PostgreSQL before the lease can expire`,
-        remember: { wasLeader: false },
       };
     }
+    return {
+      state: 'primary_store_unreachable',
+      actions: [],
+      reason: `cannot read the coordination store (${error}); this primary stops ${Math.round(limit - age)} ms from now unless the lease is renewed${server.kind === 'unreachable' ? ` (it does not answer either: ${server.error})` : ''}`,
+    };
   }
   return { state: 'store_unreachable', actions: [], reason: `cannot read the coordination store (${error})` };
 }
 
-function decidePaused(o: Observation, store: Reachable): Decision {
+function decidePaused(o: Observation, store: Reachable): Target {
   const server = o.server;
   const reason = 'cluster paused for maintenance: no automatic action';
+  // What runs keeps its name (health checks and the router read it); anything else is just paused.
   if (server.kind === 'running' && !server.inspection.inRecovery && store.leader?.member === o.member.name) return { state: 'primary', actions: [], reason };
   if (server.kind === 'running' && server.inspection.inRecovery) return { state: 'replica', actions: [], reason };
-  return { state: o.previous.state, actions: [], reason };
+  return { state: 'paused', actions: [], reason };
 }
 
-function decideOperatorRequest(o: Observation, store: Reachable): Decision {
-  const request = o.memory.operatorRequest!;
+function decideOperatorRequest(o: Observation, store: Reachable, request: OperatorRequest): Target {
   const isLeader = store.leader?.member === o.member.name;
   if (request.kind === 'restart') {
+    // The request is consumed first: a restart that fails is reported, not retried for ever (found by the
+    // simulation, seed 443: a restart asked for an empty data directory failed every cycle and blocked the clone).
+    // Only a server that runs in the role it may have is restarted: a stopped one is started by the normal
+    // path (which rewinds a former primary first), and a primary without the lease is fenced, not restarted
+    // (found by the simulation, seed 987: a restart started a stopped former primary, which acknowledged writes).
+    const server = o.server;
+    const refusal =
+      o.dataDir === 'empty'
+        ? 'this member has no data directory yet'
+        : server.kind !== 'running'
+          ? 'PostgreSQL is not running; relevo starts it itself in the role it may have'
+          : !server.inspection.inRecovery && !isLeader
+            ? 'PostgreSQL runs as primary without the leader lease'
+            : undefined;
+    if (refusal) return { state: 'operator_request_refused', actions: [{ type: 'finishOperatorRequest' }], reason: `refusing to restart PostgreSQL: ${refusal}` };
     return {
-      state: 'starting_postgres',
-      actions: [{ type: 'restartPostgres' }, { type: 'finishOperatorRequest' }],
+      state: 'restarting_postgres',
+      actions: [{ type: 'finishOperatorRequest' }, { type: 'restartPostgres' }],
       reason: 'operator asked to restart PostgreSQL',
     };
   }
   if (isLeader) {
-    return { state: o.previous.state, actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary' };
+    return { state: 'operator_request_refused', actions: [{ type: 'finishOperatorRequest' }], reason: 'refusing to reinitialise the primary: switch over first' };
+  }
+  // Without a running primary there is nothing to clone from, and this data may be the only copy of
+  // acknowledged commits (found by the simulation, seed 298: a reinitialised former primary left a
+  // strict synchronous cluster with nobody eligible, for ever).
+  if (!store.leader || leaderStatus(store)?.role !== 'primary') {
+    return {
+      state: 'operator_request_refused',
+      actions: [{ type: 'finishOperatorRequest' }],
+      reason: 'refusing to reinitialise this member while no primary runs to clone from: its data may be the only copy of acknowledged commits; ask again once a primary runs',
+    };
   }
   const actions: Action[] = [];
   if (o.server.kind !== 'stopped') actions.push({ type: 'stopPostgres', mode: 'fast' });
   if (o.dataDir === 'initialized') actions.push({ type: 'moveDataAside', reason: 'operator asked to reinitialise this member (relevo reinit)' });
   actions.push({ type: 'finishOperatorRequest' });
-  return { state: 'waiting_for_primary', actions, reason: 'operator asked to reinitialise this member: cloning afresh', remember: { rewindFailed: false } };
+  return { state: 'reinitializing', actions, reason: 'operator asked to reinitialise this member: cloning afresh', remember: { rewindFailed: false, rewindNeeded: false } };
 }
 
 function leaderStatus(store: Reachable): MemberStatus | undefined {
@@ -185,24 +311,24 @@ function upstreamFor(o: Observation, store: Reachable): Upstream | undefined {
   return { member: leader.name, address: leader.connectAddress, slot: slotNameFor(o.member.name) };
 }
 
-function decideEmptyMember(o: Observation, store: Reachable): Decision {
+function decideEmptyMember(o: Observation, store: Reachable): Target {
   const leader = leaderStatus(store);
   if (!store.leader || !leader || leader.role !== 'primary') {
-    return { state: 'waiting_for_primary', actions: [], reason: 'no running primary to clone from' };
+    return { state: 'waiting_to_clone', actions: [], reason: 'no running primary to clone from' };
   }
   if (!o.haveCredentials) {
     return { state: 'waiting_for_credentials', actions: [], reason: 'no replication password: provide the secrets file or environment variables' };
   }
   const slot = slotNameFor(o.member.name);
   if (!leader.slots.some((s) => s.name === slot)) {
-    return { state: 'waiting_for_primary', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
+    return { state: 'waiting_to_clone', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
   }
   const upstream = upstreamFor(o, store)!;
   return {
     state: 'cloning',
     actions: [{ type: 'clone', upstream }, { type: 'startPostgres', as: 'replica', upstream }],
     reason: `cloning from primary ${leader.name} through slot ${slot}`,
-    remember: { rewindFailed: false },
+    retryInMs: RETRY_SOON_MS,
   };
 }
 
@@ -226,25 +352,26 @@ function divergence(store: Reachable, inspection: ServerInspection): string | un
  */
 function passedFork(store: Reachable, timeline: number, lsn: string): string | undefined {
   if (timeline >= latestTimeline(store.history)) return undefined;
-  const fork = store.history.find((h) => h.timeline === timeline + 1)?.lsn;
+  // The newest entry of that timeline: a void promotion may have left an older one with the same number.
+  const fork = [...store.history].reverse().find((h) => h.timeline === timeline + 1)?.lsn;
   return fork && compareLsn(lsn, fork) > 0 ? fork : undefined;
 }
 
-function decideStopped(o: Observation, store: Reachable): Decision {
+function decideStopped(o: Observation, store: Reachable): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName === me) {
     const downSince = o.memory.primaryDownSince ?? o.monotonic;
     if (o.monotonic - downSince > o.settings.primaryRestartTimeoutMs) {
       return {
-        state: 'fenced',
+        state: 'releasing_lease',
         actions: [{ type: 'releaseLeader', reason: `PostgreSQL did not come back within primaryRestartTimeoutMs=${o.settings.primaryRestartTimeoutMs}` }],
         reason: `PostgreSQL did not restart within ${o.settings.primaryRestartTimeoutMs} ms: releasing the leader lease so a replica takes over`,
-        remember: { primaryDownSince: undefined, wasLeader: false },
+        remember: { primaryDownSince: downSince },
       };
     }
     return {
-      state: 'starting_postgres',
+      state: 'restarting_primary',
       actions: [{ type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) }],
       reason: 'we hold the leader lease and PostgreSQL is down: restarting it in place (crash recovery)',
       remember: { primaryDownSince: downSince },
@@ -255,13 +382,12 @@ function decideStopped(o: Observation, store: Reachable): Decision {
     if (!upstream) return { state: 'waiting_for_primary', actions: [], reason: `leader ${leaderName} has not published its address yet` };
     if (o.memory.rewindFailed) {
       const leader = leaderStatus(store);
-      if (leader?.state !== 'primary') return { state: 'waiting_for_primary', actions: [], reason: `pg_rewind failed; waiting for leader ${leaderName} to run as primary before acting` };
+      if (leader?.state !== 'primary') return { state: 'rewind_failed', actions: [], reason: `pg_rewind failed; waiting for leader ${leaderName} to run as primary before acting` };
       if (o.settings.rewindFallback === 'reclone') {
         return {
-          state: 'rewinding',
+          state: 'recloning',
           actions: [{ type: 'moveDataAside', reason: 'pg_rewind could not reconcile this data directory with the leader (rewindFallback=reclone)' }],
           reason: 'pg_rewind failed: moving the data directory aside and cloning afresh',
-          remember: { rewindFailed: false },
         };
       }
       return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
@@ -271,17 +397,18 @@ function decideStopped(o: Observation, store: Reachable): Decision {
         state: 'rewinding',
         actions: [{ type: 'rewind', upstream }],
         reason: `reconciling with the timeline of leader ${leaderName} (pg_rewind)`,
-        remember: { rewindNeeded: false },
+        retryInMs: RETRY_SOON_MS,
       };
     }
     return {
-      state: 'starting_postgres',
+      state: 'starting_replica',
       actions: [{ type: 'startPostgres', as: 'replica', upstream }],
       reason: `starting PostgreSQL as a standby of ${upstream.member}`,
+      retryInMs: RETRY_SOON_MS,
     };
   }
   if (o.standbyConfigured) {
-    return { state: 'starting_postgres', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
+    return { state: 'starting_replica', actions: [{ type: 'startPostgres', as: 'replica', upstream: undefined }], reason: 'starting PostgreSQL as a standby; no primary holds the lease' };
   }
   const blocked = blockedBy(o, store, ['leader', 'history']);
   if (blocked) return { state: 'waiting_for_primary', actions: [], reason: `not taking the leader lease: ${blocked}` };
@@ -295,7 +422,7 @@ function decideStopped(o: Observation, store: Reachable): Decision {
     return { state: 'waiting_for_primary', actions: [], reason: `this former primary is on timeline ${timeline}, the cluster moved on to ${latestTimeline(store.history)}: waiting for a leader to rewind from` };
   }
   return {
-    state: 'starting_postgres',
+    state: 'acquiring_lease',
     actions: [{ type: 'acquireLeader' }],
     reason: 'primary data directory on the current timeline and no leader: taking the leader lease before starting PostgreSQL',
   };
@@ -348,12 +475,12 @@ function standbyNamesOnPromotion(o: Observation, provisional: string[]): string 
   return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
 }
 
-function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName === me) {
     return {
-      state: 'promoting',
+      state: 'resuming_promotion',
       actions: [
         {
           type: 'promote',
@@ -368,15 +495,20 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
+    retryInMs: RETRY_SOON_MS,
     };
   }
   const upstream = upstreamFor(o, store);
   if (leaderName !== undefined && upstream) {
     const leader = leaderStatus(store)!;
-    const diverged = divergence(store, inspection);
+    // Streaming the leader's own timeline is following it, whatever history predicted (found by the
+    // simulation, seed 15170: a history entry left with a predicted timeline sent a streaming standby
+    // into a stop-rewind loop).
+    const following = inspection.streaming && inspection.receivedTimeline !== null && inspection.receivedTimeline === leader.timeline;
+    const diverged = following ? undefined : divergence(store, inspection);
     if (diverged) {
       return {
-        state: 'rewinding',
+        state: 'stopping_to_rewind',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `${diverged}: it cannot follow primary ${leader.name}; stopping to reconcile with pg_rewind`,
         remember: { rewindNeeded: true, streamingLost: undefined },
@@ -394,7 +526,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         : { ...leadership, since: o.monotonic };
     if (lost && leader.state === 'primary' && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
       return {
-        state: 'rewinding',
+        state: 'stopping_to_rewind',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `cannot stream from primary ${leader.name} for ${DIVERGENCE_GRACE_MS} ms: stopping to reconcile with pg_rewind`,
         remember: { rewindNeeded: true, streamingLost: undefined },
@@ -405,6 +537,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
       actions: [{ type: 'configure', as: 'replica', upstream }],
       reason: inspection.streaming ? `streaming from ${upstream.member}` : `following ${upstream.member}, not streaming yet`,
       remember: { streamingLost: lost },
+      retryInMs: !inspection.streaming && JUST_STARTED.includes(o.previous.state) ? RETRY_SOON_MS : undefined,
     };
   }
   if (leaderName !== undefined) return { state: 'replica', actions: [], reason: `leader ${leaderName} has not published its address yet` };
@@ -417,7 +550,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
     return {
-      state: 'replica',
+      state: 'detaching_upstream',
       actions: [{ type: 'detachUpstream' }],
       reason: `leader lease of ${lastLeader(store) ?? 'nobody'} is gone: stopped streaming from it before electing a new primary`,
       retryInMs: RETRY_SOON_MS,
@@ -425,16 +558,22 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   }
   // Which member may hold every acknowledged commit, the cluster's timeline and the last primary position decide eligibility.
   const electionBlocked = blockedBy(o, store, o.settings.synchronousMode === 'quorum' ? ['sync', 'quorum', 'history', 'optime'] : ['sync', 'history', 'optime']);
-  if (electionBlocked) return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${electionBlocked}` };
+  if (electionBlocked) return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${electionBlocked}` };
   const request = activeRequest(o, store);
-  const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
+  const election = { ...store, history: withoutVoidPromotion(o, store, inspection), failover: request };
+  const verdict = electionVerdict(o, election, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
   if (!verdict.eligible) {
-    return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
+    return { state: 'electing', actions: [], reason: `no primary holds the lease; not taking over: ${verdict.reason}`, retryInMs: verdict.transient ? RETRY_SOON_MS : undefined };
   }
-  const former = lastLeader(store);
+  const former = lastLeader(election);
   const fenceTarget = former && former !== me && store.optime?.member === former ? { member: former, address: store.optime.address } : undefined;
-  const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${lastLeader(store) ?? 'nobody'} expired`;
+  const why = request ? `${request.kind}${request.force ? ' (forced)' : ''} requested at ${request.requestedAt}` : `leader lease of ${former ?? 'nobody'} expired`;
   const provisional = prefixPeers(o, inspection);
+  // Asynchronously, a former primary whose agent died (so nothing stops it) acknowledges every commit it
+  // gets: the promotion fences it over SQL, once the lease is ours, before we acknowledge any (found by the
+  // simulation, seeds 183 and 14911). Synchronously its commits wait for standbys that have all detached,
+  // and the failover is not slowed by a connect timeout.
+  const fence = o.settings.synchronousMode === 'off' ? fenceTarget : undefined;
   return {
     state: 'promoting',
     actions: [
@@ -443,15 +582,19 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         acquire: true,
         from: former ?? null,
         reason: why,
-        timeline: latestTimeline(store.history) + 1,
+        timeline: latestTimeline(election.history) + 1,
         forkLsn: inspection.replayedLsn,
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
+        ...(fence ? { fence } : {}),
         quorum: promotionQuorum(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
-    remember: { fenceTarget, wasLeader: true, provisionalStandbys: provisional },
+    // The leader key we create wakes the others through their watch, not us (we are busy promoting):
+    // look again at once, so the planner names a synchronous standby as soon as one streams.
+    retryInMs: RETRY_SOON_MS,
+    remember: { fenceTarget, provisionalStandbys: provisional },
   };
 }
 
@@ -460,26 +603,24 @@ function peerSlots(o: Observation, store: Reachable): string[] {
   return [...store.members.map((m) => m.name), ...unknownMembers(store)].filter((name) => name !== o.member.name).map(slotNameFor);
 }
 
-function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
+function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspection): Target {
   const me = o.member.name;
   const leaderName = store.leader?.member;
   if (leaderName !== undefined && leaderName !== me) {
     return {
-      state: 'fenced',
+      state: 'fencing_split_brain',
       actions: [{ type: 'stopPostgres', mode: 'fast' }],
       reason: `member ${leaderName} holds the leader lease: stopping this primary to avoid two primaries`,
-      remember: { wasLeader: false },
     };
   }
   const badLeader = store.leader === undefined ? unreadableOf(store, 'leader') : undefined;
   // A damaged leader key on another member's lease, or one we did not hold a moment ago: somebody else may lead.
-  if (badLeader && (badLeader.lease === 'other' || !o.memory.wasLeader)) {
+  if (badLeader && (badLeader.lease === 'other' || !LEADING.includes(o.previous.state))) {
     const whose = badLeader.lease === 'other' ? "hangs on another member's lease" : 'and we did not hold the lease';
     return {
-      state: 'fenced',
+      state: 'fencing_split_brain',
       actions: [{ type: 'stopPostgres', mode: 'fast' }],
       reason: `${RECORD_UNREADABLE}: the leader key ${badLeader.key} cannot be read (${badLeader.problem}) ${whose}: stopping this primary to avoid two primaries; repair it with \`relevo store repair\``,
-      remember: { wasLeader: false },
     };
   }
   // A damaged leader key on no lease, and we led until now: nobody can take the lease while it
@@ -490,13 +631,12 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     if (historyBlocked) return { state: 'primary', actions: [], reason: `not taking the leader lease: ${historyBlocked}` };
     if (latestTimeline(store.history) > (inspection.timeline ?? 0)) {
       return {
-        state: 'fenced',
+        state: 'fencing_old_timeline',
         actions: [{ type: 'stopPostgres', mode: 'fast' }],
         reason: `the cluster moved on to timeline ${latestTimeline(store.history)} while this primary is on ${inspection.timeline}: stopping it`,
-        remember: { wasLeader: false },
       };
     }
-    return { state: 'primary', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
+    return { state: 'acquiring_lease', actions: [{ type: 'acquireLeader' }], reason: 'running primary on the current timeline and no leader: taking the leader lease' };
   }
   const request = activeRequest(o, store);
   // Under a damaged leader key nobody could take over from us: no hand-over (the request times out).
@@ -511,10 +651,9 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
         reason: 'switchover impossible: no eligible streaming replica',
       };
     }
-    const started = Math.max(Date.parse(request.requestedAt), request.at ? Date.parse(request.at) : 0);
-    if (inspection.openTransactions > 0 && o.now - started < o.settings.switchoverDrainMs) {
+    if (inspection.openTransactions > 0 && requestAge(o, request) < o.settings.switchoverDrainMs) {
       return {
-        state: 'demoting',
+        state: 'draining',
         actions: [],
         reason: `switchover to ${request.to ?? 'the best replica'}: waiting up to switchoverDrainMs=${o.settings.switchoverDrainMs} for ${inspection.openTransactions} open transaction(s) to finish`,
         retryInMs: RETRY_SOON_MS,
@@ -524,22 +663,24 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       state: 'demoting',
       actions: [{ type: 'stopPostgres', mode: 'fast' }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}` }],
       reason: `switchover to ${request.to ?? 'the best replica'}: shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
-      remember: { wasLeader: false },
     };
   }
   const sync = o.settings.synchronousMode === 'quorum' ? planQuorum(o, store, inspection) : planSync(o, store, inspection);
   const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
+  // Our promotion's entry still names the timeline we predicted, not the one PostgreSQL chose (the
+  // store write after pg_promote() failed): correct it, or every later election would wait for ever.
+  const ours = store.history.at(-1);
+  if (ours?.to === me && inspection.timeline !== null && ours.timeline !== inspection.timeline) {
+    actions.push({ type: 'recordSwitchPoint', predictedTimeline: ours.timeline, timeline: inspection.timeline });
+  }
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);
   if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline, revision: store.revisions.optime });
+  // The former primary is fenced until it runs as a standby. (This used to return early, dropping the
+  // planner's look-again-soon: a switchover paused writes for a whole loop more; found by test/sim/switchover.ts.)
   const fence = o.memory.fenceTarget;
-  if (fence) {
-    const former = store.members.find((m) => m.name === fence.member);
-    if (former && former.role === 'replica') {
-      return { state: 'primary', actions, reason: 'holding the leader lease', remember: { ...sync.remember, fenceTarget: undefined, primaryDownSince: undefined, wasLeader: true } };
-    }
-    actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
-  }
+  const formerIsStandby = fence !== undefined && store.members.find((m) => m.name === fence.member)?.role === 'replica';
+  if (fence && !formerIsStandby) actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
   if (store.failover && (!request || request.from !== me)) {
     actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out`, revision: store.revisions.failover! });
@@ -551,7 +692,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     state: 'primary',
     actions,
     reason: notes.length > 0 ? `holding the leader lease; ${notes.join('; ')}` : 'holding the leader lease',
-    remember: { ...sync.remember, primaryDownSince: undefined, wasLeader: true },
+    remember: { ...sync.remember, primaryDownSince: undefined, ...(formerIsStandby ? { fenceTarget: undefined } : {}) },
     retryInMs: sync.awaitingStandby ? RETRY_SOON_MS : undefined,
   };
 }

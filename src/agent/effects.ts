@@ -18,6 +18,7 @@ import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
+import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
 
@@ -43,24 +44,16 @@ export interface CasLost {
   key: string;
 }
 
-/**
- * `retryable`: the failure says nothing about our data (e.g. the rewind source was unreachable).
- * `casLost`: the key whose compare-and-swap lost; the next decision sees it (Observation.outcomes).
- */
-export type ActionOutcome =
-  | { action: Action; ok: true; detail?: string }
-  | { action: Action; ok: false; error: string; retryable: boolean; casLost?: string };
-
-/** The one place where decisions turn into effects: SQL, pg_ctl, store writes. */
+/** The one place where decisions turn into effects: SQL, pg_ctl, store writes. Never throws: the outcome is a value. */
 export async function runAction(ctx: EffectContext, action: Action): Promise<ActionOutcome> {
   try {
     const detail = await perform(ctx, action);
     if (typeof detail === 'object') {
-      return { action, ok: false, error: `lost the compare-and-swap on ${detail.key}: it changed since it was read; nothing written`, retryable: true, casLost: detail.key };
+      return { type: action.type, result: 'lost_cas', key: detail.key, error: `lost the compare-and-swap on ${detail.key}: it changed since it was read; nothing written` };
     }
-    return { action, ok: true, detail };
+    return { type: action.type, result: 'ok', detail };
   } catch (error) {
-    return { action, ok: false, error: (error as Error).message, retryable: (error as { retryable?: unknown }).retryable === true };
+    return outcomeOf(action.type, error);
   }
 }
 
@@ -92,10 +85,10 @@ function createLeader(ctx: EffectContext): Promise<number | undefined> {
   return ctx.store.create(ctx.keys.leader, JSON.stringify(record), { lease: ctx.sessionLease() });
 }
 
-/** For steps that cannot go on without the lease (promotion, bootstrap): losing the race is an error. */
+/** For steps that cannot go on without the lease (promotion, bootstrap): losing the race is a lost compare-and-swap of that step. */
 async function acquireLeader(ctx: EffectContext): Promise<string> {
   const revision = await createLeader(ctx);
-  if (revision === undefined) throw new Error('another member took the leader lease first');
+  if (revision === undefined) throw new LostCasError(ctx.keys.leader, 'another member took the leader lease first');
   return `leader lease acquired at revision ${revision}`;
 }
 
@@ -166,6 +159,8 @@ async function resetSyncRecord(ctx: EffectContext): Promise<void> {
 async function promote(ctx: EffectContext, action: Extract<Action, { type: 'promote' }>): Promise<string> {
   const { config, local } = ctx;
   if (action.acquire) await acquireLeader(ctx);
+  // Only once the lease is ours: a decision that is already stale cannot fence a member that leads again.
+  if (action.fence) ctx.log.info({ formerPrimary: action.fence.member }, await fenceFormerPrimary(ctx, action.fence.member, action.fence.address));
   try {
     await appendHistory(ctx, {
       timeline: action.timeline,
@@ -256,7 +251,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const record = readRecord(InitRecordSchema, current);
       if (record.member !== config.name) throw new Error(`member ${record.member} owns the initialisation`);
       const ok = await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: action.systemIdentifier }), current.revision);
-      if (ok === undefined) throw new Error('initialise key changed concurrently');
+      if (ok === undefined) throw new LostCasError(keys.initialize, 'initialise key changed concurrently');
       return `cluster system identifier ${action.systemIdentifier} recorded`;
     }
     case 'bootstrap': {
@@ -354,6 +349,12 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     }
     case 'promote':
       return promote(ctx, action);
+    case 'recordSwitchPoint': {
+      const switchPoint = timelineSwitchPoint(local.dataDir, action.timeline);
+      if (!switchPoint) throw new Error(`cannot read the switch point of timeline ${action.timeline} from pg_wal`);
+      await recordSwitchPoint(ctx, action.predictedTimeline, action.timeline, switchPoint.lsn);
+      return `history corrected: our promotion started timeline ${action.timeline} (not ${action.predictedTimeline}) at ${switchPoint.lsn}`;
+    }
     case 'writeSyncRecord': {
       const record = { leader: config.name, members: action.members, updatedAt: new Date().toISOString() };
       return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]`;
@@ -392,5 +393,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'finishOperatorRequest':
       ctx.finishOperatorRequest();
       return undefined;
+    default: {
+      // A new action type without its case here does not compile.
+      const unhandled: never = action;
+      throw new Error(`no effect for action ${(unhandled as Action).type}`);
+    }
   }
 }

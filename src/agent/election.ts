@@ -18,6 +18,24 @@ export function latestTimeline(history: HistoryEntry[]): number {
   return history.at(-1)?.timeline ?? 1;
 }
 
+/**
+ * The history without a promotion that never happened. A new primary records
+ * its timeline before pg_promote(); if a store write after it fails, or its
+ * agent dies, the entry stays and every standby, on the older timeline, would
+ * be ineligible for ever (found by the simulation, seed 1874). The entry is
+ * void only when its member itself says it is still a standby on an older
+ * timeline: our own inspection, or its agent's direct answer (a live agent
+ * reports what it did in its last cycle, and it cannot promote without the
+ * lease, which nobody holds now). A member that does not answer keeps its entry.
+ */
+export function withoutVoidPromotion(o: Observation, store: Reachable, own: { timeline: number | null }): HistoryEntry[] {
+  const latest = store.history.at(-1);
+  if (!latest) return store.history;
+  const view = latest.to === o.member.name ? { role: 'replica', timeline: own.timeline } : o.peers.find((p) => p.name === latest.to)?.status;
+  const stillStandby = view?.role === 'replica' && view.timeline !== null && view.timeline < latest.timeline;
+  return stillStandby ? store.history.slice(0, -1) : store.history;
+}
+
 export interface Candidate {
   name: string;
   receivedLsn: string | null;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { appendEvents, type ClusterEvent } from '../cluster/events.js';
 import type { Store } from '../store/store.js';
-import type { CycleObserver, CycleReport } from './cycle-report.js';
+import { ranActions, type CycleObserver, type CycleReport } from './cycle-report.js';
 
 /** Actions an agent repeats every round while nothing changes: not news on their own. */
 const ROUTINE = new Set(['configure', 'writeOptime', 'fenceFormerPrimary']);
@@ -38,11 +38,12 @@ export class EventPublisher implements CycleObserver {
 
   eventOf(report: CycleReport): ClusterEvent | undefined {
     const { decision, outcomes, from } = report;
-    const failed = outcomes.find((o) => !o.ok);
-    const fence = outcomes.find((o) => o.ok && o.action.type === 'fenceFormerPrimary')?.action;
+    const ran = ranActions(report);
+    const failed = outcomes.find((o) => o.result !== 'ok');
+    const fence = ran.find((r) => r.outcome.result === 'ok' && r.action.type === 'fenceFormerPrimary')?.action;
     const newFence = fence?.type === 'fenceFormerPrimary' && fence.member !== this.lastFenceTarget;
     if (fence?.type === 'fenceFormerPrimary') this.lastFenceTarget = fence.member;
-    const notable = outcomes.some((o) => o.ok && !ROUTINE.has(o.action.type));
+    const notable = outcomes.some((o) => o.result === 'ok' && !ROUTINE.has(o.type));
     if (decision.state === from && !failed && !notable && !newFence) return undefined;
     const at = new Date(report.observation.now).toISOString();
     return {
@@ -51,9 +52,9 @@ export class EventPublisher implements CycleObserver {
       member: this.member,
       from,
       to: decision.state,
-      actions: outcomes.map((o) => o.action.type),
+      actions: outcomes.map((o) => o.type),
       reason: decision.reason,
-      outcome: failed && !failed.ok ? `failed: ${failed.action.type}: ${failed.error}` : 'ok',
+      outcome: failed ? `${failed.result === 'lost_cas' ? 'lost compare-and-swap' : 'failed'}: ${failed.type}: ${failed.error}` : 'ok',
     };
   }
 

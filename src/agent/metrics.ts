@@ -9,8 +9,8 @@ import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { MemberStatus } from '../cluster/types.js';
 import { parseLsn } from '../postgres/lsn.js';
 import type { Store } from '../store/store.js';
-import type { CycleObserver, CycleReport } from './cycle-report.js';
-import { AGENT_STATES } from './states.js';
+import { ranActions, type CycleObserver, type CycleReport } from './cycle-report.js';
+import { AGENT_STATES, type AgentState } from './states.js';
 
 export type MetricType = 'gauge' | 'counter' | 'histogram';
 
@@ -121,15 +121,14 @@ export class AgentMetrics implements CycleObserver {
   }
 
   onCycle(report: CycleReport): void {
-    const { observation: o, decision, status, outcomes } = report;
+    const { observation: o, decision, status } = report;
     this.histogram('relevo_loop_duration_seconds').observe(report.durationMs / 1000);
     this.counter('relevo_decisions_total').inc({ state: decision.state });
-    for (const outcome of outcomes) {
-      if (!outcome.ok) {
-        this.counter('relevo_action_failures_total').inc({ action: outcome.action.type });
+    for (const { outcome, action } of ranActions(report)) {
+      if (outcome.result !== 'ok') {
+        this.counter('relevo_action_failures_total').inc({ action: action.type });
         continue;
       }
-      const action = outcome.action;
       if (action.type === 'promote') {
         const switchover = o.store.reachable ? o.store.failover?.kind === 'switchover' : false;
         this.counter(switchover || /switchover/i.test(action.reason) ? 'relevo_switchovers_total' : 'relevo_failovers_total').inc();
@@ -140,7 +139,7 @@ export class AgentMetrics implements CycleObserver {
         this.counter('relevo_fencing_events_total').inc({ kind: 'former_primary' });
       }
     }
-    if (decision.state === 'fenced' && report.from !== 'fenced') this.counter('relevo_fencing_events_total').inc({ kind: 'self' });
+    if (isFencing(decision.state) && !isFencing(report.from)) this.counter('relevo_fencing_events_total').inc({ kind: 'self' });
 
     const state = this.gauge('relevo_state');
     for (const s of AGENT_STATES) state.set({ state: s }, s === decision.state ? 1 : 0);
@@ -172,7 +171,7 @@ export class AgentMetrics implements CycleObserver {
     this.set('relevo_cluster_has_leader', store.leader !== undefined);
     this.set('relevo_sync_standby', store.sync?.members.includes(o.member.name) ?? false);
     this.set('relevo_sync_standbys', store.sync?.members.length ?? 0);
-    const renewed = o.memory.leaseRenewedAt;
+    const renewed = o.leaseRenewedAt;
     this.set('relevo_leader_lease_remaining_seconds', leader && renewed !== undefined ? Math.max(0, renewed + o.settings.ttlMs - o.monotonic) / 1000 : undefined);
   }
 
@@ -265,4 +264,9 @@ Series Patroni has no equivalent for: lag in bytes and seconds as direct series
 primary, slot retention, leader lease remaining, store latency, loop duration,
 decisions by state, failovers, switchovers and fencing counters.
 `;
+}
+
+/** The states in which this member stops its own PostgreSQL so that two primaries cannot exist. */
+function isFencing(state: AgentState): boolean {
+  return state === 'fencing_split_brain' || state === 'fencing_old_timeline' || state === 'fencing_store_lost';
 }

@@ -3,7 +3,7 @@ import type { MemberStatus } from '../cluster/types.js';
 import type { ClusterView } from '../cluster/view.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
-import type { ActionType } from './actions.js';
+import type { ActionOutcome } from './outcome.js';
 import type { FailsafeView } from './failsafe.js';
 import type { AgentState } from './states.js';
 
@@ -19,12 +19,6 @@ export type StoreView =
   | { reachable: false; error: string }
   | ({ reachable: true } & ClusterView);
 
-/**
- * What came of the previous cycle's store writes that the next decision must
- * see: a compare-and-swap that lost (the record changed since it was read).
- */
-export type WriteOutcome = { kind: 'cas_lost'; key: string; action: ActionType };
-
 /** A peer's answer to GET /status, asked directly during an election. */
 export interface PeerView {
   name: string;
@@ -35,15 +29,16 @@ export interface PeerView {
 /** An operator command addressed to this member through its REST API. */
 export type OperatorRequest = { kind: 'restart' } | { kind: 'reinit' };
 
-/** What the agent remembers between cycles: explicit, small, and passed in. */
+/**
+ * What the agent remembers between cycles: explicit, small, passed in, and
+ * written only by decide() (it returns the next memory). Where the agent
+ * stands is its state, not a flag here; these are facts learned earlier that
+ * the next snapshot cannot show (timers, positions, results of past actions).
+ */
 export interface AgentMemory {
-  /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */
-  leaseRenewedAt: number | undefined;
-  /** We held the leader lease at the end of the last cycle. */
-  wasLeader: boolean;
-  /** pg_rewind failed on this data directory (the source was reachable); fall back per rewindFallback. */
+  /** pg_rewind failed on this data directory (the source was reachable): fall back per rewindFallback. Learned from a rewind outcome. */
   rewindFailed: boolean;
-  /** This standby could not stream from the leader: run pg_rewind before starting it again. */
+  /** This standby stopped because it could not follow the leader: run pg_rewind before starting it again. */
   rewindNeeded: boolean;
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
@@ -61,13 +56,12 @@ export interface AgentMemory {
   syncSwitchLsn: string | undefined;
   /** Former primary we still have to fence over SQL (after our promotion), by address. */
   fenceTarget: { member: string; address: string } | undefined;
-  operatorRequest: OperatorRequest | undefined;
+  /** The pending switchover/failover request (by its requestedAt) and the monotonic ms when we first saw it. */
+  requestSeen: { requestedAt: string; since: number } | undefined;
 }
 
 export function freshMemory(): AgentMemory {
   return {
-    leaseRenewedAt: undefined,
-    wasLeader: false,
     rewindFailed: false,
     rewindNeeded: false,
     primaryDownSince: undefined,
@@ -76,7 +70,7 @@ export function freshMemory(): AgentMemory {
     noSyncCandidateSince: undefined,
     syncSwitchLsn: undefined,
     fenceTarget: undefined,
-    operatorRequest: undefined,
+    requestSeen: undefined,
   };
 }
 
@@ -104,9 +98,13 @@ export interface Observation {
   failsafe?: FailsafeView;
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
+  /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */
+  leaseRenewedAt: number | undefined;
+  /** An operator command waiting to be carried out (the REST API's mailbox, emptied by finishOperatorRequest). */
+  operatorRequest: OperatorRequest | undefined;
   memory: AgentMemory;
-  /** Outcomes of the previous cycle's store writes (empty when all went through). */
-  outcomes: WriteOutcome[];
+  /** What became of the previous cycle's actions, in order (an action after a failure did not run and is absent). */
+  outcomes: ActionOutcome[];
   /** Where the agent was after the previous cycle. */
   previous: { state: AgentState; since: number };
 }

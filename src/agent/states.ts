@@ -1,59 +1,240 @@
+import type { ActionType } from './actions.js';
+
 /**
  * The agent's named states and the transitions allowed between them.
- * decide() may only move along an edge listed here; any other move is a
- * defect, reported as such and never silently taken. docs/states.md is
- * generated from this table (`npm run docs`), and a unit test checks it is current.
+ * decide() may only move along a row listed here, with only the actions that
+ * row allows; anything else is a defect with a code, reported loudly and
+ * never taken. docs/states.md is generated from this table (`npm run docs`),
+ * and docs/state-edges.txt lists the edges the simulation takes; unit tests
+ * check both are current.
  */
 export const AGENT_STATES = [
+  // Before anything is known, and facts that hold whatever we were doing.
   'starting',
   'store_unreachable',
+  'primary_store_unreachable',
+  'fencing_store_lost',
+  'foreign_data',
+  'paused',
+  // A new cluster.
   'initializing',
+  'waiting_for_initializer',
   'bootstrapping',
-  'waiting_for_primary',
+  // Operator commands.
+  'restarting_postgres',
+  'reinitializing',
+  'operator_request_refused',
+  // An empty data directory joining.
+  'waiting_to_clone',
   'waiting_for_credentials',
   'cloning',
-  'starting_postgres',
-  'replica',
-  'promoting',
-  'primary',
-  'demoting',
-  'fenced',
+  // A stopped server.
+  'waiting_for_postgres',
+  'restarting_primary',
+  'releasing_lease',
+  'waiting_for_primary',
+  'starting_replica',
   'rewinding',
+  'rewind_failed',
+  'recloning',
   'needs_operator',
-  'foreign_data',
+  'acquiring_lease',
+  // A standby.
+  'replica',
+  'stopping_to_rewind',
+  'detaching_upstream',
+  'electing',
+  'promoting',
+  'resuming_promotion',
+  // The primary.
+  'primary',
+  'draining',
+  'demoting',
+  'fencing_split_brain',
+  'fencing_old_timeline',
 ] as const;
 
 export type AgentState = (typeof AGENT_STATES)[number];
 
 export interface Transition {
-  from: AgentState | '*';
+  /** `'*'` only for facts that hold whatever the agent was doing (the store is gone, another cluster's data, an operator command). */
+  from: readonly AgentState[] | '*';
   to: AgentState;
+  /** Action types decide() may ask for on this edge (a subset, possibly none, is asked each time). */
+  actions: readonly ActionType[];
   comment: string;
 }
 
+/**
+ * States after which anything may follow: the agent (re)started, the store or PostgreSQL could not be
+ * observed, automation was paused, or an operator command was handled (from any state) instead of a decision.
+ */
+const AFTER_GAP = ['starting', 'store_unreachable', 'primary_store_unreachable', 'paused', 'waiting_for_postgres', 'restarting_postgres', 'operator_request_refused'] as const;
+/** States in which PostgreSQL may run as primary with our lease. */
+const LEADING = ['primary', 'promoting', 'resuming_promotion', 'acquiring_lease', 'restarting_primary', 'draining', 'bootstrapping'] as const;
+/** States of a stopped (or stopping) server with data that must decide how to start. */
+const STOPPED = [
+  'waiting_for_primary',
+  'starting_replica',
+  'rewinding',
+  'rewind_failed',
+  'stopping_to_rewind',
+  'releasing_lease',
+  'fencing_split_brain',
+  'fencing_old_timeline',
+  'fencing_store_lost',
+  'demoting',
+  'needs_operator',
+  'acquiring_lease',
+  'restarting_primary',
+] as const;
+/** States of a running standby. */
+const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
+
+const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest', 'recordSwitchPoint', 'writeQuorumRecord'];
+
 export const TRANSITIONS: readonly Transition[] = [
-  // Facts adopted from whatever state: they describe what runs, and are safe to report.
-  { from: '*', to: 'store_unreachable', comment: 'the store cannot be read: act on nothing we cannot verify' },
-  { from: '*', to: 'foreign_data', comment: 'the data directory belongs to another cluster: refuse to touch it' },
-  { from: '*', to: 'initializing', comment: 'the store holds no cluster: create it, or register this data directory' },
-  { from: '*', to: 'starting_postgres', comment: 'PostgreSQL is being started, restarted, or does not answer yet' },
-  { from: '*', to: 'waiting_for_primary', comment: 'nothing to follow or clone from yet (or reinitialising)' },
-  { from: '*', to: 'replica', comment: 'PostgreSQL runs as a standby (of the leader, or while nobody leads)' },
-  { from: '*', to: 'primary', comment: 'PostgreSQL runs as primary and we hold (or just took) the leader lease' },
-  { from: '*', to: 'fenced', comment: 'this primary lost the lease or another member leads: stop before two primaries can exist' },
-  { from: '*', to: 'promoting', comment: 'no leader and we are the best eligible standby, or we hold the lease while still in recovery' },
-  { from: '*', to: 'demoting', comment: 'we run the primary and hold the lease, and a switchover away from us is due: clean shutdown, then hand over' },
-  { from: '*', to: 'rewinding', comment: "our data diverged from the leader's timeline: pg_rewind, or move aside and reclone" },
-  // Decisions, taken only from the states listed.
-  { from: 'initializing', to: 'bootstrapping', comment: 'won the initialise key: run initdb' },
-  { from: 'starting', to: 'bootstrapping', comment: 'agent restarted while it owned an unfinished initialisation' },
-  { from: '*', to: 'cloning', comment: 'the data directory is empty and the primary has our slot: clone it' },
-  { from: '*', to: 'waiting_for_credentials', comment: 'empty data directory and no replication password here' },
-  { from: 'store_unreachable', to: 'bootstrapping', comment: 'store back; our unfinished initialisation continues' },
-  { from: '*', to: 'needs_operator', comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
+  // Facts that hold whatever the agent was doing.
+  { from: '*', to: 'store_unreachable', actions: [], comment: 'the store cannot be read: act on nothing we cannot verify' },
+  {
+    from: '*',
+    to: 'primary_store_unreachable',
+    actions: [],
+    comment: 'the store cannot be read and PostgreSQL runs as primary: it may go on only until the lease it last renewed could expire',
+  },
+  { from: '*', to: 'fencing_store_lost', actions: ['stopPostgres'], comment: 'store unreachable and the lease could expire now: stop the primary first' },
+  { from: '*', to: 'foreign_data', actions: [], comment: 'the data directory belongs to another cluster: refuse to touch it' },
+  { from: '*', to: 'paused', actions: [], comment: 'the operator paused automation: nothing is done' },
+  { from: '*', to: 'initializing', actions: ['claimInitialize'], comment: 'the store holds no cluster (new, or wiped): create it, or register this data directory' },
+  { from: '*', to: 'fencing_split_brain', actions: ['stopPostgres'], comment: 'PostgreSQL runs as primary (or a primary data directory does not answer) while another member holds the leader lease: stop it before two can acknowledge' },
+  { from: '*', to: 'restarting_postgres', actions: ['finishOperatorRequest', 'restartPostgres'], comment: 'operator asked to restart PostgreSQL (relevo restart): the request is consumed, then PostgreSQL restarted' },
+  { from: '*', to: 'reinitializing', actions: ['stopPostgres', 'moveDataAside', 'finishOperatorRequest'], comment: 'operator asked to reinitialise this member: data moved aside (kept), then cloned afresh' },
+  { from: '*', to: 'operator_request_refused', actions: ['finishOperatorRequest'], comment: 'operator request refused: reinitialise the primary (switch over first) or a member while no primary runs to clone from, restart without data' },
+  { from: '*', to: 'waiting_for_postgres', actions: [], comment: 'the postmaster runs but does not answer yet (starting, crash recovery): wait for it' },
+  // A new cluster.
+  { from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer'], to: 'waiting_for_initializer', actions: [], comment: 'another member won the initialise key and runs initdb' },
+  { from: [...AFTER_GAP, 'initializing', 'bootstrapping'], to: 'bootstrapping', actions: ['bootstrap', 'completeInitialize'], comment: 'we won the initialise key: run initdb, or record the system identifier of the data we registered' },
+  // An empty data directory.
+  {
+    from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer', 'bootstrapping', 'waiting_to_clone', 'waiting_for_credentials', 'reinitializing', 'recloning', 'cloning'],
+    to: 'waiting_to_clone',
+    actions: [],
+    comment: 'empty data directory: no running primary yet, or it has not created our slot',
+  },
+  {
+    from: [...AFTER_GAP, 'waiting_for_initializer', 'waiting_to_clone', 'waiting_for_credentials', 'reinitializing', 'recloning', 'cloning'],
+    to: 'waiting_for_credentials',
+    actions: [],
+    comment: 'empty data directory and no replication password here',
+  },
+  {
+    from: [...AFTER_GAP, 'waiting_for_initializer', 'waiting_to_clone', 'waiting_for_credentials', 'reinitializing', 'recloning', 'cloning'],
+    to: 'cloning',
+    actions: ['clone', 'startPostgres'],
+    comment: 'empty data directory and the primary has our slot: clone it (a failed clone tries again)',
+  },
+  // A stopped server with data.
+  {
+    from: [...AFTER_GAP, ...LEADING, 'releasing_lease', 'fencing_store_lost', 'demoting'],
+    to: 'restarting_primary',
+    actions: ['startPostgres'],
+    comment: 'we hold the leader lease and PostgreSQL is down: start it in place (crash recovery) for up to primaryRestartTimeoutMs',
+  },
+  { from: [...AFTER_GAP, 'restarting_primary', 'releasing_lease'], to: 'releasing_lease', actions: ['releaseLeader'], comment: 'PostgreSQL did not come back within primaryRestartTimeoutMs: release the lease so a replica takes over' },
+  {
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'waiting_for_initializer', 'bootstrapping'],
+    to: 'waiting_for_primary',
+    actions: [],
+    comment: 'stopped with data and nothing to follow yet: the leader has no address, a switchover goes elsewhere, or the cluster moved past our timeline',
+  },
+  {
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'cloning'],
+    to: 'starting_replica',
+    actions: ['startPostgres'],
+    comment: 'stopped standby that can follow the leader (or nobody leads yet): start it as a standby',
+  },
+  { from: [...AFTER_GAP, ...STOPPED, ...STANDBY], to: 'rewinding', actions: ['rewind'], comment: "stopped former primary, or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby" },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
+  {
+    from: [...AFTER_GAP, ...STOPPED, 'primary', 'bootstrapping', 'electing', 'detaching_upstream'],
+    to: 'acquiring_lease',
+    actions: ['acquireLeader'],
+    comment: 'primary data on the current timeline (running, or stopped and no standby) and no leader: take the lease before it acknowledges anything',
+  },
+  // A standby.
+  {
+    from: [...AFTER_GAP, ...STANDBY, ...STOPPED, 'fencing_split_brain'],
+    to: 'replica',
+    actions: ['configure'],
+    comment: 'running standby: follow the leader (or report while the leader has no address, or while paused)',
+  },
+  {
+    from: [...AFTER_GAP, ...STANDBY],
+    to: 'stopping_to_rewind',
+    actions: ['stopPostgres'],
+    comment: 'standby past the fork of the leader timeline, or not streaming from a live primary for DIVERGENCE_GRACE_MS: stop, then pg_rewind',
+  },
+  {
+    from: [...AFTER_GAP, 'replica', 'starting_replica', 'rewinding', 'cloning', 'detaching_upstream', 'electing', 'promoting', 'resuming_promotion', 'stopping_to_rewind'],
+    to: 'detaching_upstream',
+    actions: ['detachUpstream'],
+    comment: 'the leader lease is gone: stop streaming from the former primary so it can acknowledge nothing more, before comparing positions',
+  },
+  {
+    from: [...AFTER_GAP, 'replica', 'starting_replica', 'rewinding', 'cloning', 'detaching_upstream', 'electing', 'promoting', 'resuming_promotion', 'stopping_to_rewind'],
+    to: 'electing',
+    actions: [],
+    comment: 'no leader and this standby may not (yet) take over: not eligible, a better peer, or a switchover elsewhere',
+  },
+  {
+    from: [...AFTER_GAP, 'replica', 'detaching_upstream', 'electing', 'promoting', 'resuming_promotion', 'starting_replica', 'rewinding', 'cloning'],
+    to: 'promoting',
+    actions: ['promote'],
+    comment: 'no leader and we are the best eligible standby: take the lease, (asynchronous mode: fence the former primary over SQL,) record the timeline, pg_promote()',
+  },
+  { from: [...AFTER_GAP, 'promoting', 'resuming_promotion', 'replica', 'electing', 'detaching_upstream', 'starting_replica'], to: 'resuming_promotion', actions: ['promote'], comment: 'we hold the leader lease while still in recovery: finish the promotion' },
+  // The primary.
+  {
+    from: [...AFTER_GAP, ...LEADING, 'demoting', 'fencing_old_timeline', 'fencing_store_lost'],
+    to: 'primary',
+    actions: PRIMARY_DUTIES,
+    comment: 'running primary holding the lease: keep the synchronous set, slots and optime, fence the former primary, clear a finished request, correct its history entry',
+  },
+  { from: [...AFTER_GAP, ...LEADING], to: 'draining', actions: [], comment: 'switchover away from us is due: wait up to switchoverDrainMs for open transactions' },
+  { from: [...AFTER_GAP, ...LEADING, 'demoting'], to: 'demoting', actions: ['stopPostgres', 'handOver'], comment: 'switchover away from us: clean shutdown, record its position, release the lease' },
+  {
+    from: [...AFTER_GAP, ...LEADING, 'demoting', 'fencing_old_timeline', 'fencing_store_lost', 'fencing_split_brain'],
+    to: 'fencing_old_timeline',
+    actions: ['stopPostgres'],
+    comment: 'running primary, no leader, and the cluster moved to a newer timeline: stop it (it must be rewound)',
+  },
 ];
 
+/** A move decide() wanted that the table does not allow: a bug in decide() or the table, never taken. */
+export interface Defect {
+  code: 'E_STATE_ILLEGAL_EDGE' | 'E_STATE_ACTION_NOT_ALLOWED';
+  from: AgentState;
+  to: AgentState;
+  message: string;
+}
+
+/** Staying in a state (waiting, or trying a failed action again) is allowed with the actions of any of its rows. */
+function rowsTo(from: AgentState, to: AgentState): Transition[] {
+  return TRANSITIONS.filter((t) => t.to === to && (from === to || t.from === '*' || t.from.includes(from)));
+}
+
+/** Undefined when `from -> to` with these actions follows a row of the table; otherwise the defect. */
+export function checkTransition(from: AgentState, to: AgentState, actions: readonly ActionType[]): Defect | undefined {
+  const rows = rowsTo(from, to);
+  if (rows.length === 0) return { code: 'E_STATE_ILLEGAL_EDGE', from, to, message: `no transition ${from} -> ${to} in the state table` };
+  if (rows.some((t) => actions.every((a) => t.actions.includes(a)))) return undefined;
+  const allowed = [...new Set(rows.flatMap((t) => t.actions))];
+  const extra = actions.filter((a) => !allowed.includes(a));
+  return { code: 'E_STATE_ACTION_NOT_ALLOWED', from, to, message: `actions ${extra.join(', ')} are not allowed on ${from} -> ${to} (allowed: ${allowed.join(', ') || 'none'})` };
+}
+
 export function isAllowedTransition(from: AgentState, to: AgentState): boolean {
-  if (from === to) return true;
-  return TRANSITIONS.some((t) => t.to === to && (t.from === from || t.from === '*'));
+  return rowsTo(from, to).length > 0;
 }

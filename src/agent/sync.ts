@@ -94,7 +94,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   const bad = unreadableOf(store, 'sync');
   // Compare-and-swap on what we observed; a damaged record is replaced at its own revision.
   const write = (members: string[]): Action => ({ type: 'writeSyncRecord', members, revision: store.revisions.sync ?? bad?.revision });
-  const lost = o.outcomes.some((r) => r.kind === 'cas_lost' && r.action === 'writeSyncRecord');
+  const lost = o.outcomes.some((r) => r.result === 'lost_cas' && r.type === 'writeSyncRecord');
   if (bad && settings.synchronousMode === 'on') return repairSync(o, inspection, bad.problem, write);
   const plan = planSyncFromRecord(o, store, inspection, write);
   // The record changed between our read and our write: this cycle's plan is made on the fresh read.

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { decide, RETRY_SOON_MS } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
-import { AGENT_STATES, TRANSITIONS, isAllowedTransition } from '../../src/agent/states.js';
+import { AGENT_STATES, TRANSITIONS, checkTransition } from '../../src/agent/states.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
@@ -24,16 +24,16 @@ describe('decide: bootstrap and joining', () => {
     assert.equal(winner.state, 'bootstrapping');
     assert.deepEqual(types(winner), ['bootstrap']);
     const loser = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }, 'c'));
-    assert.equal(loser.state, 'waiting_for_primary');
+    assert.equal(loser.state, 'waiting_for_initializer');
     assert.match(loser.reason, /member b is initialising/);
   });
 
   it('an empty member clones once the primary has its slot, never before', () => {
-    const waiting = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, previous: { state: 'waiting_for_primary', since: 0 } }));
-    assert.equal(waiting.state, 'waiting_for_primary');
+    const waiting = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, previous: { state: 'waiting_to_clone', since: 0 } }));
+    assert.equal(waiting.state, 'waiting_to_clone');
     assert.match(waiting.reason, /create slot b/);
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary', slots: [{ name: 'b', active: false, restartLsn: null, retainedBytes: null }] })] });
-    const cloning = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'waiting_for_primary', since: 0 } }));
+    const cloning = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'waiting_to_clone', since: 0 } }));
     assert.equal(cloning.state, 'cloning');
     assert.deepEqual(types(cloning), ['clone', 'startPostgres']);
   });
@@ -59,19 +59,19 @@ describe('decide: the primary', () => {
 
   it('stops when another member holds the lease', () => {
     const d = decide(observation({ ...asPrimary, store: storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 } }) }, 'a'));
-    assert.equal(d.state, 'fenced');
+    assert.equal(d.state, 'fencing_split_brain');
     assert.deepEqual(types(d), ['stopPostgres']);
     assert.match(d.reason, /member b holds the leader lease/);
   });
 
   it('fences itself before its lease can expire when the store is unreachable', () => {
     const settings = defaultClusterSettings();
-    const base = { ...asPrimary, store: { reachable: false as const, error: 'timeout' }, memory: { ...freshMemory(), wasLeader: true } };
-    const early = decide(observation({ ...base, memory: { ...base.memory, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) + 10 } }, 'a'));
-    assert.equal(early.state, 'store_unreachable');
+    const base = { ...asPrimary, store: { reachable: false as const, error: 'timeout' } };
+    const early = decide(observation({ ...base, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) + 10 }, 'a'));
+    assert.equal(early.state, 'primary_store_unreachable');
     assert.deepEqual(early.actions, []);
-    const late = decide(observation({ ...base, memory: { ...base.memory, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) } }, 'a'));
-    assert.equal(late.state, 'fenced');
+    const late = decide(observation({ ...base, leaseRenewedAt: 100_000 - (settings.ttlMs - settings.fenceMarginMs) }, 'a'));
+    assert.equal(late.state, 'fencing_store_lost');
     assert.deepEqual(types(late), ['stopPostgres']);
     assert.match(late.reason, /before the lease can expire/);
   });
@@ -79,20 +79,23 @@ describe('decide: the primary', () => {
   it('does not take the lease back after the cluster moved to a newer timeline', () => {
     const store = storeView({ leader: undefined, history: [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }] });
     const d = decide(observation({ ...asPrimary, store }, 'a'));
-    assert.equal(d.state, 'fenced');
+    assert.equal(d.state, 'fencing_old_timeline');
     assert.match(d.reason, /moved on to timeline 2/);
   });
 
   it('restarts a crashed primary in place, then releases the lease after the timeout', () => {
-    const stopped = { ...asPrimary, server: { kind: 'stopped' as const }, previous: { state: 'starting_postgres' as const, since: 0 } };
+    const stopped = { ...asPrimary, server: { kind: 'stopped' as const }, previous: { state: 'primary' as const, since: 0 } };
     const first = decide(observation(stopped, 'a'));
-    assert.equal(first.state, 'starting_postgres');
+    assert.equal(first.state, 'restarting_primary');
     assert.deepEqual(types(first), ['startPostgres']);
-    assert.equal(first.remember?.primaryDownSince, 100_000);
+    assert.equal(first.memory.primaryDownSince, 100_000);
     const settings = defaultClusterSettings();
-    const late = decide(observation({ ...stopped, memory: { ...freshMemory(), primaryDownSince: 100_000 - settings.primaryRestartTimeoutMs - 1 } }, 'a'));
-    assert.equal(late.state, 'fenced');
+    const late = decide(observation({ ...stopped, previous: { state: 'restarting_primary', since: 0 }, memory: { ...freshMemory(), primaryDownSince: 100_000 - settings.primaryRestartTimeoutMs - 1 } }, 'a'));
+    assert.equal(late.state, 'releasing_lease');
     assert.deepEqual(types(late), ['releaseLeader']);
+    assert.notEqual(late.memory.primaryDownSince, undefined, 'forgotten only once the release is known to have succeeded');
+    const released = decide(observation({ ...stopped, previous: { state: 'releasing_lease', since: 0 }, outcomes: [{ type: 'releaseLeader', result: 'ok' }], memory: late.memory }, 'a'));
+    assert.equal(released.memory.primaryDownSince, 100_000, 'a new count starts after the release');
   });
 
   it('hands over cleanly on a switchover request', () => {
@@ -102,11 +105,15 @@ describe('decide: the primary', () => {
     assert.deepEqual(types(d), ['stopPostgres', 'handOver']);
     const busy = { ...asPrimary, server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ openTransactions: 2 }) } };
     const draining = decide(observation({ ...busy, store: storeView({ failover }) }, 'a'));
-    assert.equal(draining.state, 'demoting');
+    assert.equal(draining.state, 'draining');
     assert.deepEqual(draining.actions, []);
     assert.match(draining.reason, /waiting up to switchoverDrainMs=5000 for 2 open transaction/);
     assert.equal(draining.retryInMs, RETRY_SOON_MS, 'a drain is watched closely: writes are paused meanwhile');
-    const drained = decide(observation({ ...busy, now: Date.parse(failover.requestedAt) + 5_001, store: storeView({ failover }) }, 'a'));
+    assert.deepEqual(draining.memory.requestSeen, { requestedAt: failover.requestedAt, since: 100_000 }, 'the drain is timed from when the request was first seen');
+    // Counted on our monotonic clock from then, not by comparing wall clocks across machines.
+    const seenEarlier = { ...freshMemory(), requestSeen: { requestedAt: failover.requestedAt, since: 100_000 - 5_001 } };
+    const drained = decide(observation({ ...busy, now: 0, store: storeView({ failover }), memory: seenEarlier, previous: { state: 'draining', since: 0 } }, 'a'));
+    assert.equal(drained.state, 'demoting');
     assert.deepEqual(types(drained), ['stopPostgres', 'handOver']);
     const impossible = decide(observation({ ...asPrimary, store: storeView({ failover: { ...failover, to: 'zz' } }) }, 'a'));
     assert.deepEqual(types(impossible), ['clearFailoverRequest']);
@@ -121,7 +128,7 @@ describe('decide: election', () => {
 
   it('first stops streaming from the former primary, so it can no longer acknowledge its commits', () => {
     const d = decide(observation({ store: noLeader }));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'detaching_upstream');
     assert.deepEqual(types(d), ['detachUpstream']);
     assert.match(d.reason, /stopped streaming from it before electing/);
     assert.equal(d.retryInMs, RETRY_SOON_MS, 'the election follows at once, not a whole loop later');
@@ -129,7 +136,7 @@ describe('decide: election', () => {
 
   it('waits while a peer still streams from the former primary', () => {
     const d = decide(observe({ store: storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }), peers: [{ name: 'c', status: member('c') }] }));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.match(d.reason, /peer c still streams from the former primary/);
     assert.equal(d.retryInMs, RETRY_SOON_MS);
     const lost = decide(observe({ store: noLeader }, 'c'));
@@ -146,7 +153,7 @@ describe('decide: election', () => {
 
   it('a replica outside the synchronous set does not', () => {
     const d = decide(observe({ store: noLeader }, 'c'));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.match(d.reason, /not in the synchronous set/);
   });
 
@@ -158,13 +165,13 @@ describe('decide: election', () => {
     assert.equal(ahead.state, 'promoting');
     assert.match(ahead.reason, /received at least as much as synchronous standby b/);
     const behind = decide(observe({ store: noLeader, peers: [b], server: mine('0/4FFFF00') }, 'c'));
-    assert.equal(behind.state, 'replica');
+    assert.equal(behind.state, 'electing');
     assert.match(behind.reason, /not in the synchronous set/);
     const unknown = decide(observe({ store: noLeader, peers: [], server: mine('0/5000100') }, 'c'));
-    assert.equal(unknown.state, 'replica', 'without the synchronous standby position nothing is known');
+    assert.equal(unknown.state, 'electing', 'without the synchronous standby position nothing is known');
     const c = { name: 'c', status: member('c', { receivedLsn: '0/5000100', replayedLsn: '0/5000100', streaming: false }) };
     const heir = decide(observe({ store: noLeader, peers: [c] }, 'b'));
-    assert.equal(heir.state, 'replica');
+    assert.equal(heir.state, 'electing');
     assert.match(heir.reason, /peer c is a better candidate/);
   });
 
@@ -172,7 +179,7 @@ describe('decide: election', () => {
     const store = storeView({ leader: undefined, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } });
     const peers = [{ name: 'c', status: member('c', { receivedLsn: '0/6000000', streaming: false }) }];
     const d = decide(observe({ store, peers }));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.match(d.reason, /peer c is a better candidate/);
   });
 
@@ -180,12 +187,12 @@ describe('decide: election', () => {
     const settings = { ...defaultClusterSettings(), synchronousMode: 'off' as const };
     const store = storeView({ leader: undefined, optime: { member: 'a', address: 'x:1', lsn: '1/0', timeline: 1, at: 'x' } });
     const d = decide(observe({ settings, store }));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.match(d.reason, /maximumLagOnFailover/);
   });
 
   it('nofailover and paused members never promote', () => {
-    assert.equal(decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'replica');
+    assert.equal(decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'electing');
     const paused = decide(observe({ store: noLeader, settings: { ...defaultClusterSettings(), paused: true } }));
     assert.equal(paused.state, 'replica');
     assert.deepEqual(paused.actions, []);
@@ -211,22 +218,30 @@ describe('decide: rejoin', () => {
   const control = { systemIdentifier: '42', clusterState: 'in production', timeline: 1, checkpointLsn: '0/5000100', minRecoveryLsn: null };
 
   it('a former primary rewinds from the new leader, never starts as primary', () => {
-    const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fenced', since: 0 } }, 'a'));
+    const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fencing_split_brain', since: 0 } }, 'a'));
     assert.equal(d.state, 'rewinding');
     assert.deepEqual(types(d), ['rewind']);
   });
 
   it('after a failed rewind, moves the data aside to reclone, or waits for the operator', () => {
-    const base = { store: newLeader, server: { kind: 'stopped' as const }, standbyConfigured: false, control, memory: { ...freshMemory(), rewindFailed: true }, previous: { state: 'rewinding' as const, since: 0 } };
-    assert.deepEqual(types(decide(observation(base, 'a'))), ['moveDataAside']);
-    const none = decide(observation({ ...base, settings: { ...defaultClusterSettings(), rewindFallback: 'none' } }, 'a'));
+    const base = { store: newLeader, server: { kind: 'stopped' as const }, standbyConfigured: false, control, previous: { state: 'rewinding' as const, since: 0 } };
+    const failed = { ...base, outcomes: [{ type: 'rewind' as const, result: 'failed' as const, code: 'E_REWIND_FAILED', error: 'x', retryable: false }] };
+    const reclone = decide(observation(failed, 'a'));
+    assert.equal(reclone.state, 'recloning');
+    assert.deepEqual(types(reclone), ['moveDataAside']);
+    assert.equal(reclone.memory.rewindFailed, true, 'learned from the outcome, kept until the data is moved aside');
+    const retryable = decide(observation({ ...base, outcomes: [{ ...failed.outcomes[0]!, retryable: true }] }, 'a'));
+    assert.deepEqual(types(retryable), ['rewind'], 'a failure that says nothing about our data (source unreachable) tries again');
+    const moved = decide(observation({ ...base, dataDir: 'empty', server: { kind: 'stopped' }, previous: { state: 'recloning', since: 0 }, memory: reclone.memory, outcomes: [{ type: 'moveDataAside', result: 'ok' }] }, 'a'));
+    assert.equal(moved.memory.rewindFailed, false);
+    const none = decide(observation({ ...failed, settings: { ...defaultClusterSettings(), rewindFallback: 'none' } }, 'a'));
     assert.equal(none.state, 'needs_operator');
     assert.deepEqual(none.actions, []);
   });
 
   it('a stopped former primary with no leader waits when the cluster moved on', () => {
     const store = storeView({ leader: undefined, history: newLeader.history });
-    const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fenced', since: 0 } }, 'a'));
+    const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fencing_split_brain', since: 0 } }, 'a'));
     assert.equal(d.state, 'waiting_for_primary');
     assert.deepEqual(d.actions, []);
   });
@@ -236,7 +251,7 @@ describe('decide: rejoin', () => {
     // Long in 'replica' (since 0) but only just stopped streaming: the grace counts from the loss of the stream.
     const fresh = decide(observation({ store: newLeader, server: notStreaming, previous: { state: 'replica', since: 0 } }, 'c'));
     assert.equal(fresh.state, 'replica', 'within the grace period it waits');
-    assert.deepEqual(fresh.remember?.streamingLost, { leader: 'b', revision: 9, since: 100_000 });
+    assert.deepEqual(fresh.memory.streamingLost, { leader: 'b', revision: 9, since: 100_000 });
     const later = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 9, since: 95_000 } } }, 'c'));
     assert.equal(later.state, 'replica', '5 s without a stream is within the grace period');
     const otherLeader = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'a', revision: 9, since: 0 } } }, 'c'));
@@ -244,12 +259,14 @@ describe('decide: rejoin', () => {
     const earlierTerm = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 3, since: 0 } } }, 'c'));
     assert.equal(earlierTerm.state, 'replica', 'nor time from an earlier leadership of the same member');
     const stuck = decide(observation({ store: newLeader, server: notStreaming, memory: { ...freshMemory(), streamingLost: { leader: 'b', revision: 9, since: 89_000 } } }, 'c'));
-    assert.equal(stuck.state, 'rewinding');
+    assert.equal(stuck.state, 'stopping_to_rewind');
     assert.match(stuck.reason, /cannot stream from primary b for 10000 ms/);
     assert.deepEqual(types(stuck), ['stopPostgres']);
-    assert.equal(stuck.remember?.rewindNeeded, true);
-    const stopped = decide(observation({ store: newLeader, server: { kind: 'stopped' }, control: { ...control, timeline: 2 }, memory: { ...freshMemory(), rewindNeeded: true } }, 'c'));
+    assert.equal(stuck.memory.rewindNeeded, true);
+    const stopped = decide(observation({ store: newLeader, server: { kind: 'stopped' }, control: { ...control, timeline: 2 }, memory: stuck.memory, previous: { state: 'stopping_to_rewind', since: 0 } }, 'c'));
     assert.deepEqual(types(stopped), ['rewind']);
+    const rewound = decide(observation({ store: newLeader, server: { kind: 'stopped' }, control: { ...control, timeline: 2 }, memory: stopped.memory, outcomes: [{ type: 'rewind', result: 'ok' }], previous: { state: 'rewinding', since: 0 } }, 'c'));
+    assert.deepEqual(types(rewound), ['startPostgres'], 'once pg_rewind succeeded it is not needed again');
     const streaming = decide(observation({ store: newLeader, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ timeline: 2 }) }, previous: { state: 'replica', since: 0 } }, 'c'));
     assert.equal(streaming.state, 'replica');
     assert.deepEqual(types(streaming), ['configure']);
@@ -269,16 +286,16 @@ describe('decide: rejoin', () => {
     const promote = d.actions.find((a) => a.type === 'promote');
     assert.ok(promote && promote.type === 'promote');
     assert.equal(promote.synchronousStandbyNames, 'FIRST 1 ("c")');
-    assert.deepEqual(d.remember?.provisionalStandbys, ['c']);
+    assert.deepEqual(d.memory.provisionalStandbys, ['c']);
   });
 
   it('a replica that replayed past the fork of the new timeline stops to rewind at once; one short of it follows', () => {
     // Its walreceiver keeps asking for timeline 1: PostgreSQL refuses to switch to 2, forked at 0/5000000.
     const past = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: true, receivedTimeline: 1, replayedLsn: '0/5000100' }) };
     const diverged = decide(observation({ store: newLeader, server: past }, 'c'));
-    assert.equal(diverged.state, 'rewinding');
+    assert.equal(diverged.state, 'stopping_to_rewind');
     assert.deepEqual(types(diverged), ['stopPostgres']);
-    assert.equal(diverged.remember?.rewindNeeded, true);
+    assert.equal(diverged.memory.rewindNeeded, true);
     assert.match(diverged.reason, /replayed timeline 1 to 0\/5000100, past the fork of timeline 2 at 0\/5000000/);
     const atFork = { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ streaming: true, receivedTimeline: 1, replayedLsn: '0/5000000' }) };
     assert.equal(decide(observation({ store: newLeader, server: atFork }, 'c')).state, 'replica');
@@ -287,28 +304,30 @@ describe('decide: rejoin', () => {
   });
 
   it('does not fall back to a reclone while the leader is not running as primary', () => {
-    const store = storeView({ ...newLeader, members: [member('b', { role: 'unknown', state: 'starting_postgres' })] });
+    const store = storeView({ ...newLeader, members: [member('b', { role: 'unknown', state: 'waiting_for_postgres' })] });
     const d = decide(observation({ store, server: { kind: 'stopped' }, standbyConfigured: false, control, memory: { ...freshMemory(), rewindFailed: true }, previous: { state: 'rewinding', since: 0 } }, 'a'));
-    assert.equal(d.state, 'waiting_for_primary');
+    assert.equal(d.state, 'rewind_failed');
     assert.deepEqual(d.actions, []);
   });
 });
 
 describe('transition table', () => {
   /**
-   * Random but coherent snapshots: an unfinished initialisation is only seen
-   * by agents that could be in the middle of one. Every decision must follow a
-   * declared edge, and every declared edge must be taken by some snapshot.
+   * Random snapshots, decided first from 'starting' (an agent that just
+   * started may find anything), then again from the state that decision
+   * chose (the next cycle sees the same): both must follow a row, with only
+   * the actions it allows, and every row's target must be reached. Edges
+   * between different situations are checked on coherent histories by the
+   * seeded simulation (test/unit/sim.test.ts, docs/state-edges.txt).
    */
-  it('every decision on random observations follows a declared edge, and every edge is taken', () => {
+  it('every decision on random observations follows a declared row, and every target state is reached', () => {
     let seed = 7;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     const taken = new Set<string>();
-    for (let i = 0; i < 40_000; i++) {
+    for (let i = 0; i < 30_000; i++) {
       const me = pick(['a', 'b', 'c']);
-      const previous = pick(AGENT_STATES);
-      const initialising = ['starting', 'initializing', 'store_unreachable', 'bootstrapping'].includes(previous);
+      const initialising = random() < 0.3;
       const init = pick([undefined, { member: 'a', startedAt: 'x', systemIdentifier: '42' }, ...(initialising ? [{ member: me, startedAt: 'x' }, { member: 'z', startedAt: 'x' }] : [])]);
       const leader = pick([undefined, 'a', 'b', 'c']);
       const history = pick([[], [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/4000000', at: 'x' }]]);
@@ -320,38 +339,57 @@ describe('transition table', () => {
           dataDir: pick(['empty', 'initialized'] as const),
           systemIdentifier: pick(['42', '42', '99']),
           standbyConfigured: random() < 0.5,
+          upstreamConfigured: random() < 0.5,
           control: { systemIdentifier: '42', clusterState: 'shut down', timeline: pick([1, 2]), checkpointLsn: pick(['0/3000000', '0/5000000']), minRecoveryLsn: null },
           haveCredentials: random() < 0.8,
           settings: { ...defaultClusterSettings(), paused: random() < 0.1, rewindFallback: pick(['reclone', 'none'] as const) },
           server: pick([
             { kind: 'stopped' as const },
             { kind: 'unreachable' as const, postmasterPid: 2, error: 'x' },
-            { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ timeline: pick([1, 2]) }) },
-            { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ timeline: pick([1, 2]), streaming: random() < 0.7 }) },
+            { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ timeline: pick([1, 2]), openTransactions: pick([0, 1]) }) },
+            {
+              kind: 'running' as const,
+              postmasterPid: 2,
+              inspection: replicaInspection({ timeline: pick([1, 2]), streaming: random() < 0.7, upstreamConninfo: pick([null, 'host=x']), receivedLsn: pick(['0/5000000', '0/6000000']) }),
+            },
           ]),
           store:
             random() < 0.1
               ? { reachable: false, error: 'down' }
               : storeView({ init, members, history, failover, leader: leader ? { member: leader, ttlMs: 6000, acquiredAt: 'x', revision: 1 } : undefined }),
+          leaseRenewedAt: pick([undefined, 99_000, 90_000]),
+          operatorRequest: pick([undefined, undefined, undefined, { kind: 'restart' as const }, { kind: 'reinit' as const }]),
           memory: {
             ...freshMemory(),
-            wasLeader: random() < 0.5,
             rewindFailed: random() < 0.2,
-            leaseRenewedAt: pick([undefined, 99_000, 90_000]),
             primaryDownSince: pick([undefined, 1]),
-            operatorRequest: pick([undefined, undefined, undefined, { kind: 'restart' as const }, { kind: 'reinit' as const }]),
           },
-          previous: { state: previous, since: pick([0, 99_000]) },
+          previous: { state: 'starting', since: pick([0, 99_000]) },
         },
         me,
       );
+      const frozen = i % 10 === 0 ? structuredClone(o) : undefined;
       const d = decide(o);
-      assert.doesNotMatch(d.reason, /internal error/, d.reason);
-      assert.ok(isAllowedTransition(o.previous.state, d.state), `${o.previous.state} -> ${d.state}`);
-      if (o.previous.state !== d.state) taken.add(`${o.previous.state}>${d.state}`);
+      if (frozen) assert.deepEqual(o, frozen, 'decide() never changes its input');
+      assert.equal(d.defect, undefined, d.reason);
+      const again = decide({ ...o, previous: { state: d.state, since: o.monotonic }, memory: d.memory });
+      assert.equal(again.defect, undefined, again.reason);
+      taken.add(d.state);
     }
-    const untaken = TRANSITIONS.filter((t) => (t.from === '*' ? ![...taken].some((e) => e.endsWith(`>${t.to}`)) : !taken.has(`${t.from}>${t.to}`)));
-    assert.deepEqual(untaken.map((t) => `${t.from} -> ${t.to}`), []);
+    const unreached = TRANSITIONS.filter((t) => !taken.has(t.to)).map((t) => t.to);
+    assert.deepEqual(unreached, []);
+  });
+
+  it('a move the table does not allow is a named defect: nothing is done, and the memory is kept', () => {
+    // 'primary' is never reached from 'cloning' (a clone starts as a standby).
+    const o = observation({ server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection() }, standbyConfigured: false, previous: { state: 'cloning', since: 0 } }, 'a');
+    const d = decide(o);
+    assert.equal(d.defect?.code, 'E_STATE_ILLEGAL_EDGE');
+    assert.equal(d.state, 'cloning');
+    assert.deepEqual(d.actions, []);
+    assert.match(d.reason, /E_STATE_ILLEGAL_EDGE: no transition cloning -> primary/);
+    assert.ok(checkTransition('primary', 'primary', ['promote'])?.code === 'E_STATE_ACTION_NOT_ALLOWED');
+    for (const t of TRANSITIONS) if (t.from !== '*') assert.ok(t.from.length > 0 && t.from.every((s) => AGENT_STATES.includes(s)), t.to);
   });
 
   it('docs/states.md is generated from the table (run `npm run docs`)', () => {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
 import { failsafeReplicaHold, holdDeadline, mayConfirm } from '../../src/agent/failsafe.js';
-import { freshMemory } from '../../src/agent/observation.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { observation, primaryInspection, storeView } from './observations.js';
 
@@ -22,7 +21,7 @@ describe('store failsafe rules', () => {
       server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() },
       standbyConfigured: false,
       store: { reachable: false as const, error: 'timeout' },
-      memory: { ...freshMemory(), wasLeader: true, leaseRenewedAt: 100_000 - limit - 1 },
+      leaseRenewedAt: 100_000 - limit - 1,
       previous: { state: 'primary' as const, since: 0 },
     };
     const held = decide(observation({ ...base, failsafe: { heldUntil: 100_001, members: ['b', 'c'], confirmed: undefined } }, 'a'));
@@ -30,9 +29,9 @@ describe('store failsafe rules', () => {
     assert.deepEqual(held.actions, []);
     assert.match(held.reason, /failsafe active/);
     const lapsed = decide(observation({ ...base, failsafe: { heldUntil: 100_000, members: ['b', 'c'], confirmed: undefined } }, 'a'));
-    assert.equal(lapsed.state, 'fenced');
+    assert.equal(lapsed.state, 'fencing_store_lost');
     const off = decide(observation({ ...base, settings: defaultClusterSettings(), failsafe: { heldUntil: 200_000, members: ['b'], confirmed: undefined } }, 'a'));
-    assert.equal(off.state, 'fenced', 'failsafe off in the settings: no hold');
+    assert.equal(off.state, 'fencing_store_lost', 'failsafe off in the settings: no hold');
   });
 
   it('a replica that confirmed does not take over within ttlMs of its confirmation, even with no leader in the store', () => {

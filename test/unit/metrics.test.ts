@@ -33,7 +33,7 @@ describe('agent metrics', () => {
     const metrics = new AgentMetrics({ cluster: 'c', member: 'b', version: '1' });
     const status = member('b', { lagBytes: 4096, lagSeconds: 2.5 });
     const o = observation();
-    metrics.onCycle({ observation: o, decision: { state: 'replica', actions: [], reason: 'x' }, from: 'replica', outcomes: [], status, durationMs: 12 });
+    metrics.onCycle({ observation: o, decision: { state: 'replica', actions: [], reason: 'x', memory: o.memory }, from: 'replica', outcomes: [], status, durationMs: 12 });
     const text = await metrics.registry.metrics();
     assert.equal(sampleValue(text, 'relevo_lag_bytes'), 4096);
     assert.equal(sampleValue(text, 'relevo_lag_seconds'), 2.5);
@@ -55,11 +55,11 @@ describe('agent metrics', () => {
     });
     const status = member('a', { role: 'primary', state: 'primary', replication: inspection.replication, slots: inspection.slots, receivedLsn: '0/6000000' });
     const o = observation(
-      { server: { kind: 'running', postmasterPid: 2, inspection }, memory: { ...observation().memory, leaseRenewedAt: 99_000 }, store: storeView({ failover: undefined }) },
+      { server: { kind: 'running', postmasterPid: 2, inspection }, leaseRenewedAt: 99_000, store: storeView({ failover: undefined }) },
       'a',
     );
     const promote: Action = { type: 'promote', acquire: true, from: null, reason: 'no leader', timeline: 2, forkLsn: null, slots: [], synchronousStandbyNames: '' };
-    metrics.onCycle({ observation: o, decision: { state: 'primary', actions: [promote], reason: 'x' }, from: 'replica', outcomes: [{ action: promote, ok: true }], status, durationMs: 5 });
+    metrics.onCycle({ observation: o, decision: { state: 'primary', actions: [promote], reason: 'x', memory: o.memory }, from: 'replica', outcomes: [{ type: 'promote', result: 'ok' }], status, durationMs: 5 });
     const text = await metrics.registry.metrics();
     assert.equal(sampleValue(text, 'relevo_replication_lag_bytes', 'replica="b"'), 0x1000000);
     assert.equal(sampleValue(text, 'relevo_replication_lag_seconds', 'replica="b"'), 3);

@@ -95,6 +95,8 @@ export function observation(overrides: Partial<Observation> = {}, name = 'b'): O
     store: storeView(),
     peers: [],
     haveCredentials: true,
+    leaseRenewedAt: 99_000,
+    operatorRequest: undefined,
     memory: freshMemory(),
     outcomes: [],
     previous: { state: 'replica', since: 0 },

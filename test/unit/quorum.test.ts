@@ -155,7 +155,7 @@ describe('quorum failover: promote only the most advanced of n - q + 1 members o
     const alone = eligibility(quorumSettings(), store, { name: 'c', receivedLsn: '0/6000000', timeline: 1, nofailover: false, priority: 100 }, [{ name: 'c', receivedLsn: '0/6000000', timeline: 1 }]);
     assert.equal(alone.eligible, false, 'b, which may hold commits c lacks, did not answer');
     const d = decide(observation({ store, settings: quorumSettings(), upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null, receivedLsn: '0/6000000' }) }, peers: [{ name: 'b', status: undefined, error: 'connection refused' }] }, 'c'));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.match(d.reason, /not taking over: quorum record/);
     const withB = decide(observation({ store, settings: quorumSettings(), upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null, receivedLsn: '0/6000000' }) }, peers: [{ name: 'b', status: member('b', { streaming: false, receivedLsn: '0/5000000' }) }] }, 'c'));
     assert.equal(withB.state, 'promoting', withB.reason);
@@ -166,7 +166,7 @@ describe('quorum failover: promote only the most advanced of n - q + 1 members o
   it('an unreadable quorum record is never taken as absent: no election in quorum mode', () => {
     const store = storeView({ leader: undefined, unreadable: [{ key: '/relevo/test/quorum', kind: 'quorum', revision: 5, problem: 'not JSON', lease: 'none' }] });
     const d = decide(observation({ store, settings: quorumSettings(), upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } }, 'c'));
-    assert.equal(d.state, 'replica');
+    assert.equal(d.state, 'electing');
     assert.deepEqual(d.actions, []);
     assert.match(d.reason, /not taking over/);
   });

@@ -131,7 +131,8 @@ describe('decide: an unreadable record that decides safety is never taken as abs
   });
 
   it('a primary that led keeps running under a damaged leader key no lease holds; it stops when another member\'s lease holds it, or when it did not lead', () => {
-    const primary = { server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() }, memory: { ...freshMemory(), wasLeader: true } };
+    // Whether it led a moment ago is its previous state (the primary's), not a memory flag.
+    const primary = { server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() } };
     const orphan = decide(observation({ ...primary, previous: { state: 'primary', since: 0 }, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
     assert.equal(orphan.state, 'primary');
     assert.ok(!types(orphan).includes('stopPostgres') && !types(orphan).includes('acquireLeader'));
@@ -141,10 +142,10 @@ describe('decide: an unreadable record that decides safety is never taken as abs
     assert.equal(noHandOver.state, 'primary', 'nobody could take over: no switchover under a damaged leader key');
     assert.ok(!types(noHandOver).includes('handOver'));
     const held = decide(observation({ ...primary, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader, lease: 'other' })] }) }, 'a'));
-    assert.equal(held.state, 'fenced');
+    assert.equal(held.state, 'fencing_split_brain');
     assert.deepEqual(types(held), ['stopPostgres']);
-    const stale = decide(observation({ ...primary, memory: freshMemory(), store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
-    assert.equal(stale.state, 'fenced', 'a primary that did not lead a moment ago cannot tell it is the one');
+    const stale = decide(observation({ ...primary, previous: { state: 'starting', since: 0 }, store: storeView({ leader: undefined, unreadable: [bad({ kind: 'leader', key: keys.leader })] }) }, 'a'));
+    assert.equal(stale.state, 'fencing_split_brain', 'a primary that did not lead a moment ago cannot tell it is the one');
     assert.match(stale.reason, /RECORD_UNREADABLE.*did not hold the lease/);
   });
 
@@ -152,7 +153,7 @@ describe('decide: an unreadable record that decides safety is never taken as abs
     it(`an unreadable ${kind} record blocks the election, naming it`, () => {
       const store = storeView({ leader: undefined, [kind]: kind === 'history' ? [] : undefined, unreadable: [bad({ kind, key: keys[kind] })] });
       const d = decide(observation({ ...detached, store }));
-      assert.equal(d.state, 'replica');
+      assert.equal(d.state, 'electing');
       assert.deepEqual(types(d), []);
       assert.match(d.reason, new RegExp(`not taking over: RECORD_UNREADABLE: /relevo/t/${kind}`));
     });
@@ -216,7 +217,7 @@ describe('planSync: an unreadable or concurrently changed sync record', () => {
       synchronousStandbyNames: 'FIRST 1 ("c")',
       replication: [{ member: 'c', state: 'streaming', syncState: 'sync', sentLsn: '0/6000000', flushLsn: '0/6000000', replayLsn: '0/6000000', replayLagSeconds: 0 }],
     });
-    const o = observation({ outcomes: [{ kind: 'cas_lost', key: keys.sync, action: 'writeSyncRecord' }], memory: { ...freshMemory(), syncSwitchLsn: '0/5000000' } }, 'a');
+    const o = observation({ outcomes: [{ type: 'writeSyncRecord', result: 'lost_cas', key: keys.sync, error: 'changed' }], memory: { ...freshMemory(), syncSwitchLsn: '0/5000000' } }, 'a');
     const plan = planSync(o, store, inspection);
     assert.deepEqual(plan.actions, [{ type: 'writeSyncRecord', members: ['c'], revision: 41 }]);
     assert.match(plan.note!, /lost compare-and-swap\): re-read, retrying/);

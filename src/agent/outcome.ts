@@ -1,0 +1,36 @@
+import type { ActionType } from './actions.js';
+
+/**
+ * What became of one action of the previous cycle, handed to the next
+ * decide() in its observation: the decision learns from results, never from
+ * flags set behind its back.
+ */
+export type ActionOutcome =
+  | { type: ActionType; result: 'ok'; detail?: string }
+  /** `code` is stable (the error's own code, else `E_<ACTION>_FAILED`); `retryable`: the failure says nothing about our data. */
+  | { type: ActionType; result: 'failed'; code: string; error: string; retryable: boolean }
+  /** A compare-and-swap or atomic create on `key` found the record changed by someone else. */
+  | { type: ActionType; result: 'lost_cas'; key: string; error: string };
+
+/** Thrown by an effect whose conditional store write lost to a concurrent writer. */
+export class LostCasError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The stable code of a failed action when its error carries none. */
+export function failureCode(type: ActionType): string {
+  return `E_${type.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}_FAILED`;
+}
+
+export function outcomeOf(type: ActionType, error: unknown): ActionOutcome {
+  const e = error as { message?: unknown; code?: unknown; retryable?: unknown };
+  const message = typeof e?.message === 'string' ? e.message : String(error);
+  if (error instanceof LostCasError) return { type, result: 'lost_cas', key: error.key, error: message };
+  const code = typeof e?.code === 'string' && /^[A-Z][A-Z0-9_]+$/.test(e.code) ? e.code : failureCode(type);
+  return { type, result: 'failed', code, error: message, retryable: e?.retryable === true };
+}
