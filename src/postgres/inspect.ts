@@ -27,6 +27,8 @@ export interface ServerInspection {
   synchronousStandbyNames: string;
   /** Client sessions inside a transaction right now (not counting relevo's own). */
   openTransactions: number;
+  /** Parameters changed in the configuration that take effect only at the next restart (pg_settings.pending_restart). */
+  pendingRestart: string[];
 }
 
 /**
@@ -35,12 +37,13 @@ export interface ServerInspection {
  * would report its last restartpoint's older timeline.
  */
 export async function inspectServer(client: pg.Client, historyTimeline = 1): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number }>(
+  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number; pending: string[] }>(
     `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
+            (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_settings WHERE pending_restart) AS pending,
             (SELECT count(*)::int FROM pg_stat_activity
               WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open`,
   );
-  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions } = base.rows[0]!;
+  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions, pending: pendingRestart } = base.rows[0]!;
   const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
     `SELECT slot_name, active, restart_lsn::text,
             CASE WHEN restart_lsn IS NULL THEN NULL
@@ -85,6 +88,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
       slots: slotList,
       synchronousStandbyNames,
       openTransactions,
+      pendingRestart,
       replication: peers.rows.map((p) => ({
         member: p.application_name,
         state: p.state,
@@ -130,6 +134,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     slots: slotList,
     synchronousStandbyNames,
     openTransactions,
+    pendingRestart,
     replication: [],
   };
 }

@@ -1,0 +1,20 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseServerVersion, versionsInUse } from '../../src/cluster/versions.js';
+import { member } from './observations.js';
+
+test('server_version strings parse to major.minor', () => {
+  assert.deepEqual(parseServerVersion('15.14 (Debian 15.14-0+deb12u1)'), { major: 15, minor: 14, text: '15.14 (Debian 15.14-0+deb12u1)' });
+  assert.equal(parseServerVersion('16beta2')?.major, 16);
+  assert.equal(parseServerVersion('16beta2')?.minor, 0);
+  assert.equal(parseServerVersion(null), undefined);
+  assert.equal(parseServerVersion('garbage'), undefined);
+});
+
+test('a cluster is mixed when its members run different minor versions', () => {
+  assert.deepEqual(versionsInUse([member('a', { postgresVersion: '15.18' }), member('b', { postgresVersion: '15.18 (Debian)' })]), ['15.18']);
+  assert.deepEqual(
+    versionsInUse([member('a', { postgresVersion: '15.9' }), member('b', { postgresVersion: '15.18' }), member('c', { postgresVersion: null })]),
+    ['15.9', '15.18'],
+  );
+});
