@@ -34,7 +34,8 @@ async function awaitNewPrimary(handle: ClusterHandle, request: FailoverRequest, 
 }
 
 export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean }): Promise<string> {
-  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, options));
+  const warn = (message: string) => console.error(`relevo: warning: ${message}`);
+  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, { ...options, warn }));
   if (!options.wait) return `switchover from ${request.from} requested${request.at ? ` for ${request.at}` : ''}`;
   const started = Date.now();
   const leader = await awaitNewPrimary(handle, request, 90_000);

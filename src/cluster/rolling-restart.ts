@@ -1,6 +1,7 @@
 import { OperationError } from './operations.js';
 import type { ClusterSettings } from './settings.js';
 import type { MemberStatus } from './types.js';
+import { parseServerVersion, promotionVersionCheck } from './versions.js';
 import type { ClusterRead, ClusterView } from './view.js';
 
 /**
@@ -102,12 +103,17 @@ export function planRoll(view: ClusterRead['view'], settings: ClusterSettings, o
 
 /**
  * The replica to switch over to: streaming, within maximumLagOnFailover, not
- * tagged nofailover, preferring members with nothing pending (already rolled), then least lag.
+ * tagged nofailover, on the primary's major version; preferring the newest
+ * minor version (a minor update moves forward), then members with nothing
+ * pending (already rolled), then least lag.
  */
 export function switchoverTarget(view: ClusterView, settings: ClusterSettings, leader: string): MemberStatus | undefined {
+  const primary = view.members.filter((m) => m.name === leader);
+  const minor = (m: MemberStatus) => parseServerVersion(m.postgresVersion)?.minor ?? -1;
   return view.members
     .filter((m) => m.name !== leader && m.tags.nofailover !== true && isStreamingReplica(m, leader) && m.lagBytes! <= settings.maximumLagOnFailover)
-    .sort((a, b) => a.pendingRestart.length - b.pendingRestart.length || a.lagBytes! - b.lagBytes! || a.name.localeCompare(b.name))[0];
+    .filter((m) => promotionVersionCheck(m, primary).refuse === undefined)
+    .sort((a, b) => minor(b) - minor(a) || a.pendingRestart.length - b.pendingRestart.length || a.lagBytes! - b.lagBytes! || a.name.localeCompare(b.name))[0];
 }
 
 async function memberNow(driver: RollDriver, name: string) {

@@ -27,3 +27,26 @@ export function versionsInUse(members: MemberStatus[]): string[] {
     return am! - bm! || an! - bn!;
   });
 }
+
+/**
+ * Judges promoting `candidate` while `reference` (the primary, or the other
+ * members when there is none) run their versions. A different major version
+ * cannot take over a physical replica set: refused. An older minor version
+ * is allowed (rolling back a minor update) but worth a warning.
+ */
+export function promotionVersionCheck(candidate: MemberStatus, reference: MemberStatus[]): { refuse?: string; warn?: string } {
+  const mine = parseServerVersion(candidate.postgresVersion);
+  if (!mine) return {};
+  for (const other of reference) {
+    const theirs = parseServerVersion(other.postgresVersion);
+    if (!theirs || other.name === candidate.name) continue;
+    if (theirs.major !== mine.major) {
+      return { refuse: `member ${candidate.name} runs PostgreSQL ${mine.major}.${mine.minor} but ${other.name} runs ${theirs.major}.${theirs.minor}: promoting across major versions is refused` };
+    }
+  }
+  const newer = reference.map((m) => parseServerVersion(m.postgresVersion)).filter((v) => v !== undefined && v.major === mine.major && v.minor > mine.minor);
+  if (newer.length > 0) {
+    return { warn: `member ${candidate.name} runs PostgreSQL ${mine.major}.${mine.minor}, older than ${newer.map((v) => `${v!.major}.${v!.minor}`).join(', ')}: the primary moves to an older minor version` };
+  }
+  return {};
+}

@@ -51,3 +51,17 @@ test('--at must be a future ISO time', () => {
   assert.throws(() => futureTime('2026-05-31T23:00:00Z', now), /in the past/);
   assert.throws(() => futureTime('tomorrow', now), /expected an ISO time/);
 });
+
+test('the switchover never goes to another major version and prefers the newest minor', () => {
+  const view = storeView({
+    members: [
+      member('a', { role: 'primary', state: 'primary', upstream: null, postgresVersion: '15.17' }),
+      member('b', { postgresVersion: '16.1' }),
+      member('c', { postgresVersion: '15.17' }),
+      member('d', { postgresVersion: '15.18', lagBytes: 50 }),
+    ],
+  });
+  assert.equal(switchoverTarget(view, defaultClusterSettings(), 'a')?.name, 'd');
+  view.members.pop();
+  assert.equal(switchoverTarget(view, defaultClusterSettings(), 'a')?.name, 'c');
+});
