@@ -10,6 +10,7 @@ import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/l
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
+import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
@@ -64,6 +65,7 @@ export class Agent {
   private wake: (() => void) | undefined;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -94,6 +96,7 @@ export class Agent {
         return undefined;
       });
     this.loopDone = this.loop();
+    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
   }
 
   private async loop(): Promise<void> {
@@ -339,6 +342,7 @@ export class Agent {
    */
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
+    this.stopBackupDuties?.();
     clearTimeout(this.fenceTimer);
     this.wake?.();
     await this.loopDone;

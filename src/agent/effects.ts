@@ -6,6 +6,7 @@ import type { ClusterSettings } from '../cluster/settings.js';
 import { FailoverRequestSchema, HistorySchema, InitRecordSchema, LeaderRecordSchema, type HistoryEntry, type LeaderRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { archiveParameters } from '../backup/archive.js';
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
@@ -75,7 +76,11 @@ function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): St
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
 function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undefined, synchronousStandbyNames = ''): boolean {
   const settings = ctx.settings();
-  const parameters = { ...baseParameters(ctx.config, settings), synchronous_standby_names: synchronousStandbyNames };
+  const parameters = {
+    ...baseParameters(ctx.config, settings),
+    ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    synchronous_standby_names: synchronousStandbyNames,
+  };
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
 }
 

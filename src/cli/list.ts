@@ -1,4 +1,6 @@
 import { readCluster } from '../agent/observe.js';
+import { backupSummary, type BackupSummary } from '../backup/summary.js';
+import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import { parseRecord, repairHint } from '../cluster/records.js';
 import type { MemberStatus } from '../cluster/types.js';
 import { versionsInUse } from '../cluster/versions.js';
@@ -14,6 +16,9 @@ export interface ClusterListing {
   paused: boolean;
   members: MemberStatus[];
   routers: RouterStatus[];
+  /** Archive backlog per member, and the newest backup and restore drill (when a repository is configured). */
+  archive: ArchiveStatus[];
+  backup: BackupSummary | null;
   /** Generation of the cluster settings in the store (null when that record is unreadable). */
   settingsGeneration: number | null;
   /** Every member published that it has applied settingsGeneration. */
@@ -41,6 +46,11 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     paused: settings.paused,
     members: [...view.members].sort((a, b) => a.name.localeCompare(b.name)),
     routers,
+    archive: (await handle.store.list(archiveStatusPrefix(handle.keys))).flatMap((kv) => {
+      const parsed = parseRecord(ArchiveStatusSchema, kv.value);
+      return parsed.ok ? [parsed.value] : [];
+    }),
+    backup: settings.backup.repository ? await backupSummary(settings.backup.repository, handle.config.cluster, view.init?.systemIdentifier) : null,
     settingsGeneration,
     settingsAppliedByAll: settingsGeneration !== null && unknownMembers(view).length === 0 && view.members.every((m) => m.settingsGeneration === settingsGeneration),
     versions: versionsInUse(view.members),
@@ -112,5 +122,25 @@ export function renderListing(listing: ClusterListing): string {
     ['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings', 'Version', 'Pending restart'],
     rows,
   );
-  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}`;
+  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {
+  if (!backup && archive.length === 0) return '';
+  const lines: string[] = [];
+  if (archive.length > 0) {
+    const rows = [...archive]
+      .sort((a, b) => a.member.localeCompare(b.member))
+      .map((a) => [a.member, String(a.readyFiles), formatBytes(a.backlogBytes), a.oldest ?? '-', a.freeBytes === null ? '-' : formatBytes(a.freeBytes), a.level === 'ok' ? 'ok' : a.level.toUpperCase(), a.dropped.length > 0 ? `${a.dropped.length} DROPPED` : '-', a.at.slice(11, 19)]);
+    lines.push(`WAL archive\n${renderTable(['Member', 'Waiting', 'Backlog', 'Oldest waiting', 'Free in pg_wal', 'Backlog level', 'Dropped', 'Checked'], rows)}`);
+  }
+  if (backup) {
+    if (backup.error) lines.push(`Backups: repository ${backup.repository}: ${backup.error}`);
+    else {
+      const verified = backup.lastVerified ? `last verified restore ${backup.lastVerified.id} at ${backup.lastVerified.at} (restore time ${((backup.lastVerified.restoreMs ?? 0) / 1000).toFixed(1)} s)` : 'no verified restore yet';
+      const failed = backup.lastVerifyFailed ? `; NEWER DRILL FAILED: ${backup.lastVerifyFailed.id} at ${backup.lastVerifyFailed.step}` : '';
+      lines.push(`Backups: ${backup.backups} in ${backup.repository}, newest ${backup.newest ? `${backup.newest.id} (${backup.newest.finishedAt})` : 'none'}; ${verified}${failed}`);
+    }
+  }
+  return `\n\n${lines.join('\n\n')}`;
 }

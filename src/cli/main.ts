@@ -3,7 +3,9 @@ import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
 import { ConfigError, loadMemberConfig } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
+import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
+import { registerBackupCommands } from './backup-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
@@ -201,7 +203,13 @@ program
     runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
   );
 
+registerBackupCommands(program);
+
 function report(error: unknown): number {
+  if (error instanceof BackupError) {
+    console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
+    return error.exitCode;
+  }
   if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError) {
     console.error(`relevo: ${error.message}`);
     return error instanceof CliError ? error.exitCode : EXIT.usage;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BackupSettingsSchema } from './backup-settings.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -47,6 +48,8 @@ export const ClusterSettingsSchema = z
       .default({}),
     /** Networks allowed to connect (pg_hba address field), always with scram-sha-256. */
     allowedNetworks: z.array(z.string().min(1)).min(1).default(['samenet', '::1/128']),
+    /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
+    backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
     /**
      * Raised by one at every change of these settings (by the writer, never by hand);
      * each member publishes the generation it has applied, so `relevo list` shows

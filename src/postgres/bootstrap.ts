@@ -4,6 +4,7 @@ import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { ensureOwnedDir } from '../util/os-user.js';
+import { archiveParameters } from '../backup/archive.js';
 import { baseParameters, writeMemberConfiguration, writePassfile } from './conf.js';
 import { readControlData } from './datadir.js';
 import { runPostgresProgram } from './exec.js';
@@ -44,7 +45,9 @@ export async function bootstrapCluster(
     rmSync(local.dataDir, { recursive: true, force: true });
     throw error;
   }
-  writeMemberConfiguration(local.dataDir, local.user, baseParameters(config, settings), settings, config.name);
+  // Archiving from the first segment: archive_mode only takes effect at server start.
+  const parameters = { ...baseParameters(config, settings), ...archiveParameters(settings.backup, config.cluster, local.dataDir) };
+  writeMemberConfiguration(local.dataDir, local.user, parameters, settings, config.name);
   writePassfile(local.passfile, local.user, credentials);
   const postmasterPid = await startPostgres(local.postmaster);
   // Verifiers, not clear passwords, so nothing secret reaches the server log.

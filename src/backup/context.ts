@@ -1,0 +1,53 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import type { BackupSettings } from '../cluster/backup-settings.js';
+import type { MemberStatus } from '../cluster/types.js';
+import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { splitHostPort, writePassfile } from '../postgres/conf.js';
+import { withConnection } from '../postgres/sql.js';
+import { ensureOwnedDir, type OsUser } from '../util/os-user.js';
+import type { Repository } from './repository.js';
+
+/** What backup, restore and verify need to know about the cluster, gathered once by the caller. */
+export interface BackupContext {
+  cluster: string;
+  systemIdentifier: string;
+  settings: BackupSettings;
+  /** This cluster's part of the repository. */
+  repository: Repository;
+  credentials: Credentials;
+  binDir: string;
+  osUser: OsUser;
+  members: MemberStatus[];
+  leader: string | null;
+  /** Progress and notes for the operator (stderr on the command line, the log in the agent). */
+  note(line: string): void;
+  /** Bytes done of a total (a progress bar on a terminal); optional. */
+  progress?(label: string, done: number, total: number): void;
+}
+
+export function memberByName(ctx: BackupContext, name: string | null): MemberStatus | undefined {
+  return ctx.members.find((m) => m.name === name);
+}
+
+/** The agent role over the network (scram): SQL on any member from wherever the command runs. */
+export function sqlOn<T>(ctx: BackupContext, member: MemberStatus, work: (client: pg.Client) => Promise<T>, database = 'postgres', timeoutMs = 60_000): Promise<T> {
+  const [host, port] = splitHostPort(member.connectAddress);
+  return withConnection({ host, port, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database }, work, timeoutMs);
+}
+
+/** A private directory (owned by the PostgreSQL OS user) holding a libpq passfile for one command. */
+export function withPassfile<T>(ctx: BackupContext, work: (passfile: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'relevo-backup-'));
+  ensureOwnedDir(dir, ctx.osUser, 0o700);
+  const passfile = join(dir, 'pgpass');
+  writePassfile(passfile, ctx.osUser, ctx.credentials);
+  return work(passfile).finally(() => rmSync(dir, { recursive: true, force: true }));
+}
+
+export function primaryOf(ctx: BackupContext): MemberStatus | undefined {
+  const leader = memberByName(ctx, ctx.leader);
+  return leader?.role === 'primary' ? leader : ctx.members.find((m) => m.role === 'primary');
+}

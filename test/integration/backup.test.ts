@@ -1,0 +1,323 @@
+/**
+ * Issue 10 (C7) on a real 3-member cluster: WAL archive, base backups from a
+ * replica under write load, point-in-time recovery past a TRUNCATE,
+ * incremental backups, restore drills (also of a corrupted backup), archiving
+ * across a failover, retention, an unreachable repository, and bad input.
+ * The cases run in order on one cluster (each builds on the repository the
+ * previous ones filled).
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { loadCredentials } from '../../src/config/secrets.js';
+import { runPostgresProgram } from '../../src/postgres/exec.js';
+import { lookupOsUser } from '../../src/util/os-user.js';
+import { FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
+import { freePort } from '../helpers/ports.js';
+import { PG_BIN } from '../helpers/standalone-postgres.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+const execFileAsync = promisify(execFile);
+const NAMES = ['node1', 'node2', 'node3'];
+
+interface Insert {
+  id: number;
+  sentAt: number;
+  ackAt: number;
+}
+
+interface Listing {
+  backups: { id: string; type: string; parent: string | null; sizeBytes: number; storedBytes: number; verification: { ok: boolean; restoreMs: number | null } | null; startLsn: string; timeline: number }[];
+  archive: { end: string | null; endTime: string | null; gaps: { segment: string }[]; conflicts: string[] };
+}
+
+describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }, () => {
+  let cluster: TestCluster;
+  let repo: string;
+  let primary: string;
+  const user = lookupOsUser('postgres');
+
+  const relevo = async (args: string[], timeoutMs = 240_000) => {
+    const file = cluster.member(NAMES[0]!).file;
+    try {
+      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+      return { code: 0, stdout, stderr };
+    } catch (error) {
+      const e = error as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  };
+  const ok = async (args: string[]) => {
+    const result = await relevo(args);
+    assert.equal(result.code, 0, `relevo ${args.join(' ')} failed: ${result.stderr}`);
+    return result.stdout;
+  };
+  const listing = async (): Promise<Listing> => JSON.parse(await ok(['backup', 'list', '--json'])) as Listing;
+  const currentPrimary = async () => (await cluster.memberStatuses()).find((m) => m.role === 'primary' && m.state === 'primary')!.name;
+  /** Finishes the primary's segment and waits until the archive holds WAL past `lsn`. */
+  const archivedPast = async (lsn: string) => {
+    await waitFor(`WAL past ${lsn} in the archive`, async () => {
+      await cluster.sql(primary, 'SELECT pg_switch_wal()');
+      const l = await listing();
+      return l.archive.end !== null && (await cluster.sql<{ ok: boolean }>(primary, 'SELECT $1::pg_lsn >= $2::pg_lsn AS ok', [l.archive.end, lsn]))[0]!.ok;
+    }, 90_000, 1_000);
+  };
+  const repoFiles = (dir = repo): string[] =>
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? repoFiles(join(dir, e.name)) : [join(dir, e.name)]));
+
+  /** Starts a restored data directory on its own port and socket; returns a client factory and a stop function. */
+  const startRestored = async (dataDir: string) => {
+    const port = await freePort();
+    const socketDir = `${dataDir}.run`;
+    mkdirSync(socketDir, { recursive: true });
+    chownSync(socketDir, user.uid, user.gid);
+    const logFile = join(socketDir, 'postgres.log');
+    try {
+      await runPostgresProgram(PG_BIN, user, 'pg_ctl', ['-D', dataDir, '-o', `-p ${port} -k ${socketDir} -c listen_addresses=''`, '-l', logFile, '-w', '-t', '120', 'start'], { context: 'restored copy', timeoutMs: 150_000 });
+    } catch (error) {
+      const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '(no log)';
+      throw new Error(`${(error as Error).message}\nserver log:\n${log}\npostgresql.auto.conf:\n${readFileSync(join(dataDir, 'postgresql.auto.conf'), 'utf8')}`);
+    }
+    const credentials = loadCredentials(cluster.member(NAMES[0]!).config)!;
+    const query = async <R extends pg.QueryResultRow>(text: string): Promise<R[]> => {
+      const client = new pg.Client({ host: socketDir, port, user: 'relevo', password: credentials.agentPassword, database: 'postgres' });
+      await client.connect();
+      try {
+        return (await client.query<R>(text)).rows;
+      } finally {
+        await client.end();
+      }
+    };
+    const stop = () => runPostgresProgram(PG_BIN, user, 'pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop'], { context: 'restored copy', timeoutMs: 60_000 }).catch(() => undefined);
+    return { query, stop };
+  };
+
+  before(async () => {
+    const settings = { ...FAULT_TEST_SETTINGS, synchronousMode: 'off' as const };
+    cluster = await TestCluster.create({ store: 'embedded', settings });
+    repo = join(cluster.dir, 'repo');
+    mkdirSync(repo);
+    chownSync(repo, user.uid, user.gid);
+    for (const name of NAMES) await cluster.defineMember(name);
+    await ok(['config', 'set', `backup.repository=${repo}`, 'backup.backlogWarnBytes=33554432', 'backup.archiveTimeoutSeconds=0']);
+    await ok(['backup', 'init']);
+    cluster.startAgent(NAMES[0]!);
+    await cluster.waitHealthy([NAMES[0]!]);
+    for (const name of NAMES.slice(1)) cluster.startAgent(name);
+    await cluster.waitHealthy(NAMES);
+    primary = await currentPrimary();
+    await ok(['backup', 'init']);
+  });
+
+  after(async () => {
+    if (repo && existsSync(repo)) chmodSync(repo, 0o750);
+    await cluster?.destroy();
+  });
+
+  let full: string;
+  it('backs up a replica under write load; a restore to a noted time has every row committed before it and none after, despite a later TRUNCATE', async () => {
+    await cluster.sql(primary, 'CREATE TABLE items (id bigserial PRIMARY KEY, payload text NOT NULL)');
+    await cluster.sql(primary, "INSERT INTO items (payload) SELECT repeat('x', 200) FROM generate_series(1, 50000)");
+    const credentials = loadCredentials(cluster.member(primary).config)!;
+    const member = cluster.member(primary).config.postgres;
+    const writer = new pg.Client({ host: member.socketDir, port: member.port, user: 'relevo', password: credentials.agentPassword, database: 'postgres' });
+    await writer.connect();
+    const inserts: Insert[] = [];
+    let writing = true;
+    const loop = (async () => {
+      while (writing) {
+        const sentAt = Date.now();
+        const result = await writer.query<{ id: string }>("INSERT INTO items (payload) VALUES ('w') RETURNING id");
+        inserts.push({ id: Number(result.rows[0]!.id), sentAt, ackAt: Date.now() });
+      }
+    })();
+    try {
+      const out = JSON.parse(await ok(['backup', '--full', '--json'])) as { id: string; source: string; fromPrimary: boolean; rowCheck: unknown };
+      full = out.id;
+      assert.notEqual(out.source, primary, 'the backup comes from a replica');
+      assert.equal(out.fromPrimary, false);
+      assert.ok(out.rowCheck, 'a replica backup records row counts');
+      await sleep(1_000);
+    } finally {
+      // keep writing across the noted time
+    }
+    const noted = Date.now();
+    await sleep(500);
+    writing = false;
+    await loop;
+    await writer.end();
+    const afterNoted = inserts.filter((i) => i.sentAt > noted);
+    const beforeNoted = inserts.filter((i) => i.ackAt < noted);
+    assert.ok(beforeNoted.length > 50 && afterNoted.length > 5, `writes on both sides of the noted time (${beforeNoted.length}, ${afterNoted.length})`);
+    await cluster.sql(primary, 'TRUNCATE items');
+    const lsn = (await cluster.sql<{ l: string }>(primary, 'SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
+    await archivedPast(lsn);
+
+    const target = join(cluster.dir, 'restored-pitr');
+    const restored = await relevo(['restore', '--to', target, '--time', new Date(noted).toISOString()]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.match(restored.stdout, new RegExp(`restored backup ${full}`));
+    const copy = await startRestored(target);
+    try {
+      await waitFor('the restored copy to finish recovery', async () => !(await copy.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0]!.r, 120_000, 500);
+      const ids = new Set((await copy.query<{ id: string }>('SELECT id FROM items')).map((r) => Number(r.id)));
+      assert.ok(ids.size >= 50_000, `the rows from before the backup are there (${ids.size})`);
+      const missing = beforeNoted.filter((i) => !ids.has(i.id));
+      assert.deepEqual(missing.map((i) => i.id), [], 'every row committed before the noted time is restored');
+      const extra = afterNoted.filter((i) => ids.has(i.id));
+      assert.deepEqual(extra.map((i) => i.id), [], 'no row sent after the noted time is restored');
+    } finally {
+      await copy.stop();
+      rmSync(target, { recursive: true, force: true });
+    }
+  });
+
+  let incremental: string;
+  it('an incremental after a small change stores a small fraction of a full and passes the restore drill (same row counts, pg_amcheck)', async () => {
+    await cluster.sql(primary, 'CREATE TABLE small (id int)');
+    await cluster.sql(primary, 'INSERT INTO small SELECT generate_series(1, 10)');
+    const out = JSON.parse(await ok(['backup', '--incremental', '--json'])) as { id: string; type: string; parent: string; storedBytes: number };
+    incremental = out.id;
+    assert.equal(out.type, 'incremental');
+    assert.equal(out.parent, full);
+    const l = await listing();
+    const fullRecord = l.backups.find((b) => b.id === full)!;
+    assert.ok(out.storedBytes < fullRecord.storedBytes * 0.25, `incremental stored ${out.storedBytes} bytes, full ${fullRecord.storedBytes}`);
+    const verify = await relevo(['backup', 'verify', incremental, '--json']);
+    assert.equal(verify.code, 0, `${verify.stdout}\n${verify.stderr}`);
+    const report = JSON.parse(verify.stdout) as { ok: boolean; steps: { step: string; ok: boolean; detail: string }[]; restoreMs: number };
+    assert.ok(report.ok);
+    assert.match(report.steps.find((s) => s.step === 'row counts')!.detail, /counts equal/);
+    assert.ok(report.steps.some((s) => s.step === 'pg_amcheck' && s.ok));
+    const after = await listing();
+    const shown = after.backups.find((b) => b.id === incremental)!;
+    assert.equal(shown.verification?.ok, true);
+    assert.ok((shown.verification?.restoreMs ?? 0) > 0, 'backup list shows the measured restore time');
+    const list = await ok(['list']);
+    assert.match(list, new RegExp(`last verified restore ${incremental}`));
+    assert.equal(readdirSync('/tmp').filter((n) => n.startsWith(`relevo-verify-${incremental}`)).length, 0, 'the scratch directory is gone');
+  });
+
+  it('relevo dump writes a custom-format dump per database; one table restores from it', async () => {
+    const record = JSON.parse(await ok(['dump', '--json'])) as { id: string; databases: { name: string; key: string; bytes: number }[] };
+    const postgres = record.databases.find((d) => d.name === 'postgres')!;
+    assert.ok(postgres.bytes > 0);
+    const dir = join(repo, readdirSync(repo).find((n) => n.startsWith('test-'))!);
+    const dump = readFileSync(join(dir, postgres.key));
+    const socket = cluster.member(primary).config.postgres;
+    await cluster.sql(primary, 'CREATE DATABASE table_restore');
+    execFileSync(join(PG_BIN, 'pg_restore'), ['-h', socket.socketDir!, '-p', String(socket.port), '-U', 'postgres', '-d', 'table_restore', '-t', 'small'], { input: dump, uid: user.uid, gid: user.gid, cwd: '/' });
+    const credentials = loadCredentials(cluster.member(primary).config)!;
+    const client = new pg.Client({ host: socket.socketDir, port: socket.port, user: 'relevo', password: credentials.agentPassword, database: 'table_restore' });
+    await client.connect();
+    try {
+      assert.equal(Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM small')).rows[0]!.n), 10, 'the one table came back with its rows');
+    } finally {
+      await client.end();
+    }
+    assert.match(await ok(['backup', 'list']), new RegExp(`Logical dumps: ${record.id}`));
+  });
+
+  it('verify fails on a corrupted backup and names the file', async () => {
+    const record = JSON.parse(readFileSync(join(repo, readdirSync(repo).find((n) => n.startsWith('test-'))!, 'backups', incremental, 'backup.json'), 'utf8')) as { files: { path: string; ref: string; size: number }[] };
+    const victim = record.files.find((f) => f.ref === incremental && f.path.startsWith('base/') && f.size >= 8192)!;
+    assert.ok(victim, 'the incremental stored at least one relation file itself');
+    const object = join(repo, readdirSync(repo).find((n) => n.startsWith('test-'))!, 'backups', incremental, 'data', `${victim.path}.gz`);
+    const bytes = readFileSync(object);
+    for (let i = 20; i < Math.min(bytes.length, 60); i++) bytes[i] = bytes[i]! ^ 0xff;
+    writeFileSync(object, bytes);
+    const verify = await relevo(['backup', 'verify', incremental]);
+    assert.equal(verify.code, 3, verify.stderr);
+    assert.ok(verify.stderr.includes(victim.path), `the error names ${victim.path}: ${verify.stderr}`);
+    assert.match(verify.stderr, /BACKUP_CORRUPT|VERIFY_FAILED/);
+  });
+
+  it('archiving continues across a failover: the history file is archived and the WAL chain has no gap across timelines', async () => {
+    const old = primary;
+    await cluster.signalAgent(old, 'SIGKILL');
+    const pid = cluster.postmasterPid(old);
+    if (pid) process.kill(pid, 'SIGKILL');
+    primary = await waitFor('a new primary', async () => {
+      const p = (await cluster.memberStatuses()).find((m) => m.name !== old && m.role === 'primary' && m.state === 'primary');
+      return p?.name;
+    }, 60_000, 250);
+    await cluster.sql(primary, "INSERT INTO small SELECT generate_series(11, 5000)");
+    const lsn = (await cluster.sql<{ l: string }>(primary, 'SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
+    await archivedPast(lsn);
+    const dir = join(repo, readdirSync(repo).find((n) => n.startsWith('test-'))!);
+    assert.ok(existsSync(join(dir, 'wal', 'other', '00000002.history')), 'timeline 2 history archived');
+    const l = await listing();
+    assert.deepEqual(l.archive.gaps, [], 'no missing segment from the oldest backup to the newest archived WAL');
+    assert.match(l.archive.end!, /.+/);
+    assert.ok(readdirSync(join(dir, 'wal')).some((d) => d.startsWith('00000002')), 'segments on the new timeline');
+    assert.deepEqual(l.archive.conflicts, []);
+  });
+
+  it('retention keeps the newest full backup, deletes older ones and only WAL no kept backup needs, logging each reason', async () => {
+    await waitFor('a replica streaming from the new primary', async () => (await cluster.memberStatuses()).some((m) => m.role === 'replica' && m.streaming), 60_000, 500);
+    const out = JSON.parse(await ok(['backup', '--full', '--verify', '--no-expire', '--json'])) as { id: string; startLsn: string; verification: { ok: boolean } };
+    assert.ok(out.verification.ok, 'the new full backup passes its restore drill');
+    await ok(['config', 'set', 'backup.retention.fullCount=1']);
+    const deletions = JSON.parse(await ok(['backup', 'expire', '--json'])) as { what: string; reason: string }[];
+    const l = await listing();
+    assert.deepEqual(l.backups.map((b) => b.id), [out.id]);
+    assert.ok(deletions.some((d) => d.what.includes(full)) && deletions.some((d) => d.what.includes(incremental)), JSON.stringify(deletions));
+    assert.ok(deletions.some((d) => /WAL segments/.test(d.what) && /oldest kept backup/.test(d.reason)), JSON.stringify(deletions));
+    assert.deepEqual(l.archive.gaps, [], 'every segment from the kept backup on is still there');
+    const dir = join(repo, readdirSync(repo).find((n) => n.startsWith('test-'))!);
+    assert.ok(readdirSync(join(dir, 'log')).filter((n) => n.endsWith('.json')).length >= deletions.length, 'each deletion is logged in the repository');
+  });
+
+  it('an unreachable repository raises the backlog warning; once it returns nothing is lost', async () => {
+    chmodSync(repo, 0o000);
+    try {
+      for (let i = 0; i < 3; i++) {
+        await cluster.sql(primary, 'INSERT INTO small SELECT generate_series(1, 1000)');
+        await cluster.sql(primary, 'SELECT pg_switch_wal()');
+      }
+      await waitFor('the backlog warning in relevo list', async () => {
+        const out = JSON.parse(await ok(['list', '--json'])) as { archive: { member: string; level: string; readyFiles: number }[] };
+        return out.archive.find((a) => a.member === primary && a.level !== 'ok' && a.readyFiles >= 2);
+      }, 60_000, 1_000);
+      assert.match(readFileSync(cluster.member(primary).logFile, 'utf8'), /WAL archive backlog/);
+      assert.match(await ok(['list']), /WARN/);
+    } finally {
+      chmodSync(repo, 0o750);
+    }
+    const lsn = (await cluster.sql<{ l: string }>(primary, 'SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
+    await archivedPast(lsn);
+    assert.deepEqual((await listing()).archive.gaps, []);
+  });
+
+  it('bad input gets a clear error and changes nothing', async () => {
+    // WAL keeps arriving in the background; what a bad command could damage is everything else.
+    const notWal = () => repoFiles().filter((f) => !f.includes('/wal/')).sort();
+    const before = notWal();
+    const unknown = await relevo(['backup', 'verify', '20000101-000000F']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /no backup "20000101-000000F".*known: \d/);
+    const target = join(cluster.dir, 'never');
+    const early = await relevo(['restore', '--to', target, '--time', '2000-01-01T00:00:00Z']);
+    assert.equal(early.code, 2);
+    assert.match(early.stderr, /TARGET_OUT_OF_RANGE/);
+    assert.match(early.stderr, /available: times .* LSNs/);
+    const late = await relevo(['restore', '--to', target, '--lsn', 'FF/0']);
+    assert.equal(late.code, 2);
+    assert.match(late.stderr, /past the end of the archive/);
+    const unreachable = await relevo(['restore', '--to', target, '--repository', join(cluster.dir, 'no-such-repository'), '--latest']);
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, /REPOSITORY_UNREACHABLE/);
+    const other = join(cluster.dir, 'other-repo');
+    mkdirSync(join(other, 'prod-123'), { recursive: true });
+    writeFileSync(join(other, 'relevo-repository.json'), '{"format":1}');
+    const foreign = await relevo(['backup', 'list', '--repository', other]);
+    assert.equal(foreign.code, 2);
+    assert.match(foreign.stderr, /holds prod-123 but not cluster test/);
+    assert.equal(existsSync(target), false, 'no destination directory was created');
+    assert.deepEqual(notWal(), before, 'the repository is unchanged');
+  });
+});
