@@ -126,7 +126,11 @@ async function memberNow(driver: RollDriver, name: string) {
 async function restartReplica(driver: RollDriver, name: string, mode: RollMode, timeoutMs: number): Promise<void> {
   const before = await memberNow(driver, name);
   const oldPid = before.member?.postmasterPid ?? null;
-  await driver.restart(name);
+  try {
+    await driver.restart(name);
+  } catch (error) {
+    throw new RollError(`the agent of ${name} did not accept the restart: ${(error as Error).message}; the roll stops here`);
+  }
   const deadline = driver.now() + timeoutMs;
   let last = before.member;
   while (driver.now() < deadline) {
