@@ -9,9 +9,14 @@
  *     back (process continued or agent restarted).
  * At the default settings and at the fastest documented safe settings.
  *
+ * Issue 16 adds faults i (synchronous standby lost) and j (store outage with
+ * every member healthy), where the primary stays and the longest write pause
+ * counts; --sync and --failsafe run each fault in those variants.
+ *
  *   node dist/bench/failover/run.js [--runs N] [--settings default|fast|both]
- *        [--faults a,b,c,d,e,f,g,h] [--store etcd|embedded]
- *        [--connect-timeout MS] [--query-timeout MS]
+ *        [--sync on|quorum|both] [--failsafe off|on|both]
+ *        [--faults a,b,c,d,e,f,g,h,i,j] [--store etcd|embedded]
+ *        [--connect-timeout MS] [--query-timeout MS] [--tls on|off]
  *
  * Writes bench/results/failover-<timestamp>.json and .md and prints the table.
  *
@@ -20,7 +25,7 @@
  * (libpq's connect_timeout cannot go below 2 s), so both are part of the
  * measured unavailability and recorded with the results.
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,11 +33,22 @@ import { parseArgs } from 'node:util';
 import { defaultClusterSettings, type ClusterSettings } from '../../src/cluster/settings.js';
 import { TestCluster } from '../../test/helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../../test/helpers/etcd.js';
-import { FAULT_DESCRIPTIONS, FAULT_KINDS, Faults, inject, type FaultKind } from '../../test/helpers/faults.js';
-import { waitFor } from '../../test/helpers/wait.js';
+import { FAULT_DESCRIPTIONS as INJECTED_FAULTS, FAULT_KINDS as INJECTED_KINDS, Faults, inject, type FaultKind as InjectedFault } from '../../test/helpers/faults.js';
+import { clusterKeys } from '../../src/cluster/keys.js';
+import { sleep, waitFor } from '../../test/helpers/wait.js';
 import { Writer } from '../../test/helpers/writer.js';
 
 const NAMES = ['node1', 'node2', 'node3'];
+
+/** Issue 3's faults, plus issue 16's: the primary stays, what counts is the longest write pause. */
+type FaultKind = InjectedFault | 'i' | 'j';
+const FAULT_KINDS: readonly FaultKind[] = [...INJECTED_KINDS, 'i', 'j'];
+const STORE_OUTAGE_MS = 10_000;
+const FAULT_DESCRIPTIONS: Record<FaultKind, string> = {
+  ...INJECTED_FAULTS,
+  i: "synchronous standby lost: SIGKILL a synchronous (or quorum) standby's agent and PostgreSQL",
+  j: `store outage with every member healthy: etcd frozen (SIGSTOP) for ${STORE_OUTAGE_MS / 1000} s`,
+};
 
 const PROFILES: Record<'default' | 'fast', Partial<ClusterSettings>> = {
   default: {},
@@ -64,10 +80,14 @@ interface RunResult {
 interface Options {
   runs: number;
   profiles: ('default' | 'fast')[];
+  syncModes: ('on' | 'quorum')[];
+  failsafe: boolean[];
   faults: FaultKind[];
   store: 'etcd' | 'embedded';
   connectTimeoutMs: number;
   queryTimeoutMs: number;
+  /** TLS on every link (the default of real clusters), or off to measure its cost. */
+  tls: boolean;
 }
 
 function parseOptions(): Options {
@@ -77,8 +97,11 @@ function parseOptions(): Options {
       settings: { type: 'string', default: 'both' },
       faults: { type: 'string', default: 'a,b,c,d,e,f,g,h' },
       store: { type: 'string', default: 'etcd' },
+      sync: { type: 'string', default: 'on' },
+      failsafe: { type: 'string', default: 'off' },
       'connect-timeout': { type: 'string', default: '500' },
       'query-timeout': { type: 'string', default: '1000' },
+      tls: { type: 'string', default: 'on' },
     },
   });
   const runs = Number(values.runs);
@@ -89,18 +112,28 @@ function parseOptions(): Options {
   for (const f of faults) if (!(FAULT_KINDS as readonly string[]).includes(f)) throw new Error(`--faults: unknown fault "${f}"; known: ${FAULT_KINDS.join(',')}`);
   const store = values.store!;
   if (store !== 'etcd' && store !== 'embedded') throw new Error(`--store: expected etcd or embedded, got ${store}`);
+  if (values.tls !== 'on' && values.tls !== 'off') throw new Error(`--tls: expected on or off, got ${values.tls}`);
   const ms = (name: string, value: string | undefined) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 50) throw new Error(`--${name}: expected milliseconds ≥ 50, got ${value}`);
     return n;
   };
+  const list = <T extends string>(name: string, value: string, allowed: readonly T[]): T[] => {
+    const items = value === 'both' ? [...allowed] : value.split(',').map((v) => v.trim());
+    for (const item of items) if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${name}: expected ${allowed.join(', ')} or both, got ${item}`);
+    return items as T[];
+  };
+  if (store !== 'etcd' && faults.includes('j')) throw new Error("--faults j (store outage) needs --store etcd");
   return {
     runs,
     profiles: settings === 'both' ? ['default', 'fast'] : [settings as 'default' | 'fast'],
+    syncModes: list('sync', values.sync!, ['on', 'quorum'] as const),
+    failsafe: list('failsafe', values.failsafe!, ['off', 'on'] as const).map((v) => v === 'on'),
     faults: faults as FaultKind[],
     store,
     connectTimeoutMs: ms('connect-timeout', values['connect-timeout']),
     queryTimeoutMs: ms('query-timeout', values['query-timeout']),
+    tls: values.tls === 'on',
   };
 }
 
@@ -113,6 +146,7 @@ class ClusterPool {
   constructor(
     private readonly settings: ClusterSettings,
     private readonly store: 'etcd' | 'embedded',
+    private readonly tls: boolean,
   ) {}
 
   async healthy(): Promise<{ cluster: TestCluster; faults: Faults; etcd: EtcdProcess | undefined }> {
@@ -134,9 +168,13 @@ class ClusterPool {
       }
     }
     if (this.store === 'etcd') this.etcd = await startEtcd();
-    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings });
+    this.cluster = await TestCluster.create({ store: this.store === 'etcd' ? { endpoints: this.etcd!.endpoints } : 'embedded', settings: this.settings, tls: this.tls });
     this.faults = new Faults(this.cluster);
-    for (const name of NAMES) await this.cluster.defineMember(name);
+    // Failsafe asks peers over the authenticated API: every member gets the same credentials.
+    const password = join(this.cluster.dir, 'api-password');
+    writeFileSync(password, 'bench-api-password\n', { mode: 0o600 });
+    chmodSync(password, 0o600);
+    for (const name of NAMES) await this.cluster.defineMember(name, { api: { auth: { username: 'relevo', password: { file: password } } } });
     for (const name of NAMES) this.cluster.startAgent(name);
     await this.cluster.waitHealthy(NAMES, 120_000);
     return { cluster: this.cluster, faults: this.faults, etcd: this.etcd };
@@ -170,6 +208,51 @@ function keepLogs(cluster: TestCluster, dir: string): string {
   return dir;
 }
 
+interface PauseOutcome {
+  name: string;
+  pauseMs: number;
+  afterStoreBackMs?: number;
+  rejoinMs?: number;
+}
+
+async function readMembers(cluster: TestCluster, key: 'sync' | 'quorum'): Promise<string[]> {
+  const kv = await cluster.store.get(clusterKeys(cluster.clusterName)[key]);
+  return kv ? (JSON.parse(kv.value) as { members: string[] }).members : [];
+}
+
+/** 'i': kill a standby that acknowledges commits; the longest pause until it is replaced and 100 more commits went through. */
+async function standbyLost(cluster: TestCluster, faults: Faults, writer: Writer, settings: ClusterSettings, primary: string): Promise<PauseOutcome> {
+  const key = settings.synchronousMode === 'quorum' ? 'quorum' : 'sync';
+  const recorded = await waitFor(`a standby in the ${key} record`, async () => {
+    const members = await readMembers(cluster, key);
+    return members.length > 0 ? members : undefined;
+  }, 60_000);
+  const lost = recorded[0]!;
+  const { at } = await faults.kill(lost, 'both');
+  await waitFor(`${lost} out of the ${key} record`, async () => !(await readMembers(cluster, key)).includes(lost), 90_000, 50);
+  await writer.waitForAcks(100, 90_000, primary);
+  const pauseMs = writer.longestGap(at, Date.now());
+  cluster.startAgent(lost);
+  const given = Date.now();
+  await waitFor(`${lost} streaming again`, async () => {
+    const status = await cluster.status(lost);
+    // Its status from before the kill may still be in the store: only a fresh one counts.
+    return status !== undefined && status.streaming && Date.parse(status.updatedAt) > given;
+  }, 120_000, 100);
+  return { name: primary, pauseMs, rejoinMs: Date.now() - given };
+}
+
+/** 'j': etcd frozen for STORE_OUTAGE_MS with every member up; the longest pause until 50 commits after it came back. */
+async function storeOutage(cluster: TestCluster, faults: Faults, writer: Writer, etcd: EtcdProcess): Promise<PauseOutcome> {
+  const { at } = faults.suspendEtcd(etcd);
+  await sleep(STORE_OUTAGE_MS);
+  const back = faults.resumeEtcd(etcd).at;
+  await writer.waitForAcks(50, 90_000);
+  const status = await waitFor('a primary after the store outage', async () => (await cluster.memberStatuses()).find((m) => m.state === 'primary'), 90_000, 100);
+  const resumed = writer.firstAckAfter(back);
+  return { name: status.name, pauseMs: writer.longestGap(at, Date.now()), afterStoreBackMs: resumed ? Math.max(0, resumed.ackedAt - back) : undefined };
+}
+
 async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSettings, fault: FaultKind, run: number, options: Options, logRoot: string): Promise<RunResult> {
   const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, lostSample: [], error: null, logs: null };
   const { cluster, faults, etcd } = await pool.healthy();
@@ -177,39 +260,49 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
   const primary = members.find((m) => m.state === 'primary')!;
   const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
   result.oldPrimary = primary.name;
-  const writer = Writer.forCluster(cluster, `bench_${profile}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+  const writer = Writer.forCluster(cluster, `bench_${profile.replace(/[^a-z0-9_]/g, '_')}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
   try {
     await writer.start();
     await writer.waitForAcks(50);
-    const staged = await inject({ cluster, faults, writer, primary: primary.name, replicas, ttlMs: settings.ttlMs, etcd, timeoutMs: 90_000 }, fault);
-    const { name } = await staged.awaitPrimary();
-    result.newPrimary = name;
-    if (staged.storeBackAt !== undefined) {
-      // The primary keeps acknowledging until it fences itself: the outage is the longest silence until writes resume after the store is back.
-      const resumed = writer.firstAckAfter(staged.storeBackAt, name);
-      if (resumed) {
-        result.unavailabilityMs = writer.longestGap(staged.faultAt, resumed.ackedAt);
-        result.afterStoreBackMs = resumed.ackedAt - staged.storeBackAt;
-      }
-    } else if (fault === 'g') {
-      // A switchover starts with the CLI, long before writes stop: what counts is the longest pause.
-      const first = writer.firstAckAfter(staged.faultAt, name);
-      if (first) result.unavailabilityMs = writer.longestGap(staged.faultAt, first.ackedAt);
+    let name: string;
+    if (fault === 'i' || fault === 'j') {
+      const outcome = fault === 'i' ? await standbyLost(cluster, faults, writer, settings, primary.name) : await storeOutage(cluster, faults, writer, etcd!);
+      name = outcome.name;
+      result.newPrimary = name;
+      result.unavailabilityMs = outcome.pauseMs;
+      result.afterStoreBackMs = outcome.afterStoreBackMs ?? null;
+      result.rejoinMs = outcome.rejoinMs ?? null;
     } else {
-      result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
-    }
-    const returnedAt = (await staged.recover()) ?? staged.storeBackAt ?? staged.faultAt;
-    if (name !== primary.name) {
-      await waitFor(
-        `${primary.name} streaming again on a newer timeline`,
-        async () => {
-          const s = await cluster.status(primary.name);
-          return s && s.state === 'replica' && s.streaming && (s.timeline ?? 0) > (primary.timeline ?? 0);
-        },
-        120_000,
-        50,
-      );
-      result.rejoinMs = Date.now() - returnedAt;
+      const staged = await inject({ cluster, faults, writer, primary: primary.name, replicas, ttlMs: settings.ttlMs, etcd, timeoutMs: 90_000 }, fault);
+      ({ name } = await staged.awaitPrimary());
+      result.newPrimary = name;
+      if (staged.storeBackAt !== undefined) {
+        // The primary keeps acknowledging until it fences itself: the outage is the longest silence until writes resume after the store is back.
+        const resumed = writer.firstAckAfter(staged.storeBackAt, name);
+        if (resumed) {
+          result.unavailabilityMs = writer.longestGap(staged.faultAt, resumed.ackedAt);
+          result.afterStoreBackMs = resumed.ackedAt - staged.storeBackAt;
+        }
+      } else if (fault === 'g') {
+        // A switchover starts with the CLI, long before writes stop: what counts is the longest pause.
+        const first = writer.firstAckAfter(staged.faultAt, name);
+        if (first) result.unavailabilityMs = writer.longestGap(staged.faultAt, first.ackedAt);
+      } else {
+        result.unavailabilityMs = writer.unavailability(staged.faultAt, name) ?? null;
+      }
+      const returnedAt = (await staged.recover()) ?? staged.storeBackAt ?? staged.faultAt;
+      if (name !== primary.name) {
+        await waitFor(
+          `${primary.name} streaming again on a newer timeline`,
+          async () => {
+            const s = await cluster.status(primary.name);
+            return s && s.state === 'replica' && s.streaming && (s.timeline ?? 0) > (primary.timeline ?? 0);
+          },
+          120_000,
+          50,
+        );
+        result.rejoinMs = Date.now() - returnedAt;
+      }
     }
     await writer.waitForAcks(20, 30_000, name);
     await writer.stop();
@@ -289,7 +382,7 @@ function table(rows: SummaryRow[]): string {
     r.profile,
     `${r.fault}: ${FAULT_DESCRIPTIONS[r.fault]}`,
     `${r.runs} (${r.failedRuns})`,
-    r.fault === 'f' ? `${fmt(r.unavailability)}; after store back ${fmt(r.afterStoreBack)}` : fmt(r.unavailability),
+    r.fault === 'f' || r.fault === 'j' ? `${fmt(r.unavailability)}; after store back ${fmt(r.afterStoreBack)}` : fmt(r.unavailability),
     fmt(r.rejoin),
     String(r.acknowledged),
     String(r.lost),
@@ -311,10 +404,17 @@ async function main(): Promise<void> {
     void (pool?.close() ?? Promise.resolve()).finally(() => process.exit(130));
   });
   try {
-    for (const profile of options.profiles) {
-      const settings = { ...defaultClusterSettings(), ...PROFILES[profile] };
+    const variants = options.profiles.flatMap((base) =>
+      options.syncModes.flatMap((sync) =>
+        options.failsafe.map((failsafe) => ({
+          name: options.syncModes.length * options.failsafe.length === 1 && sync === 'on' && !failsafe ? base : `${base}/${sync}/failsafe-${failsafe ? 'on' : 'off'}`,
+          settings: { ...defaultClusterSettings(), ...PROFILES[base], synchronousMode: sync, failsafe },
+        })),
+      ),
+    );
+    for (const { name: profile, settings } of variants) {
       profiles[profile] = settings;
-      pool = new ClusterPool(settings, options.store);
+      pool = new ClusterPool(settings, options.store, options.tls);
       try {
         for (const fault of options.faults) {
           for (let run = 1; run <= options.runs; run++) {
@@ -344,15 +444,15 @@ async function main(): Promise<void> {
   const md = [
     `# Failover benchmark ${started.toISOString()}`,
     '',
-    `3 members, synchronous mode, ${options.store} store, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
+    `3 members, synchronous mode, ${options.store} store, TLS ${options.tls ? 'on' : 'off'}, ${options.runs} run(s) per fault. Client: multi-host, read-write only, insert every 10 ms, ` +
       `connect timeout ${options.connectTimeoutMs} ms per host, statement timeout ${options.queryTimeoutMs} ms (both part of the unavailability it sees). ` +
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')}.`,
     '',
-    ...Object.entries(profiles).map(([name, s]) => `- **${name}**: ttlMs ${s.ttlMs}, loopWaitMs ${s.loopWaitMs}, fenceMarginMs ${s.fenceMarginMs}`),
+    ...Object.entries(profiles).map(([name, s]) => `- **${name}**: ttlMs ${s.ttlMs}, loopWaitMs ${s.loopWaitMs}, fenceMarginMs ${s.fenceMarginMs}, synchronousMode ${s.synchronousMode}, failsafe ${s.failsafe}`),
     '',
     table(rows),
     '',
-    'Write unavailability: fault → first write acknowledged by the new primary (f: the longest silence between acknowledged writes from the outage until writes resume after the store is back; g: the longest silence between acknowledged writes from the switchover command to the first write on the new primary). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
+    'Write unavailability: fault → first write acknowledged by the new primary (i, j: the longest pause between acknowledged writes from the fault until the standby was replaced / the store was back, and 50–100 commits more; f: the longest silence between acknowledged writes from the outage until writes resume after the store is back; g: the longest silence between acknowledged writes from the switchover command to the first write on the new primary). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
     '',
     ...(results.some((r) => r.error || r.lost > 0)
       ? [

@@ -30,10 +30,23 @@ export type Action =
    * Take the leader lease (unless held), record the new timeline in history, load
    * synchronousStandbyNames, pg_promote(), then record the exact fork position.
    */
-  | { type: 'promote'; acquire: boolean; from: string | null; reason: string; timeline: number; forkLsn: string | null; slots: string[]; synchronousStandbyNames: string }
+  | {
+      type: 'promote';
+      acquire: boolean;
+      from: string | null;
+      reason: string;
+      timeline: number;
+      forkLsn: string | null;
+      slots: string[];
+      synchronousStandbyNames: string;
+      /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
+      quorum?: { members: string[]; quorum: number };
+    }
   /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
   | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
   | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }
+  /** Quorum record change by compare-and-swap against `revision` (null: create it); fails if it changed meanwhile. */
+  | { type: 'writeQuorumRecord'; members: string[]; quorum: number; revision: number | null }
   /** Make a former primary that still runs unable to acknowledge commits (over SQL). */
   | { type: 'fenceFormerPrimary'; member: string; address: string }
   /** Reconcile this data directory with the leader's timeline (crash recovery if needed, pg_rewind), then start as its standby. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { peerAuthorization } from '../api/auth.js';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { defaultClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter } from '../cluster/records.js';
@@ -15,14 +16,20 @@ import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
+import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type WriteOutcome } from './observation.js';
 import type { AgentState } from './states.js';
 import { memberStatus } from './status.js';
+import { Upkeep } from './upkeep.js';
+import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 export interface AgentOptions {
   config: MemberConfig;
   store: Store;
   log: Logger;
+  /** Called after the member certificate was re-issued (the API reloads it). */
+  onCertificateChanged?: () => void;
 }
 
 /**
@@ -65,6 +72,18 @@ export class Agent {
   private wake: (() => void) | undefined;
   private running = false;
   private loopDone: Promise<void> | undefined;
+  /** Store failsafe: last known membership and leader (from the last store read), confirmations held, one given. */
+  private readonly failsafe = {
+    membership: [] as PeerAddress[],
+    lastLeader: undefined as string | undefined,
+    confirmedAt: new Map<string, number>(),
+    ended: undefined as string | undefined,
+    active: false,
+    given: undefined as { leader: string; at: number } | undefined,
+    timer: undefined as NodeJS.Timeout | undefined,
+  };
+  private readonly peerAuthorization: string | undefined;
+  private readonly upkeep: Upkeep;
   private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
@@ -73,6 +92,14 @@ export class Agent {
     this.log = options.log;
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.peerAuthorization = peerAuthorization(options.config);
+    this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
+  }
+
+  /** How this agent talks to its peers' APIs: credentials when configured, and over HTTPS the cluster CA and our member certificate. */
+  private peerAccess(): PeerAccess {
+    const tls = memberApiClientTls(this.local.tls, true);
+    return { ...(this.peerAuthorization ? { authorization: this.peerAuthorization } : {}), ...(tls ? { tls } : {}) };
   }
 
   /** Latest published status, for the REST API. */
@@ -96,6 +123,7 @@ export class Agent {
         return undefined;
       });
     this.loopDone = this.loop();
+    this.failsafeLoop();
     this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
   }
 
@@ -168,27 +196,104 @@ export class Agent {
 
   /**
    * The fence watchdog: while we lead, a timer set for ttlMs - fenceMarginMs
-   * after the last successful renewal. The loop would fence too, but only once
-   * its store calls return; this does not wait for them. If it fires, PostgreSQL
-   * is stopped before any replica can see the lease expire.
+   * after the last successful renewal (or, with failsafe holding, until every
+   * member's confirmation lapses, if later). The loop would fence too, but only
+   * once its store calls return; this does not wait for them. If it fires,
+   * PostgreSQL is stopped before any replica can see the lease expire.
    */
+  private fenceDeadline(): number | undefined {
+    const renewedAt = this.memory.leaseRenewedAt;
+    if (renewedAt === undefined) return undefined;
+    const lease = renewedAt + this.settings.ttlMs - this.settings.fenceMarginMs;
+    return Math.max(lease, this.failsafeHeldUntil() ?? -Infinity);
+  }
+
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
-    const renewedAt = this.memory.leaseRenewedAt;
-    if (!this.memory.wasLeader || renewedAt === undefined || this.settings.paused || !this.running) return;
-    const due = renewedAt + this.settings.ttlMs - this.settings.fenceMarginMs - performance.now();
+    const deadline = this.fenceDeadline();
+    if (!this.memory.wasLeader || deadline === undefined || this.settings.paused || !this.running) return;
     this.fenceTimer = setTimeout(() => {
-      if (this.memory.leaseRenewedAt !== renewedAt || !this.memory.wasLeader) return;
+      if (!this.memory.wasLeader) return;
+      // Renewed, or extended by failsafe, since the timer was set.
+      if ((this.fenceDeadline() ?? -Infinity) > performance.now() + 1) return this.armFence();
       this.memory.wasLeader = false;
       this.log.error(
         { ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs },
-        `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms: stopping PostgreSQL before the lease can expire`,
+        `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms${this.failsafe.ended ? ` and failsafe ended (${this.failsafe.ended})` : ''}: stopping PostgreSQL before the lease can expire`,
       );
       void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
         if (!outcome.ok) this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
       });
-    }, Math.max(0, due));
+    }, Math.max(0, deadline - performance.now()));
+  }
+
+  /** Failsafe: monotonic ms until which every member's confirmation holds (undefined: not holding). */
+  private failsafeHeldUntil(): number | undefined {
+    if (!this.settings.failsafe || this.failsafe.ended) return undefined;
+    return holdDeadline(this.settings, this.failsafe.membership.map((m) => m.name), this.failsafe.confirmedAt);
+  }
+
+  /**
+   * Every loopWaitMs, independently of the cycle (whose store calls wait for
+   * their timeouts during an outage): while we lead, failsafe is on and our
+   * lease renewal is overdue, ask every member of the last known membership
+   * to confirm us. One missing confirmation ends failsafe until the store is back.
+   */
+  private failsafeLoop(): void {
+    const round = async () => {
+      const f = this.failsafe;
+      const s = this.settings;
+      const renewedAt = this.memory.leaseRenewedAt;
+      const overdue = renewedAt !== undefined && performance.now() - renewedAt > 2 * s.loopWaitMs;
+      if (!s.failsafe || !this.memory.wasLeader || s.paused || !overdue) {
+        if (f.active) this.log.warn('failsafe ended: the store answers again');
+        f.active = false;
+        f.ended = undefined;
+        f.confirmedAt.clear();
+        return;
+      }
+      if (f.ended) return;
+      const sentAt = performance.now();
+      const answers = await requestConfirmations(f.membership, this.config.name, this.peerAccess(), Math.max(200, Math.min(1_000, s.loopWaitMs)));
+      if (!this.memory.wasLeader || f.ended) return;
+      const missing = answers.filter((a) => !a.confirmed);
+      if (missing.length > 0 || f.membership.length === 0) {
+        f.ended = missing.map((a) => `${a.name}: ${a.confirmed ? '' : a.error}`).join('; ') || 'no other member known';
+        f.active = false;
+        f.confirmedAt.clear();
+        this.log.error({ failsafe: false }, `failsafe ended: not every member confirmed this primary (${f.ended}); stopping as without failsafe`);
+        this.armFence();
+        return;
+      }
+      for (const a of answers) f.confirmedAt.set(a.name, sentAt);
+      if (!f.active) this.log.warn({ failsafe: true, members: f.membership.map((m) => m.name) }, `failsafe active: store unreachable; every member (${f.membership.map((m) => m.name).join(', ')}) confirmed this primary`);
+      f.active = true;
+      this.armFence();
+    };
+    const next = () => {
+      if (!this.running) return;
+      this.failsafe.timer = setTimeout(() => void round().catch((error: Error) => this.log.error({ err: error.message }, 'failsafe round failed')).finally(next), this.settings.loopWaitMs);
+    };
+    next();
+  }
+
+  /** POST /failsafe from a primary without the store: vouch for it if it is the primary we follow. */
+  confirmFailsafe(leader: string): { ok: true; member: string } | { ok: false; reason: string } {
+    const verdict = mayConfirm(this.settings, { name: this.config.name, role: this.status?.role, state: this.status?.state }, this.failsafe.lastLeader, leader);
+    if (!verdict.ok) return verdict;
+    if (!this.failsafe.given) this.log.warn({ failsafe: true, leader }, `confirmed failsafe to primary ${leader}: not taking over until the store is back and ${this.settings.ttlMs} ms passed`);
+    this.failsafe.given = { leader, at: performance.now() };
+    return { ok: true, member: this.config.name };
+  }
+
+  private failsafeView(): FailsafeView {
+    const given = this.failsafe.given;
+    return {
+      heldUntil: this.failsafeHeldUntil(),
+      members: this.failsafe.membership.map((m) => m.name),
+      confirmed: given && performance.now() - given.at < this.settings.ttlMs ? given : undefined,
+    };
   }
 
   /** An operator command from the REST API; carried out by the next cycle. */
@@ -206,6 +311,10 @@ export class Agent {
         this.log.error({ code: RECORD_UNREADABLE, key: record.key, revision: record.revision }, describeUnreadable(record));
       }
       for (const m of cluster.view.members) this.lastKnown.set(m.name, m);
+      // Failsafe needs the membership and leader as last seen in the store.
+      this.failsafe.membership = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
+      this.failsafe.lastLeader = cluster.view.leader?.member;
+      if (this.failsafe.given && cluster.view.leader) this.failsafe.given = undefined;
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
@@ -216,7 +325,7 @@ export class Agent {
     const electionDue = view.reachable && view.leader === undefined && !unreadableOf(view, 'leader') && server.kind === 'running' && server.inspection.inRecovery;
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
-    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs)) : [];
+    const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAccess()) : [];
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -231,6 +340,7 @@ export class Agent {
       server,
       store: view,
       peers,
+      failsafe: this.failsafeView(),
       haveCredentials: this.credentials !== undefined,
       memory: { ...this.memory },
       outcomes: this.outcomes,
@@ -244,6 +354,8 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.upkeep.certificates();
+    this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
@@ -344,6 +456,7 @@ export class Agent {
     this.running = false;
     this.stopBackupDuties?.();
     clearTimeout(this.fenceTimer);
+    clearTimeout(this.failsafe.timer);
     this.wake?.();
     await this.loopDone;
     await this.watch?.close();

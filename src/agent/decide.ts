@@ -9,6 +9,8 @@ import type { AgentMemory, Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { isAllowedTransition, type AgentState } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
+import { planQuorum, promotionQuorum, quorumNamesOnStart } from './quorum.js';
+import { failsafePrimary, failsafeReplicaHold } from './failsafe.js';
 
 export interface Decision {
   state: AgentState;
@@ -129,6 +131,8 @@ function decideWithoutStore(o: Observation, error: string): Decision {
   const server = o.server;
   const runsAsPrimary = server.kind === 'running' && !server.inspection.inRecovery;
   if (runsAsPrimary && o.memory.wasLeader && !o.settings.paused) {
+    const held = failsafePrimary(o, error);
+    if (held) return { ...held, actions: [] };
     const age = o.memory.leaseRenewedAt === undefined ? Infinity : o.monotonic - o.memory.leaseRenewedAt;
     const limit = o.settings.ttlMs - o.settings.fenceMarginMs;
     if (age >= limit) {
@@ -310,6 +314,7 @@ function needsRewind(o: Observation, store: Reachable): boolean {
 
 function standbyNamesOnStart(o: Observation, store: Reachable): string {
   if (o.settings.synchronousMode === 'off') return '';
+  if (o.settings.synchronousMode === 'quorum') return quorumNamesOnStart(o, store);
   const me = o.member.name;
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   if (record.length > 0) return renderStandbyNames(record);
@@ -340,7 +345,7 @@ function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
 
 /** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
 function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
-  return o.settings.synchronousMode === 'on' ? renderAnyStandby(provisional) : '';
+  return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
 }
 
 function decideReplica(o: Observation, store: Reachable, inspection: ServerInspection): Decision {
@@ -359,6 +364,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
           forkLsn: inspection.replayedLsn,
           slots: peerSlots(o, store),
           synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
+          quorum: promotionQuorum(o, o.memory.provisionalStandbys),
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
@@ -405,6 +411,8 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   // Somebody may hold the lease: keep following whoever we follow, elect nobody.
   const leaderBlocked = blockedBy(o, store, ['leader']);
   if (leaderBlocked) return { state: 'replica', actions: [], reason: `not electing a new primary: ${leaderBlocked}` };
+  const failsafeHold = failsafeReplicaHold(o);
+  if (failsafeHold) return { state: 'replica', actions: [], reason: `no primary holds the lease; ${failsafeHold}` };
   if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
@@ -416,7 +424,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     };
   }
   // Which member may hold every acknowledged commit, the cluster's timeline and the last primary position decide eligibility.
-  const electionBlocked = blockedBy(o, store, ['sync', 'history', 'optime']);
+  const electionBlocked = blockedBy(o, store, o.settings.synchronousMode === 'quorum' ? ['sync', 'quorum', 'history', 'optime'] : ['sync', 'history', 'optime']);
   if (electionBlocked) return { state: 'replica', actions: [], reason: `no primary holds the lease; not taking over: ${electionBlocked}` };
   const request = activeRequest(o, store);
   const verdict = electionVerdict(o, { ...store, failover: request }, selfCandidate(o, inspection.receivedLsn, inspection.timeline));
@@ -439,6 +447,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         forkLsn: inspection.replayedLsn,
         slots: peerSlots(o, store),
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
+        quorum: promotionQuorum(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
@@ -518,7 +527,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
       remember: { wasLeader: false },
     };
   }
-  const sync = planSync(o, store, inspection);
+  const sync = o.settings.synchronousMode === 'quorum' ? planQuorum(o, store, inspection) : planSync(o, store, inspection);
   const actions: Action[] = [...sync.actions, { type: 'configure', as: 'primary', synchronousStandbyNames: sync.synchronousStandbyNames }];
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);

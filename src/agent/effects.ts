@@ -18,6 +18,8 @@ import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
+import { writeQuorumRecord } from './quorum-record.js';
+import { nudgeStandbys } from './sync-nudge.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -70,7 +72,7 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile };
+  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -176,6 +178,7 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     // Nobody holds our acknowledged commits yet: the sync set starts empty. We hold the lease, so we are
     // its writer; a swap lost to a former primary still writing is retried on a fresh read.
     await resetSyncRecord(ctx);
+    if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
   } catch (error) {
     await releaseLeader(ctx).catch(() => false);
     throw error;
@@ -220,7 +223,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   const [host, port] = splitHostPort(address);
   try {
     return await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword },
+      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
       async (client) => {
         const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
         if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;
@@ -291,7 +294,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
     }
     case 'startPostgres': {
-      clearFenceSettings(local.dataDir);
+      clearFenceSettings(local.dataDir, local.user);
       if (action.as === 'primary') writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       else writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       const pid = await startPostgres(local.postmaster);
@@ -323,6 +326,13 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
           : writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       if (!changed) return undefined;
       await reloadPostgres(local.postmaster);
+      if (action.as === 'primary' && action.synchronousStandbyNames !== '') {
+        // Commits waiting for a lost standby are released by the new one's next reply: ask for it now.
+        // Best effort: without it they are released within wal_receiver_status_interval anyway.
+        await withConnection(agentSqlTarget(local, requireCredentials(ctx)), (client) => nudgeStandbys(client, action.synchronousStandbyNames)).catch((error: Error) =>
+          ctx.log.warn({ err: error.message }, `member ${config.name}: could not nudge the standbys after changing synchronous_standby_names: ${error.message}`),
+        );
+      }
       return action.as === 'replica'
         ? `configuration rewritten and reloaded; following ${action.upstream.member} at ${action.upstream.address}`
         : `configuration rewritten and reloaded; synchronous_standby_names = '${action.synchronousStandbyNames}'`;
@@ -348,6 +358,8 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const record = { leader: config.name, members: action.members, updatedAt: new Date().toISOString() };
       return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]`;
     }
+    case 'writeQuorumRecord':
+      return writeQuorumRecord(store, keys, config.name, action);
     case 'writeOptime': {
       const record = { member: config.name, address: connectAddressOf(config), lsn: action.lsn, timeline: action.timeline, at: new Date().toISOString() };
       return writeShared(ctx, keys.optime, record, action.revision);

@@ -2,6 +2,7 @@ import type { ClusterSettings } from '../cluster/settings.js';
 import type { HistoryEntry, MemberStatus } from '../cluster/types.js';
 import { compareLsn, lsnDistance } from '../postgres/lsn.js';
 import type { Observation } from './observation.js';
+import { quorumVerdict } from './quorum.js';
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -70,6 +71,13 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
         : { eligible: false, reason: `not in the synchronous set (${sync.join(', ')}) and not known to hold as much as one of them: may lack acknowledged commits` };
     }
     if (settings.synchronousStrict) return { eligible: false, reason: 'strict synchronous mode and no synchronous standby recorded' };
+  }
+  if (settings.synchronousMode === 'quorum') {
+    const record = store.quorum && store.quorum.leader === lastLeader(store) ? store.quorum : undefined;
+    if (record && record.quorum > 0 && record.members.length > 0) {
+      return quorumVerdict(record, { receivedLsn: candidate.receivedLsn, timeline: candidate.timeline }, witnesses);
+    }
+    if (settings.synchronousStrict) return { eligible: false, reason: 'strict quorum mode and no quorum recorded' };
   }
   const optime = store.optime;
   if (optime) {

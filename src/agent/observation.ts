@@ -4,6 +4,7 @@ import type { ClusterView } from '../cluster/view.js';
 import type { ControlData, DataDirState } from '../postgres/datadir.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import type { ActionType } from './actions.js';
+import type { FailsafeView } from './failsafe.js';
 import type { AgentState } from './states.js';
 
 /** What PostgreSQL looks like from this agent right now. */
@@ -99,6 +100,8 @@ export interface Observation {
   store: StoreView;
   /** Peers asked directly (only while no leader holds the lease). */
   peers: PeerView[];
+  /** Store failsafe: confirmations this primary holds, or the one this replica gave (src/agent/failsafe.ts). */
+  failsafe?: FailsafeView;
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
   memory: AgentMemory;

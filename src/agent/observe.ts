@@ -5,6 +5,7 @@ import { inspectServer } from '../postgres/inspect.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import type { KeptConnection } from '../postgres/sql.js';
 import type { LocalServer, PeerView } from './observation.js';
+import { apiCall, peerRequest, type PeerAccess } from '../tls/client.js';
 
 export { readCluster, type ClusterRead } from '../cluster/view.js';
 
@@ -49,15 +50,17 @@ export async function observeDataDir(local: LocalPostgres, cachedSystemIdentifie
   };
 }
 
-/** Asks peers for their status directly, in parallel, with a short timeout. */
-export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number): Promise<PeerView[]> {
+/** Asks peers for their status directly, in parallel, with a short timeout (with credentials when configured: api.authReadOnly refuses reads without). */
+export async function askPeers(members: MemberStatus[], self: string, timeoutMs: number, access: PeerAccess = {}): Promise<PeerView[]> {
   return Promise.all(
     members
       .filter((m) => m.name !== self)
       .map(async (m): Promise<PeerView> => {
         try {
-          const response = await fetch(`${m.apiUrl}/status`, { signal: AbortSignal.timeout(timeoutMs) });
-          const parsed = MemberStatusSchema.safeParse(await response.json());
+          // Over HTTPS the peer is verified against the cluster CA, and our member certificate authenticates us.
+          const response = await apiCall(`${m.apiUrl}/status`, { timeoutMs, ...peerRequest(access) });
+          if (response.status !== 200) return { name: m.name, status: undefined, error: `HTTP ${response.status} from ${m.apiUrl}/status` };
+          const parsed = MemberStatusSchema.safeParse(JSON.parse(response.body));
           return parsed.success ? { name: m.name, status: parsed.data } : { name: m.name, status: undefined, error: 'malformed status' };
         } catch (error) {
           return { name: m.name, status: undefined, error: (error as Error).message };

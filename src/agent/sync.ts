@@ -52,13 +52,20 @@ export function hasOtherMembers(me: string, store: Reachable): boolean {
 
 /**
  * Standbys that may be named: streaming from us on our own timeline (one
- * that diverged keeps asking for an older timeline and never gets here).
+ * that diverged keeps asking for an older timeline and never gets here), as
+ * their published status says and as our own pg_stat_replication confirms
+ * right now. A standby whose walsender is gone is dropped at once: its
+ * published status would say "streaming" until its key expires, a whole
+ * ttlMs during which every commit would wait for it.
  */
-function candidatesFor(o: Observation, store: Reachable, record: string[], timeline: number | null): MemberStatus[] {
+export function candidatesFor(o: Observation, store: Reachable, record: string[], inspection: ServerInspection): MemberStatus[] {
+  const timeline = inspection.timeline;
+  const streamingHere = new Set(inspection.replication.filter((r) => r.state === 'streaming').map((r) => r.member));
   return store.members
     .filter(
       (m) =>
         m.name !== o.member.name &&
+        streamingHere.has(m.name) &&
         m.role === 'replica' &&
         m.state === 'replica' &&
         m.streaming &&
@@ -83,9 +90,7 @@ function candidatesFor(o: Observation, store: Reachable, record: string[], timel
  * standby is synchronous and has flushed past the point where it became so.
  */
 export function planSync(o: Observation, store: Reachable, inspection: ServerInspection): SyncPlan {
-  const me = o.member.name;
   const settings = o.settings;
-  const inEffect = inspection.synchronousStandbyNames;
   const bad = unreadableOf(store, 'sync');
   // Compare-and-swap on what we observed; a damaged record is replaced at its own revision.
   const write = (members: string[]): Action => ({ type: 'writeSyncRecord', members, revision: store.revisions.sync ?? bad?.revision });
@@ -143,7 +148,7 @@ function planSyncFromRecord(o: Observation, store: Reachable, inspection: Server
     const actions: Action[] = record.length > 0 || !recordIsOurs ? [write([])] : [];
     return { synchronousStandbyNames: actions.length > 0 ? inEffect : '', actions, remember: {}, note: undefined };
   }
-  const wanted = candidatesFor(o, store, record, inspection.timeline)
+  const wanted = candidatesFor(o, store, record, inspection)
     .slice(0, settings.synchronousCount)
     .map((m) => m.name);
   if (wanted.length === 0) {
@@ -181,15 +186,25 @@ function planSyncFromRecord(o: Observation, store: Reachable, inspection: Server
   }
   // From the first verified standby on, the promotion's provisional list is not needed any more.
   const kept = record.filter((name) => wanted.includes(name));
-  if (kept.length !== record.length || !recordIsOurs) {
-    return { synchronousStandbyNames: inEffect, actions: [write(kept)], remember: { noSyncCandidateSince: undefined, provisionalStandbys: [] }, note: undefined };
-  }
   const desired = renderStandbyNames(wanted);
+  if (kept.length !== record.length || !recordIsOurs) {
+    // The record shrinks first; the replacement is named in the same cycle, after it: decide()
+    // puts the record write before the reload, and a failed write stops the cycle there.
+    const switching = inEffect !== desired;
+    return {
+      synchronousStandbyNames: desired,
+      actions: [write(kept)],
+      remember: { noSyncCandidateSince: undefined, provisionalStandbys: [], syncSwitchLsn: switching ? undefined : o.memory.syncSwitchLsn },
+      note: switching ? `synchronous standby ${record.filter((n) => !kept.includes(n)).join(', ') || '(none)'} replaced by ${wanted.join(', ')}` : undefined,
+    };
+  }
   if (inEffect !== desired) {
     return {
       synchronousStandbyNames: desired,
       actions: [],
-      remember: { noSyncCandidateSince: undefined, syncSwitchLsn: inspection.receivedLsn ?? undefined, provisionalStandbys: [] },
+      // The switch position is taken in the first cycle that sees the new setting in effect: a commit
+      // acknowledged under the old one until the reload lies before it.
+      remember: { noSyncCandidateSince: undefined, syncSwitchLsn: undefined, provisionalStandbys: [] },
       note: undefined,
     };
   }

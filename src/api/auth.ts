@@ -17,6 +17,17 @@ export function basicAuthHeader(credentials: ApiCredentials): string {
   return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
 }
 
+/**
+ * The Authorization header an agent sends to its peers: with api.authReadOnly
+ * they refuse even the status reads of an election without it, and the store
+ * failsafe's confirmations are an authenticated POST (members of a cluster
+ * share the API credentials, as the CLI assumes). None when no credentials.
+ */
+export function peerAuthorization(config: MemberConfig): string | undefined {
+  const credentials = apiCredentials(config);
+  return credentials && basicAuthHeader(credentials);
+}
+
 function same(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);

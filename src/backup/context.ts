@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -7,7 +7,8 @@ import type { MemberStatus } from '../cluster/types.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { splitHostPort, writePassfile } from '../postgres/conf.js';
 import { withConnection } from '../postgres/sql.js';
-import { ensureOwnedDir, type OsUser } from '../util/os-user.js';
+import type { OsUser } from '../util/os-user.js';
+import { makeOwnedTempDir } from '../postgres/owned-fs.js';
 import type { Repository } from './repository.js';
 
 /** What backup, restore and verify need to know about the cluster, gathered once by the caller. */
@@ -40,8 +41,7 @@ export function sqlOn<T>(ctx: BackupContext, member: MemberStatus, work: (client
 
 /** A private directory (owned by the PostgreSQL OS user) holding a libpq passfile for one command. */
 export function withPassfile<T>(ctx: BackupContext, work: (passfile: string) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(join(tmpdir(), 'relevo-backup-'));
-  ensureOwnedDir(dir, ctx.osUser, 0o700);
+  const dir = makeOwnedTempDir(join(tmpdir(), 'relevo-backup-'), ctx.osUser);
   const passfile = join(dir, 'pgpass');
   writePassfile(passfile, ctx.osUser, ctx.credentials);
   return work(passfile).finally(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ROLE_NAMES } from '../config/secrets.js';
 import { runPostgresProgram } from '../postgres/exec.js';
 import { withConnection } from '../postgres/sql.js';
-import { ensureOwnedDir } from '../util/os-user.js';
+import { makeOwnedTempDir } from '../postgres/owned-fs.js';
 import { backupChain, dataKey, listBackups, loadBackup, type BackupRecord, type VerifyReport } from './catalog.js';
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
@@ -52,8 +52,7 @@ export async function verifyBackup(ctx: BackupContext, id?: string, scratchParen
   let failedStep: string | null = null;
   let failure: string | null = null;
   let restoreMs: number | null = null;
-  const scratch = mkdtempSync(join(scratchParent, `relevo-verify-${record.id}-`));
-  ensureOwnedDir(scratch, ctx.osUser, 0o700);
+  const scratch = makeOwnedTempDir(join(scratchParent, `relevo-verify-${record.id}-`), ctx.osUser);
   const dataDir = join(scratch, 'data');
   const pgctl = (args: string[], context: string) =>
     runPostgresProgram(ctx.binDir, ctx.osUser, 'pg_ctl', ['-D', dataDir, ...args], { context, timeoutMs: 3_600_000 });

@@ -1,13 +1,20 @@
 import { Agent } from '../agent/agent.js';
+import { readFileSync } from 'node:fs';
 import { apiCredentials } from '../api/auth.js';
-import { buildApi } from '../api/server.js';
+import { buildApi, reloadApiTls, type ApiTls } from '../api/server.js';
+import { ensureClusterCa, ensureMemberCert, type TlsFiles } from '../tls/member.js';
+import { localPostgres } from '../postgres/local.js';
 import { clusterKeys } from '../cluster/keys.js';
-import { loadMemberConfig } from '../config/load.js';
+import { loadMemberConfigChecked } from '../config/load.js';
 import { splitHostPort } from '../postgres/conf.js';
 import { openStore } from '../store/open.js';
 import { createLogger } from '../util/log.js';
 import { configPath } from './context.js';
 import { startEmbeddedRouter } from './router-command.js';
+
+function apiTlsOf(files: TlsFiles): ApiTls {
+  return { key: readFileSync(files.key, 'utf8'), cert: readFileSync(files.cert, 'utf8'), ca: readFileSync(files.caCert, 'utf8') };
+}
 
 export interface AgentCommandOptions {
   config?: string;
@@ -17,16 +24,35 @@ export interface AgentCommandOptions {
 
 /** `relevo agent`: runs until SIGTERM/SIGINT. Validates everything before touching any data directory. */
 export async function runAgent(options: AgentCommandOptions): Promise<void> {
-  const config = loadMemberConfig(configPath(options.config));
+  const config = loadMemberConfigChecked(configPath(options.config));
   const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name });
   const store = await openStore(config.store);
-  const agent = new Agent({ config, store, log });
-  const api = buildApi({
+  const keys = clusterKeys(config.cluster);
+  // TLS material first: PostgreSQL and the API never start without it when TLS is on.
+  const tlsFiles = localPostgres(config).tls;
+  if (tlsFiles) {
+    await ensureClusterCa(config, store, keys, log);
+    const certificate = await ensureMemberCert(config, localPostgres(config).user, { force: false, now: new Date() });
+    log.info({ fingerprint: certificate.fingerprint, dir: tlsFiles.dir }, `member certificate: ${certificate.reason}`);
+  }
+  apiCredentials(config); // a missing or too-open API password file stops the agent here, not at the first request
+  let api: ReturnType<typeof buildApi> | undefined;
+  const agent = new Agent({
+    config,
+    store,
+    log,
+    onCertificateChanged: () => {
+      if (api && tlsFiles) reloadApiTls(api, apiTlsOf(tlsFiles));
+    },
+  });
+  api = buildApi({
     source: agent,
     store,
-    keys: clusterKeys(config.cluster),
-    credentials: apiCredentials(config),
+    keys,
+    credentials: () => apiCredentials(config),
     authReadOnly: config.api.authReadOnly,
+    allowlist: config.api.allowlist,
+    ...(tlsFiles ? { tls: apiTlsOf(tlsFiles) } : {}),
   });
   const [host, port] = splitHostPort(config.api.listen);
   await api.listen({ host, port });

@@ -1,17 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as stringifyYaml } from 'yaml';
 import { clusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
 import { loadCredentials, writePrivateFile } from '../config/secrets.js';
+import { clusterCaFile } from '../tls/member.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { openStore } from '../store/open.js';
+import { CliError } from './context.js';
 import { clusterListing, renderListing } from './list.js';
 
 export interface DemoOptions {
-  dir: string;
+  /** Absent: a fresh directory is created under the system's temporary directory. */
+  dir?: string;
   members: number;
   port: number;
   apiPort: number;
@@ -19,9 +23,55 @@ export interface DemoOptions {
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
+/** Marks a directory as created by `relevo demo` (for this user): only such a directory is ever reused. */
+const MARKER = '.relevo-demo';
+
+/**
+ * The demo's working directory. Without --dir, a fresh one (mkdtemp). With
+ * --dir, a directory the demo creates now, or one an earlier demo of this user
+ * created: a real directory (not a link), owned by us, writable by nobody
+ * else, holding our marker. Anything else is refused: run as root, the demo
+ * must not adopt what another user prepared in a shared place like /tmp.
+ */
+export function prepareDemoDir(requested: string | undefined): string {
+  const uid = process.getuid!();
+  if (requested === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'relevo-demo-'));
+    return claim(dir);
+  }
+  const dir = resolve(requested);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+    return claim(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new CliError(`demo directory ${dir}: cannot create it (${(error as NodeJS.ErrnoException).code})`);
+  }
+  const refuse = (why: string) => {
+    throw new CliError(`demo directory ${dir} ${why}: the demo only reuses a directory it created; omit --dir for a fresh one, or give a path that does not exist`);
+  };
+  const stats = lstatSync(dir);
+  if (!stats.isDirectory()) refuse('is not a directory (or is a symbolic link)');
+  if (stats.uid !== uid) refuse(`belongs to uid ${stats.uid}, not to you`);
+  if ((stats.mode & 0o022) !== 0) refuse(`is writable by group or others (mode ${(stats.mode & 0o777).toString(8)})`);
+  let marker;
+  try {
+    marker = lstatSync(join(dir, MARKER));
+  } catch {
+    return refuse('was not created by relevo demo');
+  }
+  if (!marker.isFile() || marker.uid !== uid) refuse('was not created by relevo demo');
+  return dir;
+}
+
+function claim(dir: string): string {
+  // PostgreSQL (run as postgres when we are root) must reach the data directories inside.
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, MARKER), `created by relevo demo at ${new Date().toISOString()}\n`, { mode: 0o600, flag: 'wx' });
+  return dir;
+}
+
 /** Member files for a local cluster on the embedded store: the same files an operator would write. */
-export function writeDemoConfigs(options: DemoOptions): string[] {
-  mkdirSync(options.dir, { recursive: true, mode: 0o755 });
+export function writeDemoConfigs(options: DemoOptions & { dir: string }): string[] {
   const files: string[] = [];
   for (let i = 0; i < options.members; i++) {
     const name = `node${i + 1}`;
@@ -34,7 +84,7 @@ export function writeDemoConfigs(options: DemoOptions): string[] {
       api: { listen: `127.0.0.1:${options.apiPort + i}` },
       secrets: { file: join(options.dir, 'secrets.yaml') },
     };
-    writeFileSync(file, stringifyYaml(config), { mode: 0o644 });
+    writeFileSync(file, stringifyYaml(config), { mode: 0o600 });
     files.push(file);
   }
   return files;
@@ -64,7 +114,9 @@ async function waitUntilReady(configFile: string, members: number, timeoutMs: nu
 }
 
 /** `relevo demo`: three agents as separate processes; Ctrl-C or SIGTERM stops all of them and their PostgreSQL. */
-export async function runDemo(options: DemoOptions): Promise<void> {
+export async function runDemo(requested: DemoOptions): Promise<void> {
+  const options = { ...requested, dir: prepareDemoDir(requested.dir) };
+  console.log(`relevo demo: working directory ${options.dir}`);
   const files = writeDemoConfigs(options);
   const agents: ChildProcess[] = files.map((file, i) => {
     const log = openSync(join(options.dir, `node${i + 1}.agent.log`), 'a');
@@ -100,18 +152,20 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   await new Promise(() => undefined);
 }
 
-function printConnectionHelp(options: DemoOptions, firstConfig: string): void {
+function printConnectionHelp(options: DemoOptions & { dir: string }, firstConfig: string): void {
   const config = loadMemberConfig(firstConfig);
   const credentials = loadCredentials(config);
   const passfile = join(options.dir, 'client.pgpass');
   if (credentials && !existsSync(passfile)) writePrivateFile(passfile, `*:*:*:relevo:${credentials.agentPassword.replace(/[\\:]/g, '\\$&')}\n`);
   const hosts = Array.from({ length: options.members }, () => '127.0.0.1').join(',');
   const ports = Array.from({ length: options.members }, (_, i) => options.port + i).join(',');
+  const caFile = clusterCaFile(config);
+  const tls = caFile ? ` sslmode=verify-full sslrootcert=${caFile}` : '';
   console.log('Connect (the password is in a 0600 pgpass file, never on the command line):');
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write"`);
-  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby"`);
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write${tls}"`);
+  console.log(`  PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=prefer-standby${tls}"`);
   console.log(`Status: node ${MAIN} list -c ${firstConfig}   (or: ./bin/relevo list -c ${firstConfig})`);
-  console.log(`REST:   curl http://127.0.0.1:${options.apiPort}/status`);
+  console.log(`REST:   curl ${caFile ? `--cacert ${caFile} https` : 'http'}://127.0.0.1:${options.apiPort}/status`);
 }
 
 function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {

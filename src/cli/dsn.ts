@@ -1,6 +1,7 @@
 import { readCluster } from '../agent/observe.js';
 import { splitHostPort } from '../postgres/conf.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
+import { clusterCaFile } from '../tls/member.js';
 
 /**
  * Connection strings for applications that route themselves: libpq
@@ -17,9 +18,13 @@ export async function connectionStrings(handle: ClusterHandle, options: { user: 
   });
   const user = encodeURIComponent(options.user);
   const db = encodeURIComponent(options.database);
-  const libpq = (attrs: string) => `postgresql://${user}@${hosts.join(',')}/${db}?target_session_attrs=${attrs}`;
-  const jdbc = (attrs: string) => `jdbc:postgresql://${hosts.join(',')}/${db}?user=${user}&targetServerType=${attrs}`;
+  const caFile = clusterCaFile(handle.config);
+  // verify-full: the client checks the member certificate's CA and that it names the host it dialled.
+  const tls = caFile ? `&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}` : '';
+  const libpq = (attrs: string) => `postgresql://${user}@${hosts.join(',')}/${db}?target_session_attrs=${attrs}${tls}`;
+  const jdbc = (attrs: string) => `jdbc:postgresql://${hosts.join(',')}/${db}?user=${user}&targetServerType=${attrs}${caFile ? `&ssl=true&sslmode=verify-full&sslrootcert=${encodeURIComponent(caFile)}` : ''}`;
   return [
+    caFile ? `CA certificate: ${caFile} (public; copy it to client hosts and point sslrootcert at the copy)` : 'TLS is off for this member (tls.enabled: false): these strings do not verify the server',
     `read-write (libpq): ${libpq('read-write')}`,
     `read-only  (libpq): ${libpq('prefer-standby')}`,
     `read-write (JDBC):  ${jdbc('primary')}`,

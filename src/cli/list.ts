@@ -1,4 +1,5 @@
 import { readCluster } from '../agent/observe.js';
+import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { backupSummary, type BackupSummary } from '../backup/summary.js';
 import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import { parseRecord, repairHint } from '../cluster/records.js';
@@ -33,7 +34,7 @@ export interface ClusterListing {
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
   const { view, settings } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(view.error, EXIT.failure);
+  if (!view.reachable) throw new CliError(`store unreachable: ${view.error}${await localMemberSays(handle)}`, EXIT.failure);
   const routers = (await handle.store.list(handle.keys.routersPrefix)).flatMap((kv) => {
     const parsed = parseRecord(RouterStatusSchema, kv.value);
     return parsed.ok ? [parsed.value] : [];
@@ -57,6 +58,29 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     pendingRestart: view.members.filter((m) => m.pendingRestart.length > 0).map((m) => m.name).sort(),
     unreadable: view.unreadable.map((r) => ({ key: r.key, revision: r.revision, problem: r.problem, repair: repairHint(r) })),
   };
+}
+
+/**
+ * Without the store, what this member's agent says over its API (e.g. a
+ * primary riding out the outage: "failsafe active: …").
+ */
+async function localMemberSays(handle: ClusterHandle): Promise<string> {
+  const credentials = apiCredentials(handle.config);
+  try {
+    const response = await fetch(`http://${handle.config.api.listen}/status`, {
+      headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
+      signal: AbortSignal.timeout(2_000),
+    });
+    const status = (await response.json()) as Partial<MemberStatus>;
+    return `\nmember ${status.name ?? handle.config.name} (its agent's API): ${status.role ?? '?'}, ${status.state ?? '?'} — ${status.reason ?? ''}`;
+  } catch (error) {
+    return `\nmember ${handle.config.name}'s agent API at ${handle.config.api.listen} does not answer either (${(error as Error).message})`;
+  }
+}
+
+/** `primary (failsafe)` while a primary rides out a store outage. */
+function stateLabel(m: MemberStatus): string {
+  return m.reason.startsWith('failsafe active') ? `${m.state} (failsafe)` : m.state;
 }
 
 function renderRouters(routers: RouterStatus[]): string {
@@ -96,7 +120,7 @@ export function renderListing(listing: ClusterListing): string {
     m.name,
     m.connectAddress,
     m.name === listing.leader ? `${m.role} (leader)` : m.role,
-    m.state,
+    stateLabel(m),
     m.timeline === null ? '-' : String(m.timeline),
     m.receivedLsn ?? '-',
     m.replayedLsn ?? '-',

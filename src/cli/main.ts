@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
-import { ConfigError, loadMemberConfig } from '../config/load.js';
+import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
 import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
@@ -11,6 +11,8 @@ import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
+import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
+import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
@@ -58,7 +60,7 @@ config
   .command('check <file>')
   .description('validate a member configuration file and print it with defaults filled in')
   .action((file: string) => {
-    const parsed = loadMemberConfig(file);
+    const parsed = loadMemberConfigChecked(file);
     console.log(stringifyYaml(parsed).trimEnd());
     console.error(`${file}: valid configuration for member ${parsed.name} of cluster ${parsed.cluster}`);
   });
@@ -193,13 +195,36 @@ program
   });
 
 program
+  .command('secrets')
+  .description('role passwords')
+  .command('rotate [role]')
+  .description(`new passwords on the running cluster, no failover: ${SECRET_ROLES.join(' | ')} (default: all)`)
+  .option(...configOption)
+  .action(async (role: string | undefined, options: { config?: string }) => {
+    const chosen = (role ?? 'all') as SecretRole;
+    if (!SECRET_ROLES.includes(chosen)) throw new CliError(`role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
+    await withCluster(options.config, async (handle) => console.log(await rotateSecrets(handle, chosen)));
+  });
+
+program
+  .command('certs')
+  .description('member certificates')
+  .command('rotate')
+  .description('re-issue every member certificate from the cluster CA; PostgreSQL and the API reload them without a restart')
+  .option(...configOption)
+  .option('--no-wait', 'return once the request is recorded')
+  .action(async (options: { config?: string; wait: boolean }) => {
+    await withCluster(options.config, async (handle) => console.log(await rotateCertificates(handle, { wait: options.wait })));
+  });
+
+program
   .command('demo')
   .description('run a local 3-member cluster on the embedded store in the foreground; Ctrl-C stops everything')
-  .option('--dir <dir>', 'working directory for data, configs and logs', '/tmp/relevo-demo')
+  .option('--dir <dir>', 'working directory for data, configs and logs (default: a fresh /tmp/relevo-demo-XXXXXX); an existing one is reused only if an earlier demo created it')
   .option('--members <n>', 'number of members', '3')
   .option('--port <port>', 'first PostgreSQL port (members use consecutive ports)', '15432')
   .option('--api-port <port>', 'first REST API port', '18008')
-  .action(async (options: { dir: string; members: string; port: string; apiPort: string }) =>
+  .action(async (options: { dir?: string; members: string; port: string; apiPort: string }) =>
     runDemo({ dir: options.dir, members: Number(options.members), port: Number(options.port), apiPort: Number(options.apiPort) }),
   );
 
@@ -210,7 +235,7 @@ function report(error: unknown): number {
     console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
     return error.exitCode;
   }
-  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError) {
+  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError || error instanceof TlsError) {
     console.error(`relevo: ${error.message}`);
     return error instanceof CliError ? error.exitCode : EXIT.usage;
   }

@@ -5,6 +5,8 @@ import { planRoll, RollError, rollingRestart, type RollDriver, type RollMode, ty
 import type { FailoverRequest } from '../cluster/types.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { renderTable } from './table.js';
+import { apiCall } from '../tls/client.js';
+import { clusterCaPem } from '../tls/member.js';
 
 /** Turns an OperationError into the CLI's "impossible request" exit code. */
 async function refusalsAsUsage<T>(work: () => Promise<T>): Promise<T> {
@@ -71,16 +73,29 @@ export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 're
     if (view.reachable && view.leader?.member === member) throw new CliError(`member ${member} is the primary: reinit would destroy the only copy; switch over first`);
   }
   const credentials = apiCredentials(handle.config);
-  const response = await fetch(`${status.apiUrl}/${kind}`, {
+  const ca = clusterCaPem(handle.config);
+  // Credentials go only to a server that proves it holds a certificate from the cluster CA.
+  if (handle.config.tls.enabled && !status.apiUrl.startsWith('https:')) {
+    throw new CliError(`the agent of ${member} publishes a plain-HTTP API (${status.apiUrl}) while TLS is on here: refusing to send credentials`, EXIT.failure);
+  }
+  const response = await apiCall(`${status.apiUrl}/${kind}`, {
     method: 'POST',
     headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
-    signal: AbortSignal.timeout(10_000),
+    timeoutMs: 10_000,
+    ...(ca ? { tls: { ca } } : {}),
   }).catch((error: Error) => {
     throw new CliError(`cannot reach the agent of ${member} at ${status.apiUrl}: ${error.message}`, EXIT.failure);
   });
-  const body = (await response.json().catch(() => ({}))) as { error?: string };
-  if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member} refused: ${body.error ?? response.statusText}; set api.auth in ${handle.config.name}'s member file`, EXIT.usage);
-  if (!response.ok) throw new CliError(`agent of ${member} refused ${kind}: ${body.error ?? response.statusText}`, response.status === 409 ? EXIT.usage : EXIT.failure);
+  const body = (() => {
+    try {
+      return JSON.parse(response.body) as { error?: string };
+    } catch {
+      return {};
+    }
+  })();
+  const ok = response.status >= 200 && response.status < 300;
+  if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member} refused: ${body.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`, EXIT.usage);
+  if (!ok) throw new CliError(`agent of ${member} refused ${kind}: ${body.error ?? response.status}`, response.status === 409 ? EXIT.usage : EXIT.failure);
   return `${kind} of ${member} accepted; follow it with \`relevo list --watch\``;
 }
 

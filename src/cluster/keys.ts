@@ -16,12 +16,18 @@ export function clusterKeys(cluster: string) {
     slots: `${root}slots`,
     /** Synchronous standby set, written by the primary before it changes synchronous_standby_names. */
     sync: `${root}sync`,
+    /** Quorum commit: which standbys acknowledge, and how many of them hold each acknowledged commit. */
+    quorum: `${root}quorum`,
     /** The primary's last known WAL position. */
     optime: `${root}optime`,
     /** Timeline history: one entry per promotion. */
     history: `${root}history`,
     /** A pending switchover or failover request. */
     failover: `${root}failover`,
+    /** The cluster CA certificate (public), created once: a member with another CA refuses to start. */
+    ca: `${root}tls/ca`,
+    /** `relevo certs rotate` bumps this generation; each agent re-issues its member certificate once per bump. */
+    certsRotation: `${root}tls/rotation`,
     /** Prefix of routers' published statistics. */
     routersPrefix: `${root}routers/`,
     router: (name: string) => `${root}routers/${name}`,

@@ -10,6 +10,7 @@ import {
   LeaderRecordSchema,
   MemberStatusSchema,
   OptimeSchema,
+  QuorumRecordSchema,
   SlotRegistrySchema,
   SyncRecordSchema,
 } from './types.js';
@@ -18,7 +19,7 @@ import {
  * Every record relevo keeps under `/relevo/<cluster>/`, each parsed on its own:
  * one damaged record is reported by its key and never makes the others unreadable.
  */
-export type RecordKind = 'initialize' | 'leader' | 'config' | 'member' | 'slots' | 'sync' | 'optime' | 'history' | 'failover';
+export type RecordKind = 'initialize' | 'leader' | 'config' | 'member' | 'slots' | 'sync' | 'quorum' | 'optime' | 'history' | 'failover';
 
 export const RECORD_SCHEMAS = {
   initialize: InitRecordSchema,
@@ -27,6 +28,7 @@ export const RECORD_SCHEMAS = {
   member: MemberStatusSchema,
   slots: SlotRegistrySchema,
   sync: SyncRecordSchema,
+  quorum: QuorumRecordSchema,
   optime: OptimeSchema,
   history: HistorySchema,
   failover: FailoverRequestSchema,
@@ -57,6 +59,7 @@ export function recordKindOf(keys: ClusterKeys, key: string): { kind: RecordKind
     [keys.config, 'config'],
     [keys.slots, 'slots'],
     [keys.sync, 'sync'],
+    [keys.quorum, 'quorum'],
     [keys.optime, 'optime'],
     [keys.history, 'history'],
     [keys.failover, 'failover'],
@@ -101,6 +104,8 @@ export function repairHint(record: UnreadableRecord): string {
       return `no member may promote while it is unreadable; remove it with \`${del}\` (the primary takes the lease again, or a failover follows)`;
     case 'sync':
       return `replicas refuse to promote while it is unreadable; the primary rewrites it once it has verified its synchronous standbys, or write it with \`${set}\``;
+    case 'quorum':
+      return `in quorum mode replicas refuse to promote while it is unreadable; the primary rewrites it by compare-and-swap (claiming nothing until its standbys are verified), or write it with \`${set}\``;
     case 'history':
       return `replicas refuse to promote while it is unreadable; write the timeline history back with \`${set}\` (\`relevo history\` on a backup of the store shows it)`;
     case 'optime':

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
+import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -19,9 +20,13 @@ export const ClusterSettingsSchema = z
      * PostgreSQL. Must exceed one loop plus one store timeout (checked below).
      */
     fenceMarginMs: z.number().int().min(200).max(300_000).default(2_000),
-    /** 'on': relevo manages synchronous_standby_names; only members holding every acknowledged commit are promoted automatically. */
-    synchronousMode: z.enum(['on', 'off']).default('on'),
-    /** Number of synchronous standbys (when that many are available). */
+    /**
+     * 'on': relevo manages synchronous_standby_names as FIRST n; only members holding every acknowledged
+     * commit are promoted automatically. 'quorum': ANY synchronousCount over every healthy streaming standby;
+     * a failover first compares WAL positions with enough members of the quorum record (docs/architecture.md).
+     */
+    synchronousMode: z.enum(['on', 'quorum', 'off']).default('on'),
+    /** Number of synchronous standbys (when that many are available); in quorum mode, how many must acknowledge each commit. */
     synchronousCount: z.number().int().min(1).max(10).default(1),
     /** strict: writes wait while no synchronous standby is available. Otherwise fall back to asynchronous after synchronousFallbackMs. */
     synchronousStrict: z.boolean().default(false),
@@ -36,18 +41,27 @@ export const ClusterSettingsSchema = z
     rewindFallback: z.enum(['none', 'reclone']).default('reclone'),
     /** On a switchover, the old primary waits up to this long for open client transactions to finish before it shuts down. */
     switchoverDrainMs: z.number().int().min(0).max(600_000).default(5_000),
+    /**
+     * While the store is unreachable, the primary keeps running as long as every member it last knew confirms
+     * over the REST API (POST /failsafe) that it still follows it and has not promoted. Needs api.auth on every member.
+     */
+    failsafe: z.boolean().default(false),
     /** Maintenance mode: no automatic action (no failover, no restart, no fencing by stopping PostgreSQL). */
     paused: z.boolean().default(false),
     /** How long a removed member's replication slot is kept before it is dropped. */
     slotGraceSeconds: z.number().int().min(0).max(30 * 86_400).default(1_800),
     /** Replicas further behind than this (bytes) are not eligible for promotion. */
     maximumLagOnFailover: z.number().int().min(0).default(1_048_576),
-    /** PostgreSQL parameters applied on every member (on top of relevo's own). */
-    postgresql: z
-      .record(z.string().regex(/^[a-z_][a-z0-9_.]*$/), z.union([z.string(), z.number(), z.boolean()]))
-      .default({}),
-    /** Networks allowed to connect (pg_hba address field), always with scram-sha-256. */
-    allowedNetworks: z.array(z.string().min(1)).min(1).default(['samenet', '::1/128']),
+    /**
+     * PostgreSQL parameters applied on every member (over relevo's defaults).
+     * Parameters relevo manages or that change authentication are refused (src/cluster/parameters.ts).
+     */
+    postgresql: PostgresParametersSchema.default({}),
+    /**
+     * Networks allowed to connect (pg_hba address field), always with scram-sha-256:
+     * CIDR ranges, samehost, samenet or host names; anything else is refused.
+     */
+    allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
     /**
@@ -68,3 +82,4 @@ export type ClusterSettings = z.infer<typeof ClusterSettingsSchema>;
 export function defaultClusterSettings(): ClusterSettings {
   return ClusterSettingsSchema.parse({});
 }
+

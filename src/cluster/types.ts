@@ -122,6 +122,22 @@ export const SyncRecordSchema = z.object({
 });
 export type SyncRecord = z.infer<typeof SyncRecordSchema>;
 
+/**
+ * Record under `quorum` (synchronousMode: quorum): every commit the leader has
+ * acknowledged is held by at least `quorum` of `members`. So the most advanced
+ * of any members.length - quorum + 1 of them holds every acknowledged commit.
+ * Written by compare-and-swap: grown before synchronous_standby_names names a
+ * new standby, lowered before it asks fewer, raised and shrunk only once the
+ * standbys it keeps have flushed past the change.
+ */
+export const QuorumRecordSchema = z.object({
+  leader: z.string(),
+  members: z.array(z.string()),
+  quorum: z.number().int().min(0),
+  updatedAt: z.string(),
+});
+export type QuorumRecord = z.infer<typeof QuorumRecordSchema>;
+
 /** Record under `optime`: the primary's last known WAL position, for lag checks once it is gone. */
 export const OptimeSchema = z.object({ member: z.string(), address: z.string(), lsn: z.string(), timeline: z.number(), at: z.string() });
 export type Optime = z.infer<typeof OptimeSchema>;

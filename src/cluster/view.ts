@@ -2,7 +2,7 @@ import type { KeyValue, LeaseId, Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
 import { parseRecord, RECORD_SCHEMAS, recordKindOf, unreadableRecord, type RecordKind, type UnreadableRecord } from './records.js';
 import { defaultClusterSettings, type ClusterSettings } from './settings.js';
-import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from './types.js';
+import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, QuorumRecord, SlotRegistry, SyncRecord } from './types.js';
 
 /** Store revision of each single record as read; absent when the key does not exist (a write then is an atomic create). */
 export type RecordRevisions = Partial<Record<Exclude<RecordKind, 'member'>, number>>;
@@ -19,6 +19,8 @@ export interface ClusterView {
   members: MemberStatus[];
   slotRegistry: SlotRegistry;
   sync: SyncRecord | undefined;
+  /** Quorum commit record with its revision (compare-and-swap); absent outside quorum mode. */
+  quorum?: (QuorumRecord & { revision: number }) | undefined;
   history: HistoryEntry[];
   optime: Optime | undefined;
   failover: FailoverRequest | undefined;
@@ -77,6 +79,7 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
       members,
       slotRegistry: (single.slots as SlotRegistry | undefined) ?? {},
       sync: single.sync as SyncRecord | undefined,
+      quorum: single.quorum === undefined ? undefined : { ...(single.quorum as QuorumRecord), revision: revisions.quorum! },
       history: (single.history as HistoryEntry[] | undefined) ?? [],
       optime: single.optime as Optime | undefined,
       failover: single.failover as FailoverRequest | undefined,

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { describeIssues } from '../util/issues.js';
 import { MemberConfigSchema, type MemberConfig } from './member.js';
+import { secretFileProblems } from './secrets.js';
 
 export { describeIssues };
 
@@ -22,7 +23,8 @@ export function parseMemberConfig(text: string, file: string): MemberConfig {
   try {
     raw = parseYaml(text);
   } catch (error) {
-    throw new ConfigError(file, [`not valid YAML: ${(error as Error).message}`]);
+    // Only the first line: the parser's code frame quotes the offending line, which may hold a secret.
+    throw new ConfigError(file, [`not valid YAML: ${(error as Error).message.split('\n')[0]}`]);
   }
   if (raw === null || typeof raw !== 'object') throw new ConfigError(file, ['expected a YAML mapping at the top level']);
   const result = MemberConfigSchema.safeParse(raw);
@@ -38,4 +40,16 @@ export function loadMemberConfig(file: string): MemberConfig {
     throw new ConfigError(file, [`cannot read the file: ${(error as NodeJS.ErrnoException).code ?? String(error)}`]);
   }
   return parseMemberConfig(text, file);
+}
+
+/**
+ * The member file plus the files it points at: every secret file must follow
+ * the 0600 rule. For `relevo config check` and agent start, which must refuse
+ * before anything runs; other commands check a secret file when they read it.
+ */
+export function loadMemberConfigChecked(file: string): MemberConfig {
+  const config = loadMemberConfig(file);
+  const problems = secretFileProblems(config);
+  if (problems.length > 0) throw new ConfigError(file, problems);
+  return config;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PostgresParametersSchema } from '../cluster/parameters.js';
 import { RouterSettingsSchema } from '../router/options.js';
 import { StoreConfigSchema } from '../store/config.js';
 
@@ -34,8 +35,8 @@ export const MemberConfigSchema = z
         osUser: z.string().min(1).default('postgres'),
         /** Directory for the Unix socket; defaults to the data directory's parent /run. */
         socketDir: z.string().startsWith('/').optional(),
-        /** Member-local PostgreSQL parameters (override cluster-wide ones). */
-        parameters: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+        /** Member-local PostgreSQL parameters (override cluster-wide ones; the ones relevo manages are refused). */
+        parameters: PostgresParametersSchema.default({}),
       })
       .strict(),
     api: z
@@ -50,9 +51,36 @@ export const MemberConfigSchema = z
         auth: z.object({ username: z.string().min(1), password: SecretSourceSchema }).strict().optional(),
         /** Also require authentication for the read-only endpoints. */
         authReadOnly: z.boolean().default(false),
+        /**
+         * Client addresses (CIDR or single address) allowed to call the
+         * state-changing endpoints; empty allows any authenticated client.
+         */
+        allowlist: z.array(z.string().min(1)).default([]),
       })
       .strict()
-      .default({ listen: '127.0.0.1:8008', authReadOnly: false }),
+      .default({ listen: '127.0.0.1:8008', authReadOnly: false, allowlist: [] }),
+    /**
+     * TLS for PostgreSQL, replication and the REST API (on by default). See docs/security.md.
+     */
+    tls: z
+      .object({
+        enabled: z.boolean().default(true),
+        /**
+         * Cluster CA directory: ca.crt, and ca.key on hosts that issue their own
+         * member certificate. Default: the "ca" directory beside secrets.file.
+         */
+        caDir: z.string().startsWith('/', 'expected an absolute path').optional(),
+        /** A pre-issued member certificate and key (PEM); without them the agent issues its own from the CA key. */
+        cert: z.string().startsWith('/', 'expected an absolute path').optional(),
+        key: z.string().startsWith('/', 'expected an absolute path').optional(),
+        /** More names or addresses for the member certificate, e.g. a DNS name or a router relaying TLS end to end. */
+        extraNames: z.array(z.string().regex(/^[A-Za-z0-9.:*-]+$/, 'expected a host name or an IP address')).default([]),
+        /** Lifetime of a member certificate the agent issues; renewed when less than a third remains. */
+        validityDays: z.number().int().min(1).max(825).default(365),
+      })
+      .strict()
+      .refine((t) => (t.cert === undefined) === (t.key === undefined), 'set both tls.cert and tls.key, or neither')
+      .default({ enabled: true, extraNames: [], validityDays: 365 }),
     secrets: z
       .object({
         /**
@@ -84,7 +112,35 @@ export const MemberConfigSchema = z
       .strict()
       .default({ level: 'info' }),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // A wildcard is where to listen, not an address others can reach: published as is, peers and the CLI would talk to themselves.
+    if (isWildcardHost(hostOf(config.api.listen)) && config.api.url === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'url'], message: `api.listen ${config.api.listen} is a wildcard address: set api.url to the URL other members and the CLI reach this agent at` });
+    }
+    if (config.api.url !== undefined && isWildcardHost(new URL(config.api.url).hostname)) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'url'], message: 'a wildcard address is not reachable: give this host\'s name or address' });
+    }
+    if (config.postgres.listen.split(',').some((h) => isWildcardHost(h.trim())) && config.postgres.connectAddress === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['postgres', 'connectAddress'], message: `postgres.listen "${config.postgres.listen}" includes a wildcard address: set postgres.connectAddress to the host:port other members and clients use` });
+    }
+    if (config.postgres.connectAddress !== undefined && isWildcardHost(hostOf(config.postgres.connectAddress))) {
+      ctx.addIssue({ code: 'custom', path: ['postgres', 'connectAddress'], message: 'a wildcard address is not reachable: give this host\'s name or address' });
+    }
+    if (config.api.authReadOnly && config.api.auth === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'authReadOnly'], message: 'api.authReadOnly needs api.auth (the credentials readers and peer agents present)' });
+    }
+  });
+
+/** Addresses that mean "every interface". */
+export function isWildcardHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '');
+  return bare === '' || bare === '*' || bare === '0.0.0.0' || /^[0:]+$/.test(bare);
+}
+
+function hostOf(hostPort: string): string {
+  return hostPort.slice(0, hostPort.lastIndexOf(':'));
+}
 
 export type MemberConfig = z.infer<typeof MemberConfigSchema>;
 
@@ -93,5 +149,5 @@ export function connectAddressOf(config: MemberConfig): string {
 }
 
 export function apiUrlOf(config: MemberConfig): string {
-  return config.api.url ?? `http://${config.api.listen}`;
+  return config.api.url ?? `${config.tls.enabled ? 'https' : 'http'}://${config.api.listen}`;
 }

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, mkdirSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { secretFileProblem } from '../util/secret-file.js';
 import type { MemberConfig, SecretSource } from './member.js';
 
 /** Passwords of the roles relevo creates. Held in memory; never logged, never in argv. */
@@ -35,15 +36,30 @@ export function readSource(source: SecretSource, what: string): string {
 
 /** Refuses secret files that other users can read: the operator must chmod 600 them. */
 function assertPrivate(file: string, what: string): void {
-  let mode: number;
-  try {
-    mode = statSync(file).mode;
-  } catch (error) {
-    throw new SecretError(`${what}: cannot read ${file} (${(error as NodeJS.ErrnoException).code})`);
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new SecretError(`${what}: ${file} is readable by group or others (mode ${(mode & 0o777).toString(8)}); run chmod 600 ${file}`);
-  }
+  const problem = secretFileProblem(file, what);
+  if (problem === 'missing') throw new SecretError(`${what}: cannot read ${file} (ENOENT)`);
+  if (problem) throw new SecretError(problem);
+}
+
+/**
+ * Every secret file the member file names, checked against the 0600 rule
+ * (`relevo config check` and agent start). The shared secrets file may be
+ * missing before bootstrap; the others must exist.
+ */
+export function secretFileProblems(config: MemberConfig): string[] {
+  const files: { path: string; what: string; optional?: boolean }[] = [{ path: config.secrets.file, what: 'secrets.file', optional: true }];
+  const source = (value: SecretSource | undefined, what: string) => value && 'file' in value && files.push({ path: value.file, what });
+  source(config.secrets.replicationPassword, 'secrets.replicationPassword.file');
+  source(config.secrets.agentPassword, 'secrets.agentPassword.file');
+  source(config.api.auth?.password, 'api.auth.password.file');
+  if (config.store.backend === 'etcd' && config.store.passwordFile) files.push({ path: config.store.passwordFile, what: 'store.passwordFile' });
+  const verifiers = config.router?.session?.verifiersFile;
+  if (verifiers) files.push({ path: verifiers, what: 'router.session.verifiersFile' });
+  return files.flatMap(({ path, what, optional }) => {
+    const problem = secretFileProblem(path, what);
+    if (problem === 'missing') return optional ? [] : [`${what}: ${path} does not exist`];
+    return problem ? [problem] : [];
+  });
 }
 
 /**
@@ -85,8 +101,9 @@ export function generatePassword(): string {
 /** Crash-safe write of a private file: temp file (0600), fsync, rename, fsync the directory. */
 export function writePrivateFile(path: string, content: string, mode = 0o600): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const temp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temp, 'w', mode);
+  // A fresh name, never a link: O_EXCL and O_NOFOLLOW; rename replaces a link at `path` instead of following it.
+  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
   try {
     writeSync(fd, content);
     fsyncSync(fd);
@@ -107,9 +124,14 @@ export function createCredentials(config: MemberConfig): Credentials {
   const existing = loadCredentials(config);
   if (existing) return existing;
   const credentials = { replicationPassword: generatePassword(), agentPassword: generatePassword() };
+  writeCredentialsFile(config, credentials);
+  return credentials;
+}
+
+/** Replaces the secrets file in one atomic rename (creation and `relevo secrets rotate`). */
+export function writeCredentialsFile(config: MemberConfig, credentials: Credentials): void {
   writePrivateFile(
     config.secrets.file,
-    `# relevo role passwords for cluster ${config.cluster}; keep this file mode 0600\n${stringifyYaml(credentials)}`,
+    `# relevo role passwords for cluster ${config.cluster}; keep this file mode 0600\n${stringifyYaml({ replicationPassword: credentials.replicationPassword, agentPassword: credentials.agentPassword })}`,
   );
-  return credentials;
 }

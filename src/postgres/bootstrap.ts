@@ -1,12 +1,11 @@
-import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { ensureOwnedDir } from '../util/os-user.js';
 import { archiveParameters } from '../backup/archive.js';
 import { baseParameters, writeMemberConfiguration, writePassfile } from './conf.js';
 import { readControlData } from './datadir.js';
+import { ensureOwnedDir, removeOwnedTree } from './owned-fs.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
 import { startPostgres } from './postmaster.js';
@@ -32,7 +31,7 @@ export async function bootstrapCluster(
 ): Promise<BootstrapResult> {
   ensureOwnedDir(dirname(local.dataDir), local.user, 0o755);
   ensureOwnedDir(local.dataDir, local.user, 0o700);
-  ensureOwnedDir(local.socketDir, local.user, 0o755);
+  ensureOwnedDir(local.socketDir, local.user, 0o755, 'shared');
   try {
     await runPostgresProgram(
       local.binDir,
@@ -42,7 +41,7 @@ export async function bootstrapCluster(
       { context: `initdb of member ${config.name}`, timeoutMs: 300_000 },
     );
   } catch (error) {
-    rmSync(local.dataDir, { recursive: true, force: true });
+    removeOwnedTree(local.dataDir, local.user);
     throw error;
   }
   // Archiving from the first segment: archive_mode only takes effect at server start.

@@ -1,11 +1,11 @@
-import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { ensureOwnedDir } from '../util/os-user.js';
 import { splitHostPort, writePassfile } from './conf.js';
 import { dataDirState } from './datadir.js';
+import { ensureOwnedDir, removeOwnedTree } from './owned-fs.js';
 import { runPostgresProgram } from './exec.js';
 import type { LocalPostgres } from './local.js';
+import { libpqTlsEnv } from '../tls/client.js';
 
 /**
  * Clones the primary into this member's empty data directory with
@@ -25,7 +25,7 @@ export async function cloneFromPrimary(
   }
   ensureOwnedDir(dirname(local.dataDir), local.user, 0o755);
   ensureOwnedDir(local.dataDir, local.user, 0o700);
-  ensureOwnedDir(local.socketDir, local.user, 0o755);
+  ensureOwnedDir(local.socketDir, local.user, 0o755, 'shared');
   writePassfile(local.passfile, local.user, credentials);
   const [host, port] = splitHostPort(primaryAddress);
   const args = ['-D', local.dataDir, '-X', 'stream', '-S', slot, '-c', 'fast', '--no-password'];
@@ -33,12 +33,12 @@ export async function cloneFromPrimary(
   try {
     await runPostgresProgram(local.binDir, local.user, 'pg_basebackup', args, {
       context: `cloning member ${local.memberName} from ${primaryAddress}`,
-      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName },
+      env: { PGHOST: host, PGPORT: String(port), PGUSER: ROLE_NAMES.replication, PGPASSFILE: local.passfile, PGAPPNAME: local.memberName, ...libpqTlsEnv(local.tls?.caCert) },
       showProgress,
       timeoutMs: 24 * 3600_000,
     });
   } catch (error) {
-    rmSync(local.dataDir, { recursive: true, force: true });
+    removeOwnedTree(local.dataDir, local.user);
     ensureOwnedDir(local.dataDir, local.user, 0o700);
     throw error;
   }

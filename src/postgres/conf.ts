@@ -1,9 +1,11 @@
-import { appendFileSync, chownSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import type { ManagedParameter } from '../cluster/parameters.js';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES } from '../config/secrets.js';
-import { runningAsRoot, type OsUser } from '../util/os-user.js';
+import type { OsUser } from '../util/os-user.js';
+import { OwnedDir, withOwnedDir, writeOwnedFile } from './owned-fs.js';
+import { libpqTlsParams } from '../tls/client.js';
+import { memberTlsFiles } from '../tls/member.js';
 
 /** relevo writes its settings to this file and includes it from postgresql.conf. */
 export const RELEVO_CONF = 'relevo.conf';
@@ -11,18 +13,16 @@ const INCLUDE_LINE = `include_if_exists = '${RELEVO_CONF}'\t# managed by relevo`
 
 type ParameterValue = string | number | boolean;
 
-/** Settings the seeds set by hand for streaming replication, with safe defaults. */
-export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
+/**
+ * Settings relevo starts from; operators may override them with cluster
+ * (`postgresql.*`) or member (`postgres.parameters`) parameters.
+ */
+export function defaultParameters(): Record<string, ParameterValue> {
   return {
-    listen_addresses: config.postgres.listen,
-    port: config.postgres.port,
-    unix_socket_directories: socketDirOf(config),
     wal_level: 'replica',
     max_wal_senders: 10,
     max_replication_slots: 10,
-    hot_standby: 'on',
     hot_standby_feedback: 'on',
-    wal_log_hints: 'on',
     wal_keep_size: '128MB',
     wal_receiver_status_interval: '1s',
     // A standby re-pointed at a new primary retries quickly instead of every 5 s: right after a
@@ -30,16 +30,37 @@ export function baseParameters(config: MemberConfig, settings: ClusterSettings):
     wal_retrieve_retry_interval: '250ms',
     // A standby that stopped reading must not hold a clean shutdown (switchover) for a minute.
     wal_sender_timeout: '10s',
-    password_encryption: 'scram-sha-256',
     shared_buffers: '128MB',
     max_connections: 100,
     logging_collector: 'off',
     log_line_prefix: '%m [%p] %q%u@%d ',
     log_checkpoints: 'on',
-    cluster_name: `${config.cluster}/${config.name}`,
-    ...settings.postgresql,
-    ...config.postgres.parameters,
   };
+}
+
+/** Settings relevo owns: no parameter overrides them (src/cluster/parameters.ts refuses them at validation). */
+function managedParameters(config: MemberConfig): Partial<Record<ManagedParameter, ParameterValue>> {
+  return {
+    listen_addresses: config.postgres.listen,
+    port: config.postgres.port,
+    unix_socket_directories: socketDirOf(config),
+    hot_standby: 'on',
+    wal_log_hints: 'on',
+    password_encryption: 'scram-sha-256',
+    cluster_name: `${config.cluster}/${config.name}`,
+  };
+}
+
+/** What relevo.conf sets, standby settings aside. */
+export function baseParameters(config: MemberConfig, settings: ClusterSettings): Record<string, ParameterValue> {
+  return { ...defaultParameters(), ...settings.postgresql, ...config.postgres.parameters, ...managedParameters(config), ...tlsParameters(config) };
+}
+
+/** ssl=on with the member's certificate; the CA file lets clients authenticate by certificate too. */
+function tlsParameters(config: MemberConfig): Record<string, ParameterValue> {
+  const files = memberTlsFiles(config);
+  if (!files) return {};
+  return { ssl: 'on', ssl_cert_file: files.cert, ssl_key_file: files.key, ssl_ca_file: files.caCert, ssl_min_protocol_version: 'TLSv1.2' };
 }
 
 export function socketDirOf(config: MemberConfig): string {
@@ -56,6 +77,8 @@ export interface StandbySettings {
   /** host:port of the member to stream from, and our slot there; absent while no primary is known. */
   upstream: { address: string; slot: string } | undefined;
   passfile: string;
+  /** The member's copy of the cluster CA: replication verifies the upstream's certificate (verify-full). */
+  sslRootCert?: string;
 }
 
 export function renderRelevoConf(parameters: Record<string, ParameterValue>, standby?: StandbySettings, applicationName?: string): string {
@@ -65,7 +88,7 @@ export function renderRelevoConf(parameters: Record<string, ParameterValue>, sta
   if (standby?.upstream) {
     const [host, port] = splitHostPort(standby.upstream.address);
     // The password lives in the 0600 passfile, never in this file.
-    const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} sslmode=prefer`;
+    const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} ${libpqTlsParams(standby.sslRootCert)}`;
     lines.push(`primary_conninfo = ${quote(conninfo)}`);
     lines.push(`primary_slot_name = ${quote(standby.upstream.slot)}`);
   }
@@ -81,34 +104,34 @@ export function splitHostPort(address: string): [string, number] {
  * pg_hba rules: scram-sha-256 for every network connection, never trust.
  * The bootstrap superuser is reachable only through the local socket as the OS user (peer).
  */
-export function renderHba(settings: ClusterSettings): string {
+export function renderHba(settings: ClusterSettings, requireTls = false): string {
+  // With TLS on, network rules are hostssl: a client without TLS matches no line and is refused.
+  const host = requireTls ? 'hostssl' : 'host   ';
   const lines = [
-    '# Managed by relevo: network access always uses scram-sha-256.',
+    `# Managed by relevo: network access always uses scram-sha-256${requireTls ? ' over TLS' : ''}.`,
     '# TYPE  DATABASE     USER        ADDRESS        METHOD',
     `local   all          ${ROLE_NAMES.superuser}                  peer`,
     `local   all          ${ROLE_NAMES.agent}                    scram-sha-256`,
     `local   replication  ${ROLE_NAMES.replication}                scram-sha-256`,
   ];
   for (const network of settings.allowedNetworks) {
-    lines.push(`host    replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
-    lines.push(`host    all          all         ${network}  scram-sha-256`);
+    lines.push(`${host} replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
+    lines.push(`${host} all          all         ${network}  scram-sha-256`);
   }
   return `${lines.join('\n')}\n`;
 }
 
-function writeOwned(path: string, content: string, user: OsUser, mode = 0o600): void {
-  writeFileSync(path, content, { mode });
-  if (runningAsRoot()) chownSync(path, user.uid, user.gid);
-}
-
 /** Makes postgresql.conf include relevo.conf (once). */
-export function ensureInclude(dataDir: string): void {
-  const path = join(dataDir, 'postgresql.conf');
-  const text = readFileSync(path, 'utf8');
-  if (!text.includes(INCLUDE_LINE)) appendFileSync(path, `\n${INCLUDE_LINE}\n`);
+function ensureInclude(dir: OwnedDir): void {
+  const text = dir.read('postgresql.conf') ?? '';
+  if (!text.includes(INCLUDE_LINE)) dir.write('postgresql.conf', `${text}\n${INCLUDE_LINE}\n`);
 }
 
-/** Writes relevo.conf, pg_hba.conf and the standby signal to match the member's role. Returns true when anything changed. */
+/**
+ * Writes relevo.conf, pg_hba.conf and the standby signal to match the member's
+ * role, through the checked data directory (src/postgres/owned-fs.ts: no link
+ * is followed, nothing is written as root). Returns true when anything changed.
+ */
 export function writeMemberConfiguration(
   dataDir: string,
   user: OsUser,
@@ -117,27 +140,26 @@ export function writeMemberConfiguration(
   memberName: string,
   standby?: StandbySettings,
 ): boolean {
-  ensureInclude(dataDir);
-  const wanted = new Map<string, string>([
-    [join(dataDir, RELEVO_CONF), renderRelevoConf(parameters, standby, memberName)],
-    [join(dataDir, 'pg_hba.conf'), renderHba(settings)],
-  ]);
-  let changed = false;
-  for (const [path, content] of wanted) {
-    if (existsSync(path) && readFileSync(path, 'utf8') === content) continue;
-    writeOwned(path, content, user);
-    changed = true;
-  }
-  const signal = join(dataDir, 'standby.signal');
-  if (standby && !existsSync(signal)) {
-    writeOwned(signal, '', user);
-    changed = true;
-  }
-  if (!standby && existsSync(signal)) {
-    rmSync(signal);
-    changed = true;
-  }
-  return changed;
+  return withOwnedDir(dataDir, user, (dir) => {
+    ensureInclude(dir);
+    const wanted = new Map<string, string>([
+      [RELEVO_CONF, renderRelevoConf(parameters, standby, memberName)],
+      ['pg_hba.conf', renderHba(settings, parameters.ssl === 'on')],
+    ]);
+    let changed = false;
+    for (const [name, content] of wanted) {
+      if (dir.read(name) === content) continue;
+      dir.write(name, content);
+      changed = true;
+    }
+    const signal = 'standby.signal';
+    if (standby && !dir.exists(signal)) {
+      dir.write(signal, '');
+      changed = true;
+    }
+    if (!standby && dir.remove(signal)) changed = true;
+    return changed;
+  });
 }
 
 /**
@@ -147,7 +169,7 @@ export function writeMemberConfiguration(
  */
 export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
   const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeOwned(
+  writeOwnedFile(
     path,
     `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n`,
     user,
@@ -161,12 +183,14 @@ export function writePassfile(path: string, user: OsUser, credentials: { replica
  */
 const FENCE_SETTINGS = ['synchronous_standby_names', 'default_transaction_read_only'];
 
-export function clearFenceSettings(dataDir: string): boolean {
-  const path = join(dataDir, 'postgresql.auto.conf');
-  if (!existsSync(path)) return false;
-  const lines = readFileSync(path, 'utf8').split('\n');
-  const kept = lines.filter((line) => !FENCE_SETTINGS.some((name) => line.trim().startsWith(name)));
-  if (kept.length === lines.length) return false;
-  writeFileSync(path, kept.join('\n'));
-  return true;
+export function clearFenceSettings(dataDir: string, user: OsUser): boolean {
+  return withOwnedDir(dataDir, user, (dir) => {
+    const text = dir.read('postgresql.auto.conf');
+    if (text === undefined) return false;
+    const lines = text.split('\n');
+    const kept = lines.filter((line) => !FENCE_SETTINGS.some((name) => line.trim().startsWith(name)));
+    if (kept.length === lines.length) return false;
+    dir.write('postgresql.auto.conf', kept.join('\n'));
+    return true;
+  });
 }

@@ -4,6 +4,7 @@ import { lookupOsUser, type OsUser } from '../util/os-user.js';
 import { socketDirOf } from './conf.js';
 import type { PostmasterTarget } from './postmaster.js';
 import type { SqlTarget } from './sql.js';
+import { memberTlsFiles, type TlsFiles } from '../tls/member.js';
 
 /** Everything needed to act on this member's PostgreSQL, derived once from the member file. */
 export interface LocalPostgres {
@@ -18,6 +19,8 @@ export interface LocalPostgres {
   /** libpq password file for replication connections (0600, owned by the OS user). */
   passfile: string;
   postmaster: PostmasterTarget;
+  /** This member's TLS files; undefined when tls.enabled is false. */
+  tls: TlsFiles | undefined;
 }
 
 export function localPostgres(config: MemberConfig): LocalPostgres {
@@ -34,6 +37,7 @@ export function localPostgres(config: MemberConfig): LocalPostgres {
     logFile,
     passfile: `${dataDir}.pgpass`,
     postmaster: { binDir: config.postgres.binDir, user, dataDir, logFile },
+    tls: memberTlsFiles(config),
   };
 }
 

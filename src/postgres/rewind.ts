@@ -1,10 +1,11 @@
-import { existsSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, renameSync } from 'node:fs';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { clearFenceSettings, splitHostPort, writePassfile } from './conf.js';
 import { runPostgresProgram } from './exec.js';
+import { withOwnedDir } from './owned-fs.js';
 import { withConnection } from './sql.js';
 import type { LocalPostgres } from './local.js';
+import { libpqTlsParams } from '../tls/client.js';
 
 /** The leader to rewind from could not be reached: retry later, the data directory is not at fault. */
 export class RewindSourceUnavailableError extends Error {
@@ -27,7 +28,7 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   // An unreachable source says nothing about this data directory: not a rewind failure.
   try {
     await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword },
+      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: local.tls?.caCert },
       async (client) => {
         // pg_rewind reads the source's timeline from pg_control, updated only at a checkpoint after promotion.
         const tli = await client.query<{ stale: boolean }>(
@@ -42,9 +43,9 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   }
   writePassfile(local.passfile, local.user, credentials);
   // Single-user recovery refuses a standby signal; relevo rewrites it after the rewind.
-  rmSync(join(local.dataDir, 'standby.signal'), { force: true });
-  clearFenceSettings(local.dataDir);
-  const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5`;
+  withOwnedDir(local.dataDir, local.user, (dir) => dir.remove('standby.signal'));
+  clearFenceSettings(local.dataDir, local.user);
+  const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5 ${libpqTlsParams(local.tls?.caCert)}`;
   const output = await runPostgresProgram(local.binDir, local.user, 'pg_rewind', ['--target-pgdata', local.dataDir, '--source-server', source], {
     context: `rewinding member ${local.memberName} from ${sourceAddress}`,
     env: { PGPASSFILE: local.passfile },

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { pgTlsOptions } from '../tls/client.js';
 
 export interface SqlTarget {
   /** Unix socket directory or host name. */
@@ -7,6 +8,8 @@ export interface SqlTarget {
   user: string;
   password: string;
   database?: string;
+  /** Network connections: the cluster CA file; the server's certificate and name are verified (verify-full). */
+  tlsCaFile?: string;
 }
 
 /**
@@ -23,6 +26,7 @@ function newClient(target: SqlTarget, timeoutMs: number): pg.Client {
     connectionTimeoutMillis: timeoutMs,
     statement_timeout: timeoutMs,
     application_name: 'relevo-agent',
+    ...pgTlsOptions(target.tlsCaFile),
   });
 }
 

@@ -61,6 +61,16 @@ export const refusals = {
     code: '08P01',
     message: `${PREFIX}no startup packet received within ${seconds(c.timeoutMs)}`,
   }),
+  'too-many-connections': (c: { limit: number }) => ({
+    code: '53300',
+    message: `${PREFIX}too many connections to this listener (limit ${c.limit})`,
+    hint: 'Retry later, use a connection pool, or raise the router option limits.maxConnections.',
+  }),
+  'too-many-held': (c: { limit: number }) => ({
+    code: '53300',
+    message: `${PREFIX}too many connections already waiting for the switchover to finish (limit ${c.limit})`,
+    hint: 'Retry in a few seconds, or raise the router option limits.maxHeld.',
+  }),
   'router-stopping': () => ({
     code: '57P01',
     message: `${PREFIX}the router is shutting down`,

@@ -34,6 +34,7 @@ export interface ListenerContext {
   registerKey(relay: Relay, pid: number, secret: number): void;
   unregisterKey(relay: Relay): void;
   timeouts: ListenerTimeouts;
+  limits: ListenerLimits;
   now(): number;
   /** Present when this listener runs in session mode. */
   session?: {
@@ -43,6 +44,13 @@ export interface ListenerContext {
     cancel(pid: number, secret: number): void;
     pool: ServerPool | undefined;
   };
+}
+
+export interface ListenerLimits {
+  /** Client sockets open at once on this listener, in any phase. */
+  maxConnections: number;
+  /** Clients held during a switchover. */
+  maxHeld: number;
 }
 
 /** Bytes a client may send before it gets any answer; PostgreSQL clients send one packet. */
@@ -85,6 +93,8 @@ export class Listener {
   private readonly held = new Set<Pending>();
   private readonly connecting = new Set<Pending>();
   private readonly starting = new Set<Pending>();
+  /** Every client socket still open, whatever its phase: what limits.maxConnections counts. */
+  private readonly clients = new Set<Socket>();
   /** Open and connecting sessions per member: the least-connections input. */
   readonly perMember = new Map<string, number>();
   readonly counters: ListenerCounters = {
@@ -183,6 +193,17 @@ export class Listener {
   private accept(client: Endpoint): void {
     this.counters.accepted += 1;
     const socket = client.socket;
+    if (this.clients.size >= this.ctx.limits.maxConnections) {
+      // Over the cap: one FATAL without reading anything, and the socket is gone within the grace period.
+      const r = refusal('too-many-connections', { limit: this.ctx.limits.maxConnections });
+      this.counters.refused.set(r.code, (this.counters.refused.get(r.code) ?? 0) + 1);
+      socket.on('error', () => undefined);
+      socket.end(errorResponse(r.fields));
+      setTimeout(() => socket.destroy(), REFUSE_GRACE_MS).unref();
+      return;
+    }
+    this.clients.add(socket);
+    socket.once('close', () => this.clients.delete(socket));
     const p: Pending = {
       client,
       socket,
@@ -241,6 +262,8 @@ export class Listener {
       this.connectBackend(p, d.backend, d.primary);
     } else if (d.action === 'refuse') {
       this.refuse(p, d.refusal);
+    } else if (p.heldSince === undefined && this.held.size >= this.ctx.limits.maxHeld) {
+      this.refuse(p, refusal('too-many-held', { limit: this.ctx.limits.maxHeld }));
     } else if (p.heldSince === undefined) {
       p.heldSince = this.ctx.now();
       p.holdReason = d.reason;

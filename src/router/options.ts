@@ -52,6 +52,15 @@ export const RouterSettingsSchema = z
       })
       .strict()
       .default({ startupMs: 10_000, connectMs: 3_000, holdMs: 30_000, drainMs: 5_000, refreshMs: 1_000, defaultTtlMs: 10_000 }),
+    limits: z
+      .object({
+        /** Client connections a listener holds at once (waiting, held, connecting, relayed); more are refused at once (53300). */
+        maxConnections: z.number().int().min(1).default(1_000),
+        /** Connections a listener holds during a switchover; more are refused (53300) instead of piling up. */
+        maxHeld: z.number().int().min(0).default(200),
+      })
+      .strict()
+      .default({ maxConnections: 1_000, maxHeld: 200 }),
     /**
      * How each listener handles sessions: 'relay' passes bytes through end to end
      * (the server authenticates the client); 'session' terminates the protocol in

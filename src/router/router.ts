@@ -148,6 +148,7 @@ class Router {
         if (this.keyOwners.get(key) === relay) this.keyOwners.delete(key);
       },
       timeouts: this.settings.timeouts,
+      limits: this.settings.limits,
       now: () => this.now(),
     };
     const sessionSupport = this.sessionSupport();

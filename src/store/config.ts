@@ -13,6 +13,12 @@ export const StoreConfigSchema = z.discriminatedUnion('backend', [
       username: z.string().optional(),
       passwordEnv: z.string().optional(),
       passwordFile: z.string().optional(),
+      /** TLS to etcd (https:// endpoints): the CA that signed the servers, and a client certificate for --client-cert-auth. */
+      tls: z
+        .object({ ca: z.string().min(1), cert: z.string().min(1).optional(), key: z.string().min(1).optional() })
+        .strict()
+        .refine((t) => (t.cert === undefined) === (t.key === undefined), 'set both store.tls.cert and store.tls.key, or neither')
+        .optional(),
     })
     .strict(),
   z

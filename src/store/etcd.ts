@@ -47,6 +47,8 @@ export interface EtcdStoreOptions {
   username?: string;
   /** Read by openStore from passwordEnv/passwordFile; never logged or put in messages. */
   password?: string;
+  /** PEM contents, read by openStore: the CA, and an optional client certificate and key. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 /** How an attempt is run: its gRPC deadline, and a signal that fires when we give up on it. */
@@ -144,6 +146,7 @@ export class EtcdStore implements Store {
       endpoint,
       client: new Etcd3({
         hosts: [endpoint],
+        ...(options.tls ? { credentials: { rootCertificate: options.tls.ca, ...(options.tls.cert && options.tls.key ? { certChain: options.tls.cert, privateKey: options.tls.key } : {}) } } : {}),
         ...(options.username !== undefined
           ? {
               auth: {
@@ -167,12 +170,13 @@ export class EtcdStore implements Store {
     }));
   }
 
-  static fromConfig(config: EtcdConfig, password?: string): EtcdStore {
+  static fromConfig(config: EtcdConfig, password?: string, tls?: EtcdStoreOptions['tls']): EtcdStore {
     return new EtcdStore({
       endpoints: config.endpoints,
       timeoutMs: config.timeoutMs,
       ...(config.username !== undefined ? { username: config.username } : {}),
       ...(password !== undefined ? { password } : {}),
+      ...(tls ? { tls } : {}),
     });
   }
 

@@ -5,7 +5,8 @@
  * configuration names, and handed to the client only: it never appears in an
  * error message, a log line or argv.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { secretFileProblem } from '../util/secret-file.js';
 import { StoreError } from './errors.js';
 import type { StoreConfig } from './config.js';
 import type { EmbeddedStoreOptions } from './embedded.js';
@@ -28,9 +29,10 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions =
   switch (config.backend) {
     case 'etcd': {
       const password = await etcdPassword(config, options.env ?? process.env);
+      const tls = await etcdTls(config);
       // Loaded on demand: the etcd client (gRPC, protobuf) costs ~20 MB an embedded-store agent does not need.
       const { EtcdStore } = await import('./etcd.js');
-      return EtcdStore.fromConfig(config, password);
+      return EtcdStore.fromConfig(config, password, tls);
     }
     case 'embedded':
       const { EmbeddedStore } = await import('./embedded.js');
@@ -39,6 +41,25 @@ export async function openStore(config: StoreConfig, options: OpenStoreOptions =
 }
 
 type EtcdConfig = Extract<StoreConfig, { backend: 'etcd' }>;
+
+/** Reads the etcd TLS files; the key must be mode 0600 like every secret file. */
+async function etcdTls(config: EtcdConfig): Promise<{ ca: Buffer; cert?: Buffer; key?: Buffer } | undefined> {
+  if (!config.tls) return undefined;
+  const read = async (what: string, path: string, secret: boolean) => {
+    try {
+      // One 0600 rule for every secret file (src/util/secret-file.ts).
+      const problem = secret ? secretFileProblem(path, what) : undefined;
+      if (problem !== undefined && problem !== 'missing') throw new StoreError(`store: ${problem}`);
+      return await readFile(path);
+    } catch (error) {
+      if (error instanceof StoreError) throw error;
+      throw new StoreError(`store: cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  };
+  const ca = await read('store.tls.ca', config.tls.ca, false);
+  if (config.tls.cert === undefined || config.tls.key === undefined) return { ca };
+  return { ca, cert: await read('store.tls.cert', config.tls.cert, false), key: await read('store.tls.key', config.tls.key, true) };
+}
 
 async function etcdPassword(config: EtcdConfig, env: NodeJS.ProcessEnv): Promise<string | undefined> {
   const { username, passwordEnv, passwordFile } = config;
@@ -59,17 +80,14 @@ async function etcdPassword(config: EtcdConfig, env: NodeJS.ProcessEnv): Promise
     return value;
   }
   if (passwordFile !== undefined) {
-    let mode: number;
+    // The same 0600 rule as every secret file (src/util/secret-file.ts).
+    const problem = secretFileProblem(passwordFile, 'store.passwordFile');
+    if (problem !== undefined && problem !== 'missing') throw new StoreError(`store: ${problem}`);
     let text: string;
     try {
-      mode = (await stat(passwordFile)).mode;
       text = await readFile(passwordFile, 'utf8');
     } catch (error) {
       throw new StoreError(`store: cannot read password file ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
-    }
-    // A secret in a world-readable file is already leaked; refuse rather than use it.
-    if ((mode & 0o007) !== 0) {
-      throw new StoreError(`store: password file ${passwordFile} is accessible by other users; run chmod 600 on it`);
     }
     // Files written with `echo` end in a newline that is not part of the password.
     const password = text.replace(/\r?\n$/, '');

@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { chownSync, mkdirSync } from 'node:fs';
 
 export interface OsUser {
   name: string;
@@ -30,10 +29,4 @@ export function runningAsRoot(): boolean {
 /** spawn() options that make a child run as `user` when we are root (no-op otherwise). */
 export function spawnIdentity(user: OsUser): { uid?: number; gid?: number } {
   return runningAsRoot() ? { uid: user.uid, gid: user.gid } : {};
-}
-
-/** mkdir -p with a mode, owned by `user` when we are root. */
-export function ensureOwnedDir(path: string, user: OsUser, mode = 0o700): void {
-  mkdirSync(path, { recursive: true, mode });
-  if (runningAsRoot()) chownSync(path, user.uid, user.gid);
 }

@@ -17,7 +17,9 @@ import { clusterKeys } from '../../src/cluster/keys.js';
 import { ClusterSettingsSchema, type ClusterSettings } from '../../src/cluster/settings.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { loadMemberConfig } from '../../src/config/load.js';
-import type { MemberConfig } from '../../src/config/member.js';
+import { apiUrlOf, type MemberConfig } from '../../src/config/member.js';
+import { apiCall, type ApiClientTls, type ApiResponse } from '../../src/tls/client.js';
+import { caFilesOf } from '../../src/tls/member.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { runningPostmasterPid } from '../../src/postgres/datadir.js';
 import type { StoreConfig } from '../../src/store/config.js';
@@ -58,6 +60,8 @@ export interface TestClusterOptions {
   /** Cluster settings written to the store before any agent starts. */
   settings?: Partial<ClusterSettings>;
   name?: string;
+  /** TLS on every member (the default, as for real clusters); false writes tls.enabled: false. */
+  tls?: boolean;
 }
 
 export interface Member {
@@ -83,6 +87,7 @@ export class TestCluster {
     readonly clusterName: string,
     readonly storeConfig: StoreConfig,
     readonly store: Store,
+    private readonly tls = true,
   ) {}
 
   static async create(options: TestClusterOptions): Promise<TestCluster> {
@@ -94,7 +99,7 @@ export class TestCluster {
         : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000 };
     const store = await openStore(storeConfig);
     const name = options.name ?? 'test';
-    const cluster = new TestCluster(dir, name, storeConfig, store);
+    const cluster = new TestCluster(dir, name, storeConfig, store, options.tls ?? true);
     const settings = ClusterSettingsSchema.parse({ loopWaitMs: 500, ttlMs: 5_000, ...options.settings });
     await store.put(clusterKeys(name).config, JSON.stringify(settings));
     return cluster;
@@ -109,10 +114,12 @@ export class TestCluster {
       name,
       store: this.storeConfig,
       postgres: { dataDir: join(this.dir, name, 'data'), listen: address, port, socketDir: join(this.dir, 'run') },
-      api: { listen: `${address}:${apiPort}` },
       secrets: { file: join(this.dir, 'secrets.yaml') },
       log: { level: 'debug' },
+      ...(this.tls ? {} : { tls: { enabled: false } }),
       ...extra,
+      // `extra.api` adds to the listen address (e.g. auth), it does not replace it.
+      api: { listen: `${address}:${apiPort}`, ...(extra.api as Record<string, unknown> | undefined) },
     };
     const file = join(this.dir, `${name}.yaml`);
     writeFileSync(file, stringifyYaml(config));
@@ -197,6 +204,13 @@ export class TestCluster {
     } finally {
       await client.end();
     }
+  }
+
+  /** One REST call to a member's agent, over HTTPS verified against the cluster CA when TLS is on. */
+  async api(name: string, path: string, options: { method?: string; headers?: Record<string, string>; tls?: ApiClientTls } = {}): Promise<ApiResponse> {
+    const config = this.member(name).config;
+    const ca = config.tls.enabled ? readFileSync(caFilesOf(config).cert, 'utf8') : undefined;
+    return apiCall(`${apiUrlOf(config)}${path}`, { timeoutMs: 5_000, ...options, ...(options.tls ? {} : ca ? { tls: { ca } } : {}) });
   }
 
   /** Runs the relevo CLI with a member's config; resolves with exit code and output. */

@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePorts } from './ports.js';
@@ -34,6 +35,8 @@ export interface EtcdOptions {
   startTimeoutMs?: number;
   /** Address to listen on (default 127.0.0.1), e.g. a NetworkLab's gateway. */
   host?: string;
+  /** Serve clients over TLS (https:// endpoints) with these files, and require client certificates from `caFile`. */
+  tls?: { certFile: string; keyFile: string; caFile: string; client: { ca: string; cert: string; key: string } };
 }
 
 /** Running etcd processes and their data dirs, for the last-resort exit hook. */
@@ -68,7 +71,7 @@ async function startOnce(options: EtcdOptions): Promise<EtcdProcess> {
   const host = options.host ?? '127.0.0.1';
   const [clientPort, peerPort] = await freePorts(2, host);
   const dataDir = mkdtempSync(join(tmpdir(), 'relevo-etcd-'));
-  const clientUrl = `http://${host}:${clientPort}`;
+  const clientUrl = `${options.tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const peerUrl = `http://${host}:${peerPort}`;
   const logPath = join(dataDir, 'etcd.log');
   const logFd = openSync(logPath, 'a', 0o600);
@@ -87,6 +90,9 @@ async function startOnce(options: EtcdOptions): Promise<EtcdProcess> {
       '--election-timeout', String(election),
       '--logger', 'zap',
       '--log-level', 'warn',
+      ...(options.tls
+        ? ['--cert-file', options.tls.certFile, '--key-file', options.tls.keyFile, '--trusted-ca-file', options.tls.caFile, '--client-cert-auth']
+        : []),
     ],
     { stdio: ['ignore', logFd, logFd] },
   );
@@ -128,7 +134,7 @@ async function startOnce(options: EtcdOptions): Promise<EtcdProcess> {
       await stop();
       throw new Error(`etcd exited during startup:\n${log}`);
     }
-    if (await healthy(clientUrl)) break;
+    if (await healthy(clientUrl, options.tls?.client)) break;
     if (Date.now() > deadline) {
       const log = readLogTail(logPath);
       await stop();
@@ -156,10 +162,11 @@ function readLogTail(path: string): string {
 }
 
 /** GET /health answers {"health":"true"} once the member has a leader and serves requests. */
-function healthy(clientUrl: string): Promise<boolean> {
+function healthy(clientUrl: string, tls?: { ca: string; cert: string; key: string }): Promise<boolean> {
   return new Promise((resolve) => {
     // agent: false: no keep-alive socket outlives the check.
-    const request = httpGet(`${clientUrl}/health`, { agent: false, timeout: 1000 }, (response) => {
+    const get = tls ? httpsGet : httpGet;
+    const request = get(`${clientUrl}/health`, { agent: false, timeout: 1000, ...(tls ?? {}) }, (response) => {
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => (body += chunk));

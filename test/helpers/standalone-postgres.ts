@@ -9,7 +9,7 @@ import { chownSync, cpSync, existsSync, mkdtempSync, openSync, closeSync, readFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { ensureOwnedDir, lookupOsUser, runningAsRoot, spawnIdentity, type OsUser } from '../../src/util/os-user.js';
+import { lookupOsUser, runningAsRoot, spawnIdentity, type OsUser } from '../../src/util/os-user.js';
 import { freePort } from './ports.js';
 
 export const PG_BIN = process.env.RELEVO_PG_BIN ?? '/usr/lib/postgresql/15/bin';
@@ -53,7 +53,7 @@ function chownTree(path: string): void {
 function templateDir(): string {
   if (template && existsSync(template)) return template;
   const base = mkdtempSync(join(tmpdir(), 'relevo-pg-template-'));
-  ensureOwnedDir(base, user());
+  if (runningAsRoot()) chownSync(base, user().uid, user().gid);
   const data = join(base, 'data');
   execFileSync(join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync', '--no-instructions'], {
     ...spawnIdentity(user()),
@@ -76,7 +76,7 @@ function selfSignedCert(dir: string): void {
 
 export async function startStandalone(options: StandaloneOptions = {}): Promise<StandaloneServer> {
   const base = mkdtempSync(join(tmpdir(), 'relevo-pg-'));
-  ensureOwnedDir(base, user());
+  if (runningAsRoot()) chownSync(base, user().uid, user().gid);
   const data = join(base, 'data');
   cpSync(join(templateDir(), 'data'), data, { recursive: true });
   const port = await freePort();

@@ -20,6 +20,8 @@
 import { Socket } from 'node:net';
 import pg from 'pg';
 import { loadCredentials } from '../../src/config/secrets.js';
+import { pgTlsOptions } from '../../src/tls/client.js';
+import { clusterCaFile } from '../../src/tls/member.js';
 import type { TestCluster } from './cluster.js';
 
 export interface WriterTarget {
@@ -34,6 +36,8 @@ export interface WriterOptions {
   user: string;
   password: string;
   database?: string;
+  /** Cluster CA file: TCP sessions use TLS verified against it (absent: no TLS). */
+  tlsCaFile?: string;
   /** Application table this writer owns (created if missing). */
   table: string;
   /** Pause between two inserts; 0 writes back to back. */
@@ -100,7 +104,7 @@ const messageOf = (error: unknown): string => (error instanceof Error ? error.me
  */
 export async function connectReadWrite(
   target: WriterTarget,
-  credentials: { user: string; password: string; database?: string },
+  credentials: { user: string; password: string; database?: string; tlsCaFile?: string },
   connectTimeoutMs: number,
 ): Promise<Session> {
   const socket = new Socket();
@@ -112,6 +116,8 @@ export async function connectReadWrite(
     database: credentials.database ?? 'postgres',
     stream: () => socket,
     application_name: 'relevo-test-writer',
+    // TLS (verify-full against the cluster CA) on network addresses; a Unix socket has none.
+    ...(target.host.startsWith('/') ? {} : pgTlsOptions(credentials.tlsCaFile)),
   });
   // A dropped session reports errors here too; without a listener they would crash the process.
   client.on('error', () => undefined);
@@ -164,6 +170,7 @@ export class Writer {
       targets: members.map((m) => ({ name: m.name, host: m.config.postgres.listen, port: m.config.postgres.port })),
       user: 'relevo',
       password: credentials.agentPassword,
+      tlsCaFile: clusterCaFile(first.config),
       table,
       ...options,
     });
@@ -400,6 +407,7 @@ export async function tryDirectWrite(
     database: 'postgres',
     stream: () => socket,
     application_name: 'relevo-test-probe',
+    ...pgTlsOptions(clusterCaFile(member.config)),
   });
   client.on('error', () => undefined);
   const deadline = Date.now() + timeoutMs;

@@ -107,17 +107,18 @@ for (const backend of ['embedded', 'etcd'] as const) {
     });
 
     it('serves the REST health endpoints', async () => {
-      const url = (name: string, path: string) => `http://${cluster.member(name).config.api.listen}${path}`;
-      assert.equal((await fetch(url(primary, '/primary'))).status, 200);
-      assert.equal((await fetch(url(replicas[0]!, '/primary'))).status, 503);
-      assert.equal((await fetch(url(replicas[0]!, '/replica'))).status, 200);
-      assert.equal((await fetch(url(primary, '/replica'))).status, 503);
-      assert.equal((await fetch(url(replicas[0]!, '/replica?lag=1GB'))).status, 200);
-      assert.equal((await fetch(url(replicas[0]!, '/replica?lag=nonsense'))).status, 400);
-      const status = (await (await fetch(url(primary, '/status'))).json()) as { role: string; postmasterPid: number };
+      // HTTPS by default, verified against the cluster CA.
+      const get = (name: string, path: string) => cluster.api(name, path);
+      assert.equal((await get(primary, '/primary')).status, 200);
+      assert.equal((await get(replicas[0]!, '/primary')).status, 503);
+      assert.equal((await get(replicas[0]!, '/replica')).status, 200);
+      assert.equal((await get(primary, '/replica')).status, 503);
+      assert.equal((await get(replicas[0]!, '/replica?lag=1GB')).status, 200);
+      assert.equal((await get(replicas[0]!, '/replica?lag=nonsense')).status, 400);
+      const status = JSON.parse((await get(primary, '/status')).body) as { role: string; postmasterPid: number };
       assert.equal(status.role, 'primary');
       assert.equal(status.postmasterPid, cluster.postmasterPid(primary));
-      assert.equal((await fetch(url(primary, '/health'))).status, 200);
+      assert.equal((await get(primary, '/health')).status, 200);
     });
 
     it('keeps passwords out of every generated file but the 0600 credential files, and pg_hba has no trust for host', async () => {

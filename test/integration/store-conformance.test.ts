@@ -630,8 +630,9 @@ describe('store conformance: etcd', () => {
       t.after(() => fromFile.close());
       assert.equal((await fromFile.get('/auth/k'))?.value, 'v');
 
-      chmodSync(file, 0o644);
-      await assert.rejects(openStore({ ...base, passwordFile: file }), /accessible by other users/);
+      // The same 0600 rule as every secret file: group-readable (0640) is refused too.
+      chmodSync(file, 0o640);
+      await assert.rejects(openStore({ ...base, passwordFile: file }), /accessible by group or others/);
       await assert.rejects(openStore({ ...base, passwordEnv: 'RELEVO_TEST_UNSET' }, { env: {} }), /RELEVO_TEST_UNSET/);
 
       const wrong = await openStore({ ...base, passwordEnv: 'PW' }, { env: { PW: 'wrong password' } });

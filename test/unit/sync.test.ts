@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { decide } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { AWAITING_STANDBY_POLL_MS, NO_STANDBY, planSync, renderAnyStandby, renderStandbyNames } from '../../src/agent/sync.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, storeView } from './observations.js';
 
-const primary = (over: Parameters<typeof primaryInspection>[0] = {}) => primaryInspection(over);
 const syncRow = (name: string, flushLsn: string, syncState = 'sync') => ({ member: name, state: 'streaming', syncState, sentLsn: flushLsn, flushLsn, replayLsn: flushLsn, replayLagSeconds: 0 });
+/** A primary whose pg_stat_replication shows b and c streaming (asynchronously) unless told otherwise. */
+const primary = (over: Parameters<typeof primaryInspection>[0] = {}) =>
+  primaryInspection({ replication: [syncRow('b', '0/5000000', 'async'), syncRow('c', '0/5000000', 'async')], ...over });
 const plan = (store: ReturnType<typeof storeView>, inspection = primary(), memory = freshMemory(), settings = defaultClusterSettings()) =>
   planSync(observation({ store, memory, settings }, 'a'), store, inspection);
 
@@ -16,7 +19,9 @@ describe('synchronous standby planning: the sync record only ever lists members 
     const first = plan(store, primary({ synchronousStandbyNames: '' }));
     assert.equal(first.synchronousStandbyNames, renderStandbyNames(['b']));
     assert.deepEqual(first.actions, []);
-    assert.equal(first.remember.syncSwitchLsn, '0/5000000');
+    assert.equal(first.remember.syncSwitchLsn, undefined, 'taken once the new setting is in effect');
+    const inEffect = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/4000000'), syncRow('c', '0/4000000', 'async')] }));
+    assert.equal(inEffect.remember.syncSwitchLsn, '0/5000000');
     const memory = { ...freshMemory(), syncSwitchLsn: '0/5000000' };
     const behind = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/4FFFFFF')] }), memory);
     assert.deepEqual(behind.actions, [], 'not yet flushed past the switch point');
@@ -24,11 +29,27 @@ describe('synchronous standby planning: the sync record only ever lists members 
     assert.deepEqual(caughtUp.actions, [{ type: 'writeSyncRecord', members: ['b'], revision: 8 }]);
   });
 
-  it('shrinks the record first, synchronous_standby_names only afterwards', () => {
+  it('shrinks the record first, then names the replacement in the same cycle (the record write comes before the reload)', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c')] });
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']) }));
     assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
-    assert.equal(step.synchronousStandbyNames, renderStandbyNames(['b']), 'unchanged in the same cycle');
+    assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
+    assert.equal(step.remember.syncSwitchLsn, undefined, 'the switch position is taken once the new setting is in effect');
+    const d = decide(observation({ store, server: { kind: 'running', postmasterPid: 2, inspection: primary({ synchronousStandbyNames: renderStandbyNames(['b']) }) }, standbyConfigured: false, previous: { state: 'primary', since: 0 } }, 'a'));
+    const types = d.actions.map((a) => a.type);
+    assert.ok(types.indexOf('writeSyncRecord') < types.indexOf('configure'), `record shrinks before the names change: ${types.join(', ')}`);
+  });
+
+  it('a standby whose walsender is gone is replaced at once, although its published status still says streaming', () => {
+    // b was killed: its member key lives on until its lease expires, but pg_stat_replication no longer lists it.
+    const store = storeView();
+    const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('c', '0/5000000', 'async')] }));
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
+    assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
+    assert.match(step.note ?? '', /b replaced by c/);
+    const healthy = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000'), syncRow('c', '0/5000000', 'async')] }));
+    assert.deepEqual(healthy.actions, [], 'a streaming synchronous standby is kept');
+    assert.equal(healthy.synchronousStandbyNames, renderStandbyNames(['b']));
   });
 
   it('with its only standby gone, commits wait; non-strict falls back to asynchronous after the timeout, record emptied first', () => {

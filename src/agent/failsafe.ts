@@ -1,0 +1,68 @@
+/**
+ * Store failsafe (`failsafe: true`), pure rules. While the store cannot be
+ * reached, a primary keeps running only while every member of its last known
+ * membership confirms over the API that it follows this primary and has not
+ * promoted. A confirmation requested at monotonic time t counts until
+ * t + ttlMs - fenceMarginMs; the member that gave it does not take over before
+ * (its own clock) confirmation + ttlMs, and then only through the store, once
+ * it is back and the primary's lease is gone. So the primary has stopped
+ * before any member that confirmed could promote, and a member that did not
+ * confirm ended failsafe.
+ */
+import type { ClusterSettings } from '../cluster/settings.js';
+import type { Observation } from './observation.js';
+
+/** What the agent knows about failsafe, handed to decide() in the observation. */
+export interface FailsafeView {
+  /** Primary: monotonic ms until which every member's confirmation holds (undefined: failsafe not holding). */
+  heldUntil: number | undefined;
+  /** Primary: members that confirmed in the current hold, for the reason shown to operators. */
+  members: string[];
+  /** Replica: the primary it last confirmed, and when (monotonic ms). */
+  confirmed: { leader: string; at: number } | undefined;
+}
+
+/** Monotonic deadline of the hold: the oldest of the latest confirmations, plus ttlMs - fenceMarginMs. */
+export function holdDeadline(settings: ClusterSettings, membership: string[], confirmedAt: ReadonlyMap<string, number>): number | undefined {
+  let oldest = Infinity;
+  for (const name of membership) {
+    const at = confirmedAt.get(name);
+    if (at === undefined) return undefined;
+    oldest = Math.min(oldest, at);
+  }
+  // No other member known: nobody to vouch for us, no failsafe (stop as without it).
+  return oldest === Infinity ? undefined : oldest + settings.ttlMs - settings.fenceMarginMs;
+}
+
+/** Primary without the store: the decision while every member's confirmation holds. */
+export function failsafePrimary(o: Observation, storeError: string): { state: 'primary'; reason: string } | undefined {
+  const view = o.failsafe;
+  if (!o.settings.failsafe || view?.heldUntil === undefined || o.monotonic >= view.heldUntil) return undefined;
+  return {
+    state: 'primary',
+    reason: `failsafe active: store unreachable (${storeError}), every member (${view.members.join(', ') || 'none'}) confirmed it follows this primary and has not promoted`,
+  };
+}
+
+/** Replica with no leader in the store: the reason it must not take over yet, if it confirmed a primary recently. */
+export function failsafeReplicaHold(o: Observation): string | undefined {
+  const confirmed = o.failsafe?.confirmed;
+  if (!confirmed) return undefined;
+  const left = confirmed.at + o.settings.ttlMs - o.monotonic;
+  if (left <= 0) return undefined;
+  return `confirmed failsafe to primary ${confirmed.leader} ${Math.round(o.monotonic - confirmed.at)} ms ago: not taking over for another ${Math.round(left)} ms (it may still run)`;
+}
+
+/** Whether this member may confirm `leader` (answer to POST /failsafe). */
+export function mayConfirm(
+  settings: ClusterSettings,
+  self: { name: string; role: string | undefined; state: string | undefined },
+  lastLeader: string | undefined,
+  leader: string,
+): { ok: true } | { ok: false; reason: string } {
+  if (!settings.failsafe) return { ok: false, reason: `member ${self.name}: failsafe is off in the cluster settings` };
+  if (leader === self.name) return { ok: false, reason: `member ${self.name} cannot confirm itself` };
+  if (self.role === 'primary' || self.state === 'promoting') return { ok: false, reason: `member ${self.name} runs as primary (${self.state}): it does not follow ${leader}` };
+  if (lastLeader !== leader) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
+  return { ok: true };
+}

@@ -1,0 +1,106 @@
+/**
+ * Work the agent does beside the HA decision, each cycle, without touching it:
+ * - certificates: re-issue this member's certificate when `relevo certs rotate`
+ *   bumped the rotation generation in the store, or when it nears its end;
+ *   then reload PostgreSQL (it rereads ssl_* files on SIGHUP) and the API;
+ * - secrets: when the secrets file changed (`relevo secrets rotate`), take the
+ *   new passwords and rewrite the passfile that the walreceiver and
+ *   pg_basebackup read at their next connection. Sessions already open keep going.
+ */
+import { existsSync, statSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { ClusterKeys } from '../cluster/keys.js';
+import type { MemberConfig } from '../config/member.js';
+import { loadCredentials, type Credentials } from '../config/secrets.js';
+import { writePassfile } from '../postgres/conf.js';
+import { runningPostmasterPid } from '../postgres/datadir.js';
+import type { LocalPostgres } from '../postgres/local.js';
+import { reloadPostgres } from '../postgres/postmaster.js';
+import type { Store } from '../store/store.js';
+import { ensureMemberCert } from '../tls/member.js';
+
+const ROTATION_POLL_MS = 2_000;
+const RENEWAL_CHECK_MS = 3600_000;
+
+export function rotationGeneration(value: string | undefined): number {
+  if (value === undefined) return 0;
+  const parsed = JSON.parse(value) as { generation?: unknown };
+  return typeof parsed.generation === 'number' ? parsed.generation : 0;
+}
+
+export class Upkeep {
+  private appliedGeneration: number | undefined;
+  private lastRotationPoll = -Infinity;
+  private lastRenewalCheck = performance.now();
+  private secretsStamp: string | undefined;
+
+  constructor(
+    private readonly config: MemberConfig,
+    private readonly local: LocalPostgres,
+    private readonly store: Store,
+    private readonly keys: ClusterKeys,
+    private readonly log: Logger,
+    /** Called after this member's certificate changed (the API swaps its TLS context). */
+    private readonly onCertificateChanged: () => void,
+  ) {
+    this.secretsStamp = this.stampOfSecrets();
+  }
+
+  /** Certificates: never throws; a failure is logged and retried next time. */
+  async certificates(): Promise<void> {
+    if (!this.local.tls) return;
+    const now = performance.now();
+    let force = false;
+    if (now - this.lastRotationPoll >= ROTATION_POLL_MS) {
+      this.lastRotationPoll = now;
+      try {
+        const generation = rotationGeneration((await this.store.get(this.keys.certsRotation))?.value);
+        // The first look only learns the generation: the certificate was checked at start.
+        if (this.appliedGeneration !== undefined && generation > this.appliedGeneration) force = true;
+        else this.appliedGeneration ??= generation;
+        if (force) this.appliedGeneration = generation;
+      } catch (error) {
+        this.log.warn({ err: (error as Error).message }, 'cannot read the certificate rotation request from the store');
+      }
+    }
+    if (!force && now - this.lastRenewalCheck < RENEWAL_CHECK_MS) return;
+    this.lastRenewalCheck = now;
+    try {
+      const result = await ensureMemberCert(this.config, this.local.user, { force, now: new Date() });
+      if (!result.changed) return;
+      if (runningPostmasterPid(this.local.dataDir) !== undefined) await reloadPostgres(this.local.postmaster);
+      this.onCertificateChanged();
+      this.log.info({ fingerprint: result.fingerprint }, `member certificate re-issued (${result.reason}); PostgreSQL and the API reloaded it`);
+    } catch (error) {
+      this.log.error({ err: (error as Error).message, code: (error as { code?: string }).code }, `cannot renew the certificate of member ${this.config.name}: ${(error as Error).message}`);
+    }
+  }
+
+  /** New credentials when the secrets file changed since the last look; the passfile is rewritten first. */
+  secrets(current: Credentials | undefined): Credentials | undefined {
+    const stamp = this.stampOfSecrets();
+    if (stamp === this.secretsStamp) return undefined;
+    this.secretsStamp = stamp;
+    try {
+      const loaded = loadCredentials(this.config);
+      if (!loaded || (current && loaded.agentPassword === current.agentPassword && loaded.replicationPassword === current.replicationPassword)) return undefined;
+      if (current && existsSync(this.local.passfile)) {
+        writePassfile(this.local.passfile, this.local.user, loaded);
+        this.log.info('role passwords changed in the secrets file: passfile rewritten, new connections use them');
+      }
+      return loaded;
+    } catch (error) {
+      this.log.error({ err: (error as Error).message }, 'cannot read the changed secrets file; keeping the current passwords');
+      return undefined;
+    }
+  }
+
+  private stampOfSecrets(): string | undefined {
+    try {
+      const s = statSync(this.config.secrets.file);
+      return `${s.ino}:${s.mtimeMs}:${s.size}`;
+    } catch {
+      return undefined;
+    }
+  }
+}
