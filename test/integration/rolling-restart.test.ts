@@ -10,8 +10,6 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import { loadMemberConfig } from '../../src/config/load.js';
 import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
@@ -55,21 +53,16 @@ test('rolling restart applies a restart-requiring parameter under writes; a fail
   // Restarts go through each agent's state-changing API, which needs api.auth.
   const passwordFile = join(cluster.dir, 'api-password');
   writeFileSync(passwordFile, 'roll-Me-3\n', { mode: 0o600 });
-  for (const name of NAMES) {
-    const member = await cluster.defineMember(name);
-    const doc = parseYaml(readFileSync(member.file, 'utf8')) as { api: Record<string, unknown> };
-    doc.api.auth = { username: 'ops', password: { file: passwordFile } };
-    writeFileSync(member.file, stringifyYaml(doc));
-    member.config = loadMemberConfig(member.file);
-  }
+  for (const name of NAMES) await cluster.defineMember(name, { api: { auth: { username: 'ops', password: { file: passwordFile } } } });
   for (const name of NAMES) cluster.startAgent(name);
-  const members = await cluster.waitHealthy(NAMES, 90_000);
-  const primary = members.find((m) => m.state === 'primary')!.name;
-  writer = Writer.forCluster(cluster, 'rolling_writes');
-  await writer.start();
-  await writer.waitForAcks(50);
 
   try {
+    const members = await cluster.waitHealthy(NAMES, 90_000);
+    const primary = members.find((m) => m.state === 'primary')!.name;
+    writer = Writer.forCluster(cluster, 'rolling_writes');
+    await writer.start();
+    await writer.waitForAcks(50);
+
     const nothing = await relevo(cluster, ['restart', '--pending']);
     assert.equal(nothing.code, 2, `nothing pending: ${nothing.stderr}`);
     assert.match(nothing.stderr, /nothing to do/);
