@@ -158,7 +158,7 @@ export class AgentMetrics implements CycleObserver {
     this.set('relevo_lag_seconds', status?.lagSeconds);
     this.set('relevo_streaming', server ? server.streaming : undefined);
     this.set('relevo_replay_paused', server ? server.replayPaused : undefined);
-    this.set('relevo_pending_restart', server?.pendingRestart);
+    this.set('relevo_pending_restart', server ? server.pendingRestart.length > 0 : undefined);
     this.set('relevo_cluster_paused', o.settings.paused);
     this.replication(status, server?.receivedLsn);
 

@@ -40,6 +40,7 @@ export function memberStatus(
     slots: inspection?.slots ?? [],
     replication: inspection?.replication ?? [],
     postgresVersion: inspection?.version ?? null,
+    pendingRestart: inspection?.pendingRestart ?? [],
     systemIdentifier: observation.systemIdentifier ?? null,
     agentPid: process.pid,
     postmasterPid: server.kind === 'stopped' ? null : server.postmasterPid,

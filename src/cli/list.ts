@@ -4,6 +4,7 @@ import { backupSummary, type BackupSummary } from '../backup/summary.js';
 import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import { parseRecord, repairHint } from '../cluster/records.js';
 import type { MemberStatus } from '../cluster/types.js';
+import { versionsInUse } from '../cluster/versions.js';
 import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
@@ -24,6 +25,10 @@ export interface ClusterListing {
   settingsGeneration: number | null;
   /** Every member published that it has applied settingsGeneration. */
   settingsAppliedByAll: boolean;
+  /** Distinct PostgreSQL major.minor versions the members run; more than one is a mixed cluster (mid-update). */
+  versions: string[];
+  /** Members with parameters waiting for a restart (`relevo restart --pending` rolls them out). */
+  pendingRestart: string[];
   /** Records in the store that fail to parse: key, revision, what is wrong, how to repair. */
   unreadable: { key: string; revision: number; problem: string; repair: string }[];
 }
@@ -50,6 +55,8 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     backup: settings.backup.repository ? await backupSummary(settings.backup.repository, handle.config.cluster, view.init?.systemIdentifier) : null,
     settingsGeneration,
     settingsAppliedByAll: settingsGeneration !== null && unknownMembers(view).length === 0 && view.members.every((m) => m.settingsGeneration === settingsGeneration),
+    versions: versionsInUse(view.members),
+    pendingRestart: view.members.filter((m) => m.pendingRestart.length > 0).map((m) => m.name).sort(),
     unreadable: view.unreadable.map((r) => ({ key: r.key, revision: r.revision, problem: r.problem, repair: repairHint(r) })),
   };
 }
@@ -112,7 +119,7 @@ function renderUnreadable(listing: ClusterListing): string {
 export function renderListing(listing: ClusterListing, options: { colour?: boolean } = {}): string {
   const unknown = listing.unreadable.flatMap((r) => {
     const name = r.key.match(/\/members\/([^/]+)$/)?.[1];
-    return name ? [[name, '-', 'unknown', 'RECORD UNREADABLE', '-', '-', '-', '-', '-', '-', '-']] : [];
+    return name ? [[name, '-', 'unknown', 'RECORD UNREADABLE', '-', '-', '-', '-', '-', '-', '-', '-', '-']] : [];
   });
   const rows = listing.members.map((m) => [
     m.name,
@@ -126,6 +133,8 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     m.lagSeconds === null ? '-' : m.lagSeconds.toFixed(1),
     m.role === 'primary' ? m.slots.map((s) => `${s.name}${s.active ? '' : '(inactive)'}`).join(',') || '-' : m.streaming ? 'streaming' : m.replayPaused ? 'paused' : '-',
     settingsCell(m, listing.settingsGeneration),
+    m.postgresVersion?.split(' ')[0] ?? '-',
+    m.pendingRestart.length > 0 ? `* ${m.pendingRestart.join(',')}` : '-',
   ]);
   rows.push(...unknown);
   rows.sort((a, b) => a[0]!.localeCompare(b[0]!));
@@ -135,8 +144,14 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
       ? 'settings record unreadable'
       : `settings generation ${listing.settingsGeneration}${listing.settingsAppliedByAll ? ', applied by every member' : ', NOT yet applied by every member'}`;
   const leader = listing.leader ?? (listing.unreadable.some((r) => r.key.endsWith('/leader')) ? 'UNREADABLE (see below)' : 'none');
-  const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${leader}${paused}; ${applied}`;
-  const table = renderTable(['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings'], rows, options.colour ? colourState : undefined);
+  const mixed = listing.versions.length > 1 ? `; MIXED PostgreSQL versions ${listing.versions.join(', ')}` : '';
+  const pending = listing.pendingRestart.length > 0 ? `; pending restart on ${listing.pendingRestart.join(', ')} (\`relevo restart --pending\`)` : '';
+  const header = `Cluster ${listing.cluster} (system ${listing.systemIdentifier ?? 'not initialised'}), leader: ${leader}${paused}; ${applied}${mixed}${pending}`;
+  const table = renderTable(
+    ['Member', 'Address', 'Role', 'State', 'TL', 'Received', 'Replayed', 'Lag', 'Lag s', 'Slots / stream', 'Settings', 'Version', 'Pending restart'],
+    rows,
+    options.colour ? colourState : undefined,
+  );
   return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 

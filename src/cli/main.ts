@@ -16,7 +16,7 @@ import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from
 import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
-import { failover, history, memberCommand, pause, switchover } from './operations.js';
+import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
 
 const program = new Command();
 program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').showHelpAfterError();
@@ -148,15 +148,37 @@ program
     await withCluster(options.config, async (handle) => showEvents(handle, { ...options, limit }));
   });
 
-for (const kind of ['restart', 'reinit'] as const) {
-  program
-    .command(`${kind} <member>`)
-    .description(kind === 'restart' ? "restart a member's PostgreSQL" : 'rebuild a replica from a fresh clone (its old data directory is moved aside, not deleted)')
-    .option(...configOption)
-    .action(async (member: string, options: { config?: string }) => {
-      await withCluster(options.config, async (handle) => console.log(await memberCommand(handle, kind, member)));
+program
+  .command('restart [members...]')
+  .description("restart a member's PostgreSQL; with --pending or --all, a rolling restart: replicas one at a time, then a switchover, then the former primary")
+  .option(...configOption)
+  .option('--pending', 'roll out parameters waiting for a restart (pg_settings.pending_restart), on the members that have some')
+  .option('--all', 'rolling restart of every member (or of the members named), e.g. onto new PostgreSQL binaries')
+  .option('--at <time>', 'with --pending/--all: start at this ISO time (the command waits until then)')
+  .option('--step-timeout <seconds>', 'with --pending/--all: how long a restarted member may take to stream again', '120')
+  .action(async (members: string[], options: { config?: string; pending?: boolean; all?: boolean; at?: string; stepTimeout: string }) => {
+    await withCluster(options.config, async (handle) => {
+      if (options.pending || options.all) {
+        if (options.pending && options.all) throw new CliError('--pending and --all exclude each other');
+        const seconds = Number(options.stepTimeout);
+        if (!(seconds > 0)) throw new CliError(`--step-timeout: got "${options.stepTimeout}", expected a positive number of seconds`);
+        const mode = options.pending ? 'pending' : 'all';
+        console.log(await rollingRestartCommand(handle, { mode, members, at: options.at, stepTimeoutMs: seconds * 1000, print: (line) => console.log(line) }));
+        return;
+      }
+      if (options.at) throw new CliError('--at applies to a rolling restart: add --pending or --all');
+      if (members.length !== 1) throw new CliError('name one member to restart, or use --pending / --all for a rolling restart');
+      console.log(await memberCommand(handle, 'restart', members[0]!));
     });
-}
+  });
+
+program
+  .command('reinit <member>')
+  .description('rebuild a replica from a fresh clone (its old data directory is moved aside, not deleted)')
+  .option(...configOption)
+  .action(async (member: string, options: { config?: string }) => {
+    await withCluster(options.config, async (handle) => console.log(await memberCommand(handle, 'reinit', member)));
+  });
 
 program
   .command('store')

@@ -1,6 +1,7 @@
 import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { readCluster } from '../agent/observe.js';
 import { memberStatusOf, OperationError, readHistory, requestFailover, requestSwitchover, setPaused } from '../cluster/operations.js';
+import { planRoll, RollError, rollingRestart, type RollDriver, type RollMode, type RollOptions } from '../cluster/rolling-restart.js';
 import type { FailoverRequest } from '../cluster/types.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { renderTable } from './table.js';
@@ -35,7 +36,8 @@ async function awaitNewPrimary(handle: ClusterHandle, request: FailoverRequest, 
 }
 
 export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean }): Promise<string> {
-  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, options));
+  const warn = (message: string) => console.error(`relevo: warning: ${message}`);
+  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, { ...options, warn }));
   if (!options.wait) return `switchover from ${request.from} requested${request.at ? ` for ${request.at}` : ''}`;
   const started = Date.now();
   const leader = await awaitNewPrimary(handle, request, 90_000);
@@ -95,4 +97,50 @@ export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 're
   if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member} refused: ${body.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`, EXIT.usage);
   if (!ok) throw new CliError(`agent of ${member} refused ${kind}: ${body.error ?? response.status}`, response.status === 409 ? EXIT.usage : EXIT.failure);
   return `${kind} of ${member} accepted; follow it with \`relevo list --watch\``;
+}
+
+/** Parses --at for a scheduled roll: an ISO time in the future, else a usage error. */
+export function futureTime(at: string, now = Date.now()): number {
+  const time = Date.parse(at);
+  if (Number.isNaN(time)) throw new CliError(`--at: got "${at}", expected an ISO time such as 2026-11-21T22:00:00Z`);
+  if (time <= now) throw new CliError(`--at: ${new Date(time).toISOString()} is in the past (now ${new Date(now).toISOString()}); give a future time or leave --at out`);
+  return time;
+}
+
+/**
+ * `relevo restart --pending|--all [members...]`: the rolling restart of
+ * src/cluster/rolling-restart.ts, driving the agents' restart and relevo's
+ * switchover exactly as `relevo restart M` and `relevo switchover` do.
+ */
+export async function rollingRestartCommand(
+  handle: ClusterHandle,
+  options: { mode: RollMode; members: string[]; at?: string; stepTimeoutMs?: number; print: (line: string) => void },
+): Promise<string> {
+  const roll: RollOptions = { mode: options.mode, members: options.members.length > 0 ? options.members : undefined, stepTimeoutMs: options.stepTimeoutMs };
+  const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+  const driver: RollDriver = {
+    read: () => readCluster(handle.store, handle.keys),
+    restart: async (member) => void (await memberCommand(handle, 'restart', member)),
+    switchover: async (to) => void (await switchover(handle, { to, wait: true })),
+    report: options.print,
+    sleep,
+    now: Date.now,
+  };
+  // Refuse an impossible request now, not at the scheduled time.
+  const first = await driver.read();
+  const plan = await refusalsAsUsage(async () => planRoll(first.view, first.settings, roll));
+  if (options.at !== undefined) {
+    const at = futureTime(options.at);
+    options.print(`rolling restart of ${[...plan.reasons.keys()].join(', ')} scheduled for ${new Date(at).toISOString()}; keep this command running`);
+    await sleep(at - Date.now());
+  }
+  const started = Date.now();
+  try {
+    const result = await refusalsAsUsage(() => rollingRestart(driver, roll));
+    const moved = result.switchedTo ? `; primary moved from ${result.formerPrimary} to ${result.switchedTo} by switchover` : '';
+    return `rolling restart done: ${result.restarted.join(', ')} restarted in ${((Date.now() - started) / 1000).toFixed(1)} s${moved}`;
+  } catch (error) {
+    if (error instanceof RollError) throw new CliError(`rolling restart stopped: ${error.message}`, EXIT.failure);
+    throw error;
+  }
 }

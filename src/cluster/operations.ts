@@ -5,6 +5,7 @@ import type { Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
 import { readStoredSettings, writeStoredSettings } from './settings-store.js';
 import type { FailoverRequest, HistoryEntry, MemberStatus } from './types.js';
+import { promotionVersionCheck } from './versions.js';
 
 /**
  * Operator requests that change the cluster, shared by the CLI and the REST
@@ -36,9 +37,19 @@ function streamingReplica(members: MemberStatus[], name: string, leader: string 
   return member;
 }
 
+/** Refuses a candidate on another major version; returns a warning for an older minor one. */
+function checkVersion(members: MemberStatus[], candidate: MemberStatus, leader: string | undefined): string | undefined {
+  const reference = members.filter((m) => (leader ? m.name === leader : m.name !== candidate.name));
+  const verdict = promotionVersionCheck(candidate, reference);
+  if (verdict.refuse) throw new OperationError(verdict.refuse);
+  return verdict.warn;
+}
+
 export interface SwitchoverOptions {
   to?: string;
   at?: string;
+  /** Told about an allowed but unusual choice (an older minor version). */
+  warn?: (message: string) => void;
 }
 
 export async function requestSwitchover(store: Store, keys: ClusterKeys, options: SwitchoverOptions): Promise<FailoverRequest> {
@@ -61,6 +72,8 @@ export async function requestSwitchover(store: Store, keys: ClusterKeys, options
       );
     }
     if (candidate.tags.nofailover === true) throw new OperationError(`member ${options.to} is tagged nofailover`);
+    const warning = checkVersion(view.members, candidate, leader);
+    if (warning) options.warn?.(warning);
   } else if (!view.members.some((m) => m.name !== leader && m.state === 'replica' && m.streaming && m.tags.nofailover !== true)) {
     throw new OperationError('no streaming replica to switch over to');
   }
@@ -80,6 +93,7 @@ export async function requestFailover(store: Store, keys: ClusterKeys, to: strin
   const leader = view.leader?.member;
   if (leader) return requestSwitchover(store, keys, { to });
   const candidate = streamingReplica(view.members, to, leader);
+  checkVersion(view.members, candidate, undefined);
   const verdict = eligibility(settings, view, candidateOf(candidate));
   if (!verdict.eligible && !force) throw new OperationError(`refusing to fail over to ${to}: ${verdict.reason}; this could lose acknowledged commits — add --force to do it anyway`);
   if (view.failover) throw new OperationError(`a ${view.failover.kind} is already in progress (requested ${view.failover.requestedAt})`);

@@ -70,7 +70,10 @@ export const MemberStatusSchema = z.object({
   upstream: z.string().nullable(),
   slots: z.array(SlotStatusSchema),
   replication: z.array(ReplicationPeerSchema),
+  /** server_version of the running PostgreSQL (e.g. "15.14 (Debian 15.14-0+deb12u1)"). */
   postgresVersion: z.string().nullable(),
+  /** Parameters changed but waiting for a PostgreSQL restart (pg_settings.pending_restart); empty when none or unknown. */
+  pendingRestart: z.array(z.string()).default([]),
   systemIdentifier: z.string().nullable(),
   agentPid: z.number(),
   postmasterPid: z.number().nullable(),

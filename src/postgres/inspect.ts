@@ -27,8 +27,13 @@ export interface ServerInspection {
   synchronousStandbyNames: string;
   /** Client sessions inside a transaction right now (not counting relevo's own). */
   openTransactions: number;
-  /** Some setting changed that takes effect only after a restart (pg_settings.pending_restart). */
-  pendingRestart?: boolean;
+  /**
+   * Parameters changed in the configuration that take effect only at the next
+   * restart (pg_settings.pending_restart). On a primary, recovery_target_*
+   * is left out: a promoted standby's configuration drops it, it matters only
+   * in recovery, and the next start as a standby applies it anyway.
+   */
+  pendingRestart: string[];
   /** pg_postmaster_start_time(), seconds since the epoch. */
   startedAt?: number;
 }
@@ -39,9 +44,10 @@ export interface ServerInspection {
  * would report its last restartpoint's older timeline.
  */
 export async function inspectServer(client: pg.Client, historyTimeline = 1): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number; pending: boolean; started: number }>(
+  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number; pending: string[]; started: number }>(
     `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
-            EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending, extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
+            (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_settings
+              WHERE pending_restart AND NOT (name LIKE 'recovery\\_target%' AND NOT pg_is_in_recovery())) AS pending, extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
             (SELECT count(*)::int FROM pg_stat_activity
               WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open`,
   );

@@ -54,7 +54,7 @@ function memberStatus(name: string, server: StandaloneServer, over: Partial<Memb
   return {
     name, state: 'running', role: 'replica', reason: 'test', timeline: 1, receivedLsn: null, receivedTimeline: null, replayedLsn: null,
     lagBytes: 0, lagSeconds: 0, replayPaused: false, streaming: true, upstream: null, slots: [], replication: [],
-    postgresVersion: '15', systemIdentifier: '1', agentPid: 1, postmasterPid: server.pid, dataDir: server.dataDir,
+    postgresVersion: '15', pendingRestart: [], systemIdentifier: '1', agentPid: 1, postmasterPid: server.pid, dataDir: server.dataDir,
     apiUrl: 'http://127.0.0.1:1', connectAddress: server.address, tags: {}, paused: false, settingsGeneration: null,
     updatedAt: new Date().toISOString(), ...over,
   };

@@ -209,6 +209,7 @@ export function inspect(pg: SimPostgres, name: string, all: Map<string, SimPostg
     lagSeconds: 0,
     slots,
     synchronousStandbyNames: pg.ssn,
+    pendingRestart: [] as string[],
   };
   if (pg.inRecovery) {
     const streaming = pg.streamingFrom !== null;

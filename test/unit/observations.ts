@@ -22,6 +22,7 @@ export function member(name: string, overrides: Partial<MemberStatus> = {}): Mem
     slots: [],
     replication: [],
     postgresVersion: '15.18',
+    pendingRestart: [],
     systemIdentifier: '42',
     agentPid: 1,
     postmasterPid: 2,
@@ -52,6 +53,7 @@ export function primaryInspection(overrides: Partial<ServerInspection> = {}): Se
     replication: [],
     synchronousStandbyNames: '',
     openTransactions: 0,
+    pendingRestart: [],
     ...overrides,
   };
 }
