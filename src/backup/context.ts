@@ -9,6 +9,7 @@ import { splitHostPort, writePassfile } from '../postgres/conf.js';
 import { withConnection } from '../postgres/sql.js';
 import type { OsUser } from '../util/os-user.js';
 import { makeOwnedTempDir } from '../postgres/owned-fs.js';
+import { libpqTlsEnv } from '../tls/client.js';
 import type { Repository } from './repository.js';
 
 /** What backup, restore and verify need to know about the cluster, gathered once by the caller. */
@@ -21,6 +22,8 @@ export interface BackupContext {
   credentials: Credentials;
   binDir: string;
   osUser: OsUser;
+  /** The cluster CA as the PostgreSQL OS user can read it (the member's copy); undefined with TLS off. Network connections verify the server with it. */
+  tlsCaFile?: string;
   members: MemberStatus[];
   leader: string | null;
   /** Progress and notes for the operator (stderr on the command line, the log in the agent). */
@@ -36,7 +39,7 @@ export function memberByName(ctx: BackupContext, name: string | null): MemberSta
 /** The agent role over the network (scram): SQL on any member from wherever the command runs. */
 export function sqlOn<T>(ctx: BackupContext, member: MemberStatus, work: (client: pg.Client) => Promise<T>, database = 'postgres', timeoutMs = 60_000): Promise<T> {
   const [host, port] = splitHostPort(member.connectAddress);
-  return withConnection({ host, port, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database }, work, timeoutMs);
+  return withConnection({ host, port, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database, ...(ctx.tlsCaFile ? { tlsCaFile: ctx.tlsCaFile } : {}) }, work, timeoutMs);
 }
 
 /** A private directory (owned by the PostgreSQL OS user) holding a libpq passfile for one command. */
@@ -50,4 +53,9 @@ export function withPassfile<T>(ctx: BackupContext, work: (passfile: string) => 
 export function primaryOf(ctx: BackupContext): MemberStatus | undefined {
   const leader = memberByName(ctx, ctx.leader);
   return leader?.role === 'primary' ? leader : ctx.members.find((m) => m.role === 'primary');
+}
+
+/** Environment of a PostgreSQL client program (pg_basebackup, pg_dump) run for a backup: passfile, and verify-full TLS when on. */
+export function clientProgramEnv(ctx: BackupContext, passfile: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: ctx.osUser.home, PGPASSFILE: passfile, ...libpqTlsEnv(ctx.tlsCaFile), ...extra };
 }

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ROLE_NAMES } from '../config/secrets.js';
 import { splitHostPort } from '../postgres/conf.js';
 import { spawnIdentity } from '../util/os-user.js';
-import { primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
+import { clientProgramEnv, primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
 import { BackupError } from './errors.js';
 import { DATABASES_SQL } from './rows.js';
 
@@ -36,7 +36,7 @@ export async function takeDump(ctx: BackupContext, now = new Date()): Promise<Du
         const child = spawn(join(ctx.binDir, 'pg_dump'), ['-Fc', '-h', host, '-p', String(port), '-U', ROLE_NAMES.agent, '--no-password', '-d', database], {
           ...spawnIdentity(ctx.osUser),
           cwd: '/',
-          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: ctx.osUser.home, PGPASSFILE: passfile },
+          env: clientProgramEnv(ctx, passfile),
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stderr = '';

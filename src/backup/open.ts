@@ -9,6 +9,8 @@ import type { Store } from '../store/store.js';
 import { lookupOsUser, runningAsRoot, type OsUser } from '../util/os-user.js';
 import { openClusterRepository } from './catalog.js';
 import type { BackupContext } from './context.js';
+import { memberTlsFiles } from '../tls/member.js';
+import { parseRecord } from '../cluster/records.js';
 import { BackupError } from './errors.js';
 import { clusterDirName } from './layout.js';
 import { REPOSITORY_FORMAT, REPOSITORY_MARKER } from './repository.js';
@@ -26,9 +28,10 @@ export async function openBackupContext(config: MemberConfig, store: Store, note
   const settings = configKv ? ClusterSettingsSchema.parse(JSON.parse(configKv.value)) : defaultClusterSettings();
   const location = repository ?? settings.backup.repository;
   if (!location) throw new BackupError('BACKUP_NOT_CONFIGURED', `cluster ${config.cluster} has no backup repository`);
+  // An unreadable member record (see `relevo store repair`) leaves that member out: never a source.
   const members: MemberStatus[] = memberKvs.flatMap((kv) => {
-    const parsed = MemberStatusSchema.safeParse(JSON.parse(kv.value));
-    return parsed.success ? [parsed.data] : [];
+    const parsed = parseRecord(MemberStatusSchema, kv.value);
+    return parsed.ok ? [parsed.value] : [];
   });
   const credentials = loadCredentials(config);
   if (!credentials) throw new BackupError('NO_SOURCE', `no credentials in ${config.secrets.file}: the backup commands connect as the agent and replication roles`);
@@ -41,6 +44,7 @@ export async function openBackupContext(config: MemberConfig, store: Store, note
     credentials,
     binDir: config.postgres.binDir,
     osUser,
+    ...(memberTlsFiles(config) ? { tlsCaFile: memberTlsFiles(config)!.caCert } : {}),
     members,
     leader: leaderKv ? LeaderRecordSchema.parse(JSON.parse(leaderKv.value)).member : null,
     note,

@@ -11,7 +11,7 @@ import { splitHostPort } from '../postgres/conf.js';
 import { compareLsn } from '../postgres/lsn.js';
 import { spawnIdentity } from '../util/os-user.js';
 import { backupKey, dataKey, listBackups, newBackupId, type BackupFile, type BackupRecord } from './catalog.js';
-import { primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
+import { clientProgramEnv, primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
 import { BackupError } from './errors.js';
 import { countRows } from './rows.js';
 import { JobPool } from './pool.js';
@@ -199,7 +199,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '-P', '--manifest-checksums=CRC32C'], {
         ...spawnIdentity(ctx.osUser),
         cwd: '/',
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', HOME: ctx.osUser.home, PGPASSFILE: passfile, PGAPPNAME: 'relevo-backup' },
+        env: clientProgramEnv(ctx, passfile, { PGAPPNAME: 'relevo-backup' }),
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stderr = '';
