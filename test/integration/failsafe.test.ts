@@ -29,9 +29,8 @@ describe('store failsafe', { timeout: 300_000 }, () => {
     const c = await lossCase(t, SETTINGS, 'failsafe_up', apiAuth());
     await withDiagnostics(c, async () => {
       const etcdStop = c.faults.suspendEtcd(c.etcd);
-      const apiUrl = `http://${c.cluster.member(c.primary).config.api.listen}`;
       const during = await waitFor('the primary reports failsafe active', async () => {
-        const status = (await (await fetch(`${apiUrl}/status`)).json()) as { state: string; reason: string };
+        const status = JSON.parse((await c.cluster.api(c.primary, '/status')).body) as { state: string; reason: string };
         return /failsafe active/.test(status.reason) ? status : undefined;
       }, TTL_MS * 2, 200);
       const list = await c.cluster.cli(['list'], c.primary);

@@ -16,9 +16,9 @@ const NAMES = FAULT_TEST_MEMBERS;
 const EVENT_DRIVEN = new Set(['relevo_action_failures_total']);
 
 async function scrape(cluster: TestCluster, name: string): Promise<string> {
-  const response = await fetch(`http://${cluster.member(name).config.api.listen}/metrics`);
+  const response = await cluster.api(name, '/metrics');
   assert.equal(response.status, 200);
-  return response.text();
+  return response.body;
 }
 
 /** The value of the first sample of `metric` whose labels include `labels`. */
@@ -104,9 +104,8 @@ describe('metrics and event log on a real cluster', () => {
     const pid = cluster.postmasterPid(primary);
     if (pid) process.kill(pid, 'SIGKILL');
     const promoted = await waitFor('a new primary', async () => (await cluster.memberStatuses()).find((m) => m.name !== primary && m.state === 'primary')?.name);
-    const api = `http://${cluster.member(promoted).config.api.listen}`;
     const events = await waitFor('the promotion in the event log', async () => {
-      const all = (await (await fetch(`${api}/events?member=${promoted}`)).json()) as ClusterEvent[];
+      const all = JSON.parse((await cluster.api(promoted, `/events?member=${promoted}`)).body) as ClusterEvent[];
       const recent = all.filter((e) => e.at >= startedAt.slice(0, 19));
       return recent.some((e) => e.to === 'primary') ? recent : undefined;
     });
@@ -129,7 +128,7 @@ describe('metrics and event log on a real cluster', () => {
     assert.equal(value(metrics, 'relevo_failovers_total'), 1);
     assert.equal(value(metrics, 'relevo_leader'), 1);
 
-    const bad = await fetch(`${api}/events?limit=zero`);
+    const bad = await cluster.api(promoted, '/events?limit=zero');
     assert.equal(bad.status, 400);
   });
 });
