@@ -10,6 +10,9 @@ import { RouterStatusSchema, type RouterStatus } from '../router/status.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
+import { apiUrlOf } from '../config/member.js';
+import { apiCall } from '../tls/client.js';
+import { clusterCaPem } from '../tls/member.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -67,12 +70,14 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
  */
 async function localMemberSays(handle: ClusterHandle): Promise<string> {
   const credentials = apiCredentials(handle.config);
+  const ca = clusterCaPem(handle.config);
   try {
-    const response = await fetch(`http://${handle.config.api.listen}/status`, {
+    const response = await apiCall(`${apiUrlOf(handle.config)}/status`, {
       headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
-      signal: AbortSignal.timeout(2_000),
+      timeoutMs: 2_000,
+      ...(ca ? { tls: { ca } } : {}),
     });
-    const status = (await response.json()) as Partial<MemberStatus>;
+    const status = JSON.parse(response.body) as Partial<MemberStatus>;
     return `\nmember ${status.name ?? handle.config.name} (its agent's API): ${status.role ?? '?'}, ${status.state ?? '?'} — ${status.reason ?? ''}`;
   } catch (error) {
     return `\nmember ${handle.config.name}'s agent API at ${handle.config.api.listen} does not answer either (${(error as Error).message})`;
