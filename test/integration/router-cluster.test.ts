@@ -431,7 +431,8 @@ class RoutedCluster {
   private async setUp(): Promise<void> {
     if (this.store === 'etcd') this.etcd = await startEtcd();
     const store = this.etcd ? { endpoints: this.etcd.endpoints } : ('embedded' as const);
-    const cluster = (this.cluster = await TestCluster.create({ store, settings: SETTINGS, name: this.name }));
+    // Clients here speak plain TCP through the relay; TLS through the relay is tls.test.ts's case.
+    const cluster = (this.cluster = await TestCluster.create({ store, settings: SETTINGS, name: this.name, tls: false }));
     const faults = (this.faults = new Faults(cluster));
     const [rwPort, roPort, metricsPort] = await freePorts(3);
     const metrics = `127.0.0.1:${metricsPort}`;
