@@ -1,5 +1,4 @@
 import { readCluster } from '../agent/observe.js';
-import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { backupSummary, type BackupSummary } from '../backup/summary.js';
 import { archiveStatusPrefix, ArchiveStatusSchema, type ArchiveStatus } from '../backup/monitor.js';
 import { parseRecord, repairHint } from '../cluster/records.js';
@@ -11,8 +10,7 @@ import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
-import { apiCall } from '../tls/client.js';
-import { clusterCaPem } from '../tls/member.js';
+import { agentApiCall } from './agent-api.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -69,14 +67,8 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
  * primary riding out the outage: "failsafe active: …").
  */
 async function localMemberSays(handle: ClusterHandle): Promise<string> {
-  const credentials = apiCredentials(handle.config);
-  const ca = clusterCaPem(handle.config);
   try {
-    const response = await apiCall(`${apiUrlOf(handle.config)}/status`, {
-      headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
-      timeoutMs: 2_000,
-      ...(ca ? { tls: { ca } } : {}),
-    });
+    const response = await agentApiCall(handle.config, `${apiUrlOf(handle.config)}/status`, { timeoutMs: 2_000 });
     const status = JSON.parse(response.body) as Partial<MemberStatus>;
     return `\nmember ${status.name ?? handle.config.name} (its agent's API): ${status.role ?? '?'}, ${status.state ?? '?'} — ${status.reason ?? ''}`;
   } catch (error) {

@@ -1,12 +1,10 @@
-import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { readCluster } from '../agent/observe.js';
 import { memberStatusOf, OperationError, readHistory, requestFailover, requestSwitchover, setPaused } from '../cluster/operations.js';
 import { planRoll, RollError, rollingRestart, type RollDriver, type RollMode, type RollOptions } from '../cluster/rolling-restart.js';
 import type { FailoverRequest } from '../cluster/types.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { renderTable } from './table.js';
-import { apiCall } from '../tls/client.js';
-import { clusterCaPem } from '../tls/member.js';
+import { agentApiCall } from './agent-api.js';
 
 /** Turns an OperationError into the CLI's "impossible request" exit code. */
 async function refusalsAsUsage<T>(work: () => Promise<T>): Promise<T> {
@@ -72,18 +70,11 @@ export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 're
     const { view } = await readCluster(handle.store, handle.keys);
     if (view.reachable && view.leader?.member === member) throw new CliError(`member ${member} is the primary: reinit would destroy the only copy; switch over first`);
   }
-  const credentials = apiCredentials(handle.config);
-  const ca = clusterCaPem(handle.config);
   // Credentials go only to a server that proves it holds a certificate from the cluster CA.
   if (handle.config.tls.enabled && !status.apiUrl.startsWith('https:')) {
     throw new CliError(`the agent of ${member} publishes a plain-HTTP API (${status.apiUrl}) while TLS is on here: refusing to send credentials`, EXIT.failure);
   }
-  const response = await apiCall(`${status.apiUrl}/${kind}`, {
-    method: 'POST',
-    headers: credentials ? { authorization: basicAuthHeader(credentials) } : {},
-    timeoutMs: 10_000,
-    ...(ca ? { tls: { ca } } : {}),
-  }).catch((error: Error) => {
+  const response = await agentApiCall(handle.config, `${status.apiUrl}/${kind}`, { method: 'POST', timeoutMs: 10_000 }).catch((error: Error) => {
     throw new CliError(`cannot reach the agent of ${member} at ${status.apiUrl}: ${error.message}`, EXIT.failure);
   });
   const body = (() => {

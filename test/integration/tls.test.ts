@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { clusterKeys } from '../../src/cluster/keys.js';
 import { loadCredentials } from '../../src/config/secrets.js';
+import { localPostgres } from '../../src/postgres/local.js';
 import { withConnection } from '../../src/postgres/sql.js';
 import { apiCall, serverFingerprint } from '../../src/tls/client.js';
 import { writeFileSafely } from '../../src/tls/files.js';
@@ -170,9 +171,11 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     const historyBefore = (await cluster.cli(['history', '--json'], primary)).stdout;
     const rotationStarted = Date.now();
     const { result, argv } = await sampleArgv(async () => {
+      const passfiles = NAMES.map((name) => localPostgres(cluster.member(name).config).passfile);
+      const oldPassfiles = passfiles.map((file) => readFileSync(file, 'utf8'));
       const rotated = await cluster.cli(['secrets', 'rotate'], replica);
       // Each agent rewrites its passfile; then the walreceiver must reconnect with the new password.
-      await sleep(1_500);
+      await waitFor('every agent rewrote its passfile', () => passfiles.every((file, i) => readFileSync(file, 'utf8') !== oldPassfiles[i]), 30_000);
       await cluster.sql(primary, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`);
       await waitFor('replication streaming again after the walsender was killed', async () => {
         const rows = await cluster.sql<{ ssl: boolean }>(primary, `SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE r.state = 'streaming'`);
