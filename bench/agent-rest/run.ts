@@ -230,23 +230,36 @@ async function main(): Promise<void> {
     }
     await sleep(settleS * 1000);
     const relevo: Measured[] = NAMES.map((name) => ({ tool: 'relevo', member: name, pid: cluster!.member(name).agent!.pid!, loopSeconds: 1 }));
-    const apis = NAMES.map((name) => `http://${cluster!.member(name).config.api.listen}`);
+    const c = cluster;
+    // Over the agents' HTTPS API with the cluster CA, as Prometheus and a browser would (TLS is on by default).
+    const get = async (name: string, path: string) => {
+      const response = await c.api(name, path);
+      if (response.status !== 200) throw new Error(`GET ${path} on ${name}: HTTP ${response.status}`);
+      return response.body;
+    };
     // What a monitored cluster sees: Prometheus scrapes every agent, one dashboard polls one agent each second.
     let scraping = true;
     const during = async () => {
       const scraper = (async () => {
         while (scraping) {
-          await Promise.all(apis.map((api) => fetch(`${api}/metrics`).then((r) => r.text())));
+          await Promise.all(NAMES.map((name) => get(name, '/metrics')));
           await sleep(scrapeS * 1000);
         }
       })();
       const dashboard = (async () => {
         while (scraping) {
-          await Promise.all([fetch(`${apis[0]}/cluster`).then((r) => r.text()), fetch(`${apis[0]}/events?limit=200`).then((r) => r.text())]);
+          await Promise.all([get(NAMES[0]!, '/cluster'), get(NAMES[0]!, '/events?limit=200')]);
           await sleep(1000);
         }
       })();
-      await sleep(windowS * 1000);
+      // A failed scrape ends the window at once (and the run, through finally/cleanup), never as an unhandled rejection.
+      const stop = () => {
+        scraping = false;
+      };
+      scraper.catch(stop);
+      dashboard.catch(stop);
+      const deadline = Date.now() + windowS * 1000;
+      while (scraping && Date.now() < deadline) await sleep(200);
       scraping = false;
       await Promise.all([scraper, dashboard]);
     };
