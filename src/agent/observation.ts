@@ -80,7 +80,8 @@ export interface Observation {
   now: number;
   /** Monotonic milliseconds (for lease arithmetic, immune to clock jumps). */
   monotonic: number;
-  member: { name: string; connectAddress: string; nofailover: boolean; priority: number };
+  /** archiveFed: a delayed replica fed from the WAL archive only (it never streams, by design). */
+  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; archiveFed?: boolean };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */
