@@ -149,7 +149,19 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  return `${header}\n${table}${renderDelayed(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+/** Delayed replicas (docs/undo.md): the delay measured as now − last replayed commit, not the configured one. */
+function renderDelayed(members: MemberStatus[]): string {
+  const delayed = members.filter((m) => m.delay);
+  if (delayed.length === 0) return '';
+  const rows = delayed.map((m) => {
+    const d = m.delay!;
+    const target = d.recoveryTarget ? ('xid' in d.recoveryTarget ? `held before xid ${d.recoveryTarget.xid}` : `held before ${d.recoveryTarget.time}`) : '-';
+    return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
+  });
+  return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {
