@@ -368,7 +368,7 @@ export class Agent {
         // A delayed replica is never a candidate (src/agent/delayed.ts).
         nofailover: effectiveTags(this.config, this.settings).nofailover === true,
         priority: this.config.tags.priority,
-        archiveFed: archiveFeedUsable(this.config, this.settings),
+        streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
       settings: this.settings,
       ...dataDir,

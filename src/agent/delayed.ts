@@ -34,8 +34,11 @@ export function delayParameters(config: MemberConfig): Record<string, string> {
   return config.delay ? { recovery_min_apply_delay: `${config.delay.apply}ms` } : {};
 }
 
-/** A recovery target: just before a transaction commits, or just before a time. */
-export type RecoveryTarget = { xid: string } | { time: string };
+/**
+ * A recovery target: just before a WAL position (the destructive transaction's first record, as
+ * recover-table uses it), just before a transaction commits, or just before a time.
+ */
+export type RecoveryTarget = { lsn: string } | { xid: string } | { time: string };
 
 /**
  * The target settings a recover-table run puts in RECOVERY_TARGET_FILE: replay
@@ -45,7 +48,7 @@ export function renderRecoveryTarget(target: RecoveryTarget): string {
   const lines = [
     '# Written by relevo recover-table while it runs; removed (and the delay restored) when it ends.',
     `recovery_min_apply_delay = 0`,
-    'xid' in target ? `recovery_target_xid = '${target.xid}'` : `recovery_target_time = '${target.time}'`,
+    'lsn' in target ? `recovery_target_lsn = '${target.lsn}'` : 'xid' in target ? `recovery_target_xid = '${target.xid}'` : `recovery_target_time = '${target.time}'`,
     `recovery_target_inclusive = off`,
     `recovery_target_action = 'pause'`,
   ];
@@ -53,10 +56,13 @@ export function renderRecoveryTarget(target: RecoveryTarget): string {
 }
 
 /** Checks a target's shape before it goes into a configuration file. */
-export function checkRecoveryTarget(target: { xid?: unknown; time?: unknown }): RecoveryTarget | string {
+export function checkRecoveryTarget(target: { lsn?: unknown; xid?: unknown; time?: unknown }): RecoveryTarget | string {
+  const given = [target.lsn, target.xid, target.time].filter((v) => v !== undefined).length;
+  if (given !== 1) return 'expected one of {"lsn": "<X/Y>"}, {"xid": "<transaction id>"} or {"time": "<ISO time>"}';
+  if (typeof target.lsn === 'string' && /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i.test(target.lsn)) return { lsn: target.lsn.toUpperCase() };
   if (typeof target.xid === 'string' && /^\d{1,10}$/.test(target.xid) && target.time === undefined) return { xid: target.xid };
   if (typeof target.time === 'string' && target.xid === undefined && !Number.isNaN(Date.parse(target.time))) return { time: new Date(Date.parse(target.time)).toISOString() };
-  return 'expected {"xid": "<transaction id>"} or {"time": "<ISO time>"}';
+  return 'expected one of {"lsn": "<X/Y>"}, {"xid": "<transaction id>"} or {"time": "<ISO time>"}';
 }
 
 /**

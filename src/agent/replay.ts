@@ -30,6 +30,7 @@ export const REPLAY_ERROR_CODES = {
   TARGET_OUTSIDE_WINDOW: 'the target is already replayed on the delayed replica, or is not committed on the primary yet',
   TARGET_NOT_REACHED: 'the replica did not pause at the target in time (the delay was put back)',
   TABLE_MISSING: 'the table does not exist on the delayed replica at the target',
+  TABLE_LOCKED_AT_TARGET: 'a transaction in flight at the target holds the table locked there (use --find or --xid)',
   TARGET_TABLE_EXISTS: 'a table of the new name already exists on the primary',
   NOTHING_FOUND: '--find saw no TRUNCATE, DROP or mass DELETE of the table in the WAL of the delay window',
   BAD_REQUEST: 'the request is malformed',
@@ -45,6 +46,8 @@ export interface FindResult {
   records: number;
   found: DestructiveTransaction[];
   proposed: DestructiveTransaction | null;
+  /** With body.xid: that transaction's first record in the pending WAL (null: not there). */
+  xidFirstLsn: string | null;
 }
 
 interface Host {
@@ -74,7 +77,8 @@ export class ReplayControl {
       if (text === undefined) return undefined;
       const xid = text.match(/^recovery_target_xid = '(\d+)'/m)?.[1];
       const time = text.match(/^recovery_target_time = '([^']+)'/m)?.[1];
-      return xid ? { xid } : time ? { time } : undefined;
+      const lsn = text.match(/^recovery_target_lsn = '([^']+)'/m)?.[1];
+      return lsn ? { lsn } : xid ? { xid } : time ? { time } : undefined;
     } catch {
       return undefined;
     }
@@ -116,7 +120,7 @@ export class ReplayControl {
   }
 
   /** Holds this delayed replica at a target: the target file is written and PostgreSQL restarts to read it. */
-  async setTarget(body: { xid?: unknown; time?: unknown }): Promise<{ member: string; target: RecoveryTarget }> {
+  async setTarget(body: { lsn?: unknown; xid?: unknown; time?: unknown }): Promise<{ member: string; target: RecoveryTarget }> {
     if (!this.config.delay) throw new ReplayError('NOT_DELAYED', `member ${this.config.name} has no delay setting`);
     const target = checkRecoveryTarget(body);
     if (typeof target === 'string') throw new ReplayError('BAD_REQUEST', target);
@@ -139,7 +143,7 @@ export class ReplayControl {
    * Scans the WAL this delayed replica received but has not replayed yet
    * (the delay window) for the transaction that destroyed `table`'s rows.
    */
-  async find(body: { database?: unknown; table?: unknown; massRows?: unknown }): Promise<FindResult> {
+  async find(body: { database?: unknown; table?: unknown; massRows?: unknown; xid?: unknown }): Promise<FindResult> {
     if (!this.config.delay) throw new ReplayError('NOT_DELAYED', `member ${this.config.name} has no delay setting`);
     if (typeof body.table !== 'string' || body.table === '') throw new ReplayError('BAD_REQUEST', 'expected {"table": "<schema.name>", "database": "<name>"}');
     const database = typeof body.database === 'string' && body.database !== '' ? body.database : 'postgres';
@@ -161,13 +165,13 @@ export class ReplayControl {
       throw error instanceof ReplayError ? error : new ReplayError('REPLAY_FAILED', `cannot read table ${table} in database ${database} on ${this.config.name}: ${error.message}`, false);
     });
     if (!info || info.filenode === null) throw new ReplayError('TABLE_MISSING', `table ${table} does not exist in database ${database} on ${this.config.name} at its replayed position`);
-    const scanner = new WaldumpScanner({ tablespace: info.spc, database: info.db, relfilenode: info.filenode });
+    const scanner = new WaldumpScanner({ tablespace: info.spc, database: info.db, relfilenode: info.filenode }, typeof body.xid === 'string' ? body.xid : undefined);
     const scan = await scanWal({ binDir: this.local.binDir, user: this.local.user, dataDir: this.local.dataDir, startLsn: info.replayed, timeline: info.tli, scanner, timeoutMs: 120_000 }).catch((error: Error) => {
       throw new ReplayError('REPLAY_FAILED', error.message, false);
     });
     const found = scanner.results();
     // "Mass": the number given, else half the rows the table is estimated to hold (at least one hundred).
     const massRows = typeof body.massRows === 'number' && body.massRows > 0 ? body.massRows : Math.max(100, Math.ceil(info.tuples / 2));
-    return { table, relfilenode: info.filenode, scannedFrom: info.replayed, records: scan.records, found, proposed: proposeTarget(found, massRows) ?? null };
+    return { table, relfilenode: info.filenode, scannedFrom: info.replayed, records: scan.records, found, proposed: proposeTarget(found, massRows) ?? null, xidFirstLsn: scanner.watchedStart() ?? null };
   }
 }

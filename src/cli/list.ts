@@ -158,7 +158,8 @@ function renderDelayed(members: MemberStatus[]): string {
   if (delayed.length === 0) return '';
   const rows = delayed.map((m) => {
     const d = m.delay!;
-    const target = d.recoveryTarget ? ('xid' in d.recoveryTarget ? `held before xid ${d.recoveryTarget.xid}` : `held before ${d.recoveryTarget.time}`) : '-';
+    const t = d.recoveryTarget;
+    const target = !t ? '-' : 'lsn' in t ? `held before ${t.lsn}` : 'xid' in t ? `held before xid ${t.xid}` : `held before ${t.time}`;
     return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
   });
   return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { apiCredentials, basicAuthHeader } from '../api/auth.js';
-import { applyDelayOf } from '../agent/delayed.js';
+import { applyDelayOf, type RecoveryTarget } from '../agent/delayed.js';
 import { REPLAY_ERROR_CODES, type FindResult, type ReplayErrorCode } from '../agent/replay.js';
 import { readCluster } from '../agent/observe.js';
 import type { MemberStatus } from '../cluster/types.js';
@@ -103,7 +103,10 @@ export interface RecoverReport {
   table: string;
   into: string;
   member: string;
-  target: { xid: string } | { time: string };
+  /** What the replica was held at: the destructive transaction's first record (lsn), or a time. */
+  target: RecoveryTarget;
+  /** The transaction undone (from --xid or --find). */
+  xid?: string;
   found?: FindResult;
   rowsAtTarget: number;
   rowsCopied: number;
@@ -139,39 +142,50 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
   if (intoTaken) throw new UndoError('TARGET_TABLE_EXISTS', `${options.into} already exists in database ${options.database} on the primary ${primary.name}: choose another name`);
 
   let found: FindResult | undefined;
-  let target: { xid: string } | { time: string };
+  let target: RecoveryTarget;
+  let xid: string | undefined;
+  const scan = (extra: Record<string, unknown> = {}) => agentPost<FindResult>(handle, member, '/replay/find', { table: options.table, database: options.database, ...extra }, 180_000);
   if (options.find) {
-    found = await agentPost<FindResult>(handle, member, '/replay/find', { table: options.table, database: options.database }, 180_000);
-    for (const t of found.found) options.print(`  ${t.kind === 'drop-storage' ? 'TRUNCATE/DROP' : `DELETE of ${t.deletedRows} rows`} in transaction ${t.xid}, committed ${t.commitTime} at ${t.commitLsn}`);
+    found = await scan();
+    for (const t of found.found) options.print(`  ${t.kind === 'drop-storage' ? 'TRUNCATE/DROP' : `DELETE of ${t.deletedRows} rows`} in transaction ${t.xid}, from ${t.firstLsn}, committed ${t.commitTime} at ${t.commitLsn}`);
     if (!found.proposed) throw new UndoError('NOTHING_FOUND', `no TRUNCATE, DROP or mass DELETE of ${options.table} in the WAL ${member.name} has not replayed (from ${found.scannedFrom}, ${found.records} records)`);
-    options.print(`proposed target: just before transaction ${found.proposed.xid} (committed ${found.proposed.commitTime})`);
-    target = { xid: found.proposed.xid };
+    options.print(`proposed target: just before transaction ${found.proposed.xid} (its first record ${found.proposed.firstLsn}; committed ${found.proposed.commitTime})`);
+    xid = found.proposed.xid;
+    await checkWindow(primaryDb, replicaDb, member.name, { xid });
+    target = { lsn: found.proposed.firstLsn };
   } else if (options.xid !== undefined) {
     if (!/^\d{1,10}$/.test(options.xid)) throw new UndoError('BAD_REQUEST', `--xid: got "${options.xid}", expected a transaction id (a number)`);
-    target = { xid: options.xid };
+    xid = options.xid;
+    await checkWindow(primaryDb, replicaDb, member.name, { xid });
+    // Stop before the transaction's first record, not its commit: see DestructiveTransaction.firstLsn.
+    const start = (await scan({ xid })).xidFirstLsn;
+    if (!start) throw new UndoError('TARGET_OUTSIDE_WINDOW', `transaction ${xid} has no record in the WAL ${member.name} has not replayed yet`);
+    target = { lsn: start };
   } else {
     const time = Date.parse(options.time!);
     if (Number.isNaN(time)) throw new UndoError('BAD_REQUEST', `--time: got "${options.time}", expected an ISO time such as 2026-12-01T04:50:00Z`);
     target = { time: new Date(time).toISOString() };
+    await checkWindow(primaryDb, replicaDb, member.name, target);
   }
-  await checkWindow(primaryDb, replicaDb, member.name, target);
   if (options.dryRun) {
     return { table: options.table, into: options.into, member: member.name, target, ...(found ? { found } : {}), rowsAtTarget: 0, rowsCopied: 0, primaryRowsNow: null, delayRestored: true };
   }
 
   // From here the replica is changed: whatever happens, its target is removed and its delay restored.
   const startedBefore = await replicaStartTime(replicaDb);
-  options.print(`restarting ${member.name} to replay without delay up to just before ${'xid' in target ? `transaction ${target.xid}` : target.time}`);
+  options.print(`restarting ${member.name} to replay without delay up to just before ${'time' in target ? target.time : 'lsn' in target ? target.lsn : target.xid}`);
   await agentPost(handle, member, '/replay/target', target);
+  const restartAsked = Date.now();
   let delayRestored = false;
   try {
     await waitForTarget(replicaDb, startedBefore, options.timeoutMs ?? 180_000, member.name);
-    options.print(`${member.name} paused at the target`);
+    options.print(`${member.name} paused at the target after ${((Date.now() - restartAsked) / 1000).toFixed(1)} s; copying`);
     const copied = await copyTable(primaryDb, replicaDb, options, member.name);
+    options.print(`copied ${copied.rowsCopied} rows in ${((Date.now() - restartAsked) / 1000).toFixed(1)} s since the restart; restoring the delay`);
     const startedAtTarget = await replicaStartTime(replicaDb);
     await agentPost(handle, member, '/replay/target/clear', {});
     delayRestored = await waitForRestart(replicaDb, startedAtTarget, 120_000);
-    return { table: options.table, into: options.into, member: member.name, target, ...(found ? { found } : {}), ...copied, delayRestored };
+    return { table: options.table, into: options.into, member: member.name, target, ...(xid ? { xid } : {}), ...(found ? { found } : {}), ...copied, delayRestored };
   } finally {
     if (!delayRestored) await agentPost(handle, member, '/replay/target/clear', {}).catch(() => undefined);
   }
@@ -251,6 +265,9 @@ const BATCH_ROWS = 5_000;
 async function copyTable(primary: SqlTarget, replica: SqlTarget, options: RecoverOptions, name: string): Promise<{ rowsAtTarget: number; rowsCopied: number; primaryRowsNow: number | null }> {
   return withConnection(replica, async (source) => {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    // A transaction in flight at the target may hold the table's AccessExclusiveLock there (a TRUNCATE
+    // or DROP whose lock was replayed but not its commit): fail clearly instead of waiting for ever.
+    await source.query(`SET LOCAL lock_timeout = '10s'`);
     const columns = await source.query<{ name: string; type: string; notnull: boolean }>(
       `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS notnull
          FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
@@ -258,13 +275,21 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
     );
     if (columns.rows.length === 0) throw new UndoError('TABLE_MISSING', `table ${options.table} does not exist in database ${options.database} on ${name} at the target`);
     const sourceName = (await source.query<{ n: string }>('SELECT to_regclass($1)::text AS n', [options.table])).rows[0]!.n;
-    const rowsAtTarget = Number((await source.query<{ n: string }>(`SELECT count(*) AS n FROM ${sourceName}`)).rows[0]!.n);
+    options.print(`  ${columns.rows.length} columns on ${name}`);
+    const rowsAtTarget = await source
+      .query<{ n: string }>(`SELECT count(*) AS n FROM ${sourceName}`)
+      .then((r) => Number(r.rows[0]!.n))
+      .catch((error: Error & { code?: string }) => {
+        if (error.code === '55P03') throw new UndoError('TABLE_LOCKED_AT_TARGET', `${options.table} is locked on ${name} at the target by a transaction in flight there (e.g. a TRUNCATE before its commit): use --find or --xid, which stop before that transaction starts`, EXIT.failure);
+        throw error;
+      });
     await source.query(`DECLARE rows NO SCROLL CURSOR FOR SELECT t::text AS r FROM ${sourceName} t`);
     const definition = columns.rows.map((c) => `${quoteIdent(c.name)} ${c.type}${c.notnull ? ' NOT NULL' : ''}`).join(', ');
     return withConnection(
       primary,
       async (target: pg.Client) => {
         await target.query('BEGIN');
+        options.print(`  ${rowsAtTarget} rows at the target; creating ${options.into} on the primary`);
         await target.query(`CREATE TABLE ${options.into} (${definition})`);
         const into = (await target.query<{ n: string }>('SELECT to_regclass($1)::text AS n', [options.into])).rows[0]!.n;
         for (;;) {
@@ -272,6 +297,7 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
           if (batch.rows.length === 0) break;
           await target.query(`INSERT INTO ${into} SELECT (r::${into}).* FROM unnest($1::text[]) AS r`, [batch.rows.map((row) => row.r)]);
         }
+        options.print(`  rows inserted; committing`);
         const rowsCopied = Number((await target.query<{ n: string }>(`SELECT count(*) AS n FROM ${into}`)).rows[0]!.n);
         await target.query('COMMIT');
         const primaryRowsNow = await target
@@ -286,7 +312,8 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
 }
 
 export function renderRecoverReport(report: RecoverReport): string {
-  const target = 'xid' in report.target ? `just before transaction ${report.target.xid}` : `just before ${report.target.time}`;
+  const t = report.target;
+  const target = report.xid ? `just before transaction ${report.xid}${'lsn' in t ? ` (WAL ${t.lsn})` : ''}` : `just before ${'time' in t ? t.time : 'lsn' in t ? t.lsn : t.xid}`;
   return [
     `recovered ${report.table} as of ${target} from ${report.member} into ${report.into} on the primary`,
     `  rows at the target: ${report.rowsAtTarget}; copied: ${report.rowsCopied}; in ${report.table} on the primary now: ${report.primaryRowsNow ?? 'table gone'}`,

@@ -92,7 +92,7 @@ export const MemberStatusSchema = z.object({
       replayPaused: z.boolean(),
       feed: z.enum(['stream', 'archive']),
       /** recover-table holds it at this target (replay without delay up to just before it, then paused). */
-      recoveryTarget: z.object({ xid: z.string() }).or(z.object({ time: z.string() })).nullable(),
+      recoveryTarget: z.union([z.object({ lsn: z.string() }), z.object({ xid: z.string() }), z.object({ time: z.string() })]).nullable(),
     })
     .nullish(),
   /** Generation of the cluster settings this agent has applied (ran a whole cycle with); null before its first. */

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { spawnIdentity, type OsUser } from '../util/os-user.js';
+import { compareLsn } from './lsn.js';
 
 /** The table's storage as pg_waldump names it: tablespace/database/relfilenode. */
 export interface RelFileLocator {
@@ -17,6 +18,13 @@ export interface DestructiveTransaction {
   kind: 'drop-storage' | 'delete';
   /** Heap DELETE records on the table's file (rows deleted). */
   deletedRows: number;
+  /**
+   * The transaction's first WAL record (its lock on the table, or its first change): recovering
+   * "just before" it must stop here, not at its commit, because a standby replays the
+   * AccessExclusiveLock of a TRUNCATE or DROP at once and holds it until the commit, so a
+   * replica paused between the two cannot read the table.
+   */
+  firstLsn: string;
   /** Commit record: its LSN and time as pg_waldump prints it (UTC), ISO. */
   commitLsn: string;
   commitTime: string;
@@ -24,6 +32,7 @@ export interface DestructiveTransaction {
 
 interface Pending {
   deletes: number;
+  firstLsn: string;
 }
 
 /**
@@ -36,10 +45,17 @@ interface Pending {
 export class WaldumpScanner {
   private readonly pending = new Map<string, Pending>();
   private readonly found: DestructiveTransaction[] = [];
+  /** First record of every transaction still open in the scanned WAL (forgotten at its end unless watched). */
+  private readonly firstSeen = new Map<string, string>();
+  private watchedFirstLsn: string | undefined;
   private readonly blockRef: string;
   private readonly path: string;
 
-  constructor(readonly target: RelFileLocator) {
+  constructor(
+    readonly target: RelFileLocator,
+    /** A transaction whose first record the caller wants (recover-table --xid). */
+    readonly watchXid?: string,
+  ) {
     this.blockRef = `rel ${target.tablespace}/${target.database}/${target.relfilenode} `;
     // relpathperm(): base/<db>/<node> in the default tablespace, pg_tblspc/<spc>/<version dir>/<db>/<node> elsewhere.
     this.path = target.tablespace === 1663 ? `base/${target.database}/${target.relfilenode}` : `/${target.database}/${target.relfilenode}`;
@@ -49,8 +65,14 @@ export class WaldumpScanner {
     const head = text.match(/^rmgr: (\S+)\s+len \(rec\/tot\):\s*\d+\/\s*\d+, tx:\s*(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F]+\/[0-9A-F]+, desc: (.*)$/);
     if (!head) return;
     const [, rmgr, xid, lsn, desc] = head as unknown as [string, string, string, string, string];
+    // A Standby LOCK record names its transaction in the description (its header's may be 0).
+    const owner = rmgr === 'Standby' ? (desc.match(/^LOCK xid (\d+)/)?.[1] ?? xid) : xid;
+    if (owner !== '0' && !this.firstSeen.has(owner)) {
+      this.firstSeen.set(owner, lsn);
+      if (owner === this.watchXid) this.watchedFirstLsn = lsn;
+    }
     if (rmgr === 'Heap' && /^DELETE\b/.test(desc) && `${desc} `.includes(this.blockRef)) {
-      const entry = this.pending.get(xid) ?? { deletes: 0 };
+      const entry = this.pending.get(xid) ?? { deletes: 0, firstLsn: this.firstSeen.get(xid) ?? lsn };
       entry.deletes += 1;
       this.pending.set(xid, entry);
       return;
@@ -63,7 +85,11 @@ export class WaldumpScanner {
     const subxacts = desc.match(/; subxacts:((?: \d+)+)/)?.[1]?.trim().split(' ') ?? [];
     const members = [xid, ...subxacts];
     const deletes = members.reduce((sum, x) => sum + (this.pending.get(x)?.deletes ?? 0), 0);
-    for (const x of members) this.pending.delete(x);
+    const firstLsn = members.map((x) => this.firstSeen.get(x) ?? lsn).sort(compareLsn)[0]!;
+    for (const x of members) {
+      this.pending.delete(x);
+      this.firstSeen.delete(x);
+    }
     if (!commit) return;
     const rels = desc.match(/; rels:([^;]*)/)?.[1]?.trim().split(/\s+/) ?? [];
     const dropped = rels.some((r) => r === this.path || r.endsWith(this.path));
@@ -72,9 +98,15 @@ export class WaldumpScanner {
       xid,
       kind: dropped ? 'drop-storage' : 'delete',
       deletedRows: deletes,
+      firstLsn,
       commitLsn: lsn,
       commitTime: `${commit[1]!.replace(' ', 'T')}Z`,
     });
+  }
+
+  /** The first record of watchXid, when the scanned WAL holds it. */
+  watchedStart(): string | undefined {
+    return this.watchedFirstLsn;
   }
 
   /** Committed transactions that destroyed rows, in commit order. */
@@ -103,7 +135,7 @@ export function scanWal(options: { binDir: string; user: OsUser; dataDir: string
   return new Promise((resolve, reject) => {
     const child = spawn(
       join(options.binDir, 'pg_waldump'),
-      ['--path', join(options.dataDir, 'pg_wal'), '--timeline', String(options.timeline), '--start', options.startLsn, '--rmgr', 'Heap', '--rmgr', 'Transaction'],
+      ['--path', join(options.dataDir, 'pg_wal'), '--timeline', String(options.timeline), '--start', options.startLsn, '--rmgr', 'Heap', '--rmgr', 'Transaction', '--rmgr', 'Standby'],
       { ...spawnIdentity(options.user), cwd: '/', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let records = 0;
