@@ -173,7 +173,7 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
 
   // From here the replica is changed: whatever happens, its target is removed and its delay restored.
   const startedBefore = await replicaStartTime(replicaDb);
-  options.print(`restarting ${member.name} to replay without delay up to just before ${'time' in target ? target.time : 'lsn' in target ? target.lsn : target.xid}`);
+  options.print(`restarting ${member.name} to replay without delay up to just before ${describeTarget(target)}`);
   await agentPost(handle, member, '/replay/target', target);
   const restartAsked = Date.now();
   let delayRestored = false;
@@ -313,10 +313,14 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
 
 export function renderRecoverReport(report: RecoverReport): string {
   const t = report.target;
-  const target = report.xid ? `just before transaction ${report.xid}${'lsn' in t ? ` (WAL ${t.lsn})` : ''}` : `just before ${'time' in t ? t.time : 'lsn' in t ? t.lsn : t.xid}`;
+  const target = report.xid ? `just before transaction ${report.xid}${'lsn' in t ? ` (WAL ${t.lsn})` : ''}` : `just before ${describeTarget(t)}`;
   return [
     `recovered ${report.table} as of ${target} from ${report.member} into ${report.into} on the primary`,
     `  rows at the target: ${report.rowsAtTarget}; copied: ${report.rowsCopied}; in ${report.table} on the primary now: ${report.primaryRowsNow ?? 'table gone'}`,
     `  delay on ${report.member}: ${report.delayRestored ? 'restored' : 'NOT confirmed restored: check `relevo list`'}`,
   ].join('\n');
+}
+
+function describeTarget(target: RecoveryTarget): string {
+  return 'time' in target ? target.time : 'lsn' in target ? `WAL position ${target.lsn}` : `transaction ${target.xid}`;
 }
