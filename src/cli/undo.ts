@@ -275,7 +275,6 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
     );
     if (columns.rows.length === 0) throw new UndoError('TABLE_MISSING', `table ${options.table} does not exist in database ${options.database} on ${name} at the target`);
     const sourceName = (await source.query<{ n: string }>('SELECT to_regclass($1)::text AS n', [options.table])).rows[0]!.n;
-    options.print(`  ${columns.rows.length} columns on ${name}`);
     const rowsAtTarget = await source
       .query<{ n: string }>(`SELECT count(*) AS n FROM ${sourceName}`)
       .then((r) => Number(r.rows[0]!.n))
@@ -297,7 +296,6 @@ async function copyTable(primary: SqlTarget, replica: SqlTarget, options: Recove
           if (batch.rows.length === 0) break;
           await target.query(`INSERT INTO ${into} SELECT (r::${into}).* FROM unnest($1::text[]) AS r`, [batch.rows.map((row) => row.r)]);
         }
-        options.print(`  rows inserted; committing`);
         const rowsCopied = Number((await target.query<{ n: string }>(`SELECT count(*) AS n FROM ${into}`)).rows[0]!.n);
         await target.query('COMMIT');
         const primaryRowsNow = await target
