@@ -128,6 +128,9 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
       assert.equal(result.code, 2, `${args.join(' ')}: exit ${result.code}\n${result.stdout}${result.stderr}`);
       assert.match(result.stderr, new RegExp(`^.*${code}:`, 'm'), `${args.join(' ')}\n${result.stderr}`);
     }
+    const forced = await cluster.cli(['failover', '--to', 'node3', '--force']);
+    assert.equal(forced.code, 2, `failover --to node3 --force: exit ${forced.code}\n${forced.stdout}${forced.stderr}`);
+    assert.match(forced.stderr, /delayed replica/);
     assert.equal(cluster.postmasterPid('node3'), pid3, 'refusals did not restart the delayed replica');
     assert.deepEqual(await cluster.sql('node1', `SELECT count(*) AS n FROM pg_class WHERE relname LIKE 'precious_%'`), before, 'refusals created no table');
     assert.equal((await cluster.status('node3'))?.delay?.recoveryTarget ?? null, null);
