@@ -155,7 +155,9 @@ export class ReplayControl {
         `SELECT pg_relation_filenode(c.oid)::int AS filenode,
                 CASE WHEN c.reltablespace = 0 THEN d.dattablespace ELSE c.reltablespace END::int AS spc,
                 d.oid::int AS db, greatest(c.reltuples, 0)::float8 AS tuples,
-                pg_last_wal_replay_lsn()::text AS replayed, (pg_control_checkpoint()).timeline_id AS tli
+                pg_last_wal_replay_lsn()::text AS replayed,
+                -- The pending WAL is on the timeline being received (after a failover, newer than the last checkpoint's).
+                coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id) AS tli
            FROM pg_class c, pg_database d
           WHERE c.oid = to_regclass($1) AND d.datname = current_database()`,
         [table],

@@ -1,8 +1,10 @@
 /** Delayed replica and recover-table: the pure parts (docs/undo.md). */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
 import { checkRecoveryTarget, delayParameters, effectiveTags, renderRecoveryTarget } from '../../src/agent/delayed.js';
+import { REPLAY_ERROR_CODES } from '../../src/agent/replay.js';
 import { planSlots } from '../../src/agent/slots.js';
 import { candidatesFor } from '../../src/agent/sync.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
@@ -137,5 +139,12 @@ describe('pg_waldump scan (--find)', () => {
     assert.equal(proposeTarget(found, 100)?.xid, '952', 'the first delete of at least massRows rows');
     assert.equal(proposeTarget(found, 1_000), undefined);
     assert.equal(scanner.watchedStart(), '0/06000010');
+  });
+});
+
+describe('docs/undo.md', () => {
+  it('lists every error code of replay and recover-table', () => {
+    const doc = readFileSync(new URL('../../../docs/undo.md', import.meta.url), 'utf8');
+    assert.deepEqual(Object.keys(REPLAY_ERROR_CODES).filter((code) => !doc.includes(`| \`${code}\` |`)), []);
   });
 });
