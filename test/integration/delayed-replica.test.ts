@@ -5,7 +5,8 @@
  *   - under write load no row younger than the delay is visible on it (a guarantee of
  *     recovery_min_apply_delay, so the check cannot flake), its measured delay lies in
  *     [delay − 1 s, delay + 30 s], and old rows do arrive;
- *   - bad recover-table input is refused with its code and changes nothing;
+ *   - bad recover-table input (and failover --to it, --force included) is refused and changes nothing;
+ *   - relevo replay pause|resume work; a mass DELETE is what --find proposes (--dry-run changes nothing);
  *   - TRUNCATE, then recover-table --find: the TRUNCATE's transaction is found, every row
  *     comes back in a new table, the primary's postmaster never restarts, the delay returns;
  *   - killing the primary promotes node2, never node3.
@@ -23,14 +24,14 @@ import { sleep, waitFor } from '../helpers/wait.js';
 
 const NAMES = ['node1', 'node2', 'node3'];
 
-/** TRUNCATE in a transaction of its own; returns its transaction id. */
-async function truncate(cluster: TestCluster, name: string, table: string): Promise<string> {
+/** A destructive statement in a transaction of its own; returns its transaction id. */
+async function destroy(cluster: TestCluster, name: string, statement: string): Promise<string> {
   const config = cluster.member(name).config;
   const client = new pg.Client({ host: config.postgres.socketDir, port: config.postgres.port, user: 'relevo', password: loadCredentials(config)!.agentPassword, database: 'postgres' });
   await client.connect();
   try {
     await client.query('BEGIN');
-    await client.query(`TRUNCATE ${table}`);
+    await client.query(statement);
     const xid = (await client.query<{ xid: string }>('SELECT pg_current_xact_id()::text AS xid')).rows[0]!.xid;
     await client.query('COMMIT');
     return xid;
@@ -78,6 +79,8 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
 
     await cluster.sql('node1', 'CREATE TABLE precious (id int PRIMARY KEY, label text NOT NULL, at timestamptz DEFAULT now())');
     await cluster.sql('node1', `INSERT INTO precious (id, label) SELECT g, 'row ' || g FROM generate_series(1, ${ROWS}) g`);
+    await cluster.sql('node1', 'CREATE TABLE ledger (id int PRIMARY KEY, amount numeric NOT NULL)');
+    await cluster.sql('node1', 'INSERT INTO ledger SELECT g, g * 1.5 FROM generate_series(1, 300) g');
     await cluster.sql('node1', 'CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
     // Write load: one commit every 50 ms on the primary.
     writing = true;
@@ -135,12 +138,28 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
     assert.deepEqual(await cluster.sql('node1', `SELECT count(*) AS n FROM pg_class WHERE relname LIKE 'precious_%'`), before, 'refusals created no table');
     assert.equal((await cluster.status('node3'))?.delay?.recoveryTarget ?? null, null);
 
-    // The mistake, with replay paused on node3 (relevo replay pause): it cannot be replayed before the undo, however slow this machine is.
+    // relevo replay pause|resume through the agent's API.
+    const replayState = async () => (await cluster.sql<{ s: string }>('node3', 'SELECT pg_get_wal_replay_pause_state() AS s'))[0]!.s;
+    for (const [action, state] of [['pause', 'paused'], ['resume', 'not paused']] as const) {
+      const result = await cluster.cli(['replay', action, 'node3']);
+      assert.equal(result.code, 0, result.stderr);
+      await waitFor(`replay ${state} on node3`, async () => (await replayState()) === state, 10_000, 100);
+    }
+    // The mistakes, with replay paused on node3 (relevo replay pause): they cannot be replayed before the undo, however slow this machine is.
     const paused = await cluster.cli(['replay', 'pause', 'node3']);
     assert.equal(paused.code, 0, paused.stderr);
+    await waitFor('replay paused on node3', async () => (await replayState()) !== 'not paused', 10_000, 100);
+    // A mass DELETE: --find proposes it; --dry-run changes nothing.
+    const deleteXid = await destroy(cluster, 'node1', 'DELETE FROM ledger');
+    const dry = await cluster.cli(['recover-table', 'ledger', '--from', 'node3', '--into', 'ledger_back', '--find', '--dry-run', '--json']);
+    assert.equal(dry.code, 0, `${dry.stdout}\n${dry.stderr}`);
+    const proposal = (JSON.parse(dry.stdout) as { found: { proposed: { xid: string; kind: string; deletedRows: number } } }).found.proposed;
+    assert.deepEqual(proposal && { xid: proposal.xid, kind: proposal.kind, rows: proposal.deletedRows }, { xid: deleteXid, kind: 'delete', rows: 300 });
+    assert.equal(cluster.postmasterPid('node3'), pid3, 'a dry run does not restart the delayed replica');
+    assert.deepEqual(await cluster.sql('node1', `SELECT to_regclass('ledger_back') AS t`), [{ t: null }], 'a dry run creates no table');
     const pid1 = cluster.postmasterPid('node1');
     const expected = await cluster.sql<{ n: string; sum: string }>('node1', `SELECT count(*) AS n, sum(hashtext(id || label))::text AS sum FROM precious`);
-    const truncatedXid = await truncate(cluster, 'node1', 'precious');
+    const truncatedXid = await destroy(cluster, 'node1', 'TRUNCATE precious');
     assert.equal(Number((await cluster.sql<{ n: string }>('node1', 'SELECT count(*) AS n FROM precious'))[0]!.n), 0, 'the table was truncated');
     const recoverStart = Date.now();
     const recovered = await cluster.cli(['recover-table', 'precious', '--from', 'node3', '--into', 'precious_back', '--find', '--json']);
