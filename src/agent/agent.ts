@@ -17,7 +17,7 @@ import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { ActionOutcome } from './outcome.js';
@@ -345,7 +345,7 @@ export class Agent {
       // Failsafe needs the membership and leader as last seen in the store.
       this.failsafe.membership = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
       this.failsafe.lastLeader = cluster.view.leader?.member;
-      if (this.failsafe.given && cluster.view.leader) this.failsafe.given = undefined;
+      this.failsafe.given = givenAfterRead(this.failsafe.given, cluster.view.leader?.member);
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
