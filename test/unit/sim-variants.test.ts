@@ -4,7 +4,7 @@
  * after comparing n - q + 1 positions), and store failsafe with extra store
  * outages meeting partitions, agent restarts and crashes. Bounded here;
  * longer: `npm run sim -- --variant quorum|failsafe --seeds N --steps M`.
- * Plus the two violations the failsafe variant found, replayed.
+ * Plus the violations the failsafe variant found, replayed.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -32,5 +32,10 @@ describe('seeded simulation, quorum and failsafe variants', () => {
   it('failsafe seed 246: the watchdog stopping a failsafe primary is followed by a legal edge when the store is back', () => {
     const full = makeSchedule(246, 300, 'failsafe');
     assert.equal(runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 3) }).violation, undefined);
+  });
+
+  it('failsafe seed 1140: a draining primary whose lease lapsed (its agent restarted) takes the lease again', () => {
+    const full = makeSchedule(1140, 600, 'failsafe');
+    assert.equal(runSchedule({ ...full, faults: full.faults.filter((_, i) => [2, 3, 4, 5].includes(i)) }).violation, undefined);
   });
 });
