@@ -225,7 +225,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   const [host, port] = splitHostPort(address);
   try {
     return await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
+      { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
       async (client) => {
         const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
         if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;

@@ -118,6 +118,9 @@ export function renderHba(settings: ClusterSettings, requireTls = false): string
     `local   all          ${ROLE_NAMES.superuser}                  peer`,
     `local   all          ${ROLE_NAMES.agent}                    scram-sha-256`,
     `local   replication  ${ROLE_NAMES.replication}                scram-sha-256`,
+    // The agent's superuser role never logs in over the network; relevo uses ${ROLE_NAMES.network} there.
+    `host    all          ${ROLE_NAMES.agent}      all            reject`,
+    `host    all          ${ROLE_NAMES.superuser}    all            reject`,
   ];
   for (const network of settings.allowedNetworks) {
     lines.push(`${host} replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
@@ -170,13 +173,13 @@ export function writeMemberConfiguration(
 /**
  * The libpq password file the member's PostgreSQL programs use (mode 0600,
  * owned by the OS user): replication for the walreceiver and pg_basebackup,
- * the agent role for pg_rewind.
+ * the network role for pg_rewind (it has the agent role's password).
  */
 export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
   const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
   writeOwnedFile(
     path,
-    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n`,
+    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n*:*:*:${ROLE_NAMES.network}:${escape(credentials.agentPassword)}\n`,
     user,
   );
 }
