@@ -3,7 +3,7 @@ import { unreadableOf } from '../cluster/view.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
 import type { Action, Upstream } from './actions.js';
-import type { Target } from './decide.js';
+import { DIVERGENCE_GRACE_MS, type Target } from './decide.js';
 import type { Observation } from './observation.js';
 import { planSlots } from './slots.js';
 import { sourceProblem } from './source.js';
@@ -106,11 +106,24 @@ function decideStandby(o: Observation, store: Reachable, inspection: ServerInspe
     const found = sourceUpstream(o);
     const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
     const duties: Action[] = slots ? [slots] : [];
-    if ('problem' in found) return { state: 'standby_leader', actions: duties, reason: `standby leader: ${found.problem}; keeping the current upstream` };
+    if ('problem' in found) return { state: 'standby_leader', actions: duties, reason: `standby leader: ${found.problem}; keeping the current upstream`, remember: { streamingLost: undefined } };
+    // Not streaming from a running source primary for a while (e.g. we received WAL its predecessor
+    // never sent it before a failover there): stop and let pg_rewind reconcile, as a replica would.
+    const known = o.memory.streamingLost;
+    const lost = inspection.streaming ? undefined : known && known.leader === found.upstream.member ? known : { leader: found.upstream.member, revision: 0, since: o.monotonic };
+    if (lost && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
+      return {
+        state: 'stopping_to_rewind',
+        actions: [{ type: 'stopPostgres', mode: 'fast' }],
+        reason: `standby leader: cannot stream from the source's primary ${found.upstream.member} for ${DIVERGENCE_GRACE_MS} ms: stopping to reconcile with pg_rewind`,
+        remember: { rewindNeeded: true, streamingLost: undefined },
+      };
+    }
     return {
       state: 'standby_leader',
       actions: [{ type: 'configure', as: 'replica', upstream: found.upstream }, ...duties],
       reason: inspection.streaming ? `standby leader: streaming from the source's primary ${found.upstream.member}` : `standby leader: following the source's primary ${found.upstream.member}, not streaming yet`,
+      remember: { streamingLost: lost },
     };
   }
   if (unreadableOf(store, 'leader')) return { state: 'replica', actions: [], reason: 'standby cluster: the leader key is unreadable; not taking it' };

@@ -110,7 +110,7 @@ const STANDBY_CLUSTER_TRANSITIONS: readonly Transition[] = [
   },
   { from: ['cloning_source'], to: 'bootstrapping', actions: ['completeInitialize'], comment: "standby cluster: the source's clone runs; record its system identifier" },
   {
-    from: [...AFTER_GAP, ...STANDBY, ...STOPPED, ...SITE, 'fencing_split_brain'],
+    from: [...AFTER_GAP, ...STANDBY, ...STOPPED, ...SITE, 'fencing_split_brain', 'bootstrapping'],
     to: 'standby_leader',
     actions: ['acquireLeader', 'configure', 'syncSlots'],
     comment: "standby cluster: take the lease without promoting, or hold it and stream from the source's current primary (following its failovers), keeping slots for the cascading members",
