@@ -5,7 +5,8 @@
  *     cluster that is not a standby cluster) is refused with its code and
  *     changes nothing;
  *   - `dr` follows `src`: its standby leader streams from src's primary, b2
- *     cascades from it, nothing in dr is writable; it follows a failover in src;
+ *     cascades from it, nothing in dr is writable; it follows a failover in src,
+ *     and a failover inside dr moves the standby leadership (no promotion);
  *   - `relevo site switchover` under write load (a writer over all four
  *     members, like a multi-host string): no acknowledged commit lost, src
  *     ends as a streaming standby cluster of dr;
@@ -84,11 +85,22 @@ describe('standby cluster and site switchover', { timeout: 400_000 }, () => {
     await waitFor('the new primary\'s row on the cascading member', async () => (await rowsOn(dr, other, 'SELECT count(*) AS n FROM site_probe')) === 2, 30_000);
     src.startAgent(first.upstream);
     await src.waitHealthy(['a1', 'a2']);
+    // A failover inside the standby cluster: the other member becomes the standby leader, nothing is promoted.
+    await killMember(dr, first.leader.name);
+    const inside = await waitFor(`${other} standby leader`, async () => {
+      const s = await dr.status(other);
+      return s?.state === 'standby_leader' && s.streaming && s.role === 'replica' ? s : undefined;
+    }, 60_000);
+    t.diagnostic(`dr: ${inside.name} took over as standby leader, streaming from ${inside.upstream}`);
+    assert.equal((await dr.memberStatuses()).filter((m) => m.role === 'primary').length, 0, 'still no writable primary in dr');
+    // It rejoins meanwhile (as a cascading replica of the new standby leader); the next test waits for it.
+    dr.startAgent(first.leader.name);
   });
 
   it('site switchover under write load loses no acknowledged commit; the old source ends as a streaming standby cluster', async (t) => {
     const { src, dr } = sites;
     const oldPrimary = await primaryOf(src);
+    await waitStandbyCluster(dr, src);
     const writer = siteWriter(sites, 'site_writes');
     await writer.start();
     try {
