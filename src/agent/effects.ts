@@ -7,7 +7,7 @@ import type { ClusterSettings } from '../cluster/settings.js';
 import { FailoverRequestSchema, HistorySchema, InitRecordSchema, LeaderRecordSchema, type HistoryEntry, type LeaderRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { archiveParameters } from '../backup/archive.js';
+import { archiveParameters, sourceArchiveParameters } from '../backup/archive.js';
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
@@ -75,6 +75,8 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   const parameters = {
     ...baseParameters(ctx.config, settings),
     ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    // A standby cluster may also restore the source's archived WAL (docs/sites.md).
+    ...(settings.standbyCluster ? sourceArchiveParameters(settings.standbyCluster.sourceRepository, settings.standbyCluster.sourceCluster, ctx.local.dataDir) : {}),
     synchronous_standby_names: synchronousStandbyNames,
   };
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);

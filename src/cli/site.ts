@@ -96,7 +96,7 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
 }
 
 /** `relevo site follow`: make this cluster a standby cluster of another (before its agents first start, or --demote). */
-export async function siteFollow(handle: ClusterHandle, options: { source?: string; sourceConfig?: string; demote?: boolean }): Promise<string> {
+export async function siteFollow(handle: ClusterHandle, options: { source?: string; sourceConfig?: string; sourceRepository?: string; demote?: boolean }): Promise<string> {
   const sourceMember = options.sourceConfig ? loadMemberConfig(options.sourceConfig) : undefined;
   const sourceName = options.source ?? sourceMember?.cluster;
   if (!sourceName) throw new CliError('name the source cluster with --source NAME, or give one of its member files with --source-config FILE');
@@ -120,7 +120,11 @@ export async function siteFollow(handle: ClusterHandle, options: { source?: stri
       throw new SiteError('SITE_WOULD_DEMOTE', `cluster ${handle.config.cluster} has a running primary (${primary.name}): following ${sourceName} would shut it down and rewind it; use \`relevo site switchover\` from ${sourceName}'s side, or pass --demote`);
     }
     checkNames(own.view, theirs.view, handle.config.cluster, sourceName);
-    const generation = await setStandby({ store: handle.store, keys: handle.keys, cluster: handle.config.cluster }, { sourceCluster: sourceName, ...(sourceStore ? { sourceStore } : {}) });
+    const generation = await setStandby({ store: handle.store, keys: handle.keys, cluster: handle.config.cluster }, {
+      sourceCluster: sourceName,
+      ...(sourceStore ? { sourceStore } : {}),
+      ...(options.sourceRepository ? { sourceRepository: options.sourceRepository } : {}),
+    });
     return `cluster ${handle.config.cluster} is now a standby cluster of ${sourceName} (settings generation ${generation})`;
   } finally {
     await source.close();
@@ -168,7 +172,13 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     checkNames(src.view, p.targetView, p.source.cluster, p.target.cluster);
     const started = Date.now();
     // 1. The source becomes a standby cluster of the target: its primary shuts down cleanly and records where.
-    const reverse: StandbyCluster = { sourceCluster: p.target.cluster, ...(p.link.sourceStore ? { sourceStore: handle.config.store } : {}) };
+    // The source then reads our store (when it is another one) and, if it restored from an archive before, ours.
+    const ourRepository = p.link.sourceRepository ? (await readStoredSettings(handle.store, handle.keys)).settings.backup.repository : undefined;
+    const reverse: StandbyCluster = {
+      sourceCluster: p.target.cluster,
+      ...(p.link.sourceStore ? { sourceStore: handle.config.store } : {}),
+      ...(ourRepository ? { sourceRepository: ourRepository } : {}),
+    };
     const generation = await setStandby(p.source, reverse);
     const demotion = await poll('the demotion', options.timeoutMs, async () => {
       const kv = await p.source.store.get(p.source.keys.siteDemotion);

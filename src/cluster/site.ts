@@ -12,6 +12,12 @@ export const StandbyClusterSchema = z
     sourceCluster: z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'expected a cluster name'),
     /** How to reach the source's store; absent: the same store as this cluster (another key space in it). */
     sourceStore: StoreConfigSchema.optional(),
+    /**
+     * The source's backup repository (its `backup.repository`, reachable from this site, e.g. a shared or
+     * replicated mount): the members also restore the source's archived WAL (restore_command), so a standby
+     * leader that fell behind what the source keeps in pg_wal catches up from the archive. Absent: streaming only.
+     */
+    sourceRepository: z.string().startsWith('/', 'expected an absolute path').optional(),
   })
   .strict();
 export type StandbyCluster = z.infer<typeof StandbyClusterSchema>;

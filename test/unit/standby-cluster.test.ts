@@ -3,6 +3,10 @@ import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
 import { freshMemory, type Observation } from '../../src/agent/observation.js';
 import { siteLinkOf } from '../../src/agent/source.js';
+import { sourceArchiveParameters } from '../../src/backup/archive.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
@@ -109,5 +113,20 @@ describe('standby cluster decisions (docs/sites.md)', () => {
     assert.equal(link?.upstream, 'p1');
     assert.equal(link?.lagSeconds, 0.5);
     assert.equal(siteLinkOf(observation({ settings, source, store: led, server: running() }, 'a'), 'dr'), undefined, 'only the standby leader publishes the link');
+  });
+
+  it("with sourceRepository, restore_command reads the source cluster's archive", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relevo-unit-'));
+    try {
+      mkdirSync(join(dir, 'global'));
+      const id = Buffer.alloc(8);
+      id.writeBigUInt64LE(7714195836052298694n);
+      writeFileSync(join(dir, 'global', 'pg_control'), id);
+      assert.deepEqual(sourceArchiveParameters(undefined, 'src', dir), {});
+      const p = sourceArchiveParameters('/srv/backup', 'src', dir);
+      assert.match(p.restore_command!, /relevo-wal-get' '\/srv\/backup' src-7714195836052298694 %f %p$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
