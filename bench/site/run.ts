@@ -51,12 +51,16 @@ async function round(sites: Sites, n: number, source: Sites['src'], target: Site
   let startedAt = 0;
   let commandMs = 0;
   let newPrimary = '';
+  let rejoined: Promise<number> | undefined;
   try {
     await writer.waitForAcks(200);
     startedAt = Date.now();
     const result = await target.cli(['site', 'switchover'], [...target.members.keys()][0]);
     commandMs = Date.now() - startedAt;
     if (result.code !== 0) throw new Error(`round ${n}: site switchover failed: ${result.stderr}`);
+    // Watched from the command's end, alongside the writes.
+    rejoined = waitStandbyCluster(source, target, 120_000).then(() => Date.now() - startedAt - commandMs);
+    rejoined.catch(() => undefined); // awaited below; a failure before that must not go unhandled
     newPrimary = await primaryOf(target);
     await writer.waitForAcks(200, 60_000, newPrimary);
   } finally {
@@ -65,9 +69,8 @@ async function round(sites: Sites, n: number, source: Sites['src'], target: Site
   const pauseMs = writer.longestGap(startedAt, Date.now());
   const errors = writer.failures.filter((f) => f.at >= startedAt).length;
   const verdict = await writer.verify(target);
-  const rejoinStart = Date.now();
-  await waitStandbyCluster(source, target, 120_000);
-  return { round: n, from: source.clusterName, to: target.clusterName, pauseMs, commandMs, errors, acknowledged: verdict.acknowledged, lost: verdict.lost.length, rejoinMs: Date.now() - rejoinStart };
+  const rejoinMs = await rejoined!;
+  return { round: n, from: source.clusterName, to: target.clusterName, pauseMs, commandMs, errors, acknowledged: verdict.acknowledged, lost: verdict.lost.length, rejoinMs };
 }
 
 async function main(): Promise<void> {
@@ -102,7 +105,7 @@ async function main(): Promise<void> {
     `${meta.cpus} CPUs shared with other work (load average ${meta.loadavg.map((l) => l.toFixed(2)).join(' ')} at the end); two 2-member clusters, separate embedded stores, ttlMs ${SITE_SETTINGS.ttlMs}, loopWaitMs ${SITE_SETTINGS.loopWaitMs}, asynchronous inside each site.`,
     'One writer, one autocommit INSERT per transaction back to back, over all four members in order (multi-host, read-write); `relevo site switchover` each round, directions alternating.',
     '',
-    '| round | from → to | write pause | command | client errors | acknowledged | lost | old source streaming again after |',
+    '| round | from → to | write pause | command | client errors | acknowledged | lost | old source streaming again, after the command |',
     '|---|---|---|---|---|---|---|---|',
     ...results.map((r) => `| ${r.round} | ${r.from} → ${r.to} | ${(r.pauseMs / 1000).toFixed(2)} s | ${(r.commandMs / 1000).toFixed(2)} s | ${r.errors} | ${r.acknowledged} | ${r.lost} | ${(r.rejoinMs / 1000).toFixed(1)} s |`),
     '',
