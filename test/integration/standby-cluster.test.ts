@@ -83,8 +83,8 @@ describe('standby cluster and site switchover', { timeout: 400_000 }, () => {
     assert.equal(moved.upstream, survivor);
     await src.sql(survivor, 'INSERT INTO site_probe DEFAULT VALUES');
     await waitFor('the new primary\'s row on the cascading member', async () => (await rowsOn(dr, other, 'SELECT count(*) AS n FROM site_probe')) === 2, 30_000);
+    // The lost source member rejoins meanwhile (pg_rewind); the switchover test waits for the whole source.
     src.startAgent(first.upstream);
-    await src.waitHealthy(['a1', 'a2']);
     // A failover inside the standby cluster: the other member becomes the standby leader, nothing is promoted.
     await killMember(dr, first.leader.name);
     const inside = await waitFor(`${other} standby leader`, async () => {
@@ -99,8 +99,9 @@ describe('standby cluster and site switchover', { timeout: 400_000 }, () => {
 
   it('site switchover under write load loses no acknowledged commit; the old source ends as a streaming standby cluster', async (t) => {
     const { src, dr } = sites;
-    const oldPrimary = await primaryOf(src);
+    await src.waitHealthy(['a1', 'a2']);
     await waitStandbyCluster(dr, src);
+    const oldPrimary = await primaryOf(src);
     const writer = siteWriter(sites, 'site_writes');
     await writer.start();
     try {
