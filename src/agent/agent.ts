@@ -25,6 +25,8 @@ import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
 import { SourceReader, siteLinkOf } from './source.js';
+import { archiveFeedUsable, effectiveTags } from './delayed.js';
+import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
@@ -48,6 +50,8 @@ export interface AgentOptions {
 export class Agent {
   readonly config: MemberConfig;
   readonly local: LocalPostgres;
+  /** Replay pause/resume and recover-table's recovery target (src/agent/replay.ts). */
+  readonly replay: ReplayControl;
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
@@ -112,6 +116,7 @@ export class Agent {
     this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
     this.source = new SourceReader(options.config, options.store, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
@@ -365,8 +370,10 @@ export class Agent {
       member: {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
-        nofailover: this.config.tags.nofailover,
+        // A delayed replica is never a candidate (src/agent/delayed.ts).
+        nofailover: effectiveTags(this.config, this.settings).nofailover === true,
         priority: this.config.tags.priority,
+        streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
       settings: this.settings,
       ...dataDir,
@@ -464,7 +471,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target());
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     const link = siteLinkOf(observation, this.config.cluster);

@@ -22,6 +22,7 @@ import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
+import { delayedStandby, delayParameters } from './delayed.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -66,7 +67,12 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
+  return {
+    upstream: upstream && { address: upstream.address, slot: upstream.slot },
+    passfile: ctx.local.passfile,
+    sslRootCert: ctx.local.tls?.caCert,
+    ...delayedStandby(ctx.config, ctx.settings()),
+  };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -75,6 +81,7 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   const parameters = {
     ...baseParameters(ctx.config, settings),
     ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    ...delayParameters(ctx.config),
     // A standby cluster may also restore the source's archived WAL (docs/sites.md).
     ...(settings.standbyCluster ? sourceArchiveParameters(settings.standbyCluster.sourceRepository, settings.standbyCluster.sourceCluster, ctx.local.dataDir) : {}),
     synchronous_standby_names: synchronousStandbyNames,
