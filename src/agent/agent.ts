@@ -25,6 +25,8 @@ import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
+import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
+import { requestSwitchover } from '../cluster/operations.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
 const STATUS_REFRESH_MS = 10_000;
@@ -55,6 +57,11 @@ export class Agent {
   private credentials: Credentials | undefined;
   private lease: LeaseId | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
+  /** The fencer process (src/fence): fed the same deadline as the watchdog below, it acts when this process cannot. */
+  private readonly fencer: FencerLink;
+  private fencerCheck: FencerCheck | undefined;
+  /** performance.now() since when a primary has run without its fencer; a hand-over is requested after ttlMs. */
+  private fencerMissingSince: number | undefined;
   private leaseTtlMs = 0;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
@@ -110,6 +117,7 @@ export class Agent {
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -131,6 +139,7 @@ export class Agent {
   async start(): Promise<void> {
     this.running = true;
     this.credentials = loadCredentials(this.config);
+    await this.checkFencer();
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
         if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
@@ -183,6 +192,46 @@ export class Agent {
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
     this.leaseRenewedAt = sentAt;
+    // Fed before this cycle's actions may start PostgreSQL: a stale deadline must not fence it.
+    this.feedFencer();
+  }
+
+  /** The fencer gets the watchdog's deadline, armed on the same condition (and before a promotion, which arms it at the cycle's end). */
+  private feedFencer(promoting = false): void {
+    const armed = (this.runsAsPrimary || promoting) && !this.settings.paused && this.running;
+    this.fencer.feed({
+      armed,
+      deadline: this.fenceDeadline(),
+      ttlMs: this.settings.ttlMs,
+      fenceMarginMs: this.settings.fenceMarginMs,
+      reason: armed ? `${promoting ? 'promoting' : 'running as primary'} under the lease of agent ${process.pid}` : this.settings.paused ? 'cluster paused' : 'not running as primary',
+    });
+  }
+
+  /**
+   * The fencer must run (restarted here when missing). Without it this member
+   * is not a candidate (observe), and a primary that stays without it for
+   * ttlMs asks for a switchover to a healthy member (E_FENCER_MISSING): a
+   * frozen agent could otherwise leave it acknowledging writes beside a new primary.
+   */
+  private async checkFencer(): Promise<void> {
+    const check = await this.fencer.ensure();
+    const was = this.fencerCheck;
+    this.fencerCheck = check;
+    if (check.ok) {
+      if (was && !was.ok) this.log.info({ fencer: check.pid }, `fencer running again (pid ${check.pid})`);
+      this.fencerMissingSince = undefined;
+      return;
+    }
+    if (!was || was.ok || was.reason !== check.reason) this.log.error({ code: check.code }, `${check.code}: the fencer of member ${this.config.name} is missing: ${check.reason}; this member takes no leader lease until it runs`);
+    if (!this.runsAsPrimary) return;
+    this.fencerMissingSince ??= performance.now();
+    if (performance.now() - this.fencerMissingSince < this.settings.ttlMs) return;
+    this.fencerMissingSince = performance.now();
+    await requestSwitchover(this.store, this.keys, {}).then(
+      () => this.log.error({ code: FENCER_MISSING }, `${FENCER_MISSING}: primary ${this.config.name} has run without its fencer for ${this.settings.ttlMs} ms: requested a switchover to a member that has one`),
+      (error: Error) => this.log.error({ code: FENCER_MISSING, err: error.message }, `${FENCER_MISSING}: primary ${this.config.name} runs without its fencer and cannot hand over (${error.message}); it keeps serving, fenced only by this agent's own watchdog`),
+    );
   }
 
   /**
@@ -230,6 +279,7 @@ export class Agent {
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
+    this.feedFencer();
     const deadline = this.fenceDeadline();
     if (!this.runsAsPrimary || deadline === undefined || this.settings.paused || !this.running) return;
     this.fenceTimer = setTimeout(() => {
@@ -361,6 +411,7 @@ export class Agent {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
         nofailover: this.config.tags.nofailover,
+        ...(this.fencerCheck && !this.fencerCheck.ok ? { fencerMissing: this.fencerCheck.reason } : {}),
         priority: this.config.tags.priority,
       },
       settings: this.settings,
@@ -388,6 +439,7 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.checkFencer();
     await this.upkeep.certificates();
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
@@ -400,6 +452,7 @@ export class Agent {
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
+      if (action.type === 'promote') this.feedFencer(true);
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
@@ -518,6 +571,7 @@ export class Agent {
         this.log.error({ err: (error as Error).message }, 'could not stop PostgreSQL; leaving the leases to expire');
         return;
       }
+      this.fencer.stop({ ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs, reason: 'agent stopped with PostgreSQL' });
     }
     if (this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
   }

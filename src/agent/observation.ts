@@ -80,7 +80,8 @@ export interface Observation {
   now: number;
   /** Monotonic milliseconds (for lease arithmetic, immune to clock jumps). */
   monotonic: number;
-  member: { name: string; connectAddress: string; nofailover: boolean; priority: number };
+  /** fencerMissing: why this member's fencer does not run (it is then no candidate). */
+  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; fencerMissing?: string };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */
