@@ -14,7 +14,8 @@
  *             (it acts ttlMs - fenceMarginMs after the last renewal, earlier still).
  * A violation is a commit the old primary acknowledged that the writer sent at or
  * after leaseGone (the commit then certainly happened without a lease), or one
- * sent after the new primary had acknowledged a write (overlapping primaries).
+ * sent once the new primary ran (seen promoted in the store, or its first
+ * acknowledgement, whichever came first): overlapping primaries.
  * Lost commits after the rejoin must all have been sent before leaseGone; the
  * fenceMarginMs between deadline and leaseGone is the slack a loaded machine
  * may take from the fencer (how many were sent after the deadline is reported).
@@ -63,7 +64,7 @@ async function freezeRound(t: TestContext, c: LossCase, old: string, withPostmas
   );
   const promotedSeenAt = Date.now();
   const postmasterAliveAtPromotion = isAlive(postmaster);
-  await c.writer.waitForAcks(20, 30_000, next);
+  // Not waiting for the writer to move: before the fencer it never did while the old primary was frozen.
   await sleep(HOLD_MS);
   const leaseGone = freezeAt + SETTINGS.ttlMs;
   const oldAcks = c.writer.acks.filter((a) => a.server === old && a.sentAt >= freezeAt);
@@ -73,8 +74,8 @@ async function freezeRound(t: TestContext, c: LossCase, old: string, withPostmas
     freezeAt,
     promotedSeenAt,
     violations: oldAcks.filter((a) => a.sentAt >= leaseGone).length,
-    // Sent after the new primary had acknowledged its first write of this round: two primaries at once.
-    overlapping: oldAcks.filter((a) => a.sentAt >= (c.writer.firstAckAfter(freezeAt, next)?.ackedAt ?? Infinity)).length,
+    // Sent once the new primary ran (seen promoted, or its first acknowledgement of this round): two primaries at once.
+    overlapping: oldAcks.filter((a) => a.sentAt >= Math.min(promotedSeenAt, c.writer.firstAckAfter(freezeAt, next)?.ackedAt ?? Infinity)).length,
     oldAcksAfterFreeze: oldAcks.length,
     postmasterAliveAtPromotion,
   };
