@@ -196,6 +196,21 @@ export class Agent {
     this.feedFencer();
   }
 
+  /** What `relevo list` shows about the fencer and the watchdog device. */
+  private fenceSummary(): NonNullable<MemberStatus['fence']> {
+    const check = this.fencerCheck;
+    const status = check?.status;
+    const watchdog = status?.watchdog;
+    return {
+      fencer: check?.ok ? 'running' : 'missing',
+      pid: check?.ok ? check.pid : null,
+      state: status?.state ?? 'unknown',
+      fences: status?.fences ?? 0,
+      watchdog: watchdog ? (watchdog.state === 'idle' ? 'ready' : watchdog.state) : 'unknown',
+      detail: check && !check.ok ? `${check.code}: ${check.reason}` : (watchdog?.detail ?? ''),
+    };
+  }
+
   /** The fencer gets the watchdog's deadline, armed on the same condition (and before a promotion, which arms it at the cycle's end). */
   private feedFencer(promoting = false): void {
     const armed = (this.runsAsPrimary || promoting) && !this.settings.paused && this.running;
@@ -511,7 +526,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status), fence: this.fenceSummary() };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

@@ -149,7 +149,18 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  return `${header}\n${table}${renderFencing(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+/** One line per member: its fencer, and whether a watchdog device backs it (said plainly when there is none). */
+export function renderFencing(members: MemberStatus[]): string {
+  const lines = members.flatMap((m) => {
+    const f = m.fence;
+    if (!f) return [];
+    const fencer = f.fencer === 'running' ? `fencer running (pid ${f.pid}, ${f.state}${f.fences > 0 ? `, fenced ${f.fences}×` : ''})` : 'FENCER MISSING: takes no leader lease';
+    return [`  ${m.name}: ${fencer}; watchdog ${f.watchdog}${f.detail ? ` — ${f.detail}` : ''}`];
+  });
+  return lines.length > 0 ? `\n\nFencing\n${lines.join('\n')}` : '';
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {
