@@ -139,7 +139,7 @@ export class Agent {
   async start(): Promise<void> {
     this.running = true;
     this.credentials = loadCredentials(this.config);
-    await this.checkFencer();
+    await this.checkFencer(true);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
         if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
@@ -229,8 +229,8 @@ export class Agent {
    * ttlMs asks for a switchover to a healthy member (E_FENCER_MISSING): a
    * frozen agent could otherwise leave it acknowledging writes beside a new primary.
    */
-  private async checkFencer(): Promise<void> {
-    const check = await this.fencer.ensure();
+  private async checkFencer(wait = false): Promise<void> {
+    const check = await this.fencer.ensure(wait);
     const was = this.fencerCheck;
     this.fencerCheck = check;
     if (check.ok) {

@@ -86,12 +86,17 @@ export class FencerLink {
     return { ok: true, pid: status.pid, status };
   }
 
-  /** check(), and when the fencer is missing and the agent may start one: replace it and wait for its first tick. */
-  async ensure(): Promise<FencerCheck> {
+  /**
+   * check(), and when the fencer is missing and the agent may start one: replace it.
+   * `wait`: until its first tick (at agent start); otherwise the start runs on
+   * in the background and this returns the missing check at once, so an agent
+   * cycle (and its lease renewal) never waits for a node process to start.
+   */
+  async ensure(wait: boolean): Promise<FencerCheck> {
     const found = this.check();
     if (found.ok || !this.config.fence.spawn || found.status?.watchdog.state === 'failed') return found;
     this.starting ??= this.start(found).finally(() => (this.starting = undefined));
-    return this.starting;
+    return wait ? this.starting : found;
   }
 
   private async start(found: Extract<FencerCheck, { ok: false }>): Promise<FencerCheck> {
