@@ -116,3 +116,18 @@ describe('freezeAndKillTree', () => {
     }
   });
 });
+
+describe('relevo list: Fencing section', () => {
+  it('says plainly when a fencer is missing or no watchdog device backs it', async () => {
+    const { renderFencing } = await import('../../src/cli/list.js');
+    const { member } = await import('./observations.js');
+    const text = renderFencing([
+      member('a', { fence: { fencer: 'running', pid: 7, state: 'armed', fences: 0, watchdog: 'unavailable', detail: 'E_WATCHDOG_UNAVAILABLE: no /dev/watchdog on this host' } }),
+      member('b', { fence: { fencer: 'missing', pid: null, state: 'unknown', fences: 0, watchdog: 'unknown', detail: 'E_FENCER_MISSING: no fencer status' } }),
+      member('c'),
+    ]);
+    assert.match(text, /a: fencer running \(pid 7, armed\); watchdog unavailable — E_WATCHDOG_UNAVAILABLE/);
+    assert.match(text, /b: FENCER MISSING: takes no leader lease; watchdog unknown — E_FENCER_MISSING/);
+    assert.doesNotMatch(text, /\n {2}c:/);
+  });
+});
