@@ -24,6 +24,8 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
+import { archiveFeedUsable, effectiveTags } from './delayed.js';
+import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
 import { requestSwitchover } from '../cluster/operations.js';
@@ -49,6 +51,8 @@ export interface AgentOptions {
 export class Agent {
   readonly config: MemberConfig;
   readonly local: LocalPostgres;
+  /** Replay pause/resume and recover-table's recovery target (src/agent/replay.ts). */
+  readonly replay: ReplayControl;
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
@@ -116,6 +120,7 @@ export class Agent {
     this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
     this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
@@ -425,9 +430,11 @@ export class Agent {
       member: {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
-        nofailover: this.config.tags.nofailover,
+        // A delayed replica is never a candidate (src/agent/delayed.ts).
+        nofailover: effectiveTags(this.config, this.settings).nofailover === true,
         ...(this.fencerCheck && !this.fencerCheck.ok ? { fencerMissing: this.fencerCheck.reason } : {}),
         priority: this.config.tags.priority,
+        streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
       settings: this.settings,
       ...dataDir,
@@ -526,7 +533,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status), fence: this.fenceSummary() };
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), fence: this.fenceSummary() };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

@@ -21,6 +21,7 @@ import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
+import { delayedStandby, delayParameters } from './delayed.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -65,7 +66,12 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
+  return {
+    upstream: upstream && { address: upstream.address, slot: upstream.slot },
+    passfile: ctx.local.passfile,
+    sslRootCert: ctx.local.tls?.caCert,
+    ...delayedStandby(ctx.config, ctx.settings()),
+  };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -74,6 +80,7 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   const parameters = {
     ...baseParameters(ctx.config, settings),
     ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    ...delayParameters(ctx.config),
     synchronous_standby_names: synchronousStandbyNames,
   };
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);

@@ -79,19 +79,24 @@ export interface StandbySettings {
   passfile: string;
   /** The member's copy of the cluster CA: replication verifies the upstream's certificate (verify-full). */
   sslRootCert?: string;
+  /** Fed from the WAL archive (restore_command) only: no primary_conninfo, no slot. */
+  archiveFed?: boolean;
+  /** A file in the data directory included last (a delayed replica's recovery target, docs/undo.md). */
+  includeFile?: string;
 }
 
 export function renderRelevoConf(parameters: Record<string, ParameterValue>, standby?: StandbySettings, applicationName?: string): string {
   const lines = ['# Managed by relevo: edits here are overwritten. Use `relevo config set postgresql.<name>=<value>`.'];
   for (const [name, value] of Object.entries(parameters)) lines.push(`${name} = ${quote(value)}`);
   if (standby) lines.push(`recovery_target_timeline = 'latest'`);
-  if (standby?.upstream) {
+  if (standby?.upstream && !standby.archiveFed) {
     const [host, port] = splitHostPort(standby.upstream.address);
     // The password lives in the 0600 passfile, never in this file.
     const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} ${libpqTlsParams(standby.sslRootCert)}`;
     lines.push(`primary_conninfo = ${quote(conninfo)}`);
     lines.push(`primary_slot_name = ${quote(standby.upstream.slot)}`);
   }
+  if (standby?.includeFile) lines.push(`include_if_exists = ${quote(standby.includeFile)}`);
   return `${lines.join('\n')}\n`;
 }
 
