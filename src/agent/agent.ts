@@ -29,6 +29,8 @@ import { SourceReader, siteLinkOf } from './source.js';
 import { archiveFeedUsable, effectiveTags } from './delayed.js';
 import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
+import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
+import { requestSwitchover } from '../cluster/operations.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
 const STATUS_REFRESH_MS = 10_000;
@@ -63,6 +65,11 @@ export class Agent {
   private networkRoleReady = false;
   private lease: LeaseId | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
+  /** The fencer process (src/fence): fed the same deadline as the watchdog below, it acts when this process cannot. */
+  private readonly fencer: FencerLink;
+  private fencerCheck: FencerCheck | undefined;
+  /** performance.now() since when a primary has run without its fencer; a hand-over is requested after ttlMs. */
+  private fencerMissingSince: number | undefined;
   private leaseTtlMs = 0;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
@@ -122,6 +129,7 @@ export class Agent {
     this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
     this.source = new SourceReader(options.config, options.store, options.log);
+    this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -143,6 +151,7 @@ export class Agent {
   async start(): Promise<void> {
     this.running = true;
     this.credentials = loadCredentials(this.config);
+    await this.checkFencer(true);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
         if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
@@ -195,6 +204,61 @@ export class Agent {
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
     this.leaseRenewedAt = sentAt;
+    // Fed before this cycle's actions may start PostgreSQL: a stale deadline must not fence it.
+    this.feedFencer();
+  }
+
+  /** What `relevo list` shows about the fencer and the watchdog device. */
+  private fenceSummary(): NonNullable<MemberStatus['fence']> {
+    const check = this.fencerCheck;
+    const status = check?.status;
+    const watchdog = status?.watchdog;
+    return {
+      fencer: check?.ok ? 'running' : 'missing',
+      pid: check?.ok ? check.pid : null,
+      state: status?.state ?? 'unknown',
+      fences: status?.fences ?? 0,
+      watchdog: watchdog ? (watchdog.state === 'idle' ? 'ready' : watchdog.state) : 'unknown',
+      detail: check && !check.ok ? `${check.code}: ${check.reason}` : (watchdog?.detail ?? ''),
+    };
+  }
+
+  /** The fencer gets the watchdog's deadline, armed on the same condition (and before a promotion, which arms it at the cycle's end). */
+  private feedFencer(promoting = false): void {
+    const armed = (this.runsAsPrimary || promoting) && !this.settings.paused && this.running;
+    this.fencer.feed({
+      armed,
+      deadline: this.fenceDeadline(),
+      ttlMs: this.settings.ttlMs,
+      fenceMarginMs: this.settings.fenceMarginMs,
+      reason: armed ? `${promoting ? 'promoting' : 'running as primary'} under the lease of agent ${process.pid}` : this.settings.paused ? 'cluster paused' : 'not running as primary',
+    });
+  }
+
+  /**
+   * The fencer must run (restarted here when missing). Without it this member
+   * is not a candidate (observe), and a primary that stays without it for
+   * ttlMs asks for a switchover to a healthy member (E_FENCER_MISSING): a
+   * frozen agent could otherwise leave it acknowledging writes beside a new primary.
+   */
+  private async checkFencer(wait = false): Promise<void> {
+    const check = await this.fencer.ensure(wait);
+    const was = this.fencerCheck;
+    this.fencerCheck = check;
+    if (check.ok) {
+      if (was && !was.ok) this.log.info({ fencer: check.pid }, `fencer running again (pid ${check.pid})`);
+      this.fencerMissingSince = undefined;
+      return;
+    }
+    if (!was || was.ok || was.reason !== check.reason) this.log.error({ code: check.code }, `${check.code}: the fencer of member ${this.config.name} is missing: ${check.reason}; this member takes no leader lease until it runs`);
+    if (!this.runsAsPrimary) return;
+    this.fencerMissingSince ??= performance.now();
+    if (performance.now() - this.fencerMissingSince < this.settings.ttlMs) return;
+    this.fencerMissingSince = performance.now();
+    await requestSwitchover(this.store, this.keys, {}).then(
+      () => this.log.error({ code: FENCER_MISSING }, `${FENCER_MISSING}: primary ${this.config.name} has run without its fencer for ${this.settings.ttlMs} ms: requested a switchover to a member that has one`),
+      (error: Error) => this.log.error({ code: FENCER_MISSING, err: error.message }, `${FENCER_MISSING}: primary ${this.config.name} runs without its fencer and cannot hand over (${error.message}); it keeps serving, fenced only by this agent's own watchdog`),
+    );
   }
 
   /**
@@ -242,6 +306,7 @@ export class Agent {
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
+    this.feedFencer();
     const deadline = this.fenceDeadline();
     if (!this.runsAsPrimary || deadline === undefined || this.settings.paused || !this.running) return;
     this.fenceTimer = setTimeout(() => {
@@ -375,6 +440,7 @@ export class Agent {
         connectAddress: connectAddressOf(this.config),
         // A delayed replica is never a candidate (src/agent/delayed.ts).
         nofailover: effectiveTags(this.config, this.settings).nofailover === true,
+        ...(this.fencerCheck && !this.fencerCheck.ok ? { fencerMissing: this.fencerCheck.reason } : {}),
         priority: this.config.tags.priority,
         streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
@@ -404,6 +470,7 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.checkFencer();
     await this.upkeep.certificates();
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
@@ -416,6 +483,7 @@ export class Agent {
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
+      if (action.type === 'promote') this.feedFencer(true);
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
@@ -492,7 +560,7 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target());
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), fence: this.fenceSummary() };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     const link = siteLinkOf(observation, this.config.cluster);
@@ -555,6 +623,7 @@ export class Agent {
         this.log.error({ err: (error as Error).message }, 'could not stop PostgreSQL; leaving the leases to expire');
         return;
       }
+      this.fencer.stop({ ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs, reason: 'agent stopped with PostgreSQL' });
     }
     if (this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
   }

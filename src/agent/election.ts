@@ -42,6 +42,8 @@ export interface Candidate {
   timeline: number | null;
   nofailover: boolean;
   priority: number;
+  /** Why this member's fencer does not run: it may not lead (E_FENCER_MISSING). Known for this member only. */
+  fencerMissing?: string;
 }
 
 export function candidateOf(status: MemberStatus): Candidate {
@@ -73,6 +75,8 @@ export interface SyncWitness {
 export function eligibility(settings: ClusterSettings, store: Reachable, candidate: Candidate, witnesses: SyncWitness[] = []): Verdict {
   const request = store.failover;
   const forced = request?.force === true && request.to === candidate.name;
+  // Before a forced failover too: a primary without its fencer may outlive its lease when its agent freezes.
+  if (candidate.fencerMissing) return { eligible: false, reason: `E_FENCER_MISSING: its fencer does not run (${candidate.fencerMissing})` };
   if (forced) return { eligible: true, reason: 'operator forced a failover to this member' };
   if (candidate.nofailover) return { eligible: false, reason: 'tagged nofailover' };
   if (candidate.receivedLsn === null || candidate.timeline === null) return { eligible: false, reason: 'no WAL position known' };
@@ -158,5 +162,5 @@ function syncWitnesses(o: Observation, me: Candidate): SyncWitness[] {
 }
 
 export function selfCandidate(o: Observation, receivedLsn: string | null, timeline: number | null): Candidate {
-  return { name: o.member.name, receivedLsn, timeline, nofailover: o.member.nofailover, priority: o.member.priority };
+  return { name: o.member.name, receivedLsn, timeline, nofailover: o.member.nofailover, priority: o.member.priority, ...(o.member.fencerMissing ? { fencerMissing: o.member.fencerMissing } : {}) };
 }

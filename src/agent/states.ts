@@ -181,7 +181,7 @@ export const TRANSITIONS: readonly Transition[] = [
   },
   { from: [...AFTER_GAP, 'restarting_primary', 'releasing_lease'], to: 'releasing_lease', actions: ['releaseLeader'], comment: 'PostgreSQL did not come back within primaryRestartTimeoutMs: release the lease so a replica takes over' },
   {
-    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'waiting_for_initializer', 'bootstrapping'],
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'waiting_for_initializer', 'bootstrapping', 'primary'],
     to: 'waiting_for_primary',
     actions: [],
     comment: 'stopped with data and nothing to follow yet: the leader has no address, a switchover goes elsewhere, or the cluster moved past our timeline',
@@ -192,7 +192,12 @@ export const TRANSITIONS: readonly Transition[] = [
     actions: ['startPostgres'],
     comment: 'stopped standby that can follow the leader (or nobody leads yet): start it as a standby',
   },
-  { from: [...AFTER_GAP, ...STOPPED, ...STANDBY], to: 'rewinding', actions: ['rewind'], comment: "stopped former primary, or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby" },
+  {
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'primary'],
+    to: 'rewinding',
+    actions: ['rewind'],
+    comment: 'stopped former primary (also straight from primary: its fencer stopped PostgreSQL while the agent was frozen), or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby',
+  },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },

@@ -154,7 +154,7 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 
 /** The cross-site link, on the standby side and on the source side. */
@@ -195,6 +195,17 @@ function renderDelayed(members: MemberStatus[]): string {
     return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
   });
   return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;
+}
+
+/** One line per member: its fencer, and whether a watchdog device backs it (said plainly when there is none). */
+export function renderFencing(members: MemberStatus[]): string {
+  const lines = members.flatMap((m) => {
+    const f = m.fence;
+    if (!f) return [];
+    const fencer = f.fencer === 'running' ? `fencer running (pid ${f.pid}, ${f.state}${f.fences > 0 ? `, fenced ${f.fences}×` : ''})` : 'FENCER MISSING: takes no leader lease';
+    return [`  ${m.name}: ${fencer}; watchdog ${f.watchdog}${f.detail ? ` — ${f.detail}` : ''}`];
+  });
+  return lines.length > 0 ? `\n\nFencing\n${lines.join('\n')}` : '';
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {

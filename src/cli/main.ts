@@ -5,6 +5,9 @@ import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
 import { SecretError } from '../config/secrets.js';
 import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
+import { runFencer } from '../fence/fencer.js';
+import { createLogger } from '../util/log.js';
+import { configPath } from './context.js';
 import { registerBackupCommands } from './backup-command.js';
 import { registerSiteCommands } from './site-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
@@ -31,6 +34,16 @@ program
   .option(...configOption)
   .option('--keep-postgres', 'leave PostgreSQL running when the agent stops')
   .action(async (options: { config?: string; keepPostgres?: boolean }) => runAgent(options));
+
+program
+  .command('fence')
+  .description("run this member's fencer in the foreground (with fence.spawn: false; the agent starts one otherwise)")
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    const config = loadMemberConfigChecked(configPath(options.config));
+    const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name, component: 'fencer' });
+    await runFencer({ member: config.name, dataDir: config.postgres.dataDir.replace(/\/+$/, ''), watchdog: config.fence.watchdog, watchdogDevice: config.fence.watchdogDevice, exitWhenOrphaned: false, log });
+  });
 
 program
   .command('list')

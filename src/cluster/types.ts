@@ -97,6 +97,18 @@ export const MemberStatusSchema = z.object({
     .nullish(),
   /** Generation of the cluster settings this agent has applied (ran a whole cycle with); null before its first. */
   settingsGeneration: z.number().int().nullable().default(null),
+  /** The member's fencer (src/fence) and watchdog device, as its agent last checked them (absent: an agent without a fencer). */
+  fence: z
+    .object({
+      fencer: z.enum(['running', 'missing']),
+      pid: z.number().nullable(),
+      /** idle, armed (primary: it fences when not fed in time), fenced (it stopped PostgreSQL). */
+      state: z.string(),
+      fences: z.number().int(),
+      watchdog: z.string(),
+      detail: z.string(),
+    })
+    .optional(),
   updatedAt: z.string(),
 });
 export type MemberStatus = z.infer<typeof MemberStatusSchema>;

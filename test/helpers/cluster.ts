@@ -25,6 +25,8 @@ import { runningPostmasterPid } from '../../src/postgres/datadir.js';
 import type { StoreConfig } from '../../src/store/config.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
+import { fenceFiles, readFencerStatus } from '../../src/fence/files.js';
+import { isFencerProcess } from '../../src/fence/identity.js';
 import { freePorts } from './ports.js';
 import { waitFor } from './wait.js';
 
@@ -257,15 +259,37 @@ export class TestCluster {
     }
   }
 
+  /** The member's fencer process (src/fence), from its status file, if it runs. */
+  fencerPid(name: string): number | undefined {
+    const dataDir = this.member(name).config.postgres.dataDir;
+    const status = readFencerStatus(fenceFiles(dataDir).status);
+    return status && isFencerProcess(status.pid, dataDir) ? status.pid : undefined;
+  }
+
+  killFencer(name: string): void {
+    const pid = this.fencerPid(name);
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGCONT');
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+
   /** Stops every agent and PostgreSQL by PID, then removes the directory. Safe to call twice. */
   async destroy(): Promise<void> {
     for (const member of this.members.values()) {
       const agent = member.agent;
       if (agent && agent.exitCode === null && agent.signalCode === null) {
+        const exited = new Promise<void>((resolve) => agent.once('exit', () => resolve()));
         agent.kill('SIGCONT');
         agent.kill('SIGKILL');
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
       }
     }
+    // Fencers run apart from their agents (own session, re-parented): stopped by the PID they report, once the agents are gone.
+    for (const member of this.members.values()) this.killFencer(member.name);
     for (const member of this.members.values()) {
       const pid = runningPostmasterPid(member.config.postgres.dataDir);
       if (pid === undefined) continue;

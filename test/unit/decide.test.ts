@@ -193,6 +193,13 @@ describe('decide: election', () => {
     assert.match(d.reason, /maximumLagOnFailover/);
   });
 
+  it('a member whose fencer does not run never takes over (E_FENCER_MISSING)', () => {
+    const d = decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: false, priority: 100, fencerMissing: 'fencer 9 has not ticked for 6000 ms' } }));
+    assert.equal(d.state, 'electing');
+    assert.match(d.reason, /E_FENCER_MISSING/);
+    assert.deepEqual(types(d), []);
+  });
+
   it('nofailover and paused members never promote', () => {
     assert.equal(decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: true, priority: 100 } })).state, 'electing');
     const paused = decide(observe({ store: noLeader, settings: { ...defaultClusterSettings(), paused: true } }));
