@@ -7,7 +7,9 @@
  * default 10 s loop) runs on the same etcd at the same time and is measured
  * over the same window, so both see the same machine load.
  *
- *   node dist/bench/agent-rest/run.js [--window S] [--settle S] [--scrape S] [--profile] [--no-patroni]
+ *   node dist/bench/agent-rest/run.js [--window S] [--settle S] [--scrape S] [--store etcd|embedded] [--profile] [--no-patroni]
+ *
+ * --store embedded runs relevo on its embedded SQLite store (Patroni stays on etcd).
  *
  * --profile starts relevo's agents with --cpu-prof (profiles land in the
  * cluster directory, printed at the end). Writes bench/results/agent-rest-<timestamp>.json and .md.
@@ -198,11 +200,12 @@ function table(rows: AgentResult[]): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { window: { type: 'string', default: '30' }, settle: { type: 'string', default: '15' }, scrape: { type: 'string', default: '15' }, profile: { type: 'boolean', default: false }, 'no-patroni': { type: 'boolean', default: false } },
+    options: { window: { type: 'string', default: '30' }, settle: { type: 'string', default: '15' }, scrape: { type: 'string', default: '15' }, profile: { type: 'boolean', default: false }, store: { type: 'string', default: 'etcd' }, 'no-patroni': { type: 'boolean', default: false } },
   });
   const windowS = Number(values.window);
   const settleS = Number(values.settle);
   const scrapeS = Number(values.scrape);
+  const storeKind = values.store === 'embedded' ? 'embedded' : 'etcd';
   const started = new Date();
   const etcd = await startEtcd();
   let cluster: TestCluster | undefined;
@@ -214,7 +217,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
-    cluster = await TestCluster.create({ store: { endpoints: etcd.endpoints }, settings: { synchronousMode: 'on' } });
+    cluster = await TestCluster.create({ store: storeKind === 'embedded' ? 'embedded' : { endpoints: etcd.endpoints }, settings: { synchronousMode: 'on' } });
     const profiles = join(cluster.dir, 'profiles');
     // node refuses --cpu-prof in NODE_OPTIONS: put it on the agent's command line.
     const placement = values.profile ? { address: '127.0.0.1', launcher: (argv: string[]) => [argv[0]!, '--cpu-prof', `--cpu-prof-dir=${profiles}`, ...argv.slice(1)] } : undefined;
@@ -268,12 +271,12 @@ async function main(): Promise<void> {
     const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19);
-    const options = { windowS, settleS, scrapeS, relevoLoopS: 1, patroniLoopS: 10, store: 'etcd', synchronous: true, profile: values.profile };
-    writeFileSync(join(dir, `agent-rest-${stamp}.json`), `${JSON.stringify({ started: started.toISOString(), options, environment, results }, null, 2)}\n`);
+    const options = { windowS, settleS, scrapeS, relevoLoopS: 1, patroniLoopS: 10, store: storeKind, synchronous: true, profile: values.profile };
+    writeFileSync(join(dir, `agent-rest-${storeKind === 'etcd' ? '' : 'embedded-'}${stamp}.json`), `${JSON.stringify({ started: started.toISOString(), options, environment, results }, null, 2)}\n`);
     const md = [
       `# Agent at rest — ${started.toISOString()}`,
       '',
-      `3-member synchronous cluster on one etcd, idle for ${windowS} s after ${settleS} s of settling; relevo at its default 1 s loop with metrics, event log and dashboard on`,
+      `3-member synchronous cluster on ${storeKind === 'etcd' ? 'one etcd' : 'the embedded store'}, idle for ${windowS} s after ${settleS} s of settling; relevo at its default 1 s loop with metrics, event log and dashboard on`,
       `(every agent's /metrics scraped every ${scrapeS} s, one agent's /cluster and /events polled every second as an open dashboard does).`,
       withPatroni ? 'Patroni (Debian package) ran on the same etcd over the same window with synchronous_mode and its default loop_wait of 10 s.' : 'Patroni was not installed.',
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')} — measured under load (other work shares the machine).`,
@@ -281,7 +284,7 @@ async function main(): Promise<void> {
       table(results),
       '',
     ].join('\n');
-    writeFileSync(join(dir, `agent-rest-${stamp}.md`), md);
+    writeFileSync(join(dir, `agent-rest-${storeKind === 'etcd' ? '' : 'embedded-'}${stamp}.md`), md);
     console.log(`\n${table(results)}\n\nwritten bench/results/agent-rest-${stamp}.json and .md`);
     if (values.profile) {
       for (const name of NAMES) await cluster.signalAgent(name, 'SIGTERM');
