@@ -1,19 +1,17 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
-import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
-import { SecretError } from '../config/secrets.js';
-import { BackupError } from '../backup/errors.js';
+import { loadMemberConfigChecked } from '../config/load.js';
 import { runAgent } from './agent-command.js';
 import { registerBackupCommands } from './backup-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
+import { exitCodeOf, hintOf, isErrorCode } from '../errors/catalogue.js';
 import { runDemo } from './demo.js';
 import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
-import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
@@ -47,7 +45,7 @@ program
         return;
       }
       const seconds = options.watch === true ? 2 : Number(options.watch);
-      if (!(seconds > 0)) throw new CliError(`--watch: got "${options.watch}", expected a positive number of seconds`);
+      if (!(seconds > 0)) throw new CliError('BAD_ARGUMENT', `--watch: got "${options.watch}", expected a positive number of seconds`);
       for (;;) {
         const text = await once();
         process.stdout.write(process.stdout.isTTY ? `\x1b[2J\x1b[H${new Date().toISOString()}\n${text}\n` : `${text}\n`);
@@ -144,7 +142,7 @@ program
   .option('--json', 'machine-readable output (one JSON object per line with --follow)')
   .action(async (options: { config?: string; follow?: boolean; member?: string; limit?: string; json?: boolean }) => {
     const limit = options.limit === undefined ? undefined : Number(options.limit);
-    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError(`--limit: got "${options.limit}", expected a positive integer`);
+    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError('BAD_ARGUMENT', `--limit: got "${options.limit}", expected a positive integer`);
     await withCluster(options.config, async (handle) => showEvents(handle, { ...options, limit }));
   });
 
@@ -159,15 +157,15 @@ program
   .action(async (members: string[], options: { config?: string; pending?: boolean; all?: boolean; at?: string; stepTimeout: string }) => {
     await withCluster(options.config, async (handle) => {
       if (options.pending || options.all) {
-        if (options.pending && options.all) throw new CliError('--pending and --all exclude each other');
+        if (options.pending && options.all) throw new CliError('BAD_ARGUMENT', '--pending and --all exclude each other');
         const seconds = Number(options.stepTimeout);
-        if (!(seconds > 0)) throw new CliError(`--step-timeout: got "${options.stepTimeout}", expected a positive number of seconds`);
+        if (!(seconds > 0)) throw new CliError('BAD_ARGUMENT', `--step-timeout: got "${options.stepTimeout}", expected a positive number of seconds`);
         const mode = options.pending ? 'pending' : 'all';
         console.log(await rollingRestartCommand(handle, { mode, members, at: options.at, stepTimeoutMs: seconds * 1000, print: (line) => console.log(line) }));
         return;
       }
-      if (options.at) throw new CliError('--at applies to a rolling restart: add --pending or --all');
-      if (members.length !== 1) throw new CliError('name one member to restart, or use --pending / --all for a rolling restart');
+      if (options.at) throw new CliError('BAD_ARGUMENT', '--at applies to a rolling restart: add --pending or --all');
+      if (members.length !== 1) throw new CliError('BAD_ARGUMENT', 'name one member to restart, or use --pending / --all for a rolling restart');
       console.log(await memberCommand(handle, 'restart', members[0]!));
     });
   });
@@ -217,7 +215,7 @@ program
   .option(...configOption)
   .action(async (role: string | undefined, options: { config?: string }) => {
     const chosen = (role ?? 'all') as SecretRole;
-    if (!SECRET_ROLES.includes(chosen)) throw new CliError(`role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
+    if (!SECRET_ROLES.includes(chosen)) throw new CliError('BAD_ARGUMENT', `role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
     await withCluster(options.config, async (handle) => console.log(await rotateSecrets(handle, chosen)));
   });
 
@@ -246,17 +244,22 @@ program
 
 registerBackupCommands(program);
 
+/**
+ * One line with the stable code, a hint, and the exit code of the code's class
+ * (src/errors/catalogue.ts, docs/errors.md). An error without a known code is a
+ * run-time failure (exit 1).
+ */
 function report(error: unknown): number {
-  if (error instanceof BackupError) {
-    console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
-    return error.exitCode;
+  const e = error as { message?: string; code?: unknown; hint?: unknown; exitCode?: unknown };
+  const message = e?.message ?? String(error);
+  const code = isErrorCode(e?.code) ? e.code : undefined;
+  if (code === undefined) {
+    console.error(`relevo: ${message}`);
+    return EXIT.failure;
   }
-  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError || error instanceof TlsError) {
-    console.error(`relevo: ${error.message}`);
-    return error instanceof CliError ? error.exitCode : EXIT.usage;
-  }
-  console.error(`relevo: ${(error as Error).message ?? String(error)}`);
-  return EXIT.failure;
+  const hint = typeof e.hint === 'string' ? e.hint : hintOf(code);
+  console.error(`relevo: ${message}${message.includes(`[${code}]`) ? '' : ` [${code}]`}\n  hint: ${hint}`);
+  return typeof e.exitCode === 'number' ? e.exitCode : exitCodeOf(code);
 }
 
 program.parseAsync(process.argv).then(

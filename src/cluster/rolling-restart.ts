@@ -68,29 +68,30 @@ export function planRoll(view: ClusterRead['view'], settings: ClusterSettings, o
   if (!view.reachable) throw new Error(view.error);
   const names = view.members.map((m) => m.name);
   for (const name of options.members ?? []) {
-    if (!names.includes(name)) throw new OperationError(`unknown member "${name}": known members are ${names.join(', ') || 'none'}`);
+    if (!names.includes(name)) throw new OperationError('UNKNOWN_MEMBER', `unknown member "${name}": known members are ${names.join(', ') || 'none'}`);
   }
   const leader = view.leader?.member;
   const primary = view.members.find((m) => m.name === leader);
-  if (!leader || primary?.state !== 'primary') throw new OperationError('no healthy primary holds the leader lease: a rolling restart needs one; check `relevo list`');
-  if (view.failover) throw new OperationError(`a ${view.failover.kind} is in progress (requested ${view.failover.requestedAt}); wait for it to finish`);
+  if (!leader || primary?.state !== 'primary') throw new OperationError('NO_PRIMARY', 'no healthy primary holds the leader lease: a rolling restart needs one; check `relevo list`');
+  if (view.failover) throw new OperationError('OPERATION_IN_PROGRESS', `a ${view.failover.kind} is in progress (requested ${view.failover.requestedAt}); wait for it to finish`);
   const scope = view.members.filter((m) => options.members === undefined || options.members.includes(m.name));
   const targets = scope.filter((m) => needsRestart(m, options.mode));
   if (targets.length === 0) {
     throw new OperationError(
+      'NOTHING_TO_ROLL',
       options.mode === 'pending' ? `nothing to do: no ${options.members ? 'named ' : ''}member has a parameter pending restart` : 'nothing to do: no member selected',
     );
   }
   for (const m of targets) {
     if (m.name !== leader && !isStreamingReplica(m, leader)) {
-      throw new OperationError(`member ${m.name} is not a streaming replica (state ${m.state}): fix it first, a roll only restarts healthy members`);
+      throw new OperationError('NOT_A_RUNNING_REPLICA', `member ${m.name} is not a streaming replica (state ${m.state}): fix it first, a roll only restarts healthy members`);
     }
   }
   const restartsPrimary = targets.some((m) => m.name === leader);
   if (restartsPrimary) {
-    if (settings.paused) throw new OperationError('the cluster is paused and the primary needs a switchover: run `relevo resume` first');
+    if (settings.paused) throw new OperationError('CLUSTER_PAUSED', 'the cluster is paused and the primary needs a switchover: run `relevo resume` first');
     if (!view.members.some((m) => m.name !== leader && m.tags.nofailover !== true && isStreamingReplica(m, leader))) {
-      throw new OperationError(`the primary ${leader} needs a restart but no streaming replica can take over: restarting it would be a write outage`);
+      throw new OperationError('NO_HEALTHY_CANDIDATE', `the primary ${leader} needs a restart but no streaming replica can take over: restarting it would be a write outage`);
     }
   }
   return {
