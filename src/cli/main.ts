@@ -7,6 +7,8 @@ import { registerBackupCommands } from './backup-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { exitCodeOf, hintOf, isErrorCode } from '../errors/catalogue.js';
+import { RELEVO_VERSION } from '../util/version.js';
+import { describeInit, runInit } from './init.js';
 import { runDemo } from './demo.js';
 import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
@@ -17,7 +19,7 @@ import { clusterListing, renderListing } from './list.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
 
 const program = new Command();
-program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').showHelpAfterError();
+program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').version(RELEVO_VERSION).showHelpAfterError();
 
 const configOption = ['-c, --config <file>', 'member configuration file (default: $RELEVO_CONFIG)'] as const;
 
@@ -52,6 +54,29 @@ program
         await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
       }
     });
+  });
+
+program
+  .command('init')
+  .description('write a new host\'s member file, role passwords and cluster CA from flags (asks nothing, never overwrites)')
+  .requiredOption('--cluster <name>', 'cluster name (the same on every host)')
+  .requiredOption('--name <member>', "this member's name (unique in the cluster)")
+  .option('--dir <dir>', 'where member.yaml, secrets.yaml and ca/ go', '/etc/relevo')
+  .option('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. https://10.0.0.1:2379,https://10.0.0.2:2379)')
+  .option('--embedded <path>', 'embedded store database path (one host only: tests and demos)')
+  .option('--data-dir <path>', 'PostgreSQL data directory (default /var/lib/postgresql/15/<cluster>)')
+  .option('--bin-dir <path>', 'PostgreSQL binaries (default /usr/lib/postgresql/15/bin)')
+  .option('--listen <host>', 'address PostgreSQL listens on', '127.0.0.1')
+  .option('--port <port>', 'PostgreSQL port', '5432')
+  .option('--connect-address <host:port>', 'address other members and clients use (default listen:port)')
+  .option('--api-listen <host:port>', "the agent's REST API (default <listen>:8008)")
+  .option('--from <dir>', "the first host's init directory: take its secrets.yaml and ca/ instead of generating new ones")
+  .option('--no-tls', 'TLS off (not for production)')
+  .action(async (options: { cluster: string; name: string; dir: string; etcd?: string; embedded?: string; dataDir?: string; binDir?: string; listen: string; port: string; connectAddress?: string; apiListen?: string; from?: string; tls: boolean }) => {
+    const port = Number(options.port);
+    if (!Number.isInteger(port)) throw new CliError('BAD_ARGUMENT', `--port: got "${options.port}", expected a port number`);
+    const init = { ...options, port, etcd: options.etcd?.split(',').map((u) => u.trim()).filter(Boolean) };
+    console.log(describeInit(await runInit(init), init));
   });
 
 const config = program.command('config').description('member file check and cluster-wide settings');
