@@ -15,6 +15,7 @@ import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
+import { startAutoRoll } from './auto-roll.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
@@ -103,6 +104,7 @@ export class Agent {
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
   private stopBackupDuties: (() => void) | undefined;
+  private stopAutoRoll: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -149,6 +151,7 @@ export class Agent {
     this.loopDone = this.loop();
     this.failsafeLoop();
     this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
+    this.stopAutoRoll = startAutoRoll({ name: this.config.name, store: this.store, keys: this.keys, log: this.log, settings: () => this.settings, access: () => this.peerAccess() });
   }
 
   private async loop(): Promise<void> {
@@ -526,6 +529,7 @@ export class Agent {
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
     this.stopBackupDuties?.();
+    this.stopAutoRoll?.();
     clearTimeout(this.fenceTimer);
     clearTimeout(this.failsafe.timer);
     this.wake?.();

@@ -216,3 +216,44 @@ export async function rollingRestart(driver: RollDriver, options: RollOptions): 
   result.restarted.push(plan.leader);
   return result;
 }
+
+/** Minutes since midnight UTC of an "HH:MM" string. */
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return h! * 60 + m!;
+}
+
+/** Whether `now` falls in the window [start, end) in UTC; a window whose end is before its start wraps midnight. */
+export function insideWindow(window: { start: string; end: string } | null, now: number): boolean {
+  if (!window) return true;
+  const at = Math.floor((now % 86_400_000) / 60_000);
+  const start = minutesOf(window.start);
+  const end = minutesOf(window.end);
+  return start <= end ? at >= start && at < end : at >= start || at < end;
+}
+
+/**
+ * The automatic rolling restart (settings.autoRestart), decided purely: only the
+ * leader starts one, only when a member has parameters pending restart, inside
+ * the window, with the cluster neither paused nor in a switchover, and only when
+ * the roll as `relevo restart --pending` would plan it is possible now.
+ */
+export function autoRollDue(view: ClusterRead['view'], settings: ClusterSettings, me: string, now: number): { due: boolean; reason: string; plan?: RollPlan } {
+  const auto = settings.autoRestart;
+  if (!auto.pending) return { due: false, reason: 'autoRestart.pending is off' };
+  if (!view.reachable) return { due: false, reason: `store unreachable: ${view.error}` };
+  if (view.leader?.member !== me) return { due: false, reason: 'only the leader rolls' };
+  if (settings.paused) return { due: false, reason: 'cluster paused' };
+  if (view.failover) return { due: false, reason: `a ${view.failover.kind} is in progress` };
+  const pending = view.members.filter((m) => m.pendingRestart.length > 0);
+  if (pending.length === 0) return { due: false, reason: 'no member has parameters pending restart' };
+  if (!insideWindow(auto.window, now)) return { due: false, reason: `outside autoRestart.window ${auto.window!.start}-${auto.window!.end} UTC` };
+  try {
+    const plan = planRoll(view, settings, { mode: 'pending' });
+    const names = pending.map((m) => `${m.name} (${m.pendingRestart.join(', ')})`).join('; ');
+    return { due: true, reason: `parameters pending restart on ${names}: rolling them out (autoRestart.pending)`, plan };
+  } catch (error) {
+    if (error instanceof OperationError) return { due: false, reason: `not possible now: ${error.message}` };
+    throw error;
+  }
+}
