@@ -5,28 +5,17 @@
  * whose first replica cannot start stops with the primary untouched.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
-import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
+import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, TestCluster } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 
 const NAMES = FAULT_TEST_MEMBERS;
-const execFileAsync = promisify(execFile);
 
-/** The CLI with a longer timeout than TestCluster.cli: a whole roll takes several restarts and a switchover. */
-async function relevo(cluster: TestCluster, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', cluster.member(NAMES[0]!).file], { timeout: 300_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+/** The CLI with a longer timeout: a whole roll takes several restarts and a switchover. */
+const relevo = (cluster: TestCluster, args: string[]) => cluster.cli(args, undefined, 300_000);
 
 async function diagnostics(cluster: TestCluster): Promise<string> {
   const statuses = await cluster.memberStatuses().catch(() => []);

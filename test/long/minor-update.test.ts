@@ -9,27 +9,17 @@
  *   npm run test:minor-update      (about 1–2 minutes; not in the default suite)
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
-import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, MAIN, TestCluster } from '../helpers/cluster.js';
+import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, TestCluster } from '../helpers/cluster.js';
 import { fetchPostgres, LinkedBinDir, routedWriter, setBinDir } from '../helpers/minor-update.js';
 import { Writer } from '../helpers/writer.js';
 
 const NAMES = FAULT_TEST_MEMBERS;
-const run = promisify(execFile);
 
-async function relevo(cluster: TestCluster, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args, '-c', cluster.member(NAMES[0]!).file], { timeout: 300_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+/** The CLI with a longer timeout: a whole roll takes several restarts and a switchover. */
+const relevo = (cluster: TestCluster, args: string[]) => cluster.cli(args, undefined, 300_000);
 
 const versions = async (cluster: TestCluster) =>
   Object.fromEntries(await Promise.all(NAMES.map(async (n) => [n, (await cluster.sql<{ v: string }>(n, `SELECT current_setting('server_version') AS v`))[0]!.v] as const)));
