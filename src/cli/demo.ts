@@ -119,7 +119,7 @@ async function waitUntilReady(configFile: string, members: number, timeoutMs: nu
   } finally {
     await store.close();
   }
-  throw new Error(`cluster not ready after ${timeoutMs / 1000} s; last view:\n${text}\nsee the agent logs in the demo directory`);
+  throw new CliError('DEMO_NOT_READY', `cluster not ready after ${timeoutMs / 1000} s; last view:\n${text}\nsee the agent logs in the demo directory`);
 }
 
 /** `relevo demo`: three agents as separate processes; Ctrl-C or SIGTERM stops all of them and their PostgreSQL. */

@@ -1,4 +1,5 @@
 import { readCluster } from './view.js';
+import { StoreUnavailableError } from '../store/errors.js';
 import { hintOf, type ErrorCode } from '../errors/catalogue.js';
 import { RecordUnreadableError, type RecordKind } from './records.js';
 import { candidateOf, eligibility } from '../agent/election.js';
@@ -28,7 +29,7 @@ export class OperationError extends Error {
 /** The cluster as read; `needs`: records the operation decides on, which must be readable (never taken as absent). */
 async function reachableView(store: Store, keys: ClusterKeys, needs: RecordKind[] = []) {
   const { view, settings } = await readCluster(store, keys);
-  if (!view.reachable) throw new Error(view.error);
+  if (!view.reachable) throw new StoreUnavailableError(store.backend, view.error);
   const bad = view.unreadable.find((r) => needs.includes(r.kind));
   if (bad) throw new RecordUnreadableError(bad);
   return { view, settings };

@@ -65,7 +65,7 @@ export interface RollPlan {
 
 /** Checks the request against the cluster and plans it; throws OperationError (changes nothing) when impossible. */
 export function planRoll(view: ClusterRead['view'], settings: ClusterSettings, options: RollOptions): RollPlan {
-  if (!view.reachable) throw new Error(view.error);
+  if (!view.reachable) throw new OperationError('STORE_UNREACHABLE', `cannot plan the roll: ${view.error}`);
   const names = view.members.map((m) => m.name);
   for (const name of options.members ?? []) {
     if (!names.includes(name)) throw new OperationError('UNKNOWN_MEMBER', `unknown member "${name}": known members are ${names.join(', ') || 'none'}`);

@@ -67,6 +67,7 @@ const entries = {
   ROTATION_FAILED: { class: 'failure', area: 'cli', summary: 'a password or certificate rotation did not complete', hint: 'read the message: nothing was changed, or the members named still wait (see their agent logs)' },
   TLS_OFF: { class: 'refused', area: 'cli', summary: 'TLS is off for this member, or its CA file is missing', hint: 'set tls.enabled in the member file; `relevo init` writes a CA' },
   DEMO_DIR_UNUSABLE: { class: 'usage', area: 'cli', summary: 'the demo directory cannot be used', hint: 'omit --dir for a fresh one, or give a path that does not exist' },
+  DEMO_NOT_READY: { class: 'failure', area: 'cli', summary: 'the demo cluster did not become ready in time', hint: 'see the agent logs in the demo directory' },
   INIT_EXISTS: { class: 'refused', area: 'cli', summary: '`relevo init` would overwrite a file that exists', hint: 'choose another --dir, or remove the files yourself if they are not in use' },
 
   // The REST API (src/api): errors of the request itself; operation refusals carry their own codes.

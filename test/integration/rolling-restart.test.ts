@@ -54,7 +54,7 @@ test('rolling restart applies a restart-requiring parameter under writes; a fail
 
     const nothing = await relevo(cluster, ['restart', '--pending']);
     assert.equal(nothing.code, 2, `nothing pending: ${nothing.stderr}`);
-    assert.match(nothing.stderr, /nothing to do/);
+    assert.match(nothing.stderr, /\[NOTHING_TO_ROLL\]/);
 
     const set = await relevo(cluster, ['config', 'set', 'postgresql.shared_buffers=32MB']);
     assert.equal(set.code, 0, set.stderr);
@@ -70,10 +70,10 @@ test('rolling restart applies a restart-requiring parameter under writes; a fail
 
     const past = await relevo(cluster, ['restart', '--pending', '--at', '2020-01-01T00:00:00Z']);
     assert.equal(past.code, 2);
-    assert.match(past.stderr, /in the past/);
+    assert.match(past.stderr, /\[BAD_TIME\]/);
     const unknown = await relevo(cluster, ['restart', '--pending', 'nosuch']);
     assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr, /unknown member "nosuch"/);
+    assert.match(unknown.stderr, /\[UNKNOWN_MEMBER\]/);
 
     const started = Date.now();
     const roll = await relevo(cluster, ['restart', '--pending']);
@@ -110,6 +110,7 @@ test('rolling restart applies a restart-requiring parameter under writes; a fail
     const failed = await relevo(cluster, ['restart', '--pending', '--step-timeout', '20']);
     assert.equal(failed.code, 1, `a failed step exits 1: ${failed.stdout}\n${failed.stderr}`);
     assert.match(failed.stderr, new RegExp(`rolling restart stopped: ${victim} is not streaming again`));
+    assert.match(failed.stderr, /\[ROLL_STOPPED\]/);
     assert.doesNotMatch(failed.stdout, /switchover/);
     const statuses = await cluster.memberStatuses();
     const leaderNow = statuses.find((m) => m.state === 'primary');
