@@ -15,6 +15,7 @@ import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
+import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
 import { startAutoRoll } from './auto-roll.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
@@ -103,6 +104,7 @@ export class Agent {
   };
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
+  private readonly installed: InstalledVersion;
   private stopBackupDuties: (() => void) | undefined;
   private stopAutoRoll: (() => void) | undefined;
 
@@ -114,6 +116,7 @@ export class Agent {
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.installed = new InstalledVersion(this.local.binDir, this.local.user);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -372,6 +375,11 @@ export class Agent {
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
+    if (server.kind === 'running') {
+      // New binaries installed under the running server: its next start runs them.
+      const binaries = binariesPending(server.inspection.version, await this.installed.current());
+      if (binaries) server.inspection.pendingRestart = [...server.inspection.pendingRestart, binaries];
+    }
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;

@@ -7,8 +7,9 @@
  * bin directory: initdb, pg_ctl and postgres point into the 15.17 build, the
  * client programs the builds lack (pg_basebackup, pg_rewind, pg_controldata)
  * into Debian's 15. The update re-points the server links at the 15.18 build —
- * what `apt upgrade` does to /usr/lib/postgresql/15/bin — and `relevo restart
- * --all` rolls every member onto it. PostgreSQL resolves its own links, so each
+ * what `apt upgrade` does to /usr/lib/postgresql/15/bin — the agents report the
+ * new binaries as a pending restart, and `relevo restart --pending` rolls every
+ * member onto them. PostgreSQL resolves its own links, so each
  * postmaster runs the build its pg_ctl link points at when it starts.
  */
 import { execFileSync } from 'node:child_process';

@@ -2,7 +2,8 @@
  * A PostgreSQL minor update from one real 15.x build to another (15.17 →
  * 15.18) on a 3-member cluster, under writes through relevo's router (and a
  * multi-host writer beside it, for comparison): the new binaries are installed
- * in place, `relevo restart --all` rolls every member onto them (replicas, a
+ * in place, each agent reports them as a pending restart, and `relevo restart
+ * --pending` rolls every member onto them (replicas, a
  * switchover, the former primary). Every member ends on 15.18, nothing
  * acknowledged is lost, and the writers' longest pause and errors are reported.
  *
@@ -14,6 +15,7 @@ import { test } from 'node:test';
 import { writeFileSync } from 'node:fs';
 import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, TestCluster } from '../helpers/cluster.js';
 import { fetchPostgres, LinkedBinDir, routedWriter, setBinDir } from '../helpers/minor-update.js';
+import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 
 const NAMES = FAULT_TEST_MEMBERS;
@@ -55,10 +57,12 @@ test('a minor update 15.17 → 15.18 rolls every member under writes through the
   for (const w of writers) await w.start();
   for (const w of writers) await w.waitForAcks(30);
 
-  // The package manager installs 15.18 on every host; the running servers are still 15.17.
+  // The package manager installs 15.18 on every host; the running servers are still 15.17,
+  // and each agent reports the new binaries as a pending restart.
   for (const b of bins.values()) b.point(next);
+  await waitFor('the new binaries pending on every member', async () => (await cluster.memberStatuses()).filter((m) => m.pendingRestart.includes('binaries 15.18')).length === NAMES.length, 30_000);
   const started = Date.now();
-  const roll = await relevo(cluster, ['restart', '--all']);
+  const roll = await relevo(cluster, ['restart', '--pending']);
   const elapsed = Date.now() - started;
   assert.equal(roll.code, 0, `roll failed: ${roll.stdout}\n${roll.stderr}`);
   console.log(roll.stdout.trimEnd().replace(/^/gm, '# '));
