@@ -6,7 +6,7 @@ import { errorBody } from '../errors/catalogue.js';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readCluster } from '../agent/observe.js';
+import { readCluster, type ClusterRead } from '../agent/observe.js';
 import { STATE_TONES, TONE_COLOURS } from '../agent/state-tones.js';
 import type { LagSample } from '../agent/lag-history.js';
 import type { ClusterKeys } from '../cluster/keys.js';
@@ -32,6 +32,8 @@ export interface DashboardOptions {
   /** The member serving the page. */
   member: string;
   lagHistory: () => LagSample[];
+  /** The serving agent's own last read of the cluster, when recent: spares a store read per poll. */
+  latest?: () => ClusterRead | undefined;
 }
 
 export function dashboardRoutes(options: DashboardOptions): ApiExtension {
@@ -48,7 +50,7 @@ export function dashboardRoutes(options: DashboardOptions): ApiExtension {
     app.get('/dashboard', { preHandler: auth.read }, send('index.html'));
     app.get<{ Params: { file: string } }>('/dashboard/:file', { preHandler: auth.read }, async (request, reply) => send(request.params.file)(request, reply));
     app.get('/cluster', { preHandler: auth.read }, async (_request, reply) => {
-      const { view, settings } = await readCluster(options.store, options.keys);
+      const { view, settings } = options.latest?.() ?? (await readCluster(options.store, options.keys));
       if (!view.reachable) return reply.code(503).send(errorBody('STORE_UNAVAILABLE', `cannot read the store: ${view.error}`));
       const routers = (await options.store.list(options.keys.routersPrefix).catch(() => []))
         .map((kv) => RouterStatusSchema.safeParse(JSON.parse(kv.value)))
