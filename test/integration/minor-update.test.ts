@@ -7,7 +7,8 @@
  * switchover, the former primary). Every member ends on 15.18, nothing
  * acknowledged is lost, and the writers' longest pause and errors are reported.
  *
- *   npm run test:minor-update      (about 1–2 minutes; not in the default suite)
+ * In the default suite (about 25 s); alone: npm run test:minor-update. The
+ * builds are fetched once by scripts/fetch-postgres.sh (cached).
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
