@@ -94,8 +94,11 @@ async function patroniRound(p: PatroniCluster, writer: Writer, round: number, sa
     p.ctl(['restart', 'bench', name, '--force']);
     await streamingAgain(name);
   }
-  p.ctl(['switchover', '--leader', leader, '--candidate', replicas[0]!, '--force']);
-  await waitFor(`patroni: ${replicas[0]} leads`, async () => (await patroniJson<PatroniClusterView>(api, '/cluster')).members.some((m) => m.name === replicas[0] && m.role === 'leader'), 120_000, 200);
+  // In synchronous mode Patroni switches over only to the synchronous standby.
+  const now = (await patroniJson<PatroniClusterView>(api, '/cluster')).members;
+  const candidate = now.find((m) => m.role === 'sync_standby')?.name ?? replicas[0]!;
+  p.ctl(['switchover', '--leader', leader, '--candidate', candidate, '--force']);
+  await waitFor(`patroni: ${candidate} leads`, async () => (await patroniJson<PatroniClusterView>(api, '/cluster')).members.some((m) => m.name === candidate && m.role === 'leader'), 120_000, 200);
   const former = (await patroniJson<PatroniClusterView>(api, '/cluster')).members.find((m) => m.name === leader);
   if (former?.pending_restart) p.ctl(['restart', 'bench', leader, '--force']);
   await streamingAgain(leader);
