@@ -135,6 +135,15 @@ async function main(): Promise<void> {
   const writers: Writer[] = [];
   const samples: Sample[] = [];
   const lost: Record<string, number> = {};
+  const cleanup = async () => {
+    for (const w of writers) await w.stop().catch(() => undefined);
+    await router?.stop().catch(() => undefined);
+    await patroni?.stop().catch(() => undefined);
+    await cluster?.destroy().catch(() => undefined);
+    await etcd?.stop().catch(() => undefined);
+  };
+  // Stopped from outside (timeout, Ctrl-C): every process this run started is stopped first.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void cleanup().finally(() => process.exit(1)));
   try {
     etcd = await startEtcd();
     cluster = await TestCluster.create({ store: { endpoints: etcd.endpoints }, settings: { synchronousMode: 'on' }, name: 'rolling' });
@@ -179,11 +188,7 @@ async function main(): Promise<void> {
       lost['patroni/multi-host'] = await patroniLost(patroni, patroniWriter);
     }
   } finally {
-    for (const w of writers) await w.stop().catch(() => undefined);
-    await router?.stop().catch(() => undefined);
-    await patroni?.stop().catch(() => undefined);
-    await cluster?.destroy().catch(() => undefined);
-    await etcd?.stop().catch(() => undefined);
+    await cleanup();
   }
   const groups = new Map<string, Sample[]>();
   for (const s of samples) groups.set(`${s.tool} | ${s.path}`, [...(groups.get(`${s.tool} | ${s.path}`) ?? []), s]);
