@@ -173,7 +173,7 @@ async function main(): Promise<void> {
       '',
       `3-member synchronous cluster on ${storeKind === 'etcd' ? 'one etcd' : 'the embedded store'}, idle for ${windowS} s after ${settleS} s of settling; relevo at its default 1 s loop with metrics, event log and dashboard on`,
       `(every agent's /metrics scraped every ${scrapeS} s, one agent's /cluster and /events polled every second as an open dashboard does).`,
-      withPatroni ? 'Patroni (Debian package) ran on the same etcd over the same window with synchronous_mode and its default loop_wait of 10 s.' : 'Patroni was not installed.',
+      withPatroni ? 'Patroni (Debian package) ran on the same etcd over the same window with synchronous_mode and its default loop_wait of 10 s.' : 'Patroni was not run (not installed, or --no-patroni).',
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')} — measured under load (other work shares the machine).`,
       '',
       table(results),
