@@ -10,6 +10,7 @@
  * exit codes) and are merged in below; the router's refusals to PostgreSQL
  * clients are SQLSTATE messages listed in docs/router.md.
  */
+import { REPLAY_ERROR_CODES } from '../agent/replay.js';
 import { BACKUP_ERRORS } from '../backup/errors.js';
 
 /** usage: the request is wrong; refused: valid, but not possible in the cluster's current state; failure: something failed at run time; damage: data is damaged. */
@@ -48,6 +49,7 @@ const entries = {
   NOTHING_TO_ROLL: { class: 'refused', area: 'operations', summary: 'no member needs the restart asked for', hint: '`relevo list` shows pending restarts; use --all to restart every member anyway' },
   BAD_TIME: { class: 'usage', area: 'operations', summary: '--at is not a time, or is in the past', hint: 'give a future ISO time such as 2026-11-21T22:00:00Z, or leave --at out' },
   OPERATION_NOT_DONE: { class: 'failure', area: 'operations', summary: 'the switchover or failover did not happen or did not finish in time', hint: 'see `relevo list`, `relevo events` and the agent logs of both members' },
+  DELAYED_REPLICA: { class: 'refused', area: 'operations', summary: 'the member named is a delayed replica: never promoted, not even with --force', hint: 'remove `delay` from its member file and restart its agent first, or pick another member' },
   ROLL_STOPPED: { class: 'failure', area: 'operations', summary: 'a rolling restart stopped at a failed step; the primary was left as it was', hint: 'fix the member named (its agent log), then run the roll again' },
   PRIMARY_REINIT: { class: 'refused', area: 'operations', summary: 'reinit of the primary would destroy the only copy', hint: 'switch over first, then reinit the former primary' },
   OPERATION_REFUSED: { class: 'refused', area: 'operations', summary: 'an operation was refused (code not known to this CLI version)', hint: 'read the message' },
@@ -122,9 +124,19 @@ const backupEntries = Object.fromEntries(
   Object.entries(BACKUP_ERRORS).map(([code, e]) => [code, { class: (e.exit === 3 ? 'damage' : e.exit === 2 ? 'usage' : 'failure') as ErrorClass, area: 'backup', summary: code.toLowerCase().replace(/_/g, ' '), hint: e.hint }]),
 ) as Record<keyof typeof BACKUP_ERRORS, CatalogueEntry>;
 
-export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS;
+/** Delayed-replica replay and recover-table codes (src/agent/replay.ts, docs/undo.md); a code already listed above keeps its entry. */
+const replayEntries = Object.fromEntries(
+  Object.entries(REPLAY_ERROR_CODES)
+    .filter(([code]) => !Object.hasOwn(entries, code))
+    .map(([code, summary]) => [
+      code,
+      { class: (code === 'BAD_REQUEST' ? 'usage' : code === 'REPLAY_FAILED' || code === 'TARGET_NOT_REACHED' ? 'failure' : 'refused') as ErrorClass, area: 'undo', summary, hint: 'see docs/undo.md for the replay and recover-table commands' },
+    ]),
+) as Record<keyof typeof REPLAY_ERROR_CODES, CatalogueEntry>;
 
-export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...entries, ...backupEntries };
+export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS | keyof typeof REPLAY_ERROR_CODES;
+
+export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...replayEntries, ...entries, ...backupEntries };
 
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(CATALOGUE, value);

@@ -12,6 +12,8 @@ export interface ServerInspection {
   replayPaused: boolean;
   /** Replica: seconds since the last replayed transaction while WAL is pending, else 0. */
   lagSeconds: number | null;
+  /** Replica: now − pg_last_xact_replay_timestamp() (null before the first replayed commit): a delayed replica's effective delay. */
+  replayAgeSeconds?: number | null;
   /** Replica: walreceiver is streaming, and from where. */
   streaming: boolean;
   /**
@@ -95,6 +97,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     replayedLsn: row.replayed,
     replayPaused: row.paused ?? false,
     lagSeconds: row.lag === null ? null : Math.max(0, row.lag),
+    replayAgeSeconds: row.replay_age === null ? null : Math.max(0, row.replay_age),
     streaming: row.status === 'streaming',
     receivedTimeline: row.received_tli,
     upstreamConninfo: row.conninfo,
@@ -117,6 +120,7 @@ interface InspectionRow {
   replayed: string | null;
   paused: boolean | null;
   lag: number | null;
+  replay_age: number | null;
   status: string | null;
   received_tli: number | null;
   conninfo: string | null;
@@ -147,6 +151,7 @@ SELECT r.in_recovery, current_setting('server_version') AS version, current_sett
        CASE WHEN NOT r.in_recovery THEN NULL
             WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
+       CASE WHEN r.in_recovery THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_age,
        w.status, w.received_tli, w.conninfo,
        CASE WHEN r.in_recovery THEN greatest((pg_control_checkpoint()).timeline_id, (pg_control_recovery()).min_recovery_end_timeline) END AS checkpoint_tli
   FROM (SELECT pg_is_in_recovery() AS in_recovery) r LEFT JOIN pg_stat_wal_receiver w ON r.in_recovery`;
