@@ -18,10 +18,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { loadMemberConfig } from '../../src/config/load.js';
-import { loadCredentials } from '../../src/config/secrets.js';
 import { clusterCaFile } from '../../src/tls/member.js';
 import { startRouter, type RouterHandle } from '../../src/router/index.js';
-import { MAIN, TestCluster } from './cluster.js';
+import { MAIN, TEST_APP_ROLE, TestCluster } from './cluster.js';
 import { Writer } from './writer.js';
 
 const SERVER_PROGRAMS = ['initdb', 'pg_ctl', 'postgres'];
@@ -82,11 +81,11 @@ export async function routedWriter(cluster: TestCluster, table: string): Promise
   });
   const address = router.addresses.readWrite!;
   const first = cluster.member([...cluster.members.keys()][0]!).config;
-  const credentials = loadCredentials(first)!;
   const writer = new Writer({
     targets: [{ name: 'router', host: address.replace(/:\d+$/, ''), port: Number(address.split(':').pop()) }],
-    user: 'relevo',
-    password: credentials.agentPassword,
+    // The application's role (created by waitHealthy): relevo's own role does not log in over TCP.
+    user: TEST_APP_ROLE.user,
+    password: TEST_APP_ROLE.password,
     // The router relays TLS end to end: the member's certificate, verified against the cluster CA.
     tlsCaFile: clusterCaFile(first),
     table,
