@@ -40,7 +40,7 @@ export interface ClusterListing {
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
   const { view, settings } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(`store unreachable: ${view.error}${await localMemberSays(handle)}`, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', `store unreachable: ${view.error}${await localMemberSays(handle)}`);
   const routers = (await handle.store.list(handle.keys.routersPrefix)).flatMap((kv) => {
     const parsed = parseRecord(RouterStatusSchema, kv.value);
     return parsed.ok ? [parsed.value] : [];

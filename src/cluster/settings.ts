@@ -63,6 +63,23 @@ export const ClusterSettingsSchema = z
      * CIDR ranges, samehost, samenet or host names; anything else is refused.
      */
     allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
+    /**
+     * Roll restart-requiring changes out by themselves: the leader runs the same rolling
+     * restart as `relevo restart --pending` (replicas, switchover, former primary) when a
+     * member has parameters pending restart, inside `window` (UTC "HH:MM"-"HH:MM", may wrap
+     * midnight; null: any time). Off by default.
+     */
+    autoRestart: z
+      .object({
+        pending: z.boolean().default(false),
+        window: z
+          .object({ start: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (UTC)'), end: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (UTC)') })
+          .strict()
+          .nullable()
+          .default(null),
+      })
+      .strict()
+      .default({ pending: false, window: null }),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
     /**
