@@ -24,6 +24,7 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
+import { LogicalKeeper } from '../logical/keeper.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
@@ -100,6 +101,15 @@ export class Agent {
   };
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
+  /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
+  private readonly logical: LogicalKeeper;
+  private logicalRound: Promise<void> | undefined;
+  private logicalRestartAskedAt = -Infinity;
+  /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
+  private readonly logicalConnection = new KeptConnection(() => {
+    if (!this.credentials) throw new Error('no agent credentials to connect with');
+    return agentSqlTarget(this.local, this.credentials);
+  }, 30_000);
   private stopBackupDuties: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
@@ -110,6 +120,13 @@ export class Agent {
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.logical = new LogicalKeeper(this.config, this.local, this.log, () => {
+      // One request at a time, and not more often than every 30 s should the decision refuse it.
+      if (this.operatorRequest || performance.now() - this.logicalRestartAskedAt < 30_000) return false;
+      this.logicalRestartAskedAt = performance.now();
+      this.request({ kind: 'restart' });
+      return true;
+    });
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -428,6 +445,10 @@ export class Agent {
     const store = observation.store;
     const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
+    if (!this.logicalRound) {
+      const seen = observation;
+      this.logicalRound = this.logical.cycle(seen, this.logicalConnection, this.credentials).finally(() => (this.logicalRound = undefined));
+    }
     await this.publish(observation, decision);
     const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
     for (const observer of this.observers) observer.onCycle(report);
@@ -458,7 +479,8 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
+    const logical = this.logical.status();
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status), ...(logical ? { logical } : {}) };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;
@@ -493,6 +515,7 @@ export class Agent {
       finishOperatorRequest: () => {
         this.operatorRequest = undefined;
       },
+      beforeReplicaStart: () => this.logical.failoverSlots.install(),
     };
   }
 
@@ -507,8 +530,10 @@ export class Agent {
     clearTimeout(this.failsafe.timer);
     this.wake?.();
     await this.loopDone;
+    await this.logicalRound;
     await this.watch?.close();
     this.connection.close();
+    this.logicalConnection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
       this.log.info('stopping PostgreSQL before releasing the leases');
       try {

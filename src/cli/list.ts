@@ -11,6 +11,7 @@ import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
 import { agentApiCall } from './agent-api.js';
+import { renderLogical } from './logical-command.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -149,7 +150,8 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  const logical = renderLogical(listing.members, listing.leader);
+  return `${header}\n${table}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {

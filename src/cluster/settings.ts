@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
 import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
+import { defaultLogicalSettings, LogicalSettingsSchema, walLevelProblem } from './logical-settings.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -64,6 +65,8 @@ export const ClusterSettingsSchema = z
     allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
+    /** Publications, subscriptions and failover of logical slots (src/cluster/logical-settings.ts, docs/logical.md). */
+    logical: LogicalSettingsSchema.default(defaultLogicalSettings()),
     /**
      * Raised by one at every change of these settings (by the writer, never by hand);
      * each member publishes the generation it has applied, so `relevo list` shows
@@ -75,6 +78,10 @@ export const ClusterSettingsSchema = z
   .refine((s) => s.ttlMs - s.fenceMarginMs >= s.loopWaitMs, {
     message: 'ttlMs - fenceMarginMs must be at least loopWaitMs, or a healthy primary would fence itself',
     path: ['fenceMarginMs'],
+  })
+  .superRefine((s, ctx) => {
+    const problem = walLevelProblem(s.logical, s.postgresql.wal_level);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['logical', 'publications'], message: problem });
   });
 
 export type ClusterSettings = z.infer<typeof ClusterSettingsSchema>;
