@@ -155,6 +155,7 @@ async function subscriptionStatus(s: SubscriptionDeclaration, progress: Awaited<
   } catch (error) {
     status.error = (error as Error).message;
   }
-  if (progress.applyErrors + progress.syncErrors > 0 && !status.error) status.error = `${progress.applyErrors} apply and ${progress.syncErrors} table-copy errors so far (pg_stat_subscription_stats; see the server log)`;
+  // Counters only grow (a lost connection counts too): they matter while no worker runs.
+  if (!progress.workerRunning && progress.enabled && progress.applyErrors + progress.syncErrors > 0 && !status.error) status.error = `${progress.applyErrors} apply and ${progress.syncErrors} table-copy errors so far (pg_stat_subscription_stats; see the server log)`;
   return status;
 }
