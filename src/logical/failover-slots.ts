@@ -35,6 +35,8 @@ const NAME_OFFSET = 16;
 const NAME_LENGTH = 64;
 /** After a failed copy or advance, the slot is not tried again for this long. */
 const RETRY_AFTER_MS = 60_000;
+/** A copy ahead of the primary's slot for this long is dropped and copied again. */
+const AHEAD_GRACE_MS = 30_000;
 
 /** The slot name a state file belongs to, or why it is not a slot state file. */
 export function slotStateName(state: Buffer): { name: string } | { problem: string } {
@@ -60,6 +62,8 @@ export class FailoverSlots {
   /** State files read from the primary, installed at the next start of this standby. */
   private readonly pending = new Map<string, Buffer>();
   private readonly retryAt = new Map<string, number>();
+  /** Since when (ms) a copy has been ahead of the primary's slot. */
+  private readonly aheadSince = new Map<string, number>();
 
   constructor(
     private readonly dataDir: string,
@@ -114,6 +118,22 @@ export class FailoverSlots {
         continue;
       }
       this.pending.delete(slot.name);
+      if (slot.confirmedFlushLsn && copy.confirmedFlushLsn && compareLsn(copy.confirmedFlushLsn, slot.confirmedFlushLsn) > 0) {
+        // Right after a failover the new primary's slot may trail the copies made from the old one, until its
+        // subscriber confirms again. A copy that stays ahead is a leftover of another timeline (a rewound former
+        // primary): decoding from its position would read WAL that is not what it was made from. Copied again.
+        const since = this.aheadSince.get(slot.name) ?? now;
+        this.aheadSince.set(slot.name, since);
+        status.detail = `ahead of the primary's slot (${copy.confirmedFlushLsn} > ${slot.confirmedFlushLsn}) since ${new Date(since).toISOString()}`;
+        if (now - since > AHEAD_GRACE_MS && !copy.active) {
+          await dropLogicalSlot(client, slot.name);
+          this.aheadSince.delete(slot.name);
+          status.detail = `dropped: it stayed ahead of the primary's slot for ${AHEAD_GRACE_MS / 1000} s (from another timeline?); copying it again`;
+        }
+        problems.push({ code: 'LOGICAL_SLOT_NOT_READY', object: 'slot', name: slot.name, database: slot.database, message: `LOGICAL_SLOT_NOT_READY: ${status.detail}` });
+        continue;
+      }
+      this.aheadSince.delete(slot.name);
       let position = copy.confirmedFlushLsn;
       if (slot.confirmedFlushLsn && position && compareLsn(position, slot.confirmedFlushLsn) < 0 && (this.retryAt.get(slot.name) ?? 0) <= now) {
         try {

@@ -77,26 +77,29 @@ export class LogicalKeeper {
               target: (database) => ({ ...agentSqlTarget(this.local, credentials), database }),
               passfileFor: (name) => `${this.local.dataDir}.logical-${name}.pgpass`,
               user: this.local.user,
+              clusterName: `${this.config.cluster}/${this.config.name}`,
               log: this.log,
             })
           : { problems: [], drift: [], publications: [], subscriptions: [] };
         Object.assign(report, reconciled, { checkedAt: new Date(o.now).toISOString(), generation: o.settings.generation });
         this.logNewProblems(report);
       }
-      this.report = declared || report.slots.length > 0 ? report : undefined;
+      // With wal_level=logical the section is always published, so replicas learn when the last slot is gone.
+      this.report = declared || report.slots.length > 0 || o.settings.postgresql.wal_level === 'logical' ? report : undefined;
       return;
     }
-    if (!server.inspection.inRecovery || !logical.failoverSlots) {
+    // A member that is never promoted needs no copies (they would only hold WAL and catalog rows on the primary).
+    if (!server.inspection.inRecovery || !logical.failoverSlots || this.config.tags.nofailover) {
       this.report = undefined;
       return;
     }
     const leader = store.leader ? store.members.find((m) => m.name === store.leader!.member) : undefined;
-    const primarySlots = leader?.logical?.slots ?? [];
-    if (!leader || primarySlots.length === 0) {
-      // No copies wanted (or no leader to follow): existing copies stay until a primary says otherwise.
+    if (!leader?.logical) {
+      // No leader, or one that does not say: existing copies stay until a primary says otherwise.
       this.report = undefined;
       return;
     }
+    const primarySlots = leader.logical.slots;
     const [host, port] = splitHostPort(leader.connectAddress);
     const leaderTarget = (): SqlTarget => ({ host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: this.local.tls?.caCert });
     const result = await connection.use((client) =>
@@ -105,7 +108,7 @@ export class LogicalKeeper {
     const report = base();
     report.failoverSlots = result.failoverSlots;
     report.problems = result.problems;
-    this.report = report;
+    this.report = result.failoverSlots.length > 0 || result.problems.length > 0 ? report : undefined;
     this.logNewProblems(report);
     if (result.restart && !o.settings.paused) {
       if (this.requestRestart(`load logical slot ${this.failoverSlots.waitingForRestart.join(', ')} copied from the primary`)) {
@@ -119,9 +122,12 @@ export class LogicalKeeper {
   private logNewProblems(report: LogicalStatus): void {
     const now = new Set<string>();
     for (const p of report.problems) {
-      const key = `${p.code} ${p.name ?? ''} ${p.message}`;
+      const key = `${p.code} ${p.database ?? ''} ${p.name ?? ''}`;
       now.add(key);
-      if (!this.logged.has(key)) this.log.error({ code: p.code, object: p.object, name: p.name, database: p.database }, p.message);
+      if (this.logged.has(key)) continue;
+      // A copy not ready yet is an expected phase (seconds after a new slot), not a failure.
+      const level = p.code === 'LOGICAL_SLOT_NOT_READY' ? 'warn' : 'error';
+      this.log[level]({ code: p.code, object: p.object, name: p.name, database: p.database }, p.message);
     }
     this.logged.clear();
     for (const key of now) this.logged.add(key);

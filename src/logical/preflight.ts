@@ -36,10 +36,10 @@ export async function checkPublication(target: DatabaseTarget, p: PublicationDec
 }
 
 /** The subscribing database exists, the secret is readable, the publishing primary answers, its publications exist, and every table they send exists here. */
-export async function checkSubscription(target: DatabaseTarget, s: SubscriptionDeclaration): Promise<{ publisher: string; tables: string[] }> {
+export async function checkSubscription(target: DatabaseTarget, s: SubscriptionDeclaration): Promise<{ publisher: string; tables: string[]; publisherClusterName: string }> {
   await requireDatabase(target, s.database);
   const password = readSubscriptionSecret(s.connection.password, `subscription ${s.name}: connection.password`);
-  const { publisher, found, tables } = await withPublisher(s.connection, password, async (client, host) => ({ publisher: host, ...(await publishedTables(client, s.publications)) }));
+  const { publisher, found, tables, clusterName } = await withPublisher(s.connection, password, async (client, host) => ({ publisher: host, ...(await publishedTables(client, s.publications)) }));
   const unknown = s.publications.filter((p) => !found.includes(p));
   if (unknown.length > 0) throw new LogicalError('LOGICAL_UNKNOWN_PUBLICATION', `subscription ${s.name}: no publication ${unknown.join(', ')} in database ${s.connection.dbname} at ${publisher}`);
   const here = await withConnection(target(s.database), (client) => existingTables(client, tables));
@@ -47,5 +47,5 @@ export async function checkSubscription(target: DatabaseTarget, s: SubscriptionD
   if (missing.length > 0) {
     throw new LogicalError('LOGICAL_TARGET_TABLE_MISSING', `subscription ${s.name}: ${missing.join(', ')} published by ${publisher} but missing in database ${s.database} here; create ${missing.length === 1 ? 'it' : 'them'} with the same columns first`);
   }
-  return { publisher, tables };
+  return { publisher, tables, publisherClusterName: clusterName };
 }

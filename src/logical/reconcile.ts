@@ -16,6 +16,7 @@ import { LogicalError } from './errors.js';
 import { checkPublication, checkSubscription, type DatabaseTarget } from './preflight.js';
 import {
   createPublicationSql,
+  createSlotSql,
   createSubscriptionSql,
   readPublications,
   readPublisherLag,
@@ -31,6 +32,8 @@ export interface ReconcileInput {
   /** Where this member keeps a subscription's passfile (beside its data directory, owned by PostgreSQL's user). */
   passfileFor: (subscription: string) => string;
   user: OsUser;
+  /** This server's cluster_name (relevo sets `<cluster>/<member>`): a subscription to it needs its slot made first. */
+  clusterName: string;
   log: Logger;
 }
 
@@ -99,9 +102,12 @@ export async function reconcileLogical(input: ReconcileInput): Promise<Reconcile
               }
               if (item.kind === 'missing' && item.object === 'subscription') {
                 const s = usable.find((x) => x.name === item.name)!;
-                await checkSubscription(target, s);
-                // Creating the subscription creates its slot on the publishing side: it may wait for transactions open there.
-                for (const sql of createSubscriptionSql(specs.find((x) => x.name === s.name)!)) await client.query(sql);
+                const { publisherClusterName } = await checkSubscription(target, s);
+                // Both sides the same server: CREATE SUBSCRIPTION would wait for its own transaction while making the slot.
+                const sameServer = publisherClusterName === input.clusterName;
+                if (sameServer) await withConnection(target(s.connection.dbname), (publisher) => publisher.query(createSlotSql(s.name)), 30_000);
+                // Otherwise creating the subscription creates its slot on the publishing side: it may wait for transactions open there.
+                for (const sql of createSubscriptionSql(specs.find((x) => x.name === s.name)!, sameServer)) await client.query(sql);
                 log.info({ subscription: s.name, database }, `created subscription ${s.name} in database ${database}`);
                 continue;
               }

@@ -56,11 +56,21 @@ export interface SubscriptionSpec {
   enabled: boolean;
 }
 
-export function createSubscriptionSql(s: SubscriptionSpec): string[] {
+/**
+ * `slotCreated`: the slot already exists on the publishing side (made beforehand with createSlotSql); needed
+ * when both sides are the same server, where CREATE SUBSCRIPTION would wait for itself while creating it.
+ */
+export function createSubscriptionSql(s: SubscriptionSpec, slotCreated = false): string[] {
+  const slot = slotCreated ? `, create_slot = false, slot_name = ${quoteLiteral(s.name)}` : '';
   return [
-    `CREATE SUBSCRIPTION ${quoteIdent(s.name)} CONNECTION ${quoteLiteral(s.conninfo)} PUBLICATION ${s.publications.map(quoteIdent).join(', ')} WITH (copy_data = ${s.copyData}, enabled = ${s.enabled})`,
+    `CREATE SUBSCRIPTION ${quoteIdent(s.name)} CONNECTION ${quoteLiteral(s.conninfo)} PUBLICATION ${s.publications.map(quoteIdent).join(', ')} WITH (copy_data = ${s.copyData}, enabled = ${s.enabled}${slot})`,
     `COMMENT ON SUBSCRIPTION ${quoteIdent(s.name)} IS ${quoteLiteral(MANAGED_COMMENT)}`,
   ];
+}
+
+/** A logical slot for a subscription (pgoutput), made in the publishing database before the subscription; idempotent. */
+export function createSlotSql(name: string): string {
+  return `SELECT pg_create_logical_replication_slot(${quoteLiteral(name)}, 'pgoutput') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(name)})`;
 }
 
 export function alterSubscriptionConnectionSql(name: string, conninfo: string): string {
@@ -288,13 +298,17 @@ export async function databaseExists(client: pg.Client, database: string): Promi
 }
 
 /** Tables a set of publications sends (on the publishing side), as schema.table. */
-export async function publishedTables(client: pg.Client, publications: string[]): Promise<{ found: string[]; tables: string[] }> {
-  const found = await client.query<{ pubname: string }>(`SELECT pubname FROM pg_publication WHERE pubname = ANY($1::text[])`, [publications]);
+export async function publishedTables(client: pg.Client, publications: string[]): Promise<{ found: string[]; tables: string[]; clusterName: string }> {
+  const found = await client.query<{ pubname: string; cluster: string }>(
+    `SELECT p.pubname, current_setting('cluster_name') AS cluster FROM pg_publication p WHERE p.pubname = ANY($1::text[])`,
+    [publications],
+  );
   const tables = await client.query<{ name: string }>(
     `SELECT DISTINCT schemaname || '.' || tablename AS name FROM pg_publication_tables WHERE pubname = ANY($1::text[]) ORDER BY 1`,
     [publications],
   );
-  return { found: found.rows.map((r) => r.pubname), tables: tables.rows.map((r) => r.name) };
+  const clusterName = found.rows[0]?.cluster ?? (await client.query<{ c: string }>(`SELECT current_setting('cluster_name') AS c`)).rows[0]!.c;
+  return { found: found.rows.map((r) => r.pubname), tables: tables.rows.map((r) => r.name), clusterName };
 }
 
 /** Which of these schema.table names exist in the connected database. */

@@ -178,6 +178,18 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       const set = await pub.cli(['config', 'set', 'logical.repairDrift=true'], 'node2');
       assert.equal(set.code, 0, set.stderr);
       await waitFor('drift repaired', async () => (await pub.sql('node2', `SELECT pubupdate FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.pubupdate === true, 30_000, 250);
+
+      // A partial copy inside the same cluster (another database of the same server): its slot is made first.
+      await pub.sql('node2', `CREATE DATABASE report`);
+      await query(pub, 'node2', 'report', TABLE_DDL);
+      const own = await pub.cli(['logical', 'subscription', 'add', 'report_copy', '--database', 'report', '--publications', 'items_pub', '--hosts', hosts, '--dbname', 'postgres', '--user', 'copier', '--password-file', passwordFile, '--sslrootcert', caFile], 'node2');
+      assert.equal(own.code, 0, own.stderr);
+      await pub.sql('node2', `INSERT INTO ${TABLE} (id, server) VALUES (1000000, 'after')`);
+      const total = (await pub.sql<{ n: number }>('node2', `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n;
+      await waitFor('the same-cluster copy complete', async () => (await query<{ n: number }>(pub, 'node2', 'report', `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n === total, 60_000, 250);
+      await waitFor('report_copy streaming in the status', async () => (await logicalOf(pub, 'node2'))?.subscriptions.find((x) => x.name === 'report_copy' && x.state === 'streaming'), 30_000, 250);
+      const ownListed = await pub.cli(['list'], 'node2');
+      assert.match(ownListed.stdout, /report_copy\s+report\s+streaming/);
     } catch (error) {
       if (error instanceof Error) error.message = `${error.message}\n${await diagnostics()}`;
       throw error;
