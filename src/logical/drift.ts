@@ -57,20 +57,7 @@ export function publicationDrift(database: string, declared: PublicationDeclarat
       items.push({ object: 'publication', name: p.name, database, kind: 'different', detail: differences.join('; '), repair: alterPublicationSql(p, found), always: false });
     }
   }
-  const declaredNames = new Set(declared.map((p) => p.name));
-  for (const found of actual) {
-    if (declaredNames.has(found.name)) continue;
-    items.push({
-      object: 'publication',
-      name: found.name,
-      database,
-      kind: 'extra',
-      detail: found.managed ? 'its declaration was removed: dropping it' : 'not declared (made by hand?)',
-      repair: [dropPublicationSql(found.name)],
-      always: found.managed,
-    });
-  }
-  return items;
+  return [...items, ...extras('publication', database, declared, actual, dropPublicationSql, '')];
 }
 
 export function subscriptionDrift(database: string, declared: SubscriptionSpec[], actual: SubscriptionState[]): DriftItem[] {
@@ -101,20 +88,30 @@ export function subscriptionDrift(database: string, declared: SubscriptionSpec[]
       items.push({ object: 'subscription', name: s.name, database, kind: 'different', detail: found.enabled ? 'enabled, declared disabled' : 'disabled, declared enabled', repair: [enableSubscriptionSql(s.name, s.enabled)], always: false });
     }
   }
-  const declaredNames = new Set(declared.map((s) => s.name));
-  for (const found of actual) {
-    if (declaredNames.has(found.name)) continue;
-    items.push({
-      object: 'subscription',
+  return [...items, ...extras('subscription', database, declared, actual, dropSubscriptionSql, ' (and its slot on the publishing side)')];
+}
+
+/** Objects in the database without a declaration: relevo's own (a removed declaration) are dropped, others only reported. */
+function extras(
+  object: DriftItem['object'],
+  database: string,
+  declared: { name: string }[],
+  actual: { name: string; managed: boolean }[],
+  drop: (name: string) => string,
+  alsoDropped: string,
+): DriftItem[] {
+  const declaredNames = new Set(declared.map((d) => d.name));
+  return actual
+    .filter((found) => !declaredNames.has(found.name))
+    .map((found) => ({
+      object,
       name: found.name,
       database,
-      kind: 'extra',
-      detail: found.managed ? 'its declaration was removed: dropping it (and its slot on the publishing side)' : 'not declared (made by hand?)',
-      repair: [dropSubscriptionSql(found.name)],
+      kind: 'extra' as const,
+      detail: found.managed ? `its declaration was removed: dropping it${alsoDropped}` : 'not declared (made by hand?)',
+      repair: [drop(found.name)],
       always: found.managed,
-    });
-  }
-  return items;
+    }));
 }
 
 /** Whether relevo runs an item's repair now. */

@@ -37,6 +37,7 @@ const NAME_LENGTH = 64;
 const RETRY_AFTER_MS = 60_000;
 /** A copy ahead of the primary's slot for this long is dropped and copied again. */
 const AHEAD_GRACE_MS = 30_000;
+const AHEAD_QUIET_MS = 5_000;
 
 /** The slot name a state file belongs to, or why it is not a slot state file. */
 export function slotStateName(state: Buffer): { name: string } | { problem: string } {
@@ -125,6 +126,8 @@ export class FailoverSlots {
         const since = this.aheadSince.get(slot.name) ?? now;
         this.aheadSince.set(slot.name, since);
         status.detail = `ahead of the primary's slot (${copy.confirmedFlushLsn} > ${slot.confirmedFlushLsn}) since ${new Date(since).toISOString()}`;
+        // A fresh copy may be ahead of the position the primary last published: not worth a word for a few seconds.
+        if (now - since < AHEAD_QUIET_MS) continue;
         if (now - since > AHEAD_GRACE_MS && !copy.active) {
           await dropLogicalSlot(client, slot.name);
           this.aheadSince.delete(slot.name);

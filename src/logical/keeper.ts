@@ -70,9 +70,12 @@ export class LogicalKeeper {
       report.slots = slots.slots;
       report.physicalCatalogXmin = slots.physical;
       if (due) {
+        // After a settings change (and at start) every database is looked at: a removed declaration's object may be anywhere.
+        const scanAll = o.settings.generation !== this.lastReconcile.generation;
         this.lastReconcile = { at: performance.now(), generation: o.settings.generation };
-        const reconciled = declared
+        const reconciled = declared || scanAll
           ? await reconcileLogical({
+              scanAll,
               logical,
               target: (database) => ({ ...agentSqlTarget(this.local, credentials), database }),
               passfileFor: (name) => `${this.local.dataDir}.logical-${name}.pgpass`,
@@ -85,7 +88,8 @@ export class LogicalKeeper {
         this.logNewProblems(report);
       }
       // With wal_level=logical the section is always published, so replicas learn when the last slot is gone.
-      this.report = declared || report.slots.length > 0 || o.settings.postgresql.wal_level === 'logical' ? report : undefined;
+      const worthShowing = declared || report.slots.length > 0 || report.problems.length > 0 || report.drift.length > 0;
+      this.report = worthShowing || o.settings.postgresql.wal_level === 'logical' ? report : undefined;
       return;
     }
     // A member that is never promoted needs no copies (they would only hold WAL and catalog rows on the primary).

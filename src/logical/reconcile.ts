@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import type { LogicalSettings, SubscriptionDeclaration } from '../cluster/logical-settings.js';
 import type { LogicalDrift, LogicalProblem, LogicalStatus, SubscriptionStatus } from '../cluster/logical-status.js';
 import type { OsUser } from '../util/os-user.js';
-import { readOwnedFile, writeOwnedFile } from '../postgres/owned-fs.js';
+import { basename, dirname } from 'node:path';
+import { readOwnedFile, withOwnedDir, writeOwnedFile } from '../postgres/owned-fs.js';
 import { withConnection } from '../postgres/sql.js';
 import { passfileContent, readSubscriptionSecret, withPublisher } from './connection.js';
 import { publicationDrift, shouldRepair, subscriptionDrift } from './drift.js';
@@ -16,6 +17,7 @@ import { LogicalError } from './errors.js';
 import { checkPublication, checkSubscription, type DatabaseTarget } from './preflight.js';
 import {
   createPublicationSql,
+  connectableDatabases,
   createSlotSql,
   createSubscriptionSql,
   readPublications,
@@ -34,6 +36,11 @@ export interface ReconcileInput {
   user: OsUser;
   /** This server's cluster_name (relevo sets `<cluster>/<member>`): a subscription to it needs its slot made first. */
   clusterName: string;
+  /**
+   * Also look at every other database (after a settings change): an object relevo made whose declaration was
+   * removed may be in a database nothing is declared in any more. There only such objects are acted on.
+   */
+  scanAll: boolean;
   log: Logger;
 }
 
@@ -54,6 +61,12 @@ function ensurePassfile(input: ReconcileInput, s: SubscriptionDeclaration): stri
   return path;
 }
 
+/** A dropped subscription's password does not stay behind. */
+function removePassfile(input: ReconcileInput, name: string): void {
+  const path = input.passfileFor(name);
+  withOwnedDir(dirname(path), input.user, (dir) => dir.remove(basename(path)));
+}
+
 function specOf(s: SubscriptionDeclaration, passfile: string): SubscriptionSpec {
   return {
     name: s.name,
@@ -67,8 +80,11 @@ function specOf(s: SubscriptionDeclaration, passfile: string): SubscriptionSpec 
 export async function reconcileLogical(input: ReconcileInput): Promise<ReconcileResult> {
   const { logical, target, log } = input;
   const result: ReconcileResult = { problems: [], drift: [], publications: [], subscriptions: [] };
-  const databases = [...new Set([...logical.publications.map((p) => p.database), ...logical.subscriptions.map((s) => s.database)])].sort();
+  const declaredDatabases = new Set([...logical.publications.map((p) => p.database), ...logical.subscriptions.map((s) => s.database)]);
+  const others = input.scanAll ? (await withConnection(target('postgres'), (client) => connectableDatabases(client))).filter((d) => !declaredDatabases.has(d)) : [];
+  const databases = [...declaredDatabases, ...others].sort();
   for (const database of databases) {
+    const declaredHere = declaredDatabases.has(database);
     const publications = logical.publications.filter((p) => p.database === database);
     const subscriptions = logical.subscriptions.filter((s) => s.database === database);
     // Secrets first: a subscription whose secret is unreadable is reported, the others go on.
@@ -89,7 +105,7 @@ export async function reconcileLogical(input: ReconcileInput): Promise<Reconcile
           const drift = [
             ...publicationDrift(database, publications, await readPublications(client)),
             ...subscriptionDrift(database, specs, await readSubscriptions(client)),
-          ];
+          ].filter((item) => declaredHere || (item.kind === 'extra' && item.always));
           for (const item of drift) {
             let repaired = false;
             try {
@@ -114,6 +130,7 @@ export async function reconcileLogical(input: ReconcileInput): Promise<Reconcile
               if (shouldRepair(item, logical.repairDrift)) {
                 for (const sql of item.repair) await client.query(sql);
                 repaired = true;
+                if (item.object === 'subscription' && item.kind === 'extra') removePassfile(input, item.name);
                 log.warn({ object: item.object, name: item.name, database, kind: item.kind }, `repaired drift of ${item.object} ${item.name} in ${database}: ${item.detail}`);
               }
             } catch (error) {

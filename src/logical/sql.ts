@@ -183,11 +183,11 @@ export interface SubscriptionState {
   managed: boolean;
 }
 
-/** Subscriptions of the connected database (pg_subscription is shared; conninfo needs a superuser). */
+/** Subscriptions of the connected database (pg_subscription is shared, but their comments are in this database's pg_description; conninfo needs a superuser). */
 export async function readSubscriptions(client: pg.Client): Promise<SubscriptionState[]> {
   const result = await client.query<{ subname: string; subenabled: boolean; subconninfo: string; subpublications: string[]; subslotname: string | null; note: string | null }>(
     `SELECT s.subname, s.subenabled, s.subconninfo, s.subpublications::text[] AS subpublications, s.subslotname::text AS subslotname,
-            shobj_description(s.oid, 'pg_subscription') AS note
+            obj_description(s.oid, 'pg_subscription') AS note
        FROM pg_subscription s WHERE s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY s.subname`,
   );
   return result.rows.map((r) => ({
@@ -291,6 +291,11 @@ export async function resolvePublicationTables(
     unknownTables: named.filter((t) => !byName.has(t)),
     unknownSchemas: [],
   };
+}
+
+/** Databases that accept connections, templates aside. */
+export async function connectableDatabases(client: pg.Client): Promise<string[]> {
+  return (await client.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1`)).rows.map((r) => r.datname);
 }
 
 export async function databaseExists(client: pg.Client, database: string): Promise<boolean> {

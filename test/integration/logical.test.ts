@@ -10,7 +10,7 @@
  *  - drift is reported, and repaired once logical.repairDrift is on.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, chmodSync, writeFileSync } from 'node:fs';
+import { copyFileSync, chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pg from 'pg';
@@ -190,6 +190,16 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       await waitFor('report_copy streaming in the status', async () => (await logicalOf(pub, 'node2'))?.subscriptions.find((x) => x.name === 'report_copy' && x.state === 'streaming'), 30_000, 250);
       const ownListed = await pub.cli(['list'], 'node2');
       assert.match(ownListed.stdout, /report_copy\s+report\s+streaming/);
+
+      // Removing a declaration drops the subscription, its slot on the publishing side and its passfile.
+      const removed = await sub.cli(['logical', 'subscription', 'remove', 'items_sub']);
+      assert.equal(removed.code, 0, removed.stderr);
+      await waitFor('items_sub and its slot dropped', async () => {
+        const subs = await sub.sql<{ n: number }>('s1', `SELECT count(*)::int AS n FROM pg_subscription`);
+        const slots = await pub.sql<{ n: number }>('node2', `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'items_sub'`);
+        return subs[0]!.n === 0 && slots[0]!.n === 0;
+      }, 30_000, 250);
+      assert.equal(existsSync(`${sub.member('s1').config.postgres.dataDir}.logical-items_sub.pgpass`), false);
     } catch (error) {
       if (error instanceof Error) error.message = `${error.message}\n${await diagnostics()}`;
       throw error;
