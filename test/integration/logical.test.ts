@@ -24,7 +24,9 @@ import { freePort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 
-const SETTINGS = { ...FAULT_TEST_SETTINGS, synchronousFallbackMs: 3_000, postgresql: { wal_level: 'logical' } };
+// A short reconcile period only to keep the test quick (default 5 s).
+const LOGICAL = { reconcileIntervalMs: 1_000 };
+const SETTINGS = { ...FAULT_TEST_SETTINGS, synchronousFallbackMs: 3_000, postgresql: { wal_level: 'logical' }, logical: LOGICAL };
 const TABLE = 'items';
 const TABLE_DDL = `CREATE TABLE ${TABLE} (id bigint PRIMARY KEY, server text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`;
 
@@ -65,14 +67,13 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       await parts.sub?.destroy();
     });
     const pub = (parts.pub = await TestCluster.create({ store: 'embedded', name: 'pub', settings: SETTINGS }));
-    const sub = (parts.sub = await TestCluster.create({ store: 'embedded', name: 'sub', settings: { loopWaitMs: 300 } }));
+    const sub = (parts.sub = await TestCluster.create({ store: 'embedded', name: 'sub', settings: { loopWaitMs: 300, logical: LOGICAL } }));
     parts.faults = new Faults(pub);
     for (const name of ['node1', 'node2']) await pub.defineMember(name);
     await sub.defineMember('s1');
-    pub.startAgent('node1');
+    // node2 waits for node1's bootstrap by itself, then clones.
+    for (const name of ['node1', 'node2']) pub.startAgent(name);
     sub.startAgent('s1');
-    await pub.waitHealthy(['node1'], 90_000);
-    pub.startAgent('node2');
     await Promise.all([pub.waitHealthy(['node1', 'node2'], 90_000), sub.waitHealthy(['s1'], 90_000)]);
 
     const diagnostics = async () =>
