@@ -18,6 +18,7 @@ import { clusterKeys } from '../../src/cluster/keys.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { clusterCaFile } from '../../src/tls/member.js';
 import type { LogicalStatus } from '../../src/cluster/logical-status.js';
+import { LogicalSettingsSchema } from '../../src/cluster/logical-settings.js';
 import { FAULT_TEST_SETTINGS, TestCluster } from '../helpers/cluster.js';
 import { Faults } from '../helpers/faults.js';
 import { freePort } from '../helpers/ports.js';
@@ -25,7 +26,7 @@ import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 
 // A short reconcile period only to keep the test quick (default 5 s).
-const LOGICAL = { reconcileIntervalMs: 1_000 };
+const LOGICAL = LogicalSettingsSchema.parse({ reconcileIntervalMs: 1_000 });
 const SETTINGS = { ...FAULT_TEST_SETTINGS, synchronousFallbackMs: 3_000, postgresql: { wal_level: 'logical' }, logical: LOGICAL };
 const TABLE = 'items';
 const TABLE_DDL = `CREATE TABLE ${TABLE} (id bigint PRIMARY KEY, server text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())`;
