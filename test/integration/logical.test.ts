@@ -72,10 +72,13 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
     parts.faults = new Faults(pub);
     for (const name of ['node1', 'node2']) await pub.defineMember(name);
     await sub.defineMember('s1');
-    // node2 waits for node1's bootstrap by itself, then clones.
+    // The one that loses the initialisation waits, then clones.
     for (const name of ['node1', 'node2']) pub.startAgent(name);
     sub.startAgent('s1');
-    await Promise.all([pub.waitHealthy(['node1', 'node2'], 90_000), sub.waitHealthy(['s1'], 90_000)]);
+    const [members] = await Promise.all([pub.waitHealthy(['node1', 'node2'], 90_000), sub.waitHealthy(['s1'], 90_000)]);
+    // Whichever bootstrapped is the primary that fails later; the other takes over.
+    const first = members.find((m) => m.role === 'primary')!.name;
+    const second = first === 'node1' ? 'node2' : 'node1';
 
     const diagnostics = async () =>
       [
@@ -87,18 +90,18 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       const writer = (parts.writer = Writer.forCluster(pub, TABLE, { intervalMs: 20 }));
       await writer.start();
       await writer.waitForAcks(20);
-      await pub.sql('node1', `CREATE TABLE nokey (v text)`);
-      await pub.sql('node1', `CREATE ROLE copier LOGIN REPLICATION PASSWORD 'copier-secret'`);
-      await pub.sql('node1', `GRANT SELECT ON ${TABLE} TO copier`);
+      await pub.sql(first, `CREATE TABLE nokey (v text)`);
+      await pub.sql(first, `CREATE ROLE copier LOGIN REPLICATION PASSWORD 'copier-secret'`);
+      await pub.sql(first, `GRANT SELECT ON ${TABLE} TO copier`);
       await sub.sql('s1', `CREATE DATABASE copy`);
       await query(sub, 's1', 'copy', TABLE_DDL);
       const passwordFile = join(sub.dir, 'copier.password');
       writeFileSync(passwordFile, 'copier-secret\n', { mode: 0o600 });
       // The subscriber's PostgreSQL reads the other side's CA itself.
       const caFile = join(sub.dir, 'pub-ca.crt');
-      copyFileSync(clusterCaFile(pub.member('node1').config)!, caFile);
+      copyFileSync(clusterCaFile(pub.member(first).config)!, caFile);
       chmodSync(caFile, 0o644);
-      const hosts = ['node1', 'node2'].map((n) => `127.0.0.1:${pub.member(n).config.postgres.port}`).join(',');
+      const hosts = [first, second].map((n) => `127.0.0.1:${pub.member(n).config.postgres.port}`).join(',');
       const subscribe = (name: string, extra: string[]) =>
         sub.cli(['logical', 'subscription', 'add', name, '--publications', 'items_pub', '--dbname', 'postgres', '--user', 'copier', '--password-file', passwordFile, '--sslrootcert', caFile, ...extra]);
 
@@ -115,7 +118,7 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       const declared = await pub.cli(['logical', 'publication', 'add', 'items_pub', '--database', 'postgres', '--tables', TABLE]);
       assert.equal(declared.code, 0, declared.stderr);
       assert.match(declared.stdout, /applied by the leader/);
-      assert.equal((await pub.sql('node1', `SELECT count(*)::int AS n FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.n, 1);
+      assert.equal((await pub.sql(first, `SELECT count(*)::int AS n FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.n, 1);
 
       const subBefore = await generation(sub);
       const deadPort = await freePort();
@@ -139,19 +142,19 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       const listed = await sub.cli(['list']);
       assert.match(listed.stdout, /items_sub\s+copy\s+streaming/);
 
-      // node2 holds a ready copy of the subscription's slot before we fail node1.
-      await waitFor("node2's copy of slot items_sub ready", async () => (await logicalOf(pub, 'node2'))?.failoverSlots.find((f) => f.name === 'items_sub' && f.ready), 90_000, 250);
+      // The replica holds a ready copy of the subscription's slot before the primary fails.
+      await waitFor(`${second}'s copy of slot items_sub ready`, async () => (await logicalOf(pub, second))?.failoverSlots.find((f) => f.name === 'items_sub' && f.ready), 90_000, 250);
       await writer.waitForAcks(30);
 
-      const { at } = await parts.faults.kill('node1', 'both');
-      await waitFor('node2 primary', async () => {
-        const s = await pub.status('node2');
+      const { at } = await parts.faults.kill(first, 'both');
+      await waitFor(`${second} primary`, async () => {
+        const s = await pub.status(second);
         return s?.role === 'primary' && s.state === 'primary';
       }, 60_000, 200);
-      await writer.waitForAcks(30, 60_000, 'node2');
+      await writer.waitForAcks(30, 60_000, second);
       await writer.stop();
       const acked = writer.acks.map((a) => a.id);
-      t.diagnostic(`${acked.length} acknowledged rows, ${writer.acks.filter((a) => a.server === 'node2').length} on node2 after the failover at ${new Date(at).toISOString()}`);
+      t.diagnostic(`${acked.length} acknowledged rows, ${writer.acks.filter((a) => a.server === second).length} on ${second} after the failover at ${new Date(at).toISOString()}`);
 
       // Every acknowledged row arrives through the new primary's copy of the slot.
       const missing = await waitFor('every acknowledged row in the copy', async () => {
@@ -165,32 +168,32 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
         throw new Error(`${error.message}: missing ${acked.filter((id) => !have.has(id)).slice(0, 20).join(',')}`);
       });
       assert.deepEqual(missing, []);
-      const streamingFrom = await waitFor('the subscription streaming from node2', async () => {
+      const streamingFrom = await waitFor(`the subscription streaming from ${second}`, async () => {
         const s = (await logicalOf(sub, 's1'))?.subscriptions.find((x) => x.name === 'items_sub');
-        return s?.state === 'streaming' && s.publisher === `127.0.0.1:${pub.member('node2').config.postgres.port}` ? s : undefined;
+        return s?.state === 'streaming' && s.publisher === `127.0.0.1:${pub.member(second).config.postgres.port}` ? s : undefined;
       }, 60_000, 250);
       t.diagnostic(`after failover: ${JSON.stringify(streamingFrom)}`);
 
       // Drift: changed by hand on the new primary, reported, then repaired when configured.
-      await pub.sql('node2', `ALTER PUBLICATION items_pub SET (publish = 'insert')`);
-      await waitFor('drift reported', async () => (await logicalOf(pub, 'node2'))?.drift.find((d) => d.name === 'items_pub' && d.kind === 'different' && !d.repaired), 30_000, 250);
-      const driftListed = await pub.cli(['list'], 'node2');
+      await pub.sql(second, `ALTER PUBLICATION items_pub SET (publish = 'insert')`);
+      await waitFor('drift reported', async () => (await logicalOf(pub, second))?.drift.find((d) => d.name === 'items_pub' && d.kind === 'different' && !d.repaired), 30_000, 250);
+      const driftListed = await pub.cli(['list'], second);
       assert.match(driftListed.stdout, /Drift \(LOGICAL_DRIFT\)[\s\S]*items_pub: different/);
-      assert.equal((await pub.sql('node2', `SELECT pubupdate FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.pubupdate, false, 'reported only while repairDrift is off');
-      const set = await pub.cli(['config', 'set', 'logical.repairDrift=true'], 'node2');
+      assert.equal((await pub.sql(second, `SELECT pubupdate FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.pubupdate, false, 'reported only while repairDrift is off');
+      const set = await pub.cli(['config', 'set', 'logical.repairDrift=true'], second);
       assert.equal(set.code, 0, set.stderr);
-      await waitFor('drift repaired', async () => (await pub.sql('node2', `SELECT pubupdate FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.pubupdate === true, 30_000, 250);
+      await waitFor('drift repaired', async () => (await pub.sql(second, `SELECT pubupdate FROM pg_publication WHERE pubname = 'items_pub'`))[0]!.pubupdate === true, 30_000, 250);
 
       // A partial copy inside the same cluster (another database of the same server): its slot is made first.
-      await pub.sql('node2', `CREATE DATABASE report`);
-      await query(pub, 'node2', 'report', TABLE_DDL);
-      const own = await pub.cli(['logical', 'subscription', 'add', 'report_copy', '--database', 'report', '--publications', 'items_pub', '--hosts', hosts, '--dbname', 'postgres', '--user', 'copier', '--password-file', passwordFile, '--sslrootcert', caFile], 'node2');
+      await pub.sql(second, `CREATE DATABASE report`);
+      await query(pub, second, 'report', TABLE_DDL);
+      const own = await pub.cli(['logical', 'subscription', 'add', 'report_copy', '--database', 'report', '--publications', 'items_pub', '--hosts', hosts, '--dbname', 'postgres', '--user', 'copier', '--password-file', passwordFile, '--sslrootcert', caFile], second);
       assert.equal(own.code, 0, own.stderr);
-      await pub.sql('node2', `INSERT INTO ${TABLE} (id, server) VALUES (1000000, 'after')`);
-      const total = (await pub.sql<{ n: number }>('node2', `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n;
-      await waitFor('the same-cluster copy complete', async () => (await query<{ n: number }>(pub, 'node2', 'report', `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n === total, 60_000, 250);
-      await waitFor('report_copy streaming in the status', async () => (await logicalOf(pub, 'node2'))?.subscriptions.find((x) => x.name === 'report_copy' && x.state === 'streaming'), 30_000, 250);
-      const ownListed = await pub.cli(['list'], 'node2');
+      await pub.sql(second, `INSERT INTO ${TABLE} (id, server) VALUES (1000000, 'after')`);
+      const total = (await pub.sql<{ n: number }>(second, `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n;
+      await waitFor('the same-cluster copy complete', async () => (await query<{ n: number }>(pub, second, 'report', `SELECT count(*)::int AS n FROM ${TABLE}`))[0]!.n === total, 60_000, 250);
+      await waitFor('report_copy streaming in the status', async () => (await logicalOf(pub, second))?.subscriptions.find((x) => x.name === 'report_copy' && x.state === 'streaming'), 30_000, 250);
+      const ownListed = await pub.cli(['list'], second);
       assert.match(ownListed.stdout, /report_copy\s+report\s+streaming/);
 
       // Removing a declaration drops the subscription, its slot on the publishing side and its passfile.
@@ -198,7 +201,7 @@ describe('logical replication as cluster settings', { timeout: 240_000 }, () => 
       assert.equal(removed.code, 0, removed.stderr);
       await waitFor('items_sub and its slot dropped', async () => {
         const subs = await sub.sql<{ n: number }>('s1', `SELECT count(*)::int AS n FROM pg_subscription`);
-        const slots = await pub.sql<{ n: number }>('node2', `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'items_sub'`);
+        const slots = await pub.sql<{ n: number }>(second, `SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'items_sub'`);
         return subs[0]!.n === 0 && slots[0]!.n === 0;
       }, 30_000, 250);
       assert.equal(existsSync(`${sub.member('s1').config.postgres.dataDir}.logical-items_sub.pgpass`), false);
