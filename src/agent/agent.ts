@@ -6,7 +6,8 @@ import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter 
 import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
 import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
-import { loadCredentials, type Credentials } from '../config/secrets.js';
+import { loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { ensureNetworkRole } from '../postgres/roles.js';
 import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
@@ -16,7 +17,7 @@ import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { ActionOutcome } from './outcome.js';
@@ -25,6 +26,8 @@ import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
 import { LogicalKeeper } from '../logical/keeper.js';
+import { archiveFeedUsable, effectiveTags } from './delayed.js';
+import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
@@ -48,12 +51,16 @@ export interface AgentOptions {
 export class Agent {
   readonly config: MemberConfig;
   readonly local: LocalPostgres;
+  /** Replay pause/resume and recover-table's recovery target (src/agent/replay.ts). */
+  readonly replay: ReplayControl;
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
   private readonly observers: CycleObserver[];
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
+  /** The network role was checked on this primary (src/postgres/roles.ts). */
+  private networkRoleReady = false;
   private lease: LeaseId | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private leaseTtlMs = 0;
@@ -119,6 +126,7 @@ export class Agent {
     this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
     this.logical = new LogicalKeeper(this.config, this.local, this.log, () => {
       // One request at a time, and not more often than every 30 s should the decision refuse it.
@@ -359,7 +367,7 @@ export class Agent {
       // Failsafe needs the membership and leader as last seen in the store.
       this.failsafe.membership = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
       this.failsafe.lastLeader = cluster.view.leader?.member;
-      if (this.failsafe.given && cluster.view.leader) this.failsafe.given = undefined;
+      this.failsafe.given = givenAfterRead(this.failsafe.given, cluster.view.leader?.member);
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
@@ -377,8 +385,10 @@ export class Agent {
       member: {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
-        nofailover: this.config.tags.nofailover,
+        // A delayed replica is never a candidate (src/agent/delayed.ts).
+        nofailover: effectiveTags(this.config, this.settings).nofailover === true,
         priority: this.config.tags.priority,
+        streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
       settings: this.settings,
       ...dataDir,
@@ -442,6 +452,7 @@ export class Agent {
       this.runsAsPrimary = runsAsPrimary;
       this.armFence();
     }
+    if (runsAsPrimary && server.kind === 'running' && !this.networkRoleReady) await this.migrateNetworkRole();
     const store = observation.store;
     const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
@@ -454,6 +465,23 @@ export class Agent {
     for (const observer of this.observers) observer.onCycle(report);
     // A lost compare-and-swap is re-planned on a fresh read at once.
     return this.outcomes.some((o) => o.result === 'lost_cas') ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
+  }
+
+  /**
+   * Once per agent process, on the primary: relevo's network role exists with
+   * this version's grants (a cluster bootstrapped by an older relevo logged in
+   * over the network as the superuser `relevo`; pg_hba now rejects that).
+   */
+  private async migrateNetworkRole(): Promise<void> {
+    if (!this.credentials) return;
+    const agentPassword = this.credentials.agentPassword;
+    try {
+      const changed = await this.connection.use((client) => ensureNetworkRole(client, agentPassword));
+      this.networkRoleReady = true;
+      if (changed) this.log.info({ role: ROLE_NAMES.network }, `created or updated relevo's network role ${ROLE_NAMES.network} (not a superuser; pg_rewind, fencing, backups and rotation use it)`);
+    } catch (error) {
+      this.log.warn({ role: ROLE_NAMES.network, err: (error as Error).message }, `could not create or update relevo's network role on member ${this.config.name}: ${(error as Error).message}; retrying next loop`);
+    }
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
@@ -480,7 +508,7 @@ export class Agent {
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
     const logical = this.logical.status();
-    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status), ...(logical ? { logical } : {}) };
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), ...(logical ? { logical } : {}) };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     if (!this.lease || !observation.store.reachable) return;

@@ -519,7 +519,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     // Counted per leadership (the leader key's revision): a member that leads again starts afresh.
     const leadership = { leader: leader.name, revision: store.leader!.revision };
     const known = o.memory.streamingLost;
-    const lost = inspection.streaming
+    const lost = inspection.streaming || o.member.streamingOptional === true
       ? undefined
       : known && known.leader === leadership.leader && known.revision === leadership.revision && leader.state === 'primary'
         ? known

@@ -21,6 +21,7 @@ import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
+import { delayedStandby, delayParameters } from './delayed.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -67,7 +68,12 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
+  return {
+    upstream: upstream && { address: upstream.address, slot: upstream.slot },
+    passfile: ctx.local.passfile,
+    sslRootCert: ctx.local.tls?.caCert,
+    ...delayedStandby(ctx.config, ctx.settings()),
+  };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -76,6 +82,7 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   const parameters = {
     ...baseParameters(ctx.config, settings),
     ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    ...delayParameters(ctx.config),
     synchronous_standby_names: synchronousStandbyNames,
   };
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
@@ -220,7 +227,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   const [host, port] = splitHostPort(address);
   try {
     return await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
+      { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
       async (client) => {
         const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
         if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;

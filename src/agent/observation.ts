@@ -80,7 +80,11 @@ export interface Observation {
   now: number;
   /** Monotonic milliseconds (for lease arithmetic, immune to clock jumps). */
   monotonic: number;
-  member: { name: string; connectAddress: string; nofailover: boolean; priority: number };
+  /**
+   * streamingOptional: a replica that does not stream by design: a delayed replica fed from the WAL
+   * archive, or one held at recover-table's recovery target (paused there, its walreceiver stops).
+   */
+  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; streamingOptional?: boolean };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */

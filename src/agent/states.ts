@@ -158,7 +158,8 @@ export const TRANSITIONS: readonly Transition[] = [
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
   {
-    from: [...AFTER_GAP, ...STOPPED, 'primary', 'bootstrapping', 'electing', 'detaching_upstream'],
+    // 'draining': a switchover waited for open transactions while the lease lapsed (its agent had restarted): found by the simulation, failsafe variant, seed 1140.
+    from: [...AFTER_GAP, ...STOPPED, 'primary', 'draining', 'bootstrapping', 'electing', 'detaching_upstream'],
     to: 'acquiring_lease',
     actions: ['acquireLeader'],
     comment: 'primary data on the current timeline (running, or stopped and no standby) and no leader: take the lease before it acknowledges anything',

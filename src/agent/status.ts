@@ -4,6 +4,7 @@ import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.
 import { lsnDistance } from '../postgres/lsn.js';
 import type { Decision } from './decide.js';
 import type { Observation } from './observation.js';
+import { archiveFeedUsable, effectiveTags, type RecoveryTarget } from './delayed.js';
 
 /** Builds the status this agent publishes under `members/<name>`. */
 export function memberStatus(
@@ -13,6 +14,7 @@ export function memberStatus(
   paused: boolean,
   settingsGeneration: number | null = null,
   previous?: MemberStatus,
+  recoveryTarget?: RecoveryTarget,
 ): MemberStatus {
   const server = observation.server;
   const inspection = server.kind === 'running' ? server.inspection : undefined;
@@ -47,7 +49,16 @@ export function memberStatus(
     dataDir: config.postgres.dataDir,
     apiUrl: apiUrlOf(config),
     connectAddress: connectAddressOf(config),
-    tags: config.tags,
+    tags: effectiveTags(config, observation.settings),
+    delay: config.delay
+      ? {
+          applyDelayMs: config.delay.apply,
+          measuredSeconds: inspection?.inRecovery ? (inspection.replayAgeSeconds ?? null) : null,
+          replayPaused: inspection?.replayPaused ?? false,
+          feed: archiveFeedUsable(config, observation.settings) ? 'archive' : 'stream',
+          recoveryTarget: recoveryTarget ?? null,
+        }
+      : null,
     paused,
     settingsGeneration,
     updatedAt: new Date(observation.now).toISOString(),

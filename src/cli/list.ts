@@ -151,7 +151,20 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     options.colour ? colourState : undefined,
   );
   const logical = renderLogical(listing.members, listing.leader);
-  return `${header}\n${table}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  return `${header}\n${table}${renderDelayed(listing.members)}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+/** Delayed replicas (docs/undo.md): the delay measured as now − last replayed commit, not the configured one. */
+function renderDelayed(members: MemberStatus[]): string {
+  const delayed = members.filter((m) => m.delay);
+  if (delayed.length === 0) return '';
+  const rows = delayed.map((m) => {
+    const d = m.delay!;
+    const t = d.recoveryTarget;
+    const target = !t ? '-' : 'lsn' in t ? `held before ${t.lsn}` : 'xid' in t ? `held before xid ${t.xid}` : `held before ${t.time}`;
+    return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
+  });
+  return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {

@@ -17,6 +17,7 @@ import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from
 import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
+import { recoverTable, renderRecoverReport, replayCommand } from './undo.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
 
 const program = new Command();
@@ -170,6 +171,36 @@ program
       if (options.at) throw new CliError('--at applies to a rolling restart: add --pending or --all');
       if (members.length !== 1) throw new CliError('name one member to restart, or use --pending / --all for a rolling restart');
       console.log(await memberCommand(handle, 'restart', members[0]!));
+    });
+  });
+
+program
+  .command('replay')
+  .description('pause or resume WAL replay on a replica (e.g. a delayed replica, docs/undo.md)')
+  .argument('<action>', 'pause or resume')
+  .argument('<member>', 'the replica')
+  .option(...configOption)
+  .action(async (action: string, member: string, options: { config?: string }) => {
+    if (action !== 'pause' && action !== 'resume') throw new CliError(`replay: got "${action}", expected pause or resume`);
+    await withCluster(options.config, async (handle) => console.log(await replayCommand(handle, action, member)));
+  });
+
+program
+  .command('recover-table <table>')
+  .description('copy a table as it was just before a mistake from a delayed replica into a new table on the primary (docs/undo.md)')
+  .requiredOption('--from <member>', 'the delayed replica')
+  .requiredOption('--into <name>', 'name of the new table on the primary (must not exist)')
+  .option('-d, --database <name>', 'database holding the table', 'postgres')
+  .option('--xid <xid>', 'target: just before this transaction commits')
+  .option('--time <iso>', 'target: just before this time')
+  .option('--find', 'target: find the TRUNCATE, DROP or mass DELETE in the WAL of the delay window (pg_waldump)')
+  .option('--dry-run', 'check (and with --find, propose) only; change nothing')
+  .option('--json', 'machine-readable report')
+  .option(...configOption)
+  .action(async (table: string, options: { from: string; into: string; database: string; xid?: string; time?: string; find?: boolean; dryRun?: boolean; json?: boolean; config?: string }) => {
+    await withCluster(options.config, async (handle) => {
+      const report = await recoverTable(handle, { ...options, table, print: (line) => (options.json ? console.error(line) : console.log(line)) });
+      console.log(options.json ? JSON.stringify(report, null, 2) : options.dryRun ? `dry run: target ${JSON.stringify(report.target)} lies in the delay window of ${report.member}; nothing changed` : renderRecoverReport(report));
     });
   });
 

@@ -9,6 +9,7 @@ import type { LogicalStatus } from '../cluster/logical-status.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import type { Observation } from '../agent/observation.js';
+import { effectiveTags } from '../agent/delayed.js';
 import { slotNameFor } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { splitHostPort } from '../postgres/conf.js';
@@ -92,8 +93,8 @@ export class LogicalKeeper {
       this.report = worthShowing || o.settings.postgresql.wal_level === 'logical' ? report : undefined;
       return;
     }
-    // A member that is never promoted needs no copies (they would only hold WAL and catalog rows on the primary).
-    if (!server.inspection.inRecovery || !logical.failoverSlots || this.config.tags.nofailover) {
+    // A member that is never promoted (nofailover, a delayed replica) needs no copies (they would only hold WAL and catalog rows on the primary).
+    if (!server.inspection.inRecovery || !logical.failoverSlots || effectiveTags(this.config, o.settings).nofailover) {
       this.report = undefined;
       return;
     }
