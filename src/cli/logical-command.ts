@@ -27,7 +27,7 @@ import { formatBytes, renderTable } from './table.js';
 const configOption = ['-c, --config <file>', 'member configuration file (default: $RELEVO_CONFIG)'] as const;
 const list = (value: string) => value.split(',').map((v) => v.trim()).filter((v) => v !== '');
 
-/** The leader's databases, reached as the agent role over the network (TLS with the cluster CA when on). */
+/** The leader's databases, reached as relevo's network role (no superuser; it reads every catalog) (TLS with the cluster CA when on). */
 async function leaderTarget(handle: ClusterHandle): Promise<DatabaseTarget> {
   const { view } = await readCluster(handle.store, handle.keys);
   if (!view.reachable) throw new CliError(`store unreachable: ${view.error}`, EXIT.failure);
@@ -37,7 +37,7 @@ async function leaderTarget(handle: ClusterHandle): Promise<DatabaseTarget> {
   if (!credentials) throw new CliError(`no agent credentials in ${handle.config.secrets.file}: run this on a member host`, EXIT.failure);
   const [host, port] = splitHostPort(leader.connectAddress);
   const tlsCaFile = clusterCaFile(handle.config);
-  return (database) => ({ host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, database, tlsCaFile });
+  return (database) => ({ host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, database, tlsCaFile });
 }
 
 function parsed<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: import('zod').ZodError } }, candidate: unknown, what: string): T {

@@ -106,7 +106,7 @@ export class LogicalKeeper {
     }
     const primarySlots = leader.logical.slots;
     const [host, port] = splitHostPort(leader.connectAddress);
-    const leaderTarget = (): SqlTarget => ({ host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: this.local.tls?.caCert });
+    const leaderTarget = (): SqlTarget => ({ host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, tlsCaFile: this.local.tls?.caCert });
     const result = await connection.use((client) =>
       this.failoverSlots.sync(client, { slots: primarySlots, physicalCatalogXmin: leader.logical?.physicalCatalogXmin[slotNameFor(this.config.name)] }, leaderTarget, o.now),
     );

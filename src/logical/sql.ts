@@ -379,7 +379,7 @@ export async function readPhysicalCatalogXmins(client: pg.Client): Promise<Recor
   return Object.fromEntries(result.rows.map((r) => [r.slot_name, r.catalog_xmin]));
 }
 
-/** The on-disk state of a slot, read on the primary (superuser): what a standby needs to own a copy. */
+/** The on-disk state of a slot, read on the primary (a superuser, or a role granted pg_read_binary_file): what a standby needs to own a copy. */
 export async function readSlotStateFile(client: pg.Client, slot: string): Promise<Buffer> {
   const result = await client.query<{ state: Buffer }>(`SELECT pg_read_binary_file('pg_replslot/' || $1 || '/state') AS state`, [slot]);
   return result.rows[0]!.state;
