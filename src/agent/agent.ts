@@ -26,6 +26,7 @@ import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
 import { LogicalKeeper } from '../logical/keeper.js';
+import { SourceReader, siteLinkOf } from './source.js';
 import { archiveFeedUsable, effectiveTags } from './delayed.js';
 import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
@@ -118,6 +119,8 @@ export class Agent {
     return agentSqlTarget(this.local, this.credentials);
   }, 30_000);
   private stopBackupDuties: (() => void) | undefined;
+  /** Standby cluster: reads the source cluster's store (docs/sites.md). */
+  private readonly source: SourceReader;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -135,6 +138,7 @@ export class Agent {
       this.request({ kind: 'restart' });
       return true;
     });
+    this.source = new SourceReader(options.config, options.store, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -379,6 +383,7 @@ export class Agent {
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
     const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAccess()) : [];
+    const source = view.reachable ? await this.source.read(this.settings.standbyCluster) : undefined;
     return {
       now: Date.now(),
       monotonic: performance.now(),
@@ -395,6 +400,7 @@ export class Agent {
       server,
       store: view,
       peers,
+      ...(source ? { source } : {}),
       failsafe: this.failsafeView(),
       haveCredentials: this.credentials !== undefined,
       leaseRenewedAt: this.leaseRenewedAt,
@@ -511,6 +517,8 @@ export class Agent {
     const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), ...(logical ? { logical } : {}) };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
+    const link = siteLinkOf(observation, this.config.cluster);
+    if (link && observation.settings.standbyCluster) await this.source.publishLink(observation.settings.standbyCluster, link, this.keys.siteLink);
     if (!this.lease || !observation.store.reachable) return;
     // An unchanged status is written again only every STATUS_REFRESH_MS: each write wakes every
     // agent's and router's watch, the larger part of an idle cluster's CPU. The key lives on our lease either way.
@@ -560,6 +568,7 @@ export class Agent {
     await this.loopDone;
     await this.logicalRound;
     await this.watch?.close();
+    await this.source.close();
     this.connection.close();
     this.logicalConnection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {

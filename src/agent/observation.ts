@@ -6,6 +6,7 @@ import type { ServerInspection } from '../postgres/inspect.js';
 import type { ActionOutcome } from './outcome.js';
 import type { FailsafeView } from './failsafe.js';
 import type { AgentState } from './states.js';
+import type { SourceView } from './source.js';
 
 /** What PostgreSQL looks like from this agent right now. */
 export type LocalServer =
@@ -100,6 +101,8 @@ export interface Observation {
   peers: PeerView[];
   /** Store failsafe: confirmations this primary holds, or the one this replica gave (src/agent/failsafe.ts). */
   failsafe?: FailsafeView;
+  /** Standby cluster only: the source cluster as read from its store this cycle (src/agent/source.ts). */
+  source?: SourceView;
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
   /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */

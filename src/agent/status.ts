@@ -4,6 +4,7 @@ import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.
 import { lsnDistance } from '../postgres/lsn.js';
 import type { Decision } from './decide.js';
 import type { Observation } from './observation.js';
+import { siteLinkOf } from './source.js';
 import { archiveFeedUsable, effectiveTags, type RecoveryTarget } from './delayed.js';
 
 /** Builds the status this agent publishes under `members/<name>`. */
@@ -25,6 +26,9 @@ export function memberStatus(
   let lagBytes: number | null = null;
   if (inspection && role === 'primary') lagBytes = 0;
   else if (inspection && leader && leader.name !== config.name) lagBytes = lsnDistance(leader.receivedLsn, inspection.replayedLsn);
+  // A standby leader: its upstream and lag are the source's primary's (docs/sites.md).
+  const link = siteLinkOf(observation, config.cluster);
+  if (link) lagBytes = link.lagBytes;
   return {
     name: config.name,
     state: decision.state,
@@ -38,7 +42,7 @@ export function memberStatus(
     lagSeconds: inspection?.lagSeconds ?? null,
     replayPaused: inspection?.replayPaused ?? false,
     streaming: inspection?.streaming ?? false,
-    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : keptUpstream(observation, previous),
+    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : (link?.upstream ? `${link.sourceCluster}/${link.upstream}` : keptUpstream(observation, previous)),
     slots: inspection?.slots ?? [],
     replication: inspection?.replication ?? [],
     postgresVersion: inspection?.version ?? null,

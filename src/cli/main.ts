@@ -7,6 +7,7 @@ import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
 import { registerBackupCommands } from './backup-command.js';
 import { registerLogicalCommands } from './logical-command.js';
+import { registerSiteCommands } from './site-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
@@ -278,6 +279,7 @@ program
 
 registerBackupCommands(program);
 registerLogicalCommands(program);
+registerSiteCommands(program, configOption);
 
 function report(error: unknown): number {
   if (error instanceof BackupError) {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
 import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
 import { defaultLogicalSettings, LogicalSettingsSchema, walLevelProblem } from './logical-settings.js';
+import { StandbyClusterSchema } from './site.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -67,6 +68,12 @@ export const ClusterSettingsSchema = z
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
     /** Publications, subscriptions and failover of logical slots (src/cluster/logical-settings.ts, docs/logical.md). */
     logical: LogicalSettingsSchema.default(defaultLogicalSettings()),
+    /**
+     * Set: this cluster is a standby cluster of another (docs/sites.md). Its leader is a standby leader that
+     * replicates from the source's current primary; nothing here is ever promoted. null: an ordinary cluster.
+     * Written by `relevo site follow|switchover|promote`, which check it first.
+     */
+    standbyCluster: StandbyClusterSchema.nullable().default(null),
     /**
      * Raised by one at every change of these settings (by the writer, never by hand);
      * each member publishes the generation it has applied, so `relevo list` shows

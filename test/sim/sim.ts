@@ -966,6 +966,9 @@ export class World {
       case 'finishOperatorRequest':
         agent.operatorRequest = undefined;
         return;
+      case 'recordDemotion':
+        // The simulation runs no standby cluster (docs/sites.md): decide() never asks for this here.
+        throw new Error('recordDemotion is not modelled: the simulation has no standby cluster');
       default: {
         const unhandled: never = action;
         throw new Error(`no model for action ${(unhandled as Action).type}`);
