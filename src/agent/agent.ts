@@ -27,6 +27,7 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
+import { LogicalKeeper } from '../logical/keeper.js';
 import { SourceReader, siteLinkOf } from './source.js';
 import { archiveFeedUsable, effectiveTags } from './delayed.js';
 import { ReplayControl } from './replay.js';
@@ -120,6 +121,15 @@ export class Agent {
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
   private readonly installed: InstalledVersion;
+  /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
+  private readonly logical: LogicalKeeper;
+  private logicalRound: Promise<void> | undefined;
+  private logicalRestartAskedAt = -Infinity;
+  /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
+  private readonly logicalConnection = new KeptConnection(() => {
+    if (!this.credentials) throw new Error('no agent credentials to connect with');
+    return agentSqlTarget(this.local, this.credentials);
+  }, 30_000);
   private stopBackupDuties: (() => void) | undefined;
   /** Standby cluster: reads the source cluster's store (docs/sites.md). */
   private readonly source: SourceReader;
@@ -134,6 +144,13 @@ export class Agent {
     this.local = localPostgres(options.config);
     this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.logical = new LogicalKeeper(this.config, this.local, this.log, () => {
+      // One request at a time, and not more often than every 30 s should the decision refuse it.
+      if (this.operatorRequest || performance.now() - this.logicalRestartAskedAt < 30_000) return false;
+      this.logicalRestartAskedAt = performance.now();
+      this.request({ kind: 'restart' });
+      return true;
+    });
     this.source = new SourceReader(options.config, options.store, options.log);
     this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
     this.installed = new InstalledVersion(this.local.binDir, this.local.user);
@@ -547,6 +564,10 @@ export class Agent {
     const store = observation.store;
     const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
+    if (!this.logicalRound) {
+      const seen = observation;
+      this.logicalRound = this.logical.cycle(seen, this.logicalConnection, this.credentials).finally(() => (this.logicalRound = undefined));
+    }
     await this.publish(observation, decision);
     const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
     for (const observer of this.observers) observer.onCycle(report);
@@ -594,7 +615,8 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), fence: this.fenceSummary() };
+    const logical = this.logical.status();
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), fence: this.fenceSummary(), ...(logical ? { logical } : {}) };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     const link = siteLinkOf(observation, this.config.cluster);
@@ -631,6 +653,7 @@ export class Agent {
       finishOperatorRequest: () => {
         this.operatorRequest = undefined;
       },
+      beforeReplicaStart: () => this.logical.failoverSlots.install(),
     };
   }
 
@@ -646,9 +669,11 @@ export class Agent {
     clearTimeout(this.failsafe.timer);
     this.wake?.();
     await this.loopDone;
+    await this.logicalRound;
     await this.watch?.close();
     await this.source.close();
     this.connection.close();
+    this.logicalConnection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
       this.log.info('stopping PostgreSQL before releasing the leases');
       try {

@@ -11,6 +11,7 @@ import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
 import { agentApiCall } from './agent-api.js';
+import { renderLogical } from './logical-command.js';
 import { siteListing } from './site.js';
 import type { SiteLink } from '../cluster/site.js';
 
@@ -154,7 +155,8 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  const logical = renderLogical(listing.members, listing.leader);
+  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 
 /** The cross-site link, on the standby side and on the source side. */

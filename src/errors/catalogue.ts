@@ -12,6 +12,7 @@
  */
 import { REPLAY_ERROR_CODES } from '../agent/replay.js';
 import { BACKUP_ERRORS } from '../backup/errors.js';
+import { LOGICAL_CODES } from '../logical/errors.js';
 
 /** usage: the request is wrong; refused: valid, but not possible in the cluster's current state; failure: something failed at run time; damage: data is damaged. */
 export type ErrorClass = 'usage' | 'refused' | 'failure' | 'damage';
@@ -157,9 +158,20 @@ const replayEntries = Object.fromEntries(
     ]),
 ) as Record<keyof typeof REPLAY_ERROR_CODES, CatalogueEntry>;
 
-export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS | keyof typeof REPLAY_ERROR_CODES;
+/** Logical replication codes (src/logical/errors.ts, docs/logical.md): the remedy there is the hint. */
+const LOGICAL_USAGE = new Set(['LOGICAL_UNKNOWN_DATABASE', 'LOGICAL_UNKNOWN_TABLE', 'LOGICAL_UNKNOWN_SCHEMA', 'LOGICAL_NO_REPLICA_IDENTITY', 'LOGICAL_PASSWORD_IN_CLEAR', 'LOGICAL_UNKNOWN_PUBLICATION', 'LOGICAL_TARGET_TABLE_MISSING']);
+const LOGICAL_REFUSED = new Set(['LOGICAL_WAL_LEVEL', 'LOGICAL_NOT_LEADER', 'LOGICAL_DRIFT']);
+const logicalEntries = Object.fromEntries(
+  Object.entries(LOGICAL_CODES).map(([code, remedy]) => {
+    const [summary, ...hint] = remedy.split(': ');
+    const cls: ErrorClass = LOGICAL_USAGE.has(code) ? 'usage' : LOGICAL_REFUSED.has(code) ? 'refused' : 'failure';
+    return [code, { class: cls, area: 'logical', summary: summary!, hint: hint.join(': ') || remedy }];
+  }),
+) as Record<keyof typeof LOGICAL_CODES, CatalogueEntry>;
 
-export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...replayEntries, ...entries, ...backupEntries };
+export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS | keyof typeof REPLAY_ERROR_CODES | keyof typeof LOGICAL_CODES;
+
+export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...replayEntries, ...logicalEntries, ...entries, ...backupEntries };
 
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(CATALOGUE, value);
