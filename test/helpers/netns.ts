@@ -163,6 +163,17 @@ export class NetworkLab {
       if (!match || !dead(match[1]!) || match[1] === process.pid.toString(36)) continue;
       const netns = match[0];
       try {
+        // Its processes (agents, PostgreSQL, etcd...) outlived their owner: kill them by PID first.
+        const pids = execFileSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number);
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGCONT');
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone meanwhile
+          }
+        }
+        if (pids.length > 0) removed.push(`${pids.length} processes in ${netns}`);
         ip('netns', 'del', netns);
         removed.push(netns);
       } catch {
