@@ -5,9 +5,10 @@
  * again, the disk emptied), so healing never depends on which fault ran.
  *
  * Not possible here, and why (docs/reliability.md repeats it):
- *  - packet delay: this kernel has no sch_netem (tc qdisc ... netem fails), and
- *    nftables cannot delay packets; a userspace proxy would only delay the
- *    connections routed through it, so it is not offered as "network delay".
+ *  - a fixed packet delay: this kernel has no sch_netem ("Specified qdisc kind
+ *    is unknown") and nftables cannot delay packets. What is offered instead is
+ *    a throttled link (tc tbf, which exists): packets queue behind the token
+ *    bucket, so they are delayed by up to the queue's latency, and dropped past it.
  *  - a clock step on one host: CLOCK_REALTIME is not namespaced (time
  *    namespaces offset only CLOCK_MONOTONIC/BOOTTIME, and only before the first
  *    process enters them), and libfaketime is not installed; stepping the real
@@ -27,6 +28,8 @@ export const FAULT_KINDS = [
   'partition-replica-minority',
   'loss-primary',
   'loss-replica',
+  'slow-link-primary',
+  'slow-link-replica',
   'kill-agent',
   'stop-agent',
   'kill-postgres',
@@ -51,6 +54,8 @@ export const FAULT_TEXT: Record<FaultKind, string> = {
   'partition-replica-minority': "a replica's host cut off from the other hosts only",
   'loss-primary': "random packet loss on the primary's host (nftables numgen)",
   'loss-replica': "random packet loss on a replica's host",
+  'slow-link-primary': "primary's link throttled (tc tbf): packets queue, so they are delayed up to 1 s and dropped beyond",
+  'slow-link-replica': "a replica's link throttled (tc tbf), delays up to 1 s",
   'kill-agent': "SIGKILL the primary's agent (restarted at heal)",
   'stop-agent': "SIGSTOP the primary's agent",
   'kill-postgres': "SIGKILL the primary's whole PostgreSQL tree",
@@ -130,6 +135,13 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
       net.filter(target, { input: [rule(NOT_LOOPBACK_IN)], output: [rule(NOT_LOOPBACK_OUT)] });
       return { target, detail: `${percent}% of packets dropped each way` };
     }
+    case 'slow-link-primary':
+    case 'slow-link-replica': {
+      const target = kind === 'slow-link-primary' ? p : replica;
+      const kbit = random.pick([64, 128, 256, 512]);
+      net.shape(target, { kbit, latencyMs: 1_000 });
+      return { target, detail: `${kbit} kbit/s each way, queue up to 1 s` };
+    }
     case 'kill-agent':
       await faults.kill(p, 'agent');
       return { target: p, detail: 'agent SIGKILLed' };
@@ -191,7 +203,10 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
 
 /** Undoes every fault: filters, stopped processes, dead etcd members and agents, the disk ballast. */
 export async function healAll(lab: ChaosLab): Promise<void> {
-  for (const name of lab.names) lab.net.filter(name, {});
+  for (const name of lab.names) {
+    lab.net.filter(name, {});
+    lab.net.shape(name);
+  }
   await lab.faults.cleanup();
   for (const name of lab.names) {
     rmSync(join(lab.disk(name), BALLAST), { force: true });

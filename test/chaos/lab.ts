@@ -12,9 +12,9 @@
  * namespaces, links, tmpfs mounts). `teardown()` is idempotent.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ClusterSettings } from '../../src/cluster/settings.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { FAULT_TEST_SETTINGS, TestCluster } from '../helpers/cluster.js';
@@ -83,20 +83,30 @@ export class ChaosLab {
    * namespaces (agents, PostgreSQL, etcd, router), the namespaces, the links,
    * and its tmpfs mounts. Only runs whose owner PID is gone.
    */
-  static removeStale(): string[] {
-    const removed = NetworkLab.removeStale(PREFIX);
+  static removeStale(includeOwn = false): string[] {
+    const removed = NetworkLab.removeStale(PREFIX, includeOwn);
+    const alive = (tag: string) => {
+      const pid = parseInt(tag, 36);
+      return Number.isFinite(pid) && (pid === process.pid ? !includeOwn : readable(`/proc/${pid}`));
+    };
     const mounts = readFileSync('/proc/mounts', 'utf8').split('\n');
     for (const line of mounts) {
       const [source, target] = line.split(' ');
-      if (!source?.startsWith(TMPFS_SOURCE) || !target) continue;
-      const pid = parseInt(source.slice(TMPFS_SOURCE.length), 36);
-      if (pid !== process.pid && Number.isFinite(pid) && readable(`/proc/${pid}`)) continue;
+      if (!source?.startsWith(TMPFS_SOURCE) || !target || alive(source.slice(TMPFS_SOURCE.length))) continue;
       try {
         execFileSync('umount', ['-l', target], { stdio: 'ignore' });
+        // The mount point's parent is the run's cluster directory (agents' files, logs).
+        rmSync(dirname(target), { recursive: true, force: true });
         removed.push(target);
       } catch {
         // already gone
       }
+    }
+    for (const entry of readdirSync(tmpdir())) {
+      const match = /^relevo-chaos-([0-9a-z]+)-/.exec(entry);
+      if (!match || alive(match[1]!)) continue;
+      rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+      removed.push(join(tmpdir(), entry));
     }
     return removed;
   }
@@ -104,6 +114,7 @@ export class ChaosLab {
   static async create(options: LabOptions): Promise<ChaosLab> {
     const stale = ChaosLab.removeStale();
     if (stale.length > 0) options.log(`removed leftovers of an earlier run: ${stale.join(', ')}`);
+    const postgresUid = { uid: execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim(), gid: execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim() };
     const names = Array.from({ length: options.hosts }, (_, i) => `node${i + 1}`);
     const dir = mkdtempSync(join(tmpdir(), `relevo-chaos-${process.pid.toString(36)}-`));
     chmodSync(dir, 0o755);
@@ -132,7 +143,8 @@ export class ChaosLab {
         // The member's directory (data directory, pg_wal) on a disk of its own that can fill up.
         const disk = join(cluster.dir, name);
         mkdirSync(disk, { mode: 0o755 });
-        execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${HOST_DISK},mode=0755`, `${TMPFS_SOURCE}${process.pid.toString(36)}`, disk]);
+        // Owned by postgres, as an operator would prepare a data disk (the agent refuses a root-owned parent).
+        execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${HOST_DISK},mode=0700,uid=${postgresUid.uid},gid=${postgresUid.gid}`, `${TMPFS_SOURCE}${process.pid.toString(36)}`, disk]);
         parts.mounts.push(disk);
         const extra =
           name === names[0]

@@ -59,15 +59,28 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
   const log = options.log ?? ((line: string) => console.log(`# ${line}`));
   const random = rng(options.seed);
   const startMode: Mode = options.mode === 'async' ? 'async' : 'sync';
-  const lab = await ChaosLab.create({ hosts: options.hosts ?? 3, mode: startMode, log });
+  let lab: ChaosLab | undefined;
   let interrupted: string | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     interrupted = `interrupted by ${signal}`;
     log(`${signal}: tearing down`);
-    void lab.teardown().finally(() => process.exit(130));
+    // During setup there is no lab object yet: remove this run's namespaces, processes and mounts by name.
+    const done = lab ? lab.teardown() : Promise.resolve(ChaosLab.removeStale(true));
+    void done.finally(() => process.exit(130));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  try {
+    lab = await ChaosLab.create({ hosts: options.hosts ?? 3, mode: startMode, log });
+  } catch (error) {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    throw error;
+  }
+  return await workload(lab, options, log, random, startMode, onSignal, () => interrupted);
+}
+
+async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) => void, random: ReturnType<typeof rng>, startMode: Mode, onSignal: (s: NodeJS.Signals) => void, interruptedBy: () => string | undefined): Promise<RunResult> {
   const startedAt = Date.now();
   const faults: FaultRecord[] = [];
   const serverNames = lab.serverNames;
@@ -95,7 +108,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
     const [holdMin, holdMax] = options.holdMs ?? [5_000, 12_000];
     const bound = options.convergeTimeoutMs ?? 120_000;
     for (let index = 0; ; index++) {
-      if (interrupted) break;
+      if (interruptedBy()) break;
       if (options.sequence ? index >= options.sequence.length : Date.now() - startedAt >= options.durationMs) break;
       if (options.maxFaults !== undefined && index >= options.maxFaults) break;
       const kind = options.sequence ? options.sequence[index]! : random.pick(kinds);

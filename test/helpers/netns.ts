@@ -132,6 +132,30 @@ export class NetworkLab {
     execFileSync('ip', ['netns', 'exec', netns, 'nft', '-f', '-'], { input: `${lines.join('\n')}\n`, stdio: ['pipe', 'ignore', 'pipe'] });
   }
 
+  /**
+   * Throttles the host's link both ways with a token bucket (tc tbf): packets
+   * queue up to `latencyMs`, so a busy link delays them by up to that much and
+   * drops what would wait longer. (This kernel has no netem for a fixed delay.)
+   * `undefined` removes the throttle.
+   */
+  shape(name: string, rate?: { kbit: number; latencyMs: number }): void {
+    const host = this.host(name);
+    const index = [...this.hosts.keys()].indexOf(name) + 1;
+    // Egress of each end of the veth: the host's side shapes what it sends, the bridge's side what it receives.
+    const ends: [string[], string][] = [[['-n', host.netns], `${this.linkPrefix}n${index}`], [[], host.veth]];
+    for (const [where, dev] of ends) {
+      try {
+        execFileSync('tc', [...where, 'qdisc', 'del', 'dev', dev, 'root'], { stdio: 'ignore' });
+      } catch {
+        // no throttle yet
+      }
+      if (!rate) continue;
+      execFileSync('tc', [...where, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${rate.kbit}kbit`, 'burst', '8kb', 'latency', `${rate.latencyMs}ms`], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    }
+  }
+
   /** Lists the host's current filter (for reports). */
   filterText(name: string): string {
     try {
@@ -142,14 +166,16 @@ export class NetworkLab {
   }
 
   /**
-   * Removes namespaces and links a run with this prefix left behind when its
-   * process died (a crash, SIGKILL): those whose owner PID is gone. Returns what it removed.
+   * Removes namespaces (and the processes in them) and links a run with this
+   * prefix left behind when its process died (a crash, SIGKILL): those whose
+   * owner PID is gone, and this process's own with includeOwn (an interrupted
+   * setup). Returns what it removed.
    */
-  static removeStale(prefix: string): string[] {
+  static removeStale(prefix: string, includeOwn = false): string[] {
     const removed: string[] = [];
     const dead = (tag: string) => {
       const pid = parseInt(tag, 36);
-      return !Number.isFinite(pid) || pid === process.pid || !existsSync(`/proc/${pid}`);
+      return !Number.isFinite(pid) || (pid === process.pid ? includeOwn : !existsSync(`/proc/${pid}`));
     };
     let namespaces = '';
     try {
@@ -160,7 +186,7 @@ export class NetworkLab {
     const nsPattern = new RegExp(`^relevo-${prefix}-([0-9a-z]+)-\\S+`);
     for (const line of namespaces.split('\n')) {
       const match = nsPattern.exec(line.trim());
-      if (!match || !dead(match[1]!) || match[1] === process.pid.toString(36)) continue;
+      if (!match || !dead(match[1]!)) continue;
       const netns = match[0];
       try {
         // Its processes (agents, PostgreSQL, etcd...) outlived their owner: kill them by PID first.
@@ -184,7 +210,7 @@ export class NetworkLab {
     const linkPattern = new RegExp(`^\\d+: (${prefix}([0-9a-z]+?)(?:b|h\\d+))[@:]`);
     for (const line of links.split('\n')) {
       const match = linkPattern.exec(line);
-      if (!match || !dead(match[2]!) || match[2] === process.pid.toString(36)) continue;
+      if (!match || !dead(match[2]!)) continue;
       try {
         ip('link', 'del', match[1]!);
         removed.push(match[1]!);
