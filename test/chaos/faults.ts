@@ -163,7 +163,13 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
       return { target: replica, detail: 'walreceiver SIGSTOPped' };
     case 'kill-walreceiver': {
       const found = faults.postgresTree(replica).filter((x) => /walreceiver/.test(x.title));
-      for (const x of found) process.kill(x.pid, 'SIGKILL');
+      for (const x of found) {
+        try {
+          process.kill(x.pid, 'SIGKILL');
+        } catch {
+          // exited meanwhile
+        }
+      }
       return { target: replica, detail: `walreceiver SIGKILLed (${found.length})` };
     }
     case 'etcd-member-loss': {
