@@ -90,18 +90,20 @@ export class ChaosLab {
       return Number.isFinite(pid) && (pid === process.pid ? !includeOwn : readable(`/proc/${pid}`));
     };
     const mounts = readFileSync('/proc/mounts', 'utf8').split('\n');
+    const parents = new Set<string>();
     for (const line of mounts) {
       const [source, target] = line.split(' ');
       if (!source?.startsWith(TMPFS_SOURCE) || !target || alive(source.slice(TMPFS_SOURCE.length))) continue;
       try {
         execFileSync('umount', ['-l', target], { stdio: 'ignore' });
-        // The mount point's parent is the run's cluster directory (agents' files, logs).
-        rmSync(dirname(target), { recursive: true, force: true });
         removed.push(target);
       } catch {
         // already gone
       }
+      // The mount point's parent is the run's cluster directory (agents' files, logs).
+      parents.add(dirname(target));
     }
+    for (const parent of parents) rmSync(parent, { recursive: true, force: true });
     for (const entry of readdirSync(tmpdir())) {
       const match = /^relevo-chaos-([0-9a-z]+)-/.exec(entry);
       if (!match || alive(match[1]!)) continue;

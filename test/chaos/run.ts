@@ -70,6 +70,13 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // A crash must not leave hosts behind either: tear down, then die as the crash would have.
+  const onCrash = (error: unknown) => {
+    log(`crashed: ${(error as Error)?.stack ?? String(error)}`);
+    const done = lab ? lab.teardown() : Promise.resolve(ChaosLab.removeStale(true));
+    void done.finally(() => process.exit(70));
+  };
+  process.once('uncaughtException', onCrash);
   try {
     lab = await ChaosLab.create({ hosts: options.hosts ?? 3, mode: startMode, log });
   } catch (error) {
