@@ -35,6 +35,8 @@ export interface RunOptions {
   holdMs?: [number, number];
   /** Convergence bound after healing. */
   convergeTimeoutMs?: number;
+  /** After a fault that did not converge, heal once more and wait twice the bound (default) or stop the run at once (false). */
+  retryConvergence?: boolean;
   /** Report async-mode overlapping primaries as known issues rather than violations. */
   tolerateAsyncOverlap?: boolean;
   log?: (line: string) => void;
@@ -156,6 +158,10 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
       log(
         `fault ${index} ${kind} (${mode}) on ${record.target}: held ${hold} ms; ${record.convergedAt ? `converged ${record.convergedAt - record.healedAt} ms after heal, primary ${record.primaryBefore} → ${record.primaryAfter}` : `NOT converged: ${record.error}`}`,
       );
+      if (record.convergedAt === null && options.retryConvergence === false) {
+        aborted = `fault ${index} (${kind}): the cluster did not converge after healing: ${record.error ?? ''}`;
+        break;
+      }
       if (record.convergedAt === null) {
         // One more full heal and a longer wait; if the cluster still does not converge the run cannot go on.
         await healAll(lab);
