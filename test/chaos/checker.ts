@@ -51,7 +51,7 @@ export interface FaultVerdict {
   mode: Mode;
   target: string;
   /** Per writer: acks inside this fault's window, lost among them, unavailability ms. */
-  writers: Record<string, { acked: number; lost: number; unavailableMs: number | null; overlapping: number }>;
+  writers: Record<string, { acked: number; lost: number; unavailableMs: number | null; overlapping: number; lostSpanMs?: number }>;
   convergeMs: number | null;
   staleReads: number;
 }
@@ -195,6 +195,10 @@ export function check(input: CheckInput): CheckResult {
       if (overlapping.has(a)) slot.overlapping++;
     }
     for (const [i, ids] of lostByFault) {
+      // How much time the lost commits cover: from the first one's send to the last one's acknowledgement.
+      const lostIds = new Set(ids);
+      const lostAcks = w.acks.filter((a) => lostIds.has(a.id));
+      perFault[i]!.writers[w.name]!.lostSpanMs = Math.max(...lostAcks.map((a) => a.ackedAt)) - Math.min(...lostAcks.map((a) => a.sentAt));
       if (faults[i]!.mode !== 'sync') continue;
       violations.push({ rule: 'lost-sync', fault: i, detail: `${w.name}: ${ids.length} acknowledged commits lost in sync mode (ids ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', …' : ''})` });
     }
