@@ -75,12 +75,12 @@ export function verdictMarkdown(run: RunResult, note: string): string {
   lines.push('');
   lines.push('## Faults');
   lines.push('');
-  lines.push('| # | fault | mode | target | detail | primary before → after | converged after heal, s | lost (mh/router) |');
+  lines.push('| # | fault | mode | target | detail | primary before → after | converged after heal, s | lost mh / router (time they span) |');
   lines.push('|---:|---|---|---|---|---|---:|---:|');
   for (const f of run.faults) {
     const v = check.perFault[f.index]!;
     lines.push(
-      `| ${f.index} | ${f.kind} | ${f.mode} | ${f.target} | ${f.detail.replace(/\|/g, '/')}${f.error ? ` — ${f.error.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${f.primaryBefore} → ${f.primaryAfter ?? '?'} | ${seconds(v.convergeMs)} | ${v.writers['multi-host']?.lost ?? 0}/${v.writers.router?.lost ?? 0} |`,
+      `| ${f.index} | ${f.kind} | ${f.mode} | ${f.target} | ${f.detail.replace(/\|/g, '/')}${f.error ? ` — ${f.error.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${f.primaryBefore} → ${f.primaryAfter ?? '?'} | ${seconds(v.convergeMs)} | ${WRITERS.map((w) => `${v.writers[w]?.lost ?? 0}${v.writers[w]?.lostSpanMs !== undefined ? ` (${seconds(v.writers[w]!.lostSpanMs!)} s)` : ''}`).join(' / ')} |`,
     );
   }
   lines.push('');
