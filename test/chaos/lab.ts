@@ -133,7 +133,13 @@ export class ChaosLab {
       options.log(`etcd: ${names.length} members healthy (${etcd.endpoints.join(', ')})`);
       const cluster = (parts.cluster = await TestCluster.create({
         store: { endpoints: etcd.endpoints },
-        settings: { ...FAULT_TEST_SETTINGS, synchronousMode: options.mode === 'sync' ? 'on' : 'off', ...options.settings },
+        settings: {
+          ...FAULT_TEST_SETTINGS,
+          synchronousMode: options.mode === 'sync' ? 'on' : 'off',
+          // As an operator sizes WAL for a 512 MB disk: PostgreSQL's default max_wal_size (1 GB) alone would fill it.
+          postgresql: { max_wal_size: '128MB', min_wal_size: '32MB' },
+          ...options.settings,
+        },
         name: 'chaos',
         // Clients speak plain TCP through the router's relay; TLS through it is tls.test.ts's case.
         tls: false,
