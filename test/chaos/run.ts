@@ -235,7 +235,7 @@ async function setMode(lab: ChaosLab, mode: Mode): Promise<void> {
     `synchronous mode ${value} applied`,
     async () => {
       const { primary } = await currentRoles(lab);
-      const rows = await lab.cluster.sql<{ s: string }>(primary, 'SHOW synchronous_standby_names');
+      const rows = await lab.cluster.sql<{ s: string }>(primary, "SELECT current_setting('synchronous_standby_names') AS s");
       const names = rows[0]?.s ?? '';
       return mode === 'sync' ? names !== '' : names === '';
     },

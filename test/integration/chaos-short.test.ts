@@ -15,7 +15,7 @@ import { labUnavailable } from '../chaos/lab.js';
 import { verdictMarkdown } from '../chaos/report.js';
 import { runChaos } from '../chaos/run.js';
 
-const SEQUENCE: FaultKind[] = ['isolate-primary', 'freeze-agent-postmaster', 'partition-replica-minority', 'etcd-quorum-loss'];
+const SEQUENCE: FaultKind[] = ['isolate-primary', 'freeze-agent-postmaster', 'partition-replica-minority', 'etcd-quorum-loss', 'host-restart', 'stop-postgres'];
 
 describe('chaos, short schedule (sync mode)', { timeout: 300_000, skip: labUnavailable() ?? false }, () => {
   it(`survives ${SEQUENCE.join(', ')} with no violation`, async () => {
