@@ -29,7 +29,7 @@ const TMPFS_SOURCE = `relevo-chaos-`;
 export const CLIENT_HOST = 'client';
 export const ROUTER_MAX_LAG_BYTES = 256 * 1024;
 /** Size of each host's disk (a tmpfs holding its data directory, pg_wal included). */
-export const HOST_DISK = '512m';
+export const HOST_DISK = '1g';
 
 export type Mode = 'sync' | 'async';
 
@@ -136,8 +136,9 @@ export class ChaosLab {
         settings: {
           ...FAULT_TEST_SETTINGS,
           synchronousMode: options.mode === 'sync' ? 'on' : 'off',
-          // As an operator sizes WAL for a 512 MB disk: PostgreSQL's default max_wal_size (1 GB) alone would fill it.
-          postgresql: { max_wal_size: '128MB', min_wal_size: '32MB' },
+          // As an operator sizes WAL for a small disk: PostgreSQL's default max_wal_size (1 GB) alone would fill it,
+          // and with a failover every few seconds a standby keeps several timelines' segments until its next restartpoint.
+          postgresql: { max_wal_size: '128MB', min_wal_size: '32MB', checkpoint_timeout: '1min' },
           ...options.settings,
         },
         name: 'chaos',
