@@ -74,17 +74,36 @@ export function windowOf(faults: FaultRecord[], t: number): number {
   return found;
 }
 
-/** Acks that a member gave after another member had acknowledged on the same or a later timeline. */
+/**
+ * Acks that overlap another member's acknowledgements: given after another
+ * member had acknowledged on a later timeline (a former primary still
+ * serving), or inside another member's reign on the same timeline number (its
+ * first acknowledgement to its last; two promotions from one parent can reuse a
+ * number, so a later reign on the same number alone is no overlap).
+ */
 export function overlappingAcks(acks: Ack[]): Ack[] {
-  const firstBy = new Map<string, { server: string; timeline: number; ackedAt: number }>();
+  const reigns = new Map<string, { server: string; timeline: number; firstAckedAt: number; lastSentAt: number }>();
   for (const a of acks) {
     if (a.timeline === undefined) continue;
     const key = `${a.server}/${a.timeline}`;
-    const seen = firstBy.get(key);
-    if (!seen || a.ackedAt < seen.ackedAt) firstBy.set(key, { server: a.server, timeline: a.timeline, ackedAt: a.ackedAt });
+    const r = reigns.get(key);
+    if (!r) reigns.set(key, { server: a.server, timeline: a.timeline, firstAckedAt: a.ackedAt, lastSentAt: a.sentAt });
+    else {
+      r.firstAckedAt = Math.min(r.firstAckedAt, a.ackedAt);
+      r.lastSentAt = Math.max(r.lastSentAt, a.sentAt);
+    }
   }
-  const groups = [...firstBy.values()];
-  return acks.filter((a) => a.timeline !== undefined && groups.some((g) => g.server !== a.server && g.timeline >= a.timeline! && g.ackedAt < a.sentAt));
+  const list = [...reigns.values()];
+  return acks.filter(
+    (a) =>
+      a.timeline !== undefined &&
+      list.some(
+        (g) =>
+          g.server !== a.server &&
+          g.firstAckedAt < a.sentAt &&
+          (g.timeline > a.timeline! || (g.timeline === a.timeline && a.ackedAt < g.lastSentAt)),
+      ),
+  );
 }
 
 /** Reads from a replica further behind than maxLagBytes, measured against acks of its timeline at least graceMs older than the read. */

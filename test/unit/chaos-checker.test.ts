@@ -28,8 +28,10 @@ describe('chaos checker', () => {
     // A former primary that was rewound and promoted again, on a later timeline, is no overlap.
     const back = [...clean, ack(6, 'node1', 3, 300)];
     assert.deepEqual(overlappingAcks(back), []);
-    // Two members on the same timeline (two promotions from one parent): the later one overlaps.
-    assert.deepEqual(overlappingAcks([ack(1, 'node2', 2, 0), ack(2, 'node3', 2, 50)]).map((a) => a.id), [2]);
+    // Two members on the same timeline number (two promotions from one parent): overlapping reigns overlap...
+    assert.deepEqual(overlappingAcks([ack(1, 'node2', 2, 0), ack(2, 'node3', 2, 50), ack(3, 'node2', 2, 100)]).map((a) => a.id), [2]);
+    // ...one after the other do not (the number was reused by a later promotion).
+    assert.deepEqual(overlappingAcks([ack(1, 'node2', 2, 0), ack(2, 'node2', 2, 20), ack(3, 'node3', 2, 50)]), []);
     // In flight at the same time (sent before the other's ack): not provably overlapping.
     assert.deepEqual(overlappingAcks([ack(1, 'node2', 2, 0, 100), ack(2, 'node1', 1, 50, 120)]), []);
   });
