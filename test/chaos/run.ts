@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import pg from 'pg';
+import { TEST_APP_ROLE } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 import { check, type CheckResult, type FaultRecord, type Mode, type WriterLog } from './checker.js';
@@ -96,15 +96,16 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
   const writers = {
     'multi-host': new Writer({
       targets: lab.names.map((n) => ({ name: n, host: lab.net.host(n).address, port: lab.cluster.member(n).config.postgres.port })),
-      user: 'relevo',
-      password: lab.password,
+      // An application role: relevo's own roles do not log in over TCP.
+      user: TEST_APP_ROLE.user,
+      password: TEST_APP_ROLE.password,
       table: 'chaos_multihost',
       serverNames,
       intervalMs: 10,
     }),
-    router: new Writer({ targets: [{ name: 'router', host: lab.rw.host, port: lab.rw.port }], user: 'relevo', password: lab.password, table: 'chaos_router', serverNames, intervalMs: 10, connectTimeoutMs: 3_000 }),
+    router: new Writer({ targets: [{ name: 'router', host: lab.rw.host, port: lab.rw.port }], user: TEST_APP_ROLE.user, password: TEST_APP_ROLE.password, table: 'chaos_router', serverNames, intervalMs: 10, connectTimeoutMs: 3_000 }),
   };
-  const reader = new Reader({ host: lab.ro.host, port: lab.ro.port, user: 'relevo', password: lab.password, serverNames });
+  const reader = new Reader({ host: lab.ro.host, port: lab.ro.port, user: TEST_APP_ROLE.user, password: TEST_APP_ROLE.password, serverNames });
   let aborted: string | undefined;
   let result: CheckResult | undefined;
   try {
@@ -268,19 +269,4 @@ async function runAmcheck(lab: ChaosLab): Promise<Record<string, { ok: boolean; 
     }
   }
   return out;
-}
-
-/** A libpq-free check that a member answers at all (used by the report for the final state). */
-export async function ping(host: string, port: number, password: string): Promise<boolean> {
-  const client = new pg.Client({ host, port, user: 'relevo', password, database: 'postgres', connectionTimeoutMillis: 2_000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
