@@ -82,6 +82,8 @@ export class Agent {
   private memory: AgentMemory = freshMemory();
   /** What became of the last cycle's actions (and of a watchdog stop since): the next observation carries them. */
   private outcomes: ActionOutcome[] = [];
+  /** Outcomes of actions taken outside a cycle (the fence watchdog): handed to the next decision. */
+  private outOfCycleOutcomes: ActionOutcome[] = [];
   private leaseRenewedAt: number | undefined;
   /** The last observation saw PostgreSQL run as primary (not paused): the fence watchdog is armed. */
   private runsAsPrimary = false;
@@ -364,7 +366,8 @@ export class Agent {
         `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms${this.failsafe.ended ? ` and failsafe ended (${this.failsafe.ended})` : ''}: stopping PostgreSQL before the lease can expire`,
       );
       void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
-        this.outcomes.push(outcome);
+        // Not this.outcomes: while a cycle runs, that list pairs one by one with its decision's actions.
+        this.outOfCycleOutcomes.push(outcome);
         if (outcome.result !== 'ok') this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
       });
     }, Math.max(0, deadline - performance.now()));
@@ -525,6 +528,8 @@ export class Agent {
     await this.upkeep.certificates();
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
+    const outOfCycle = this.outOfCycleOutcomes.splice(0);
+    if (outOfCycle.length > 0) observation = { ...observation, outcomes: [...observation.outcomes, ...outOfCycle] };
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);

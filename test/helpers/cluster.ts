@@ -224,6 +224,8 @@ export class TestCluster {
       database: 'postgres',
       connectionTimeoutMillis: 5_000,
     });
+    // A server that crashes mid-query (a fault test) fails the query; without a listener it would also crash the test process.
+    client.on('error', () => undefined);
     await client.connect();
     try {
       return (await client.query<R>(text, params)).rows;
