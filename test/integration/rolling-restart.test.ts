@@ -164,9 +164,15 @@ test('rolling restart applies a restart-requiring parameter under writes through
       const all = await cluster.memberStatuses();
       return all.length === NAMES.length && all.every((m) => m.pendingRestart.length === 0 && (m.state === 'primary' || m.state === 'replica')) && all.some((m) => m.state === 'primary' && m.name !== newPrimary);
     }, 120_000);
-    const rolled = NAMES.find((n) => /automatic rolling restart done/.test(cluster.logTail(n, 100_000)));
-    assert.ok(rolled, 'an agent logged the automatic roll');
+    // The roll ends (and says so) a moment after the former primary streams again.
+    const rolledBy = () => NAMES.find((n) => /automatic rolling restart done/.test(cluster.logTail(n, 100_000)));
+    await waitFor('an agent logged the end of the automatic roll', async () => rolledBy() !== undefined, 60_000);
+    const rolled = rolledBy()!;
     assert.equal(rolled, newPrimary, 'the leader of the time ran the automatic roll');
+    // Its steps, with their reasons, as that agent logged them.
+    for (const line of cluster.logTail(rolled, 100_000).split('\n')) {
+      if (line.startsWith('{') && line.includes('"autoRestart":true')) console.log(`# ${rolled}: ${(JSON.parse(line) as { msg: string }).msg}`);
+    }
     await cluster.waitHealthy(NAMES, 60_000);
     await everyMemberRuns(cluster, '48MB');
     const autoEnded = Date.now();
