@@ -79,6 +79,9 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
 
     await cluster.sql('node1', 'CREATE TABLE precious (id int PRIMARY KEY, label text NOT NULL, at timestamptz DEFAULT now())');
     await cluster.sql('node1', `INSERT INTO precious (id, label) SELECT g, 'row ' || g FROM generate_series(1, ${ROWS}) g`);
+    // The application's role owns the table: the recovered copy must be usable by it.
+    await cluster.sql('node1', 'CREATE ROLE shop_app NOLOGIN');
+    await cluster.sql('node1', 'ALTER TABLE precious OWNER TO shop_app');
     await cluster.sql('node1', 'CREATE TABLE ledger (id int PRIMARY KEY, amount numeric NOT NULL)');
     await cluster.sql('node1', 'INSERT INTO ledger SELECT g, g * 1.5 FROM generate_series(1, 300) g');
     await cluster.sql('node1', 'CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
@@ -175,6 +178,7 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
     assert.equal(report.delayRestored, true);
     const back = await cluster.sql<{ n: string; sum: string }>('node1', `SELECT count(*) AS n, sum(hashtext(id || label))::text AS sum FROM precious_back`);
     assert.deepEqual(back, expected, 'every row is back, with the same content');
+    assert.deepEqual(await cluster.sql('node1', `SELECT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE oid = 'precious_back'::regclass`), [{ owner: 'shop_app' }], 'the copy belongs to the original table\'s owner');
     assert.equal(cluster.postmasterPid('node1'), pid1, 'the primary was never stopped');
     const restored = await waitFor('node3 back to its delay (no target, replaying)', async () => {
       const s = await cluster.status('node3');
