@@ -147,6 +147,10 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
   const intoTaken = await withConnection(primaryDb, async (c) => (await c.query<{ taken: boolean }>('SELECT to_regclass($1) IS NOT NULL AS taken', [options.into])).rows[0]!.taken);
   if (intoTaken) throw new UndoError('TARGET_TABLE_EXISTS', `${options.into} already exists in database ${options.database} on the primary ${primary.name}: choose another name`);
 
+  // relevo_remote reads the replica and has no BYPASSRLS: a table under row-level security is refused before anything changes.
+  const rowSecurity = await withConnection(replicaDb, async (c) => (await c.query<{ rls: boolean }>('SELECT relrowsecurity AS rls FROM pg_class WHERE oid = to_regclass($1)', [options.table])).rows[0]?.rls === true);
+  if (rowSecurity) throw new UndoError('TABLE_ROW_SECURITY', `${options.table} has row-level security on ${member.name}: ${ROLE_NAMES.network}, which reads it there, has no BYPASSRLS and would not see every row; copy it by hand as its owner`);
+
   let found: FindResult | undefined;
   let target: RecoveryTarget;
   let xid: string | undefined;
@@ -173,9 +177,6 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
     target = { time: new Date(time).toISOString() };
     await checkWindow(primaryDb, replicaDb, member.name, target);
   }
-  // relevo_remote reads the replica and has no BYPASSRLS: a table under row-level security is refused before anything changes.
-  const rowSecurity = await withConnection(replicaDb, async (c) => (await c.query<{ rls: boolean }>('SELECT relrowsecurity AS rls FROM pg_class WHERE oid = to_regclass($1)', [options.table])).rows[0]?.rls === true);
-  if (rowSecurity) throw new UndoError('TABLE_ROW_SECURITY', `${options.table} has row-level security on ${member.name}: ${ROLE_NAMES.network}, which reads it there, has no BYPASSRLS and would not see every row; copy it by hand as its owner`);
   if (options.dryRun) {
     return { table: options.table, into: options.into, member: member.name, target, ...(found ? { found } : {}), rowsAtTarget: 0, rowsCopied: 0, primaryRowsNow: null, delayRestored: true };
   }

@@ -84,6 +84,8 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
     await cluster.sql('node1', 'ALTER TABLE precious OWNER TO shop_app');
     await cluster.sql('node1', 'CREATE TABLE ledger (id int PRIMARY KEY, amount numeric NOT NULL)');
     await cluster.sql('node1', 'INSERT INTO ledger SELECT g, g * 1.5 FROM generate_series(1, 300) g');
+    await cluster.sql('node1', 'CREATE TABLE guarded (id int PRIMARY KEY)');
+    await cluster.sql('node1', 'ALTER TABLE guarded ENABLE ROW LEVEL SECURITY');
     await cluster.sql('node1', 'CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
     // Write load: one commit every 50 ms on the primary.
     writing = true;
@@ -128,6 +130,8 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
       [['recover-table', 'precious', '--from', 'node3', '--into', 'precious_back', '--time', new Date(Date.now() - 3_600_000).toISOString()], 'TARGET_OUTSIDE_WINDOW'],
       [['recover-table', 'nosuch', '--from', 'node3', '--into', 'precious_back', '--find'], 'TABLE_MISSING'],
       [['recover-table', 'precious', '--from', 'node3', '--into', 'ticks', '--find'], 'TARGET_TABLE_EXISTS'],
+      // relevo_remote (no BYPASSRLS) would read a subset: refused, never copied in part.
+      [['recover-table', 'guarded', '--from', 'node3', '--into', 'guarded_back', '--find'], 'TABLE_ROW_SECURITY'],
     ];
     for (const [args, code] of refusals) {
       const result = await cluster.cli(args);
