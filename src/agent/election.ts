@@ -3,6 +3,7 @@ import type { HistoryEntry, MemberStatus } from '../cluster/types.js';
 import { compareLsn, lsnDistance } from '../postgres/lsn.js';
 import type { Observation } from './observation.js';
 import { quorumVerdict } from './quorum.js';
+import { promotionVersionCheck } from '../cluster/versions.js';
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -111,6 +112,25 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
   return { eligible: true, reason: 'within maximumLagOnFailover of the last primary position' };
 }
 
+/**
+ * Never promote across PostgreSQL major versions: a standby of another major
+ * version cannot serve the cluster's WAL (a half-done major upgrade, a wrong
+ * binDir). The reference is the last primary's status when the store still has
+ * it, else every other member's (as published, or as its agent answered).
+ * Not transient: it changes only when someone installs other binaries.
+ */
+export function majorVersionVerdict(o: Observation, store: Reachable): Verdict | undefined {
+  if (o.server.kind !== 'running') return undefined;
+  const mine = { name: o.member.name, postgresVersion: o.server.inspection.version };
+  const others = new Map<string, MemberStatus>();
+  for (const m of store.members) if (m.name !== o.member.name) others.set(m.name, m);
+  for (const p of o.peers) if (p.status && p.name !== o.member.name) others.set(p.name, p.status);
+  const leader = lastLeader(store);
+  const reference = leader !== undefined && others.has(leader) ? [others.get(leader)!] : [...others.values()];
+  const verdict = promotionVersionCheck(mine, reference);
+  return verdict.refuse ? { eligible: false, reason: verdict.refuse } : undefined;
+}
+
 /** True when `other` should win over `me`: more WAL, then higher priority, then the smaller name. */
 function beats(other: Candidate, me: Candidate): boolean {
   const order = compareLsn(other.receivedLsn!, me.receivedLsn!);
@@ -125,6 +145,8 @@ function beats(other: Candidate, me: Candidate): boolean {
  * directly, since the store's copy of their status may be a loop old).
  */
 export function electionVerdict(o: Observation, store: Reachable, me: Candidate): Verdict {
+  const version = majorVersionVerdict(o, store);
+  if (version) return version;
   const request = store.failover;
   if (request && request.to !== null && request.to !== me.name) {
     return { eligible: false, reason: `${request.kind} to ${request.to} in progress` };

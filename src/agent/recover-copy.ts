@@ -54,7 +54,7 @@ export async function copyFromDelayedReplica(config: MemberConfig, local: LocalP
   if (!credentials) throw new ReplayError('REPLAY_FAILED', `member ${config.name}: no agent credentials`, false);
   const self = host.currentStatus();
   if (!self || self.role !== 'primary' || self.postmasterPid === null) {
-    throw new ReplayError('NOT_PRIMARY', `member ${config.name} is ${self ? `${self.role} in state ${self.state}` : 'not observed yet'}: the recovered rows are written on the running primary`, false);
+    throw new ReplayError('PRIMARY_CHANGED', `member ${config.name} is ${self ? `${self.role} in state ${self.state}` : 'not observed yet'}: the recovered rows are written on the running primary`, false);
   }
   const source = host.knownMember(request.from);
   if (!source) throw new ReplayError('UNKNOWN_MEMBER', `member ${config.name} knows no member "${request.from}"`);

@@ -34,7 +34,7 @@ export const REPLAY_ERROR_CODES = {
   TABLE_LOCKED_AT_TARGET: 'a transaction in flight at the target holds the table locked there (use --find or --xid)',
   TARGET_TABLE_EXISTS: 'a table of the new name already exists on the primary',
   TABLE_ROW_SECURITY: 'the table has row-level security: relevo_remote (no BYPASSRLS) cannot read every row, so nothing is copied',
-  NOT_PRIMARY: 'the member asked to write the recovered rows is not the running primary (a failover came between)',
+  PRIMARY_CHANGED: 'the member asked to write the recovered rows is not the running primary (a failover came between)',
   NOTHING_FOUND: '--find saw no TRUNCATE, DROP or mass DELETE of the table in the WAL of the delay window',
   BAD_REQUEST: 'the request is malformed',
   REPLAY_FAILED: 'PostgreSQL or a program failed while carrying out the request',

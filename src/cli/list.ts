@@ -11,6 +11,7 @@ import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
 import { agentApiCall } from './agent-api.js';
+import { renderLogical } from './logical-command.js';
 import { siteListing } from './site.js';
 import type { SiteLink } from '../cluster/site.js';
 
@@ -40,7 +41,7 @@ export interface ClusterListing {
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
   const { view, settings } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(`store unreachable: ${view.error}${await localMemberSays(handle)}`, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', `store unreachable: ${view.error}${await localMemberSays(handle)}`);
   const routers = (await handle.store.list(handle.keys.routersPrefix)).flatMap((kv) => {
     const parsed = parseRecord(RouterStatusSchema, kv.value);
     return parsed.ok ? [parsed.value] : [];
@@ -154,7 +155,8 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  const logical = renderLogical(listing.members, listing.leader);
+  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 
 /** The cross-site link, on the standby side and on the source side. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LogicalStatusSchema } from './logical-status.js';
 
 /** Record under `initialize`: who bootstraps, and once done, the system identifier. */
 export const InitRecordSchema = z.object({
@@ -109,6 +110,8 @@ export const MemberStatusSchema = z.object({
       detail: z.string(),
     })
     .optional(),
+  /** Publications, subscriptions and logical slots as this member last saw them (docs/logical.md); absent when none matter. */
+  logical: LogicalStatusSchema.optional(),
   updatedAt: z.string(),
 });
 export type MemberStatus = z.infer<typeof MemberStatusSchema>;

@@ -224,6 +224,8 @@ export class TestCluster {
       database: 'postgres',
       connectionTimeoutMillis: 5_000,
     });
+    // A server that crashes mid-query (a fault test) fails the query; without a listener it would also crash the test process.
+    client.on('error', () => undefined);
     await client.connect();
     try {
       return (await client.query<R>(text, params)).rows;
@@ -239,11 +241,11 @@ export class TestCluster {
     return apiCall(`${apiUrlOf(config)}${path}`, { timeoutMs: 5_000, ...options, ...(options.tls ? {} : ca ? { tls: { ca } } : {}) });
   }
 
-  /** Runs the relevo CLI with a member's config; resolves with exit code and output. */
-  async cli(args: string[], name?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  /** Runs the relevo CLI with a member's config; resolves with exit code and output (a whole rolling restart needs a longer timeoutMs). */
+  async cli(args: string[], name?: string, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
     const file = this.member(name ?? [...this.members.keys()][0]!).file;
     try {
-      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: 60_000 });
+      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: timeoutMs });
       return { code: 0, stdout, stderr };
     } catch (error) {
       const e = error as { code?: number; stdout?: string; stderr?: string };
