@@ -6,8 +6,7 @@
  */
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { clusterCaFile } from '../../src/tls/member.js';
-import { loadCredentials } from '../../src/config/secrets.js';
-import { TestCluster } from './cluster.js';
+import { TEST_APP_ROLE, TestCluster } from './cluster.js';
 import { waitFor } from './wait.js';
 import { Writer } from './writer.js';
 
@@ -73,12 +72,10 @@ export async function primaryOf(cluster: TestCluster, timeoutMs = 60_000): Promi
 /** A writer over every member of both sites, in order (like a libpq multi-host string with target_session_attrs=read-write). */
 export function siteWriter(sites: Sites, table: string): Writer {
   const members = [...sites.src.members.values(), ...sites.dr.members.values()];
-  const credentials = loadCredentials(members[0]!.config);
-  if (!credentials) throw new Error('no credentials yet');
   return new Writer({
     targets: members.map((m) => ({ name: m.name, host: m.config.postgres.listen, port: m.config.postgres.port })),
-    user: 'relevo',
-    password: credentials.agentPassword,
+    // An application role: the superuser relevo logs in through the local socket only.
+    ...TEST_APP_ROLE,
     tlsCaFile: clusterCaFile(members[0]!.config),
     table,
     intervalMs: 5,
