@@ -6,6 +6,7 @@ import { SecretError } from '../config/secrets.js';
 import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
 import { registerBackupCommands } from './backup-command.js';
+import { registerUpgradeCommands } from './upgrade-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
@@ -245,6 +246,7 @@ program
   );
 
 registerBackupCommands(program);
+registerUpgradeCommands(program);
 
 function report(error: unknown): number {
   if (error instanceof BackupError) {
