@@ -440,7 +440,16 @@ export async function forget(o: UpgradeOptions): Promise<string> {
   const notes: string[] = [];
   try {
     const target = await locate(o.store, o.newConfig, 'UPGRADE_TARGET_UNREACHABLE');
-    await withClient(target, st.database, (t) => dropSubscription(t, st.subscription, true), 'UPGRADE_TARGET_UNREACHABLE');
+    await withClient(
+      target,
+      st.database,
+      async (t) => {
+        // After a rollback the new cluster is read-only; relevo's own cleanup still runs.
+        await t.query('SET default_transaction_read_only = off');
+        await dropSubscription(t, st.subscription, true);
+      },
+      'UPGRADE_TARGET_UNREACHABLE',
+    );
     notes.push(`subscription ${st.subscription} dropped on ${st.target}`);
   } catch (error) {
     if (!(error instanceof UpgradeError && error.code === 'UPGRADE_UNKNOWN_DATABASE')) throw error;

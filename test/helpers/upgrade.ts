@@ -1,0 +1,113 @@
+/**
+ * Helpers for the major-version upgrade test and benchmark: a bin directory
+ * for a second PostgreSQL version, SQL on any database of a member, and a
+ * write load through the router that records every acknowledged row.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { loadCredentials } from '../../src/config/secrets.js';
+import type { TestCluster } from './cluster.js';
+
+export const DEBIAN_15_BIN = '/usr/lib/postgresql/15/bin';
+
+/**
+ * A bin directory for the agent of a new-version member: the fetched
+ * server build (initdb, pg_ctl, postgres) plus the client programs the agent
+ * also runs (psql to create its roles, pg_controldata to read pg_control,
+ * whose first fields are read fine from Debian's 15 build). Returns
+ * undefined with the reason when the build cannot be fetched.
+ */
+export function newVersionBinDir(major: string): { binDir: string } | { skip: string } {
+  let serverBin: string;
+  try {
+    serverBin = execFileSync('bash', [new URL('../../../scripts/fetch-postgres.sh', import.meta.url).pathname, major], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 }).trim();
+  } catch (error) {
+    return { skip: `cannot fetch PostgreSQL ${major} (scripts/fetch-postgres.sh): ${(error as { stderr?: string }).stderr?.trim() || (error as Error).message}` };
+  }
+  const dir = mkdtempSync(join(tmpdir(), `relevo-pg${major}-bin-`));
+  chmodSync(dir, 0o755);
+  for (const program of ['initdb', 'pg_ctl', 'postgres']) symlinkSync(join(serverBin, program), join(dir, program));
+  for (const program of ['psql', 'pg_controldata']) symlinkSync(join(DEBIAN_15_BIN, program), join(dir, program));
+  return { binDir: dir };
+}
+
+/** Runs SQL on one database of a member as the agent role (Unix socket). */
+export async function sqlIn<R extends pg.QueryResultRow = pg.QueryResultRow>(cluster: TestCluster, member: string, database: string, text: string, params: unknown[] = []): Promise<R[]> {
+  const config = cluster.member(member).config;
+  const credentials = loadCredentials(config);
+  if (!credentials) throw new Error('no credentials yet');
+  const client = new pg.Client({ host: config.postgres.socketDir, port: config.postgres.port, user: 'relevo', password: credentials.agentPassword, database, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+export interface RouterWrite {
+  id: number;
+  /** The server port that acknowledged it (which cluster). */
+  port: number;
+  at: number;
+}
+
+/**
+ * Clients inserting one row per autocommit transaction through the router,
+ * back to back; every acknowledged id is kept, and every error. A client
+ * reconnects after an error (the test expects none).
+ */
+export class RouterWriters {
+  readonly acks: RouterWrite[] = [];
+  readonly errors: { at: number; message: string }[] = [];
+  private running = true;
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly table: string,
+    clients: number,
+    private readonly intervalMs = 2,
+  ) {
+    for (let i = 0; i < clients; i++) this.loops.push(this.loop(i));
+  }
+
+  private async loop(writer: number): Promise<void> {
+    let client: pg.Client | undefined;
+    let n = 0;
+    while (this.running) {
+      try {
+        if (!client) {
+          client = new pg.Client({ ...this.config, application_name: `writer-${writer}` });
+          client.on('error', () => undefined);
+          await client.connect();
+        }
+        const r = await client.query<{ id: string; port: number }>(`INSERT INTO ${this.table} (writer, n) VALUES ($1, $2) RETURNING id::text AS id, inet_server_port() AS port`, [writer, n++]);
+        this.acks.push({ id: Number(r.rows[0]!.id), port: r.rows[0]!.port, at: Date.now() });
+      } catch (error) {
+        this.errors.push({ at: Date.now(), message: (error as Error).message });
+        await client?.end().catch(() => undefined);
+        client = undefined;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      if (this.intervalMs > 0) await new Promise((resolve) => setTimeout(resolve, this.intervalMs));
+    }
+    await client?.end().catch(() => undefined);
+  }
+
+  /** The longest time between two consecutive acknowledgements (any client) in [from, to]. */
+  longestGap(from = 0, to = Infinity): number {
+    const times = this.acks.map((a) => a.at).filter((t) => t >= from && t <= to).sort((a, b) => a - b);
+    let gap = 0;
+    for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+    return gap;
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
+}
