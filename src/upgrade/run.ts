@@ -447,6 +447,11 @@ export async function forget(o: UpgradeOptions): Promise<string> {
         // After a rollback the new cluster is read-only; relevo's own cleanup still runs.
         await t.query('SET default_transaction_read_only = off');
         await dropSubscription(t, st.subscription, true);
+        // After a rollback the whole new server was read-only; its database stays so (ALTER DATABASE) until dropped.
+        if (st.step === 'rolled-back') {
+          await t.query('ALTER SYSTEM RESET default_transaction_read_only');
+          await t.query('SELECT pg_reload_conf()');
+        }
       },
       'UPGRADE_TARGET_UNREACHABLE',
     );

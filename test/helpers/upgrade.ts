@@ -3,13 +3,19 @@
  * for a second PostgreSQL version, SQL on any database of a member, and a
  * write load through the router that records every acknowledged row.
  */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
+import { clusterKeys } from '../../src/cluster/keys.js';
 import { loadCredentials } from '../../src/config/secrets.js';
-import type { TestCluster } from './cluster.js';
+import { startRouter, type RouterHandle } from '../../src/router/index.js';
+import { MAIN, TestCluster } from './cluster.js';
+import { waitFor } from './wait.js';
+
+const execFileAsync = promisify(execFile);
 
 export const DEBIAN_15_BIN = '/usr/lib/postgresql/15/bin';
 
@@ -109,5 +115,80 @@ export class RouterWriters {
   async stop(): Promise<void> {
     this.running = false;
     await Promise.all(this.loops);
+  }
+}
+
+export const APP_PASSWORD = 'app-Upgrade-1';
+
+export interface BlueGreen {
+  blue: TestCluster;
+  green: TestCluster;
+  router: RouterHandle;
+  /** How clients reach the app database through the router (session mode). */
+  client: pg.ClientConfig;
+  /** Runs `relevo upgrade <args> -c blue --to green`. */
+  upgrade(args: string[], to?: TestCluster): Promise<{ code: number; stdout: string; stderr: string }>;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Two single-member clusters in one store: "blue" on Debian's 15 with
+ * wal_level=logical and a database `app` owned by role `app`, "green" on the
+ * new version's bin directory; and a session-mode router configured for blue.
+ */
+export async function startBlueGreen(binDir: string, settings: Record<string, unknown> = { loopWaitMs: 300, ttlMs: 3_000 }): Promise<BlueGreen> {
+  const blue = await TestCluster.create({ store: 'embedded', name: 'blue', tls: false, settings: { ...settings, postgresql: { wal_level: 'logical' } } });
+  const green = await TestCluster.create({ store: { sharedWith: blue }, name: 'green', tls: false, settings });
+  let router: RouterHandle | undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'relevo-bluegreen-'));
+  const destroy = async () => {
+    await router?.stop();
+    await green.destroy();
+    await blue.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await blue.defineMember('blue1');
+    await green.defineMember('green1', { postgresExtra: { binDir } });
+    blue.startAgent('blue1');
+    green.startAgent('green1');
+    await Promise.all([blue.waitHealthy(['blue1']), green.waitHealthy(['green1'])]);
+    await blue.sql('blue1', `CREATE ROLE app LOGIN PASSWORD '${APP_PASSWORD}'`, []);
+    await blue.sql('blue1', 'CREATE DATABASE app OWNER app', []);
+    const verifier = (await blue.sql<{ v: string }>('blue1', "SELECT rolpassword AS v FROM pg_authid WHERE rolname = 'app'", []))[0]!.v;
+    const verifiersFile = join(dir, 'verifiers');
+    writeFileSync(verifiersFile, `"app" "${verifier}"\n`, { mode: 0o600 });
+    router = await startRouter({
+      name: 'r1',
+      cluster: 'blue',
+      store: blue.store,
+      listen: { readWrite: '127.0.0.1:0', readOnly: null },
+      mode: { readWrite: 'session' },
+      session: { verifiersFile },
+      timeouts: { startupMs: 5_000, connectMs: 2_000, holdMs: 30_000, drainMs: 2_000, refreshMs: 200, defaultTtlMs: 5_000 },
+      publishIntervalMs: 500,
+    });
+    const routerPort = Number(router.addresses.readWrite!.split(':').pop());
+    await waitFor('the router to publish itself', async () => (await blue.store.list(clusterKeys('blue').routersPrefix)).length > 0, 10_000, 100);
+    const fileOf = (c: TestCluster) => c.member([...c.members.keys()][0]!).file;
+    return {
+      blue,
+      green,
+      router,
+      client: { host: '127.0.0.1', port: routerPort, user: 'app', password: APP_PASSWORD, database: 'app' },
+      async upgrade(args, to = green) {
+        try {
+          const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, 'upgrade', ...args, '-c', fileOf(blue), '--to', fileOf(to)], { timeout: 3_600_000, maxBuffer: 64 * 1024 * 1024 });
+          return { code: 0, stdout, stderr };
+        } catch (error) {
+          const e = error as { code?: number; stdout?: string; stderr?: string };
+          return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+        }
+      },
+      destroy,
+    };
+  } catch (error) {
+    await destroy();
+    throw error;
   }
 }

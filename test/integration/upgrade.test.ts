@@ -13,42 +13,24 @@
  * Debian's 15 pg_basebackup (docs/upgrade.md).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { clusterKeys } from '../../src/cluster/keys.js';
-import { startRouter, type RouterHandle } from '../../src/router/index.js';
-import { MAIN, TestCluster } from '../helpers/cluster.js';
-import { newVersionBinDir, RouterWriters, sqlIn } from '../helpers/upgrade.js';
-import { sleep, waitFor } from '../helpers/wait.js';
-
-const execFileAsync = promisify(execFile);
-const FAST = { loopWaitMs: 300, ttlMs: 3_000 };
-const APP_PASSWORD = 'app-Upgrade-1';
+import type { RouterHandle } from '../../src/router/index.js';
+import { TestCluster } from '../helpers/cluster.js';
+import { newVersionBinDir, RouterWriters, sqlIn, startBlueGreen, type BlueGreen } from '../helpers/upgrade.js';
+import { waitFor } from '../helpers/wait.js';
 
 const fetched = newVersionBinDir('17');
 const skip = 'skip' in fetched ? fetched.skip : false;
 
 describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip }, () => {
+  let env: BlueGreen;
   let blue: TestCluster;
   let green: TestCluster;
   let twin: TestCluster;
   let router: RouterHandle;
-  let dir: string;
-  let routerPort: number;
 
-  async function upgrade(args: string[], to = green, from = blue): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, 'upgrade', ...args, '-c', from.member([...from.members.keys()][0]!).file, '--to', to.member([...to.members.keys()][0]!).file], { timeout: 120_000 });
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const e = error as { code?: number; stdout?: string; stderr?: string };
-      return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-    }
-  }
+  const upgrade = (args: string[], to?: TestCluster) => env.upgrade(args, to);
 
   /** What a refused command must not have changed. */
   async function assertUntouched(): Promise<void> {
@@ -62,19 +44,12 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
 
   before(async () => {
     if ('skip' in fetched) return;
-    blue = await TestCluster.create({ store: 'embedded', name: 'blue', tls: false, settings: { ...FAST, postgresql: { wal_level: 'logical' } } });
-    green = await TestCluster.create({ store: { sharedWith: blue }, name: 'green', tls: false, settings: FAST });
-    twin = await TestCluster.create({ store: { sharedWith: blue }, name: 'twin', tls: false, settings: FAST });
-    await blue.defineMember('blue1');
-    await green.defineMember('green1', { postgresExtra: { binDir: fetched.binDir } });
+    env = await startBlueGreen(fetched.binDir);
+    ({ blue, green, router } = env);
+    twin = await TestCluster.create({ store: { sharedWith: blue }, name: 'twin', tls: false, settings: { loopWaitMs: 300, ttlMs: 3_000 } });
     await twin.defineMember('twin1');
-    blue.startAgent('blue1');
-    green.startAgent('green1');
     twin.startAgent('twin1');
-    await Promise.all([blue.waitHealthy(['blue1']), green.waitHealthy(['green1']), twin.waitHealthy(['twin1'])]);
-
-    await blue.sql('blue1', `CREATE ROLE app LOGIN PASSWORD '${APP_PASSWORD}'`, []);
-    await blue.sql('blue1', 'CREATE DATABASE app OWNER app', []);
+    await twin.waitHealthy(['twin1']);
     await sqlIn(blue, 'blue1', 'app', `
       SET ROLE app;
       CREATE TABLE items (id bigserial PRIMARY KEY, writer int NOT NULL, n int NOT NULL, at timestamptz NOT NULL DEFAULT now());
@@ -83,28 +58,11 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
       INSERT INTO items (writer, n) SELECT -1, g FROM generate_series(1, 20000) g;
       INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 500) g;
       SELECT nextval('tickets') FROM generate_series(1, 7);`);
-
-    // The router clients use, in session mode: it carries sessions over the write pause without an error.
-    dir = mkdtempSync(join(tmpdir(), 'relevo-upgrade-test-'));
-    const verifier = (await blue.sql<{ v: string }>('blue1', "SELECT rolpassword AS v FROM pg_authid WHERE rolname = 'app'"))[0]!.v;
-    const verifiersFile = join(dir, 'verifiers');
-    writeFileSync(verifiersFile, `"app" "${verifier}"\n`, { mode: 0o600 });
-    router = await startRouter({
-      name: 'r1', cluster: 'blue', store: blue.store,
-      listen: { readWrite: '127.0.0.1:0', readOnly: null },
-      mode: { readWrite: 'session' },
-      session: { verifiersFile },
-      timeouts: { startupMs: 5_000, connectMs: 2_000, holdMs: 30_000, drainMs: 2_000, refreshMs: 200, defaultTtlMs: 5_000 },
-      publishIntervalMs: 500,
-    });
-    routerPort = Number(router.addresses.readWrite!.split(':').pop());
-    await waitFor('the router to publish itself', async () => (await blue.store.list(clusterKeys('blue').routersPrefix)).length > 0, 10_000, 100);
   });
 
   after(async () => {
-    await router?.stop();
-    for (const c of [twin, green, blue]) await c?.destroy();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await twin?.destroy();
+    await env?.destroy();
   });
 
   it('refuses bad input with a stable code and changes nothing', async () => {
@@ -145,7 +103,7 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
   });
 
   it('upgrades under writes through the router: every acknowledged row, sequences ahead, no client error; the old cluster stays intact and can take clients back', async () => {
-    const client = { host: '127.0.0.1', port: routerPort, user: 'app', password: APP_PASSWORD, database: 'app' };
+    const client = env.client;
     const bluePort = blue.member('blue1').config.postgres.port;
     const greenPort = green.member('green1').config.postgres.port;
     const writers = new RouterWriters(client, 'items', 3);
@@ -213,6 +171,5 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
     r = await upgrade(['forget', '-d', 'app']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await sqlIn(blue, 'blue1', 'app', 'SELECT slot_name FROM pg_replication_slots WHERE slot_type = $1', ['logical']), []);
-    await sleep(0);
   });
 });
