@@ -136,7 +136,8 @@ export async function preflight(o: UpgradeOptions): Promise<Preflight> {
 }
 
 export async function plan(o: UpgradeOptions): Promise<string> {
-  const existing = await readState(o.store, oldKeys(o));
+  // A recorded upgrade: its database exists on the new cluster by now, so show where it stands instead.
+  if (await readState(o.store, oldKeys(o))) return status(o);
   const p = await preflight(o);
   const lines = [
     `upgrade of database "${o.database}": cluster ${p.source.cluster} (PostgreSQL ${p.sourceMajor}, primary ${p.source.member}) -> cluster ${p.target.cluster} (PostgreSQL ${p.targetMajor}, primary ${p.target.member})`,
@@ -144,7 +145,6 @@ export async function plan(o: UpgradeOptions): Promise<string> {
     `routers following ${o.routeCluster ?? p.source.cluster}: ${p.routers.length ? p.routers.join(', ') : 'none (clients must be re-pointed by hand)'}`,
     'steps: copy roles and schema, publish + subscribe, wait for the copy, hold writes at the routers, drain, make the old cluster read-only, wait for the last LSN, copy sequences, compare row counts, switch the routers',
   ];
-  if (existing) lines.push(`recorded upgrade: step ${existing.state.step} (re-running start continues it)`);
   return lines.join('\n');
 }
 
