@@ -55,6 +55,7 @@ if ('skip' in fetched) {
 }
 const env = await startBlueGreen(fetched.binDir);
 const results: Round[] = [];
+let failure: string | undefined;
 try {
   const { blue, green } = env;
   await sqlIn(blue, 'blue1', 'app', `SET ROLE app;
@@ -69,7 +70,8 @@ try {
   await sqlIn(blue, 'blue1', 'app', 'VACUUM ANALYZE');
   await sqlIn(blue, 'blue1', 'app', 'CHECKPOINT');
   console.error(`loaded in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-  for (let round = 1; round <= rounds; round++) {
+  for (let round = 1; round <= rounds && failure === undefined; round++) {
+    try {
     const [{ mb }] = (await sqlIn<{ mb: number }>(blue, 'blue1', 'app', "SELECT (pg_database_size('app') / 1048576)::int AS mb")) as [{ mb: number }];
     const writers = new RouterWriters(env.client, 'items', clients);
     await sleep(2_000);
@@ -101,7 +103,12 @@ try {
       const x = await env.upgrade(args);
       if (x.code !== 0) throw new Error(`relevo upgrade ${args[0]} failed: ${x.stderr}`);
     }
-    await sqlIn(green, 'green1', 'postgres', 'SET default_transaction_read_only = off; DROP DATABASE app WITH (FORCE)');
+    await sqlIn(green, 'green1', 'postgres', 'DROP DATABASE app WITH (FORCE)');
+    } catch (error) {
+      // Keep the rounds measured so far.
+      failure = `round ${round}: ${(error as Error).message}`;
+      console.error(failure);
+    }
   }
 } finally {
   await env.destroy();
@@ -119,13 +126,14 @@ const lines = [
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ...results.map((r) => `| ${r.round} | ${r.databaseMb} MB | ${r.catchUpS.toFixed(1)} s | ${r.totalS.toFixed(1)} s | ${r.holdS.toFixed(2)} s | ${r.clientPauseS.toFixed(2)} s | ${r.clientErrors} | ${r.acknowledged} | ${r.missingOnNew} |`),
   '',
+  ...(failure ? [`stopped early: ${failure}`, ''] : []),
   `median: catch-up ${median(results.map((r) => r.catchUpS)).toFixed(1)} s, writes held ${median(results.map((r) => r.holdS)).toFixed(2)} s, longest client pause ${median(results.map((r) => r.clientPauseS)).toFixed(2)} s`,
 ];
 const md = lines.join('\n');
 const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
 const outDir = join(dirname(fileURLToPath(import.meta.url)), '../../../bench/results');
 mkdirSync(outDir, { recursive: true });
-writeFileSync(join(outDir, `upgrade-${stamp}.json`), JSON.stringify({ sizeMb, rounds, clients, results }, null, 2));
+writeFileSync(join(outDir, `upgrade-${stamp}.json`), JSON.stringify({ sizeMb, rounds, clients, results, failure: failure ?? null }, null, 2));
 writeFileSync(join(outDir, `upgrade-${stamp}.md`), `${md}\n`);
 process.stdout.write(`${md}\nwritten: bench/results/upgrade-${stamp}.{json,md}\n`);
 process.exit(0);
