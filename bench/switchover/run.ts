@@ -27,7 +27,8 @@ import { parseArgs } from 'node:util';
 import { loadCredentials } from '../../src/config/secrets.js';
 import type { ClusterSettings } from '../../src/cluster/settings.js';
 import { startRouter, type RouterHandle } from '../../src/router/index.js';
-import { TestCluster } from '../../test/helpers/cluster.js';
+import { TEST_APP_ROLE, TestCluster } from '../../test/helpers/cluster.js';
+import { clusterCaFile } from '../../src/tls/member.js';
 import { startEtcd, type EtcdProcess } from '../../test/helpers/etcd.js';
 import { waitFor } from '../../test/helpers/wait.js';
 import { Writer } from '../../test/helpers/writer.js';
@@ -91,13 +92,16 @@ async function runProfile(profile: 'default' | 'fast', samples: Sample[], lost: 
           store: cluster.storeConfig,
           listen: { readWrite: '127.0.0.1:0', readOnly: null },
           mode: { readWrite: mode },
-          session: mode === 'session' ? { verifiersFile } : null,
+          // Session mode verifies the servers against the cluster CA (TLS is on by default).
+          session: mode === 'session' ? { verifiersFile, serverCaFile: clusterCaFile(cluster.member(NAMES[0]!).config) ?? null } : null,
         }),
       );
     }
     const routed = (path: Path, router: RouterHandle): Writer => {
       const [host, port] = [router.addresses.readWrite!.replace(/:\d+$/, ''), Number(router.addresses.readWrite!.split(':').pop())];
-      return new Writer({ targets: [{ name: path, host, port }], user: 'relevo', password: credentials.agentPassword, table: path.replace('-', '_'), intervalMs: 0, connectTimeoutMs: 1_000 });
+      // An application role (relevo's own roles do not log in over TCP); the relay carries TLS to the member, session mode ends it in the router.
+      const tlsCaFile = path === 'router-relay' ? clusterCaFile(cluster!.member(NAMES[0]!).config) : undefined;
+      return new Writer({ targets: [{ name: path, host, port }], user: TEST_APP_ROLE.user, password: TEST_APP_ROLE.password, ...(tlsCaFile ? { tlsCaFile } : {}), table: path.replace('-', '_'), intervalMs: 0, connectTimeoutMs: 1_000 });
     };
     writers.set('router-relay', routed('router-relay', routers[0]!));
     writers.set('router-session', routed('router-session', routers[1]!));

@@ -60,6 +60,8 @@ export type Action =
   | { type: 'handOver'; reason: string }
   /** Deletes the request only at the observed revision: a newer request is never removed unseen. */
   | { type: 'clearFailoverRequest'; reason: string; revision: number }
-  | { type: 'finishOperatorRequest' };
+  | { type: 'finishOperatorRequest' }
+  /** Standby cluster: record where this (former) primary shut down, for the site switchover (docs/sites.md). */
+  | { type: 'recordDemotion'; generation: number };
 
 export type ActionType = Action['type'];

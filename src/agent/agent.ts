@@ -6,7 +6,8 @@ import { describeUnreadable, parseRecord, RECORD_UNREADABLE, UnreadableReporter 
 import { LeaderRecordSchema, type MemberStatus, type SyncRecord } from '../cluster/types.js';
 import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
-import { loadCredentials, type Credentials } from '../config/secrets.js';
+import { loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
+import { ensureNetworkRole } from '../postgres/roles.js';
 import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/local.js';
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
@@ -16,7 +17,7 @@ import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { ActionOutcome } from './outcome.js';
@@ -24,6 +25,9 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
+import { SourceReader, siteLinkOf } from './source.js';
+import { archiveFeedUsable, effectiveTags } from './delayed.js';
+import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
@@ -47,12 +51,16 @@ export interface AgentOptions {
 export class Agent {
   readonly config: MemberConfig;
   readonly local: LocalPostgres;
+  /** Replay pause/resume and recover-table's recovery target (src/agent/replay.ts). */
+  readonly replay: ReplayControl;
   private readonly store: Store;
   private readonly keys: ClusterKeys;
   private readonly log: Logger;
   private readonly observers: CycleObserver[];
   private settings: ClusterSettings = defaultClusterSettings();
   private credentials: Credentials | undefined;
+  /** The network role was checked on this primary (src/postgres/roles.ts). */
+  private networkRoleReady = false;
   private lease: LeaseId | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
   private leaseTtlMs = 0;
@@ -101,6 +109,8 @@ export class Agent {
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
   private stopBackupDuties: (() => void) | undefined;
+  /** Standby cluster: reads the source cluster's store (docs/sites.md). */
+  private readonly source: SourceReader;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -109,7 +119,9 @@ export class Agent {
     this.observers = options.observers ?? [];
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
+    this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.source = new SourceReader(options.config, options.store, options.log);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -342,7 +354,7 @@ export class Agent {
       // Failsafe needs the membership and leader as last seen in the store.
       this.failsafe.membership = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
       this.failsafe.lastLeader = cluster.view.leader?.member;
-      if (this.failsafe.given && cluster.view.leader) this.failsafe.given = undefined;
+      this.failsafe.given = givenAfterRead(this.failsafe.given, cluster.view.leader?.member);
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
@@ -354,20 +366,24 @@ export class Agent {
     // A member whose record is unreadable is still asked, at the address it last published.
     const unknown = view.reachable ? unknownMembers(view).flatMap((name) => this.lastKnown.get(name) ?? []) : [];
     const peers = electionDue ? await askPeers([...view.members, ...unknown], this.config.name, Math.min(1_000, this.settings.loopWaitMs), this.peerAccess()) : [];
+    const source = view.reachable ? await this.source.read(this.settings.standbyCluster) : undefined;
     return {
       now: Date.now(),
       monotonic: performance.now(),
       member: {
         name: this.config.name,
         connectAddress: connectAddressOf(this.config),
-        nofailover: this.config.tags.nofailover,
+        // A delayed replica is never a candidate (src/agent/delayed.ts).
+        nofailover: effectiveTags(this.config, this.settings).nofailover === true,
         priority: this.config.tags.priority,
+        streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
       settings: this.settings,
       ...dataDir,
       server,
       store: view,
       peers,
+      ...(source ? { source } : {}),
       failsafe: this.failsafeView(),
       haveCredentials: this.credentials !== undefined,
       leaseRenewedAt: this.leaseRenewedAt,
@@ -425,6 +441,7 @@ export class Agent {
       this.runsAsPrimary = runsAsPrimary;
       this.armFence();
     }
+    if (runsAsPrimary && server.kind === 'running' && !this.networkRoleReady) await this.migrateNetworkRole();
     const store = observation.store;
     const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
@@ -433,6 +450,23 @@ export class Agent {
     for (const observer of this.observers) observer.onCycle(report);
     // A lost compare-and-swap is re-planned on a fresh read at once.
     return this.outcomes.some((o) => o.result === 'lost_cas') ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
+  }
+
+  /**
+   * Once per agent process, on the primary: relevo's network role exists with
+   * this version's grants (a cluster bootstrapped by an older relevo logged in
+   * over the network as the superuser `relevo`; pg_hba now rejects that).
+   */
+  private async migrateNetworkRole(): Promise<void> {
+    if (!this.credentials) return;
+    const agentPassword = this.credentials.agentPassword;
+    try {
+      const changed = await this.connection.use((client) => ensureNetworkRole(client, agentPassword));
+      this.networkRoleReady = true;
+      if (changed) this.log.info({ role: ROLE_NAMES.network }, `created or updated relevo's network role ${ROLE_NAMES.network} (not a superuser; pg_rewind, fencing, backups and rotation use it)`);
+    } catch (error) {
+      this.log.warn({ role: ROLE_NAMES.network, err: (error as Error).message }, `could not create or update relevo's network role on member ${this.config.name}: ${(error as Error).message}; retrying next loop`);
+    }
   }
 
   /** Logs an action's outcome when it says something new (a repeated fence probe is not news). */
@@ -458,9 +492,11 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status);
+    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target());
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
+    const link = siteLinkOf(observation, this.config.cluster);
+    if (link && observation.settings.standbyCluster) await this.source.publishLink(observation.settings.standbyCluster, link, this.keys.siteLink);
     if (!this.lease || !observation.store.reachable) return;
     // An unchanged status is written again only every STATUS_REFRESH_MS: each write wakes every
     // agent's and router's watch, the larger part of an idle cluster's CPU. The key lives on our lease either way.
@@ -508,6 +544,7 @@ export class Agent {
     this.wake?.();
     await this.loopDone;
     await this.watch?.close();
+    await this.source.close();
     this.connection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
       this.log.info('stopping PostgreSQL before releasing the leases');

@@ -11,6 +11,7 @@ import { checkTransition, type AgentState, type Defect } from './states.js';
 import { hasOtherMembers, planSync, renderAnyStandby, renderStandbyNames } from './sync.js';
 import { planQuorum, promotionQuorum, quorumNamesOnStart } from './quorum.js';
 import { failsafePrimary, failsafeReplicaHold } from './failsafe.js';
+import { decideStandbyCluster, standbyBootstrap, standbyLeaderServes } from './standby-cluster.js';
 
 export interface Decision {
   state: AgentState;
@@ -26,7 +27,7 @@ export interface Decision {
 }
 
 /** What the situation handlers below return; decide() checks it against the table and computes the next memory. */
-interface Target {
+export interface Target {
   state: AgentState;
   actions: Action[];
   reason: string;
@@ -144,11 +145,13 @@ function chooseTarget(o: Observation): Target {
   // An unreadable initialise record is neither "no cluster" nor a system identifier to check against:
   // nothing is initialised or registered meanwhile; members go on with what does not depend on it.
   if (!unreadableOf(store, 'initialize')) {
-    const initStep = decideInitialization(o, store);
+    const initStep = standbyBootstrap(o, store) ?? decideInitialization(o, store);
     if (initStep) return initStep;
   }
   if (o.settings.paused) return decidePaused(o, store);
   if (o.operatorRequest) return decideOperatorRequest(o, store, o.operatorRequest);
+  const standbyCluster = decideStandbyCluster(o, store);
+  if (standbyCluster) return standbyCluster;
   if (o.dataDir === 'empty') return decideEmptyMember(o, store);
   const server = o.server;
   if (server.kind === 'unreachable') {
@@ -313,7 +316,7 @@ function upstreamFor(o: Observation, store: Reachable): Upstream | undefined {
 
 function decideEmptyMember(o: Observation, store: Reachable): Target {
   const leader = leaderStatus(store);
-  if (!store.leader || !leader || leader.role !== 'primary') {
+  if (!store.leader || !leader || (leader.role !== 'primary' && !standbyLeaderServes(o, leader))) {
     return { state: 'waiting_to_clone', actions: [], reason: 'no running primary to clone from' };
   }
   if (!o.haveCredentials) {
@@ -519,7 +522,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     // Counted per leadership (the leader key's revision): a member that leads again starts afresh.
     const leadership = { leader: leader.name, revision: store.leader!.revision };
     const known = o.memory.streamingLost;
-    const lost = inspection.streaming
+    const lost = inspection.streaming || o.member.streamingOptional === true
       ? undefined
       : known && known.leader === leadership.leader && known.revision === leadership.revision && leader.state === 'primary'
         ? known

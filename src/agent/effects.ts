@@ -2,11 +2,12 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { parseRecord } from '../cluster/records.js';
+import type { SiteDemotion } from '../cluster/site.js';
 import type { ClusterSettings } from '../cluster/settings.js';
 import { FailoverRequestSchema, HistorySchema, InitRecordSchema, LeaderRecordSchema, type HistoryEntry, type LeaderRecord } from '../cluster/types.js';
 import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { archiveParameters } from '../backup/archive.js';
+import { archiveParameters, sourceArchiveParameters } from '../backup/archive.js';
 import { bootstrapCluster } from '../postgres/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
@@ -21,6 +22,7 @@ import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
+import { delayedStandby, delayParameters } from './delayed.js';
 
 export interface EffectContext {
   config: MemberConfig;
@@ -65,7 +67,12 @@ function requireCredentials(ctx: EffectContext): Credentials {
 }
 
 function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): StandbySettings {
-  return { upstream: upstream && { address: upstream.address, slot: upstream.slot }, passfile: ctx.local.passfile, sslRootCert: ctx.local.tls?.caCert };
+  return {
+    upstream: upstream && { address: upstream.address, slot: upstream.slot },
+    passfile: ctx.local.passfile,
+    sslRootCert: ctx.local.tls?.caCert,
+    ...delayedStandby(ctx.config, ctx.settings()),
+  };
 }
 
 /** Writes relevo.conf/pg_hba/standby.signal for the role; returns true when a file changed. */
@@ -74,6 +81,9 @@ function writeConfiguration(ctx: EffectContext, standby: StandbySettings | undef
   const parameters = {
     ...baseParameters(ctx.config, settings),
     ...archiveParameters(settings.backup, ctx.config.cluster, ctx.local.dataDir),
+    ...delayParameters(ctx.config),
+    // A standby cluster may also restore the source's archived WAL (docs/sites.md).
+    ...(settings.standbyCluster ? sourceArchiveParameters(settings.standbyCluster.sourceRepository, settings.standbyCluster.sourceCluster, ctx.local.dataDir) : {}),
     synchronous_standby_names: synchronousStandbyNames,
   };
   return writeMemberConfiguration(ctx.local.dataDir, ctx.local.user, parameters, settings, ctx.config.name, standby);
@@ -218,7 +228,7 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   const [host, port] = splitHostPort(address);
   try {
     return await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
+      { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, tlsCaFile: ctx.local.tls?.caCert },
       async (client) => {
         const recovery = await client.query<{ r: boolean; ssn: string }>(`SELECT pg_is_in_recovery() AS r, current_setting('synchronous_standby_names') AS ssn`);
         if (recovery.rows[0]?.r) return `former primary ${member} is a standby now`;
@@ -235,6 +245,15 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
   } catch (error) {
     return `former primary ${member} not reachable at ${address} (${(error as Error).message})`;
   }
+}
+
+/** After the clean shutdown of a primary whose cluster became a standby cluster: its final position, for the site switchover. */
+async function recordDemotion(ctx: EffectContext, generation: number): Promise<string> {
+  const control = await readControlData(ctx.local.binDir, ctx.local.user, ctx.local.dataDir);
+  if (control.clusterState !== 'shut down') throw new Error(`PostgreSQL is not cleanly shut down (${control.clusterState}): no final position to record`);
+  const record: SiteDemotion = { member: ctx.config.name, shutdownLsn: control.checkpointLsn, timeline: control.timeline, generation, at: new Date().toISOString() };
+  await ctx.store.put(ctx.keys.siteDemotion, JSON.stringify(record));
+  return `demoted to a standby cluster: shut down cleanly at ${control.checkpointLsn} on timeline ${control.timeline}`;
 }
 
 async function perform(ctx: EffectContext, action: Action): Promise<string | undefined | CasLost> {
@@ -393,6 +412,8 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'finishOperatorRequest':
       ctx.finishOperatorRequest();
       return undefined;
+    case 'recordDemotion':
+      return recordDemotion(ctx, action.generation);
     default: {
       // A new action type without its case here does not compile.
       const unhandled: never = action;

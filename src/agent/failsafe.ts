@@ -34,12 +34,18 @@ export function holdDeadline(settings: ClusterSettings, membership: string[], co
   return oldest === Infinity ? undefined : oldest + settings.ttlMs - settings.fenceMarginMs;
 }
 
-/** Primary without the store: the decision while every member's confirmation holds. */
-export function failsafePrimary(o: Observation, storeError: string): { state: 'primary'; reason: string } | undefined {
+/**
+ * Primary without the store: the decision while every member's confirmation
+ * holds. The state stays primary_store_unreachable (the reason says failsafe
+ * holds): from there anything may follow once the store answers, e.g. the
+ * watchdog having stopped PostgreSQL when failsafe ended. (As `primary` that
+ * was an illegal edge: found by the simulation, failsafe variant, seed 246.)
+ */
+export function failsafePrimary(o: Observation, storeError: string): { state: 'primary_store_unreachable'; reason: string } | undefined {
   const view = o.failsafe;
   if (!o.settings.failsafe || view?.heldUntil === undefined || o.monotonic >= view.heldUntil) return undefined;
   return {
-    state: 'primary',
+    state: 'primary_store_unreachable',
     reason: `failsafe active: store unreachable (${storeError}), every member (${view.members.join(', ') || 'none'}) confirmed it follows this primary and has not promoted`,
   };
 }
@@ -51,6 +57,19 @@ export function failsafeReplicaHold(o: Observation): string | undefined {
   const left = confirmed.at + o.settings.ttlMs - o.monotonic;
   if (left <= 0) return undefined;
   return `confirmed failsafe to primary ${confirmed.leader} ${Math.round(o.monotonic - confirmed.at)} ms ago: not taking over for another ${Math.round(left)} ms (it may still run)`;
+}
+
+/**
+ * A confirmation this replica gave, after a store read that shows `leader`:
+ * kept while the store still names the primary we confirmed (or nobody), so
+ * that primary's lease lapsing in the store does not free us to take over
+ * before `ttlMs` after our confirmation; dropped once another member leads.
+ * (Dropping it whenever the store named a leader let a replica that reaches
+ * the store promote while the primary it had just confirmed, cut off from the
+ * store only, still held failsafe: found by the simulation, failsafe variant, seed 81.)
+ */
+export function givenAfterRead<T extends { leader: string }>(given: T | undefined, leader: string | undefined): T | undefined {
+  return given && leader !== undefined && leader !== given.leader ? undefined : given;
 }
 
 /** Whether this member may confirm `leader` (answer to POST /failsafe). */

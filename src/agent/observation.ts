@@ -6,6 +6,7 @@ import type { ServerInspection } from '../postgres/inspect.js';
 import type { ActionOutcome } from './outcome.js';
 import type { FailsafeView } from './failsafe.js';
 import type { AgentState } from './states.js';
+import type { SourceView } from './source.js';
 
 /** What PostgreSQL looks like from this agent right now. */
 export type LocalServer =
@@ -80,7 +81,11 @@ export interface Observation {
   now: number;
   /** Monotonic milliseconds (for lease arithmetic, immune to clock jumps). */
   monotonic: number;
-  member: { name: string; connectAddress: string; nofailover: boolean; priority: number };
+  /**
+   * streamingOptional: a replica that does not stream by design: a delayed replica fed from the WAL
+   * archive, or one held at recover-table's recovery target (paused there, its walreceiver stops).
+   */
+  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; streamingOptional?: boolean };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */
@@ -96,6 +101,8 @@ export interface Observation {
   peers: PeerView[];
   /** Store failsafe: confirmations this primary holds, or the one this replica gave (src/agent/failsafe.ts). */
   failsafe?: FailsafeView;
+  /** Standby cluster only: the source cluster as read from its store this cycle (src/agent/source.ts). */
+  source?: SourceView;
   /** The credentials file or variables are available (needed to clone). */
   haveCredentials: boolean;
   /** Monotonic ms of the last successful renewal of our session lease (undefined: never). */

@@ -3,6 +3,7 @@ import { unknownMembers, unreadableOf } from '../cluster/view.js';
 import { slotNameFor } from '../postgres/inspect.js';
 import type { Action } from './actions.js';
 import type { Observation } from './observation.js';
+import { isArchiveFed } from './delayed.js';
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -17,7 +18,10 @@ export function planSlots(
   existing: { name: string; active: boolean }[],
 ): Extract<Action, { type: 'syncSlots' }> | undefined {
   // A member whose record is unreadable is unknown, not gone: its slot is kept.
-  const present = [...store.members.map((m) => m.name), ...unknownMembers(store)].filter((name) => name !== o.member.name);
+  // A replica running from the WAL archive (a delayed replica, docs/undo.md) needs no slot: keeping one
+  // would hold WAL on the primary for as long as its replay is paused.
+  const archiveFed = new Set(store.members.filter(isArchiveFed).map((m) => m.name));
+  const present = [...store.members.map((m) => m.name), ...unknownMembers(store)].filter((name) => name !== o.member.name && !archiveFed.has(name));
   const registry: SlotRegistry = {};
   // An unreadable registry reads as empty (so nothing is dropped from it) and is replaced at its own revision.
   const badRegistry = unreadableOf(store, 'slots');
@@ -33,6 +37,11 @@ export function planSlots(
       continue;
     }
     if (registry[name]) continue;
+    if (archiveFed.has(name)) {
+      drop.push({ slot: slotNameFor(name), reason: `member ${name} replays from the WAL archive (delay.feed: archive)` });
+      registryChanged = true;
+      continue;
+    }
     const goneSince = entry.lastSeenAt ?? new Date(o.now).toISOString();
     if (entry.lastSeenAt === null) registryChanged = true;
     if (o.now - Date.parse(goneSince) > o.settings.slotGraceSeconds * 1000) {

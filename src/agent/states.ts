@@ -52,6 +52,10 @@ export const AGENT_STATES = [
   'demoting',
   'fencing_split_brain',
   'fencing_old_timeline',
+  // A standby cluster (docs/sites.md).
+  'cloning_source',
+  'standby_leader',
+  'demoting_to_standby',
 ] as const;
 
 export type AgentState = (typeof AGENT_STATES)[number];
@@ -92,6 +96,41 @@ const STOPPED = [
 const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
 
 const PRIMARY_DUTIES: ActionType[] = ['writeSyncRecord', 'configure', 'syncSlots', 'writeOptime', 'fenceFormerPrimary', 'clearFailoverRequest', 'recordSwitchPoint', 'writeQuorumRecord'];
+
+/** States of a standby cluster's members beyond the ordinary ones (src/agent/standby-cluster.ts). */
+const SITE = ['cloning_source', 'standby_leader', 'demoting_to_standby'] as const;
+
+/** A standby cluster: its leader streams from another cluster's primary and nothing is promoted until `relevo site switchover|promote`. */
+const STANDBY_CLUSTER_TRANSITIONS: readonly Transition[] = [
+  {
+    from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer', 'cloning_source'],
+    to: 'cloning_source',
+    actions: ['clone', 'startPostgres'],
+    comment: "standby cluster, we won the initialise key: clone the source cluster's primary instead of running initdb",
+  },
+  { from: ['cloning_source'], to: 'bootstrapping', actions: ['completeInitialize'], comment: "standby cluster: the source's clone runs; record its system identifier" },
+  {
+    from: [...AFTER_GAP, ...STANDBY, ...STOPPED, ...SITE, 'fencing_split_brain', 'bootstrapping'],
+    to: 'standby_leader',
+    actions: ['acquireLeader', 'configure', 'syncSlots'],
+    comment: "standby cluster: take the lease without promoting, or hold it and stream from the source's current primary (following its failovers), keeping slots for the cascading members",
+  },
+  {
+    from: [...AFTER_GAP, ...LEADING, 'demoting_to_standby'],
+    to: 'demoting_to_standby',
+    actions: ['stopPostgres', 'recordDemotion'],
+    comment: 'this cluster became a standby cluster (site switchover): shut the primary down cleanly and record its final position; the lease is kept',
+  },
+  { from: SITE, to: 'waiting_for_primary', actions: [], comment: "standby leader stopped: the source's primary is not known yet" },
+  { from: SITE, to: 'rewinding', actions: ['rewind'], comment: "standby leader stopped, a former primary or a standby that could not follow: pg_rewind against the source's primary, then stream from it" },
+  { from: SITE, to: 'starting_replica', actions: ['startPostgres'], comment: "standby leader stopped: start it as a standby of the source's primary" },
+  { from: SITE, to: 'needs_operator', actions: [], comment: "pg_rewind against the source's primary failed: waiting for `relevo reinit`" },
+  { from: SITE, to: 'electing', actions: [], comment: 'standby cluster without a standby leader: a peer is further ahead' },
+  { from: SITE, to: 'replica', actions: ['configure'], comment: 'another member took the standby leadership: follow it' },
+  { from: SITE, to: 'stopping_to_rewind', actions: ['stopPostgres'], comment: 'a former standby leader that cannot follow the new one: stop, then pg_rewind' },
+  { from: ['standby_leader'], to: 'resuming_promotion', actions: ['promote'], comment: 'the cluster is no longer a standby cluster (site switchover or promote): the standby leader holds the lease, so it promotes' },
+  { from: SITE, to: 'acquiring_lease', actions: ['acquireLeader'], comment: 'the cluster is no longer a standby cluster and this primary data has no leader' },
+];
 
 export const TRANSITIONS: readonly Transition[] = [
   // Facts that hold whatever the agent was doing.
@@ -158,7 +197,8 @@ export const TRANSITIONS: readonly Transition[] = [
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
   {
-    from: [...AFTER_GAP, ...STOPPED, 'primary', 'bootstrapping', 'electing', 'detaching_upstream'],
+    // 'draining': a switchover waited for open transactions while the lease lapsed (its agent had restarted): found by the simulation, failsafe variant, seed 1140.
+    from: [...AFTER_GAP, ...STOPPED, 'primary', 'draining', 'bootstrapping', 'electing', 'detaching_upstream'],
     to: 'acquiring_lease',
     actions: ['acquireLeader'],
     comment: 'primary data on the current timeline (running, or stopped and no standby) and no leader: take the lease before it acknowledges anything',
@@ -210,6 +250,7 @@ export const TRANSITIONS: readonly Transition[] = [
     actions: ['stopPostgres'],
     comment: 'running primary, no leader, and the cluster moved to a newer timeline: stop it (it must be rewound)',
   },
+  ...STANDBY_CLUSTER_TRANSITIONS,
 ];
 
 /** A move decide() wanted that the table does not allow: a bug in decide() or the table, never taken. */

@@ -4,6 +4,8 @@ import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.
 import { lsnDistance } from '../postgres/lsn.js';
 import type { Decision } from './decide.js';
 import type { Observation } from './observation.js';
+import { siteLinkOf } from './source.js';
+import { archiveFeedUsable, effectiveTags, type RecoveryTarget } from './delayed.js';
 
 /** Builds the status this agent publishes under `members/<name>`. */
 export function memberStatus(
@@ -13,6 +15,7 @@ export function memberStatus(
   paused: boolean,
   settingsGeneration: number | null = null,
   previous?: MemberStatus,
+  recoveryTarget?: RecoveryTarget,
 ): MemberStatus {
   const server = observation.server;
   const inspection = server.kind === 'running' ? server.inspection : undefined;
@@ -23,6 +26,9 @@ export function memberStatus(
   let lagBytes: number | null = null;
   if (inspection && role === 'primary') lagBytes = 0;
   else if (inspection && leader && leader.name !== config.name) lagBytes = lsnDistance(leader.receivedLsn, inspection.replayedLsn);
+  // A standby leader: its upstream and lag are the source's primary's (docs/sites.md).
+  const link = siteLinkOf(observation, config.cluster);
+  if (link) lagBytes = link.lagBytes;
   return {
     name: config.name,
     state: decision.state,
@@ -36,7 +42,7 @@ export function memberStatus(
     lagSeconds: inspection?.lagSeconds ?? null,
     replayPaused: inspection?.replayPaused ?? false,
     streaming: inspection?.streaming ?? false,
-    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : keptUpstream(observation, previous),
+    upstream: role === 'replica' && leader && leader.name !== config.name ? leader.name : (link?.upstream ? `${link.sourceCluster}/${link.upstream}` : keptUpstream(observation, previous)),
     slots: inspection?.slots ?? [],
     replication: inspection?.replication ?? [],
     postgresVersion: inspection?.version ?? null,
@@ -47,7 +53,16 @@ export function memberStatus(
     dataDir: config.postgres.dataDir,
     apiUrl: apiUrlOf(config),
     connectAddress: connectAddressOf(config),
-    tags: config.tags,
+    tags: effectiveTags(config, observation.settings),
+    delay: config.delay
+      ? {
+          applyDelayMs: config.delay.apply,
+          measuredSeconds: inspection?.inRecovery ? (inspection.replayAgeSeconds ?? null) : null,
+          replayPaused: inspection?.replayPaused ?? false,
+          feed: archiveFeedUsable(config, observation.settings) ? 'archive' : 'stream',
+          recoveryTarget: recoveryTarget ?? null,
+        }
+      : null,
     paused,
     settingsGeneration,
     updatedAt: new Date(observation.now).toISOString(),

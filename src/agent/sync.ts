@@ -72,7 +72,8 @@ export function candidatesFor(o: Observation, store: Reachable, record: string[]
         m.upstream === o.member.name &&
         timeline !== null &&
         m.receivedTimeline === timeline &&
-        m.tags.nofailover !== true,
+        m.tags.nofailover !== true &&
+        m.tags.nosync !== true,
     )
     .sort((a, b) => {
       const inA = record.includes(a.name) ? 0 : 1;

@@ -81,3 +81,15 @@ export function backlogLevel(backlog: ArchiveBacklog, settings: BackupSettings):
   if (backlog.bytes > 0 && backlog.freeBytes !== null && backlog.freeBytes < 2 * backlog.bytes) return 'warn';
   return 'ok';
 }
+
+/**
+ * A standby cluster fed from its source's WAL archive as well as by streaming
+ * (docs/sites.md): restore_command reads the source cluster's archive. It
+ * replaces the one archiveParameters() gives, which reads this cluster's own.
+ */
+export function sourceArchiveParameters(sourceRepository: string | undefined, sourceCluster: string, dataDir: string): Record<string, string> {
+  if (!sourceRepository) return {};
+  const systemIdentifier = readSystemIdentifier(dataDir);
+  if (!systemIdentifier) return {};
+  return { restore_command: `${shellQuote(join(LIBEXEC, 'relevo-wal-get'))} ${shellQuote(sourceRepository)} ${clusterDirName(sourceCluster, systemIdentifier)} %f %p` };
+}

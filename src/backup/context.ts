@@ -36,10 +36,10 @@ export function memberByName(ctx: BackupContext, name: string | null): MemberSta
   return ctx.members.find((m) => m.name === name);
 }
 
-/** The agent role over the network (scram): SQL on any member from wherever the command runs. */
+/** relevo's network role (scram, not a superuser): SQL on any member from wherever the command runs. */
 export function sqlOn<T>(ctx: BackupContext, member: MemberStatus, work: (client: pg.Client) => Promise<T>, database = 'postgres', timeoutMs = 60_000): Promise<T> {
   const [host, port] = splitHostPort(member.connectAddress);
-  return withConnection({ host, port, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database, ...(ctx.tlsCaFile ? { tlsCaFile: ctx.tlsCaFile } : {}) }, work, timeoutMs);
+  return withConnection({ host, port, user: ROLE_NAMES.network, password: ctx.credentials.agentPassword, database, ...(ctx.tlsCaFile ? { tlsCaFile: ctx.tlsCaFile } : {}) }, work, timeoutMs);
 }
 
 /** A private directory (owned by the PostgreSQL OS user) holding a libpq passfile for one command. */

@@ -33,7 +33,7 @@ export async function takeDump(ctx: BackupContext, now = new Date()): Promise<Du
   try {
     await withPassfile(ctx, async (passfile) => {
       for (const database of databases) {
-        const child = spawn(join(ctx.binDir, 'pg_dump'), ['-Fc', '-h', host, '-p', String(port), '-U', ROLE_NAMES.agent, '--no-password', '-d', database], {
+        const child = spawn(join(ctx.binDir, 'pg_dump'), ['-Fc', '-h', host, '-p', String(port), '-U', ROLE_NAMES.network, '--no-password', '-d', database], {
           ...spawnIdentity(ctx.osUser),
           cwd: '/',
           env: clientProgramEnv(ctx, passfile),

@@ -2,6 +2,7 @@ import { Agent } from '../agent/agent.js';
 import { readFileSync } from 'node:fs';
 import { AgentMetrics } from '../agent/metrics.js';
 import { EventPublisher } from '../agent/event-publisher.js';
+import { replayRoutes } from '../api/replay-route.js';
 import { eventsRoute } from '../api/events-route.js';
 import { dashboardRoutes } from '../api/dashboard-route.js';
 import { LagHistory } from '../agent/lag-history.js';
@@ -67,6 +68,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
     extensions: [
       metricsRoute(metrics.registry),
       eventsRoute(store, keys),
+      replayRoutes(agent.replay),
       dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent() }),
     ],
   });

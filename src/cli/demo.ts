@@ -8,6 +8,9 @@ import { clusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
 import { loadCredentials, writePrivateFile } from '../config/secrets.js';
 import { clusterCaFile } from '../tls/member.js';
+import { agentSqlTarget, localPostgres } from '../postgres/local.js';
+import { scramVerifier } from '../postgres/scram.js';
+import { quoteLiteral, withConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { openStore } from '../store/open.js';
 import { CliError } from './context.js';
@@ -153,6 +156,7 @@ export async function runDemo(requested: DemoOptions): Promise<void> {
   try {
     const listing = await waitUntilReady(files[0]!, options.members, 180_000);
     console.log(`\n${listing}\n`);
+    await createDemoRole(files);
     printConnectionHelp(options, files[0]!);
   } catch (error) {
     console.error(`relevo demo: ${(error as Error).message}`);
@@ -163,11 +167,32 @@ export async function runDemo(requested: DemoOptions): Promise<void> {
   await new Promise(() => undefined);
 }
 
+/** The demo's application role: relevo's own roles are no network logins for applications (docs/security.md#roles). */
+const DEMO_ROLE = 'demo';
+
+/** Creates the `demo` role (password: the agent password, so the one pgpass file serves) on the primary, through its socket. */
+async function createDemoRole(files: string[]): Promise<void> {
+  for (const file of files) {
+    const config = loadMemberConfig(file);
+    const credentials = loadCredentials(config);
+    if (!credentials) continue;
+    const done = await withConnection(agentSqlTarget(localPostgres(config), credentials), async (c) => {
+      if ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r) return false;
+      const verifier = quoteLiteral(scramVerifier(credentials.agentPassword));
+      await c.query(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${DEMO_ROLE}') THEN CREATE ROLE ${DEMO_ROLE} LOGIN PASSWORD ${verifier}; END IF; END $$`);
+      await c.query(`GRANT CREATE ON SCHEMA public TO ${DEMO_ROLE}`);
+      return true;
+    }).catch(() => false);
+    if (done) return;
+  }
+  throw new Error('could not create the demo role on the primary');
+}
+
 function printConnectionHelp(options: DemoOptions & { dir: string }, firstConfig: string): void {
   const config = loadMemberConfig(firstConfig);
   const credentials = loadCredentials(config);
   const passfile = join(options.dir, 'client.pgpass');
-  if (credentials && !existsSync(passfile)) writePrivateFile(passfile, `*:*:*:relevo:${credentials.agentPassword.replace(/[\\:]/g, '\\$&')}\n`);
+  if (credentials && !existsSync(passfile)) writePrivateFile(passfile, `*:*:*:${DEMO_ROLE}:${credentials.agentPassword.replace(/[\\:]/g, '\\$&')}\n`);
   const hosts = Array.from({ length: options.members }, () => '127.0.0.1').join(',');
   const ports = Array.from({ length: options.members }, (_, i) => options.port + i).join(',');
   const caFile = clusterCaFile(config);
@@ -178,9 +203,9 @@ function printConnectionHelp(options: DemoOptions & { dir: string }, firstConfig
   const [rw, ro] = [router.readWrite.split(':')[1], router.readOnly.split(':')[1]];
   const apiPorts = Array.from({ length: options.members }, (_, i) => options.apiPort + i).join(' ');
   console.log("Connect through relevo's router (TLS end to end; the password is in a 0600 pgpass file, never on the command line):");
-  console.log(`  read-write (the primary):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${rw} user=relevo dbname=postgres${tls}"`);
-  console.log(`  read-only (the replicas):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${ro} user=relevo dbname=postgres${tls}"`);
-  console.log(`  without the router (libpq multi-host): PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=relevo dbname=postgres target_session_attrs=read-write${tls}"`);
+  console.log(`  read-write (the primary):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${rw} user=${DEMO_ROLE} dbname=postgres${tls}"`);
+  console.log(`  read-only (the replicas):  PGPASSFILE=${passfile} psql "host=127.0.0.1 port=${ro} user=${DEMO_ROLE} dbname=postgres${tls}"`);
+  console.log(`  without the router (libpq multi-host): PGPASSFILE=${passfile} psql "host=${hosts} port=${ports} user=${DEMO_ROLE} dbname=postgres target_session_attrs=read-write${tls}"`);
   console.log(`Dashboard: ${apiBase(options.apiPort)}/   (any member's API port${caFile ? `; the cluster CA is ${caFile}` : ''})`);
   console.log(`Status:    ./bin/relevo list -c ${firstConfig}    events: ./bin/relevo events -f -c ${firstConfig}`);
   console.log(`REST:      ${curl} ${apiBase(options.apiPort)}/status`);

@@ -11,6 +11,8 @@ import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
 import { agentApiCall } from './agent-api.js';
+import { siteListing } from './site.js';
+import type { SiteLink } from '../cluster/site.js';
 
 export interface ClusterListing {
   cluster: string;
@@ -30,6 +32,8 @@ export interface ClusterListing {
   versions: string[];
   /** Members with parameters waiting for a restart (`relevo restart --pending` rolls them out). */
   pendingRestart: string[];
+  /** Standby clusters (docs/sites.md): the source this one follows with its link, and the standby clusters following this one. */
+  site: { standbyOf: { sourceCluster: string; link: SiteLink | null } | null; followers: SiteLink[] };
   /** Records in the store that fail to parse: key, revision, what is wrong, how to repair. */
   unreadable: { key: string; revision: number; problem: string; repair: string }[];
 }
@@ -58,6 +62,7 @@ export async function clusterListing(handle: ClusterHandle): Promise<ClusterList
     settingsAppliedByAll: settingsGeneration !== null && unknownMembers(view).length === 0 && view.members.every((m) => m.settingsGeneration === settingsGeneration),
     versions: versionsInUse(view.members),
     pendingRestart: view.members.filter((m) => m.pendingRestart.length > 0).map((m) => m.name).sort(),
+    site: await siteListing(handle, settings.standbyCluster),
     unreadable: view.unreadable.map((r) => ({ key: r.key, revision: r.revision, problem: r.problem, repair: repairHint(r) })),
   };
 }
@@ -149,7 +154,47 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+}
+
+/** The cross-site link, on the standby side and on the source side. */
+function renderSite(site: ClusterListing['site']): string {
+  const row = (l: SiteLink) => [
+    l.cluster,
+    l.standbyLeader,
+    l.sourceCluster,
+    l.upstream ?? '-',
+    l.streaming ? 'streaming' : 'NOT streaming',
+    l.sourceLsn ?? '-',
+    l.replayedLsn ?? '-',
+    formatBytes(l.lagBytes),
+    l.lagSeconds === null ? '-' : l.lagSeconds.toFixed(1),
+    l.at.slice(11, 19),
+    l.problem ?? '-',
+  ];
+  const headers = ['Standby cluster', 'Standby leader', 'Source', 'Upstream', 'Link', 'Source LSN', 'Replayed', 'Lag', 'Lag s', 'Seen', 'Problem'];
+  const parts: string[] = [];
+  if (site.standbyOf) {
+    parts.push(
+      `STANDBY CLUSTER of ${site.standbyOf.sourceCluster}: no writable primary here (\`relevo site switchover|promote\`)\n` +
+        (site.standbyOf.link ? renderTable(headers, [row(site.standbyOf.link)]) : '  no standby leader has published the link yet'),
+    );
+  }
+  if (site.followers.length > 0) parts.push(`Standby clusters following this cluster\n${renderTable(headers, site.followers.map(row))}`);
+  return parts.length > 0 ? `\n\n${parts.join('\n\n')}` : '';
+}
+
+/** Delayed replicas (docs/undo.md): the delay measured as now − last replayed commit, not the configured one. */
+function renderDelayed(members: MemberStatus[]): string {
+  const delayed = members.filter((m) => m.delay);
+  if (delayed.length === 0) return '';
+  const rows = delayed.map((m) => {
+    const d = m.delay!;
+    const t = d.recoveryTarget;
+    const target = !t ? '-' : 'lsn' in t ? `held before ${t.lsn}` : 'xid' in t ? `held before xid ${t.xid}` : `held before ${t.time}`;
+    return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
+  });
+  return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {

@@ -7,6 +7,7 @@ import { BackupError } from '../backup/errors.js';
 import { runAgent } from './agent-command.js';
 import { registerBackupCommands } from './backup-command.js';
 import { registerUpgradeCommands } from './upgrade-command.js';
+import { registerSiteCommands } from './site-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
 import { runDemo } from './demo.js';
@@ -17,6 +18,7 @@ import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from
 import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
+import { recoverTable, renderRecoverReport, replayCommand } from './undo.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
 
 const program = new Command();
@@ -174,6 +176,36 @@ program
   });
 
 program
+  .command('replay')
+  .description('pause or resume WAL replay on a replica (e.g. a delayed replica, docs/undo.md)')
+  .argument('<action>', 'pause or resume')
+  .argument('<member>', 'the replica')
+  .option(...configOption)
+  .action(async (action: string, member: string, options: { config?: string }) => {
+    if (action !== 'pause' && action !== 'resume') throw new CliError(`replay: got "${action}", expected pause or resume`);
+    await withCluster(options.config, async (handle) => console.log(await replayCommand(handle, action, member)));
+  });
+
+program
+  .command('recover-table <table>')
+  .description('copy a table as it was just before a mistake from a delayed replica into a new table on the primary (docs/undo.md)')
+  .requiredOption('--from <member>', 'the delayed replica')
+  .requiredOption('--into <name>', 'name of the new table on the primary (must not exist)')
+  .option('-d, --database <name>', 'database holding the table', 'postgres')
+  .option('--xid <xid>', 'target: just before this transaction commits')
+  .option('--time <iso>', 'target: just before this time')
+  .option('--find', 'target: find the TRUNCATE, DROP or mass DELETE in the WAL of the delay window (pg_waldump)')
+  .option('--dry-run', 'check (and with --find, propose) only; change nothing')
+  .option('--json', 'machine-readable report')
+  .option(...configOption)
+  .action(async (table: string, options: { from: string; into: string; database: string; xid?: string; time?: string; find?: boolean; dryRun?: boolean; json?: boolean; config?: string }) => {
+    await withCluster(options.config, async (handle) => {
+      const report = await recoverTable(handle, { ...options, table, print: (line) => (options.json ? console.error(line) : console.log(line)) });
+      console.log(options.json ? JSON.stringify(report, null, 2) : options.dryRun ? `dry run: target ${JSON.stringify(report.target)} lies in the delay window of ${report.member}; nothing changed` : renderRecoverReport(report));
+    });
+  });
+
+program
   .command('reinit <member>')
   .description('rebuild a replica from a fresh clone (its old data directory is moved aside, not deleted)')
   .option(...configOption)
@@ -247,6 +279,7 @@ program
 
 registerBackupCommands(program);
 registerUpgradeCommands(program);
+registerSiteCommands(program, configOption);
 
 function report(error: unknown): number {
   if (error instanceof BackupError) {

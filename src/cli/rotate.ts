@@ -47,12 +47,17 @@ export async function rotateSecrets(handle: ClusterHandle, role: SecretRole): Pr
     if (dbRoles.includes('agent')) next.agentPassword = generatePassword();
     const [host, port] = splitHostPort(leader.connectAddress);
     const caFile = clusterCaFile(config);
-    const target = (password: string) => ({ host, port, user: ROLE_NAMES.agent, password, ...(caFile ? { tlsCaFile: caFile } : {}) });
+    const target = (password: string) => ({ host, port, user: ROLE_NAMES.network, password, ...(caFile ? { tlsCaFile: caFile } : {}) });
     await withConnection(target(current.agentPassword), async (client) => {
       // Verifiers, not passwords, reach the server: nothing secret in its log or in pg_stat_statements.
       await client.query('BEGIN');
-      if (dbRoles.includes('replication')) await client.query(`ALTER ROLE ${quoteIdent(ROLE_NAMES.replication)} PASSWORD ${quoteLiteral(scramVerifier(next.replicationPassword))}`);
-      if (dbRoles.includes('agent')) await client.query(`ALTER ROLE ${quoteIdent(ROLE_NAMES.agent)} PASSWORD ${quoteLiteral(scramVerifier(next.agentPassword))}`);
+      // The network role is no superuser: relevo's definer function sets the verifiers (src/postgres/roles.ts).
+      const set = (role: string, password: string) => client.query('SELECT _relevo.set_password($1, $2)', [role, scramVerifier(password)]);
+      if (dbRoles.includes('replication')) await set(ROLE_NAMES.replication, next.replicationPassword);
+      if (dbRoles.includes('agent')) {
+        await set(ROLE_NAMES.agent, next.agentPassword);
+        await set(ROLE_NAMES.network, next.agentPassword);
+      }
       await client.query('COMMIT');
     }).catch((error: Error) => {
       throw new CliError(`could not change the passwords on the primary ${leader.name} (${leader.connectAddress}): ${error.message}; nothing was changed`, EXIT.failure);

@@ -1,5 +1,7 @@
 import { loadMemberConfig } from '../config/load.js';
 import type { MemberConfig } from '../config/member.js';
+import { clusterCaFile, memberTlsFiles } from '../tls/member.js';
+import type { RouterSettings } from '../router/options.js';
 import { startRouter, type RouterHandle } from '../router/index.js';
 import { reportReady, superviseWorkers, workerIndex, workerSettings } from '../router/workers.js';
 import type { Store } from '../store/store.js';
@@ -9,7 +11,24 @@ import { configPath } from './context.js';
 /** Router settings from a member file's `router:` section, named after the member unless set. */
 export function routerOptionsOf(config: MemberConfig) {
   const { embedded: _embedded, name, ...settings } = config.router ?? { embedded: false };
-  return { ...settings, name: name ?? `${config.name}-router`, cluster: config.cluster };
+  return { ...settings, ...sessionTlsOf(config, 'session' in settings ? settings.session : null), name: name ?? `${config.name}-router`, cluster: config.cluster };
+}
+
+/**
+ * With TLS on, session mode verifies the servers against the cluster CA and,
+ * unless the operator gave the router its own certificate, presents this
+ * member's certificate (issued by the cluster CA) to clients that ask for TLS.
+ */
+function sessionTlsOf(config: MemberConfig, session: RouterSettings['session']) {
+  const files = memberTlsFiles(config);
+  if (!session || !files) return {};
+  return {
+    session: {
+      ...session,
+      serverCaFile: session.serverCaFile ?? clusterCaFile(config) ?? null,
+      tls: session.tls ?? { certFile: files.cert, keyFile: files.key },
+    },
+  };
 }
 
 export async function startEmbeddedRouter(config: MemberConfig, store: Store): Promise<RouterHandle | undefined> {

@@ -24,6 +24,13 @@ export function clusterKeys(cluster: string) {
     history: `${root}history`,
     /** A pending switchover or failover request. */
     failover: `${root}failover`,
+    /** Standby cluster: the link to the source as its standby leader last saw it (docs/sites.md). */
+    siteLink: `${root}site/link`,
+    /** A cluster turned into a standby cluster: where its primary shut down (the new source must replay past it). */
+    siteDemotion: `${root}site/demotion`,
+    /** Standby clusters that follow this one register here (written by their standby leaders, in this cluster's store). */
+    standbyClustersPrefix: `${root}site/standby-clusters/`,
+    standbyCluster: (name: string) => `${root}site/standby-clusters/${name}`,
     /** The cluster CA certificate (public), created once: a member with another CA refuses to start. */
     ca: `${root}tls/ca`,
     /** `relevo certs rotate` bumps this generation; each agent re-issues its member certificate once per bump. */

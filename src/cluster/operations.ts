@@ -34,6 +34,10 @@ function streamingReplica(members: MemberStatus[], name: string, leader: string 
   if (!member) throw new OperationError(`unknown member "${name}": known members are ${members.map((m) => m.name).join(', ') || 'none'}`);
   if (name === leader) throw new OperationError(`member ${name} is already the primary`);
   if (member.role !== 'replica' || member.state !== 'replica') throw new OperationError(`member ${name} is not a running replica (state ${member.state})`);
+  // A delayed replica (docs/undo.md) is behind by design: not even --force promotes it.
+  if (typeof member.tags.applyDelayMs === 'number') {
+    throw new OperationError(`member ${name} is a delayed replica (delay ${member.tags.applyDelayMs} ms): never promoted; remove \`delay\` from its member file and restart its agent first`);
+  }
   return member;
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
 import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
+import { StandbyClusterSchema } from './site.js';
 
 /**
  * Cluster-wide settings, kept in the store under `config` and changeable at run
@@ -64,6 +65,12 @@ export const ClusterSettingsSchema = z
     allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
+    /**
+     * Set: this cluster is a standby cluster of another (docs/sites.md). Its leader is a standby leader that
+     * replicates from the source's current primary; nothing here is ever promoted. null: an ordinary cluster.
+     * Written by `relevo site follow|switchover|promote`, which check it first.
+     */
+    standbyCluster: StandbyClusterSchema.nullable().default(null),
     /**
      * Raised by one at every change of these settings (by the writer, never by hand);
      * each member publishes the generation it has applied, so `relevo list` shows

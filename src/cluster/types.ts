@@ -83,6 +83,18 @@ export const MemberStatusSchema = z.object({
   connectAddress: z.string(),
   tags: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   paused: z.boolean(),
+  /** A delayed replica (docs/undo.md): configured and measured delay; null on other members. */
+  delay: z
+    .object({
+      applyDelayMs: z.number(),
+      /** now − pg_last_xact_replay_timestamp(): measured, not configured (null before the first replayed commit). */
+      measuredSeconds: z.number().nullable(),
+      replayPaused: z.boolean(),
+      feed: z.enum(['stream', 'archive']),
+      /** recover-table holds it at this target (replay without delay up to just before it, then paused). */
+      recoveryTarget: z.union([z.object({ lsn: z.string() }), z.object({ xid: z.string() }), z.object({ time: z.string() })]).nullable(),
+    })
+    .nullish(),
   /** Generation of the cluster settings this agent has applied (ran a whole cycle with); null before its first. */
   settingsGeneration: z.number().int().nullable().default(null),
   updatedAt: z.string(),

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { PostgresParametersSchema } from '../cluster/parameters.js';
 import { RouterSettingsSchema } from '../router/options.js';
 import { StoreConfigSchema } from '../store/config.js';
+import { DelaySettingsSchema } from './delay.js';
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port');
 const memberName = z
@@ -100,6 +101,8 @@ export const MemberConfigSchema = z
       })
       .catchall(z.union([z.string(), z.number(), z.boolean()]))
       .default({ nofailover: false, priority: 100 }),
+    /** A delayed replica (docs/undo.md): kept `apply` behind, never promoted, never synchronous. */
+    delay: DelaySettingsSchema.optional(),
     /**
      * Client router settings (src/router/options.ts). `relevo router -c FILE`
      * runs it; with `embedded: true` the agent runs it in its own process.

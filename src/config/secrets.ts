@@ -14,8 +14,13 @@ export interface Credentials {
 export const ROLE_NAMES = {
   /** Streaming replication and pg_basebackup. */
   replication: 'replicator',
-  /** The agent's own superuser role: monitoring, promotion, slots, pg_rewind. */
+  /** The agent's own superuser role: monitoring, promotion, slots. Local socket only (pg_hba rejects it on the network). */
   agent: 'relevo',
+  /**
+   * relevo over the network (pg_rewind's source, fencing, backups, rotation): not a
+   * superuser, only the grants those need (src/postgres/roles.ts). Same password as `agent`.
+   */
+  network: 'relevo_remote',
   /** initdb's bootstrap superuser, reachable only through the local socket with peer auth. */
   superuser: 'postgres',
 } as const;

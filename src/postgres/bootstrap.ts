@@ -1,3 +1,4 @@
+import { networkRoleSql } from './roles.js';
 import { dirname } from 'node:path';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
@@ -53,6 +54,7 @@ export async function bootstrapCluster(
   const sql = [
     `CREATE ROLE ${quoteIdent(ROLE_NAMES.agent)} WITH SUPERUSER LOGIN PASSWORD ${quoteLiteral(scramVerifier(credentials.agentPassword))};`,
     `CREATE ROLE ${quoteIdent(ROLE_NAMES.replication)} WITH REPLICATION LOGIN PASSWORD ${quoteLiteral(scramVerifier(credentials.replicationPassword))};`,
+    networkRoleSql(scramVerifier(credentials.agentPassword)),
   ].join('\n');
   await runPostgresProgram(
     local.binDir,

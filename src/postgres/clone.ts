@@ -28,7 +28,8 @@ export async function cloneFromPrimary(
   ensureOwnedDir(local.socketDir, local.user, 0o755, 'shared');
   writePassfile(local.passfile, local.user, credentials);
   const [host, port] = splitHostPort(primaryAddress);
-  const args = ['-D', local.dataDir, '-X', 'stream', '-S', slot, '-c', 'fast', '--no-password'];
+  // No slot: a standby cluster's first clone of another cluster's primary (which keeps no slot for it).
+  const args = ['-D', local.dataDir, '-X', 'stream', ...(slot ? ['-S', slot] : []), '-c', 'fast', '--no-password'];
   if (showProgress) args.push('-P');
   try {
     await runPostgresProgram(local.binDir, local.user, 'pg_basebackup', args, {

@@ -79,19 +79,24 @@ export interface StandbySettings {
   passfile: string;
   /** The member's copy of the cluster CA: replication verifies the upstream's certificate (verify-full). */
   sslRootCert?: string;
+  /** Fed from the WAL archive (restore_command) only: no primary_conninfo, no slot. */
+  archiveFed?: boolean;
+  /** A file in the data directory included last (a delayed replica's recovery target, docs/undo.md). */
+  includeFile?: string;
 }
 
 export function renderRelevoConf(parameters: Record<string, ParameterValue>, standby?: StandbySettings, applicationName?: string): string {
   const lines = ['# Managed by relevo: edits here are overwritten. Use `relevo config set postgresql.<name>=<value>`.'];
   for (const [name, value] of Object.entries(parameters)) lines.push(`${name} = ${quote(value)}`);
   if (standby) lines.push(`recovery_target_timeline = 'latest'`);
-  if (standby?.upstream) {
+  if (standby?.upstream && !standby.archiveFed) {
     const [host, port] = splitHostPort(standby.upstream.address);
     // The password lives in the 0600 passfile, never in this file.
     const conninfo = `host=${host} port=${port} user=${ROLE_NAMES.replication} passfile=${standby.passfile} application_name=${applicationName ?? ''} ${libpqTlsParams(standby.sslRootCert)}`;
     lines.push(`primary_conninfo = ${quote(conninfo)}`);
     lines.push(`primary_slot_name = ${quote(standby.upstream.slot)}`);
   }
+  if (standby?.includeFile) lines.push(`include_if_exists = ${quote(standby.includeFile)}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -113,6 +118,9 @@ export function renderHba(settings: ClusterSettings, requireTls = false): string
     `local   all          ${ROLE_NAMES.superuser}                  peer`,
     `local   all          ${ROLE_NAMES.agent}                    scram-sha-256`,
     `local   replication  ${ROLE_NAMES.replication}                scram-sha-256`,
+    // The agent's superuser role never logs in over the network; relevo uses ${ROLE_NAMES.network} there.
+    `host    all          ${ROLE_NAMES.agent}      all            reject`,
+    `host    all          ${ROLE_NAMES.superuser}    all            reject`,
   ];
   for (const network of settings.allowedNetworks) {
     lines.push(`${host} replication  ${ROLE_NAMES.replication}  ${network}  scram-sha-256`);
@@ -165,13 +173,13 @@ export function writeMemberConfiguration(
 /**
  * The libpq password file the member's PostgreSQL programs use (mode 0600,
  * owned by the OS user): replication for the walreceiver and pg_basebackup,
- * the agent role for pg_rewind.
+ * the network role for pg_rewind (it has the agent role's password).
  */
 export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
   const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
   writeOwnedFile(
     path,
-    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n`,
+    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n*:*:*:${ROLE_NAMES.network}:${escape(credentials.agentPassword)}\n`,
     user,
   );
 }

@@ -12,6 +12,8 @@ export interface ServerInspection {
   replayPaused: boolean;
   /** Replica: seconds since the last replayed transaction while WAL is pending, else 0. */
   lagSeconds: number | null;
+  /** Replica: now − pg_last_xact_replay_timestamp() (null before the first replayed commit): a delayed replica's effective delay. */
+  replayAgeSeconds?: number | null;
   /** Replica: walreceiver is streaming, and from where. */
   streaming: boolean;
   /**
@@ -114,6 +116,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     replayed: string | null;
     paused: boolean;
     lag: number | null;
+    replay_age: number | null;
     status: string | null;
     received_tli: number | null;
     conninfo: string | null;
@@ -124,6 +127,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
             pg_get_wal_replay_pause_state() <> 'not paused' AS paused,
             CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
                  ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
+            extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age,
             r.status, r.received_tli, r.conninfo,
             greatest((pg_control_checkpoint()).timeline_id, (pg_control_recovery()).min_recovery_end_timeline) AS checkpoint_tli
        FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true`,
@@ -137,6 +141,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     replayedLsn: s.replayed,
     replayPaused: s.paused,
     lagSeconds: s.lag === null ? null : Math.max(0, s.lag),
+    replayAgeSeconds: s.replay_age === null ? null : Math.max(0, s.replay_age),
     streaming: s.status === 'streaming',
     receivedTimeline: s.received_tli,
     upstreamConninfo: s.conninfo,

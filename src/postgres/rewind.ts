@@ -28,7 +28,7 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   // An unreachable source says nothing about this data directory: not a rewind failure.
   try {
     await withConnection(
-      { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, tlsCaFile: local.tls?.caCert },
+      { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, tlsCaFile: local.tls?.caCert },
       async (client) => {
         // pg_rewind reads the source's timeline from pg_control, updated only at a checkpoint after promotion.
         const tli = await client.query<{ stale: boolean }>(
@@ -45,7 +45,7 @@ export async function rewindFrom(local: LocalPostgres, sourceAddress: string, cr
   // Single-user recovery refuses a standby signal; relevo rewrites it after the rewind.
   withOwnedDir(local.dataDir, local.user, (dir) => dir.remove('standby.signal'));
   clearFenceSettings(local.dataDir, local.user);
-  const source = `host=${host} port=${port} user=${ROLE_NAMES.agent} dbname=postgres connect_timeout=5 ${libpqTlsParams(local.tls?.caCert)}`;
+  const source = `host=${host} port=${port} user=${ROLE_NAMES.network} dbname=postgres connect_timeout=5 ${libpqTlsParams(local.tls?.caCert)}`;
   const output = await runPostgresProgram(local.binDir, local.user, 'pg_rewind', ['--target-pgdata', local.dataDir, '--source-server', source], {
     context: `rewinding member ${local.memberName} from ${sourceAddress}`,
     env: { PGPASSFILE: local.passfile },

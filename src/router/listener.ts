@@ -13,6 +13,7 @@ import { Session, type SessionContext } from './session.js';
 import type { ScramVerifier } from './scram.js';
 import type { ServerPool } from './pool.js';
 import type { SecureContext } from 'node:tls';
+import type { CaFile } from './server-tls.js';
 import type { Backend, Decision } from './view.js';
 
 export type ListenerRole = 'rw' | 'ro';
@@ -40,6 +41,7 @@ export interface ListenerContext {
   session?: {
     verifier(user: string): ScramVerifier | undefined;
     tls: SecureContext | undefined;
+    serverCa: CaFile | undefined;
     /** CancelRequest with a key the router issued to one of its sessions. */
     cancel(pid: number, secret: number): void;
     pool: ServerPool | undefined;
@@ -162,6 +164,7 @@ export class Listener {
       decide: () => this.ctx.decide(this.role, true),
       verifier: (user) => support.verifier(user),
       tls: support.tls,
+      serverCa: support.serverCa,
       timeouts: this.ctx.timeouts,
       now: () => this.ctx.now(),
       cancel: (pid, secret) => support.cancel(pid, secret),

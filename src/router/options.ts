@@ -85,6 +85,12 @@ export const RouterSettingsSchema = z
           .nullable()
           .default(null),
         /**
+         * CA bundle (PEM) the servers' certificates are verified against: session mode then
+         * connects like libpq with sslmode=verify-full channel_binding=require. null = plaintext
+         * to the servers (clusters with tls.enabled: false only; relevo's pg_hba refuses it otherwise).
+         */
+        serverCaFile: z.string().startsWith('/', 'expected an absolute path').nullable().default(null),
+        /**
          * Session pooling: a client's server session is reset (DISCARD ALL) and kept for the
          * next client when it leaves. `size`: server sessions per member, role, database and
          * startup parameters; `idleMs`: an unused one is closed after this. null = no pooling.

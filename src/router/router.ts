@@ -31,6 +31,7 @@ import { RouterSettingsSchema, settingsProblem, type RouterLogger, type RouterOp
 import type { Relay } from './relay.js';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { CaFile } from './server-tls.js';
 import { VerifierFile } from './verifiers.js';
 import { ServerPool } from './pool.js';
 import type { RouterStatus, ListenerStats } from './status.js';
@@ -226,6 +227,7 @@ class Router {
       pool: this.pool,
       verifier: (user) => verifiers.get(user),
       tls,
+      serverCa: s.serverCaFile ? new CaFile(s.serverCaFile) : undefined,
       cancel: (pid, secret) => {
         for (const l of this.listeners) {
           for (const session of l.sessions) if (session.key.pid === pid && session.key.secret === secret) session.cancel();

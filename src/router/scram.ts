@@ -15,6 +15,9 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export const SCRAM_MECHANISM = 'SCRAM-SHA-256';
+/** The channel-bound variant (tls-server-end-point), offered and used only over TLS. */
+export const SCRAM_PLUS = 'SCRAM-SHA-256-PLUS';
+const BINDING_HEADER = 'p=tls-server-end-point,,';
 
 export interface ScramVerifier {
   iterations: number;
@@ -67,13 +70,27 @@ export class ScramServer {
   private nonce = '';
   private gs2Header = '';
 
-  constructor(private readonly verifier: ScramVerifier) {}
+  /**
+   * `binding`: tls-server-end-point data of the certificate the router
+   * presented to this client (TLS), undefined on plaintext.
+   */
+  constructor(
+    private readonly verifier: ScramVerifier,
+    private readonly binding?: Buffer,
+  ) {}
 
-  first(clientFirst: string): string {
-    // gs2-header: "n,," (no binding) or "y,," (client could bind, server does not offer it).
-    const m = /^([ny]),(a=[^,]*)?,(.*)$/.exec(clientFirst);
-    if (!m) throw new ScramError('channel binding is not supported by the router, or malformed client-first-message');
-    this.gs2Header = `${m[1]},${m[2] ?? ''},`;
+  /** `mechanism` as the client chose it in SASLInitialResponse. */
+  first(clientFirst: string, mechanism: string = SCRAM_MECHANISM): string {
+    // gs2-header: "n,," (no binding), "y,," (client could bind, thinks the server cannot) or "p=tls-server-end-point,,".
+    const m = /^(n|y|p=tls-server-end-point),(a=[^,]*)?,(.*)$/.exec(clientFirst);
+    if (!m) throw new ScramError('unsupported channel binding type, or malformed client-first-message');
+    const flag = m[1] as string;
+    if ((flag.startsWith('p=') || mechanism === SCRAM_PLUS) && !(flag.startsWith('p=') && mechanism === SCRAM_PLUS && this.binding)) {
+      throw new ScramError('channel binding requested without TLS, or mechanism and header disagree');
+    }
+    // "y" while we offered -PLUS: someone stripped the offer on the way (RFC 5802 downgrade check).
+    if (flag === 'y' && this.binding) throw new ScramError('channel binding downgrade');
+    this.gs2Header = `${flag},${m[2] ?? ''},`;
     this.clientFirstBare = m[3] as string;
     const clientNonce = attributes(this.clientFirstBare).get('r');
     if (!clientNonce) throw new ScramError('client-first-message has no nonce');
@@ -86,7 +103,8 @@ export class ScramServer {
     const attrs = attributes(clientFinal);
     const proofText = attrs.get('p');
     if (attrs.get('r') !== this.nonce || proofText === undefined) throw new ScramError('nonce mismatch or no proof');
-    if (attrs.get('c') !== Buffer.from(this.gs2Header).toString('base64')) throw new ScramError('channel binding mismatch');
+    const bound = this.gs2Header.startsWith('p=') ? Buffer.concat([Buffer.from(this.gs2Header), this.binding as Buffer]) : Buffer.from(this.gs2Header);
+    if (attrs.get('c') !== bound.toString('base64')) throw new ScramError('channel binding mismatch');
     const withoutProof = clientFinal.slice(0, clientFinal.lastIndexOf(',p='));
     const authMessage = `${this.clientFirstBare},${this.serverFirst},${withoutProof}`;
     const proof = Buffer.from(proofText, 'base64');
@@ -107,12 +125,19 @@ export class ScramClientWithKey {
   private readonly clientNonce = randomBytes(18).toString('base64');
   private authMessage = '';
   readonly clientFirst: string;
+  readonly mechanism: string;
+  private readonly channel: string;
 
+  /** `binding`: the server certificate's tls-server-end-point data (TLS): SCRAM-SHA-256-PLUS, as libpq's channel_binding=require. */
   constructor(
     private readonly verifier: ScramVerifier,
     private readonly clientKey: Buffer,
+    binding?: Buffer,
   ) {
-    this.clientFirst = `n,,n=,r=${this.clientNonce}`;
+    const header = binding ? BINDING_HEADER : 'n,,';
+    this.mechanism = binding ? SCRAM_PLUS : SCRAM_MECHANISM;
+    this.channel = (binding ? Buffer.concat([Buffer.from(header), binding]) : Buffer.from(header)).toString('base64');
+    this.clientFirst = `${header}n=,r=${this.clientNonce}`;
   }
 
   final(serverFirst: string): string {
@@ -124,7 +149,7 @@ export class ScramClientWithKey {
     if (salt !== this.verifier.salt.toString('base64') || iterations !== this.verifier.iterations) {
       throw new ScramError("the server's SCRAM salt or iteration count differs from the router's verifier (the role's password changed?)");
     }
-    const withoutProof = `c=biws,r=${nonce}`;
+    const withoutProof = `c=${this.channel},r=${nonce}`;
     this.authMessage = `n=,r=${this.clientNonce},${serverFirst},${withoutProof}`;
     const proof = xor(this.clientKey, hmac(this.verifier.storedKey, this.authMessage));
     return `${withoutProof},p=${proof.toString('base64')}`;

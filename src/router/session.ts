@@ -24,7 +24,8 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import { randomBytes, randomInt } from 'node:crypto';
 import { closure, refusal, type ClosureCode, type Refusal } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, TxStatus, errorResponse, parseStartupPacket, TERMINATE, type ErrorFields } from './protocol.js';
-import { SCRAM_MECHANISM, ScramClientWithKey, ScramServer, parseVerifier, type ScramVerifier } from './scram.js';
+import { endPointHash, upgradeToServerTls } from './server-tls.js';
+import { SCRAM_MECHANISM, SCRAM_PLUS, ScramClientWithKey, ScramServer, parseVerifier, type ScramVerifier } from './scram.js';
 import type { Backend, Decision } from './view.js';
 import type { PooledServer, ServerPool } from './pool.js';
 import {
@@ -53,6 +54,8 @@ export interface SessionContext {
   verifier(user: string): ScramVerifier | undefined;
   /** Server-side TLS for clients that ask for it; undefined = answer 'N'. */
   tls: SecureContext | undefined;
+  /** The cluster CA the servers are verified against (verify-full + channel binding); undefined = plaintext to the servers. */
+  serverCa?: { get(): string } | undefined;
   timeouts: { startupMs: number; connectMs: number; holdMs: number };
   now(): number;
   /** A CancelRequest for a router-issued key. */
@@ -269,8 +272,12 @@ export class Session {
     // An unknown role runs the same exchange against a random verifier, so a
     // client cannot tell unknown roles from wrong passwords.
     this.verifier = this.ctx.verifier(user) ?? decoyVerifier();
-    this.scram = new ScramServer(this.verifier);
-    this.client.write(authentication(AuthCode.SASL, Buffer.concat([cstring(SCRAM_MECHANISM), Buffer.from([0])])));
+    // Over TLS the router also offers SCRAM-SHA-256-PLUS, bound to the certificate it presented.
+    const own = this.client instanceof TLSSocket ? (this.client.getCertificate() as { raw?: Buffer } | null) : null;
+    const binding = own?.raw ? endPointHash(own.raw) : undefined;
+    this.scram = new ScramServer(this.verifier, binding);
+    const mechanisms = binding ? [SCRAM_PLUS, SCRAM_MECHANISM] : [SCRAM_MECHANISM];
+    this.client.write(authentication(AuthCode.SASL, Buffer.concat([...mechanisms.map(cstring), Buffer.from([0])])));
     if (this.startupBuf.length > 0) {
       const rest = this.startupBuf;
       this.startupBuf = Buffer.alloc(0);
@@ -345,8 +352,8 @@ export class Session {
     try {
       if (this.clientKey === undefined && !this.scramFirstDone) {
         const { mechanism, data } = parseSaslInitial(body);
-        if (mechanism !== SCRAM_MECHANISM) throw new Error('mechanism');
-        this.client.write(authentication(AuthCode.SASLContinue, Buffer.from(this.scram.first(data))));
+        if (mechanism !== SCRAM_MECHANISM && mechanism !== SCRAM_PLUS) throw new Error('mechanism');
+        this.client.write(authentication(AuthCode.SASLContinue, Buffer.from(this.scram.first(data, mechanism))));
         this.scramFirstDone = true;
         return;
       }
@@ -436,30 +443,27 @@ export class Session {
       this.ctx.scout(target.member, true);
     }
     this.ctx.attached(this, target.member, 1);
-    const socket = pooled ? pooled.socket : connect({ host: target.host, port: target.port, noDelay: true });
-    this.backend = socket;
+    const plain = pooled ? pooled.socket : connect({ host: target.host, port: target.port, noDelay: true });
+    this.backend = plain;
     this.fromBackend = new MessageSplitter();
     this.serverParams = pooled ? new Map(pooled.params) : new Map();
     this.outstanding = 0;
     this.txStatus = TxStatus.Idle;
     this.replayPending = -1;
-    const scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer);
+    const serverCa = pooled ? undefined : this.ctx.serverCa;
+    // Replaced, bound to the server's certificate, once TLS is up.
+    let scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer);
+    let serverProven = false;
     const connectTimer = pooled
       ? undefined
-      : setTimeout(() => socket.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)), this.ctx.timeouts.connectMs);
+      : setTimeout(() => this.backend?.destroy(new Error(`timed out after ${this.ctx.timeouts.connectMs} ms`)), this.ctx.timeouts.connectMs);
     const failAttach = (fields: ErrorFields, code: ClosureCode | Refusal['code']): void => {
       clearTimeout(connectTimer);
       this.dropBackend();
       if (first) this.refuseWith(fields, code);
       else this.close(fields, code);
     };
-    if (!pooled) {
-      socket.once('connect', () => {
-        clearTimeout(connectTimer);
-        socket.write(startupMessage(this.params));
-      });
-    }
-    socket.on('error', (error) => {
+    const onError = (socket: Socket, error: Error): void => {
       if (this.backend !== socket) return;
       if (this.phase === 'attaching') {
         clearTimeout(connectTimer);
@@ -468,65 +472,111 @@ export class Session {
       } else {
         this.serverLost();
       }
-    });
-    socket.on('close', () => {
-      if (this.backend === socket) this.serverLost();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (this.backend !== socket) return;
-      if (this.phase !== 'attaching') {
-        this.onServerData(chunk);
-        return;
-      }
-      try {
-        this.fromBackend.push(chunk, (type, body) => {
-          if (this.phase !== 'attaching' || this.backend !== socket) return;
-          if (type === 0x52) {
-            const code = body.readInt32BE(0);
-            if (code === AuthCode.SASL) socket.write(saslInitialResponse(SCRAM_MECHANISM, scram.clientFirst));
-            else if (code === AuthCode.SASLContinue) socket.write(saslResponse(scram.final(body.toString('utf8', 4))));
-            else if (code === AuthCode.SASLFinal) scram.verify(body.toString('utf8', 4));
-            else if (code !== AuthCode.Ok) {
-              throw new Error(`member ${target.member} asks for authentication method ${code}; session mode needs scram-sha-256 on the servers`);
+    };
+    if (!pooled) {
+      plain.once('connect', () => {
+        if (!serverCa) {
+          clearTimeout(connectTimer);
+          plain.write(startupMessage(this.params));
+          return;
+        }
+        upgradeToServerTls(
+          plain,
+          target.host,
+          serverCa.get(),
+          (secure, binding) => {
+            if (this.backend !== plain) {
+              secure.destroy();
+              return;
             }
-          } else if (type === 0x53) {
-            const [name, value] = readCStrings(body);
-            this.serverParams.set(name as string, value as string);
-          } else if (type === 0x4b) {
-            this.backendPid = body.readInt32BE(0);
-            this.backendSecret = body.readInt32BE(4);
-          } else if (type === 0x45) {
-            const f = parseErrorFields(body);
-            const fields: ErrorFields = { severity: 'FATAL', code: f.get('C') ?? 'XX000', message: f.get('M') ?? 'error', detail: f.get('D'), hint: f.get('H') };
-            if (this.replayPending < 0 && fields.code.startsWith('57P') && this.retryAttach()) {
-              // The server is starting or shutting down (a switchover's edge): try again shortly.
-              clearTimeout(connectTimer);
-              this.dropBackend();
-            } else if (this.replayPending < 0) {
-              failAttach(fields, 'backend-unreachable');
-            } else {
-              failAttach(closure('session-restore-failed', { member: target.member, error: fields.message }), 'session-restore-failed');
+            clearTimeout(connectTimer);
+            scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer, binding);
+            this.backend = secure;
+            wire(secure);
+            secure.write(startupMessage(this.params));
+          },
+          (error) => onError(plain, error),
+        );
+      });
+    }
+    const wire = (socket: Socket): void => {
+      socket.on('error', (error) => onError(socket, error));
+      socket.on('close', () => {
+        if (this.backend === socket) this.serverLost();
+      });
+      socket.on('data', (chunk: Buffer) => {
+        if (this.backend !== socket) return;
+        if (this.phase !== 'attaching') {
+          this.onServerData(chunk);
+          return;
+        }
+        try {
+          this.fromBackend.push(chunk, (type, body) => {
+            if (this.phase !== 'attaching' || this.backend !== socket) return;
+            if (type === 0x52) {
+              const code = body.readInt32BE(0);
+              if (code === AuthCode.SASL) {
+                if (!readCStrings(body.subarray(4)).includes(scram.mechanism)) {
+                  throw new Error(`member ${target.member} does not offer ${scram.mechanism}; session mode needs scram-sha-256 on the servers (and channel binding over TLS)`);
+                }
+                socket.write(saslInitialResponse(scram.mechanism, scram.clientFirst));
+              } else if (code === AuthCode.SASLContinue) socket.write(saslResponse(scram.final(body.toString('utf8', 4))));
+              else if (code === AuthCode.SASLFinal) {
+                scram.verify(body.toString('utf8', 4));
+                serverProven = true;
+              } else if (code === AuthCode.Ok && serverCa && !serverProven) {
+                // As libpq's channel_binding=require: a server that skipped SCRAM proved nothing.
+                throw new Error(`member ${target.member} accepted the session without SCRAM; session mode needs scram-sha-256 on the servers`);
+              } else if (code !== AuthCode.Ok) {
+                throw new Error(`member ${target.member} asks for authentication method ${code}; session mode needs scram-sha-256 on the servers`);
+              }
+            } else if (type === 0x53) {
+              const [name, value] = readCStrings(body);
+              this.serverParams.set(name as string, value as string);
+            } else if (type === 0x4b) {
+              this.backendPid = body.readInt32BE(0);
+              this.backendSecret = body.readInt32BE(4);
+            } else if (type === 0x45) {
+              const f = parseErrorFields(body);
+              const fields: ErrorFields = { severity: 'FATAL', code: f.get('C') ?? 'XX000', message: f.get('M') ?? 'error', detail: f.get('D'), hint: f.get('H') };
+              if (this.replayPending < 0 && fields.code.startsWith('57P') && this.retryAttach()) {
+                // The server is starting or shutting down (a switchover's edge): try again shortly.
+                clearTimeout(connectTimer);
+                this.dropBackend();
+              } else if (this.replayPending < 0) {
+                failAttach(fields, 'backend-unreachable');
+              } else {
+                failAttach(closure('session-restore-failed', { member: target.member, error: fields.message }), 'session-restore-failed');
+              }
+            } else if (type === 0x5a) {
+              if (this.replayPending < 0) {
+                if (promoting && this.notWritableYet(target)) return;
+                this.replayPending = this.replay(socket);
+              } else {
+                this.replayPending -= 1;
+              }
+              if (this.replayPending === 0) this.attached(first);
             }
-          } else if (type === 0x5a) {
-            if (this.replayPending < 0) {
-              if (promoting && this.notWritableYet(target)) return;
-              this.replayPending = this.replay(socket);
-            } else {
-              this.replayPending -= 1;
-            }
-            if (this.replayPending === 0) this.attached(first);
-          }
-        });
-      } catch (error) {
-        failAttach({ severity: 'FATAL', code: '28000', message: `relevo router: ${(error as Error).message}` }, 'backend-unreachable');
-      }
-    });
+          });
+        } catch (error) {
+          failAttach({ severity: 'FATAL', code: '28000', message: `relevo router: ${(error as Error).message}` }, 'backend-unreachable');
+        }
+      });
+    };
+    if (!serverCa) wire(plain);
+    else {
+      // Until TLS is up only failures matter on the plain socket; its bytes belong to the handshake.
+      plain.on('error', (error) => onError(plain, error));
+      plain.on('close', () => {
+        if (this.backend === plain) this.serverLost();
+      });
+    }
     if (pooled) {
       // A pooled server session is past its startup: only the session state to replay.
       this.backendPid = pooled.pid;
       this.backendSecret = pooled.secret;
       if (promoting && this.notWritableYet(target)) return;
-      this.replayPending = this.replay(socket);
+      this.replayPending = this.replay(plain);
       if (this.replayPending === 0) this.attached(first);
     }
   }

@@ -170,6 +170,8 @@ export function readOnlyCandidates(
 
 function exclusionReason(m: MemberStatus, s: SelectionSettings): string | undefined {
   if (m.role !== 'replica') return `role is ${m.role}`;
+  // A delayed replica (docs/undo.md) serves old data: only when its member file says routeReads.
+  if (m.tags.noloadbalance === true) return 'tagged noloadbalance';
   if (m.replayPaused) return 'replay is paused';
   if (s.requireStreaming && !m.streaming) return 'not streaming';
   if (s.maxLagBytes !== null) {

@@ -81,6 +81,9 @@ export interface Placement {
   launcher: (argv: string[]) => string[];
 }
 
+/** The application role of test clients over TCP (created by waitHealthy on the primary). */
+export const TEST_APP_ROLE = { user: 'relevo_test_app', password: 'test-App-Pw-7' } as const;
+
 export class TestCluster {
   readonly members = new Map<string, Member>();
   private constructor(
@@ -186,7 +189,28 @@ export class TestCluster {
       },
       timeoutMs,
       250,
-    );
+    ).then(async (members) => {
+      await this.ensureAppRole(members.find((m) => m.state === 'primary')!.name);
+      return members;
+    });
+  }
+
+  private appRoleReady = false;
+
+  /**
+   * The role test clients use over TCP (writers, probes): relevo's own roles
+   * are no network superusers (pg_hba rejects `relevo` on TCP), so the tests
+   * write as an ordinary application role that may create tables in public.
+   */
+  async ensureAppRole(primary: string): Promise<void> {
+    if (this.appRoleReady) return;
+    await this.sql(primary, `DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${TEST_APP_ROLE.user}') THEN
+        CREATE ROLE ${TEST_APP_ROLE.user} LOGIN PASSWORD '${TEST_APP_ROLE.password}';
+      END IF;
+    END $$`);
+    await this.sql(primary, `GRANT CREATE ON SCHEMA public TO ${TEST_APP_ROLE.user}`);
+    this.appRoleReady = true;
   }
 
   /** Runs SQL on a member as the agent role through its Unix socket. */

@@ -22,7 +22,7 @@ import pg from 'pg';
 import { loadCredentials } from '../../src/config/secrets.js';
 import { pgTlsOptions } from '../../src/tls/client.js';
 import { clusterCaFile } from '../../src/tls/member.js';
-import type { TestCluster } from './cluster.js';
+import { TEST_APP_ROLE, type TestCluster } from './cluster.js';
 
 export interface WriterTarget {
   /** Member name, recorded as the server that acknowledged a commit. */
@@ -159,7 +159,7 @@ export class Writer {
     this.retryMs = options.retryMs ?? 50;
   }
 
-  /** A writer over every member of the cluster, in member order, as the agent role over TCP. */
+  /** A writer over every member of the cluster, in member order, as the test application role over TCP. */
   static forCluster(cluster: TestCluster, table: string, options: Partial<WriterOptions> = {}): Writer {
     const members = [...cluster.members.values()];
     const first = members[0];
@@ -168,8 +168,8 @@ export class Writer {
     if (!credentials) throw new Error('no credentials yet: bootstrap the cluster first');
     return new Writer({
       targets: members.map((m) => ({ name: m.name, host: m.config.postgres.listen, port: m.config.postgres.port })),
-      user: 'relevo',
-      password: credentials.agentPassword,
+      user: TEST_APP_ROLE.user,
+      password: TEST_APP_ROLE.password,
       tlsCaFile: clusterCaFile(first.config),
       table,
       ...options,
@@ -402,8 +402,8 @@ export async function tryDirectWrite(
   const client = new pg.Client({
     host: member.config.postgres.listen,
     port: member.config.postgres.port,
-    user: 'relevo',
-    password: credentials.agentPassword,
+    user: TEST_APP_ROLE.user,
+    password: TEST_APP_ROLE.password,
     database: 'postgres',
     stream: () => socket,
     application_name: 'relevo-test-probe',

@@ -8,6 +8,7 @@
  * zero acknowledged commits lost; once the link is back, the old primary is
  * rewound and streams on the new timeline.
  */
+import { loadCredentials } from '../../src/config/secrets.js';
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS, TestCluster } from '../helpers/cluster.js';
@@ -50,7 +51,9 @@ describe('network partition (members in their own network namespaces)', { timeou
     const base = writer.options;
     const oldConfig = cluster.member(old.name).config.postgres;
     assert.ok(oldConfig.socketDir, 'test members have a socket directory');
-    const local = new Writer({ ...base, table: 'local_k', targets: [{ name: old.name, host: oldConfig.socketDir, port: oldConfig.port }], queryTimeoutMs: 60_000, retryMs: 200 });
+    // On its own host, through the socket, as the agent role (pg_hba has local rules only for relevo's roles).
+    const agentCredentials = loadCredentials(cluster.member(old.name).config)!;
+    const local = new Writer({ ...base, user: 'relevo', password: agentCredentials.agentPassword, table: 'local_k', targets: [{ name: old.name, host: oldConfig.socketDir, port: oldConfig.port }], queryTimeoutMs: 60_000, retryMs: 200 });
     writers.push(local);
     await writer.start();
     await local.start();

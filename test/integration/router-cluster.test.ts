@@ -40,7 +40,7 @@ import type { MemberStatus } from '../../src/cluster/types.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import type { RouterStatus } from '../../src/router/status.js';
 import type { Watch } from '../../src/store/store.js';
-import { MAIN, TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
+import { MAIN, TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS, TEST_APP_ROLE } from '../helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { Faults } from '../helpers/faults.js';
 import { freePorts } from '../helpers/ports.js';
@@ -190,8 +190,9 @@ async function openSession(env: Env, port: number, timeoutMs = 5_000): Promise<S
   const client = new pg.Client({
     host: '127.0.0.1',
     port,
-    user: 'relevo',
-    password: env.password,
+    // An application role: relevo's own roles do not log in over TCP (docs/security.md#roles).
+    user: TEST_APP_ROLE.user,
+    password: TEST_APP_ROLE.password,
     database: 'postgres',
     stream: () => socket,
     application_name: 'relevo-router-cluster-test',

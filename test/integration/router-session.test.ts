@@ -13,14 +13,21 @@
  * A session with a temporary table and one with a transaction left open past
  * drainMs are closed with the documented messages (docs/router.md).
  *
+ * The cluster runs with TLS on (the default): clients reach the router over
+ * TLS with a certificate from the cluster CA and channel binding, and the
+ * router reaches the servers with verify-full and SCRAM-SHA-256-PLUS (checked
+ * with pg_stat_ssl on the server side of each session).
+ *
  * Every process started here is stopped by PID in `after`.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { startRouter, type RouterHandle } from '../../src/router/index.js';
+import { caFilesOf } from '../../src/tls/member.js';
+import { generateKeyPem, issueMemberCert } from '../../src/tls/pki.js';
 import { TestCluster, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
@@ -39,11 +46,11 @@ describe('router session mode: a planned switchover carries sessions over', { ti
   let cluster: TestCluster;
   let router: RouterHandle;
   let port: number;
+  let caPem: string;
   const clients = new Set<pg.Client>();
 
   before(async () => {
-    // Session mode opens its own server connections, still without TLS (docs/router.md, known gap): a cluster with TLS off.
-    cluster = await TestCluster.create({ store: 'embedded', settings: FAULT_TEST_SETTINGS, name: 'sess', tls: false });
+    cluster = await TestCluster.create({ store: 'embedded', settings: FAULT_TEST_SETTINGS, name: 'sess' });
     for (const name of NAMES) await cluster.defineMember(name);
     for (const name of NAMES) cluster.startAgent(name);
     const members = await cluster.waitHealthy(NAMES, 120_000);
@@ -55,13 +62,20 @@ describe('router session mode: a planned switchover carries sessions over', { ti
     const rows = await cluster.sql<{ line: string }>(primary, `SELECT format('"%s" "%s"', rolname, rolpassword) AS line FROM pg_authid WHERE rolpassword LIKE 'SCRAM-SHA-256$%'`);
     const verifiersFile = join(cluster.dir, 'verifiers.txt');
     writeFileSync(verifiersFile, `${rows.map((r) => r.line).join('\n')}\n`, { mode: 0o600 });
+    // The router's certificate for clients, issued by the cluster CA for the address clients use.
+    const ca = caFilesOf(cluster.member(primary).config);
+    caPem = readFileSync(ca.cert, 'utf8');
+    const keyFile = join(cluster.dir, 'router.key');
+    writeFileSync(keyFile, generateKeyPem(), { mode: 0o600 });
+    const certFile = join(cluster.dir, 'router.crt');
+    writeFileSync(certFile, await issueMemberCert({ keyFile, caCertFile: ca.cert, caKeyFile: ca.key, commonName: 'sess-router', names: ['127.0.0.1'], days: 2 }));
     router = await startRouter({
       name: 'sess-router',
       cluster: cluster.clusterName,
       store: cluster.store,
       listen: { readWrite: '127.0.0.1:0', readOnly: null },
       mode: { readWrite: 'session' },
-      session: { verifiersFile },
+      session: { verifiersFile, serverCaFile: ca.cert, tls: { certFile, keyFile } },
       timeouts: { startupMs: 5_000, connectMs: 1_000, holdMs: 30_000, drainMs: DRAIN_MS, refreshMs: 200, defaultTtlMs: FAULT_TEST_TTL_MS },
     });
     port = Number(router.addresses.readWrite!.split(':').pop());
@@ -74,8 +88,13 @@ describe('router session mode: a planned switchover carries sessions over', { ti
     await cluster?.destroy();
   });
 
+  /** verify-full against the cluster CA, SCRAM-SHA-256-PLUS (the router offers it over TLS). */
+  const tlsClient = (password = PASSWORD): pg.ClientConfig => ({
+    host: '127.0.0.1', port, user: ROLE, password, database: 'postgres', ssl: { ca: caPem, rejectUnauthorized: true }, enableChannelBinding: true,
+  });
+
   async function open(who: string, failures: Failure[], ended?: Map<string, Failure>): Promise<pg.Client> {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: ROLE, password: PASSWORD, database: 'postgres', application_name: who });
+    const c = new pg.Client({ ...tlsClient(), application_name: who });
     c.on('error', (e: Error & { code?: string }) => {
       const f = { who, message: e.message, code: e.code };
       if (ended) {
@@ -98,9 +117,20 @@ describe('router session mode: a planned switchover carries sessions over', { ti
     const ended = new Map<string, Failure>();
 
     // Wrong password: refused like PostgreSQL refuses it.
-    const bad = new pg.Client({ host: '127.0.0.1', port, user: ROLE, password: 'wrong', database: 'postgres' });
+    const bad = new pg.Client(tlsClient('wrong'));
     bad.on('error', () => undefined);
     await assert.rejects(bad.connect(), /password authentication failed for user "app"/);
+
+    // TLS on both legs: the client's to the router, and the router's session to the server.
+    const probe = await open('probe', failures);
+    assert.equal((probe as unknown as { connection: { stream: import('node:tls').TLSSocket } }).connection.stream.encrypted, true);
+    const leg = await probe.query('SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+    assert.equal(leg.rows[0].ssl, true, 'the router reaches the server over TLS');
+    // Plaintext clients still get in (SCRAM without binding) unless the operator's pg clients insist on TLS.
+    const plainClient = new pg.Client({ host: '127.0.0.1', port, user: ROLE, password: PASSWORD, database: 'postgres' });
+    await plainClient.connect();
+    assert.equal((await plainClient.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0].ssl, true);
+    await plainClient.end();
 
     // Idle sessions with session state.
     const idle: pg.Client[] = [];

@@ -102,13 +102,14 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     }
     const hba = readFileSync(join(config.postgres.dataDir, 'pg_hba.conf'), 'utf8');
     assert.match(hba, /^hostssl\s+all\s+all\s+\S+\s+scram-sha-256$/m);
-    assert.doesNotMatch(hba, /^host\s/m);
+    // Plain `host` lines only reject (the superuser roles, with or without TLS).
+    assert.deepEqual(hba.split('\n').filter((l) => /^host\s/.test(l) && !l.endsWith('reject')), []);
   });
 
   it('refuses a client without TLS on a network address', async () => {
     const { config } = cluster.member(primary);
     const credentials = loadCredentials(config)!;
-    const client = new pg.Client({ host: config.postgres.listen, port: config.postgres.port, user: 'relevo', password: credentials.agentPassword, database: 'postgres', ssl: false });
+    const client = new pg.Client({ host: config.postgres.listen, port: config.postgres.port, user: 'relevo_remote', password: credentials.agentPassword, database: 'postgres', ssl: false });
     await assert.rejects(client.connect(), /no pg_hba.conf entry .*no encryption/);
   });
 
@@ -120,10 +121,48 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     assert.deepEqual(rows.map((r) => [r.application_name, r.ssl]), [[replica, true]]);
     const { config } = cluster.member(primary);
     const credentials = loadCredentials(config)!;
-    const target = { host: config.postgres.listen, port: config.postgres.port, user: 'relevo', password: credentials.agentPassword };
+    const target = { host: config.postgres.listen, port: config.postgres.port, user: 'relevo_remote', password: credentials.agentPassword };
     const cipher = await withConnection({ ...target, tlsCaFile: caFilesOf(config).cert }, async (c) => (await c.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0]!.ssl);
     assert.equal(cipher, true);
     await assert.rejects(withConnection({ ...target, tlsCaFile: foreign.caFile }, async (c) => c.query('SELECT 1')), /self[- ]signed|unable to verify|certificate/i);
+  });
+
+  it('has no superuser on the network: relevo_remote holds only grants, and an older cluster is migrated at agent start', async () => {
+    const { config } = cluster.member(primary);
+    const credentials = loadCredentials(config)!;
+    const over = (user: string) => ({ host: config.postgres.listen, port: config.postgres.port, user, password: credentials.agentPassword, tlsCaFile: caFilesOf(config).cert });
+    // The agent's superuser role exists only on the local socket.
+    await assert.rejects(withConnection(over('relevo'), (c) => c.query('SELECT 1')), /pg_hba\.conf rejects connection .*user "relevo"/);
+    const checkNetworkRole = () =>
+      withConnection(over('relevo_remote'), async (c) => {
+        const me = (await c.query<{ rolsuper: boolean; rolreplication: boolean }>('SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user')).rows[0]!;
+        // What pg_rewind reads on its source, and the CHECKPOINT relevo runs before a rewind.
+        const control = (await c.query<{ n: number }>(`SELECT length(pg_read_binary_file('global/pg_control')) AS n`)).rows[0]!.n;
+        await c.query('CHECKPOINT');
+        await assert.rejects(c.query('CREATE ROLE intruder SUPERUSER'), /permission denied|must be superuser/);
+        await assert.rejects(c.query(`SELECT pg_read_file('postgresql.conf')`), /permission denied/);
+        return { ...me, control: control > 0 };
+      });
+    assert.deepEqual(await checkNetworkRole(), { rolsuper: false, rolreplication: false, control: true });
+    const supers = await cluster.sql<{ rolname: string }>(primary, 'SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY 1');
+    assert.deepEqual(supers.map((r) => r.rolname), ['postgres', 'relevo'], 'the only superusers are the local-only ones');
+
+    // An existing cluster from before the network role: no relevo_remote. The agent that runs the primary creates it when it starts.
+    await cluster.sql(primary, 'DROP SCHEMA _relevo CASCADE');
+    await cluster.sql(primary, 'DROP OWNED BY relevo_remote');
+    await cluster.sql(primary, 'DROP ROLE relevo_remote');
+    await assert.rejects(withConnection(over('relevo_remote'), (c) => c.query('SELECT 1')), /password authentication failed|does not exist/);
+    // Stopping the agent stops its PostgreSQL and hands the lease over: whichever agent runs the primary next migrates.
+    const before = primary;
+    await cluster.signalAgent(primary, 'SIGTERM');
+    cluster.startAgent(before);
+    const members = await cluster.waitHealthy(NAMES);
+    primary = members.find((m) => m.role === 'primary')!.name;
+    replica = members.find((m) => m.role === 'replica')!.name;
+    await waitFor('the agent to recreate the network role', async () => (await cluster.sql(primary, `SELECT 1 FROM pg_roles WHERE rolname = 'relevo_remote'`)).length === 1, 30_000, 200);
+    const next = cluster.member(primary).config;
+    const remote = { host: next.postgres.listen, port: next.postgres.port, user: 'relevo_remote', password: credentials.agentPassword, tlsCaFile: caFilesOf(next).cert };
+    assert.equal(await withConnection(remote, async (c) => (await c.query<{ s: boolean }>('SELECT rolsuper AS s FROM pg_roles WHERE rolname = current_user')).rows[0]!.s), false);
   });
 
   it('serves the API over HTTPS only; a client certificate from another CA is refused', async () => {
@@ -147,7 +186,7 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     const { config } = cluster.member(primary);
     const credentials = loadCredentials(config)!;
     const row = await waitFor('a verified TLS session through the router', () =>
-      withConnection({ host: '127.0.0.1', port: routerPort, user: 'relevo', password: credentials.agentPassword, tlsCaFile: caFilesOf(config).cert }, async (c) =>
+      withConnection({ host: '127.0.0.1', port: routerPort, user: 'relevo_remote', password: credentials.agentPassword, tlsCaFile: caFilesOf(config).cert }, async (c) =>
         (await c.query<{ ssl: boolean; port: number }>('SELECT ssl, current_setting(\'port\')::int AS port FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0],
       ), 20_000);
     assert.deepEqual(row, { ssl: true, port: config.postgres.port });
@@ -188,7 +227,7 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     await writer.waitForAcks(acked + 20);
     await writer.stop();
     // (Before, the writer may have tried the replica first: "not read-write" is how it finds the primary.)
-    assert.deepEqual(writer.failures.filter((f) => f.at >= rotationStarted), [], 'the writer saw no error');
+    assert.deepEqual(writer.failures.filter((f) => f.at >= rotationStarted), [], `the writer saw no error; ${NAMES.map((n) => `${n}:\n${cluster.logTail(n, 30)}`).join('\n')}`);
     const after = loadCredentials(cluster.member(primary).config)!;
     assert.notEqual(after.agentPassword, before.agentPassword);
     assert.notEqual(after.replicationPassword, before.replicationPassword);
@@ -197,10 +236,13 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     assert.equal(members.find((m) => m.role === 'primary')!.name, primary);
     const { config } = cluster.member(primary);
     const tlsCaFile = caFilesOf(config).cert;
-    for (const [user, password] of [['relevo', before.agentPassword], ['replicator', before.replicationPassword]] as const) {
+    for (const [user, password] of [['relevo_remote', before.agentPassword], ['replicator', before.replicationPassword]] as const) {
       await assert.rejects(withConnection({ host: config.postgres.listen, port: config.postgres.port, user, password, tlsCaFile }, async (c) => c.query('SELECT 1')), /password authentication failed/);
     }
     await withConnection({ host: config.postgres.listen, port: config.postgres.port, user: 'replicator', password: after.replicationPassword, tlsCaFile }, async (c) => c.query('SELECT 1'));
+    await withConnection({ host: config.postgres.listen, port: config.postgres.port, user: 'relevo_remote', password: after.agentPassword, tlsCaFile }, async (c) => c.query('SELECT 1'));
+    // The local superuser role got the new password too (its only way in is the socket).
+    await withConnection({ host: config.postgres.socketDir!, port: config.postgres.port, user: 'relevo', password: after.agentPassword }, async (c) => c.query('SELECT 1'));
     const secrets = [before.agentPassword, before.replicationPassword, after.agentPassword, after.replicationPassword];
     const leaked = [...argv].filter((line) => secrets.some((s) => line.includes(s)));
     assert.ok(argv.size > 10, `sampled ${argv.size} command lines`);

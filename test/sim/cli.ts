@@ -1,11 +1,12 @@
 /**
  * npm run sim -- --seeds N --steps M [--from S]       explore N seeded schedules of M fault steps each
  * npm run sim -- --seed S --steps M [--faults i,j] [--trace]   replay one schedule (optionally a subset of its faults)
+ * --variant quorum|failsafe: synchronousMode quorum (ANY k), or store failsafe on (test/sim/sim.ts makeSchedule)
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { explore } from './explore.js';
-import { makeSchedule, runSchedule } from './sim.js';
+import { makeSchedule, runSchedule, type ScheduleVariant } from './sim.js';
 
 const { values } = parseArgs({
   options: {
@@ -16,12 +17,15 @@ const { values } = parseArgs({
     faults: { type: 'string' },
     trace: { type: 'boolean', default: false },
     edges: { type: 'string' },
+    variant: { type: 'string', default: 'default' },
   },
 });
 const steps = Number(values.steps);
+const variant = values.variant as ScheduleVariant;
+if (!['default', 'quorum', 'failsafe'].includes(variant)) throw new Error('--variant: default, quorum or failsafe');
 
 if (values.seed !== undefined) {
-  const full = makeSchedule(Number(values.seed), steps);
+  const full = makeSchedule(Number(values.seed), steps, variant);
   const keep = values.faults === undefined ? undefined : values.faults === 'none' ? [] : values.faults.split(',').map(Number);
   const schedule = keep ? { ...full, faults: full.faults.filter((_, i) => keep.includes(i)) } : full;
   const run = runSchedule(schedule, { traceAll: values.trace });
@@ -31,13 +35,14 @@ if (values.seed !== undefined) {
 }
 
 const started = Date.now();
-const result = explore(Number(values.from), Number(values.seeds), steps);
+const result = explore(Number(values.from), Number(values.seeds), steps, variant);
 const seconds = (Date.now() - started) / 1000;
 console.log(
   `schedules ${result.schedules}, steps ${result.steps} (${(result.steps / 10 / 3600).toFixed(1)} simulated hours), ` +
     `acknowledged commits ${result.acknowledged}, promotions ${result.failovers}, distinct edges ${result.edges.size}, ${seconds.toFixed(1)} s; ` +
     `known-limitation windows (asynchronous mode, former primary's agent down) ${result.agentDownWindows}, ` +
-    `writes taken but never acknowledged by unreconciled former primaries ${result.unacknowledgedFormerWrites}`,
+    `writes taken but never acknowledged by unreconciled former primaries ${result.unacknowledgedFormerWrites}` +
+    (variant === 'failsafe' ? `, failsafe rounds holding a primary without the store ${result.failsafeRounds}` : ''),
 );
 if (values.edges) writeFileSync(values.edges, [...result.edges].sort().join('\n') + '\n');
 if (result.failure) {

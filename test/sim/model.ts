@@ -189,11 +189,12 @@ export function commonPrefix(a: Rec[], b: Rec[]): number {
 }
 
 /** Names from `FIRST k (...)`; '' is asynchronous. */
-export function parseStandbyNames(ssn: string): { count: number; names: string[] } | undefined {
+/** `any`: ANY k (quorum: any k of the names), else FIRST k (the first k connected, in order). */
+export function parseStandbyNames(ssn: string): { count: number; names: string[]; any: boolean } | undefined {
   if (ssn === '') return undefined;
-  const match = /^FIRST (\d+) \((.*)\)$/.exec(ssn);
-  if (!match) return { count: 1, names: [ssn] };
-  return { count: Number(match[1]), names: match[2]!.split(',').map((n) => n.trim().replace(/^"|"$/g, '')) };
+  const match = /^(FIRST|ANY) (\d+) \((.*)\)$/.exec(ssn);
+  if (!match) return { count: 1, names: [ssn], any: false };
+  return { count: Number(match[2]), names: match[3]!.split(',').map((n) => n.trim().replace(/^"|"$/g, '')), any: match[1] === 'ANY' };
 }
 
 export function inspect(pg: SimPostgres, name: string, all: Map<string, SimPostgres>): ServerInspection {
@@ -224,11 +225,11 @@ export function inspect(pg: SimPostgres, name: string, all: Map<string, SimPostg
     };
   }
   const sync = parseStandbyNames(pg.ssn);
-  const connected = sync ? sync.names.filter((n) => streamers.some(([s]) => s === n)).slice(0, sync.count) : [];
+  const connected = sync ? sync.names.filter((n) => streamers.some(([s]) => s === n)).slice(0, sync.any ? undefined : sync.count) : [];
   const replication: ReplicationPeer[] = streamers.map(([n, s]) => ({
     member: n,
     state: 'streaming',
-    syncState: connected.includes(n) ? 'sync' : sync?.names.includes(n) ? 'potential' : 'async',
+    syncState: connected.includes(n) ? (sync?.any ? 'quorum' : 'sync') : sync?.names.includes(n) ? 'potential' : 'async',
     sentLsn: lsnText(s.lsn),
     flushLsn: lsnText(s.lsn),
     replayLsn: lsnText(s.lsn),

@@ -9,9 +9,10 @@ import { decide, type Decision } from '../../src/agent/decide.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type PeerView, type StoreView } from '../../src/agent/observation.js';
 import { failureCode, type ActionOutcome } from '../../src/agent/outcome.js';
 import type { AgentState } from '../../src/agent/states.js';
+import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from '../../src/agent/failsafe.js';
 import { memberStatus } from '../../src/agent/status.js';
 import { defaultClusterSettings, type ClusterSettings } from '../../src/cluster/settings.js';
-import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../../src/cluster/types.js';
+import type { FailoverRequest, HistoryEntry, QuorumRecord, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../../src/cluster/types.js';
 import type { MemberConfig } from '../../src/config/member.js';
 import { canFollow, inspect, lsnPosition, lsnText, parseStandbyNames, Rng, SimPostgres, SimStore, type Timeline } from './model.js';
 
@@ -77,6 +78,8 @@ export interface RunResult {
   failovers: number;
   agentDownWindows: number;
   unacknowledgedFormerWrites: number;
+  /** Rounds in which every member confirmed a primary that could not reach the store (failsafe holding). */
+  failsafeRounds: number;
 }
 
 // ---------------------------------------------------------------- schedules
@@ -101,8 +104,42 @@ const FAULTS: FaultKind[] = [
   'operatorReinit',
 ];
 
+/**
+ * Variants beside the default mix: 'quorum' turns the synchronous schedules into
+ * synchronousMode: quorum (ANY k) and 'failsafe' turns store failsafe on. Drawn
+ * from their own generator, so the default schedules (and the regression seeds) stay as they were.
+ */
+export type ScheduleVariant = 'default' | 'quorum' | 'failsafe';
+
 /** The schedule of seed `seed`: settings, clocks and faults, all drawn up front so a subset can be replayed. */
-export function makeSchedule(seed: number, faultSteps: number): Schedule {
+export function makeSchedule(seed: number, faultSteps: number, variant: ScheduleVariant = 'default'): Schedule {
+  const schedule = makeDefaultSchedule(seed, faultSteps);
+  if (variant === 'default') return schedule;
+  const rng = new Rng(seed * 104_729 + 3);
+  const settings = { ...schedule.settings };
+  if (variant === 'quorum') {
+    settings.synchronousMode = 'quorum';
+    settings.synchronousCount = rng.int(1, Math.max(1, schedule.members.length - 1));
+  } else {
+    settings.failsafe = true;
+    if (rng.chance(0.5)) {
+      settings.synchronousMode = 'quorum';
+      settings.synchronousCount = 1;
+    }
+  }
+  // Store outages (what failsafe is for), with what may meet them: a partition, an agent restart, a crash.
+  const faults = [...schedule.faults];
+  const first = Math.min(150, Math.floor(faultSteps / 2));
+  for (let i = rng.int(1, 3); i > 0; i--) {
+    const kind = rng.pick(['storeOutage', 'storeOutage', 'storeCut', 'partition', 'restartAgent', 'crashPostgres'] as const);
+    const member = rng.pick(schedule.members);
+    faults.push({ at: rng.int(first, Math.max(first, faultSteps - 1)), kind, member, ms: rng.int(1, 150) * TICK_MS });
+  }
+  faults.sort((x, y) => x.at - y.at);
+  return { ...schedule, settings, faults: variant === 'failsafe' ? faults : schedule.faults };
+}
+
+function makeDefaultSchedule(seed: number, faultSteps: number): Schedule {
   const rng = new Rng(seed * 7919 + 1);
   const members = rng.chance(0.15) ? ['a', 'b'] : rng.chance(0.15) ? ['a', 'b', 'c', 'd'] : ['a', 'b', 'c'];
   const mode = rng.pick(['strict', 'on', 'off'] as const);
@@ -154,6 +191,8 @@ interface Agent {
   restarted: boolean;
   /** Leaders this agent process has seen in the store. */
   sawLeaders: Set<string>;
+  /** Store failsafe, as src/agent/agent.ts keeps it: membership and leader from the last store read, confirmations held and given. */
+  failsafe: { membership: string[]; lastLeader: string | undefined; confirmedAt: Map<string, number>; ended: boolean; given: { leader: string; at: number } | undefined };
 }
 
 interface Ack {
@@ -167,6 +206,7 @@ const KEYS = {
   init: 'initialize',
   leader: 'leader',
   sync: 'sync',
+  quorum: 'quorum',
   history: 'history',
   optime: 'optime',
   failover: 'failover',
@@ -245,6 +285,7 @@ export class World {
       runsAsPrimary: false,
       restarted: this.agents.has(name),
       sawLeaders: new Set(),
+      failsafe: { membership: [], lastLeader: undefined, confirmedAt: new Map(), ended: false, given: undefined },
     };
   }
 
@@ -294,6 +335,7 @@ export class World {
       this.wakeWatchers();
       for (const agent of this.agents.values()) {
         if (!agent.alive) continue;
+        this.failsafeRound(agent);
         this.watchdog(agent);
         if (agent.inFlight && agent.inFlight.at <= this.trueTime) this.land(agent);
         if (!agent.inFlight && agent.nextCycle <= this.trueTime) this.cycle(agent);
@@ -419,13 +461,57 @@ export class World {
   private watchdog(agent: Agent): void {
     const settings = this.schedule.settings;
     if (!agent.runsAsPrimary || agent.leaseRenewedAt === undefined || settings.paused) return;
-    if (this.monotonic(agent.name) < agent.leaseRenewedAt + settings.ttlMs - settings.fenceMarginMs) return;
+    const held = this.failsafeHeldUntil(agent) ?? -Infinity;
+    if (this.monotonic(agent.name) < Math.max(held, agent.leaseRenewedAt + settings.ttlMs - settings.fenceMarginMs)) return;
     agent.runsAsPrimary = false;
     const pg = this.pg.get(agent.name)!;
     if (pg.run === 'stopped' || pg.inRecovery) return;
     this.log(`${agent.name}: fence watchdog: lease not renewed in time, stopping PostgreSQL`);
     agent.outcomes.push(this.perform(agent, { type: 'stopPostgres', mode: 'fast' }));
   }
+
+  private failsafeHeldUntil(agent: Agent): number | undefined {
+    if (!this.schedule.settings.failsafe || agent.failsafe.ended) return undefined;
+    return holdDeadline(this.schedule.settings, agent.failsafe.membership, agent.failsafe.confirmedAt);
+  }
+
+  /**
+   * As src/agent/agent.ts failsafeLoop, every loopWaitMs: a primary whose lease
+   * renewal is overdue asks every member of its last known membership over the
+   * API (a partition cuts that too); one missing confirmation ends failsafe.
+   */
+  private failsafeRound(agent: Agent): void {
+    const s = this.schedule.settings;
+    const f = agent.failsafe;
+    const now = this.monotonic(agent.name);
+    if (this.step % Math.max(1, Math.round(s.loopWaitMs / TICK_MS)) !== 0) return;
+    const overdue = agent.leaseRenewedAt !== undefined && now - agent.leaseRenewedAt > 2 * s.loopWaitMs;
+    if (!s.failsafe || !agent.runsAsPrimary || s.paused || !overdue) {
+      f.ended = false;
+      f.confirmedAt.clear();
+      return;
+    }
+    if (f.ended) return;
+    const answers = f.membership.map((m) => {
+      const peer = this.agents.get(m)!;
+      if (!peer.alive || !this.linked(agent.name, m)) return false;
+      const verdict = mayConfirm(s, { name: m, role: peer.status?.role, state: peer.state }, peer.failsafe.lastLeader, agent.name);
+      if (!verdict.ok) return false;
+      peer.failsafe.given = { leader: agent.name, at: this.monotonic(m) };
+      return true;
+    });
+    if (f.membership.length === 0 || answers.includes(false)) {
+      f.ended = true;
+      f.confirmedAt.clear();
+      this.log(`${agent.name}: failsafe ended: not every member confirmed`);
+      return;
+    }
+    for (const m of f.membership) f.confirmedAt.set(m, now);
+    this.failsafeRounds++;
+  }
+
+  /** Failsafe rounds in which every member confirmed a primary without the store. */
+  failsafeRounds = 0;
 
   private decideSafely(agent: Agent, observation: Observation): Decision | undefined {
     try {
@@ -503,12 +589,14 @@ export class World {
       members,
       slotRegistry: value<SlotRegistry>(KEYS.slots) ?? {},
       sync: value<SyncRecord>(KEYS.sync),
+      quorum: this.store.get(KEYS.quorum) ? { ...(this.store.get(KEYS.quorum)!.value as QuorumRecord), revision: this.store.get(KEYS.quorum)!.revision } : undefined,
       history: value<HistoryEntry[]>(KEYS.history) ?? [],
       optime: value<Optime>(KEYS.optime),
       failover: value<FailoverRequest>(KEYS.failover),
       revisions: {
         leader: leader?.revision,
         sync: this.store.get(KEYS.sync)?.revision,
+        quorum: this.store.get(KEYS.quorum)?.revision,
         history: this.store.get(KEYS.history)?.revision,
         optime: this.store.get(KEYS.optime)?.revision,
         failover: this.store.get(KEYS.failover)?.revision,
@@ -536,6 +624,17 @@ export class World {
         : pg.run === 'hung'
           ? { kind: 'unreachable', postmasterPid: 100, error: 'timeout' }
           : { kind: 'running', postmasterPid: 100, inspection: inspect(pg, name, this.pg) };
+    if (store.reachable) {
+      agent.failsafe.membership = store.members.map((m) => m.name).filter((m) => m !== name);
+      agent.failsafe.lastLeader = store.leader?.member;
+      agent.failsafe.given = givenAfterRead(agent.failsafe.given, store.leader?.member);
+    }
+    const given = agent.failsafe.given;
+    const failsafe: FailsafeView = {
+      heldUntil: this.failsafeHeldUntil(agent),
+      members: agent.failsafe.membership,
+      confirmed: given && this.monotonic(name) - given.at < this.schedule.settings.ttlMs ? given : undefined,
+    };
     const electionDue = store.reachable && store.leader === undefined && server.kind === 'running' && server.inspection.inRecovery;
     const peers: PeerView[] = electionDue
       ? this.schedule.members
@@ -568,6 +667,7 @@ export class World {
       server,
       store,
       peers,
+      failsafe,
       haveCredentials: true,
       leaseRenewedAt: agent.leaseRenewedAt,
       operatorRequest: agent.operatorRequest,
@@ -810,7 +910,7 @@ export class World {
         return;
       }
       case 'writeQuorumRecord':
-        // Quorum mode is not simulated yet; the record is written as effects.ts does, by compare-and-swap.
+        // Written as effects.ts does, by compare-and-swap (with updatedAt left out: nothing here reads it).
         this.writeShared(name, 'quorum', { leader: name, members: action.members, quorum: action.quorum }, action.revision ?? undefined);
         return;
       case 'writeSyncRecord':
@@ -866,6 +966,9 @@ export class World {
       case 'finishOperatorRequest':
         agent.operatorRequest = undefined;
         return;
+      case 'recordDemotion':
+        // The simulation runs no standby cluster (docs/sites.md): decide() never asks for this here.
+        throw new Error('recordDemotion is not modelled: the simulation has no standby cluster');
       default: {
         const unhandled: never = action;
         throw new Error(`no model for action ${(unhandled as Action).type}`);
@@ -905,12 +1008,14 @@ export class World {
         pg.wal.push({ id });
         pg.pending.push({ id, lsn: pg.lsn, synchronous: pg.ssn !== '' });
       }
-      // Synchronous acknowledgement: the first `count` connected names, in order, must have flushed.
+      // Synchronous acknowledgement: FIRST k: the first k connected names, in order, must have flushed;
+      // ANY k: any k connected names (the k-th most advanced of them bounds what is released).
       const sync = parseStandbyNames(pg.ssn);
       if (sync) {
-        const connected = sync.names.filter((n) => this.pg.get(n)?.streamingFrom === name).slice(0, sync.count);
+        const streaming = sync.names.filter((n) => this.pg.get(n)?.streamingFrom === name);
+        const connected = sync.any ? streaming.map((n) => this.pg.get(n)!.lsn).sort((x, y) => y - x).slice(0, sync.count) : streaming.slice(0, sync.count).map((n) => this.pg.get(n)!.lsn);
         if (connected.length === sync.count) {
-          const flushed = Math.min(...connected.map((n) => this.pg.get(n)!.lsn));
+          const flushed = Math.min(...connected);
           pg.syncReleased = Math.max(pg.syncReleased, flushed);
         }
       }
@@ -1001,7 +1106,7 @@ export class World {
     }
     // Invariant 2: every commit acknowledged through a synchronous standby is held by whoever acknowledges later.
     const sync = this.lastSyncAck;
-    if (this.schedule.settings.synchronousMode === 'on' && sync && sync.member !== ack.member && pg.wal[sync.lsn - 1]?.id !== sync.id) {
+    if (this.schedule.settings.synchronousMode !== 'off' && sync && sync.member !== ack.member && pg.wal[sync.lsn - 1]?.id !== sync.id) {
       this.violation = {
         kind: 'lost-commit',
         step: this.step,
@@ -1009,7 +1114,7 @@ export class World {
       };
       return;
     }
-    if (this.schedule.settings.synchronousMode === 'on') this.lastSyncAck = ack.synchronous && this.guaranteed(ack.member) ? ack : undefined;
+    if (this.schedule.settings.synchronousMode !== 'off') this.lastSyncAck = ack.synchronous && this.guaranteed(ack.member) ? ack : undefined;
     if (last?.member !== ack.member) this.termStart = this.trueTime;
     this.lastAck = ack;
     if (this.lastAckTime !== undefined) this.ackGaps.push({ at: this.lastAckTime, ms: this.trueTime - this.lastAckTime, from: last!.member, to: ack.member });
@@ -1027,6 +1132,11 @@ export class World {
    */
   private guaranteed(primary: string): boolean {
     if (this.schedule.settings.synchronousStrict) return true;
+    if (this.schedule.settings.synchronousMode === 'quorum') {
+      // The quorum record vouches for the commit: at least q members of S flushed it (src/agent/quorum.ts).
+      const quorum = this.store.get(KEYS.quorum)?.value as { leader: string; quorum: number } | undefined;
+      return quorum?.leader === primary && quorum.quorum > 0;
+    }
     const record = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
     return record?.leader === primary && record.members.length > 0;
   }
@@ -1076,6 +1186,7 @@ export function runSchedule(schedule: Schedule, options: { traceAll?: boolean } 
     failovers: world.failovers,
     agentDownWindows: world.agentDownWindows,
     unacknowledgedFormerWrites: world.unacknowledgedFormerWrites,
+    failsafeRounds: world.failsafeRounds,
   };
 }
 

@@ -9,6 +9,8 @@ import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
 const types = (d: ReturnType<typeof decide>) => d.actions.map((a) => a.type);
+/** A standby cluster's source with a running primary (test/unit/standby-cluster.test.ts). */
+const SOURCE = { reachable: true as const, cluster: 'src', systemIdentifier: '42', primary: { member: 'p', address: '127.0.0.1:5999', timeline: 1, lsn: '0/6000000' }, optime: undefined, standby: false };
 
 describe('decide: bootstrap and joining', () => {
   it('races for the initialise key on an empty store', () => {
@@ -324,6 +326,10 @@ describe('transition table', () => {
     let seed = 7;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    // Standby-cluster draws come from their own stream, so the draws above stay as they were.
+    let siteSeed = 11;
+    const siteRandom = () => ((siteSeed = (siteSeed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const sitePick = <T>(xs: readonly T[]): T => xs[Math.floor(siteRandom() * xs.length)]!;
     const taken = new Set<string>();
     for (let i = 0; i < 30_000; i++) {
       const me = pick(['a', 'b', 'c']);
@@ -342,7 +348,8 @@ describe('transition table', () => {
           upstreamConfigured: random() < 0.5,
           control: { systemIdentifier: '42', clusterState: 'shut down', timeline: pick([1, 2]), checkpointLsn: pick(['0/3000000', '0/5000000']), minRecoveryLsn: null },
           haveCredentials: random() < 0.8,
-          settings: { ...defaultClusterSettings(), paused: random() < 0.1, rewindFallback: pick(['reclone', 'none'] as const) },
+          settings: { ...defaultClusterSettings(), paused: random() < 0.1, rewindFallback: pick(['reclone', 'none'] as const), standbyCluster: siteRandom() < 0.25 ? { sourceCluster: 'src' } : null },
+          source: sitePick([undefined, { reachable: false as const, cluster: 'src', error: 'down' }, SOURCE, { ...SOURCE, systemIdentifier: '99' }]),
           server: pick([
             { kind: 'stopped' as const },
             { kind: 'unreachable' as const, postmasterPid: 2, error: 'x' },

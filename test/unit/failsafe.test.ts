@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
-import { failsafeReplicaHold, holdDeadline, mayConfirm } from '../../src/agent/failsafe.js';
+import { failsafeReplicaHold, givenAfterRead, holdDeadline, mayConfirm } from '../../src/agent/failsafe.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { observation, primaryInspection, storeView } from './observations.js';
 
@@ -25,13 +25,21 @@ describe('store failsafe rules', () => {
       previous: { state: 'primary' as const, since: 0 },
     };
     const held = decide(observation({ ...base, failsafe: { heldUntil: 100_001, members: ['b', 'c'], confirmed: undefined } }, 'a'));
-    assert.equal(held.state, 'primary');
+    // Still the store-unreachable state (anything may follow it once the store answers), with the reason saying failsafe holds.
+    assert.equal(held.state, 'primary_store_unreachable');
     assert.deepEqual(held.actions, []);
     assert.match(held.reason, /failsafe active/);
     const lapsed = decide(observation({ ...base, failsafe: { heldUntil: 100_000, members: ['b', 'c'], confirmed: undefined } }, 'a'));
     assert.equal(lapsed.state, 'fencing_store_lost');
     const off = decide(observation({ ...base, settings: defaultClusterSettings(), failsafe: { heldUntil: 200_000, members: ['b'], confirmed: undefined } }, 'a'));
     assert.equal(off.state, 'fencing_store_lost', 'failsafe off in the settings: no hold');
+  });
+
+  it('a confirmation survives store reads that still name the confirmed primary, and goes once another member leads', () => {
+    const given = { leader: 'a', at: 1_000 };
+    assert.equal(givenAfterRead(given, 'a'), given, 'the lease of a may still lapse in the store: the promise holds');
+    assert.equal(givenAfterRead(given, undefined), given);
+    assert.equal(givenAfterRead(given, 'b'), undefined, 'b leads through the store: nothing left to promise');
   });
 
   it('a replica that confirmed does not take over within ttlMs of its confirmation, even with no leader in the store', () => {

@@ -63,4 +63,26 @@ describe('router SCRAM', () => {
     assert.equal(parseVerifier('md5abcdef'), undefined);
     assert.equal(parseVerifier('plain password'), undefined);
   });
+
+  it('binds to the TLS channel both ways (SCRAM-SHA-256-PLUS, tls-server-end-point)', () => {
+    const binding = randomBytes(32);
+    const ok = passwordClient('pw-1');
+    const { clientKey } = (() => {
+      const s = new ScramServer(verifier);
+      return s.final(ok.final(s.first(ok.first)));
+    })();
+    // The router as a client of a server presenting `binding`: the server checks the same binding data.
+    const upstream = new ScramServer(verifier, binding);
+    const bound = new ScramClientWithKey(verifier, clientKey, binding);
+    assert.equal(bound.mechanism, 'SCRAM-SHA-256-PLUS');
+    const { serverFinal } = upstream.final(bound.final(upstream.first(bound.clientFirst, bound.mechanism)));
+    bound.verify(serverFinal);
+    // Another certificate on the way (a man in the middle): the binding differs and the proof is refused.
+    const mitm = new ScramServer(verifier, randomBytes(32));
+    const victim = new ScramClientWithKey(verifier, clientKey, binding);
+    assert.throws(() => mitm.final(victim.final(mitm.first(victim.clientFirst, victim.mechanism))), /channel binding mismatch/);
+    // -PLUS without TLS, and "y" (client thinks we cannot bind) while we offered it, are refused.
+    assert.throws(() => new ScramServer(verifier).first(bound.clientFirst, 'SCRAM-SHA-256-PLUS'), /channel binding requested without TLS/);
+    assert.throws(() => new ScramServer(verifier, binding).first(`y,,n=,r=abc`), /downgrade/);
+  });
 });

@@ -33,9 +33,16 @@ describe('allowedNetworks', () => {
     assert.equal(result.success, false);
     assert.match(JSON.stringify(result.error!.issues), /0\.0\.0\.0\/0 trust #/);
   });
-  it('what pg_hba.conf gets is only ever scram-sha-256 or peer', () => {
+  it('what pg_hba.conf gets is only ever scram-sha-256, peer or reject; superusers never over the network', () => {
     const hba = renderHba(ClusterSettingsSchema.parse({ allowedNetworks: ['10.0.0.0/8', 'samenet', 'db.example.com'] }));
-    for (const line of hba.split('\n').filter((l) => l && !l.startsWith('#'))) assert.match(line, /\s(scram-sha-256|peer)$/, line);
+    const lines = hba.split('\n').filter((l) => l && !l.startsWith('#'));
+    for (const line of lines) assert.match(line, /\s(scram-sha-256|peer|reject)$/, line);
+    // The superuser roles are rejected on TCP before any rule that could admit them.
+    const firstAllowing = lines.findIndex((l) => /^host/.test(l) && !l.endsWith('reject'));
+    for (const role of ['relevo', 'postgres']) {
+      const rejected = lines.findIndex((l) => new RegExp(`^host\\s+all\\s+${role}\\s+all\\s+reject$`).test(l));
+      assert.ok(rejected >= 0 && rejected < firstAllowing, `${role} is rejected on the network first`);
+    }
   });
 });
 

@@ -26,7 +26,8 @@ describe('TLS configuration of PostgreSQL', () => {
     assert.equal(parameters.ssl_cert_file, '/pg/db1.tls/server.crt');
     assert.equal(parameters.ssl_key_file, '/pg/db1.tls/server.key');
     const hba = renderHba(defaultClusterSettings(), true);
-    assert.doesNotMatch(hba, /^host\s/m);
+    // Only the superusers' reject lines are plain host (they match TCP with or without TLS).
+    assert.doesNotMatch(hba.split('\n').filter((l) => !l.endsWith('reject')).join('\n'), /^host\s/m);
     assert.match(hba, /^hostssl replication\s+replicator\s+\S+\s+scram-sha-256$/m);
     assert.match(hba, /^local\s+all\s+postgres\s+peer$/m);
     const conf = renderRelevoConf(parameters, { upstream: { address: 'db2.example:5432', slot: 'db1' }, passfile: '/pg/db1.pgpass', sslRootCert: '/pg/db1.tls/ca.crt' }, 'db1');

@@ -1,0 +1,27 @@
+import type { FastifyReply } from 'fastify';
+import { ReplayError, type ReplayControl } from '../agent/replay.js';
+import type { ApiExtension } from './server.js';
+
+/**
+ * POST /replay/pause, /replay/resume, /replay/target (body {xid} or {time}),
+ * /replay/target/clear and /replay/find (body {table, database}): replay
+ * control of this member (docs/undo.md). All need the API credentials.
+ */
+export function replayRoutes(control: ReplayControl): ApiExtension {
+  const answer = async (reply: FastifyReply, work: () => Promise<unknown>) => {
+    try {
+      return reply.code(200).send(await work());
+    } catch (error) {
+      if (error instanceof ReplayError) return reply.code(error.refusal ? 409 : 503).send({ error: error.message, code: error.code });
+      return reply.code(503).send({ error: (error as Error).message, code: 'REPLAY_FAILED' });
+    }
+  };
+  const body = (raw: unknown): Record<string, unknown> => (raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>) : {});
+  return (app, auth) => {
+    app.post('/replay/pause', { onRequest: auth.write }, async (_request, reply) => answer(reply, () => control.pause()));
+    app.post('/replay/resume', { onRequest: auth.write }, async (_request, reply) => answer(reply, () => control.resume()));
+    app.post('/replay/target', { onRequest: auth.write }, async (request, reply) => answer(reply, () => control.setTarget(body(request.body))));
+    app.post('/replay/target/clear', { onRequest: auth.write }, async (_request, reply) => answer(reply, () => control.clearTarget()));
+    app.post('/replay/find', { onRequest: auth.write }, async (request, reply) => answer(reply, () => control.find(body(request.body))));
+  };
+}

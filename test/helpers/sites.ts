@@ -1,0 +1,109 @@
+/**
+ * Two relevo clusters for the standby-cluster tests and bench/site: `src`
+ * and `dr`, each with its own embedded store file (separate stores, as in two
+ * sites), sharing the secrets file and the cluster CA (a physical copy has
+ * the source's roles; replication verifies the source's certificates).
+ */
+import type { MemberStatus } from '../../src/cluster/types.js';
+import { clusterCaFile } from '../../src/tls/member.js';
+import { loadCredentials } from '../../src/config/secrets.js';
+import { TestCluster } from './cluster.js';
+import { waitFor } from './wait.js';
+import { Writer } from './writer.js';
+
+export const SITE_SETTINGS = { ttlMs: 3_000, loopWaitMs: 300, fenceMarginMs: 1_000, synchronousMode: 'off' as const, primaryRestartTimeoutMs: 10_000, switchoverDrainMs: 1_000 };
+
+export interface Sites {
+  src: TestCluster;
+  dr: TestCluster;
+  destroy(): Promise<void>;
+}
+
+/** Creates both clusters and starts `src` (a1, a2); `dr` (b1, b2) is defined, not started, and follows nothing yet. */
+export async function createSites(): Promise<Sites> {
+  const src = await TestCluster.create({ store: 'embedded', name: 'src', settings: SITE_SETTINGS });
+  const dr = await TestCluster.create({ store: 'embedded', name: 'dr', settings: SITE_SETTINGS });
+  const sites = { src, dr, destroy: async () => void (await Promise.all([dr.destroy(), src.destroy()])) };
+  try {
+    await src.defineMember('a1');
+    await src.defineMember('a2');
+    const secrets = { file: src.member('a1').config.secrets.file };
+    await dr.defineMember('b1', { secrets });
+    await dr.defineMember('b2', { secrets });
+    src.startAgent('a1');
+    await waitFor('a1 primary', async () => (await src.status('a1'))?.state === 'primary', 90_000, 200);
+    src.startAgent('a2');
+    await src.waitHealthy(['a1', 'a2']);
+    return sites;
+  } catch (error) {
+    await sites.destroy();
+    throw error;
+  }
+}
+
+export async function leaderOf(cluster: TestCluster): Promise<MemberStatus | undefined> {
+  const key = await cluster.store.get(`/relevo/${cluster.clusterName}/leader`);
+  if (!key) return undefined;
+  const name = (JSON.parse(key.value) as { member: string }).member;
+  return cluster.status(name);
+}
+
+/** Waits until `cluster` is a streaming standby cluster of `source`: its standby leader streams from source's primary, every other member from it. */
+export async function waitStandbyCluster(cluster: TestCluster, source: TestCluster, timeoutMs = 90_000): Promise<{ leader: MemberStatus; upstream: string }> {
+  return waitFor(
+    `${cluster.clusterName} streaming as a standby cluster of ${source.clusterName}`,
+    async () => {
+      const primary = (await source.memberStatuses()).find((m) => m.state === 'primary' && m.role === 'primary');
+      const members = await cluster.memberStatuses();
+      const leader = members.find((m) => m.state === 'standby_leader');
+      if (!primary || !leader || !leader.streaming || leader.upstream !== `${source.clusterName}/${primary.name}`) return undefined;
+      const others = members.filter((m) => m.name !== leader.name);
+      const allFollow = others.length === cluster.members.size - 1 && others.every((m) => m.state === 'replica' && m.streaming && m.upstream === leader.name);
+      return allFollow ? { leader, upstream: primary.name } : undefined;
+    },
+    timeoutMs,
+    200,
+  );
+}
+
+export async function primaryOf(cluster: TestCluster, timeoutMs = 60_000): Promise<string> {
+  return waitFor(`a primary in ${cluster.clusterName}`, async () => (await cluster.memberStatuses()).find((m) => m.state === 'primary' && m.role === 'primary')?.name, timeoutMs, 100);
+}
+
+/** A writer over every member of both sites, in order (like a libpq multi-host string with target_session_attrs=read-write). */
+export function siteWriter(sites: Sites, table: string): Writer {
+  const members = [...sites.src.members.values(), ...sites.dr.members.values()];
+  const credentials = loadCredentials(members[0]!.config);
+  if (!credentials) throw new Error('no credentials yet');
+  return new Writer({
+    targets: members.map((m) => ({ name: m.name, host: m.config.postgres.listen, port: m.config.postgres.port })),
+    user: 'relevo',
+    password: credentials.agentPassword,
+    tlsCaFile: clusterCaFile(members[0]!.config),
+    table,
+    intervalMs: 5,
+    connectTimeoutMs: 500,
+  });
+}
+
+/** SIGKILL a member's agent and PostgreSQL (a lost machine). */
+export async function killMember(cluster: TestCluster, name: string): Promise<void> {
+  await cluster.signalAgent(name, 'SIGKILL');
+  const pid = cluster.postmasterPid(name);
+  if (pid !== undefined) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  // The postmaster's children die with it (postmaster death); the pid file stays, which is what a crash leaves.
+  await waitFor(`${name}'s postmaster gone`, () => {
+    try {
+      if (pid !== undefined) process.kill(pid, 0);
+      return pid === undefined;
+    } catch {
+      return true;
+    }
+  }, 10_000, 50);
+}
