@@ -19,7 +19,13 @@ if [ ${#packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
 fi
 
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # A shared node_modules (a symlink): `npm ci` would empty the directory it points to for
+  # every checkout using it. Only say so; whoever owns it installs.
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "relevo: node_modules is a shared link ($(readlink node_modules)) older than package-lock.json; not reinstalling through it" >&2
+  fi
+elif [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "relevo: installing npm packages" >&2
   npm ci --no-audit --no-fund --loglevel=error >&2
 fi

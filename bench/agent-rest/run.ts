@@ -7,23 +7,23 @@
  * default 10 s loop) runs on the same etcd at the same time and is measured
  * over the same window, so both see the same machine load.
  *
- *   node dist/bench/agent-rest/run.js [--window S] [--settle S] [--scrape S] [--profile] [--no-patroni]
+ *   node dist/bench/agent-rest/run.js [--window S] [--settle S] [--scrape S] [--store etcd|embedded] [--profile] [--no-patroni]
+ *
+ * --store embedded runs relevo on its embedded SQLite store (Patroni stays on etcd).
  *
  * --profile starts relevo's agents with --cpu-prof (profiles land in the
  * cluster directory, printed at the end). Writes bench/results/agent-rest-<timestamp>.json and .md.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { stringify as stringifyYaml } from 'yaml';
-import { lookupOsUser } from '../../src/util/os-user.js';
 import { TestCluster } from '../../test/helpers/cluster.js';
-import { startEtcd, type EtcdProcess } from '../../test/helpers/etcd.js';
-import { freePorts } from '../../test/helpers/ports.js';
-import { sleep, waitFor } from '../../test/helpers/wait.js';
+import { patroniHealthy, patroniInstalled, startPatroni } from './patroni.js';
+import { startEtcd } from '../../test/helpers/etcd.js';
+import { sleep } from '../../test/helpers/wait.js';
 
 const NAMES = ['node1', 'node2', 'node3'];
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
@@ -87,109 +87,6 @@ async function measure(processes: Measured[], windowS: number, during: () => Pro
   });
 }
 
-function patroniInstalled(): boolean {
-  try {
-    execFileSync('patroni', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** A 3-member Patroni cluster on the given etcd, PostgreSQL 15, synchronous mode, Patroni's default timing. */
-async function startPatroni(etcd: EtcdProcess): Promise<{ members: Measured[]; stop: () => Promise<void>; dir: string }> {
-  const postgres = lookupOsUser('postgres');
-  const dir = mkdtempSync(join(tmpdir(), 'relevo-bench-patroni-'));
-  chownSync(dir, postgres.uid, postgres.gid);
-  mkdirSync(join(dir, 'run'), { mode: 0o700 });
-  chownSync(join(dir, 'run'), postgres.uid, postgres.gid);
-  const children: ChildProcess[] = [];
-  const members: Measured[] = [];
-  const etcdHost = etcd.endpoints[0]!.replace(/^https?:\/\//, '');
-  for (const name of ['p1', 'p2', 'p3']) {
-    const [pgPort, apiPort] = await freePorts(2);
-    const config = {
-      scope: 'bench',
-      namespace: '/patroni-bench/',
-      name,
-      restapi: { listen: `127.0.0.1:${apiPort}`, connect_address: `127.0.0.1:${apiPort}` },
-      etcd3: { hosts: etcdHost },
-      bootstrap: {
-        dcs: { ttl: 30, loop_wait: 10, retry_timeout: 10, synchronous_mode: true, postgresql: { use_pg_rewind: true } },
-        initdb: [{ encoding: 'UTF8' }, 'data-checksums'],
-      },
-      postgresql: {
-        listen: `127.0.0.1:${pgPort}`,
-        connect_address: `127.0.0.1:${pgPort}`,
-        data_dir: join(dir, name),
-        bin_dir: '/usr/lib/postgresql/15/bin',
-        pgpass: join(dir, `${name}.pgpass`),
-        authentication: { replication: { username: 'replicator', password: 'bench-replication' }, superuser: { username: 'postgres', password: 'bench-superuser' } },
-        parameters: { unix_socket_directories: join(dir, 'run') },
-        pg_hba: ['local all all trust', 'host replication replicator 127.0.0.1/32 scram-sha-256', 'host all all 127.0.0.1/32 scram-sha-256'],
-      },
-    };
-    const file = join(dir, `${name}.yml`);
-    writeFileSync(file, stringifyYaml(config), { mode: 0o600 });
-    chownSync(file, postgres.uid, postgres.gid);
-    const log = join(dir, `${name}.log`);
-    writeFileSync(log, '');
-    chownSync(log, postgres.uid, postgres.gid);
-    const { openSync } = await import('node:fs');
-    const fd = openSync(log, 'a');
-    const child = spawn('patroni', [file], { uid: postgres.uid, gid: postgres.gid, stdio: ['ignore', fd, fd], cwd: dir });
-    children.push(child);
-    members.push({ tool: 'patroni', member: name, pid: child.pid!, loopSeconds: 10 });
-    // One at a time: the first bootstraps, the others clone from it.
-    if (name === 'p1') await waitForPatroni(apiPort!, 'primary', 120_000);
-  }
-  const stop = async () => {
-    for (const child of children) child.kill('SIGTERM');
-    await Promise.all(children.map((c) => new Promise((resolve) => (c.exitCode !== null ? resolve(undefined) : c.once('exit', resolve)))));
-    // Backstop: any postmaster left behind.
-    for (const name of ['p1', 'p2', 'p3']) {
-      try {
-        const pid = Number(readFileSync(join(dir, name, 'postmaster.pid'), 'utf8').split('\n')[0]);
-        if (pid > 0) process.kill(pid, 'SIGQUIT');
-      } catch {
-        // not running
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  return { members, stop, dir };
-}
-
-async function waitForPatroni(apiPort: number, role: string, timeoutMs: number): Promise<void> {
-  await waitFor(
-    `patroni on ${apiPort} as ${role}`,
-    async () => {
-      const response = await fetch(`http://127.0.0.1:${apiPort}/${role}`).catch(() => undefined);
-      return response?.status === 200;
-    },
-    timeoutMs,
-    1000,
-  );
-}
-
-async function patroniHealthy(members: Measured[], dir: string): Promise<void> {
-  await waitFor(
-    'patroni: 1 leader and 2 streaming replicas',
-    async () => {
-      const configs = members.map((m) => readFileSync(join(dir, `${m.member}.yml`), 'utf8'));
-      const port = /listen: 127\.0\.0\.1:(\d+)/.exec(configs[0]!)![1];
-      const response = await fetch(`http://127.0.0.1:${port}/cluster`).catch(() => undefined);
-      if (!response?.ok) return false;
-      const cluster = (await response.json()) as { members: { role: string; state: string }[] };
-      const leaders = cluster.members.filter((m) => m.role === 'leader').length;
-      const streaming = cluster.members.filter((m) => m.role !== 'leader' && (m.state === 'streaming' || m.state === 'running')).length;
-      return leaders === 1 && streaming === 2;
-    },
-    180_000,
-    1000,
-  );
-}
-
 function table(rows: AgentResult[]): string {
   const lines = ['| tool | member | CPU % of a core | CPU ms per loop | RSS MB (end) | RSS MB (max) |', '| --- | --- | --- | --- | --- | --- |'];
   for (const r of rows) lines.push(`| ${r.tool} | ${r.member} | ${r.cpuPercent.toFixed(3)} | ${r.cpuMsPerLoop.toFixed(2)} | ${r.rssMb.toFixed(1)} | ${r.maxRssMb.toFixed(1)} |`);
@@ -198,11 +95,12 @@ function table(rows: AgentResult[]): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { window: { type: 'string', default: '30' }, settle: { type: 'string', default: '15' }, scrape: { type: 'string', default: '15' }, profile: { type: 'boolean', default: false }, 'no-patroni': { type: 'boolean', default: false } },
+    options: { window: { type: 'string', default: '30' }, settle: { type: 'string', default: '15' }, scrape: { type: 'string', default: '15' }, profile: { type: 'boolean', default: false }, store: { type: 'string', default: 'etcd' }, 'no-patroni': { type: 'boolean', default: false } },
   });
   const windowS = Number(values.window);
   const settleS = Number(values.settle);
   const scrapeS = Number(values.scrape);
+  const storeKind = values.store === 'embedded' ? 'embedded' : 'etcd';
   const started = new Date();
   const etcd = await startEtcd();
   let cluster: TestCluster | undefined;
@@ -214,7 +112,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
-    cluster = await TestCluster.create({ store: { endpoints: etcd.endpoints }, settings: { synchronousMode: 'on' } });
+    cluster = await TestCluster.create({ store: storeKind === 'embedded' ? 'embedded' : { endpoints: etcd.endpoints }, settings: { synchronousMode: 'on' } });
     const profiles = join(cluster.dir, 'profiles');
     // node refuses --cpu-prof in NODE_OPTIONS: put it on the agent's command line.
     const placement = values.profile ? { address: '127.0.0.1', launcher: (argv: string[]) => [argv[0]!, '--cpu-prof', `--cpu-prof-dir=${profiles}`, ...argv.slice(1)] } : undefined;
@@ -268,20 +166,20 @@ async function main(): Promise<void> {
     const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bench', 'results');
     mkdirSync(dir, { recursive: true });
     const stamp = started.toISOString().replace(/[:.]/g, '-').slice(0, 19);
-    const options = { windowS, settleS, scrapeS, relevoLoopS: 1, patroniLoopS: 10, store: 'etcd', synchronous: true, profile: values.profile };
-    writeFileSync(join(dir, `agent-rest-${stamp}.json`), `${JSON.stringify({ started: started.toISOString(), options, environment, results }, null, 2)}\n`);
+    const options = { windowS, settleS, scrapeS, relevoLoopS: 1, patroniLoopS: 10, store: storeKind, synchronous: true, profile: values.profile };
+    writeFileSync(join(dir, `agent-rest-${storeKind === 'etcd' ? '' : 'embedded-'}${stamp}.json`), `${JSON.stringify({ started: started.toISOString(), options, environment, results }, null, 2)}\n`);
     const md = [
       `# Agent at rest — ${started.toISOString()}`,
       '',
-      `3-member synchronous cluster on one etcd, idle for ${windowS} s after ${settleS} s of settling; relevo at its default 1 s loop with metrics, event log and dashboard on`,
+      `3-member synchronous cluster on ${storeKind === 'etcd' ? 'one etcd' : 'the embedded store'}, idle for ${windowS} s after ${settleS} s of settling; relevo at its default 1 s loop with metrics, event log and dashboard on`,
       `(every agent's /metrics scraped every ${scrapeS} s, one agent's /cluster and /events polled every second as an open dashboard does).`,
-      withPatroni ? 'Patroni (Debian package) ran on the same etcd over the same window with synchronous_mode and its default loop_wait of 10 s.' : 'Patroni was not installed.',
+      withPatroni ? 'Patroni (Debian package) ran on the same etcd over the same window with synchronous_mode and its default loop_wait of 10 s.' : 'Patroni was not run (not installed, or --no-patroni).',
       `Machine: ${environment.cpus} × ${environment.cpuModel}, load average at the end ${environment.loadavgAtEnd.map((l) => l.toFixed(2)).join(' ')} — measured under load (other work shares the machine).`,
       '',
       table(results),
       '',
     ].join('\n');
-    writeFileSync(join(dir, `agent-rest-${stamp}.md`), md);
+    writeFileSync(join(dir, `agent-rest-${storeKind === 'etcd' ? '' : 'embedded-'}${stamp}.md`), md);
     console.log(`\n${table(results)}\n\nwritten bench/results/agent-rest-${stamp}.json and .md`);
     if (values.profile) {
       for (const name of NAMES) await cluster.signalAgent(name, 'SIGTERM');

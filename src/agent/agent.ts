@@ -16,6 +16,8 @@ import { startBackupDuties } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
+import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
+import { startAutoRoll } from './auto-roll.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
 import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
@@ -25,10 +27,13 @@ import type { AgentState } from './states.js';
 import type { CycleObserver } from './cycle-report.js';
 import { memberStatus } from './status.js';
 import { Upkeep } from './upkeep.js';
+import { LogicalKeeper } from '../logical/keeper.js';
 import { SourceReader, siteLinkOf } from './source.js';
 import { archiveFeedUsable, effectiveTags } from './delayed.js';
 import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
+import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
+import { requestSwitchover } from '../cluster/operations.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
 const STATUS_REFRESH_MS = 10_000;
@@ -63,6 +68,11 @@ export class Agent {
   private networkRoleReady = false;
   private lease: LeaseId | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
+  /** The fencer process (src/fence): fed the same deadline as the watchdog below, it acts when this process cannot. */
+  private readonly fencer: FencerLink;
+  private fencerCheck: FencerCheck | undefined;
+  /** performance.now() since when a primary has run without its fencer; a hand-over is requested after ttlMs. */
+  private fencerMissingSince: number | undefined;
   private leaseTtlMs = 0;
   private systemIdentifier: string | undefined;
   private state: AgentState = 'starting';
@@ -72,6 +82,8 @@ export class Agent {
   private memory: AgentMemory = freshMemory();
   /** What became of the last cycle's actions (and of a watchdog stop since): the next observation carries them. */
   private outcomes: ActionOutcome[] = [];
+  /** Outcomes of actions taken outside a cycle (the fence watchdog): handed to the next decision. */
+  private outOfCycleOutcomes: ActionOutcome[] = [];
   private leaseRenewedAt: number | undefined;
   /** The last observation saw PostgreSQL run as primary (not paused): the fence watchdog is armed. */
   private runsAsPrimary = false;
@@ -91,6 +103,8 @@ export class Agent {
   private published = { fingerprint: '', at: 0 };
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
+  /** The store watch is up: a change of the leader, failover or config key wakes the loop at once. */
+  private watchLive = false;
   private wake: (() => void) | undefined;
   /** A watched key changed while a cycle ran (after its observation, maybe): the next cycle starts at once. */
   private wakePending = false;
@@ -108,9 +122,20 @@ export class Agent {
   };
   private readonly peerAuthorization: string | undefined;
   private readonly upkeep: Upkeep;
+  private readonly installed: InstalledVersion;
+  /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
+  private readonly logical: LogicalKeeper;
+  private logicalRound: Promise<void> | undefined;
+  private logicalRestartAskedAt = -Infinity;
+  /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
+  private readonly logicalConnection = new KeptConnection(() => {
+    if (!this.credentials) throw new Error('no agent credentials to connect with');
+    return agentSqlTarget(this.local, this.credentials);
+  }, 30_000);
   private stopBackupDuties: (() => void) | undefined;
   /** Standby cluster: reads the source cluster's store (docs/sites.md). */
   private readonly source: SourceReader;
+  private stopAutoRoll: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -121,7 +146,16 @@ export class Agent {
     this.local = localPostgres(options.config);
     this.replay = new ReplayControl(this.config, this.local, this);
     this.peerAuthorization = peerAuthorization(options.config);
+    this.logical = new LogicalKeeper(this.config, this.local, this.log, () => {
+      // One request at a time, and not more often than every 30 s should the decision refuse it.
+      if (this.operatorRequest || performance.now() - this.logicalRestartAskedAt < 30_000) return false;
+      this.logicalRestartAskedAt = performance.now();
+      this.request({ kind: 'restart' });
+      return true;
+    });
     this.source = new SourceReader(options.config, options.store, options.log);
+    this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
+    this.installed = new InstalledVersion(this.local.binDir, this.local.user);
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -143,17 +177,24 @@ export class Agent {
   async start(): Promise<void> {
     this.running = true;
     this.credentials = loadCredentials(this.config);
+    await this.checkFencer(true);
     this.watch = await this.store
       .watch(this.keys.root, (event) => {
         if ([this.keys.leader, this.keys.initialize, this.keys.config, this.keys.failover].includes(event.key)) this.wakeUp();
+      }, (error: Error) => {
+        // Without the watch, a replica at rest must look at the loop period again to see the leader go.
+        this.watchLive = false;
+        this.log.warn({ err: error.message }, 'the store watch broke; relying on the loop period');
       })
       .catch((error: Error) => {
         this.log.warn({ err: error.message }, 'cannot watch the store; relying on the loop period');
         return undefined;
       });
+    this.watchLive = this.watch !== undefined;
     this.loopDone = this.loop();
     this.failsafeLoop();
     this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
+    this.stopAutoRoll = startAutoRoll({ name: this.config.name, store: this.store, keys: this.keys, log: this.log, settings: () => this.settings, access: () => this.peerAccess() });
   }
 
   private async loop(): Promise<void> {
@@ -161,7 +202,8 @@ export class Agent {
       const started = Date.now();
       let period = this.settings.loopWaitMs;
       try {
-        period = Math.min(period, (await this.cycle()) ?? Infinity);
+        const soon = await this.cycle();
+        period = soon === undefined ? this.restingPeriod() : Math.min(period, soon);
       } catch (error) {
         this.log.error({ err: (error as Error).message }, 'agent cycle failed; retrying next cycle');
       }
@@ -176,6 +218,21 @@ export class Agent {
       });
       this.wake = undefined;
     }
+  }
+
+  /**
+   * How long a cycle that wants nothing sooner waits. A streaming replica at rest, with the
+   * store watch up, looks every 2 loops (never more than ttlMs/3, so its member key is renewed
+   * well inside its lease): what it must react to at once (the leader key gone or changed, a
+   * failover request, new settings) wakes it through the watch, and an operator request through
+   * the API. The primary keeps the loop period: it renews the leader lease and watches its
+   * standbys. This halves an idle replica's CPU without moving failover detection.
+   */
+  private restingPeriod(): number {
+    const s = this.settings;
+    const atRest =
+      this.watchLive && this.state === 'replica' && this.operatorRequest === undefined && this.status?.streaming === true && this.outcomes.every((o) => o.result === 'ok');
+    return atRest ? Math.max(s.loopWaitMs, Math.min(2 * s.loopWaitMs, Math.floor(s.ttlMs / 3))) : s.loopWaitMs;
   }
 
   /**
@@ -195,6 +252,61 @@ export class Agent {
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
     this.leaseRenewedAt = sentAt;
+    // Fed before this cycle's actions may start PostgreSQL: a stale deadline must not fence it.
+    this.feedFencer();
+  }
+
+  /** What `relevo list` shows about the fencer and the watchdog device. */
+  private fenceSummary(): NonNullable<MemberStatus['fence']> {
+    const check = this.fencerCheck;
+    const status = check?.status;
+    const watchdog = status?.watchdog;
+    return {
+      fencer: check?.ok ? 'running' : 'missing',
+      pid: check?.ok ? check.pid : null,
+      state: status?.state ?? 'unknown',
+      fences: status?.fences ?? 0,
+      watchdog: watchdog ? (watchdog.state === 'idle' ? 'ready' : watchdog.state) : 'unknown',
+      detail: check && !check.ok ? `${check.code}: ${check.reason}` : (watchdog?.detail ?? ''),
+    };
+  }
+
+  /** The fencer gets the watchdog's deadline, armed on the same condition (and before a promotion, which arms it at the cycle's end). */
+  private feedFencer(promoting = false): void {
+    const armed = (this.runsAsPrimary || promoting) && !this.settings.paused && this.running;
+    this.fencer.feed({
+      armed,
+      deadline: this.fenceDeadline(),
+      ttlMs: this.settings.ttlMs,
+      fenceMarginMs: this.settings.fenceMarginMs,
+      reason: armed ? `${promoting ? 'promoting' : 'running as primary'} under the lease of agent ${process.pid}` : this.settings.paused ? 'cluster paused' : 'not running as primary',
+    });
+  }
+
+  /**
+   * The fencer must run (restarted here when missing). Without it this member
+   * is not a candidate (observe), and a primary that stays without it for
+   * ttlMs asks for a switchover to a healthy member (E_FENCER_MISSING): a
+   * frozen agent could otherwise leave it acknowledging writes beside a new primary.
+   */
+  private async checkFencer(wait = false): Promise<void> {
+    const check = await this.fencer.ensure(wait);
+    const was = this.fencerCheck;
+    this.fencerCheck = check;
+    if (check.ok) {
+      if (was && !was.ok) this.log.info({ fencer: check.pid }, `fencer running again (pid ${check.pid})`);
+      this.fencerMissingSince = undefined;
+      return;
+    }
+    if (!was || was.ok || was.reason !== check.reason) this.log.error({ code: check.code }, `${check.code}: the fencer of member ${this.config.name} is missing: ${check.reason}; this member takes no leader lease until it runs`);
+    if (!this.runsAsPrimary) return;
+    this.fencerMissingSince ??= performance.now();
+    if (performance.now() - this.fencerMissingSince < this.settings.ttlMs) return;
+    this.fencerMissingSince = performance.now();
+    await requestSwitchover(this.store, this.keys, {}).then(
+      () => this.log.error({ code: FENCER_MISSING }, `${FENCER_MISSING}: primary ${this.config.name} has run without its fencer for ${this.settings.ttlMs} ms: requested a switchover to a member that has one`),
+      (error: Error) => this.log.error({ code: FENCER_MISSING, err: error.message }, `${FENCER_MISSING}: primary ${this.config.name} runs without its fencer and cannot hand over (${error.message}); it keeps serving, fenced only by this agent's own watchdog`),
+    );
   }
 
   /**
@@ -242,6 +354,7 @@ export class Agent {
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = undefined;
+    this.feedFencer();
     const deadline = this.fenceDeadline();
     if (!this.runsAsPrimary || deadline === undefined || this.settings.paused || !this.running) return;
     this.fenceTimer = setTimeout(() => {
@@ -253,7 +366,8 @@ export class Agent {
         `leader lease not renewed for ${this.settings.ttlMs - this.settings.fenceMarginMs} ms${this.failsafe.ended ? ` and failsafe ended (${this.failsafe.ended})` : ''}: stopping PostgreSQL before the lease can expire`,
       );
       void runAction(this.effectContext(), { type: 'stopPostgres', mode: 'fast' }).then((outcome) => {
-        this.outcomes.push(outcome);
+        // Not this.outcomes: while a cycle runs, that list pairs one by one with its decision's actions.
+        this.outOfCycleOutcomes.push(outcome);
         if (outcome.result !== 'ok') this.log.error({ err: outcome.error }, `fencing failed on member ${this.config.name}: ${outcome.error}`);
       });
     }, Math.max(0, deadline - performance.now()));
@@ -358,6 +472,11 @@ export class Agent {
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
     const server = await observeServer(this.local, this.connection, this.credentials);
+    if (server.kind === 'running') {
+      // New binaries installed under the running server: its next start runs them.
+      const binaries = binariesPending(server.inspection.version, await this.installed.current());
+      if (binaries) server.inspection.pendingRestart = [...server.inspection.pendingRestart, binaries];
+    }
     const dataDir = await observeDataDir(this.local, this.systemIdentifier, server.kind === 'stopped');
     this.systemIdentifier = dataDir.systemIdentifier;
     const view = cluster.view;
@@ -375,6 +494,7 @@ export class Agent {
         connectAddress: connectAddressOf(this.config),
         // A delayed replica is never a candidate (src/agent/delayed.ts).
         nofailover: effectiveTags(this.config, this.settings).nofailover === true,
+        ...(this.fencerCheck && !this.fencerCheck.ok ? { fencerMissing: this.fencerCheck.reason } : {}),
         priority: this.config.tags.priority,
         streamingOptional: archiveFeedUsable(this.config, this.settings) || this.replay.target() !== undefined,
       },
@@ -404,9 +524,12 @@ export class Agent {
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    await this.checkFencer();
     await this.upkeep.certificates();
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
+    const outOfCycle = this.outOfCycleOutcomes.splice(0);
+    if (outOfCycle.length > 0) observation = { ...observation, outcomes: [...observation.outcomes, ...outOfCycle] };
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
@@ -416,6 +539,7 @@ export class Agent {
     for (const action of decision.actions) {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
+      if (action.type === 'promote') this.feedFencer(true);
       // Long actions keep the session lease (and our member key) alive meanwhile.
       const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
@@ -445,6 +569,10 @@ export class Agent {
     const store = observation.store;
     const allDone = this.outcomes.every((o) => o.result === 'ok');
     if (allDone && store.reachable && !unreadableOf(store, 'config')) this.appliedGeneration = observation.settings.generation;
+    if (!this.logicalRound) {
+      const seen = observation;
+      this.logicalRound = this.logical.cycle(seen, this.logicalConnection, this.credentials).finally(() => (this.logicalRound = undefined));
+    }
     await this.publish(observation, decision);
     const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
     for (const observer of this.observers) observer.onCycle(report);
@@ -492,7 +620,8 @@ export class Agent {
   }
 
   private async publish(observation: Observation, decision: Decision): Promise<void> {
-    const status = memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target());
+    const logical = this.logical.status();
+    const status = { ...memberStatus(this.config, observation, decision, observation.settings.paused, this.appliedGeneration, this.status, this.replay.target()), fence: this.fenceSummary(), ...(logical ? { logical } : {}) };
     if (observation.store.reachable) this.sync = observation.store.sync;
     this.status = status;
     const link = siteLinkOf(observation, this.config.cluster);
@@ -529,6 +658,7 @@ export class Agent {
       finishOperatorRequest: () => {
         this.operatorRequest = undefined;
       },
+      beforeReplicaStart: () => this.logical.failoverSlots.install(),
     };
   }
 
@@ -539,13 +669,16 @@ export class Agent {
   async stop(options: { stopPostgres: boolean }): Promise<void> {
     this.running = false;
     this.stopBackupDuties?.();
+    this.stopAutoRoll?.();
     clearTimeout(this.fenceTimer);
     clearTimeout(this.failsafe.timer);
     this.wake?.();
     await this.loopDone;
+    await this.logicalRound;
     await this.watch?.close();
     await this.source.close();
     this.connection.close();
+    this.logicalConnection.close();
     if (options.stopPostgres && runningPostmasterPid(this.local.dataDir) !== undefined) {
       this.log.info('stopping PostgreSQL before releasing the leases');
       try {
@@ -555,6 +688,7 @@ export class Agent {
         this.log.error({ err: (error as Error).message }, 'could not stop PostgreSQL; leaving the leases to expire');
         return;
       }
+      this.fencer.stop({ ttlMs: this.settings.ttlMs, fenceMarginMs: this.settings.fenceMarginMs, reason: 'agent stopped with PostgreSQL' });
     }
     if (this.lease) await this.store.revokeLease(this.lease).catch(() => undefined);
   }

@@ -29,5 +29,9 @@ export interface CycleObserver {
 
 /** Each outcome beside the action it reports on: outcomes follow the decision's actions in order, and stop at the first failure. */
 export function ranActions(report: CycleReport): { outcome: ActionOutcome; action: Action }[] {
-  return report.outcomes.map((outcome, i) => ({ outcome, action: report.decision.actions[i]! }));
+  // An outcome without its action (none should remain: the agent keeps out-of-cycle outcomes apart) is left out, not a crash.
+  return report.outcomes.flatMap((outcome, i) => {
+    const action = report.decision.actions[i];
+    return action !== undefined && action.type === outcome.type ? [{ outcome, action }] : [];
+  });
 }

@@ -38,6 +38,8 @@ export interface EffectContext {
   setCredentials(credentials: Credentials): void;
   /** Forget the operator request once it has been carried out. */
   finishOperatorRequest(): void;
+  /** With PostgreSQL stopped, right before it starts as a standby: install copied logical slots (src/logical/failover-slots.ts). */
+  beforeReplicaStart?(): string | undefined;
 }
 
 /** A conditional store write that found the record changed since it was read: nothing was written. */
@@ -311,15 +313,23 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       clearFenceSettings(local.dataDir, local.user);
       if (action.as === 'primary') writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       else writeConfiguration(ctx, standbySettings(ctx, action.upstream));
+      const installed = action.as === 'replica' ? ctx.beforeReplicaStart?.() : undefined;
       const pid = await startPostgres(local.postmaster);
-      return `PostgreSQL started as ${action.as}, postmaster pid ${pid}`;
+      return `PostgreSQL started as ${action.as}, postmaster pid ${pid}${installed ? `; ${installed}` : ''}`;
     }
     case 'stopPostgres':
       await stopPostgres(local.postmaster, action.mode);
       return `PostgreSQL stopped (${action.mode})`;
     case 'restartPostgres': {
-      const pid = await restartPostgres(local.postmaster);
-      return `PostgreSQL restarted, postmaster pid ${pid}`;
+      if (!ctx.beforeReplicaStart) {
+        const pid = await restartPostgres(local.postmaster);
+        return `PostgreSQL restarted, postmaster pid ${pid}`;
+      }
+      await stopPostgres(local.postmaster, 'fast', 120);
+      // Only a standby takes copied slots (install() checks standby.signal itself).
+      const installed = ctx.beforeReplicaStart();
+      const pid = await startPostgres(local.postmaster, 120);
+      return `PostgreSQL restarted, postmaster pid ${pid}${installed ? `; ${installed}` : ''}`;
     }
     case 'acquireLeader': {
       // Losing the race is news for the next decision (it reads who won), not a failure.

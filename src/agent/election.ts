@@ -3,6 +3,7 @@ import type { HistoryEntry, MemberStatus } from '../cluster/types.js';
 import { compareLsn, lsnDistance } from '../postgres/lsn.js';
 import type { Observation } from './observation.js';
 import { quorumVerdict } from './quorum.js';
+import { promotionVersionCheck } from '../cluster/versions.js';
 
 type Reachable = Extract<Observation['store'], { reachable: true }>;
 
@@ -42,6 +43,8 @@ export interface Candidate {
   timeline: number | null;
   nofailover: boolean;
   priority: number;
+  /** Why this member's fencer does not run: it may not lead (E_FENCER_MISSING). Known for this member only. */
+  fencerMissing?: string;
 }
 
 export function candidateOf(status: MemberStatus): Candidate {
@@ -73,6 +76,8 @@ export interface SyncWitness {
 export function eligibility(settings: ClusterSettings, store: Reachable, candidate: Candidate, witnesses: SyncWitness[] = []): Verdict {
   const request = store.failover;
   const forced = request?.force === true && request.to === candidate.name;
+  // Before a forced failover too: a primary without its fencer may outlive its lease when its agent freezes.
+  if (candidate.fencerMissing) return { eligible: false, reason: `E_FENCER_MISSING: its fencer does not run (${candidate.fencerMissing})` };
   if (forced) return { eligible: true, reason: 'operator forced a failover to this member' };
   if (candidate.nofailover) return { eligible: false, reason: 'tagged nofailover' };
   if (candidate.receivedLsn === null || candidate.timeline === null) return { eligible: false, reason: 'no WAL position known' };
@@ -107,6 +112,25 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
   return { eligible: true, reason: 'within maximumLagOnFailover of the last primary position' };
 }
 
+/**
+ * Never promote across PostgreSQL major versions: a standby of another major
+ * version cannot serve the cluster's WAL (a half-done major upgrade, a wrong
+ * binDir). The reference is the last primary's status when the store still has
+ * it, else every other member's (as published, or as its agent answered).
+ * Not transient: it changes only when someone installs other binaries.
+ */
+export function majorVersionVerdict(o: Observation, store: Reachable): Verdict | undefined {
+  if (o.server.kind !== 'running') return undefined;
+  const mine = { name: o.member.name, postgresVersion: o.server.inspection.version };
+  const others = new Map<string, MemberStatus>();
+  for (const m of store.members) if (m.name !== o.member.name) others.set(m.name, m);
+  for (const p of o.peers) if (p.status && p.name !== o.member.name) others.set(p.name, p.status);
+  const leader = lastLeader(store);
+  const reference = leader !== undefined && others.has(leader) ? [others.get(leader)!] : [...others.values()];
+  const verdict = promotionVersionCheck(mine, reference);
+  return verdict.refuse ? { eligible: false, reason: verdict.refuse } : undefined;
+}
+
 /** True when `other` should win over `me`: more WAL, then higher priority, then the smaller name. */
 function beats(other: Candidate, me: Candidate): boolean {
   const order = compareLsn(other.receivedLsn!, me.receivedLsn!);
@@ -121,6 +145,8 @@ function beats(other: Candidate, me: Candidate): boolean {
  * directly, since the store's copy of their status may be a loop old).
  */
 export function electionVerdict(o: Observation, store: Reachable, me: Candidate): Verdict {
+  const version = majorVersionVerdict(o, store);
+  if (version) return version;
   const request = store.failover;
   if (request && request.to !== null && request.to !== me.name) {
     return { eligible: false, reason: `${request.kind} to ${request.to} in progress` };
@@ -158,5 +184,5 @@ function syncWitnesses(o: Observation, me: Candidate): SyncWitness[] {
 }
 
 export function selfCandidate(o: Observation, receivedLsn: string | null, timeline: number | null): Candidate {
-  return { name: o.member.name, receivedLsn, timeline, nofailover: o.member.nofailover, priority: o.member.priority };
+  return { name: o.member.name, receivedLsn, timeline, nofailover: o.member.nofailover, priority: o.member.priority, ...(o.member.fencerMissing ? { fencerMissing: o.member.fencerMissing } : {}) };
 }

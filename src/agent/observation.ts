@@ -84,8 +84,9 @@ export interface Observation {
   /**
    * streamingOptional: a replica that does not stream by design: a delayed replica fed from the WAL
    * archive, or one held at recover-table's recovery target (paused there, its walreceiver stops).
+   * fencerMissing: why this member's fencer does not run (it is then no candidate).
    */
-  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; streamingOptional?: boolean };
+  member: { name: string; connectAddress: string; nofailover: boolean; priority: number; streamingOptional?: boolean; fencerMissing?: string };
   settings: ClusterSettings;
   dataDir: DataDirState;
   /** From pg_controldata when the data directory is initialized. */

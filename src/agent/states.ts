@@ -92,6 +92,14 @@ const STOPPED = [
   'acquiring_lease',
   'restarting_primary',
 ] as const;
+/**
+ * Leading states the fence watchdog can leave with PostgreSQL stopped: it
+ * stops the server outside the cycle (agent.ts armFence), so the next cycle
+ * starts from the leading state with the server down and, by then, another
+ * leader (chaos seed 1, freeze-agent-postmaster: without these rows the former
+ * primary stayed in `primary`, never rejoining).
+ */
+const FENCED_BETWEEN_CYCLES = ['primary', 'draining', 'promoting', 'resuming_promotion'] as const;
 /** States of a running standby. */
 const STANDBY = ['replica', 'detaching_upstream', 'electing', 'starting_replica', 'rewinding', 'cloning', 'promoting', 'resuming_promotion', 'stopping_to_rewind'] as const;
 
@@ -181,18 +189,23 @@ export const TRANSITIONS: readonly Transition[] = [
   },
   { from: [...AFTER_GAP, 'restarting_primary', 'releasing_lease'], to: 'releasing_lease', actions: ['releaseLeader'], comment: 'PostgreSQL did not come back within primaryRestartTimeoutMs: release the lease so a replica takes over' },
   {
-    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'waiting_for_initializer', 'bootstrapping'],
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, ...FENCED_BETWEEN_CYCLES, 'waiting_for_initializer', 'bootstrapping'],
     to: 'waiting_for_primary',
     actions: [],
     comment: 'stopped with data and nothing to follow yet: the leader has no address, a switchover goes elsewhere, or the cluster moved past our timeline',
   },
   {
-    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, 'cloning'],
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, ...FENCED_BETWEEN_CYCLES, 'cloning'],
     to: 'starting_replica',
     actions: ['startPostgres'],
     comment: 'stopped standby that can follow the leader (or nobody leads yet): start it as a standby',
   },
-  { from: [...AFTER_GAP, ...STOPPED, ...STANDBY], to: 'rewinding', actions: ['rewind'], comment: "stopped former primary, or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby" },
+  {
+    from: [...AFTER_GAP, ...STOPPED, ...STANDBY, ...FENCED_BETWEEN_CYCLES],
+    to: 'rewinding',
+    actions: ['rewind'],
+    comment: 'stopped former primary (also one whose fence watchdog or fencer process stopped it between two cycles, even straight from primary while the agent was frozen), or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby',
+  },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
   { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },

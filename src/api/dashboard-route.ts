@@ -2,10 +2,11 @@
  * The web dashboard: plain ES modules, HTML and CSS from src/api/dashboard/
  * (no build step), and GET /cluster, the one JSON document the page polls.
  */
+import { errorBody } from '../errors/catalogue.js';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readCluster } from '../agent/observe.js';
+import { readCluster, type ClusterRead } from '../agent/observe.js';
 import { STATE_TONES, TONE_COLOURS } from '../agent/state-tones.js';
 import type { LagSample } from '../agent/lag-history.js';
 import type { ClusterKeys } from '../cluster/keys.js';
@@ -31,6 +32,8 @@ export interface DashboardOptions {
   /** The member serving the page. */
   member: string;
   lagHistory: () => LagSample[];
+  /** The serving agent's own last read of the cluster, when recent: spares a store read per poll. */
+  latest?: () => ClusterRead | undefined;
 }
 
 export function dashboardRoutes(options: DashboardOptions): ApiExtension {
@@ -40,15 +43,15 @@ export function dashboardRoutes(options: DashboardOptions): ApiExtension {
   return (app, auth) => {
     const send = (file: string) => async (_request: unknown, reply: import('fastify').FastifyReply) => {
       const asset = assets.get(file);
-      if (!asset) return reply.code(404).send({ error: `no dashboard file ${file}` });
+      if (!asset) return reply.code(404).send(errorBody('API_NOT_FOUND', `no dashboard file ${file}`));
       return reply.code(200).header('content-type', asset.type).header('cache-control', 'no-cache').send(asset.body);
     };
     app.get('/', { preHandler: auth.read }, send('index.html'));
     app.get('/dashboard', { preHandler: auth.read }, send('index.html'));
     app.get<{ Params: { file: string } }>('/dashboard/:file', { preHandler: auth.read }, async (request, reply) => send(request.params.file)(request, reply));
     app.get('/cluster', { preHandler: auth.read }, async (_request, reply) => {
-      const { view, settings } = await readCluster(options.store, options.keys);
-      if (!view.reachable) return reply.code(503).send({ error: `cannot read the store: ${view.error}` });
+      const { view, settings } = options.latest?.() ?? (await readCluster(options.store, options.keys));
+      if (!view.reachable) return reply.code(503).send(errorBody('STORE_UNAVAILABLE', `cannot read the store: ${view.error}`));
       const routers = (await options.store.list(options.keys.routersPrefix).catch(() => []))
         .map((kv) => RouterStatusSchema.safeParse(JSON.parse(kv.value)))
         .flatMap((parsed) => (parsed.success ? [parsed.data] : []));

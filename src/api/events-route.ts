@@ -1,3 +1,4 @@
+import { errorBody } from '../errors/catalogue.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { filterEvents, readEvents } from '../cluster/events.js';
 import type { Store } from '../store/store.js';
@@ -9,11 +10,11 @@ export function eventsRoute(store: Store, keys: ClusterKeys): ApiExtension {
     app.get<{ Querystring: { member?: string; limit?: string } }>('/events', { preHandler: auth.read }, async (request, reply) => {
       const { member, limit } = request.query;
       const max = limit === undefined ? undefined : Number(limit);
-      if (max !== undefined && !(Number.isInteger(max) && max > 0)) return reply.code(400).send({ error: `limit: got "${limit}", expected a positive integer` });
+      if (max !== undefined && !(Number.isInteger(max) && max > 0)) return reply.code(400).send(errorBody('API_BAD_REQUEST', `limit: got "${limit}", expected a positive integer`));
       try {
         return reply.code(200).send(filterEvents(await readEvents(store, keys.events), { member, limit: max }));
       } catch (error) {
-        return reply.code(503).send({ error: `cannot read the event log: ${(error as Error).message}` });
+        return reply.code(503).send(errorBody('STORE_UNAVAILABLE', `cannot read the event log: ${(error as Error).message}`));
       }
     });
   };

@@ -1,3 +1,4 @@
+import { errorBody } from '../errors/catalogue.js';
 import type { FastifyReply } from 'fastify';
 import { ReplayError, type ReplayControl } from '../agent/replay.js';
 import type { ApiExtension } from './server.js';
@@ -12,8 +13,8 @@ export function replayRoutes(control: ReplayControl): ApiExtension {
     try {
       return reply.code(200).send(await work());
     } catch (error) {
-      if (error instanceof ReplayError) return reply.code(error.refusal ? 409 : 503).send({ error: error.message, code: error.code });
-      return reply.code(503).send({ error: (error as Error).message, code: 'REPLAY_FAILED' });
+      if (error instanceof ReplayError) return reply.code(error.refusal ? 409 : 503).send(errorBody(error.code, error.message));
+      return reply.code(503).send(errorBody('REPLAY_FAILED', (error as Error).message));
     }
   };
   const body = (raw: unknown): Record<string, unknown> => (raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>) : {});

@@ -1,4 +1,5 @@
 import { BlockList, isIP } from 'node:net';
+import { errorBody, isErrorCode } from '../errors/catalogue.js';
 import type { Server as HttpsServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -163,21 +164,21 @@ export function buildApi(options: ApiOptions): FastifyInstance {
       if (!socket.authorized && Object.keys(socket.getPeerCertificate() ?? {}).length > 0) socket.destroy();
     });
   }
-  const unavailable = { error: 'agent has not observed PostgreSQL yet' };
+  const unavailable = errorBody('API_NOT_READY', 'agent has not observed PostgreSQL yet');
 
   const authenticate = async (request: FastifyRequest, reply: FastifyReply) => {
     if (clientCertificateOk(request)) return;
     const credentials = credentialsNow();
     if (!credentials) {
-      return reply.code(403).send({ error: 'state-changing API disabled: configure api.auth in the member file, or use a client certificate from the cluster CA' });
+      return reply.code(403).send(errorBody('API_DISABLED', 'state-changing API disabled: configure api.auth in the member file, or use a client certificate from the cluster CA'));
     }
     if (!authorized(request.headers.authorization, credentials)) {
-      return reply.code(401).header('www-authenticate', 'Basic realm="relevo"').send({ error: 'authentication required' });
+      return reply.code(401).header('www-authenticate', 'Basic realm="relevo"').send(errorBody('API_AUTH_REQUIRED', 'authentication required'));
     }
   };
   const requireAuth = async (request: FastifyRequest, reply: FastifyReply) => {
     if (!allowed(allowlist, request.raw.socket.remoteAddress)) {
-      return reply.code(403).send({ error: `client address ${request.raw.socket.remoteAddress} is not in api.allowlist` });
+      return reply.code(403).send(errorBody('API_FORBIDDEN_ADDRESS', `client address ${request.raw.socket.remoteAddress} is not in api.allowlist`));
     }
     return authenticate(request, reply);
   };
@@ -194,7 +195,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
         const status = source.currentStatus();
         if (!status) return reply.code(503).send(unavailable);
         const verdict = check(status, source.currentSync(), request.query as Record<string, string | undefined>);
-        if (typeof verdict === 'string') return reply.code(400).send({ error: verdict });
+        if (typeof verdict === 'string') return reply.code(400).send(errorBody('API_BAD_REQUEST', verdict));
         return reply.code(verdict ? 200 : 503).send(status);
       },
     });
@@ -210,18 +211,19 @@ export function buildApi(options: ApiOptions): FastifyInstance {
       return reply.code(202).send(await work());
     } catch (error) {
       const refused = error instanceof OperationError;
-      return reply.code(refused ? 409 : 503).send({ error: (error as Error).message });
+      const code = (error as { code?: unknown }).code;
+      return reply.code(refused ? 409 : 503).send(errorBody(isErrorCode(code) ? code : 'STORE_UNAVAILABLE', (error as Error).message));
     }
   };
   // Authentication runs on onRequest, before fastify reads or parses the body.
   app.post('/switchover', { onRequest: requireAuth }, async (request, reply) => {
     const body = parseBody(SwitchoverBody, request.body, '{"to": "<member>", "at": "<ISO time>"} (both optional)');
-    if (!body.ok) return reply.code(400).send({ error: body.error });
+    if (!body.ok) return reply.code(400).send(errorBody('API_BAD_REQUEST', body.error));
     return operation(reply, () => requestSwitchover(store, keys, body.value));
   });
   app.post('/failover', { onRequest: requireAuth }, async (request, reply) => {
     const body = parseBody(FailoverBody, request.body, '{"to": "<member>", "force": false}');
-    if (!body.ok) return reply.code(400).send({ error: body.error });
+    if (!body.ok) return reply.code(400).send(errorBody('API_BAD_REQUEST', body.error));
     return operation(reply, () => requestFailover(store, keys, body.value.to, body.value.force === true));
   });
   app.post('/pause', { onRequest: requireAuth }, async (_request, reply) => operation(reply, async () => (await setPaused(store, keys, true), { paused: true })));
@@ -229,16 +231,16 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   // Store failsafe (docs/architecture.md): a primary without the store asks every member to vouch for it.
   app.post('/failsafe', { onRequest: requireAuth }, async (request, reply) => {
     const body = parseBody(FailsafeBody, request.body, '{"leader": "<member>"}');
-    if (!body.ok) return reply.code(400).send({ error: body.error });
+    if (!body.ok) return reply.code(400).send(errorBody('API_BAD_REQUEST', body.error));
     const leader = body.value.leader;
-    if (!source.confirmFailsafe) return reply.code(409).send({ confirmed: false, error: 'this agent does not take part in failsafe' });
+    if (!source.confirmFailsafe) return reply.code(409).send({ confirmed: false, ...errorBody('FAILSAFE_NOT_TAKING_PART', 'this agent does not take part in failsafe') });
     const answer = source.confirmFailsafe(leader);
-    return answer.ok ? reply.code(200).send({ confirmed: true, member: answer.member, leader }) : reply.code(409).send({ confirmed: false, error: answer.reason });
+    return answer.ok ? reply.code(200).send({ confirmed: true, member: answer.member, leader }) : reply.code(409).send({ confirmed: false, ...errorBody('FAILSAFE_REFUSED', answer.reason) });
   });
   for (const kind of ['restart', 'reinit'] as const) {
     app.post(`/${kind}`, { onRequest: requireAuth }, async (_request, reply) => {
       const status = source.currentStatus();
-      if (kind === 'reinit' && status?.role === 'primary') return reply.code(409).send({ error: `member ${status.name} is the primary: reinit would destroy the only copy; switch over first` });
+      if (kind === 'reinit' && status?.role === 'primary') return reply.code(409).send(errorBody('PRIMARY_REINIT', `member ${status.name} is the primary: reinit would destroy the only copy; switch over first`));
       source.request({ kind });
       return reply.code(202).send({ accepted: kind });
     });

@@ -1,3 +1,4 @@
+import { LatestRead } from '../agent/latest-read.js';
 import { Agent } from '../agent/agent.js';
 import { readFileSync } from 'node:fs';
 import { AgentMetrics } from '../agent/metrics.js';
@@ -47,12 +48,13 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
   apiCredentials(config); // a missing or too-open API password file stops the agent here, not at the first request
   const events = new EventPublisher(store, keys.events, config.name, log);
   const lagHistory = new LagHistory();
+  const latestRead = new LatestRead();
   let api: ReturnType<typeof buildApi> | undefined;
   const agent = new Agent({
     config,
     store,
     log,
-    observers: [metrics, events, lagHistory],
+    observers: [metrics, events, lagHistory, latestRead],
     onCertificateChanged: () => {
       if (api && tlsFiles) reloadApiTls(api, apiTlsOf(tlsFiles));
     },
@@ -69,7 +71,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
       metricsRoute(metrics.registry),
       eventsRoute(store, keys),
       replayRoutes(agent.replay),
-      dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent() }),
+      dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent(), latest: () => latestRead.get() }),
     ],
   });
   const [host, port] = splitHostPort(config.api.listen);

@@ -122,9 +122,9 @@ export function registerBackupCommands(program: Command): void {
     .option('--verify', 'run the restore drill on the new backup')
     .option('--json', 'machine-readable output')
     .action(async (options: { config?: string; full?: boolean; incremental?: boolean; fromPrimary?: boolean; compressLevel?: string; expire: boolean; verify?: boolean; json?: boolean }) => {
-      if (options.full && options.incremental) throw new CliError('give --full or --incremental, not both');
+      if (options.full && options.incremental) throw new CliError('BAD_ARGUMENT', 'give --full or --incremental, not both');
       const level = options.compressLevel === undefined ? undefined : Number(options.compressLevel);
-      if (level !== undefined && !(Number.isInteger(level) && level >= 1 && level <= 9)) throw new CliError(`--compress-level ${options.compressLevel}: expected 1..9`);
+      if (level !== undefined && !(Number.isInteger(level) && level >= 1 && level <= 9)) throw new CliError('BAD_ARGUMENT', `--compress-level ${options.compressLevel}: expected 1..9`);
       await withBackup(options.config, undefined, async (ctx) => {
         const record = await takeBackup(ctx, { type: options.incremental ? 'incremental' : 'full', fromPrimary: options.fromPrimary === true, compressLevel: level });
         const deletions = options.expire ? await applyRetention(ctx) : [];
@@ -223,8 +223,8 @@ export function registerBackupCommands(program: Command): void {
     .option('--target-action <action>', 'at the target: promote, pause or shutdown', 'promote')
     .option('--json', 'machine-readable output')
     .action(async (options: { config?: string; repository?: string; to: string; time?: string; lsn?: string; xid?: string; name?: string; latest?: boolean; backup?: string; delta?: boolean; targetAction: string; json?: boolean }) => {
-      if (!['promote', 'pause', 'shutdown'].includes(options.targetAction)) throw new CliError(`--target-action ${options.targetAction}: expected promote, pause or shutdown`);
-      if (!options.to.startsWith('/')) throw new CliError(`--to ${options.to}: expected an absolute path`);
+      if (!['promote', 'pause', 'shutdown'].includes(options.targetAction)) throw new CliError('BAD_ARGUMENT', `--target-action ${options.targetAction}: expected promote, pause or shutdown`);
+      if (!options.to.startsWith('/')) throw new CliError('BAD_ARGUMENT', `--to ${options.to}: expected an absolute path`);
       const target = parseTarget(options);
       await withBackup(options.config, options.repository, async (ctx) => {
         const plan = await planRestore(ctx, target, options.backup, options.targetAction as 'promote');
@@ -254,7 +254,7 @@ export function registerBackupCommands(program: Command): void {
     .description('create a named restore point on the primary and record it in the repository')
     .option(...configOption)
     .action(async (name: string, options: { config?: string }) => {
-      if (!/^[A-Za-z0-9_.-]{1,63}$/.test(name)) throw new CliError(`restore point name "${name}": use 1-63 letters, digits, "_", "." or "-"`);
+      if (!/^[A-Za-z0-9_.-]{1,63}$/.test(name)) throw new CliError('BAD_ARGUMENT', `restore point name "${name}": use 1-63 letters, digits, "_", "." or "-"`);
       await withBackup(options.config, undefined, async (ctx) => {
         const existing = await listRestorePoints(ctx.repository);
         if (existing.some((p) => p.name === name)) throw new BackupError('RESTORE_POINT_EXISTS', `restore point "${name}" already exists`);

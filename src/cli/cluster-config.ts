@@ -13,28 +13,28 @@ export async function readSettings(handle: ClusterHandle): Promise<StoredSetting
   try {
     return await readStoredSettings(handle.store, handle.keys);
   } catch (error) {
-    if (error instanceof RecordUnreadableError) throw new CliError(error.message, EXIT.failure);
+    if (error instanceof RecordUnreadableError) throw new CliError('RECORD_UNREADABLE', error.message);
     throw error;
   }
 }
 
 function validate(candidate: unknown): ClusterSettings {
   const result = ClusterSettingsSchema.safeParse(candidate);
-  if (!result.success) throw new CliError(`invalid cluster settings, nothing changed:\n${describeIssues(candidate, result.error).map((l) => `  - ${l}`).join('\n')}`);
+  if (!result.success) throw new CliError('INVALID_SETTINGS', `invalid cluster settings, nothing changed:\n${describeIssues(candidate, result.error).map((l) => `  - ${l}`).join('\n')}`);
   return result.data;
 }
 
 /** Writes the next generation only if nobody changed the settings since we read them. */
 async function writeSettings(handle: ClusterHandle, settings: ClusterSettings, read: StoredSettings): Promise<void> {
   if (!(await writeStoredSettings(handle.store, handle.keys, settings, read))) {
-    throw new CliError('cluster settings changed while editing; nothing written, run the command again', EXIT.failure);
+    throw new CliError('CONCURRENT_CHANGE', 'cluster settings changed while editing; nothing written, run the command again');
   }
 }
 
 /** `a.b.c=value` → sets the nested key; value parsed as YAML scalar (numbers, booleans, strings). */
 export function applyAssignment(settings: Record<string, unknown>, assignment: string): Record<string, unknown> {
   const index = assignment.indexOf('=');
-  if (index <= 0) throw new CliError(`"${assignment}": expected key=value, e.g. ttlMs=20000 or postgresql.work_mem=16MB`);
+  if (index <= 0) throw new CliError('BAD_ARGUMENT', `"${assignment}": expected key=value, e.g. ttlMs=20000 or postgresql.work_mem=16MB`);
   const path = assignment.slice(0, index).split('.');
   const raw = assignment.slice(index + 1);
   const value: unknown = raw === '' ? null : parseYaml(raw);
@@ -80,7 +80,7 @@ export async function editSettings(handle: ClusterHandle): Promise<ClusterSettin
     try {
       parsed = parseYaml(after);
     } catch (error) {
-      throw new CliError(`edited settings are not valid YAML (${(error as Error).message}); nothing changed`);
+      throw new CliError('INVALID_SETTINGS', `edited settings are not valid YAML (${(error as Error).message}); nothing changed`);
     }
     const validated = validate(parsed);
     await writeSettings(handle, validated, read);

@@ -1,3 +1,4 @@
+import { exitCodeOf, hintOf, type ErrorCode } from '../errors/catalogue.js';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { loadMemberConfig } from '../config/load.js';
 import type { MemberConfig } from '../config/member.js';
@@ -13,20 +14,28 @@ export const EXIT = {
   usage: 2,
 } as const;
 
-/** An error the CLI reports as one line plus an exit code, without a stack trace. */
+/**
+ * An error the CLI reports as one line with its stable code and a hint, plus an
+ * exit code (by default the code's class: src/errors/catalogue.ts), without a stack trace.
+ */
 export class CliError extends Error {
+  readonly exitCode: number;
+  readonly hint: string;
   constructor(
+    readonly code: ErrorCode,
     message: string,
-    readonly exitCode: number = EXIT.usage,
+    exitCode?: number,
   ) {
     super(message);
     this.name = 'CliError';
+    this.exitCode = exitCode ?? exitCodeOf(code);
+    this.hint = hintOf(code);
   }
 }
 
 export function configPath(option: string | undefined): string {
   const path = option ?? process.env.RELEVO_CONFIG;
-  if (!path) throw new CliError('no member configuration: pass -c FILE or set RELEVO_CONFIG');
+  if (!path) throw new CliError('NO_CONFIG', 'no member configuration: pass -c FILE or set RELEVO_CONFIG');
   return path;
 }
 

@@ -49,10 +49,10 @@ export function prepareDemoDir(requested: string | undefined): string {
     mkdirSync(dir, { mode: 0o700 });
     return claim(dir);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new CliError(`demo directory ${dir}: cannot create it (${(error as NodeJS.ErrnoException).code})`);
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw new CliError('DEMO_DIR_UNUSABLE', `demo directory ${dir}: cannot create it (${(error as NodeJS.ErrnoException).code})`);
   }
   const refuse = (why: string) => {
-    throw new CliError(`demo directory ${dir} ${why}: the demo only reuses a directory it created; omit --dir for a fresh one, or give a path that does not exist`);
+    throw new CliError('DEMO_DIR_UNUSABLE', `demo directory ${dir} ${why}: the demo only reuses a directory it created; omit --dir for a fresh one, or give a path that does not exist`);
   };
   const stats = lstatSync(dir);
   if (!stats.isDirectory()) refuse('is not a directory (or is a symbolic link)');
@@ -122,7 +122,7 @@ async function waitUntilReady(configFile: string, members: number, timeoutMs: nu
   } finally {
     await store.close();
   }
-  throw new Error(`cluster not ready after ${timeoutMs / 1000} s; last view:\n${text}\nsee the agent logs in the demo directory`);
+  throw new CliError('DEMO_NOT_READY', `cluster not ready after ${timeoutMs / 1000} s; last view:\n${text}\nsee the agent logs in the demo directory`);
 }
 
 /** `relevo demo`: three agents as separate processes; Ctrl-C or SIGTERM stops all of them and their PostgreSQL. */

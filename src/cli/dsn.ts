@@ -9,9 +9,9 @@ import { clusterCaFile } from '../tls/member.js';
  */
 export async function connectionStrings(handle: ClusterHandle, options: { user: string; database: string }): Promise<string> {
   const { view } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(view.error, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', view.error);
   const members = [...view.members].sort((a, b) => a.name.localeCompare(b.name));
-  if (members.length === 0) throw new CliError('no members published yet: start the agents first', EXIT.failure);
+  if (members.length === 0) throw new CliError('NOT_BOOTSTRAPPED', 'no members published yet: start the agents first');
   const hosts = members.map((m) => {
     const [host, port] = splitHostPort(m.connectAddress);
     return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;

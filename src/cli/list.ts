@@ -11,6 +11,7 @@ import { formatBytes, renderTable } from './table.js';
 import { TONE_COLOURS, toneOf } from '../agent/state-tones.js';
 import { apiUrlOf } from '../config/member.js';
 import { agentApiCall } from './agent-api.js';
+import { renderLogical } from './logical-command.js';
 import { siteListing } from './site.js';
 import type { SiteLink } from '../cluster/site.js';
 
@@ -40,7 +41,7 @@ export interface ClusterListing {
 
 export async function clusterListing(handle: ClusterHandle): Promise<ClusterListing> {
   const { view, settings } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(`store unreachable: ${view.error}${await localMemberSays(handle)}`, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', `store unreachable: ${view.error}${await localMemberSays(handle)}`);
   const routers = (await handle.store.list(handle.keys.routersPrefix)).flatMap((kv) => {
     const parsed = parseRecord(RouterStatusSchema, kv.value);
     return parsed.ok ? [parsed.value] : [];
@@ -154,7 +155,8 @@ export function renderListing(listing: ClusterListing, options: { colour?: boole
     rows,
     options.colour ? colourState : undefined,
   );
-  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderRouters(listing.routers)}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
+  const logical = renderLogical(listing.members, listing.leader);
+  return `${header}\n${table}${renderSite(listing.site)}${renderDelayed(listing.members)}${renderFencing(listing.members)}${renderRouters(listing.routers)}${logical ? `\n\n${logical}` : ''}${renderUnreadable(listing)}${renderBackupSummary(listing.archive, listing.backup)}`;
 }
 
 /** The cross-site link, on the standby side and on the source side. */
@@ -195,6 +197,17 @@ function renderDelayed(members: MemberStatus[]): string {
     return [m.name, `${(d.applyDelayMs / 1000).toFixed(0)} s`, d.measuredSeconds === null ? '-' : `${d.measuredSeconds.toFixed(1)} s`, d.replayPaused ? 'PAUSED' : 'replaying', d.feed, target];
   });
   return `\n\nDelayed replicas (never promoted, never synchronous)\n${renderTable(['Member', 'Delay', 'Measured', 'Replay', 'Feed', 'Recovery target'], rows)}`;
+}
+
+/** One line per member: its fencer, and whether a watchdog device backs it (said plainly when there is none). */
+export function renderFencing(members: MemberStatus[]): string {
+  const lines = members.flatMap((m) => {
+    const f = m.fence;
+    if (!f) return [];
+    const fencer = f.fencer === 'running' ? `fencer running (pid ${f.pid}, ${f.state}${f.fences > 0 ? `, fenced ${f.fences}×` : ''})` : 'FENCER MISSING: takes no leader lease';
+    return [`  ${m.name}: ${fencer}; watchdog ${f.watchdog}${f.detail ? ` — ${f.detail}` : ''}`];
+  });
+  return lines.length > 0 ? `\n\nFencing\n${lines.join('\n')}` : '';
 }
 
 export function renderBackupSummary(archive: ArchiveStatus[], backup: BackupSummary | null): string {

@@ -1,28 +1,32 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { stringify as stringifyYaml } from 'yaml';
-import { ConfigError, loadMemberConfigChecked } from '../config/load.js';
-import { SecretError } from '../config/secrets.js';
-import { BackupError } from '../backup/errors.js';
+import { loadMemberConfigChecked } from '../config/load.js';
 import { runAgent } from './agent-command.js';
+import { runFencer } from '../fence/fencer.js';
+import { createLogger } from '../util/log.js';
+import { configPath } from './context.js';
 import { registerBackupCommands } from './backup-command.js';
 import { registerUpgradeCommands } from './upgrade-command.js';
+import { registerLogicalCommands } from './logical-command.js';
 import { registerSiteCommands } from './site-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
 import { CliError, EXIT, withCluster } from './context.js';
+import { exitCodeOf, hintOf, isErrorCode } from '../errors/catalogue.js';
+import { RELEVO_VERSION } from '../util/version.js';
+import { describeInit, runInit } from './init.js';
 import { runDemo } from './demo.js';
 import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
-import { TlsError } from '../tls/pki.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { recoverTable, renderRecoverReport, replayCommand } from './undo.js';
 import { failover, history, memberCommand, pause, rollingRestartCommand, switchover } from './operations.js';
 
 const program = new Command();
-program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').showHelpAfterError();
+program.name('relevo').description('PostgreSQL high availability: agent, store, router and CLI').version(RELEVO_VERSION).showHelpAfterError();
 
 const configOption = ['-c, --config <file>', 'member configuration file (default: $RELEVO_CONFIG)'] as const;
 
@@ -32,6 +36,16 @@ program
   .option(...configOption)
   .option('--keep-postgres', 'leave PostgreSQL running when the agent stops')
   .action(async (options: { config?: string; keepPostgres?: boolean }) => runAgent(options));
+
+program
+  .command('fence')
+  .description("run this member's fencer in the foreground (with fence.spawn: false; the agent starts one otherwise)")
+  .option(...configOption)
+  .action(async (options: { config?: string }) => {
+    const config = loadMemberConfigChecked(configPath(options.config));
+    const log = createLogger(config.log.level, { cluster: config.cluster, member: config.name, component: 'fencer' });
+    await runFencer({ member: config.name, dataDir: config.postgres.dataDir.replace(/\/+$/, ''), watchdog: config.fence.watchdog, watchdogDevice: config.fence.watchdogDevice, exitWhenOrphaned: false, log });
+  });
 
 program
   .command('list')
@@ -50,13 +64,36 @@ program
         return;
       }
       const seconds = options.watch === true ? 2 : Number(options.watch);
-      if (!(seconds > 0)) throw new CliError(`--watch: got "${options.watch}", expected a positive number of seconds`);
+      if (!(seconds > 0)) throw new CliError('BAD_ARGUMENT', `--watch: got "${options.watch}", expected a positive number of seconds`);
       for (;;) {
         const text = await once();
         process.stdout.write(process.stdout.isTTY ? `\x1b[2J\x1b[H${new Date().toISOString()}\n${text}\n` : `${text}\n`);
         await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
       }
     });
+  });
+
+program
+  .command('init')
+  .description('write a new host\'s member file, role passwords and cluster CA from flags (asks nothing, never overwrites)')
+  .requiredOption('--cluster <name>', 'cluster name (the same on every host)')
+  .requiredOption('--name <member>', "this member's name (unique in the cluster)")
+  .option('--dir <dir>', 'where member.yaml, secrets.yaml and ca/ go', '/etc/relevo')
+  .option('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. https://10.0.0.1:2379,https://10.0.0.2:2379)')
+  .option('--embedded <path>', 'embedded store database path (one host only: tests and demos)')
+  .option('--data-dir <path>', 'PostgreSQL data directory (default /var/lib/postgresql/15/<cluster>)')
+  .option('--bin-dir <path>', 'PostgreSQL binaries (default /usr/lib/postgresql/15/bin)')
+  .option('--listen <host>', 'address PostgreSQL listens on', '127.0.0.1')
+  .option('--port <port>', 'PostgreSQL port', '5432')
+  .option('--connect-address <host:port>', 'address other members and clients use (default listen:port)')
+  .option('--api-listen <host:port>', "the agent's REST API (default <listen>:8008)")
+  .option('--from <dir>', "the first host's init directory: take its secrets.yaml and ca/ instead of generating new ones")
+  .option('--no-tls', 'TLS off (not for production)')
+  .action(async (options: { cluster: string; name: string; dir: string; etcd?: string; embedded?: string; dataDir?: string; binDir?: string; listen: string; port: string; connectAddress?: string; apiListen?: string; from?: string; tls: boolean }) => {
+    const port = Number(options.port);
+    if (!Number.isInteger(port)) throw new CliError('BAD_ARGUMENT', `--port: got "${options.port}", expected a port number`);
+    const init = { ...options, port, etcd: options.etcd?.split(',').map((u) => u.trim()).filter(Boolean) };
+    console.log(describeInit(await runInit(init), init));
   });
 
 const config = program.command('config').description('member file check and cluster-wide settings');
@@ -147,7 +184,7 @@ program
   .option('--json', 'machine-readable output (one JSON object per line with --follow)')
   .action(async (options: { config?: string; follow?: boolean; member?: string; limit?: string; json?: boolean }) => {
     const limit = options.limit === undefined ? undefined : Number(options.limit);
-    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError(`--limit: got "${options.limit}", expected a positive integer`);
+    if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) throw new CliError('BAD_ARGUMENT', `--limit: got "${options.limit}", expected a positive integer`);
     await withCluster(options.config, async (handle) => showEvents(handle, { ...options, limit }));
   });
 
@@ -162,15 +199,15 @@ program
   .action(async (members: string[], options: { config?: string; pending?: boolean; all?: boolean; at?: string; stepTimeout: string }) => {
     await withCluster(options.config, async (handle) => {
       if (options.pending || options.all) {
-        if (options.pending && options.all) throw new CliError('--pending and --all exclude each other');
+        if (options.pending && options.all) throw new CliError('BAD_ARGUMENT', '--pending and --all exclude each other');
         const seconds = Number(options.stepTimeout);
-        if (!(seconds > 0)) throw new CliError(`--step-timeout: got "${options.stepTimeout}", expected a positive number of seconds`);
+        if (!(seconds > 0)) throw new CliError('BAD_ARGUMENT', `--step-timeout: got "${options.stepTimeout}", expected a positive number of seconds`);
         const mode = options.pending ? 'pending' : 'all';
         console.log(await rollingRestartCommand(handle, { mode, members, at: options.at, stepTimeoutMs: seconds * 1000, print: (line) => console.log(line) }));
         return;
       }
-      if (options.at) throw new CliError('--at applies to a rolling restart: add --pending or --all');
-      if (members.length !== 1) throw new CliError('name one member to restart, or use --pending / --all for a rolling restart');
+      if (options.at) throw new CliError('BAD_ARGUMENT', '--at applies to a rolling restart: add --pending or --all');
+      if (members.length !== 1) throw new CliError('BAD_ARGUMENT', 'name one member to restart, or use --pending / --all for a rolling restart');
       console.log(await memberCommand(handle, 'restart', members[0]!));
     });
   });
@@ -182,7 +219,7 @@ program
   .argument('<member>', 'the replica')
   .option(...configOption)
   .action(async (action: string, member: string, options: { config?: string }) => {
-    if (action !== 'pause' && action !== 'resume') throw new CliError(`replay: got "${action}", expected pause or resume`);
+    if (action !== 'pause' && action !== 'resume') throw new CliError('BAD_ARGUMENT', `replay: got "${action}", expected pause or resume`);
     await withCluster(options.config, async (handle) => console.log(await replayCommand(handle, action, member)));
   });
 
@@ -250,7 +287,7 @@ program
   .option(...configOption)
   .action(async (role: string | undefined, options: { config?: string }) => {
     const chosen = (role ?? 'all') as SecretRole;
-    if (!SECRET_ROLES.includes(chosen)) throw new CliError(`role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
+    if (!SECRET_ROLES.includes(chosen)) throw new CliError('BAD_ARGUMENT', `role: got "${role}", expected one of ${SECRET_ROLES.join(', ')}`);
     await withCluster(options.config, async (handle) => console.log(await rotateSecrets(handle, chosen)));
   });
 
@@ -279,19 +316,25 @@ program
 
 registerBackupCommands(program);
 registerUpgradeCommands(program);
+registerLogicalCommands(program);
 registerSiteCommands(program, configOption);
 
+/**
+ * One line with the stable code, a hint, and the exit code of the code's class
+ * (src/errors/catalogue.ts, docs/errors.md). An error without a known code is a
+ * run-time failure (exit 1).
+ */
 function report(error: unknown): number {
-  if (error instanceof BackupError) {
-    console.error(`relevo: ${error.message}\n  hint: ${error.hint}`);
-    return error.exitCode;
+  const e = error as { message?: string; code?: unknown; hint?: unknown; exitCode?: unknown };
+  const message = e?.message ?? String(error);
+  const code = isErrorCode(e?.code) ? e.code : undefined;
+  if (code === undefined) {
+    console.error(`relevo: ${message}`);
+    return EXIT.failure;
   }
-  if (error instanceof ConfigError || error instanceof CliError || error instanceof SecretError || error instanceof TlsError) {
-    console.error(`relevo: ${error.message}`);
-    return error instanceof CliError ? error.exitCode : EXIT.usage;
-  }
-  console.error(`relevo: ${(error as Error).message ?? String(error)}`);
-  return EXIT.failure;
+  const hint = typeof e.hint === 'string' ? e.hint : hintOf(code);
+  console.error(`relevo: ${message}${message.includes(`[${code}]`) || message.startsWith(`${code}:`) ? '' : ` [${code}]`}\n  hint: ${hint}`);
+  return typeof e.exitCode === 'number' ? e.exitCode : exitCodeOf(code);
 }
 
 program.parseAsync(process.argv).then(

@@ -11,7 +11,7 @@ async function refusalsAsUsage<T>(work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
-    if (error instanceof OperationError) throw new CliError(error.message, EXIT.usage);
+    if (error instanceof OperationError) throw new CliError(error.code, error.message);
     throw error;
   }
 }
@@ -24,13 +24,13 @@ async function awaitNewPrimary(handle: ClusterHandle, request: FailoverRequest, 
     if (view.reachable && !view.failover && view.leader) {
       const leader = view.members.find((m) => m.name === view.leader!.member);
       if (leader?.state === 'primary') {
-        if (view.leader.member === request.from) throw new CliError(`${request.kind} did not happen: ${request.from} is still the primary (see its agent log)`, EXIT.failure);
+        if (view.leader.member === request.from) throw new CliError('OPERATION_NOT_DONE', `${request.kind} did not happen: ${request.from} is still the primary (see its agent log)`);
         return view.leader.member;
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  throw new CliError(`${request.kind} not finished after ${timeoutMs / 1000} s; check \`relevo list\``, EXIT.failure);
+  throw new CliError('OPERATION_NOT_DONE', `${request.kind} not finished after ${timeoutMs / 1000} s; check \`relevo list\``);
 }
 
 export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean }): Promise<string> {
@@ -68,14 +68,14 @@ export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 're
   const status = await refusalsAsUsage(() => memberStatusOf(handle.store, handle.keys, member));
   if (kind === 'reinit') {
     const { view } = await readCluster(handle.store, handle.keys);
-    if (view.reachable && view.leader?.member === member) throw new CliError(`member ${member} is the primary: reinit would destroy the only copy; switch over first`);
+    if (view.reachable && view.leader?.member === member) throw new CliError('PRIMARY_REINIT', `member ${member} is the primary: reinit would destroy the only copy; switch over first`);
   }
   // Credentials go only to a server that proves it holds a certificate from the cluster CA.
   if (handle.config.tls.enabled && !status.apiUrl.startsWith('https:')) {
-    throw new CliError(`the agent of ${member} publishes a plain-HTTP API (${status.apiUrl}) while TLS is on here: refusing to send credentials`, EXIT.failure);
+    throw new CliError('PLAIN_HTTP_REFUSED', `the agent of ${member} publishes a plain-HTTP API (${status.apiUrl}) while TLS is on here: refusing to send credentials`);
   }
   const response = await agentApiCall(handle.config, `${status.apiUrl}/${kind}`, { method: 'POST', timeoutMs: 10_000 }).catch((error: Error) => {
-    throw new CliError(`cannot reach the agent of ${member} at ${status.apiUrl}: ${error.message}`, EXIT.failure);
+    throw new CliError('AGENT_UNREACHABLE', `cannot reach the agent of ${member} at ${status.apiUrl}: ${error.message}`);
   });
   const body = (() => {
     try {
@@ -85,16 +85,16 @@ export async function memberCommand(handle: ClusterHandle, kind: 'restart' | 're
     }
   })();
   const ok = response.status >= 200 && response.status < 300;
-  if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member} refused: ${body.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`, EXIT.usage);
-  if (!ok) throw new CliError(`agent of ${member} refused ${kind}: ${body.error ?? response.status}`, response.status === 409 ? EXIT.usage : EXIT.failure);
+  if (response.status === 401 || response.status === 403) throw new CliError('API_AUTH_REQUIRED', `agent of ${member} refused: ${body.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`);
+  if (!ok) throw new CliError('AGENT_REFUSED', `agent of ${member} refused ${kind}: ${body.error ?? response.status}`, response.status === 409 ? EXIT.usage : EXIT.failure);
   return `${kind} of ${member} accepted; follow it with \`relevo list --watch\``;
 }
 
 /** Parses --at for a scheduled roll: an ISO time in the future, else a usage error. */
 export function futureTime(at: string, now = Date.now()): number {
   const time = Date.parse(at);
-  if (Number.isNaN(time)) throw new CliError(`--at: got "${at}", expected an ISO time such as 2026-11-21T22:00:00Z`);
-  if (time <= now) throw new CliError(`--at: ${new Date(time).toISOString()} is in the past (now ${new Date(now).toISOString()}); give a future time or leave --at out`);
+  if (Number.isNaN(time)) throw new CliError('BAD_TIME', `--at: got "${at}", expected an ISO time such as 2026-11-21T22:00:00Z`);
+  if (time <= now) throw new CliError('BAD_TIME', `--at: ${new Date(time).toISOString()} is in the past (now ${new Date(now).toISOString()}); give a future time or leave --at out`);
   return time;
 }
 
@@ -131,7 +131,7 @@ export async function rollingRestartCommand(
     const moved = result.switchedTo ? `; primary moved from ${result.formerPrimary} to ${result.switchedTo} by switchover` : '';
     return `rolling restart done: ${result.restarted.join(', ')} restarted in ${((Date.now() - started) / 1000).toFixed(1)} s${moved}`;
   } catch (error) {
-    if (error instanceof RollError) throw new CliError(`rolling restart stopped: ${error.message}`, EXIT.failure);
+    if (error instanceof RollError) throw new CliError('ROLL_STOPPED', `rolling restart stopped: ${error.message}`);
     throw error;
   }
 }

@@ -32,16 +32,16 @@ export async function rotateSecrets(handle: ClusterHandle, role: SecretRole): Pr
   const dbRoles = (roles as readonly string[]).filter((r) => r !== 'api') as ('replication' | 'agent')[];
   for (const r of dbRoles) {
     const source = r === 'replication' ? config.secrets.replicationPassword : config.secrets.agentPassword;
-    if (source) throw new CliError(`the ${r} password comes from secrets.${r}Password (${'env' in source ? `$${source.env}` : source.file}): change it there and in PostgreSQL yourself, or remove that setting to let relevo manage it`);
+    if (source) throw new CliError('SECRET_MANAGED_ELSEWHERE', `the ${r} password comes from secrets.${r}Password (${'env' in source ? `$${source.env}` : source.file}): change it there and in PostgreSQL yourself, or remove that setting to let relevo manage it`);
   }
   const lines: string[] = [];
   if (dbRoles.length > 0) {
     const current = loadCredentials(config);
-    if (!current) throw new CliError(`no credentials in ${config.secrets.file}: the cluster is not bootstrapped yet`, EXIT.failure);
+    if (!current) throw new CliError('NOT_BOOTSTRAPPED', `no credentials in ${config.secrets.file}: the cluster is not bootstrapped yet`);
     const { view } = await readCluster(handle.store, handle.keys);
-    if (!view.reachable) throw new CliError(view.error, EXIT.failure);
+    if (!view.reachable) throw new CliError('STORE_UNREACHABLE', view.error);
     const leader = view.leader && view.members.find((m) => m.name === view.leader!.member);
-    if (!leader) throw new CliError('no primary holds the leader lease now: rotate once the cluster has one', EXIT.failure);
+    if (!leader) throw new CliError('NO_PRIMARY', 'no primary holds the leader lease now: rotate once the cluster has one', EXIT.failure);
     const next: Credentials = { ...current };
     if (dbRoles.includes('replication')) next.replicationPassword = generatePassword();
     if (dbRoles.includes('agent')) next.agentPassword = generatePassword();
@@ -60,12 +60,12 @@ export async function rotateSecrets(handle: ClusterHandle, role: SecretRole): Pr
       }
       await client.query('COMMIT');
     }).catch((error: Error) => {
-      throw new CliError(`could not change the passwords on the primary ${leader.name} (${leader.connectAddress}): ${error.message}; nothing was changed`, EXIT.failure);
+      throw new CliError('ROTATION_FAILED', `could not change the passwords on the primary ${leader.name} (${leader.connectAddress}): ${error.message}; nothing was changed`);
     });
     writeCredentialsFile(config, next);
     // The new agent password works now: prove it before reporting success.
     await withConnection(target(next.agentPassword), async (client) => client.query('SELECT 1')).catch((error: Error) => {
-      throw new CliError(`the new agent password does not work on ${leader.name}: ${error.message}`, EXIT.failure);
+      throw new CliError('ROTATION_FAILED', `the new agent password does not work on ${leader.name}: ${error.message}`);
     });
     lines.push(
       `rotated ${dbRoles.map((r) => ROLE_NAMES[r]).join(' and ')} on primary ${leader.name}; ${config.secrets.file} replaced`,
@@ -92,10 +92,10 @@ export async function rotateSecrets(handle: ClusterHandle, role: SecretRole): Pr
  */
 export async function rotateCertificates(handle: ClusterHandle, options: { wait: boolean; timeoutMs?: number }): Promise<string> {
   const caFile = clusterCaFile(handle.config);
-  if (!caFile || !existsSync(caFile)) throw new CliError('TLS is off for this member (tls.enabled: false), or its CA file is missing: nothing to rotate');
+  if (!caFile || !existsSync(caFile)) throw new CliError('TLS_OFF', 'TLS is off for this member (tls.enabled: false), or its CA file is missing: nothing to rotate');
   const ca = readFileSync(caFile, 'utf8');
   const { view } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(view.error, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', view.error);
   const fingerprints = async (member: (typeof view.members)[number]) => {
     const [pgHost, pgPort] = splitHostPort(member.connectAddress);
     const api = new URL(member.apiUrl);
@@ -110,7 +110,7 @@ export async function rotateCertificates(handle: ClusterHandle, options: { wait:
     const value = JSON.stringify({ generation: rotationGeneration(current?.value) + 1, requestedAt: new Date().toISOString() });
     const written = current ? await handle.store.compareAndSwap(handle.keys.certsRotation, value, current.revision) : await handle.store.create(handle.keys.certsRotation, value);
     if (written !== undefined) break;
-    if (attempt >= 5) throw new CliError('the rotation request kept changing under us; try again', EXIT.failure);
+    if (attempt >= 5) throw new CliError('CONCURRENT_CHANGE', 'the rotation request kept changing under us; try again');
   }
   if (!options.wait) return `certificate rotation requested for ${view.members.length} member(s)`;
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
@@ -128,6 +128,6 @@ export async function rotateCertificates(handle: ClusterHandle, options: { wait:
     }
     if (pending.size > 0) await new Promise((resolve) => setTimeout(resolve, 500));
   }
-  if (pending.size > 0) throw new CliError(`no new certificate yet on ${[...pending].join(', ')}: see their agent logs (TLS_CA_KEY_MISSING: copy ca.key, or replace tls.cert/tls.key)`, EXIT.failure);
+  if (pending.size > 0) throw new CliError('ROTATION_FAILED', `no new certificate yet on ${[...pending].join(', ')}: see their agent logs (TLS_CA_KEY_MISSING: copy ca.key, or replace tls.cert/tls.key)`);
   return lines.join('\n');
 }

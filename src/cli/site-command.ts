@@ -4,7 +4,7 @@ import { renderPromote, siteFollow, sitePromote, siteSwitchover } from './site.j
 
 function positive(value: string, option: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new CliError(`${option}: got "${value}", expected a non-negative number`);
+  if (!Number.isFinite(n) || n < 0) throw new CliError('BAD_ARGUMENT', `${option}: got "${value}", expected a non-negative number`);
   return n;
 }
 

@@ -2,7 +2,7 @@ import { readCluster, type ClusterRead } from '../cluster/view.js';
 import { clusterKeys, type ClusterKeys } from '../cluster/keys.js';
 import { readStoredSettings, writeStoredSettings } from '../cluster/settings-store.js';
 import { parseRecord } from '../cluster/records.js';
-import { SITE_CODES, SiteDemotionSchema, SiteLinkSchema, type SiteLink, type StandbyCluster } from '../cluster/site.js';
+import { SITE_CODES, type SiteCode, SiteDemotionSchema, SiteLinkSchema, type SiteLink, type StandbyCluster } from '../cluster/site.js';
 import type { MemberStatus } from '../cluster/types.js';
 import { loadMemberConfig } from '../config/load.js';
 import { compareLsn, lsnDistance } from '../postgres/lsn.js';
@@ -17,11 +17,11 @@ import { CliError, EXIT, type ClusterHandle } from './context.js';
  */
 export class SiteError extends CliError {
   constructor(
-    readonly code: string,
+    override readonly code: SiteCode,
     message: string,
-    exitCode: number = EXIT.usage,
+    exitCode?: number,
   ) {
-    super(`${code}: ${message}; nothing was changed`, exitCode);
+    super(code, `${code}: ${message}; nothing was changed`, exitCode);
     this.name = 'SiteError';
   }
 }
@@ -48,7 +48,7 @@ async function openSite(handle: ClusterHandle, cluster: string, storeConfig: Sto
   return { cluster, store, storeConfig: storeConfig!, keys: clusterKeys(cluster), close: () => store.close() };
 }
 
-async function readView(site: Pick<Site, 'store' | 'keys' | 'cluster'>, code: string): Promise<{ view: Reachable; settings: ClusterRead['settings'] }> {
+async function readView(site: Pick<Site, 'store' | 'keys' | 'cluster'>, code: SiteCode): Promise<{ view: Reachable; settings: ClusterRead['settings'] }> {
   const read = await readCluster(site.store, site.keys);
   if (!read.view.reachable) throw new SiteError(code, `the store of cluster ${site.cluster} is unreachable: ${read.view.error}`, EXIT.failure);
   return { view: read.view, settings: read.settings };
@@ -73,7 +73,7 @@ async function readLink(site: Pick<Site, 'store' | 'keys'>): Promise<SiteLink | 
 async function setStandby(site: Pick<Site, 'store' | 'keys' | 'cluster'>, standbyCluster: StandbyCluster | null): Promise<number> {
   const read = await readStoredSettings(site.store, site.keys);
   if (!(await writeStoredSettings(site.store, site.keys, { ...read.settings, standbyCluster }, read))) {
-    throw new CliError(`the settings of cluster ${site.cluster} changed while being written; run the command again`, EXIT.failure);
+    throw new CliError('CONCURRENT_CHANGE', `the settings of cluster ${site.cluster} changed while being written; run the command again`);
   }
   return read.settings.generation + 1;
 }
@@ -81,7 +81,7 @@ async function setStandby(site: Pick<Site, 'store' | 'keys' | 'cluster'>, standb
 function checkNames(a: Reachable, b: Reachable, aName: string, bName: string): void {
   const clash = a.members.map((m) => m.name).filter((n) => b.members.some((m) => m.name === n));
   if (clash.length > 0) {
-    throw new SiteError('SITE_NAME_CLASH', `member names ${clash.join(', ')} exist in both ${aName} and ${bName}: replication identifies members by name, give every member of both sites its own`);
+    throw new SiteError(SITE_CODES.nameClash, `member names ${clash.join(', ')} exist in both ${aName} and ${bName}: replication identifies members by name, give every member of both sites its own`);
   }
 }
 
@@ -99,7 +99,7 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
 export async function siteFollow(handle: ClusterHandle, options: { source?: string; sourceConfig?: string; sourceRepository?: string; demote?: boolean }): Promise<string> {
   const sourceMember = options.sourceConfig ? loadMemberConfig(options.sourceConfig) : undefined;
   const sourceName = options.source ?? sourceMember?.cluster;
-  if (!sourceName) throw new CliError('name the source cluster with --source NAME, or give one of its member files with --source-config FILE');
+  if (!sourceName) throw new CliError('BAD_ARGUMENT', 'name the source cluster with --source NAME, or give one of its member files with --source-config FILE');
   const sourceStore = sourceMember && !sameStore(sourceMember.store, handle.config.store) ? sourceMember.store : undefined;
   if (sourceName === handle.config.cluster && sourceStore === undefined) {
     throw new SiteError(SITE_CODES.self, `cluster ${sourceName} cannot follow itself (same name in the same store)`);
@@ -109,7 +109,7 @@ export async function siteFollow(handle: ClusterHandle, options: { source?: stri
   try {
     const theirs = await readView(source, SITE_CODES.sourceUnreachable);
     if (!theirs.view.init?.systemIdentifier) throw new SiteError(SITE_CODES.unknownSource, `no initialised cluster ${sourceName} in ${sourceStore ? 'its' : 'this'} store`);
-    if (theirs.settings.standbyCluster) throw new SiteError('SITE_SOURCE_IS_STANDBY', `cluster ${sourceName} is itself a standby cluster (of ${theirs.settings.standbyCluster.sourceCluster}); follow a cluster with a primary`);
+    if (theirs.settings.standbyCluster) throw new SiteError(SITE_CODES.sourceIsStandby, `cluster ${sourceName} is itself a standby cluster (of ${theirs.settings.standbyCluster.sourceCluster}); follow a cluster with a primary`);
     const ours = own.view.init?.systemIdentifier;
     if (ours && ours !== theirs.view.init.systemIdentifier) {
       throw new SiteError(SITE_CODES.foreignSource, `this cluster is system ${ours}, ${sourceName} is system ${theirs.view.init.systemIdentifier}: a standby cluster starts empty or from a copy of its source`);
@@ -117,7 +117,7 @@ export async function siteFollow(handle: ClusterHandle, options: { source?: stri
     if (own.settings.standbyCluster) throw new SiteError(SITE_CODES.alreadyStandby, `cluster ${handle.config.cluster} already follows ${own.settings.standbyCluster.sourceCluster}`);
     const primary = runningPrimary(own.view);
     if (primary && !options.demote) {
-      throw new SiteError('SITE_WOULD_DEMOTE', `cluster ${handle.config.cluster} has a running primary (${primary.name}): following ${sourceName} would shut it down and rewind it; use \`relevo site switchover\` from ${sourceName}'s side, or pass --demote`);
+      throw new SiteError(SITE_CODES.wouldDemote, `cluster ${handle.config.cluster} has a running primary (${primary.name}): following ${sourceName} would shut it down and rewind it; use \`relevo site switchover\` from ${sourceName}'s side, or pass --demote`);
     }
     checkNames(own.view, theirs.view, handle.config.cluster, sourceName);
     const generation = await setStandby({ store: handle.store, keys: handle.keys, cluster: handle.config.cluster }, {
@@ -158,7 +158,7 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
   try {
     const src = await readView(p.source, SITE_CODES.sourceUnreachable);
     if (!src.view.init?.systemIdentifier) throw new SiteError(SITE_CODES.unknownSource, `no initialised cluster ${p.source.cluster} in its store`);
-    if (src.settings.standbyCluster) throw new SiteError('SITE_SOURCE_IS_STANDBY', `cluster ${p.source.cluster} is itself a standby cluster of ${src.settings.standbyCluster.sourceCluster}`);
+    if (src.settings.standbyCluster) throw new SiteError(SITE_CODES.sourceIsStandby, `cluster ${p.source.cluster} is itself a standby cluster of ${src.settings.standbyCluster.sourceCluster}`);
     const primary = runningPrimary(src.view);
     if (!primary) throw new SiteError(SITE_CODES.noSourcePrimary, `cluster ${p.source.cluster} has no running primary to hand over from (use \`relevo site promote\` if it is lost)`, EXIT.failure);
     const upstream = `${p.source.cluster}/${primary.name}`;
@@ -187,7 +187,7 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     });
     if (!demotion) {
       await setStandby(p.source, null);
-      throw new CliError(`${SITE_CODES.timeout}: primary ${primary.name} of ${p.source.cluster} did not record a clean shutdown within ${options.timeoutMs} ms; the change was undone (it runs as primary again)`, EXIT.failure);
+      throw new CliError('SITE_TIMEOUT', `primary ${primary.name} of ${p.source.cluster} did not record a clean shutdown within ${options.timeoutMs} ms; the change was undone (it runs as primary again)`, EXIT.failure);
     }
     const demotedAt = Date.now();
     // 2. The target's standby leader must replay past the shutdown checkpoint: then it holds every commit.
@@ -198,7 +198,7 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     }, 50);
     if (!caughtUp) {
       await setStandby(p.source, null);
-      throw new CliError(`${SITE_CODES.timeout}: standby leader ${p.standbyLeader.name} did not replay past ${demotion.shutdownLsn} within ${options.timeoutMs} ms; the source was turned back into a primary cluster (${primary.name} restarts as primary)`, EXIT.failure);
+      throw new CliError('SITE_TIMEOUT', `standby leader ${p.standbyLeader.name} did not replay past ${demotion.shutdownLsn} within ${options.timeoutMs} ms; the source was turned back into a primary cluster (${primary.name} restarts as primary)`, EXIT.failure);
     }
     // 3. The target is no longer a standby cluster: its standby leader promotes.
     await setStandby(p.target, null);

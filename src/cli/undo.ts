@@ -14,17 +14,17 @@ import { CliError, EXIT, type ClusterHandle } from './context.js';
 /** A refusal or failure of replay/recover-table: its stable code first (docs/undo.md). */
 export class UndoError extends CliError {
   constructor(
-    readonly code: ReplayErrorCode,
+    override readonly code: ReplayErrorCode,
     message: string,
     exitCode: number = EXIT.usage,
   ) {
-    super(`${code}: ${message}`, exitCode);
+    super(code, `${code}: ${message}`, exitCode);
   }
 }
 
 async function readView(handle: ClusterHandle) {
   const { view } = await readCluster(handle.store, handle.keys);
-  if (!view.reachable) throw new CliError(`store unreachable: ${view.error}`, EXIT.failure);
+  if (!view.reachable) throw new CliError('STORE_UNREACHABLE', `store unreachable: ${view.error}`, EXIT.failure);
   return view;
 }
 
@@ -38,7 +38,7 @@ function memberOf(members: MemberStatus[], name: string): MemberStatus {
 async function agentPost<T>(handle: ClusterHandle, member: MemberStatus, path: string, body: unknown, timeoutMs = 15_000): Promise<T> {
   // Credentials go only to a server that proves it holds a certificate from the cluster CA.
   if (handle.config.tls.enabled && !member.apiUrl.startsWith('https:')) {
-    throw new CliError(`the agent of ${member.name} publishes a plain-HTTP API (${member.apiUrl}) while TLS is on here: refusing to send credentials`, EXIT.failure);
+    throw new CliError('PLAIN_HTTP_REFUSED', `the agent of ${member.name} publishes a plain-HTTP API (${member.apiUrl}) while TLS is on here: refusing to send credentials`, EXIT.failure);
   }
   const credentials = apiCredentials(handle.config);
   const ca = clusterCaPem(handle.config);
@@ -57,7 +57,7 @@ async function agentPost<T>(handle: ClusterHandle, member: MemberStatus, path: s
   } catch {
     parsed = {};
   }
-  if (response.status === 401 || response.status === 403) throw new CliError(`agent of ${member.name} refused: ${parsed.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`);
+  if (response.status === 401 || response.status === 403) throw new CliError('API_AUTH_REQUIRED', `agent of ${member.name} refused: ${parsed.error ?? response.status}; set api.auth in ${handle.config.name}'s member file`);
   if (response.status >= 300) {
     const code = (parsed.code && parsed.code in REPLAY_ERROR_CODES ? parsed.code : 'REPLAY_FAILED') as ReplayErrorCode;
     const message = (parsed.error ?? `HTTP ${response.status}`).replace(`${code}: `, '');
@@ -78,7 +78,7 @@ export async function replayCommand(handle: ClusterHandle, action: 'pause' | 're
 /** SQL over the network to a member, as the agent role, TLS verified against the cluster CA. */
 function sqlTarget(handle: ClusterHandle, member: MemberStatus, database: string): SqlTarget {
   const credentials = loadCredentials(handle.config);
-  if (!credentials) throw new CliError(`no agent credentials in ${handle.config.secrets.file} or the configured environment variables: recover-table connects as ${ROLE_NAMES.agent}`, EXIT.failure);
+  if (!credentials) throw new CliError('NOT_BOOTSTRAPPED', `no agent credentials in ${handle.config.secrets.file} or the configured environment variables: recover-table connects as ${ROLE_NAMES.agent}`, EXIT.failure);
   const [host, port] = splitHostPort(member.connectAddress);
   const caFile = clusterCaFile(handle.config);
   return { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, database, ...(caFile ? { tlsCaFile: caFile } : {}) };
@@ -134,7 +134,7 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
   if (targets !== 1) throw new UndoError('BAD_REQUEST', 'give exactly one of --xid, --time or --find');
   const leaderName = view.leader?.member;
   const primary = leaderName ? view.members.find((m) => m.name === leaderName && m.role === 'primary') : undefined;
-  if (!primary) throw new CliError('no running primary holds the leader lease: the rows are copied into the primary', EXIT.failure);
+  if (!primary) throw new CliError('NO_PRIMARY', 'no running primary holds the leader lease: the rows are copied into the primary', EXIT.failure);
   const primaryDb = sqlTarget(handle, primary, options.database);
   const replicaDb = sqlTarget(handle, member, options.database);
 

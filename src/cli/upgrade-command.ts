@@ -22,7 +22,7 @@ interface Flags {
 
 function seconds(value: string, flag: string): number {
   const n = Number(value);
-  if (!(n > 0)) throw new CliError(`${flag}: got "${value}", expected a positive number of seconds`);
+  if (!(n > 0)) throw new CliError('BAD_ARGUMENT', `${flag}: got "${value}", expected a positive number of seconds`);
   return n * 1000;
 }
 
@@ -31,7 +31,7 @@ async function withUpgrade<T>(flags: Flags, work: (o: UpgradeOptions) => Promise
   const newConfig = loadMemberConfig(flags.to);
   const store = await openStore(oldConfig.store);
   const maxLagBytes = Number(flags.maxLag);
-  if (!(maxLagBytes >= 0)) throw new CliError(`--max-lag: got "${flags.maxLag}", expected bytes`);
+  if (!(maxLagBytes >= 0)) throw new CliError('BAD_ARGUMENT', `--max-lag: got "${flags.maxLag}", expected bytes`);
   try {
     return await work({
       store,
@@ -47,7 +47,7 @@ async function withUpgrade<T>(flags: Flags, work: (o: UpgradeOptions) => Promise
       print: (line) => console.log(line),
     });
   } catch (error) {
-    if (error instanceof UpgradeError) throw new CliError(`${error.message}\n  hint: ${error.hint}`, error.exitCode);
+    if (error instanceof UpgradeError) throw new CliError(error.code, error.message, error.exitCode);
     throw error;
   } finally {
     await store.close();

@@ -31,8 +31,17 @@ export function parseEvents(value: string | undefined): ClusterEvent[] {
   return parsed.success ? parsed.data : [];
 }
 
+/** The last parse of each event log key: a dashboard reads the log every second, and it changes far less often. */
+const parsedLogs = new Map<string, { revision: number; events: ClusterEvent[] }>();
+
 export async function readEvents(store: Store, key: string): Promise<ClusterEvent[]> {
-  return parseEvents((await store.get(key))?.value);
+  const kv = await store.get(key);
+  if (!kv) return parseEvents(undefined);
+  const cached = parsedLogs.get(key);
+  if (cached?.revision === kv.revision) return cached.events;
+  const events = parseEvents(kv.value);
+  parsedLogs.set(key, { revision: kv.revision, events });
+  return events;
 }
 
 /** Appends `events` (in order), dropping the oldest beyond `limit`. Throws when the store is unreachable or stays contended. */

@@ -65,32 +65,33 @@ export interface RollPlan {
 
 /** Checks the request against the cluster and plans it; throws OperationError (changes nothing) when impossible. */
 export function planRoll(view: ClusterRead['view'], settings: ClusterSettings, options: RollOptions): RollPlan {
-  if (!view.reachable) throw new Error(view.error);
+  if (!view.reachable) throw new OperationError('STORE_UNREACHABLE', `cannot plan the roll: ${view.error}`);
   const names = view.members.map((m) => m.name);
   for (const name of options.members ?? []) {
-    if (!names.includes(name)) throw new OperationError(`unknown member "${name}": known members are ${names.join(', ') || 'none'}`);
+    if (!names.includes(name)) throw new OperationError('UNKNOWN_MEMBER', `unknown member "${name}": known members are ${names.join(', ') || 'none'}`);
   }
   const leader = view.leader?.member;
   const primary = view.members.find((m) => m.name === leader);
-  if (!leader || primary?.state !== 'primary') throw new OperationError('no healthy primary holds the leader lease: a rolling restart needs one; check `relevo list`');
-  if (view.failover) throw new OperationError(`a ${view.failover.kind} is in progress (requested ${view.failover.requestedAt}); wait for it to finish`);
+  if (!leader || primary?.state !== 'primary') throw new OperationError('NO_PRIMARY', 'no healthy primary holds the leader lease: a rolling restart needs one; check `relevo list`');
+  if (view.failover) throw new OperationError('OPERATION_IN_PROGRESS', `a ${view.failover.kind} is in progress (requested ${view.failover.requestedAt}); wait for it to finish`);
   const scope = view.members.filter((m) => options.members === undefined || options.members.includes(m.name));
   const targets = scope.filter((m) => needsRestart(m, options.mode));
   if (targets.length === 0) {
     throw new OperationError(
+      'NOTHING_TO_ROLL',
       options.mode === 'pending' ? `nothing to do: no ${options.members ? 'named ' : ''}member has a parameter pending restart` : 'nothing to do: no member selected',
     );
   }
   for (const m of targets) {
     if (m.name !== leader && !isStreamingReplica(m, leader)) {
-      throw new OperationError(`member ${m.name} is not a streaming replica (state ${m.state}): fix it first, a roll only restarts healthy members`);
+      throw new OperationError('NOT_A_RUNNING_REPLICA', `member ${m.name} is not a streaming replica (state ${m.state}): fix it first, a roll only restarts healthy members`);
     }
   }
   const restartsPrimary = targets.some((m) => m.name === leader);
   if (restartsPrimary) {
-    if (settings.paused) throw new OperationError('the cluster is paused and the primary needs a switchover: run `relevo resume` first');
+    if (settings.paused) throw new OperationError('CLUSTER_PAUSED', 'the cluster is paused and the primary needs a switchover: run `relevo resume` first');
     if (!view.members.some((m) => m.name !== leader && m.tags.nofailover !== true && isStreamingReplica(m, leader))) {
-      throw new OperationError(`the primary ${leader} needs a restart but no streaming replica can take over: restarting it would be a write outage`);
+      throw new OperationError('NO_HEALTHY_CANDIDATE', `the primary ${leader} needs a restart but no streaming replica can take over: restarting it would be a write outage`);
     }
   }
   return {
@@ -214,4 +215,45 @@ export async function rollingRestart(driver: RollDriver, options: RollOptions): 
   }
   result.restarted.push(plan.leader);
   return result;
+}
+
+/** Minutes since midnight UTC of an "HH:MM" string. */
+function minutesOf(hhmm: string): number {
+  const [h, m] = hhmm.split(':').map(Number);
+  return h! * 60 + m!;
+}
+
+/** Whether `now` falls in the window [start, end) in UTC; a window whose end is before its start wraps midnight. */
+export function insideWindow(window: { start: string; end: string } | null, now: number): boolean {
+  if (!window) return true;
+  const at = Math.floor((now % 86_400_000) / 60_000);
+  const start = minutesOf(window.start);
+  const end = minutesOf(window.end);
+  return start <= end ? at >= start && at < end : at >= start || at < end;
+}
+
+/**
+ * The automatic rolling restart (settings.autoRestart), decided purely: only the
+ * leader starts one, only when a member has parameters pending restart, inside
+ * the window, with the cluster neither paused nor in a switchover, and only when
+ * the roll as `relevo restart --pending` would plan it is possible now.
+ */
+export function autoRollDue(view: ClusterRead['view'], settings: ClusterSettings, me: string, now: number): { due: boolean; reason: string; plan?: RollPlan } {
+  const auto = settings.autoRestart;
+  if (!auto.pending) return { due: false, reason: 'autoRestart.pending is off' };
+  if (!view.reachable) return { due: false, reason: `store unreachable: ${view.error}` };
+  if (view.leader?.member !== me) return { due: false, reason: 'only the leader rolls' };
+  if (settings.paused) return { due: false, reason: 'cluster paused' };
+  if (view.failover) return { due: false, reason: `a ${view.failover.kind} is in progress` };
+  const pending = view.members.filter((m) => m.pendingRestart.length > 0);
+  if (pending.length === 0) return { due: false, reason: 'no member has parameters pending restart' };
+  if (!insideWindow(auto.window, now)) return { due: false, reason: `outside autoRestart.window ${auto.window!.start}-${auto.window!.end} UTC` };
+  try {
+    const plan = planRoll(view, settings, { mode: 'pending' });
+    const names = pending.map((m) => `${m.name} (${m.pendingRestart.join(', ')})`).join('; ');
+    return { due: true, reason: `parameters pending restart on ${names}: rolling them out (autoRestart.pending)`, plan };
+  } catch (error) {
+    if (error instanceof OperationError) return { due: false, reason: `not possible now: ${error.message}` };
+    throw error;
+  }
 }

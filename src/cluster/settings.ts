@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BackupSettingsSchema } from './backup-settings.js';
 import { AllowedNetworksSchema, PostgresParametersSchema } from './parameters.js';
+import { defaultLogicalSettings, LogicalSettingsSchema, walLevelProblem } from './logical-settings.js';
 import { StandbyClusterSchema } from './site.js';
 
 /**
@@ -63,8 +64,27 @@ export const ClusterSettingsSchema = z
      * CIDR ranges, samehost, samenet or host names; anything else is refused.
      */
     allowedNetworks: AllowedNetworksSchema.default(['samenet', '::1/128']),
+    /**
+     * Roll restart-requiring changes out by themselves: the leader runs the same rolling
+     * restart as `relevo restart --pending` (replicas, switchover, former primary) when a
+     * member has parameters pending restart, inside `window` (UTC "HH:MM"-"HH:MM", may wrap
+     * midnight; null: any time). Off by default.
+     */
+    autoRestart: z
+      .object({
+        pending: z.boolean().default(false),
+        window: z
+          .object({ start: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (UTC)'), end: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (UTC)') })
+          .strict()
+          .nullable()
+          .default(null),
+      })
+      .strict()
+      .default({ pending: false, window: null }),
     /** WAL archive, base backups, retention and schedules (src/cluster/backup-settings.ts, docs/backup.md). */
     backup: BackupSettingsSchema.default(BackupSettingsSchema.parse({})),
+    /** Publications, subscriptions and failover of logical slots (src/cluster/logical-settings.ts, docs/logical.md). */
+    logical: LogicalSettingsSchema.default(defaultLogicalSettings()),
     /**
      * Set: this cluster is a standby cluster of another (docs/sites.md). Its leader is a standby leader that
      * replicates from the source's current primary; nothing here is ever promoted. null: an ordinary cluster.
@@ -82,6 +102,10 @@ export const ClusterSettingsSchema = z
   .refine((s) => s.ttlMs - s.fenceMarginMs >= s.loopWaitMs, {
     message: 'ttlMs - fenceMarginMs must be at least loopWaitMs, or a healthy primary would fence itself',
     path: ['fenceMarginMs'],
+  })
+  .superRefine((s, ctx) => {
+    const problem = walLevelProblem(s.logical, s.postgresql.wal_level);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['logical', 'publications'], message: problem });
   });
 
 export type ClusterSettings = z.infer<typeof ClusterSettingsSchema>;

@@ -73,4 +73,8 @@ export const SITE_CODES = {
   notStreaming: 'SITE_TARGET_NOT_STREAMING',
   lagTooLarge: 'SITE_LAG_TOO_LARGE',
   timeout: 'SITE_TIMEOUT',
+  nameClash: 'SITE_NAME_CLASH',
+  sourceIsStandby: 'SITE_SOURCE_IS_STANDBY',
+  wouldDemote: 'SITE_WOULD_DEMOTE',
 } as const;
+export type SiteCode = (typeof SITE_CODES)[keyof typeof SITE_CODES];

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LogicalStatusSchema } from './logical-status.js';
 
 /** Record under `initialize`: who bootstraps, and once done, the system identifier. */
 export const InitRecordSchema = z.object({
@@ -97,6 +98,20 @@ export const MemberStatusSchema = z.object({
     .nullish(),
   /** Generation of the cluster settings this agent has applied (ran a whole cycle with); null before its first. */
   settingsGeneration: z.number().int().nullable().default(null),
+  /** The member's fencer (src/fence) and watchdog device, as its agent last checked them (absent: an agent without a fencer). */
+  fence: z
+    .object({
+      fencer: z.enum(['running', 'missing']),
+      pid: z.number().nullable(),
+      /** idle, armed (primary: it fences when not fed in time), fenced (it stopped PostgreSQL). */
+      state: z.string(),
+      fences: z.number().int(),
+      watchdog: z.string(),
+      detail: z.string(),
+    })
+    .optional(),
+  /** Publications, subscriptions and logical slots as this member last saw them (docs/logical.md); absent when none matter. */
+  logical: LogicalStatusSchema.optional(),
   updatedAt: z.string(),
 });
 export type MemberStatus = z.infer<typeof MemberStatusSchema>;

@@ -28,13 +28,16 @@ export function versionsInUse(members: MemberStatus[]): string[] {
   });
 }
 
+/** What the version check reads of a member. */
+export type VersionedMember = Pick<MemberStatus, 'name' | 'postgresVersion'>;
+
 /**
  * Judges promoting `candidate` while `reference` (the primary, or the other
  * members when there is none) run their versions. A different major version
  * cannot take over a physical replica set: refused. An older minor version
  * is allowed (rolling back a minor update) but worth a warning.
  */
-export function promotionVersionCheck(candidate: MemberStatus, reference: MemberStatus[]): { refuse?: string; warn?: string } {
+export function promotionVersionCheck(candidate: VersionedMember, reference: VersionedMember[]): { refuse?: string; warn?: string } {
   const mine = parseServerVersion(candidate.postgresVersion);
   if (!mine) return {};
   for (const other of reference) {

@@ -1,6 +1,6 @@
 import type { KeyValue, LeaseId, Store } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
-import { parseRecord, RECORD_SCHEMAS, recordKindOf, unreadableRecord, type RecordKind, type UnreadableRecord } from './records.js';
+import { parseRecord, RECORD_SCHEMAS, recordKindOf, unreadableRecord, type Parsed, type RecordKind, type UnreadableRecord } from './records.js';
 import { defaultClusterSettings, type ClusterSettings } from './settings.js';
 import type { FailoverRequest, HistoryEntry, InitRecord, LeaderRecord, MemberStatus, Optime, QuorumRecord, SlotRegistry, SyncRecord } from './types.js';
 
@@ -39,6 +39,21 @@ export interface Reader {
   lease: LeaseId | undefined;
 }
 
+/**
+ * The records parsed at the last read of each cluster subtree, by key: an agent reads the
+ * subtree every loop and, at rest, nothing in it changed; parsing each record again (JSON
+ * and its schema) was a good part of an idle agent's CPU. A record is parsed again whenever
+ * its text differs. Readers treat the parsed records as read-only.
+ */
+const parsedCache = new Map<string, Map<string, { text: string; parsed: Parsed<unknown> }>>();
+
+function parseCached(previous: Map<string, { text: string; parsed: Parsed<unknown> }> | undefined, next: Map<string, { text: string; parsed: Parsed<unknown> }>, kind: RecordKind, kv: KeyValue): Parsed<unknown> {
+  const hit = previous?.get(kv.key);
+  const parsed = hit && hit.text === kv.value ? hit.parsed : parseRecord<unknown>(RECORD_SCHEMAS[kind], kv.value);
+  next.set(kv.key, { text: kv.value, parsed });
+  return parsed;
+}
+
 /** Reads the whole cluster subtree in one round trip; each record is parsed on its own. */
 export async function readCluster(store: Store, keys: ClusterKeys, reader?: Reader): Promise<ClusterRead> {
   let entries: KeyValue[];
@@ -51,10 +66,12 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
   const revisions: RecordRevisions = {};
   const members: MemberStatus[] = [];
   const single: { [K in RecordKind]?: unknown } = {};
+  const previous = parsedCache.get(keys.root);
+  const next = new Map<string, { text: string; parsed: Parsed<unknown> }>();
   for (const kv of entries) {
     const kind = recordKindOf(keys, kv.key)?.kind;
     if (kind === undefined) continue;
-    const parsed = parseRecord<unknown>(RECORD_SCHEMAS[kind], kv.value);
+    const parsed = parseCached(previous, next, kind, kv);
     // Readable or not, the revision is known: a writer replaces a damaged record by compare-and-swap on it.
     if (kind !== 'member') revisions[kind] = kv.revision;
     if (!parsed.ok) {
@@ -65,6 +82,7 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
     if (kind === 'member') members.push({ ...(parsed.value as MemberStatus), name: kv.key.slice(keys.membersPrefix.length) });
     else single[kind] = parsed.value;
   }
+  parsedCache.set(keys.root, next);
   const settings = (single.config as ClusterSettings | undefined) ?? defaultClusterSettings();
   const leaderRecord = single.leader as LeaderRecord | undefined;
   let leader = leaderRecord && { ...leaderRecord, revision: revisions.leader! };

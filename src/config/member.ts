@@ -110,6 +110,20 @@ export const MemberConfigSchema = z
     router: RouterSettingsSchema.omit({ name: true, cluster: true })
       .extend({ name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(), embedded: z.boolean().default(false) })
       .optional(),
+    /**
+     * The fencer (docs/architecture.md#fencing): a process apart from the agent
+     * that stops a primary's PostgreSQL by PID when the agent stops renewing its lease.
+     */
+    fence: z
+      .object({
+        /** The agent starts the fencer itself (false: an external `relevo fence` runs, e.g. deploy/systemd/relevo-fence.service). */
+        spawn: z.boolean().default(true),
+        /** Linux watchdog device: off; auto (use it where present and fast enough); required (no lease without it). */
+        watchdog: z.enum(['off', 'auto', 'required']).default('auto'),
+        watchdogDevice: z.string().startsWith('/', 'expected an absolute path').default('/dev/watchdog'),
+      })
+      .strict()
+      .default({ spawn: true, watchdog: 'auto', watchdogDevice: '/dev/watchdog' }),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') })
       .strict()

@@ -46,61 +46,39 @@ export interface ServerInspection {
  * would report its last restartpoint's older timeline.
  */
 export async function inspectServer(client: pg.Client, historyTimeline = 1): Promise<ServerInspection> {
-  const base = await client.query<{ in_recovery: boolean; version: string; ssn: string; open: number; pending: string[]; started: number }>(
-    `SELECT pg_is_in_recovery() AS in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
-            (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_settings
-              WHERE pending_restart AND NOT (name LIKE 'recovery\\_target%' AND NOT pg_is_in_recovery())) AS pending, extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
-            (SELECT count(*)::int FROM pg_stat_activity
-              WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open`,
-  );
-  const { in_recovery: inRecovery, version, ssn: synchronousStandbyNames, open: openTransactions, pending: pendingRestart, started: startedAt } = base.rows[0]!;
-  const slots = await client.query<{ slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }>(
-    `SELECT slot_name, active, restart_lsn::text,
-            CASE WHEN restart_lsn IS NULL THEN NULL
-                 ELSE (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint::text END AS retained
-       FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name`,
-  );
-  const slotList: SlotStatus[] = slots.rows.map((r) => ({
+  // One statement, one round trip: the agent asks this every loop, and at rest the
+  // round trips (and their wake-ups of the backend) were most of its SQL cost. Functions
+  // that fail outside their mode (pg_current_wal_lsn in recovery, the replay pause state on
+  // a primary) are guarded by CASE on the recovery flag read once in `r`.
+  const result = await client.query<InspectionRow>(INSPECT_SQL);
+  const row = result.rows[0]!;
+  const slotList: SlotStatus[] = row.slots.map((r) => ({
     name: r.slot_name,
     active: r.active,
     restartLsn: r.restart_lsn,
     retainedBytes: r.retained === null ? null : Number(r.retained),
   }));
-  if (!inRecovery) {
-    const primary = await client.query<{ lsn: string; tli: number }>(
-      `SELECT pg_current_wal_lsn()::text AS lsn, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli`,
-    );
-    const peers = await client.query<{
-      application_name: string;
-      state: string;
-      sync_state: string;
-      sent_lsn: string | null;
-      flush_lsn: string | null;
-      replay_lsn: string | null;
-      replay_lag: number | null;
-    }>(
-      `SELECT application_name, state, sync_state, sent_lsn::text, flush_lsn::text, replay_lsn::text,
-              extract(epoch FROM replay_lag)::float8 AS replay_lag
-         FROM pg_stat_replication ORDER BY application_name`,
-    );
-    const row = primary.rows[0]!;
+  const common = {
+    version: row.version,
+    slots: slotList,
+    synchronousStandbyNames: row.ssn,
+    openTransactions: row.open,
+    pendingRestart: row.pending,
+    startedAt: row.started,
+  };
+  if (!row.in_recovery) {
     return {
-      inRecovery,
-      version,
-      timeline: row.tli,
-      receivedLsn: row.lsn,
-      replayedLsn: row.lsn,
+      ...common,
+      inRecovery: false,
+      timeline: row.primary_tli,
+      receivedLsn: row.primary_lsn,
+      replayedLsn: row.primary_lsn,
       replayPaused: false,
       lagSeconds: 0,
       streaming: false,
       receivedTimeline: null,
       upstreamConninfo: null,
-      slots: slotList,
-      synchronousStandbyNames,
-      openTransactions,
-      pendingRestart,
-      startedAt,
-      replication: peers.rows.map((p) => ({
+      replication: row.peers.map((p) => ({
         member: p.application_name,
         state: p.state,
         syncState: p.sync_state,
@@ -111,48 +89,72 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
       })),
     };
   }
-  const standby = await client.query<{
-    received: string | null;
-    replayed: string | null;
-    paused: boolean;
-    lag: number | null;
-    replay_age: number | null;
-    status: string | null;
-    received_tli: number | null;
-    conninfo: string | null;
-    checkpoint_tli: number;
-  }>(
-    `SELECT pg_last_wal_receive_lsn()::text AS received,
-            pg_last_wal_replay_lsn()::text AS replayed,
-            pg_get_wal_replay_pause_state() <> 'not paused' AS paused,
-            CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-                 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
-            extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS replay_age,
-            r.status, r.received_tli, r.conninfo,
-            greatest((pg_control_checkpoint()).timeline_id, (pg_control_recovery()).min_recovery_end_timeline) AS checkpoint_tli
-       FROM (SELECT 1) one LEFT JOIN pg_stat_wal_receiver r ON true`,
-  );
-  const s = standby.rows[0]!;
   return {
-    inRecovery,
-    version,
-    timeline: Math.max(s.received_tli ?? 0, s.checkpoint_tli, historyTimeline),
-    receivedLsn: s.received ?? s.replayed,
-    replayedLsn: s.replayed,
-    replayPaused: s.paused,
-    lagSeconds: s.lag === null ? null : Math.max(0, s.lag),
-    replayAgeSeconds: s.replay_age === null ? null : Math.max(0, s.replay_age),
-    streaming: s.status === 'streaming',
-    receivedTimeline: s.received_tli,
-    upstreamConninfo: s.conninfo,
-    slots: slotList,
-    synchronousStandbyNames,
-    openTransactions,
-    pendingRestart,
-    startedAt,
+    ...common,
+    inRecovery: true,
+    timeline: Math.max(row.received_tli ?? 0, row.checkpoint_tli ?? 0, historyTimeline),
+    receivedLsn: row.received ?? row.replayed,
+    replayedLsn: row.replayed,
+    replayPaused: row.paused ?? false,
+    lagSeconds: row.lag === null ? null : Math.max(0, row.lag),
+    replayAgeSeconds: row.replay_age === null ? null : Math.max(0, row.replay_age),
+    streaming: row.status === 'streaming',
+    receivedTimeline: row.received_tli,
+    upstreamConninfo: row.conninfo,
     replication: [],
   };
 }
+
+interface InspectionRow {
+  in_recovery: boolean;
+  version: string;
+  ssn: string;
+  open: number;
+  pending: string[];
+  started: number;
+  slots: { slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }[];
+  primary_lsn: string | null;
+  primary_tli: number | null;
+  peers: { application_name: string; state: string; sync_state: string; sent_lsn: string | null; flush_lsn: string | null; replay_lsn: string | null; replay_lag: number | null }[];
+  received: string | null;
+  replayed: string | null;
+  paused: boolean | null;
+  lag: number | null;
+  replay_age: number | null;
+  status: string | null;
+  received_tli: number | null;
+  conninfo: string | null;
+  checkpoint_tli: number | null;
+}
+
+const INSPECT_SQL = `
+SELECT r.in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
+       (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_settings
+         WHERE pending_restart AND NOT (name LIKE 'recovery\\_target%' AND NOT r.in_recovery)) AS pending,
+       extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
+       (SELECT count(*)::int FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open,
+       (SELECT coalesce(json_agg(json_build_object('slot_name', slot_name, 'active', active, 'restart_lsn', restart_lsn::text,
+                 'retained', CASE WHEN restart_lsn IS NULL THEN NULL
+                                  ELSE (CASE WHEN r.in_recovery THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint::text END)
+                 ORDER BY slot_name), '[]')
+          FROM pg_replication_slots WHERE slot_type = 'physical') AS slots,
+       CASE WHEN NOT r.in_recovery THEN pg_current_wal_lsn()::text END AS primary_lsn,
+       CASE WHEN NOT r.in_recovery THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS primary_tli,
+       (SELECT coalesce(json_agg(json_build_object('application_name', application_name, 'state', state, 'sync_state', sync_state,
+                 'sent_lsn', sent_lsn::text, 'flush_lsn', flush_lsn::text, 'replay_lsn', replay_lsn::text,
+                 'replay_lag', extract(epoch FROM replay_lag)::float8) ORDER BY application_name), '[]')
+          FROM pg_stat_replication WHERE NOT r.in_recovery) AS peers,
+       CASE WHEN r.in_recovery THEN pg_last_wal_receive_lsn()::text END AS received,
+       CASE WHEN r.in_recovery THEN pg_last_wal_replay_lsn()::text END AS replayed,
+       CASE WHEN r.in_recovery THEN pg_get_wal_replay_pause_state() <> 'not paused' END AS paused,
+       CASE WHEN NOT r.in_recovery THEN NULL
+            WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS lag,
+       CASE WHEN r.in_recovery THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_age,
+       w.status, w.received_tli, w.conninfo,
+       CASE WHEN r.in_recovery THEN greatest((pg_control_checkpoint()).timeline_id, (pg_control_recovery()).min_recovery_end_timeline) END AS checkpoint_tli
+  FROM (SELECT pg_is_in_recovery() AS in_recovery) r LEFT JOIN pg_stat_wal_receiver w ON r.in_recovery`;
 
 /** Slot names follow the member name; PostgreSQL allows only [a-z0-9_]. */
 export function slotNameFor(member: string): string {

@@ -157,7 +157,7 @@ export class OwnedDir {
   }
 
   /** Replaces (or creates) `name` atomically, owned by the PostgreSQL user, with `mode`. */
-  write(name: string, content: string, mode = 0o600): void {
+  write(name: string, content: string | Uint8Array, mode = 0o600): void {
     // Refuses a link or a foreign file in place of the target before touching anything.
     const existing = this.openExisting(name);
     if (existing !== undefined) closeSync(existing);
@@ -167,7 +167,8 @@ export class OwnedDir {
       try {
         if (runningAsRoot()) fchownSync(fd, this.user.uid, this.user.gid);
         fchmodSync(fd, mode);
-        writeSync(fd, content);
+        if (typeof content === 'string') writeSync(fd, content);
+        else writeSync(fd, content);
         fsyncSync(fd);
       } finally {
         closeSync(fd);
@@ -212,7 +213,7 @@ export function withOwnedDir<T>(dir: string, user: OsUser, work: (dir: OwnedDir)
 }
 
 /** Writes one file in a PostgreSQL-owned directory (see OwnedDir.write). */
-export function writeOwnedFile(path: string, content: string, user: OsUser, mode = 0o600): void {
+export function writeOwnedFile(path: string, content: string | Uint8Array, user: OsUser, mode = 0o600): void {
   withOwnedDir(dirname(path), user, (dir) => dir.write(basename(path), content, mode));
 }
 

@@ -24,3 +24,8 @@ export class StoreUnavailableError extends StoreError {
 export function isStoreUnavailable(error: unknown): error is StoreUnavailableError {
   return error instanceof StoreUnavailableError;
 }
+
+/** The member file's store section cannot be used (credentials, files): a configuration error, exit code 2. */
+export class StoreConfigError extends StoreError {
+  override readonly code = 'STORE_CONFIG_INVALID';
+}

@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { secretFileProblem } from '../util/secret-file.js';
-import { StoreError } from './errors.js';
+import { StoreError, StoreConfigError } from './errors.js';
 import type { StoreConfig } from './config.js';
 import type { EmbeddedStoreOptions } from './embedded.js';
 import type { Store } from './store.js';
@@ -49,11 +49,11 @@ async function etcdTls(config: EtcdConfig): Promise<{ ca: Buffer; cert?: Buffer;
     try {
       // One 0600 rule for every secret file (src/util/secret-file.ts).
       const problem = secret ? secretFileProblem(path, what) : undefined;
-      if (problem !== undefined && problem !== 'missing') throw new StoreError(`store: ${problem}`);
+      if (problem !== undefined && problem !== 'missing') throw new StoreConfigError(`store: ${problem}`);
       return await readFile(path);
     } catch (error) {
       if (error instanceof StoreError) throw error;
-      throw new StoreError(`store: cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+      throw new StoreConfigError(`store: cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
     }
   };
   const ca = await read('store.tls.ca', config.tls.ca, false);
@@ -65,34 +65,34 @@ async function etcdPassword(config: EtcdConfig, env: NodeJS.ProcessEnv): Promise
   const { username, passwordEnv, passwordFile } = config;
   if (username === undefined) {
     if (passwordEnv !== undefined || passwordFile !== undefined) {
-      throw new StoreError('store: passwordEnv/passwordFile given without username; set store.username too');
+      throw new StoreConfigError('store: passwordEnv/passwordFile given without username; set store.username too');
     }
     return undefined;
   }
   if (passwordEnv !== undefined && passwordFile !== undefined) {
-    throw new StoreError('store: set only one of passwordEnv and passwordFile');
+    throw new StoreConfigError('store: set only one of passwordEnv and passwordFile');
   }
   if (passwordEnv !== undefined) {
     const value = env[passwordEnv];
     if (value === undefined || value === '') {
-      throw new StoreError(`store: environment variable ${passwordEnv} (store.passwordEnv) is not set or empty`);
+      throw new StoreConfigError(`store: environment variable ${passwordEnv} (store.passwordEnv) is not set or empty`);
     }
     return value;
   }
   if (passwordFile !== undefined) {
     // The same 0600 rule as every secret file (src/util/secret-file.ts).
     const problem = secretFileProblem(passwordFile, 'store.passwordFile');
-    if (problem !== undefined && problem !== 'missing') throw new StoreError(`store: ${problem}`);
+    if (problem !== undefined && problem !== 'missing') throw new StoreConfigError(`store: ${problem}`);
     let text: string;
     try {
       text = await readFile(passwordFile, 'utf8');
     } catch (error) {
-      throw new StoreError(`store: cannot read password file ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+      throw new StoreConfigError(`store: cannot read password file ${passwordFile}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
     }
     // Files written with `echo` end in a newline that is not part of the password.
     const password = text.replace(/\r?\n$/, '');
-    if (password === '') throw new StoreError(`store: password file ${passwordFile} is empty`);
+    if (password === '') throw new StoreConfigError(`store: password file ${passwordFile} is empty`);
     return password;
   }
-  throw new StoreError('store: username is set but neither passwordEnv nor passwordFile; set one of them');
+  throw new StoreConfigError('store: username is set but neither passwordEnv nor passwordFile; set one of them');
 }

@@ -25,6 +25,8 @@ import { runningPostmasterPid } from '../../src/postgres/datadir.js';
 import type { StoreConfig } from '../../src/store/config.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
+import { fenceFiles, readFencerStatus } from '../../src/fence/files.js';
+import { isFencerProcess } from '../../src/fence/identity.js';
 import { freePorts } from './ports.js';
 import { waitFor } from './wait.js';
 
@@ -226,6 +228,8 @@ export class TestCluster {
       database: 'postgres',
       connectionTimeoutMillis: 5_000,
     });
+    // A server that crashes mid-query (a fault test) fails the query; without a listener it would also crash the test process.
+    client.on('error', () => undefined);
     await client.connect();
     try {
       return (await client.query<R>(text, params)).rows;
@@ -241,11 +245,11 @@ export class TestCluster {
     return apiCall(`${apiUrlOf(config)}${path}`, { timeoutMs: 5_000, ...options, ...(options.tls ? {} : ca ? { tls: { ca } } : {}) });
   }
 
-  /** Runs the relevo CLI with a member's config; resolves with exit code and output. */
-  async cli(args: string[], name?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  /** Runs the relevo CLI with a member's config; resolves with exit code and output (a whole rolling restart needs a longer timeoutMs). */
+  async cli(args: string[], name?: string, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
     const file = this.member(name ?? [...this.members.keys()][0]!).file;
     try {
-      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: 60_000 });
+      const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: timeoutMs });
       return { code: 0, stdout, stderr };
     } catch (error) {
       const e = error as { code?: number; stdout?: string; stderr?: string };
@@ -261,15 +265,37 @@ export class TestCluster {
     }
   }
 
+  /** The member's fencer process (src/fence), from its status file, if it runs. */
+  fencerPid(name: string): number | undefined {
+    const dataDir = this.member(name).config.postgres.dataDir;
+    const status = readFencerStatus(fenceFiles(dataDir).status);
+    return status && isFencerProcess(status.pid, dataDir) ? status.pid : undefined;
+  }
+
+  killFencer(name: string): void {
+    const pid = this.fencerPid(name);
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGCONT');
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+
   /** Stops every agent and PostgreSQL by PID, then removes the directory. Safe to call twice. */
   async destroy(): Promise<void> {
     for (const member of this.members.values()) {
       const agent = member.agent;
       if (agent && agent.exitCode === null && agent.signalCode === null) {
+        const exited = new Promise<void>((resolve) => agent.once('exit', () => resolve()));
         agent.kill('SIGCONT');
         agent.kill('SIGKILL');
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
       }
     }
+    // Fencers run apart from their agents (own session, re-parented): stopped by the PID they report, once the agents are gone.
+    for (const member of this.members.values()) this.killFencer(member.name);
     for (const member of this.members.values()) {
       const pid = runningPostmasterPid(member.config.postgres.dataDir);
       if (pid === undefined) continue;

@@ -153,7 +153,7 @@ async function startOnce(options: EtcdOptions): Promise<EtcdProcess> {
   };
 }
 
-function readLogTail(path: string): string {
+export function readLogTail(path: string): string {
   try {
     return readFileSync(path, 'utf8').slice(-4000);
   } catch {
@@ -162,7 +162,7 @@ function readLogTail(path: string): string {
 }
 
 /** GET /health answers {"health":"true"} once the member has a leader and serves requests. */
-function healthy(clientUrl: string, tls?: { ca: string; cert: string; key: string }): Promise<boolean> {
+export function healthy(clientUrl: string, tls?: { ca: string; cert: string; key: string }): Promise<boolean> {
   return new Promise((resolve) => {
     // agent: false: no keep-alive socket outlives the check.
     const get = tls ? httpsGet : httpGet;

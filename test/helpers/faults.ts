@@ -147,6 +147,21 @@ export class Faults {
     return { at: Date.now(), pids };
   }
 
+  /**
+   * SIGSTOP the agent and the postmaster alone: the backends (and walsenders)
+   * keep serving their open sessions, yet no new connection, reload or signal
+   * from the agent can reach the server.
+   */
+  stopAgentAndPostmaster(name: string): Injected {
+    const pids = this.stop(name, 'agent').pids;
+    const postmaster = this.cluster.postmasterPid(name);
+    if (postmaster !== undefined && !this.stopped.has(postmaster) && send(postmaster, 'SIGSTOP')) {
+      this.stopped.add(postmaster);
+      pids.push(postmaster);
+    }
+    return { at: Date.now(), pids };
+  }
+
   /** SIGCONT what stop() stopped for this member (children first, so the postmaster wakes to a consistent tree). */
   resume(name: string, target: Target): Injected {
     const pids = this.targets(name, target)()

@@ -10,6 +10,7 @@
  * namespace, veth and the bridge it created.
  */
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 interface Host {
   netns: string;
@@ -20,6 +21,20 @@ interface Host {
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
+
+export interface LabOptions {
+  /**
+   * Names start with this prefix followed by the owner's PID in base 36, so
+   * `NetworkLab.removeStale(prefix)` can find what a crashed run left behind.
+   * Interface names are limited to 15 characters: keep it to 4.
+   */
+  prefix?: string;
+  /** First three octets of the lab's /24, e.g. '10.213.7' (default: 10.231.x by PID). */
+  subnet?: string;
+}
+
+/** nftables table the lab's filters live in, one per host namespace (gone with the namespace). */
+const NFT_TABLE = 'relevo_lab';
 
 export class NetworkLab {
   private readonly hosts = new Map<string, Host>();
@@ -32,6 +47,8 @@ export class NetworkLab {
     /** The bridge's address: services of the root namespace (etcd, the test's clients) listen or connect here. */
     readonly gateway: string,
     private readonly subnet: string,
+    private readonly nsPrefix: string,
+    private readonly linkPrefix: string,
   ) {}
 
   static available(): string | undefined {
@@ -44,12 +61,14 @@ export class NetworkLab {
     }
   }
 
-  static create(): NetworkLab {
-    const tag = (process.pid % 46_000).toString(36);
+  static create(options: LabOptions = {}): NetworkLab {
+    // With a prefix the full PID is in the names (base 36 fits 15 characters), so stale ones can be told from live ones.
+    const tag = options.prefix ? process.pid.toString(36) : (process.pid % 46_000).toString(36);
     // A /24 per test process, so two runs on one machine do not share a subnet.
-    const third = 16 + (process.pid % 200);
-    const subnet = `10.231.${third}`;
-    const lab = new NetworkLab(tag, `rlvb${tag}`, `${subnet}.1`, subnet);
+    const subnet = options.subnet ?? `10.231.${16 + (process.pid % 200)}`;
+    const links = options.prefix ?? 'rlv';
+    const nsPrefix = options.prefix ? `relevo-${options.prefix}-${tag}-` : `relevo-${tag}-`;
+    const lab = new NetworkLab(tag, `${links}${tag}b`, `${subnet}.1`, subnet, nsPrefix, `${links}${tag}`);
     ip('link', 'add', lab.bridge, 'type', 'bridge');
     try {
       ip('addr', 'add', `${lab.gateway}/24`, 'dev', lab.bridge);
@@ -64,9 +83,9 @@ export class NetworkLab {
   /** Creates the namespace of one host; returns its address. */
   addHost(name: string): string {
     const index = this.hosts.size + 1;
-    const host: Host = { netns: `relevo-${this.tag}-${name}`, veth: `rlv${this.tag}h${index}`, address: `${this.subnet}.${10 + index}` };
+    const host: Host = { netns: `${this.nsPrefix}${name}`, veth: `${this.linkPrefix}h${index}`, address: `${this.subnet}.${10 + index}` };
     this.hosts.set(name, host);
-    const inside = `rlv${this.tag}n${index}`;
+    const inside = `${this.linkPrefix}n${index}`;
     ip('netns', 'add', host.netns);
     ip('link', 'add', host.veth, 'type', 'veth', 'peer', 'name', inside);
     ip('link', 'set', inside, 'netns', host.netns);
@@ -88,6 +107,118 @@ export class NetworkLab {
   /** argv that runs a program inside the host's namespace (same PID: `ip netns exec` execs it). */
   wrap(name: string, argv: string[]): string[] {
     return ['ip', 'netns', 'exec', this.host(name).netns, ...argv];
+  }
+
+  names(): string[] {
+    return [...this.hosts.keys()];
+  }
+
+  /**
+   * Replaces the host's packet filter (an nftables table inside its
+   * namespace) with these rules; `{}` (no rules) removes it. Rules are nft
+   * statements for the 'input' and 'output' chains, e.g. 'iifname != "lo" drop'.
+   */
+  filter(name: string, rules: { input?: string[]; output?: string[] }): void {
+    const netns = this.host(name).netns;
+    const lines = [`table inet ${NFT_TABLE}`, `delete table inet ${NFT_TABLE}`];
+    if ((rules.input?.length ?? 0) + (rules.output?.length ?? 0) > 0) {
+      lines.push(`table inet ${NFT_TABLE} {`);
+      for (const [chain, list] of [['input', rules.input ?? []], ['output', rules.output ?? []]] as const) {
+        lines.push(`  chain ${chain} {`, `    type filter hook ${chain} priority 0; policy accept;`, ...list.map((r) => `    ${r}`), '  }');
+      }
+      lines.push('}');
+    }
+    // "table X" then "delete table X" in one transaction: it works whether or not the table existed.
+    execFileSync('ip', ['netns', 'exec', netns, 'nft', '-f', '-'], { input: `${lines.join('\n')}\n`, stdio: ['pipe', 'ignore', 'pipe'] });
+  }
+
+  /**
+   * Throttles the host's link both ways with a token bucket (tc tbf): packets
+   * queue up to `latencyMs`, so a busy link delays them by up to that much and
+   * drops what would wait longer. (This kernel has no netem for a fixed delay.)
+   * `undefined` removes the throttle.
+   */
+  shape(name: string, rate?: { kbit: number; latencyMs: number }): void {
+    const host = this.host(name);
+    const index = [...this.hosts.keys()].indexOf(name) + 1;
+    // Egress of each end of the veth: the host's side shapes what it sends, the bridge's side what it receives.
+    const ends: [string[], string][] = [[['-n', host.netns], `${this.linkPrefix}n${index}`], [[], host.veth]];
+    for (const [where, dev] of ends) {
+      try {
+        execFileSync('tc', [...where, 'qdisc', 'del', 'dev', dev, 'root'], { stdio: 'ignore' });
+      } catch {
+        // no throttle yet
+      }
+      if (!rate) continue;
+      execFileSync('tc', [...where, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${rate.kbit}kbit`, 'burst', '8kb', 'latency', `${rate.latencyMs}ms`], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    }
+  }
+
+  /** Lists the host's current filter (for reports). */
+  filterText(name: string): string {
+    try {
+      return execFileSync('ip', ['netns', 'exec', this.host(name).netns, 'nft', 'list', 'table', 'inet', NFT_TABLE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    } catch {
+      return '';
+    }
+  }
+
+  /**
+   * Removes namespaces (and the processes in them) and links a run with this
+   * prefix left behind when its process died (a crash, SIGKILL): those whose
+   * owner PID is gone, and this process's own with includeOwn (an interrupted
+   * setup). Returns what it removed.
+   */
+  static removeStale(prefix: string, includeOwn = false): string[] {
+    const removed: string[] = [];
+    const dead = (tag: string) => {
+      const pid = parseInt(tag, 36);
+      return !Number.isFinite(pid) || (pid === process.pid ? includeOwn : !existsSync(`/proc/${pid}`));
+    };
+    let namespaces = '';
+    try {
+      namespaces = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    } catch {
+      return removed;
+    }
+    const nsPattern = new RegExp(`^relevo-${prefix}-([0-9a-z]+)-\\S+`);
+    for (const line of namespaces.split('\n')) {
+      const match = nsPattern.exec(line.trim());
+      if (!match || !dead(match[1]!)) continue;
+      const netns = match[0];
+      try {
+        // Its processes (agents, PostgreSQL, etcd...) outlived their owner: kill them by PID first.
+        const pids = execFileSync('ip', ['netns', 'pids', netns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number);
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGCONT');
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone meanwhile
+          }
+        }
+        if (pids.length > 0) removed.push(`${pids.length} processes in ${netns}`);
+        ip('netns', 'del', netns);
+        removed.push(netns);
+      } catch {
+        // raced with its owner
+      }
+    }
+    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' });
+    const linkPattern = new RegExp(`^\\d+: (${prefix}([0-9a-z]+?)(?:b|h\\d+))[@:]`);
+    for (const line of links.split('\n')) {
+      const match = linkPattern.exec(line);
+      if (!match || !dead(match[2]!)) continue;
+      try {
+        ip('link', 'del', match[1]!);
+        removed.push(match[1]!);
+      } catch {
+        // gone with its namespace's peer
+      }
+    }
+    return removed;
   }
 
   /** The host loses its only link: no store, no peers, no clients. Its processes keep running. */

@@ -48,6 +48,12 @@ export interface WriterOptions {
   queryTimeoutMs?: number;
   /** Pause after a round in which no host accepted a read-write session. */
   retryMs?: number;
+  /**
+   * Ask the server who acknowledged each commit (inet_server_addr(), mapped to
+   * a member name through this table) and on which timeline, instead of
+   * trusting the target's name: a router or a proxy between us and the server.
+   */
+  serverNames?: Record<string, string>;
 }
 
 export interface Ack {
@@ -59,6 +65,8 @@ export interface Ack {
   ackedAt: number;
   /** WAL insert position during the INSERT (its commit record follows): to place a lost commit in the WAL afterwards. */
   lsn: string | null;
+  /** Timeline the commit was written on (from the WAL file name at the insert position). */
+  timeline?: number;
 }
 
 export interface Failure {
@@ -325,15 +333,21 @@ export class Writer {
       const id = ++this.nextId;
       const sentAt = Date.now();
       try {
+        const names = this.options.serverNames;
         const result = await withTimeout(
-          session.client.query<{ lsn: string }>(
-            `INSERT INTO ${this.options.table} (id, server) VALUES ($1, $2) RETURNING pg_current_wal_insert_lsn()::text AS lsn`,
-            [id, session.target.name],
+          session.client.query<{ lsn: string; addr?: string | null; wal?: string }>(
+            names
+              ? `INSERT INTO ${this.options.table} (id, server) VALUES ($1, host(inet_server_addr())) RETURNING pg_current_wal_insert_lsn()::text AS lsn, host(inet_server_addr()) AS addr, pg_walfile_name(pg_current_wal_insert_lsn()) AS wal`
+              : `INSERT INTO ${this.options.table} (id, server) VALUES ($1, $2) RETURNING pg_current_wal_insert_lsn()::text AS lsn`,
+            names ? [id] : [id, session.target.name],
           ),
           this.queryTimeoutMs,
           `insert ${id} on ${session.target.name}`,
         );
-        this.acks.push({ id, server: session.target.name, sentAt, ackedAt: Date.now(), lsn: result.rows[0]?.lsn ?? null });
+        const row = result.rows[0];
+        const server = names ? (names[row?.addr ?? ''] ?? `${session.target.name}:${row?.addr ?? '?'}`) : session.target.name;
+        const timeline = row?.wal ? parseInt(row.wal.slice(0, 8), 16) : undefined;
+        this.acks.push({ id, server, sentAt, ackedAt: Date.now(), lsn: row?.lsn ?? null, ...(timeline === undefined ? {} : { timeline }) });
         this.ackedIds.add(id);
       } catch (error) {
         // Outcome unknown: the id is never reused, and never counted as acknowledged.

@@ -96,17 +96,19 @@ describe('REST API', () => {
     const auth = { authorization: basicAuthHeader(credentials) };
     const switchover = await app.inject({ method: 'POST', url: '/switchover', headers: auth, payload: { to: 'b' } });
     assert.equal(switchover.statusCode, 409);
-    assert.match(switchover.json<{ error: string }>().error, /no primary holds the leader lease/);
+    assert.equal(switchover.json<{ code: string }>().code, 'NO_PRIMARY');
     assert.equal(await store.get(keys.failover), undefined);
     source.status = member('a', { role: 'primary', state: 'primary' });
     const reinit = await app.inject({ method: 'POST', url: '/reinit', headers: auth });
     assert.equal(reinit.statusCode, 409);
+    assert.equal(reinit.json<{ code: string }>().code, 'PRIMARY_REINIT');
     const badBody = await app.inject({ method: 'POST', url: '/failover', headers: auth, payload: {} });
     assert.equal(badBody.statusCode, 400);
+    assert.equal(badBody.json<{ code: string }>().code, 'API_BAD_REQUEST');
     assert.equal((await app.inject({ method: 'POST', url: '/pause', headers: auth })).statusCode, 202);
     const again = await app.inject({ method: 'POST', url: '/pause', headers: auth });
     assert.equal(again.statusCode, 409);
-    assert.match(again.json<{ error: string }>().error, /already paused/);
+    assert.equal(again.json<{ code: string }>().code, 'ALREADY_PAUSED');
   });
 
   it('can require authentication for the read-only endpoints too', async () => {

@@ -29,8 +29,6 @@
  * PID in `after`, also when a test fails half-way.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -40,10 +38,11 @@ import type { MemberStatus } from '../../src/cluster/types.js';
 import { loadCredentials } from '../../src/config/secrets.js';
 import type { RouterStatus } from '../../src/router/status.js';
 import type { Watch } from '../../src/store/store.js';
-import { MAIN, TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS, TEST_APP_ROLE } from '../helpers/cluster.js';
+import { TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS, TEST_APP_ROLE } from '../helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.js';
 import { Faults } from '../helpers/faults.js';
 import { freePorts } from '../helpers/ports.js';
+import { RouterProcess } from '../helpers/router-process.js';
 import { waitFor } from '../helpers/wait.js';
 
 const NAMES = FAULT_TEST_MEMBERS;
@@ -63,93 +62,6 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
     timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-// ---- the router as its own process -----------------------------------------
-
-const routerPids = new Set<number>();
-process.on('exit', () => {
-  for (const pid of routerPids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
-});
-
-class RouterProcess {
-  private constructor(
-    readonly child: ChildProcess,
-    readonly logFile: string,
-    readonly metrics: string,
-  ) {}
-
-  static start(configFile: string, logFile: string, metrics: string): RouterProcess {
-    const log = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [MAIN, 'router', '-c', configFile], { stdio: ['ignore', log, log] });
-    const pid = child.pid;
-    if (pid === undefined) throw new Error('relevo router did not start');
-    routerPids.add(pid);
-    child.once('exit', () => routerPids.delete(pid));
-    return new RouterProcess(child, logFile, metrics);
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async stats(): Promise<RouterStatus> {
-    const response = await fetch(`http://${this.metrics}/stats`, { signal: AbortSignal.timeout(2_000) });
-    if (!response.ok) throw new Error(`GET /stats: ${response.status}`);
-    return (await response.json()) as RouterStatus;
-  }
-
-  async listener(role: 'rw' | 'ro') {
-    const found = (await this.stats()).listeners.find((l) => l.role === role);
-    if (!found) throw new Error(`router has no ${role} listener`);
-    return found;
-  }
-
-  /** The router's JSON log lines (pino), parsed; non-JSON lines are skipped. */
-  log(): Array<{ time: string; msg: string; [key: string]: unknown }> {
-    let text = '';
-    try {
-      text = readFileSync(this.logFile, 'utf8');
-    } catch {
-      return [];
-    }
-    const out = [];
-    for (const line of text.split('\n')) {
-      if (!line.startsWith('{')) continue;
-      try {
-        out.push(JSON.parse(line));
-      } catch {
-        // a torn last line
-      }
-    }
-    return out;
-  }
-
-  tail(lines = 30): string {
-    try {
-      return readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no router log)';
-    }
-  }
-
-  /** SIGTERM (the router closes its sessions and unpublishes), SIGKILL if it is not gone in 10 s. */
-  async stop(): Promise<void> {
-    if (!this.running) return;
-    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.kill('SIGTERM');
-    await Promise.race([exited, sleep(10_000)]);
-    if (this.running) {
-      this.child.kill('SIGKILL');
-      await exited;
-    }
-  }
 }
 
 // ---- clients ---------------------------------------------------------------

@@ -85,6 +85,17 @@ describe('decide: the primary', () => {
     assert.match(d.reason, /moved on to timeline 2/);
   });
 
+  it('chaos seed 1, freeze-agent-postmaster: a primary whose PostgreSQL its fence watchdog stopped between cycles rejoins the new leader (no illegal primary -> rewinding)', () => {
+    // The agent and the postmaster were frozen past the lease; on SIGCONT the watchdog stopped PostgreSQL
+    // outside the cycle, so the next cycle starts from 'primary' with the server stopped and another leader.
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 9 }, history: [{ timeline: 2, from: 'a', to: 'b', reason: 'x', lsn: '0/5000000', at: 'x' }] });
+    for (const previous of ['primary', 'primary_store_unreachable'] as const) {
+      const d = decide(observation({ ...asPrimary, server: { kind: 'stopped' as const }, previous: { state: previous, since: 0 }, store }, 'a'));
+      assert.equal(d.defect, undefined, `${previous} -> ${d.state}: ${d.defect?.message}`);
+      assert.ok(['rewinding', 'starting_replica', 'waiting_for_primary'].includes(d.state), `${previous} -> ${d.state}`);
+    }
+  });
+
   it('restarts a crashed primary in place, then releases the lease after the timeout', () => {
     const stopped = { ...asPrimary, server: { kind: 'stopped' as const }, previous: { state: 'primary' as const, since: 0 } };
     const first = decide(observation(stopped, 'a'));
@@ -191,6 +202,13 @@ describe('decide: election', () => {
     const d = decide(observe({ settings, store }));
     assert.equal(d.state, 'electing');
     assert.match(d.reason, /maximumLagOnFailover/);
+  });
+
+  it('a member whose fencer does not run never takes over (E_FENCER_MISSING)', () => {
+    const d = decide(observe({ store: noLeader, member: { name: 'b', connectAddress: 'x:1', nofailover: false, priority: 100, fencerMissing: 'fencer 9 has not ticked for 6000 ms' } }));
+    assert.equal(d.state, 'electing');
+    assert.match(d.reason, /E_FENCER_MISSING/);
+    assert.deepEqual(types(d), []);
   });
 
   it('nofailover and paused members never promote', () => {

@@ -26,3 +26,10 @@ test('promotion across major versions is refused; to an older minor it is a warn
   assert.deepEqual(promotionVersionCheck(member('b', { postgresVersion: '15.18 (Debian)' }), [primary]), {});
   assert.deepEqual(promotionVersionCheck(member('b', { postgresVersion: null }), [primary]), {});
 });
+
+test('binaries installed under a running server of another minor version are a pending restart', async () => {
+  const { binariesPending } = await import('../../src/postgres/binaries.js');
+  assert.equal(binariesPending('15.17', '15.18'), 'binaries 15.18');
+  assert.equal(binariesPending('15.18 (Debian 15.18-1)', '15.18'), undefined);
+  assert.equal(binariesPending('15.18', undefined), undefined, 'unknown binaries are never a reason to restart');
+});

@@ -1,0 +1,50 @@
+/**
+ * npm run chaos -- [--seed N] [--duration 5m] [--faults N] [--mode sync|async|both] [--hosts 3] [--kinds a,b] [--note text]
+ * npm run chaos:long   (30 minutes, both modes, every fault kind)
+ *
+ * Prints the verdict table and writes bench/results/chaos-<time>.md and .json.
+ * Exits 1 when the checker found a violation, 2 when the lab cannot run here.
+ */
+import { FAULT_KINDS, type FaultKind } from './faults.js';
+import { labUnavailable } from './lab.js';
+import { verdictMarkdown, writeVerdict } from './report.js';
+import { runChaos } from './run.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+function duration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  if (!match) throw new Error(`--duration ${text}: expected e.g. 90s, 5m, 1h`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[(match[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Number(match[1]) * unit;
+}
+
+const unavailable = labUnavailable();
+if (unavailable) {
+  console.error(`chaos: cannot run here: ${unavailable}`);
+  process.exit(2);
+}
+const mode = (arg('mode') ?? 'both') as 'sync' | 'async' | 'both';
+if (!['sync', 'async', 'both'].includes(mode)) throw new Error(`--mode ${mode}: expected sync, async or both`);
+const kinds = arg('kinds')?.split(',') as FaultKind[] | undefined;
+for (const k of kinds ?? []) if (!FAULT_KINDS.includes(k)) throw new Error(`--kinds: unknown fault ${k}; known: ${FAULT_KINDS.join(', ')}`);
+const seed = Number(arg('seed') ?? Date.now() % 1_000_000);
+const maxFaults = arg('faults');
+const run = await runChaos({
+  seed,
+  durationMs: duration(arg('duration') ?? '5m'),
+  ...(maxFaults ? { maxFaults: Number(maxFaults) } : {}),
+  mode,
+  hosts: Number(arg('hosts') ?? 3),
+  ...(kinds ? { kinds } : {}),
+  ...(arg('hold') ? { holdMs: arg('hold')!.split('-').map(duration) as [number, number] } : {}),
+  tolerateAsyncOverlap: false,
+});
+const note = arg('note') ?? '';
+const file = writeVerdict(run, note);
+console.log(verdictMarkdown(run, note));
+console.log(`verdict written to ${file} (and .json)`);
+process.exit(run.check.violations.length > 0 || run.aborted ? 1 : 0);
