@@ -12,7 +12,7 @@ import type { MemberConfig } from '../config/member.js';
 import { writeOwnedFile } from '../postgres/owned-fs.js';
 import { quoteIdent } from '../postgres/sql.js';
 import { lookupOsUser } from '../util/os-user.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { Store } from '../store/store.js';
 import { applySequences, countDifferences, currentLsn, majorVersion, openTransactions, rowCounts, sequenceValues, setReadOnly, terminate } from './data.js';
 import { UpgradeError } from './errors.js';
@@ -34,7 +34,8 @@ import {
 } from './replication.js';
 import { awaitRouters, routers, writeRoute } from './route.js';
 import { copyRoles, copySchema } from './schema.js';
-import { connect, conninfo, locate, withClient, type Side } from './side.js';
+import { connect, locate, networkConninfo, withClient, type Side } from './side.js';
+import { dropUpgradeRole, ensureUpgradeRole, UPGRADE_ROLE } from './role.js';
 import { advance, readState, stepIndex, UPGRADE_STEPS, type StoredState, type UpgradeState } from './state.js';
 
 export interface UpgradeOptions {
@@ -150,13 +151,18 @@ export async function plan(o: UpgradeOptions): Promise<string> {
 
 // ---- the copy ---------------------------------------------------------------
 
-/** Files the new cluster's PostgreSQL reads to reach the old one: a passfile and the old cluster's CA. */
-function subscriberFiles(source: Side, target: Side): { passfile: string; ca: string | undefined } {
+/** Where the new cluster's PostgreSQL finds the password of the upgrade role on the old cluster (beside its data directory). */
+function subscriberPassfile(sourceCluster: string, target: MemberConfig): string {
+  return join(dirname(target.postgres.dataDir), `upgrade-from-${sourceCluster}.pgpass`);
+}
+
+/** Files the new cluster's PostgreSQL reads to reach the old one: a passfile (the upgrade role's password) and the old cluster's CA. */
+function subscriberFiles(source: Side, target: Side, password: string): { passfile: string; ca: string | undefined } {
   const user = lookupOsUser(target.config.postgres.osUser);
   const dir = dirname(target.config.postgres.dataDir);
-  const passfile = join(dir, `upgrade-from-${source.cluster}.pgpass`);
+  const passfile = subscriberPassfile(source.cluster, target.config);
   const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeOwnedFile(passfile, `${escape(source.host)}:${source.port}:*:relevo:${escape(source.password)}\n`, user);
+  writeOwnedFile(passfile, `${escape(source.host)}:${source.port}:*:${UPGRADE_ROLE}:${escape(password)}\n`, user);
   let ca: string | undefined;
   if (source.caFile) {
     ca = join(dir, `upgrade-from-${source.cluster}-ca.crt`);
@@ -188,14 +194,16 @@ async function buildCopy(run: Run, source: Side, target: Side): Promise<void> {
   }
   if (state.step === 'schema') {
     let full: TableRef[] = [];
+    let password = '';
     await withClient(source, db, async (s) => {
       full = await tablesWithoutReplicaIdentity(s);
       if (full.length && !o.replicaIdentityFull) throw new UpgradeError('UPGRADE_NO_REPLICA_IDENTITY', `table(s) without a primary key or replica identity: ${full.map(display).join(', ')}`);
       await setReplicaIdentityFull(s, full);
       await ensurePublication(s, state.publication);
+      password = await ensureUpgradeRole(s);
     });
-    const files = subscriberFiles(source, target);
-    const info = conninfo(source, db, { passfile: files.passfile, application_name: state.subscription, ...(files.ca ? { sslrootcert: files.ca } : {}) });
+    const files = subscriberFiles(source, target, password);
+    const info = networkConninfo(source, db, UPGRADE_ROLE, { passfile: files.passfile, application_name: state.subscription, ...(files.ca ? { sslrootcert: files.ca } : {}) });
     await withClient(target, db, (t) => ensureSubscription(t, state.subscription, info, state.publication), 'UPGRADE_TARGET_UNREACHABLE');
     state = await save(run, 'subscribed', `publication ${state.publication} on ${source.cluster}, subscription ${state.subscription} on ${target.cluster}`, { replicaIdentityFull: full.map(display) });
   }
@@ -464,8 +472,10 @@ export async function forget(o: UpgradeOptions): Promise<string> {
     await s.query('SET default_transaction_read_only = off');
     await dropSlot(s, st.subscription);
     await dropPublication(s, st.publication);
+    await dropUpgradeRole(s);
   });
-  notes.push(`slot and publication dropped on ${st.source}`);
+  rmSync(subscriberPassfile(st.source, o.newConfig), { force: true });
+  notes.push(`slot, publication and role ${UPGRADE_ROLE} dropped on ${st.source}`);
   await o.store.delete(oldKeys(o).upgrade, stored.revision);
   notes.push('upgrade record removed');
   return notes.join('; ');

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import { ROLE_NAMES } from '../config/secrets.js';
 import { UpgradeError } from './errors.js';
-import { conninfo, type Side } from './side.js';
+import { localConninfo as conninfo, type Side } from './side.js';
+import { UPGRADE_ROLE } from './role.js';
 
 interface Tools {
   binDir: string;
@@ -22,7 +23,7 @@ function withPassfile<T>(sides: Side[], work: (passfile: string) => Promise<T>):
   const dir = mkdtempSync(join(tmpdir(), 'relevo-upgrade-'));
   const passfile = join(dir, 'pgpass');
   const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeFileSync(passfile, sides.map((s) => `${escape(s.host)}:${s.port}:*:${ROLE_NAMES.agent}:${escape(s.password)}\n`).join(''), { mode: 0o600 });
+  writeFileSync(passfile, sides.map((s) => `${escape(s.socketDir)}:${s.localPort}:*:${ROLE_NAMES.agent}:${escape(s.password)}\n`).join(''), { mode: 0o600 });
   return work(passfile).finally(() => rmSync(dir, { recursive: true, force: true }));
 }
 
@@ -59,6 +60,8 @@ export async function copyRoles(binDir: string, source: Side, target: Side, targ
     let created = 0;
     const lines = dump.split('\n').filter((line) => {
       const m = ROLE_LINE.exec(line);
+      // The subscription's role on the old cluster stays there (dropped at forget).
+      if (line.includes(`"${UPGRADE_ROLE}"`)) return false;
       if (!m) return true;
       const name = m[1]!.startsWith('"') ? m[1]!.slice(1, -1).replace(/""/g, '"') : m[1]!;
       if (existing.has(name)) return false;

@@ -117,6 +117,13 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
       await writers.stop();
     }
     assert.deepEqual(writers.errors, [], 'clients through the router saw no error');
+    // The copy logged in to the old primary as its own non-superuser role, never as relevo's superuser.
+    const subscriptions = await sqlIn<{ subconninfo: string }>(green, 'green1', 'app', 'SELECT subconninfo FROM pg_subscription');
+    const upgradeRole = await sqlIn<{ rolsuper: boolean; rolreplication: boolean }>(blue, 'blue1', 'postgres', "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = 'relevo_upgrade'");
+    assert.deepEqual(upgradeRole, [{ rolsuper: false, rolreplication: true }]);
+    assert.equal(subscriptions.length, 1);
+    assert.match(subscriptions[0]!.subconninfo, /user='relevo_upgrade'/);
+    assert.doesNotMatch(subscriptions[0]!.subconninfo, /password/);
     const onBlue = writers.acks.filter((a) => a.port === bluePort);
     const onGreen = writers.acks.filter((a) => a.port === greenPort);
     assert.ok(onBlue.length > 0 && onGreen.length > 0);
@@ -171,5 +178,6 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
     r = await upgrade(['forget', '-d', 'app']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await sqlIn(blue, 'blue1', 'app', 'SELECT slot_name FROM pg_replication_slots WHERE slot_type = $1', ['logical']), []);
+    assert.deepEqual(await sqlIn(blue, 'blue1', 'postgres', "SELECT 1 FROM pg_roles WHERE rolname = 'relevo_upgrade'"), [], 'the upgrade role is dropped at forget');
   });
 });
