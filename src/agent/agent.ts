@@ -170,6 +170,11 @@ export class Agent {
     return this.status;
   }
 
+  /** A member's last readable status from the store (recover-table's copy looks up the delayed replica here). */
+  knownMember(name: string): MemberStatus | undefined {
+    return this.lastKnown.get(name);
+  }
+
   currentSync(): SyncRecord | undefined {
     return this.sync;
   }

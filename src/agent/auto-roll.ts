@@ -16,7 +16,8 @@ import { readCluster } from '../cluster/view.js';
 import type { Store } from '../store/store.js';
 import { apiCall, peerRequest, type PeerAccess } from '../tls/client.js';
 
-const TICK_MS = 10_000;
+/** How often each agent checks whether an automatic roll is due (exported for the test that waits out a check). */
+export const TICK_MS = 10_000;
 const FAILED_BACKOFF_MS = 10 * 60_000;
 const SWITCHOVER_TIMEOUT_MS = 60_000;
 

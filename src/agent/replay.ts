@@ -5,6 +5,7 @@ import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { withOwnedDir } from '../postgres/owned-fs.js';
 import { withConnection } from '../postgres/sql.js';
 import { proposeTarget, scanWal, WaldumpScanner, type DestructiveTransaction } from '../postgres/waldump.js';
+import { copyFromDelayedReplica, RecoverCopyBody, type RecoverCopyResult } from './recover-copy.js';
 import { checkRecoveryTarget, RECOVERY_TARGET_FILE, renderRecoveryTarget, type RecoveryTarget } from './delayed.js';
 import type { OperatorRequest } from './observation.js';
 
@@ -32,6 +33,8 @@ export const REPLAY_ERROR_CODES = {
   TABLE_MISSING: 'the table does not exist on the delayed replica at the target',
   TABLE_LOCKED_AT_TARGET: 'a transaction in flight at the target holds the table locked there (use --find or --xid)',
   TARGET_TABLE_EXISTS: 'a table of the new name already exists on the primary',
+  TABLE_ROW_SECURITY: 'the table has row-level security: relevo_remote (no BYPASSRLS) cannot read every row, so nothing is copied',
+  PRIMARY_CHANGED: 'the member asked to write the recovered rows is not the running primary (a failover came between)',
   NOTHING_FOUND: '--find saw no TRUNCATE, DROP or mass DELETE of the table in the WAL of the delay window',
   BAD_REQUEST: 'the request is malformed',
   REPLAY_FAILED: 'PostgreSQL or a program failed while carrying out the request',
@@ -53,6 +56,8 @@ export interface FindResult {
 interface Host {
   request(operatorRequest: OperatorRequest): void;
   currentStatus(): MemberStatus | undefined;
+  /** The last readable status of a member, from the store. */
+  knownMember(name: string): MemberStatus | undefined;
 }
 
 /**
@@ -137,6 +142,20 @@ export class ReplayControl {
     const removed = withOwnedDir(this.local.dataDir, this.local.user, (dir) => dir.remove(RECOVERY_TARGET_FILE));
     if (removed) this.host.request({ kind: 'restart' });
     return { member: this.config.name, cleared: removed };
+  }
+
+  /**
+   * recover-table's write on the primary (POST /recover-table/copy): the rows
+   * of a delayed replica held at its target, into a new table here.
+   */
+  async copy(raw: unknown): Promise<RecoverCopyResult> {
+    const parsed = RecoverCopyBody.safeParse(raw ?? {});
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+      throw new ReplayError('BAD_REQUEST', `body: ${problems}; expected {"from": "<member>", "table": "<schema.name>", "into": "<new name>", "database": "<name>"}`);
+    }
+    this.credentials ??= loadCredentials(this.config);
+    return copyFromDelayedReplica(this.config, this.local, this.credentials, this.host, parsed.data);
   }
 
   /**

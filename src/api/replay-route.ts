@@ -6,7 +6,9 @@ import type { ApiExtension } from './server.js';
 /**
  * POST /replay/pause, /replay/resume, /replay/target (body {xid} or {time}),
  * /replay/target/clear and /replay/find (body {table, database}): replay
- * control of this member (docs/undo.md). All need the API credentials.
+ * control of this member; POST /recover-table/copy (body {from, table, into,
+ * database}): recover-table's write on the primary (docs/undo.md). All need
+ * the API credentials.
  */
 export function replayRoutes(control: ReplayControl): ApiExtension {
   const answer = async (reply: FastifyReply, work: () => Promise<unknown>) => {
@@ -23,6 +25,7 @@ export function replayRoutes(control: ReplayControl): ApiExtension {
     app.post('/replay/resume', { onRequest: auth.write }, async (_request, reply) => answer(reply, () => control.resume()));
     app.post('/replay/target', { onRequest: auth.write }, async (request, reply) => answer(reply, () => control.setTarget(body(request.body))));
     app.post('/replay/target/clear', { onRequest: auth.write }, async (_request, reply) => answer(reply, () => control.clearTarget()));
+    app.post('/recover-table/copy', { onRequest: auth.write }, async (request, reply) => answer(reply, () => control.copy(request.body)));
     app.post('/replay/find', { onRequest: auth.write }, async (request, reply) => answer(reply, () => control.find(body(request.body))));
   };
 }

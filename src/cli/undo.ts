@@ -1,12 +1,12 @@
-import type pg from 'pg';
 import { apiCredentials, basicAuthHeader } from '../api/auth.js';
 import { applyDelayOf, type RecoveryTarget } from '../agent/delayed.js';
+import { NEW_TABLE_NAME, type RecoverCopyResult } from '../agent/recover-copy.js';
 import { REPLAY_ERROR_CODES, type FindResult, type ReplayErrorCode } from '../agent/replay.js';
 import { readCluster } from '../agent/observe.js';
 import type { MemberStatus } from '../cluster/types.js';
 import { loadCredentials, ROLE_NAMES } from '../config/secrets.js';
 import { splitHostPort } from '../postgres/conf.js';
-import { quoteIdent, withConnection, type SqlTarget } from '../postgres/sql.js';
+import { withConnection, type SqlTarget } from '../postgres/sql.js';
 import { apiCall } from '../tls/client.js';
 import { clusterCaFile, clusterCaPem } from '../tls/member.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
@@ -75,13 +75,17 @@ export async function replayCommand(handle: ClusterHandle, action: 'pause' | 're
   return answer.restarted ? `recovery target removed on ${name}: PostgreSQL restarts and replays with its delay again` : `replay resumed on ${name}`;
 }
 
-/** SQL over the network to a member, as the agent role, TLS verified against the cluster CA. */
+/**
+ * SQL over the network to a member for reads only (the delay window, the
+ * replica's progress), as relevo's network role `relevo_remote` (never a
+ * superuser on TCP), TLS verified against the cluster CA.
+ */
 function sqlTarget(handle: ClusterHandle, member: MemberStatus, database: string): SqlTarget {
   const credentials = loadCredentials(handle.config);
-  if (!credentials) throw new CliError('NOT_BOOTSTRAPPED', `no agent credentials in ${handle.config.secrets.file} or the configured environment variables: recover-table connects as ${ROLE_NAMES.agent}`, EXIT.failure);
+  if (!credentials) throw new CliError('NOT_BOOTSTRAPPED', `no agent credentials in ${handle.config.secrets.file} or the configured environment variables: recover-table connects as ${ROLE_NAMES.network}`, EXIT.failure);
   const [host, port] = splitHostPort(member.connectAddress);
   const caFile = clusterCaFile(handle.config);
-  return { host, port, user: ROLE_NAMES.agent, password: credentials.agentPassword, database, ...(caFile ? { tlsCaFile: caFile } : {}) };
+  return { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, database, ...(caFile ? { tlsCaFile: caFile } : {}) };
 }
 
 export interface RecoverOptions {
@@ -111,6 +115,8 @@ export interface RecoverReport {
   rowsAtTarget: number;
   rowsCopied: number;
   primaryRowsNow: number | null;
+  /** Who owns the new table (the original table's owner at the target). */
+  owner?: string;
   delayRestored: boolean;
 }
 
@@ -127,7 +133,7 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
   if (applyDelayOf(member) === undefined) throw new UndoError('NOT_DELAYED', `member ${member.name} is not a delayed replica (no \`delay\` in its member file): it has replayed the mistake already`);
   if (member.role !== 'replica' || member.postmasterPid === null) throw new UndoError('NOT_A_REPLICA', `member ${member.name} is ${member.role} in state ${member.state}`);
   if (member.delay?.recoveryTarget) throw new UndoError('TARGET_ACTIVE', `member ${member.name} is held at ${JSON.stringify(member.delay.recoveryTarget)} by another run: \`relevo replay resume ${member.name}\` ends it`);
-  if (!/^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$/.test(options.into)) {
+  if (!NEW_TABLE_NAME.test(options.into)) {
     throw new UndoError('BAD_REQUEST', `--into: got "${options.into}", expected a table name, optionally schema-qualified (letters, digits, _)`);
   }
   const targets = [options.xid !== undefined, options.time !== undefined, options.find === true].filter(Boolean).length;
@@ -140,6 +146,10 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
 
   const intoTaken = await withConnection(primaryDb, async (c) => (await c.query<{ taken: boolean }>('SELECT to_regclass($1) IS NOT NULL AS taken', [options.into])).rows[0]!.taken);
   if (intoTaken) throw new UndoError('TARGET_TABLE_EXISTS', `${options.into} already exists in database ${options.database} on the primary ${primary.name}: choose another name`);
+
+  // relevo_remote reads the replica and has no BYPASSRLS: a table under row-level security is refused before anything changes.
+  const rowSecurity = await withConnection(replicaDb, async (c) => (await c.query<{ rls: boolean }>('SELECT relrowsecurity AS rls FROM pg_class WHERE oid = to_regclass($1)', [options.table])).rows[0]?.rls === true);
+  if (rowSecurity) throw new UndoError('TABLE_ROW_SECURITY', `${options.table} has row-level security on ${member.name}: ${ROLE_NAMES.network}, which reads it there, has no BYPASSRLS and would not see every row; copy it by hand as its owner`);
 
   let found: FindResult | undefined;
   let target: RecoveryTarget;
@@ -180,7 +190,9 @@ export async function recoverTable(handle: ClusterHandle, options: RecoverOption
   try {
     await waitForTarget(replicaDb, startedBefore, options.timeoutMs ?? 180_000, member.name);
     options.print(`${member.name} paused at the target after ${((Date.now() - restartAsked) / 1000).toFixed(1)} s; copying`);
-    const copied = await copyTable(primaryDb, replicaDb, options, member.name);
+    // The primary's agent writes (locally, as the superuser) and pulls the rows from the replica as relevo_remote.
+    options.print(`  asking the agent of the primary ${primary.name} to create ${options.into} and copy the rows`);
+    const copied = await agentPost<RecoverCopyResult>(handle, primary, '/recover-table/copy', { from: member.name, table: options.table, into: options.into, database: options.database }, 600_000);
     options.print(`copied ${copied.rowsCopied} rows in ${((Date.now() - restartAsked) / 1000).toFixed(1)} s since the restart; restoring the delay`);
     const startedAtTarget = await replicaStartTime(replicaDb);
     await agentPost(handle, member, '/replay/target/clear', {});
@@ -254,66 +266,11 @@ async function waitForRestart(replica: SqlTarget, since: number, timeoutMs: numb
   return false;
 }
 
-const BATCH_ROWS = 5_000;
-
-/**
- * Copies the rows as they were at the target: CREATE TABLE on the primary
- * with the replica's columns (names, types, NOT NULL), then batches of rows
- * read in their text form from a cursor on the replica and cast back into the
- * new table's row type on the primary, in one transaction there.
- */
-async function copyTable(primary: SqlTarget, replica: SqlTarget, options: RecoverOptions, name: string): Promise<{ rowsAtTarget: number; rowsCopied: number; primaryRowsNow: number | null }> {
-  return withConnection(replica, async (source) => {
-    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    // A transaction in flight at the target may hold the table's AccessExclusiveLock there (a TRUNCATE
-    // or DROP whose lock was replayed but not its commit): fail clearly instead of waiting for ever.
-    await source.query(`SET LOCAL lock_timeout = '10s'`);
-    const columns = await source.query<{ name: string; type: string; notnull: boolean }>(
-      `SELECT attname AS name, format_type(atttypid, atttypmod) AS type, attnotnull AS notnull
-         FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
-      [options.table],
-    );
-    if (columns.rows.length === 0) throw new UndoError('TABLE_MISSING', `table ${options.table} does not exist in database ${options.database} on ${name} at the target`);
-    const sourceName = (await source.query<{ n: string }>('SELECT to_regclass($1)::text AS n', [options.table])).rows[0]!.n;
-    const rowsAtTarget = await source
-      .query<{ n: string }>(`SELECT count(*) AS n FROM ${sourceName}`)
-      .then((r) => Number(r.rows[0]!.n))
-      .catch((error: Error & { code?: string }) => {
-        if (error.code === '55P03') throw new UndoError('TABLE_LOCKED_AT_TARGET', `${options.table} is locked on ${name} at the target by a transaction in flight there (e.g. a TRUNCATE before its commit): use --find or --xid, which stop before that transaction starts`, EXIT.failure);
-        throw error;
-      });
-    await source.query(`DECLARE rows NO SCROLL CURSOR FOR SELECT t::text AS r FROM ${sourceName} t`);
-    const definition = columns.rows.map((c) => `${quoteIdent(c.name)} ${c.type}${c.notnull ? ' NOT NULL' : ''}`).join(', ');
-    return withConnection(
-      primary,
-      async (target: pg.Client) => {
-        await target.query('BEGIN');
-        options.print(`  ${rowsAtTarget} rows at the target; creating ${options.into} on the primary`);
-        await target.query(`CREATE TABLE ${options.into} (${definition})`);
-        const into = (await target.query<{ n: string }>('SELECT to_regclass($1)::text AS n', [options.into])).rows[0]!.n;
-        for (;;) {
-          const batch = await source.query<{ r: string }>(`FETCH ${BATCH_ROWS} FROM rows`);
-          if (batch.rows.length === 0) break;
-          await target.query(`INSERT INTO ${into} SELECT (r::${into}).* FROM unnest($1::text[]) AS r`, [batch.rows.map((row) => row.r)]);
-        }
-        const rowsCopied = Number((await target.query<{ n: string }>(`SELECT count(*) AS n FROM ${into}`)).rows[0]!.n);
-        await target.query('COMMIT');
-        const primaryRowsNow = await target
-          .query<{ n: string }>(`SELECT count(*) AS n FROM ${sourceName}`)
-          .then((r) => Number(r.rows[0]!.n))
-          .catch(() => null);
-        return { rowsAtTarget, rowsCopied, primaryRowsNow };
-      },
-      600_000,
-    );
-  }, 600_000);
-}
-
 export function renderRecoverReport(report: RecoverReport): string {
   const t = report.target;
   const target = report.xid ? `just before transaction ${report.xid}${'lsn' in t ? ` (WAL ${t.lsn})` : ''}` : `just before ${describeTarget(t)}`;
   return [
-    `recovered ${report.table} as of ${target} from ${report.member} into ${report.into} on the primary`,
+    `recovered ${report.table} as of ${target} from ${report.member} into ${report.into} on the primary${report.owner ? ` (owner ${report.owner})` : ''}`,
     `  rows at the target: ${report.rowsAtTarget}; copied: ${report.rowsCopied}; in ${report.table} on the primary now: ${report.primaryRowsNow ?? 'table gone'}`,
     `  delay on ${report.member}: ${report.delayRestored ? 'restored' : 'NOT confirmed restored: check `relevo list`'}`,
   ].join('\n');

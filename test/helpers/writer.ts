@@ -306,7 +306,9 @@ export class Writer {
     const name = primaries[0]!.name;
     // The primary may be outside this writer's targets (a writer pinned to the old primary).
     const config = cluster.member(name).config;
-    const target = { name, host: config.postgres.listen, port: config.postgres.port };
+    // A writer on a member's own host (Unix socket, as a role pg_hba admits only locally) reads back the same way.
+    const local = this.options.targets.every((t) => t.host.startsWith('/')) && config.postgres.socketDir;
+    const target = { name, host: local ? config.postgres.socketDir! : config.postgres.listen, port: config.postgres.port };
     const session = await connectReadWrite(target, this.options, 5_000);
     try {
       const rows = await withTimeout(session.client.query<{ id: string }>(`SELECT id FROM ${this.options.table}`), 30_000, 'read the writer table');

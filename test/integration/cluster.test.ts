@@ -144,7 +144,12 @@ for (const backend of ['embedded', 'etcd'] as const) {
         assert.ok(rules.length > 0);
         for (const rule of rules) {
           const fields = rule.trim().split(/\s+/);
-          if (fields[0]!.startsWith('host')) assert.equal(fields[fields.length - 1], 'scram-sha-256', `host rule not scram: ${rule}`);
+          // Network rules authenticate with SCRAM, or reject (the superusers relevo and postgres: local socket only); never trust.
+          if (fields[0]!.startsWith('host')) {
+            const method = fields[fields.length - 1];
+            if (fields[2] === 'relevo' || fields[2] === 'postgres') assert.equal(method, 'reject', `superuser reachable over the network: ${rule}`);
+            else assert.equal(method, 'scram-sha-256', `host rule not scram: ${rule}`);
+          }
           assert.notEqual(fields[fields.length - 1], 'trust', rule);
         }
       }

@@ -79,8 +79,13 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
 
     await cluster.sql('node1', 'CREATE TABLE precious (id int PRIMARY KEY, label text NOT NULL, at timestamptz DEFAULT now())');
     await cluster.sql('node1', `INSERT INTO precious (id, label) SELECT g, 'row ' || g FROM generate_series(1, ${ROWS}) g`);
+    // The application's role owns the table: the recovered copy must be usable by it.
+    await cluster.sql('node1', 'CREATE ROLE shop_app NOLOGIN');
+    await cluster.sql('node1', 'ALTER TABLE precious OWNER TO shop_app');
     await cluster.sql('node1', 'CREATE TABLE ledger (id int PRIMARY KEY, amount numeric NOT NULL)');
     await cluster.sql('node1', 'INSERT INTO ledger SELECT g, g * 1.5 FROM generate_series(1, 300) g');
+    await cluster.sql('node1', 'CREATE TABLE guarded (id int PRIMARY KEY)');
+    await cluster.sql('node1', 'ALTER TABLE guarded ENABLE ROW LEVEL SECURITY');
     await cluster.sql('node1', 'CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())');
     // Write load: one commit every 50 ms on the primary.
     writing = true;
@@ -125,6 +130,8 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
       [['recover-table', 'precious', '--from', 'node3', '--into', 'precious_back', '--time', new Date(Date.now() - 3_600_000).toISOString()], 'TARGET_OUTSIDE_WINDOW'],
       [['recover-table', 'nosuch', '--from', 'node3', '--into', 'precious_back', '--find'], 'TABLE_MISSING'],
       [['recover-table', 'precious', '--from', 'node3', '--into', 'ticks', '--find'], 'TARGET_TABLE_EXISTS'],
+      // relevo_remote (no BYPASSRLS) would read a subset: refused, never copied in part.
+      [['recover-table', 'guarded', '--from', 'node3', '--into', 'guarded_back', '--find'], 'TABLE_ROW_SECURITY'],
     ];
     for (const [args, code] of refusals) {
       const result = await cluster.cli(args);
@@ -175,6 +182,7 @@ test('delayed replica: stays behind, is never promoted or synchronous, and recov
     assert.equal(report.delayRestored, true);
     const back = await cluster.sql<{ n: string; sum: string }>('node1', `SELECT count(*) AS n, sum(hashtext(id || label))::text AS sum FROM precious_back`);
     assert.deepEqual(back, expected, 'every row is back, with the same content');
+    assert.deepEqual(await cluster.sql('node1', `SELECT pg_get_userbyid(relowner) AS owner FROM pg_class WHERE oid = 'precious_back'::regclass`), [{ owner: 'shop_app' }], 'the copy belongs to the original table\'s owner');
     assert.equal(cluster.postmasterPid('node1'), pid1, 'the primary was never stopped');
     const restored = await waitFor('node3 back to its delay (no target, replaying)', async () => {
       const s = await cluster.status('node3');

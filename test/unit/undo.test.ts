@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
 import { checkRecoveryTarget, delayParameters, effectiveTags, renderRecoveryTarget } from '../../src/agent/delayed.js';
+import { RecoverCopyBody } from '../../src/agent/recover-copy.js';
 import { REPLAY_ERROR_CODES } from '../../src/agent/replay.js';
 import { planSlots } from '../../src/agent/slots.js';
 import { candidatesFor } from '../../src/agent/sync.js';
@@ -139,6 +140,20 @@ describe('pg_waldump scan (--find)', () => {
     assert.equal(proposeTarget(found, 100)?.xid, '952', 'the first delete of at least massRows rows');
     assert.equal(proposeTarget(found, 1_000), undefined);
     assert.equal(scanner.watchedStart(), '0/06000010');
+  });
+});
+
+describe('POST /recover-table/copy body', () => {
+  const ok = { from: 'node3', table: 'shop.orders', into: 'orders_before', database: 'shop' };
+  it('accepts a member, a table, a new unquoted name and a database', () => {
+    assert.deepEqual(RecoverCopyBody.parse(ok), ok);
+    assert.equal(RecoverCopyBody.safeParse({ ...ok, into: 'shop.orders_before' }).success, true);
+  });
+  it('refuses SQL in the new name, a bad member name and unknown keys (the superuser runs the CREATE TABLE)', () => {
+    for (const into of ['x; DROP TABLE orders', 'x (a int); --', '"quoted"', 'a.b.c', '1abc', '']) assert.equal(RecoverCopyBody.safeParse({ ...ok, into }).success, false, into);
+    assert.equal(RecoverCopyBody.safeParse({ ...ok, from: '127.0.0.1:5432' }).success, false, 'a member name, never an address');
+    assert.equal(RecoverCopyBody.safeParse({ ...ok, host: 'evil' }).success, false);
+    assert.equal(RecoverCopyBody.safeParse({ from: 'node3', table: 'orders', into: 'x' }).success, false, 'database required');
   });
 });
 
