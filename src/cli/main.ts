@@ -7,6 +7,7 @@ import { runFencer } from '../fence/fencer.js';
 import { createLogger } from '../util/log.js';
 import { configPath } from './context.js';
 import { registerBackupCommands } from './backup-command.js';
+import { registerUpgradeCommands } from './upgrade-command.js';
 import { registerLogicalCommands } from './logical-command.js';
 import { registerSiteCommands } from './site-command.js';
 import { editSettings, setSettings, showSettings } from './cluster-config.js';
@@ -314,6 +315,7 @@ program
   );
 
 registerBackupCommands(program);
+registerUpgradeCommands(program);
 registerLogicalCommands(program);
 registerSiteCommands(program, configOption);
 

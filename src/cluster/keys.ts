@@ -35,6 +35,14 @@ export function clusterKeys(cluster: string) {
     ca: `${root}tls/ca`,
     /** `relevo certs rotate` bumps this generation; each agent re-issues its member certificate once per bump. */
     certsRotation: `${root}tls/rotation`,
+    /**
+     * Where routers configured for this cluster send clients (src/cluster/route.ts):
+     * absent = this cluster; written by `relevo upgrade` (compare-and-swap) to hold
+     * new writes for a moment and to point routers at another cluster.
+     */
+    route: `${root}route`,
+    /** The state of a blue/green major-version upgrade from this cluster (src/upgrade/state.ts). */
+    upgrade: `${root}upgrade`,
     /** Prefix of routers' published statistics. */
     routersPrefix: `${root}routers/`,
     router: (name: string) => `${root}routers/${name}`,

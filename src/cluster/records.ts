@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { describeIssues } from '../util/issues.js';
 import type { KeyValue, LeaseId } from '../store/store.js';
 import type { ClusterKeys } from './keys.js';
+import { RouteRecordSchema } from './route.js';
 import { ClusterSettingsSchema } from './settings.js';
 import {
   FailoverRequestSchema,
@@ -19,7 +20,7 @@ import {
  * Every record relevo keeps under `/relevo/<cluster>/`, each parsed on its own:
  * one damaged record is reported by its key and never makes the others unreadable.
  */
-export type RecordKind = 'initialize' | 'leader' | 'config' | 'member' | 'slots' | 'sync' | 'quorum' | 'optime' | 'history' | 'failover';
+export type RecordKind = 'initialize' | 'leader' | 'config' | 'member' | 'slots' | 'sync' | 'quorum' | 'optime' | 'history' | 'failover' | 'route';
 
 export const RECORD_SCHEMAS = {
   initialize: InitRecordSchema,
@@ -32,6 +33,7 @@ export const RECORD_SCHEMAS = {
   optime: OptimeSchema,
   history: HistorySchema,
   failover: FailoverRequestSchema,
+  route: RouteRecordSchema,
 } satisfies Record<RecordKind, z.ZodTypeAny>;
 
 /** Stable code of every report about a record that fails to parse. */
@@ -63,6 +65,7 @@ export function recordKindOf(keys: ClusterKeys, key: string): { kind: RecordKind
     [keys.optime, 'optime'],
     [keys.history, 'history'],
     [keys.failover, 'failover'],
+    [keys.route, 'route'],
   ];
   const found = single.find(([k]) => k === key);
   return found && { kind: found[1] };
@@ -116,6 +119,8 @@ export function repairHint(record: UnreadableRecord): string {
       return `the primary rewrites it (no slot is dropped meanwhile); or remove it with \`${del}\``;
     case 'config':
       return `agents keep the settings they last read; write them with \`relevo store repair --set ${record.key} --value '<json>'\` or remove them with \`${del}\` (defaults apply)`;
+    case 'route':
+      return `routers hold new read-write connections while it is unreadable; write it with \`${set}\` (e.g. {"cluster":"<the cluster clients should use>","hold":false,"reason":"repair","updatedAt":"<ISO time>"})`;
     case 'initialize':
       return `no member initialises or checks the system identifier while it is unreadable; write it with \`${set}\``;
   }

@@ -13,6 +13,7 @@
 import { REPLAY_ERROR_CODES } from '../agent/replay.js';
 import { BACKUP_ERRORS } from '../backup/errors.js';
 import { LOGICAL_CODES } from '../logical/errors.js';
+import { UPGRADE_ERRORS } from '../upgrade/errors.js';
 
 /** usage: the request is wrong; refused: valid, but not possible in the cluster's current state; failure: something failed at run time; damage: data is damaged. */
 export type ErrorClass = 'usage' | 'refused' | 'failure' | 'damage';
@@ -169,9 +170,17 @@ const logicalEntries = Object.fromEntries(
   }),
 ) as Record<keyof typeof LOGICAL_CODES, CatalogueEntry>;
 
-export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS | keyof typeof REPLAY_ERROR_CODES | keyof typeof LOGICAL_CODES;
+/** Major-version upgrade codes (src/upgrade/errors.ts, docs/upgrade.md): exit 2 is a refusal that changed nothing. */
+const upgradeEntries = Object.fromEntries(
+  Object.entries(UPGRADE_ERRORS).map(([code, e]) => {
+    const cls: ErrorClass = e.exit === 2 ? 'refused' : 'failure';
+    return [code, { class: cls, area: 'upgrade', summary: e.summary, hint: e.hint }];
+  }),
+) as Record<keyof typeof UPGRADE_ERRORS, CatalogueEntry>;
 
-export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...replayEntries, ...logicalEntries, ...entries, ...backupEntries };
+export type ErrorCode = keyof typeof entries | keyof typeof BACKUP_ERRORS | keyof typeof REPLAY_ERROR_CODES | keyof typeof LOGICAL_CODES | keyof typeof UPGRADE_ERRORS;
+
+export const CATALOGUE: Record<ErrorCode, CatalogueEntry> = { ...replayEntries, ...logicalEntries, ...upgradeEntries, ...entries, ...backupEntries };
 
 export function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && Object.hasOwn(CATALOGUE, value);

@@ -8,9 +8,12 @@
  */
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { MemberConfig } from '../config/member.js';
+import { ensureOwnedDir } from '../postgres/owned-fs.js';
+import { lookupOsUser } from '../util/os-user.js';
 import { FEED_VERSION, heartbeatStale, monotonicMs, type Feed } from './deadline.js';
 import { fenceFiles, readFencerStatus, replaceFile, type FenceFiles, type FencerStatus } from './files.js';
 import { isFencerProcess } from './identity.js';
@@ -110,6 +113,8 @@ export class FencerLink {
     }
     const fence = this.config.fence;
     const args = [process.execPath, FENCER_MAIN, '--member', this.config.name, '--data-dir', this.dataDir, '--watchdog', fence.watchdog, '--watchdog-device', fence.watchdogDevice, '--exit-when-orphaned', '--log-level', this.config.log.level];
+    // Its files live beside the data directory, whose parent a member without TLS files has not yet created (bootstrap makes it the same way).
+    ensureOwnedDir(dirname(this.dataDir), lookupOsUser(this.config.postgres.osUser), 0o755);
     const log = openSync(this.files.log, 'a', 0o600);
     try {
       // setsid -f: forks, makes the child a session leader, execs; the parent exits at once (re-parenting the fencer).

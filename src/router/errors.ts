@@ -100,6 +100,11 @@ export const closures = {
     message: `${PREFIX}terminating connection to ${c.member}: still busy ${seconds(c.timeoutMs)} after a planned switchover began`,
     hint: 'Reconnect: the router holds new connections until the new primary is ready.',
   }),
+  'cluster-switched': (c: { from: string; to: string }) => ({
+    code: '57P01',
+    message: `${PREFIX}terminating connection because clients moved from cluster ${c.from} to cluster ${c.to} (major-version upgrade or its rollback)`,
+    hint: 'Reconnect: new connections go to the new cluster.',
+  }),
   'not-replica': (c: { member: string }) => ({
     code: '57P01',
     message: `${PREFIX}terminating read-only connection because ${c.member} became the primary`,

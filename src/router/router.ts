@@ -8,13 +8,18 @@
  *   read-write connections are refused with a FATAL ErrorResponse;
  * - a switchover begins → new read-write connections are held; sessions on
  *   the old primary are closed as soon as each is idle, or at drainMs;
- * - the switchover ends → held connections go to the new primary.
+ * - the switchover ends → held connections go to the new primary;
+ * - the route record (src/cluster/route.ts) holds writes → as a switchover;
+ *   it names another cluster → the router follows that cluster's leader and
+ *   members instead (a blue/green upgrade), holding read-write connections
+ *   until it has read that cluster.
  *
  * Selection itself is in view.ts (pure); relaying in relay.ts.
  */
 import { performance } from 'node:perf_hooks';
 import type { Server } from 'node:http';
 import { clusterKeys } from '../cluster/keys.js';
+import { RouteRecordSchema, type RouteRecord } from '../cluster/route.js';
 import { FailoverRequestSchema, LeaderRecordSchema, MemberStatusSchema, type LeaderRecord, type MemberStatus } from '../cluster/types.js';
 import type { StoreConfig } from '../store/config.js';
 import { openStore } from '../store/open.js';
@@ -81,7 +86,23 @@ export async function startRouter(options: RouterOptions): Promise<RouterHandle>
 }
 
 class Router {
-  private readonly keys;
+  /** Keys of the cluster this router is configured for: its route record and its status key live there. */
+  private readonly home;
+  /** Keys of the cluster whose leader and members the router follows now (home unless the route record says otherwise). */
+  private keys;
+  private following: string;
+  private route: RouteRecord | undefined;
+  private routeMalformed = false;
+  /** Store revision of the route record applied (0 = none). */
+  private routeRevision = 0;
+  /** Bumped when the followed cluster changes: a store read begun before belongs to the old one. */
+  private targetEpoch = 0;
+  /** The followed cluster changed and has not been read yet: read-write connections wait. */
+  private loadingTarget = false;
+  private refreshAgain = false;
+  private targetWatch: Watch | undefined;
+  private appliedCluster: string;
+  private publishedRoute = '';
   private readonly selection: SelectionSettings;
   private leader: LeaderRecord | undefined;
   private readonly members = new Map<string, MemberStatus>();
@@ -119,7 +140,10 @@ class Router {
     private readonly log: RouterLogger,
     private readonly ownsStore: boolean,
   ) {
-    this.keys = clusterKeys(settings.cluster);
+    this.home = clusterKeys(settings.cluster);
+    this.keys = this.home;
+    this.following = settings.cluster;
+    this.appliedCluster = settings.cluster;
     this.selection = {
       maxLagBytes: settings.maxLagBytes,
       maxLagSeconds: settings.maxLagSeconds,
@@ -156,6 +180,8 @@ class Router {
     // Read the store before listening so the first clients meet a real view.
     await this.startWatch();
     await this.refresh();
+    // The route record may name another cluster: read that one too before listening.
+    for (let i = 0; i < 3 && this.loadingTarget; i++) await this.refresh();
     const { readWrite, readOnly } = this.settings.listen;
     for (const [role, address] of [['rw', readWrite], ['ro', readOnly]] as const) {
       if (address === null) continue;
@@ -217,7 +243,7 @@ class Router {
     this.watching = true;
     try {
       this.watch = await this.store.watch(
-        this.keys.root,
+        this.home.root,
         (event) => this.onEvent(event),
         (error) => {
           this.log.warn({ err: error.message }, 'store watch broke; re-reading');
@@ -229,6 +255,48 @@ class Router {
       this.watching = false;
       this.log.warn({ err: (error as Error).message }, 'cannot watch the store yet');
     }
+  }
+
+  /** Watches the followed cluster's keys when it is not the home cluster (whose root the main watch covers). */
+  private async startTargetWatch(): Promise<void> {
+    if (this.targetWatch || this.stopped || this.following === this.settings.cluster) return;
+    const epoch = this.targetEpoch;
+    const prefix = this.keys.root;
+    try {
+      const watch = await this.store.watch(
+        prefix,
+        (event) => this.onEvent(event),
+        (error) => {
+          this.log.warn({ err: error.message }, 'store watch of the followed cluster broke; re-reading');
+          if (this.targetWatch === watch) this.targetWatch = undefined;
+        },
+      );
+      if (epoch !== this.targetEpoch || this.stopped) await watch.close().catch(() => undefined);
+      else this.targetWatch = watch;
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'cannot watch the followed cluster yet');
+    }
+  }
+
+  /** The route record names another cluster: forget the old view and follow that cluster. */
+  private retarget(target: string): void {
+    const from = this.following;
+    this.following = target;
+    this.keys = clusterKeys(target);
+    this.targetEpoch += 1;
+    this.loadingTarget = true;
+    this.leader = undefined;
+    this.members.clear();
+    this.failover = undefined;
+    for (const key of [...this.present]) if (key !== this.home.route) this.present.delete(key);
+    for (const key of [...this.revisions.keys()]) if (key !== this.home.route) this.revisions.delete(key);
+    const old = this.targetWatch;
+    this.targetWatch = undefined;
+    void old?.close().catch(() => undefined);
+    void this.startTargetWatch();
+    this.log.warn({ from, to: target }, 'route record: following another cluster');
+    this.refreshAgain = true;
+    queueMicrotask(() => void this.refresh());
   }
 
   /**
@@ -255,13 +323,22 @@ class Router {
 
   private relevant(key: string): boolean {
     const k = this.keys;
-    return key === k.leader || key === k.failover || key.startsWith(k.membersPrefix);
+    return key === this.home.route || key === k.leader || key === k.failover || key.startsWith(k.membersPrefix);
   }
 
   /** Updates the view from one key (value undefined = absent). */
   private absorb(key: string, value: string | undefined): void {
     const k = this.keys;
-    if (key === k.leader) {
+    if (key === this.home.route) {
+      this.route = value === undefined ? undefined : this.parse(key, value, RouteRecordSchema);
+      // An unreadable record holds writes rather than guess where clients belong.
+      this.routeMalformed = value !== undefined && this.route === undefined;
+      this.routeRevision = value === undefined ? 0 : (this.revisions.get(key) ?? 0);
+      if (!this.routeMalformed) {
+        const target = this.route?.cluster ?? this.settings.cluster;
+        if (target !== this.following) this.retarget(target);
+      }
+    } else if (key === k.leader) {
       this.leader = value === undefined ? undefined : this.parse(key, value, LeaderRecordSchema);
     } else if (key === k.failover) {
       this.failover = value === undefined ? undefined : this.parse(key, value, FailoverRequestSchema);
@@ -311,11 +388,23 @@ class Router {
   private async refresh(): Promise<void> {
     if (this.reading || this.stopped) return;
     this.reading = true;
+    this.refreshAgain = false;
     const startedAt = this.now();
+    const epoch = this.targetEpoch;
+    const followed = this.keys;
     try {
-      const kvs: KeyValue[] = await this.store.list(this.keys.root);
+      const kvs: KeyValue[] = await this.store.list(this.home.root);
+      if (followed !== this.home) kvs.push(...(await this.store.list(followed.root)));
       if (this.stopped) return;
-      this.absorbSnapshot(kvs);
+      // The followed cluster changed during the read: only the route record in it is news.
+      this.absorbSnapshot(epoch === this.targetEpoch ? kvs : kvs.filter((kv) => kv.key === this.home.route));
+      if (epoch === this.targetEpoch) {
+        if (this.loadingTarget) this.log.info({ cluster: this.following }, 'read the followed cluster');
+        this.loadingTarget = false;
+        if (!this.targetWatch) void this.startTargetWatch();
+      } else {
+        this.refreshAgain = true;
+      }
       this.lastReadAt = startedAt;
       if (!this.storeWasReadable) this.log.info({}, 'store readable');
       this.storeWasReadable = true;
@@ -327,12 +416,20 @@ class Router {
       this.reading = false;
     }
     this.apply();
+    if (this.refreshAgain && !this.stopped) await this.refresh();
   }
 
   // ---- applying the view -------------------------------------------------
 
   private snapshot() {
-    return { leader: this.leader, members: this.members, failover: this.failover };
+    return { leader: this.leader, members: this.members, failover: this.failover, hold: this.holdReason() };
+  }
+
+  private holdReason(): string | undefined {
+    if (this.loadingTarget) return `moving to cluster ${this.following}`;
+    if (this.routeMalformed) return 'the route record is unreadable';
+    if (this.route?.hold) return `writes held: ${this.route.reason}`;
+    return undefined;
   }
 
   private staleness() {
@@ -346,7 +443,20 @@ class Router {
     const snapshot = this.snapshot();
     const primary = staleness.stale ? undefined : snapshot.leader?.member;
     const previous = this.appliedPrimary;
-    if (previous !== undefined && primary !== previous) {
+    if (this.appliedCluster !== this.following) {
+      // Another cluster now: every session on the old one goes (read-write ones were drained by the hold).
+      const fields = closure('cluster-switched', { from: this.appliedCluster, to: this.following });
+      let n = 0;
+      for (const l of this.listeners) {
+        n += l.closeWhere(() => true, fields, 'cluster-switched');
+        if (previous !== undefined) l.rerouteConnecting(previous);
+        for (const s of l.sessions) s.leaveServer();
+      }
+      this.pool?.drop();
+      this.log.warn({ from: this.appliedCluster, to: this.following, closed: n }, 'following another cluster: closed the sessions on the old one');
+      this.appliedCluster = this.following;
+      this.appliedPrimary = undefined;
+    } else if (previous !== undefined && primary !== previous) {
       const fields = staleness.stale
         ? closure('store-unreadable', staleness)
         : closure('primary-changed', { member: previous });
@@ -404,6 +514,12 @@ class Router {
       }
     }
     for (const l of this.listeners) l.reevaluateHeld();
+    // Tell `relevo upgrade` at once that this router applied the route record.
+    const route = `${this.routeRevision}/${this.following}/${snapshot.hold !== undefined}`;
+    if (route !== this.publishedRoute) {
+      this.publishedRoute = route;
+      void this.publish();
+    }
   }
 
   private decide(role: ListenerRole, acceptPromoting = false): Decision {
@@ -459,6 +575,7 @@ class Router {
       switchover: this.appliedSwitchover,
       replicas: { eligible: eligible.map((b) => b.member), excluded },
       listeners,
+      route: { following: this.following, hold: this.holdReason() !== undefined, revision: this.routeRevision },
     };
   }
 
@@ -471,7 +588,7 @@ class Router {
         this.lease = await this.store.grantLease(ttl);
       }
       if (this.stopped) return;
-      await this.store.put(this.keys.router(this.settings.name), JSON.stringify(this.stats()), { lease: this.lease });
+      await this.store.put(this.home.router(this.settings.name), JSON.stringify(this.stats()), { lease: this.lease });
     } catch (error) {
       this.log.debug({ err: (error as Error).message }, 'cannot publish router statistics');
     }
@@ -491,6 +608,7 @@ class Router {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     await this.watch?.close().catch(() => undefined);
+    await this.targetWatch?.close().catch(() => undefined);
     if (this.lease !== undefined) await this.store.revokeLease(this.lease).catch(() => undefined);
     if (this.ownsStore) await this.store.close().catch(() => undefined);
   }

@@ -47,5 +47,11 @@ export const RouterStatusSchema = z.object({
     excluded: z.array(z.object({ member: z.string(), reason: z.string() })),
   }),
   listeners: z.array(ListenerStatsSchema),
+  /**
+   * The route record this router applied (src/cluster/route.ts): the cluster it
+   * follows, whether it holds writes, and the record's store revision (0 = no
+   * record). `relevo upgrade` waits for every router to report its revision.
+   */
+  route: z.object({ following: z.string(), hold: z.boolean(), revision: z.number() }).optional(),
 });
 export type RouterStatus = z.infer<typeof RouterStatusSchema>;

@@ -14,6 +14,12 @@ export interface StoreSnapshot {
   leader: LeaderRecord | undefined;
   members: ReadonlyMap<string, MemberStatus>;
   failover: FailoverRecord | undefined;
+  /**
+   * Set while the route record holds writes (a blue/green upgrade's pause) or
+   * while the router has not yet read the cluster it was just pointed at:
+   * read-write connections wait, as during a switchover.
+   */
+  hold?: string | undefined;
 }
 
 export interface SelectionSettings {
@@ -96,6 +102,7 @@ export function storeStaleness(input: Pick<ViewInput, 'snapshot' | 'settings' | 
  * present and the new primary does not hold the lease yet.
  */
 export function switchoverInProgress(snapshot: StoreSnapshot): boolean {
+  if (snapshot.hold !== undefined) return true;
   const f = snapshot.failover;
   if (!f) return false;
   const leader = snapshot.leader?.member;
@@ -119,7 +126,7 @@ export function pickReadWrite(input: ViewInput): Decision {
   if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   const { snapshot } = input;
   if (switchoverInProgress(snapshot)) {
-    return { action: 'hold', reason: `switchover from ${snapshot.failover?.from ?? '?'} in progress` };
+    return { action: 'hold', reason: snapshot.hold ?? `switchover from ${snapshot.failover?.from ?? '?'} in progress` };
   }
   const leader = snapshot.leader;
   if (!leader) return { action: 'refuse', refusal: refusal('no-primary') };

@@ -58,7 +58,8 @@ process.on('exit', () => {
 });
 
 export interface TestClusterOptions {
-  store: 'embedded' | { endpoints: string[] };
+  /** A new embedded store, etcd endpoints, or the store of another test cluster (two clusters in one store). */
+  store: 'embedded' | { endpoints: string[] } | { sharedWith: TestCluster };
   /** Cluster settings written to the store before any agent starts. */
   settings?: Partial<ClusterSettings>;
   name?: string;
@@ -101,7 +102,9 @@ export class TestCluster {
     const storeConfig: StoreConfig =
       options.store === 'embedded'
         ? { backend: 'embedded', path: join(dir, 'store', 'relevo.db'), timeoutMs: 2_000 }
-        : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000 };
+        : 'sharedWith' in options.store
+          ? options.store.sharedWith.storeConfig
+          : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000 };
     const store = await openStore(storeConfig);
     const name = options.name ?? 'test';
     const cluster = new TestCluster(dir, name, storeConfig, store, options.tls ?? true);
@@ -118,11 +121,12 @@ export class TestCluster {
       cluster: this.clusterName,
       name,
       store: this.storeConfig,
-      postgres: { dataDir: join(this.dir, name, 'data'), listen: address, port, socketDir: join(this.dir, 'run') },
+      // `extra.postgresExtra` adds to the postgres section (e.g. binDir of another version).
+      postgres: { dataDir: join(this.dir, name, 'data'), listen: address, port, socketDir: join(this.dir, 'run'), ...(extra.postgresExtra as Record<string, unknown> | undefined) },
       secrets: { file: join(this.dir, 'secrets.yaml') },
       log: { level: 'debug' },
       ...(this.tls ? {} : { tls: { enabled: false } }),
-      ...extra,
+      ...Object.fromEntries(Object.entries(extra).filter(([k]) => k !== 'postgresExtra')),
       // `extra.api` adds to the listen address (e.g. auth), it does not replace it.
       api: { listen: `${address}:${apiPort}`, ...(extra.api as Record<string, unknown> | undefined) },
     };

@@ -58,6 +58,15 @@ describe('pickReadWrite', () => {
     });
   });
 
+  it('holds read-write connections while the route record holds writes (blue/green upgrade), and routes once released', () => {
+    const held = { ...snapshot(cluster), hold: 'writes held: upgrade of app to green' };
+    assert.equal(switchoverInProgress(held), true);
+    assert.deepEqual(pickReadWrite(input(held)), { action: 'hold', reason: 'writes held: upgrade of app to green' });
+    // Read-only connections are not held.
+    assert.equal(pickReadOnly(input(held)).action, 'route');
+    assert.equal(pickReadWrite(input({ ...held, hold: undefined })).action, 'route');
+  });
+
   it('refuses with 57P03 when the store has not been read for longer than the lease', () => {
     const d = pickReadWrite(input(snapshot(cluster), { lastStoreReadAt: NOW - 10_001 }));
     assert.equal(d.action, 'refuse');

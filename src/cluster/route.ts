@@ -1,0 +1,23 @@
+/**
+ * The route record (`/relevo/<cluster>/route`): where routers configured for
+ * <cluster> send clients. Absent means "this cluster". Written only by
+ * compare-and-swap (`relevo upgrade`); read by every router.
+ *
+ * - `cluster`: the cluster whose leader and members the routers follow (the
+ *   cluster itself, or the new cluster of a blue/green upgrade);
+ * - `hold`: while true, routers hold new read-write connections and move or
+ *   close read-write sessions as they become idle, exactly as during a
+ *   switchover. Routers report the record revision they applied in their
+ *   published status (`route.revision`), so the writer knows when every
+ *   router holds.
+ */
+import { z } from 'zod';
+
+export const RouteRecordSchema = z.object({
+  cluster: z.string().min(1),
+  hold: z.boolean(),
+  /** Why (shown in router logs and statuses). */
+  reason: z.string(),
+  updatedAt: z.string(),
+});
+export type RouteRecord = z.infer<typeof RouteRecordSchema>;
