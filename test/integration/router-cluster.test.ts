@@ -561,6 +561,8 @@ describe('router in front of a real 3-member cluster: read-only spreading and a 
       const target = replicas[0]!;
       const table = 'sw_load';
       await cluster.sql(old, `CREATE TABLE IF NOT EXISTS ${table} (id bigserial PRIMARY KEY, client int NOT NULL, port int NOT NULL)`);
+      // Clients write as the test application role, not as the table's owner.
+      await cluster.sql(old, `GRANT INSERT, SELECT ON ${table} TO ${TEST_APP_ROLE.user}; GRANT USAGE ON SEQUENCE ${table}_id_seq TO ${TEST_APP_ROLE.user}`);
       const heldBefore = (await router.listener('rw')).heldTotal;
 
       // Idle sessions on the old primary, opened before the switchover.
@@ -757,6 +759,10 @@ async function failoverThroughRouter(rc: RoutedCluster, t: TestContext, kind: 'k
     );
     assert.deepEqual([...idle, busy].map((s) => s.server), [old, old, old, old]);
 
+    // A hung host hangs whole, its fencer too: otherwise the fencer, not the router, ends these sessions by
+    // stopping PostgreSQL before the lease moves (partial-freeze.test.ts covers that). destroy() kills it by PID.
+    const fencer = kind === 'hang' ? cluster.fencerPid(old) : undefined;
+    if (fencer) process.kill(fencer, 'SIGSTOP');
     const faultAt = kind === 'kill' ? (await faults.kill(old, 'both')).at : faults.stop(old, 'both').at;
     const newPrimary = await waitFor(
       'a new primary',
@@ -790,7 +796,10 @@ async function failoverThroughRouter(rc: RoutedCluster, t: TestContext, kind: 'k
 
     // The old member comes back (as a replica) while the writer goes on: still never reached for writes.
     if (kind === 'kill') cluster.startAgent(old);
-    else faults.resume(old, 'both');
+    else {
+      faults.resume(old, 'both');
+      if (fencer) process.kill(fencer, 'SIGCONT');
+    }
     await cluster.waitHealthy(NAMES, 60_000);
     const rejoinedAt = Date.now();
     await writer.waitForAcks(50, newPrimary);
