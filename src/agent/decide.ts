@@ -122,8 +122,11 @@ function learnFromOutcomes(o: Observation): AgentMemory {
         else if (outcome.result === 'failed' && !outcome.retryable) memory.rewindFailed = true;
         break;
       case 'moveDataAside':
-      case 'clone':
         if (ok) memory.rewindFailed = false;
+        break;
+      case 'clone':
+        if (ok) Object.assign(memory, { rewindFailed: false, cloneFailures: undefined });
+        else if (outcome.result === 'failed') memory.cloneFailures = { count: (memory.cloneFailures?.count ?? 0) + 1, lastAt: o.monotonic };
         break;
       case 'releaseLeader':
         if (ok) memory.primaryDownSince = undefined;
@@ -314,6 +317,15 @@ function upstreamFor(o: Observation, store: Reachable): Upstream | undefined {
   return { member: leader.name, address: leader.connectAddress, slot: slotNameFor(o.member.name) };
 }
 
+/** After failed clones, the next waits 0.5 s, 1 s, 2 s … up to 30 s: a clone that cannot succeed (a full disk) must not hammer the primary. */
+export const CLONE_BACKOFF_MAX_MS = 30_000;
+export function cloneBackoffLeft(o: Pick<Observation, 'memory' | 'monotonic'>): number {
+  const failures = o.memory.cloneFailures;
+  if (!failures) return 0;
+  const backoff = Math.min(500 * 2 ** (failures.count - 1), CLONE_BACKOFF_MAX_MS);
+  return Math.max(0, failures.lastAt + backoff - o.monotonic);
+}
+
 function decideEmptyMember(o: Observation, store: Reachable): Target {
   const leader = leaderStatus(store);
   if (!store.leader || !leader || (leader.role !== 'primary' && !standbyLeaderServes(o, leader))) {
@@ -325,6 +337,10 @@ function decideEmptyMember(o: Observation, store: Reachable): Target {
   const slot = slotNameFor(o.member.name);
   if (!leader.slots.some((s) => s.name === slot)) {
     return { state: 'waiting_to_clone', actions: [], reason: `waiting for primary ${leader.name} to create slot ${slot}` };
+  }
+  const wait = cloneBackoffLeft(o);
+  if (wait > 0) {
+    return { state: 'waiting_to_clone', actions: [], reason: `cloning from ${leader.name} failed ${o.memory.cloneFailures!.count} time(s) in a row (see the clone errors above): retrying in ${(wait / 1000).toFixed(1)} s`, retryInMs: wait };
   }
   const upstream = upstreamFor(o, store)!;
   return {

@@ -59,6 +59,8 @@ export interface AgentMemory {
   fenceTarget: { member: string; address: string } | undefined;
   /** The pending switchover/failover request (by its requestedAt) and the monotonic ms when we first saw it. */
   requestSeen: { requestedAt: string; since: number } | undefined;
+  /** Clones that failed in a row and the monotonic ms of the last one: the next attempt backs off (a full disk failed 1,487 clones in 3 minutes, chaos seed 4242). */
+  cloneFailures: { count: number; lastAt: number } | undefined;
 }
 
 export function freshMemory(): AgentMemory {
@@ -72,6 +74,7 @@ export function freshMemory(): AgentMemory {
     syncSwitchLsn: undefined,
     fenceTarget: undefined,
     requestSeen: undefined,
+    cloneFailures: undefined,
   };
 }
 

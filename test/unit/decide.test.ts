@@ -40,6 +40,26 @@ describe('decide: bootstrap and joining', () => {
     assert.deepEqual(types(cloning), ['clone', 'startPostgres']);
   });
 
+  it('chaos seed 4242, wal-disk-full: failed clones back off (0.5 s, 1 s, 2 s … 30 s) instead of retrying every cycle', () => {
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary', slots: [{ name: 'b', active: false, restartLsn: null, retainedBytes: null }] })] });
+    const empty = { dataDir: 'empty' as const, server: { kind: 'stopped' as const }, store, previous: { state: 'cloning' as const, since: 0 } };
+    let memory = freshMemory();
+    for (const [count, backoff] of [[1, 500], [2, 1000], [3, 2000], [8, 30_000]] as const) {
+      // The clone failed `count` times in a row, the last at 100_000 (the observation's monotonic time).
+      const failed = decide(observation({ ...empty, outcomes: [{ type: 'clone', result: 'failed', code: 'POSTGRES_COMMAND_FAILED', error: 'No space left on device', retryable: true }], memory: { ...memory, cloneFailures: count === 1 ? undefined : { count: count - 1, lastAt: 0 } } }));
+      assert.equal(failed.defect, undefined, failed.defect?.message);
+      assert.equal(failed.state, 'waiting_to_clone', failed.reason);
+      assert.deepEqual(failed.memory.cloneFailures, { count, lastAt: 100_000 });
+      assert.equal(failed.retryInMs, backoff);
+      memory = failed.memory;
+    }
+    // Once the backoff has passed it clones again; a clone that works forgets the failures.
+    const retry = decide(observation({ ...empty, monotonic: 100_000 + 30_000, memory, previous: { state: 'waiting_to_clone', since: 0 } }));
+    assert.deepEqual(types(retry), ['clone', 'startPostgres']);
+    const done = decide(observation({ ...empty, outcomes: [{ type: 'clone', result: 'ok' }], memory }));
+    assert.equal(done.memory.cloneFailures, undefined);
+  });
+
   it('refuses a data directory of another cluster and does nothing', () => {
     const d = decide(observation({ systemIdentifier: '99' }));
     assert.equal(d.state, 'foreign_data');
