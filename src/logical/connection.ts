@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { ConnectionDeclaration, SecretRef } from '../cluster/logical-settings.js';
 import { readSource } from '../config/secrets.js';
 import { LogicalError } from './errors.js';
+import { pgpassField } from '../postgres/libpq.js';
 
 export function readSubscriptionSecret(ref: SecretRef, what: string): string {
   try {
@@ -19,8 +20,7 @@ export function readSubscriptionSecret(ref: SecretRef, what: string): string {
 
 /** A pgpass line for the declared user: the subscription's worker reads its password from there. */
 export function passfileContent(connection: ConnectionDeclaration, password: string): string {
-  const escape = (value: string) => value.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  return `*:*:*:${escape(connection.user)}:${escape(password)}\n`;
+  return `*:*:*:${pgpassField(connection.user)}:${pgpassField(password)}\n`;
 }
 
 function sslOptions(connection: ConnectionDeclaration): pg.ClientConfig['ssl'] {

@@ -8,6 +8,7 @@
 import type pg from 'pg';
 import { qualified, type PublicationDeclaration, type PublishOperation } from '../cluster/logical-settings.js';
 import { quoteIdent, quoteLiteral } from '../postgres/sql.js';
+import { conninfoValue } from '../postgres/libpq.js';
 
 /** Marks objects relevo created: an undeclared object with it was declared once and is dropped; one without is the operator's. */
 export const MANAGED_COMMENT = 'managed by relevo (cluster settings logical.*)';
@@ -88,11 +89,6 @@ export function enableSubscriptionSql(name: string, enabled: boolean): string {
 /** Drops the subscription and, through its connection, its slot on the publishing side. */
 export function dropSubscriptionSql(name: string): string {
   return `DROP SUBSCRIPTION IF EXISTS ${quoteIdent(name)}`;
-}
-
-/** Libpq conninfo value, single-quoted (backslash and quote escaped). */
-function conninfoValue(value: string): string {
-  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
 export interface ConninfoParts {
@@ -324,26 +320,6 @@ export async function existingTables(client: pg.Client, tables: string[]): Promi
     [tables],
   );
   return new Set(result.rows.map((r) => r.name));
-}
-
-export interface SequenceValue {
-  /** schema.sequence */
-  name: string;
-  /** last_value, or null when the sequence was never used. */
-  lastValue: string | null;
-}
-
-/** Every sequence of the connected database with its current value (logical replication does not carry them). */
-export async function listSequences(client: pg.Client): Promise<SequenceValue[]> {
-  const result = await client.query<{ name: string; last_value: string | null }>(
-    `SELECT schemaname || '.' || sequencename AS name, last_value::text FROM pg_sequences ORDER BY 1`,
-  );
-  return result.rows.map((r) => ({ name: r.name, lastValue: r.last_value }));
-}
-
-/** Sets a sequence (schema.sequence) so its next value follows `value`. */
-export function setSequenceSql(name: string, value: string): string {
-  return `SELECT setval(${quoteLiteral(qualifiedIdent(name))}, ${BigInt(value).toString()}, true)`;
 }
 
 export interface LogicalSlotState {

@@ -6,6 +6,7 @@ import type { OsUser } from '../util/os-user.js';
 import { OwnedDir, withOwnedDir, writeOwnedFile } from './owned-fs.js';
 import { libpqTlsParams } from '../tls/client.js';
 import { memberTlsFiles } from '../tls/member.js';
+import { pgpassField } from './libpq.js';
 
 /** relevo writes its settings to this file and includes it from postgresql.conf. */
 export const RELEVO_CONF = 'relevo.conf';
@@ -176,10 +177,9 @@ export function writeMemberConfiguration(
  * the network role for pg_rewind (it has the agent role's password).
  */
 export function writePassfile(path: string, user: OsUser, credentials: { replicationPassword: string; agentPassword: string }): void {
-  const escape = (password: string) => password.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
   writeOwnedFile(
     path,
-    `*:*:*:${ROLE_NAMES.replication}:${escape(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${escape(credentials.agentPassword)}\n*:*:*:${ROLE_NAMES.network}:${escape(credentials.agentPassword)}\n`,
+    `*:*:*:${ROLE_NAMES.replication}:${pgpassField(credentials.replicationPassword)}\n*:*:*:${ROLE_NAMES.agent}:${pgpassField(credentials.agentPassword)}\n*:*:*:${ROLE_NAMES.network}:${pgpassField(credentials.agentPassword)}\n`,
     user,
   );
 }

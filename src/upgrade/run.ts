@@ -37,6 +37,7 @@ import { copyRoles, copySchema } from './schema.js';
 import { connect, locate, networkConninfo, withClient, type Side } from './side.js';
 import { dropUpgradeRole, ensureUpgradeRole, UPGRADE_ROLE } from './role.js';
 import { advance, readState, stepIndex, UPGRADE_STEPS, type StoredState, type UpgradeState } from './state.js';
+import { pgpassField } from '../postgres/libpq.js';
 
 export interface UpgradeOptions {
   store: Store;
@@ -161,8 +162,7 @@ function subscriberFiles(source: Side, target: Side, password: string): { passfi
   const user = lookupOsUser(target.config.postgres.osUser);
   const dir = dirname(target.config.postgres.dataDir);
   const passfile = subscriberPassfile(source.cluster, target.config);
-  const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeOwnedFile(passfile, `${escape(source.host)}:${source.port}:*:${UPGRADE_ROLE}:${escape(password)}\n`, user);
+  writeOwnedFile(passfile, `${pgpassField(source.host)}:${source.port}:*:${UPGRADE_ROLE}:${pgpassField(password)}\n`, user);
   let ca: string | undefined;
   if (source.caFile) {
     ca = join(dir, `upgrade-from-${source.cluster}-ca.crt`);

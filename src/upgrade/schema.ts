@@ -13,6 +13,7 @@ import { ROLE_NAMES } from '../config/secrets.js';
 import { UpgradeError } from './errors.js';
 import { localConninfo as conninfo, type Side } from './side.js';
 import { UPGRADE_ROLE } from './role.js';
+import { pgpassField } from '../postgres/libpq.js';
 
 interface Tools {
   binDir: string;
@@ -22,8 +23,7 @@ interface Tools {
 function withPassfile<T>(sides: Side[], work: (passfile: string) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'relevo-upgrade-'));
   const passfile = join(dir, 'pgpass');
-  const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-  writeFileSync(passfile, sides.map((s) => `${escape(s.socketDir)}:${s.localPort}:*:${ROLE_NAMES.agent}:${escape(s.password)}\n`).join(''), { mode: 0o600 });
+  writeFileSync(passfile, sides.map((s) => `${pgpassField(s.socketDir)}:${s.localPort}:*:${ROLE_NAMES.agent}:${pgpassField(s.password)}\n`).join(''), { mode: 0o600 });
   return work(passfile).finally(() => rmSync(dir, { recursive: true, force: true }));
 }
 

@@ -14,6 +14,7 @@ import { socketDirOf, splitHostPort } from '../postgres/conf.js';
 import type { Store } from '../store/store.js';
 import { clusterCaFile } from '../tls/member.js';
 import { UpgradeError, type UpgradeErrorCode } from './errors.js';
+import { conninfoValue } from '../postgres/libpq.js';
 
 export interface Side {
   cluster: string;
@@ -81,9 +82,8 @@ export async function withClient<T>(side: Side, database: string, work: (client:
 }
 
 function render(params: Record<string, string>): string {
-  const quote = (v: string) => `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
   return Object.entries(params)
-    .map(([k, v]) => `${k}=${quote(v)}`)
+    .map(([k, v]) => `${k}=${conninfoValue(v)}`)
     .join(' ');
 }
 
