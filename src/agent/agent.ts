@@ -34,6 +34,7 @@ import { ReplayControl } from './replay.js';
 import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
 import { requestSwitchover } from '../cluster/operations.js';
+import { RepublishGate } from '../util/republish.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
 const STATUS_REFRESH_MS = 10_000;
@@ -100,7 +101,7 @@ export class Agent {
     return agentSqlTarget(this.local, this.credentials);
   });
   private status: MemberStatus | undefined;
-  private published = { fingerprint: '', at: 0 };
+  private readonly statusGate = new RepublishGate(STATUS_REFRESH_MS);
   private sync: SyncRecord | undefined;
   private watch: Watch | undefined;
   /** The store watch is up: a change of the leader, failover or config key wakes the loop at once. */
@@ -637,9 +638,9 @@ export class Agent {
     const { updatedAt: _updatedAt, ...content } = status;
     const fingerprint = `${this.lease} ${JSON.stringify(content)}`;
     const listed = observation.store.members.some((m) => m.name === this.config.name);
-    if (listed && fingerprint === this.published.fingerprint && performance.now() - this.published.at < STATUS_REFRESH_MS) return;
+    if (listed && !this.statusGate.due(fingerprint)) return;
     await this.store.put(this.keys.member(this.config.name), JSON.stringify(status), { lease: this.lease }).then(
-      () => (this.published = { fingerprint, at: performance.now() }),
+      () => this.statusGate.written(fingerprint),
       (error: Error) => this.log.warn({ err: error.message }, 'could not publish member status'),
     );
   }

@@ -7,6 +7,7 @@ import { lsnDistance } from '../postgres/lsn.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import type { Observation } from './observation.js';
+import { RepublishGate } from '../util/republish.js';
 
 /** The source cluster of a standby cluster, as read from the source's store this cycle. */
 export type SourceView =
@@ -30,7 +31,8 @@ export type SourceView =
  */
 export class SourceReader {
   private opened: { key: string; store: Store } | undefined;
-  private published = { fingerprint: '', at: 0 };
+  /** Like member statuses, an unchanged link is rewritten only every few seconds. */
+  private readonly linkGate = new RepublishGate(5_000);
 
   constructor(
     private readonly config: MemberConfig,
@@ -80,12 +82,13 @@ export class SourceReader {
    */
   async publishLink(link: StandbyCluster, record: SiteLink, ownKey: string): Promise<void> {
     const text = JSON.stringify(record);
-    // Like member statuses: an unchanged link is rewritten only every few seconds (each write wakes watchers).
     const { at: _at, ...content } = record;
     const fingerprint = JSON.stringify(content);
-    if (fingerprint === this.published.fingerprint && performance.now() - this.published.at < 5_000) return;
-    this.published = { fingerprint, at: performance.now() };
-    await this.ownStore.put(ownKey, text).catch((error: Error) => this.log.warn({ err: error.message }, `could not write the site link ${ownKey}`));
+    if (!this.linkGate.due(fingerprint)) return;
+    await this.ownStore.put(ownKey, text).then(
+      () => this.linkGate.written(fingerprint),
+      (error: Error) => this.log.warn({ err: error.message }, `could not write the site link ${ownKey}`),
+    );
     try {
       const store = await this.storeFor(link);
       await store.put(clusterKeys(link.sourceCluster).standbyCluster(this.config.cluster), text);
