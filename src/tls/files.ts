@@ -67,9 +67,15 @@ export function ensurePrivateDir(path: string, mode: number, owner?: OsUser): vo
   try {
     stat = lstatSync(path);
   } catch {
-    mkdirSync(path, { mode });
-    if (owner && runningAsRoot()) chownSync(path, owner.uid, owner.gid);
-    return;
+    try {
+      mkdirSync(path, { mode });
+      if (owner && runningAsRoot()) chownSync(path, owner.uid, owner.gid);
+      return;
+    } catch (error) {
+      // Another agent on this host created it between our lstat and mkdir: check theirs like any existing one.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      stat = lstatSync(path);
+    }
   }
   if (!stat.isDirectory()) throw new UnsafePathError(`${path} exists and is not a directory (a symbolic link?); remove it or choose another path`);
   const expectedUid = owner && runningAsRoot() ? owner.uid : process.getuid?.();
