@@ -63,20 +63,16 @@ function syncDir(dir: string): void {
  * user or root, and not writable by group or others.
  */
 export function ensurePrivateDir(path: string, mode: number, owner?: OsUser): void {
-  let stat;
+  // mkdir first, not lstat-then-mkdir: an agent racing us on the same host then
+  // lands on EEXIST and its directory is checked like any existing one.
   try {
-    stat = lstatSync(path);
-  } catch {
-    try {
-      mkdirSync(path, { mode });
-      if (owner && runningAsRoot()) chownSync(path, owner.uid, owner.gid);
-      return;
-    } catch (error) {
-      // Another agent on this host created it between our lstat and mkdir: check theirs like any existing one.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      stat = lstatSync(path);
-    }
+    mkdirSync(path, { mode });
+    if (owner && runningAsRoot()) chownSync(path, owner.uid, owner.gid);
+    return;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
+  const stat = lstatSync(path);
   if (!stat.isDirectory()) throw new UnsafePathError(`${path} exists and is not a directory (a symbolic link?); remove it or choose another path`);
   const expectedUid = owner && runningAsRoot() ? owner.uid : process.getuid?.();
   if (stat.uid !== expectedUid && stat.uid !== 0) throw new UnsafePathError(`${path} belongs to uid ${stat.uid}, expected ${expectedUid}; fix its owner`);

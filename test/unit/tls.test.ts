@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +8,7 @@ import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { parseMemberConfig } from '../../src/config/load.js';
 import { apiUrlOf } from '../../src/config/member.js';
 import { baseParameters, renderHba, renderRelevoConf } from '../../src/postgres/conf.js';
-import { writeFileSafely } from '../../src/tls/files.js';
+import { ensurePrivateDir, writeFileSafely } from '../../src/tls/files.js';
 import { memberCertNames } from '../../src/tls/member.js';
 import { certFacts, generateKeyPem, issueCaCert, issueMemberCert, issuedBy, needsRenewal } from '../../src/tls/pki.js';
 
@@ -90,5 +90,38 @@ describe('api.allowlist', () => {
     assert.ok(!list.check('192.168.1.6', 'ipv4'));
     assert.equal(parseAllowlist([]), undefined);
     for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/8/1', '0.0.0.0/0 trust']) assert.throws(() => parseAllowlist([bad]), /api\.allowlist/);
+  });
+});
+
+describe('ensurePrivateDir (the cluster CA directory)', () => {
+  let scratch: string;
+  before(() => {
+    scratch = mkdtempSync(join(tmpdir(), 'relevo-private-dir-'));
+  });
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('creates an absent directory with the mode asked for', () => {
+    const dir = join(scratch, 'fresh');
+    ensurePrivateDir(dir, 0o700);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+  });
+
+  it('accepts a directory another agent already made (the EEXIST path two agents starting at once take)', () => {
+    const dir = join(scratch, 'made-by-another');
+    mkdirSync(dir, { mode: 0o700 });
+    assert.doesNotThrow(() => ensurePrivateDir(dir, 0o700));
+    assert.doesNotThrow(() => ensurePrivateDir(dir, 0o700));
+  });
+
+  it('refuses a symbolic link or a group-writable directory in its place with UNSAFE_PATH', () => {
+    const target = join(scratch, 'target');
+    mkdirSync(target, { mode: 0o700 });
+    const link = join(scratch, 'link');
+    symlinkSync(target, link);
+    assert.throws(() => ensurePrivateDir(link, 0o700), { code: 'UNSAFE_PATH', message: /not a directory/ });
+    const open = join(scratch, 'group-writable');
+    mkdirSync(open);
+    chmodSync(open, 0o770);
+    assert.throws(() => ensurePrivateDir(open, 0o700), { code: 'UNSAFE_PATH', message: /writable by group or others/ });
   });
 });
