@@ -37,7 +37,7 @@ for (const backend of ['embedded', 'etcd'] as const) {
 
     before(async () => {
       if (backend === 'etcd') etcd = await startEtcd();
-      cluster = await TestCluster.create({ store: backend === 'embedded' ? 'embedded' : { endpoints: etcd!.endpoints }, settings: { slotGraceSeconds: 10 } });
+      cluster = await TestCluster.create({ store: backend === 'embedded' ? 'embedded' : { endpoints: etcd!.endpoints }, settings: { slotGraceSeconds: 4 } });
       for (const name of ['node1', 'node2', 'node3']) await cluster.defineMember(name);
       for (const name of ['node1', 'node2', 'node3']) cluster.startAgent(name);
     });

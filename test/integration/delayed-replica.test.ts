@@ -39,7 +39,7 @@ async function destroy(cluster: TestCluster, name: string, statement: string): P
     await client.end();
   }
 }
-const DELAY_S = 10;
+const DELAY_S = 5;
 const ROWS = 1_000;
 
 test('delayed replica: stays behind, is never promoted or synchronous, and recovers a truncated table', { timeout: 300_000 }, async (t) => {
