@@ -20,6 +20,7 @@ import {
 } from '../../src/tls/ca-rotation.js';
 import { applyCaDir, nextKeyOf } from '../../src/tls/ca-rotation-files.js';
 import { writeFileSafely } from '../../src/tls/files.js';
+import { CertFiles } from '../../src/router/server-tls.js';
 import { generateKeyPem, issueCaCert } from '../../src/tls/pki.js';
 
 interface Ca {
@@ -110,6 +111,22 @@ describe('CA rotation: phase table, signed records, bundle checks', () => {
       { member: 'd', detail: 'no report yet' },
       { member: 'e', detail: 'no report yet' },
     ]);
+  });
+
+  it('the router rebuilds its TLS context when its certificate files change, and keeps the previous one while they do not match', async () => {
+    const files = { cert: join(dir, 'router.crt'), key: join(dir, 'router.key') };
+    const issue = async () => {
+      writeFileSafely(files.key, newCa.key, { mode: 0o600 });
+      writeFileSafely(files.cert, newCa.cert, { mode: 0o644 });
+    };
+    await issue();
+    const pair = new CertFiles(files.cert, files.key);
+    const first = pair.get();
+    assert.equal(pair.get(), first, 'unchanged files: the same context');
+    writeFileSafely(files.key, oldCa.key, { mode: 0o600 });
+    assert.equal(pair.get(), first, 'a key without its certificate yet: the previous context');
+    writeFileSafely(files.cert, oldCa.cert, { mode: 0o644 });
+    assert.notEqual(pair.get(), first, 'a new pair: a new context');
   });
 
   it('moves a CA directory through the phases: bundle, then the issuing key, then the new CA alone', () => {
