@@ -20,10 +20,12 @@ import { reloadPostgres } from '../postgres/postmaster.js';
 import type { Store } from '../store/store.js';
 import { CaRotationError, checkCaRotation, parseCaRotation, splitPem, type CaRotationRecord, type CaRotationReport } from '../tls/ca-rotation.js';
 import { applyCaDir } from '../tls/ca-rotation-files.js';
-import { caFilesOf, ensureMemberCert } from '../tls/member.js';
+import { caFilesOf, ensureMemberCert, memberTlsFiles } from '../tls/member.js';
+import { issuedBy } from '../tls/pki.js';
 
 const ROTATION_POLL_MS = 2_000;
 const RENEWAL_CHECK_MS = 3600_000;
+const CA_ROTATION_ACTIVE_POLL_MS = 500;
 
 export function rotationGeneration(value: string | undefined): number {
   if (value === undefined) return 0;
@@ -40,6 +42,7 @@ export class Upkeep {
   /** The record value last applied and reported. */
   private appliedCaRotation: string | undefined;
   private lastCaReport: CaRotationReport | undefined;
+  private caRotationRunning = false;
 
   constructor(
     private readonly config: MemberConfig,
@@ -93,13 +96,16 @@ export class Upkeep {
   async caRotation(): Promise<void> {
     if (!this.local.tls) return;
     const now = performance.now();
-    if (now - this.lastCaRotationPoll < ROTATION_POLL_MS) return;
+    // While a rotation runs, look more often: each phase waits for the slowest member.
+    if (now - this.lastCaRotationPoll < (this.caRotationRunning ? CA_ROTATION_ACTIVE_POLL_MS : ROTATION_POLL_MS)) return;
     this.lastCaRotationPoll = now;
     let report: CaRotationReport;
     try {
       const kv = await this.store.get(this.keys.caRotation);
-      if (!kv || kv.value === this.appliedCaRotation) return;
+      if (!kv) return;
       const record = parseCaRotation(kv.value);
+      this.caRotationRunning = record.phase !== 'done';
+      if (kv.value === this.appliedCaRotation) return;
       report = await this.applyCaRotation(record);
       if (report.applied) this.appliedCaRotation = kv.value;
     } catch (error) {
@@ -139,6 +145,10 @@ export class Upkeep {
       if (runningPostmasterPid(this.local.dataDir) !== undefined) await reloadPostgres(this.local.postmaster);
       this.onCertificateChanged();
       this.log.info({ phase: record.phase, fingerprint: cert.fingerprint }, `CA rotation ${record.id}: phase ${record.phase} applied (${cert.reason}); PostgreSQL and the API reloaded`);
+    }
+    // From reissue on, applied means serving a certificate of the new CA (pre-issued tls.cert files are the operator's to replace).
+    if (record.phase !== 'trust' && !issuedBy(readFileSync(memberTlsFiles(this.config)!.cert, 'utf8'), record.newCa)) {
+      return { ...base, applied: false, detail: `the member certificate is not from the new CA yet${this.config.tls.cert ? `: install one from the new CA as ${this.config.tls.cert}` : ''}` };
     }
     const trusted = splitPem(record.bundle).length;
     return { ...base, applied: true, detail: `trusts ${trusted} CA(s); certificate ${cert.fingerprint.slice(0, 23)}…` };

@@ -276,7 +276,6 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     const { config } = cluster.member(primary);
     const caFile = caFilesOf(config).cert;
     const oldCa = readFileSync(caFile, 'utf8');
-    const historyBefore = (await cluster.cli(['history', '--json'], primary)).stdout;
     const walsender = async () => (await cluster.sql<{ pid: number }>(primary, `SELECT pid FROM pg_stat_replication WHERE state = 'streaming'`)).map((r) => r.pid);
     const streamBefore = await walsender();
     assert.equal(streamBefore.length, 1);
@@ -307,12 +306,13 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
       }
     })();
     const keys = clusterKeys(cluster.clusterName);
-    // Interrupted: one second per phase is shorter than the agents' two-second poll, so the run stops mid-way.
-    const first = await cluster.cli(['certs', 'rotate', '--ca', '--phase-timeout', '1'], primary);
+    // Interrupted: the replica's agent is frozen for the first run (shorter than the lease), so `trust` times out.
+    await cluster.signalAgent(replica, 'SIGSTOP');
+    const first = await cluster.cli(['certs', 'rotate', '--ca', '--phase-timeout', '1'], primary).finally(() => cluster.signalAgent(replica, 'SIGCONT'));
     assert.notEqual(first.code, 0, first.stdout);
-    assert.match(first.stderr, /CA_ROTATION_TIMEOUT/);
+    assert.match(first.stderr, new RegExp(`${replica} \\(no report yet\\).*\\[CA_ROTATION_TIMEOUT\\]`));
     const interrupted = parseCaRotation((await cluster.store.get(keys.caRotation))!.value);
-    assert.notEqual(interrupted.phase, 'done');
+    assert.equal(interrupted.phase, 'trust');
     const second = await cluster.cli(['certs', 'rotate', '--ca'], primary);
     probing = false;
     await probe;
@@ -325,8 +325,7 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     assert.deepEqual(probeFailures, [], `${probes} probes`);
     assert.ok(probes > 30, `only ${probes} probes ran`);
     assert.deepEqual(writer.failures.filter((f) => f.at >= started), [], 'the writer saw no error');
-    assert.deepEqual(await walsender(), streamBefore, 'the same walsender streamed throughout: replication never broke');
-    assert.equal((await cluster.cli(['history', '--json'], primary)).stdout, historyBefore, 'no failover');
+    assert.deepEqual(await walsender(), streamBefore, 'the same walsender on the same primary streamed throughout: replication never broke, no failover');
     // Only the new CA is trusted, and the old one verifies no member's PostgreSQL or API any more.
     const newCa = readFileSync(caFile, 'utf8');
     assert.equal(splitPem(newCa).length, 1);
