@@ -107,7 +107,8 @@ async function startRotation(handle: ClusterHandle, ca: CaFiles, options: CaRota
   return record;
 }
 
-function providedCa(options: CaRotationOptions): { cert: string; key: string } {
+/** An operator-provided new CA, checked: one CA certificate, its own key, the key file 0600. */
+export function providedCa(options: CaRotationOptions): { cert: string; key: string } {
   const invalid = (why: string) => new CliError('CA_ROTATION_NEW_CA_INVALID', why);
   if (!options.newCaKey) throw invalid('--new-ca-cert needs --new-ca-key: every agent issues its certificate with the new CA key');
   const cert = readIfExists(options.newCaCert!);

@@ -21,7 +21,8 @@ import {
 import { applyCaDir, nextKeyOf } from '../../src/tls/ca-rotation-files.js';
 import { writeFileSafely } from '../../src/tls/files.js';
 import { CertFiles } from '../../src/router/server-tls.js';
-import { generateKeyPem, issueCaCert } from '../../src/tls/pki.js';
+import { generateKeyPem, issueCaCert, issueMemberCert } from '../../src/tls/pki.js';
+import { providedCa } from '../../src/cli/rotate-ca.js';
 
 interface Ca {
   cert: string;
@@ -39,7 +40,9 @@ describe('CA rotation: phase table, signed records, bundle checks', () => {
     const make = async (name: string): Promise<Ca> => {
       const key = generateKeyPem();
       writeFileSafely(join(dir, `${name}.key`), key, { mode: 0o600 });
-      return { key, cert: await issueCaCert(join(dir, `${name}.key`), name) };
+      const cert = await issueCaCert(join(dir, `${name}.key`), name);
+      writeFileSafely(join(dir, `${name}.crt`), cert, { mode: 0o644 });
+      return { key, cert };
     };
     [oldCa, newCa, intruder] = await Promise.all([make('old'), make('new'), make('intruder')]);
   });
@@ -127,6 +130,22 @@ describe('CA rotation: phase table, signed records, bundle checks', () => {
     assert.equal(pair.get(), first, 'a key without its certificate yet: the previous context');
     writeFileSafely(files.cert, oldCa.cert, { mode: 0o644 });
     assert.notEqual(pair.get(), first, 'a new pair: a new context');
+  });
+
+  it('checks an operator-provided new CA: a CA certificate, its own key, mode 0600', async () => {
+    const file = (name: string, content: string, mode = 0o600) => {
+      writeFileSafely(join(dir, name), content, { mode });
+      return join(dir, name);
+    };
+    const cert = file('given.crt', newCa.cert, 0o644);
+    assert.equal(providedCa({ phaseTimeoutMs: 1, newCaCert: cert, newCaKey: file('given.key', newCa.key) }).cert, newCa.cert);
+    const refused = (options: { newCaCert: string; newCaKey?: string }, why: RegExp) =>
+      assert.throws(() => providedCa({ phaseTimeoutMs: 1, ...options }), (e: { code?: string; message: string }) => e.code === 'CA_ROTATION_NEW_CA_INVALID' && why.test(e.message));
+    refused({ newCaCert: cert }, /needs --new-ca-key/);
+    refused({ newCaCert: cert, newCaKey: file('other.key', oldCa.key) }, /is not the key of/);
+    refused({ newCaCert: cert, newCaKey: file('open.key', newCa.key, 0o644) }, /readable by group or others/);
+    const leaf = await issueMemberCert({ keyFile: join(dir, 'given.key'), caCertFile: join(dir, 'old.crt'), caKeyFile: join(dir, 'old.key'), commonName: 'leaf', names: ['127.0.0.1'], days: 1 });
+    refused({ newCaCert: file('leaf.crt', leaf, 0o644), newCaKey: join(dir, 'given.key') }, /one CA certificate/);
   });
 
   it('moves a CA directory through the phases: bundle, then the issuing key, then the new CA alone', () => {
