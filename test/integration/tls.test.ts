@@ -24,7 +24,7 @@ import { apiCall, serverFingerprint } from '../../src/tls/client.js';
 import { writeFileSafely } from '../../src/tls/files.js';
 import { caFilesOf, memberTlsFiles } from '../../src/tls/member.js';
 import { generateKeyPem, issueCaCert, issueMemberCert } from '../../src/tls/pki.js';
-import { parseCaRotation, sharesCa, splitPem } from '../../src/tls/ca-rotation.js';
+import { parseCaRotation, sharesCa, signedRecord, splitPem } from '../../src/tls/ca-rotation.js';
 import { Etcd3 } from 'etcd3';
 import { StoreConfigSchema } from '../../src/store/config.js';
 import { openStore } from '../../src/store/open.js';
@@ -272,7 +272,7 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     assert.equal((await cluster.api(replica, '/status')).status, 200);
   });
 
-  it('rotates the CA: no failed verify-full connection, replication never breaks, an interrupted run resumes, the old CA verifies nothing after', async () => {
+  it('rotates the CA: no failed verify-full connection, replication never breaks, an interrupted run resumes, the old CA verifies nothing after, a forged record is refused', async () => {
     const { config } = cluster.member(primary);
     const caFile = caFilesOf(config).cert;
     const oldCa = readFileSync(caFile, 'utf8');
@@ -342,6 +342,14 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     await cluster.sql(primary, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`);
     await cluster.waitHealthy(NAMES, 30_000);
     assert.deepEqual((await writer.verify(cluster)).lost, []);
+    // A store writer cannot introduce its own CA: a record signed with its key is refused and reported, never applied.
+    const forged = signedRecord(cluster.clusterName, { id: 'forged', oldCa: newCa, newCa: readFileSync(foreign.caFile, 'utf8'), startedAt: new Date().toISOString() }, 'trust', 'new', readFileSync(join(foreign.dir, 'ca.key'), 'utf8'));
+    await cluster.store.put(keys.caRotation, JSON.stringify(forged));
+    for (const name of NAMES) {
+      await waitFor(`${name} to refuse the forged CA rotation`, async () => (await cluster.store.get(keys.caRotationReport(name)))?.value.includes('CA_ROTATION_UNTRUSTED_SIGNER'), 10_000, 100);
+    }
+    assert.equal(readFileSync(caFile, 'utf8'), newCa, 'ca.crt unchanged');
+    await cluster.store.delete(keys.caRotation);
   });
 });
 
