@@ -532,6 +532,7 @@ export class Agent {
     });
     await this.checkFencer();
     await this.upkeep.certificates();
+    await this.upkeep.caRotation();
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
     const outOfCycle = this.outOfCycleOutcomes.splice(0);

@@ -20,6 +20,7 @@ import { showEvents } from './events.js';
 import { connectionStrings } from './dsn.js';
 import { runRouter } from './router-command.js';
 import { rotateCertificates, rotateSecrets, SECRET_ROLES, type SecretRole } from './rotate.js';
+import { rotateCa } from './rotate-ca.js';
 import { storeRepair } from './store-repair.js';
 import { clusterListing, renderListing } from './list.js';
 import { recoverTable, renderRecoverReport, replayCommand } from './undo.js';
@@ -295,11 +296,24 @@ program
   .command('certs')
   .description('member certificates')
   .command('rotate')
-  .description('re-issue every member certificate from the cluster CA; PostgreSQL and the API reload them without a restart')
+  .description('re-issue every member certificate from the cluster CA; PostgreSQL and the API reload them without a restart. With --ca: replace the CA itself (trust both, reissue, drop the old), resumable')
   .option(...configOption)
-  .option('--no-wait', 'return once the request is recorded')
-  .action(async (options: { config?: string; wait: boolean }) => {
-    await withCluster(options.config, async (handle) => console.log(await rotateCertificates(handle, { wait: options.wait })));
+  .option('--no-wait', 'return once the request is recorded (member certificates only)')
+  .option('--ca', 'rotate the cluster CA: run where ca.key is; rerun to resume an interrupted rotation')
+  .option('--new-ca-cert <file>', 'with --ca: use this CA certificate instead of generating one')
+  .option('--new-ca-key <file>', 'with --ca: the key of --new-ca-cert (mode 0600)')
+  .option('--phase-timeout <seconds>', 'with --ca: how long each phase may wait for every member', '120')
+  .action(async (options: { config?: string; wait: boolean; ca?: boolean; newCaCert?: string; newCaKey?: string; phaseTimeout: string }) => {
+    if (!options.ca) {
+      if (options.newCaCert || options.newCaKey) throw new CliError('BAD_ARGUMENT', '--new-ca-cert/--new-ca-key go with --ca');
+      await withCluster(options.config, async (handle) => console.log(await rotateCertificates(handle, { wait: options.wait })));
+      return;
+    }
+    const seconds = Number(options.phaseTimeout);
+    if (!(seconds > 0)) throw new CliError('BAD_ARGUMENT', `--phase-timeout: got "${options.phaseTimeout}", expected a number of seconds`);
+    await withCluster(options.config, async (handle) =>
+      console.log(await rotateCa(handle, { phaseTimeoutMs: seconds * 1000, ...(options.newCaCert ? { newCaCert: options.newCaCert } : {}), ...(options.newCaKey ? { newCaKey: options.newCaKey } : {}) })),
+    );
   });
 
 program

@@ -35,6 +35,11 @@ export function clusterKeys(cluster: string) {
     ca: `${root}tls/ca`,
     /** `relevo certs rotate` bumps this generation; each agent re-issues its member certificate once per bump. */
     certsRotation: `${root}tls/rotation`,
+    /** `relevo certs rotate --ca`: the signed, phased CA rotation (src/tls/ca-rotation.ts), written by compare-and-swap. */
+    caRotation: `${root}tls/ca-rotation`,
+    /** What each agent applied of the CA rotation (one record per member, written by that member's agent). */
+    caRotationReportsPrefix: `${root}tls/ca-rotation-reports/`,
+    caRotationReport: (member: string) => `${root}tls/ca-rotation-reports/${member}`,
     /**
      * Where routers configured for this cluster send clients (src/cluster/route.ts):
      * absent = this cluster; written by `relevo upgrade` (compare-and-swap) to hold

@@ -116,6 +116,15 @@ const entries = {
   TLS_CERT_INVALID: { class: 'refused', area: 'tls', summary: 'a certificate or key does not parse, has expired, or does not match', hint: 'replace tls.cert/tls.key, or remove them to let the agent issue new ones' },
   TLS_OPENSSL_FAILED: { class: 'failure', area: 'tls', summary: 'openssl failed while issuing a certificate', hint: 'check that openssl is installed; its output is in the message' },
 
+  // CA rotation (src/tls/ca-rotation.ts, `relevo certs rotate --ca`, docs/security.md#ca-rotation).
+  CA_ROTATION_RECORD_INVALID: { class: 'damage', area: 'tls', summary: 'the CA rotation record in the store is malformed, or its bundle is not the one its phase calls for', hint: 'agents refuse it; check who writes tls/ca-rotation, then rerun `relevo certs rotate --ca` from the host holding the CA key' },
+  CA_ROTATION_UNTRUSTED_SIGNER: { class: 'refused', area: 'tls', summary: 'a CA rotation record is not signed by a CA this member trusts', hint: 'agents never apply it; a store writer tried to introduce a CA, or the member missed earlier phases (copy the current ca.crt to its CA directory)' },
+  CA_ROTATION_BAD_EDGE: { class: 'refused', area: 'tls', summary: 'a CA rotation was asked to move between phases the phase table does not link', hint: 'phases go trust, reissue, drop, done; rerun `relevo certs rotate --ca` to resume' },
+  CA_ROTATION_NO_CA_KEY: { class: 'refused', area: 'tls', summary: 'this host has no key of the current (or, when resuming, the new) cluster CA to sign the rotation with', hint: 'run `relevo certs rotate --ca` on the host whose tls.caDir holds ca.key (and ca.next.key when resuming)' },
+  CA_ROTATION_NEW_CA_INVALID: { class: 'usage', area: 'tls', summary: 'the new CA given with --new-ca-cert/--new-ca-key is not a CA certificate, its key does not match, or the key file is readable by others', hint: 'give a CA certificate (basicConstraints CA:TRUE) and its own key, chmod 600' },
+  CA_ROTATION_TIMEOUT: { class: 'failure', area: 'tls', summary: 'not every member applied the current phase of the CA rotation in time', hint: 'the message names the members and what they report; fix that, then rerun `relevo certs rotate --ca`: it resumes at the same phase' },
+  CA_ROTATION_CONCURRENT: { class: 'failure', area: 'tls', summary: 'the CA rotation record changed under this command (another rotation command runs)', hint: 'let the other command finish, or rerun to resume' },
+
   // Fencing (src/fence, docs/architecture.md#fencing): reported in logs, `relevo list` and the event log.
   E_FENCER_MISSING: { class: 'failure', area: 'fence', summary: "a member's fencer process does not run, so it may not lead", hint: 'the agent restarts it; with fence.spawn=false start the relevo-fence unit; its log is <dataDir>.fencer.log' },
   E_FENCE_FIRED: { class: 'failure', area: 'fence', summary: "the fencer stopped PostgreSQL because the agent stopped renewing the primary's lease", hint: 'find why the agent froze (its log, the host); it rejoins as a replica by itself' },

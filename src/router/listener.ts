@@ -40,7 +40,7 @@ export interface ListenerContext {
   /** Present when this listener runs in session mode. */
   session?: {
     verifier(user: string): ScramVerifier | undefined;
-    tls: SecureContext | undefined;
+    tls: { get(): SecureContext } | undefined;
     serverCa: CaFile | undefined;
     /** CancelRequest with a key the router issued to one of its sessions. */
     cancel(pid: number, secret: number): void;

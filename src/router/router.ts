@@ -29,9 +29,7 @@ import { Listener, type ListenerContext, type ListenerRole } from './listener.js
 import { createRegistry, serveMetrics } from './metrics.js';
 import { RouterSettingsSchema, settingsProblem, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
 import type { Relay } from './relay.js';
-import { readFileSync } from 'node:fs';
-import { createSecureContext } from 'node:tls';
-import { CaFile } from './server-tls.js';
+import { CaFile, CertFiles } from './server-tls.js';
 import { VerifierFile } from './verifiers.js';
 import { ServerPool } from './pool.js';
 import type { RouterStatus, ListenerStats } from './status.js';
@@ -216,12 +214,12 @@ class Router {
     void this.publish();
   }
 
-  /** Verifiers, TLS and cancel routing for listeners in session mode (read once at start; the verifier file is re-read when it changes). */
+  /** Verifiers, TLS and cancel routing for listeners in session mode (the verifier, certificate and CA files are re-read when they change). */
   private sessionSupport(): ListenerContext['session'] {
     const s = this.settings.session;
     if (!s) return undefined;
     const verifiers = new VerifierFile(s.verifiersFile);
-    const tls = s.tls ? createSecureContext({ cert: readFileSync(s.tls.certFile), key: readFileSync(s.tls.keyFile) }) : undefined;
+    const tls = s.tls ? new CertFiles(s.tls.certFile, s.tls.keyFile) : undefined;
     this.pool = s.pool ? new ServerPool(s.pool.size, s.pool.idleMs) : undefined;
     return {
       pool: this.pool,

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
@@ -26,6 +26,38 @@ export function endPointHash(certDer: Buffer): Buffer {
   let name = signatureAlgorithmHashFromCertificate(certDer);
   if (name === 'MD5' || name === 'SHA-1') name = 'SHA-256';
   return createHash(name.replace('-', '').toLowerCase()).update(certDer).digest();
+}
+
+/**
+ * The router's own certificate and key (it presents them to clients that ask
+ * for TLS), rebuilt into a TLS context when either file changes: a member
+ * certificate re-issued by `relevo certs rotate` (with or without --ca) is
+ * served to the next client without a router restart.
+ */
+export class CertFiles {
+  private context: SecureContext | undefined;
+  private stamp = '';
+
+  constructor(
+    readonly certFile: string,
+    readonly keyFile: string,
+  ) {
+    this.get();
+  }
+
+  get(): SecureContext {
+    const stamp = [this.certFile, this.keyFile].map((f) => statSync(f)).map((st) => `${st.mtimeMs}:${st.size}:${st.ino}`).join('/');
+    if (stamp !== this.stamp || !this.context) {
+      try {
+        this.context = createSecureContext({ cert: readFileSync(this.certFile), key: readFileSync(this.keyFile) });
+        this.stamp = stamp;
+      } catch (error) {
+        // Caught between the key and the certificate of a re-issue: keep the previous pair until both match.
+        if (!this.context) throw error;
+      }
+    }
+    return this.context;
+  }
 }
 
 /** The cluster CA bundle, re-read when the file changes (a CA rotation adds and later drops a CA). */

@@ -53,7 +53,7 @@ export interface SessionContext {
   decide(): Decision;
   verifier(user: string): ScramVerifier | undefined;
   /** Server-side TLS for clients that ask for it; undefined = answer 'N'. */
-  tls: SecureContext | undefined;
+  tls: { get(): SecureContext } | undefined;
   /** The cluster CA the servers are verified against (verify-full + channel binding); undefined = plaintext to the servers. */
   serverCa?: { get(): string } | undefined;
   timeouts: { startupMs: number; connectMs: number; holdMs: number };
@@ -293,7 +293,7 @@ export class Session {
     plain.removeAllListeners('error');
     plain.on('error', () => undefined);
     plain.write('S');
-    const secure = new TLSSocket(plain, { isServer: true, secureContext: this.ctx.tls });
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: this.ctx.tls!.get() });
     this.client = secure;
     this.listenClient();
   }

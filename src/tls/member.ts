@@ -22,6 +22,7 @@ import type { ClusterKeys } from '../cluster/keys.js';
 import { apiUrlOf, connectAddressOf, type MemberConfig } from '../config/member.js';
 import type { Store } from '../store/store.js';
 import type { OsUser } from '../util/os-user.js';
+import { issuerInBundle, sharesCa, splitPem } from './ca-rotation.js';
 import { ensurePrivateDir, renameDurably, writeFileSafely } from './files.js';
 import { certFacts, certNames, generateKeyPem, hostOf, issueCaCert, issueMemberCert, issuedBy, needsRenewal, TlsError } from './pki.js';
 
@@ -90,6 +91,11 @@ function readIfExists(path: string): string | undefined {
 
 const samePem = (a: string, b: string) => a.replace(/\s+/g, '') === b.replace(/\s+/g, '');
 
+/** The certificate is signed by one of the bundle's CAs. */
+export function issuedByBundle(certPem: string, bundle: string): boolean {
+  return splitPem(bundle).some((ca) => issuedBy(certPem, ca));
+}
+
 /**
  * Makes sure this host has the cluster CA certificate: creates the CA when the
  * store has none and this host has none (first start of a new cluster),
@@ -109,7 +115,8 @@ export async function ensureClusterCa(config: MemberConfig, store: Store, keys: 
         await store.create(keys.ca, local);
         published = await store.get(keys.ca);
       }
-      if (published && !samePem(published.value, local)) {
+      // During a CA rotation the local bundle and the published one may differ in one CA; they must share one.
+      if (published && !sharesCa(published.value, local)) {
         throw new TlsError('TLS_CA_MISMATCH', `${ca.cert} is not the CA of cluster ${config.cluster} (another CA is published in the store): copy the cluster's CA directory to ${ca.dir}`);
       }
       return;
@@ -183,9 +190,21 @@ export async function ensureMemberCert(config: MemberConfig, user: OsUser, optio
     return { ...copied, changed: changed || copied.changed };
   }
   const current = readIfExists(files.cert);
-  const why = options.force ? 'rotation requested' : current === undefined || !existsSync(files.key) ? 'no certificate yet' : needsRenewal(current, caPem, memberCertNames(config), options.now);
+  // ca.crt may hold two CAs (a CA rotation): certificates come from the one whose key is ca.key.
+  const caKey = readIfExists(ca.key);
+  const issuer = caKey === undefined ? undefined : issuerInBundle(caPem, caKey);
+  if (caKey !== undefined && issuer === undefined) throw new TlsError('TLS_CA_MISMATCH', `${ca.key} belongs to none of the CA certificates in ${ca.cert}: copy the cluster's CA directory to ${ca.dir}`);
+  const why = options.force
+    ? 'rotation requested'
+    : current === undefined || !existsSync(files.key)
+      ? 'no certificate yet'
+      : issuer
+        ? needsRenewal(current, issuer, memberCertNames(config), options.now)
+        : issuedByBundle(current, caPem)
+          ? undefined
+          : 'not signed by the cluster CA';
   if (!why) return { changed, fingerprint: certFacts(current!).fingerprint, reason: 'certificate valid' };
-  if (!existsSync(ca.key)) {
+  if (!issuer) {
     throw new TlsError(
       'TLS_CA_KEY_MISSING',
       `member ${config.name} needs a certificate (${why}) but ${ca.key} does not exist: copy ca.key there, or issue one and set tls.cert/tls.key`,
@@ -193,14 +212,22 @@ export async function ensureMemberCert(config: MemberConfig, user: OsUser, optio
   }
   const nextKey = `${files.key}.next`;
   writeFileSafely(nextKey, generateKeyPem(), { mode: 0o600, owner: user });
-  const pem = await issueMemberCert({
-    keyFile: nextKey,
-    caCertFile: ca.cert,
-    caKeyFile: ca.key,
-    commonName: `${config.name}.${config.cluster}`,
-    names: memberCertNames(config),
-    days: config.tls.validityDays,
-  });
+  // openssl -CA reads the first certificate of a file: give it the issuing CA alone.
+  const scratch = mkdtempSync(join(tmpdir(), 'relevo-issuer-'));
+  let pem: string;
+  try {
+    writeFileSafely(join(scratch, 'issuer.crt'), issuer, { mode: 0o644 });
+    pem = await issueMemberCert({
+      keyFile: nextKey,
+      caCertFile: join(scratch, 'issuer.crt'),
+      caKeyFile: ca.key,
+      commonName: `${config.name}.${config.cluster}`,
+      names: memberCertNames(config),
+      days: config.tls.validityDays,
+    });
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
   renameDurably(nextKey, files.key);
   writeFileSafely(files.cert, pem, { mode: 0o644, owner: user });
   return { changed: true, fingerprint: certFacts(pem).fingerprint, reason: why };
@@ -210,7 +237,7 @@ function copyOperatorCert(config: MemberConfig, files: TlsFiles, caPem: string, 
   const certPem = readIfExists(config.tls.cert!);
   if (certPem === undefined) throw new TlsError('TLS_CERT_INVALID', `tls.cert: cannot read ${config.tls.cert}`);
   if ((statSync(config.tls.key!).mode & 0o077) !== 0) throw new TlsError('TLS_CERT_INVALID', `tls.key: ${config.tls.key} is readable by group or others; run chmod 600 ${config.tls.key}`);
-  if (!issuedBy(certPem, caPem)) throw new TlsError('TLS_CERT_INVALID', `tls.cert: ${config.tls.cert} is not signed by the cluster CA ${caFilesOf(config).cert}`);
+  if (!issuedByBundle(certPem, caPem)) throw new TlsError('TLS_CERT_INVALID', `tls.cert: ${config.tls.cert} is not signed by the cluster CA ${caFilesOf(config).cert}`);
   const keyPem = readFileSync(config.tls.key!, 'utf8');
   let changed = false;
   if (readIfExists(files.key) !== keyPem) {

@@ -6,7 +6,9 @@
  * prints verify-full strings; `relevo secrets rotate` under write load causes
  * no error, no failover, and replication reconnects with the new password;
  * no secret appears in any process's argv meanwhile; `relevo certs rotate`
- * changes every served certificate without a restart.
+ * changes every served certificate without a restart; `relevo certs rotate
+ * --ca` replaces the CA under load with no failed verify-full connection and
+ * resumes after an interruption.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -22,6 +24,7 @@ import { apiCall, serverFingerprint } from '../../src/tls/client.js';
 import { writeFileSafely } from '../../src/tls/files.js';
 import { caFilesOf, memberTlsFiles } from '../../src/tls/member.js';
 import { generateKeyPem, issueCaCert, issueMemberCert } from '../../src/tls/pki.js';
+import { parseCaRotation, sharesCa, signedRecord, splitPem } from '../../src/tls/ca-rotation.js';
 import { Etcd3 } from 'etcd3';
 import { StoreConfigSchema } from '../../src/store/config.js';
 import { openStore } from '../../src/store/open.js';
@@ -267,6 +270,86 @@ describe('TLS by default, secret and certificate rotation', { timeout: 300_000 }
     await cluster.sql(primary, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`);
     await cluster.waitHealthy(NAMES, 30_000);
     assert.equal((await cluster.api(replica, '/status')).status, 200);
+  });
+
+  it('rotates the CA: no failed verify-full connection, replication never breaks, an interrupted run resumes, the old CA verifies nothing after, a forged record is refused', async () => {
+    const { config } = cluster.member(primary);
+    const caFile = caFilesOf(config).cert;
+    const oldCa = readFileSync(caFile, 'utf8');
+    const walsender = async () => (await cluster.sql<{ pid: number }>(primary, `SELECT pid FROM pg_stat_replication WHERE state = 'streaming'`)).map((r) => r.pid);
+    const streamBefore = await walsender();
+    assert.equal(streamBefore.length, 1);
+    const writer = Writer.forCluster(cluster, 'ca_rotation_load', { user: 'app', password: 'app-password', intervalMs: 5, queryTimeoutMs: 30_000 });
+    await writer.start();
+    await writer.waitForAcks(20);
+    const started = Date.now();
+    // The writer keeps its session; fresh verify-full connections all along prove verification: each member's
+    // PostgreSQL and API, and the router, each trusting the CA file as it is at that moment (as libpq rereads sslrootcert).
+    const probeFailures: string[] = [];
+    let probes = 0;
+    let probing = true;
+    const probe = (async () => {
+      while (probing) {
+        for (const name of NAMES) {
+          const member = cluster.member(name).config;
+          const attempts: [string, () => Promise<unknown>][] = [
+            [`${name} postgres`, () => withConnection({ host: member.postgres.listen, port: member.postgres.port, user: 'app', password: 'app-password', tlsCaFile: caFile }, (c) => c.query('SELECT 1'))],
+            [`${name} api`, async () => assert.equal((await cluster.api(name, '/status')).status < 500, true)],
+          ];
+          if (name === 'node1') attempts.push(['router', () => withConnection({ host: '127.0.0.1', port: routerPort, user: 'app', password: 'app-password', tlsCaFile: caFile }, (c) => c.query('SELECT 1'))]);
+          for (const [what, attempt] of attempts) {
+            probes++;
+            await attempt().catch((error: Error) => probeFailures.push(`${new Date().toISOString()} ${what}: ${error.message}`));
+          }
+        }
+        await sleep(50);
+      }
+    })();
+    const keys = clusterKeys(cluster.clusterName);
+    // Interrupted: the replica's agent is frozen for the first run (shorter than the lease), so `trust` times out.
+    await cluster.signalAgent(replica, 'SIGSTOP');
+    const first = await cluster.cli(['certs', 'rotate', '--ca', '--phase-timeout', '1'], primary).finally(() => cluster.signalAgent(replica, 'SIGCONT'));
+    assert.notEqual(first.code, 0, first.stdout);
+    assert.match(first.stderr, new RegExp(`${replica} \\(no report yet\\).*\\[CA_ROTATION_TIMEOUT\\]`));
+    const interrupted = parseCaRotation((await cluster.store.get(keys.caRotation))!.value);
+    assert.equal(interrupted.phase, 'trust');
+    const second = await cluster.cli(['certs', 'rotate', '--ca'], primary);
+    probing = false;
+    await probe;
+    assert.equal(second.code, 0, `${second.stderr}\n${NAMES.map((n) => `${n}:\n${cluster.logTail(n, 20)}`).join('\n')}`);
+    assert.match(second.stdout, new RegExp(`resuming CA rotation ${interrupted.id} at phase ${interrupted.phase}`));
+    assert.match(second.stdout, /the old CA verifies none of 2 member/);
+    const acked = writer.acknowledged;
+    await writer.waitForAcks(acked + 20);
+    await writer.stop();
+    assert.deepEqual(probeFailures, [], `${probes} probes`);
+    assert.ok(probes > 30, `only ${probes} probes ran`);
+    assert.deepEqual(writer.failures.filter((f) => f.at >= started), [], 'the writer saw no error');
+    assert.deepEqual(await walsender(), streamBefore, 'the same walsender on the same primary streamed throughout: replication never broke, no failover');
+    // Only the new CA is trusted, and the old one verifies no member's PostgreSQL or API any more.
+    const newCa = readFileSync(caFile, 'utf8');
+    assert.equal(splitPem(newCa).length, 1);
+    assert.ok(!sharesCa(newCa, oldCa));
+    assert.ok(sharesCa((await cluster.store.get(keys.ca))!.value, newCa), 'the store publishes the new CA');
+    for (const name of NAMES) {
+      const member = cluster.member(name).config;
+      assert.ok(sharesCa(readFileSync(memberTlsFiles(member)!.caCert, 'utf8'), newCa) && splitPem(readFileSync(memberTlsFiles(member)!.caCert, 'utf8')).length === 1);
+      await assert.rejects(serverFingerprint(member.postgres.listen, member.postgres.port, oldCa, true), /self[- ]signed|unable to verify|certificate/i);
+      await assert.rejects(serverFingerprint('127.0.0.1', Number(member.api.listen.split(':')[1]), oldCa, false), /self[- ]signed|unable to verify|certificate/i);
+      await serverFingerprint(member.postgres.listen, member.postgres.port, newCa, true);
+    }
+    // A fresh replication connection verifies the new certificate with the new CA alone.
+    await cluster.sql(primary, `SELECT pg_terminate_backend(pid) FROM pg_stat_replication`);
+    await cluster.waitHealthy(NAMES, 30_000);
+    assert.deepEqual((await writer.verify(cluster)).lost, []);
+    // A store writer cannot introduce its own CA: a record signed with its key is refused and reported, never applied.
+    const forged = signedRecord(cluster.clusterName, { id: 'forged', oldCa: newCa, newCa: readFileSync(foreign.caFile, 'utf8'), startedAt: new Date().toISOString() }, 'trust', 'new', readFileSync(join(foreign.dir, 'ca.key'), 'utf8'));
+    await cluster.store.put(keys.caRotation, JSON.stringify(forged));
+    for (const name of NAMES) {
+      await waitFor(`${name} to refuse the forged CA rotation`, async () => (await cluster.store.get(keys.caRotationReport(name)))?.value.includes('CA_ROTATION_UNTRUSTED_SIGNER'), 10_000, 100);
+    }
+    assert.equal(readFileSync(caFile, 'utf8'), newCa, 'ca.crt unchanged');
+    await cluster.store.delete(keys.caRotation);
   });
 });
 
