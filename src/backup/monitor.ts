@@ -31,6 +31,8 @@ export interface MonitorContext {
   keys: ClusterKeys;
   log: Logger;
   settings(): ClusterSettings;
+  /** Each pass's result (undefined: no repository, or no archive_status directory yet): the metrics. */
+  onStatus?(status: ArchiveStatus | undefined): void;
 }
 
 const DROP_FLAG = 'relevo-archive-drop';
@@ -74,8 +76,9 @@ export function startArchiveMonitor(ctx: MonitorContext, periodMs = 5_000): () =
   let timer: NodeJS.Timeout | undefined;
   const tick = async () => {
     try {
-      await checkArchive(ctx);
+      ctx.onStatus?.(await checkArchive(ctx));
     } catch (error) {
+      ctx.onStatus?.(undefined);
       ctx.log.warn({ err: (error as Error).message }, 'archive backlog check failed');
     }
     if (!stopped) timer = setTimeout(() => void tick(), periodMs);

@@ -45,9 +45,11 @@ export const BackupSettingsSchema = z
         incrementalEveryHours: z.number().min(0).default(0),
         /** Run `backup verify` after each scheduled backup. */
         verify: z.boolean().default(true),
+        /** How often the leader's agent checks whether a backup is due, and every agent re-reads the catalogue for its metrics. */
+        checkSeconds: z.number().int().min(1).max(3_600).default(60),
       })
       .strict()
-      .default({ fullEveryHours: 0, incrementalEveryHours: 0, verify: true }),
+      .default({ fullEveryHours: 0, incrementalEveryHours: 0, verify: true, checkSeconds: 60 }),
   })
   .strict();
 
