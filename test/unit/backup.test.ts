@@ -9,6 +9,7 @@ import type { BackupRecord } from '../../src/backup/catalog.js';
 import type { BackupContext } from '../../src/backup/context.js';
 import { BACKUP_ERRORS, type BackupError } from '../../src/backup/errors.js';
 import { planRestore } from '../../src/backup/restore.js';
+import { sourceDirectory } from '../../src/backup/bootstrap.js';
 import { parseHistory, parseSegmentName, segmentName, walChainGaps, walKey } from '../../src/backup/layout.js';
 import { DirectoryRepository } from '../../src/backup/repository.js';
 import { backupsToKeep } from '../../src/backup/retention.js';
@@ -112,5 +113,19 @@ describe('retention', () => {
 
   it('by age keeps the window plus the newest backup before it', () => {
     assert.deepEqual([...backupsToKeep(backups, { maxAgeDays: 5 }, now, undefined).keys()].sort(), ['F2', 'F3', 'I2']);
+  });
+});
+
+describe('bootstrap from a backup', () => {
+  it('finds the source cluster directory by name, or by its full directory name among several', () => {
+    assert.deepEqual(sourceDirectory(['relevo-repository.json', 'prod-7301'], 'prod'), { dir: 'prod-7301', name: 'prod', systemIdentifier: '7301' });
+    assert.deepEqual(sourceDirectory(['prod-7301', 'prod-7302'], 'prod-7302'), { dir: 'prod-7302', name: 'prod', systemIdentifier: '7302' });
+    assert.throws(() => sourceDirectory(['prod-7301', 'prod-7302'], 'prod'), /several clusters named prod \(prod-7301, prod-7302\)/);
+    assert.throws(() => sourceDirectory(['relevo-repository.json', 'test-1'], 'prod'), (e: BackupError) => e.code === 'BACKUP_UNKNOWN' && /it holds test-1/.test(e.message));
+  });
+
+  it('accepts at most one recovery target in the setting', () => {
+    assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z' } }).success, true);
+    assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z', lsn: '0/3000000' } }).success, false);
   });
 });
