@@ -1,10 +1,10 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
 import { ROLE_NAMES, type Credentials } from '../config/secrets.js';
-import { baseParameters, writeMemberConfiguration, writePassfile } from '../postgres/conf.js';
-import { readControlData } from '../postgres/datadir.js';
+import { baseParameters, clearFenceSettings, writeMemberConfiguration, writePassfile } from '../postgres/conf.js';
+import { readControlData, runningPostmasterPid } from '../postgres/datadir.js';
 import { runPostgresProgram } from '../postgres/exec.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import { ensureOwnedDir, removeOwnedTree } from '../postgres/owned-fs.js';
@@ -88,6 +88,7 @@ export async function bootstrapFromBackup(
     const parameters = { ...baseParameters(config, settings), ...archiveParameters(settings.backup, config.cluster, local.dataDir) };
     writeMemberConfiguration(local.dataDir, local.user, parameters, settings, config.name);
     writePassfile(local.passfile, local.user, credentials);
+    clearFenceSettings(local.dataDir, local.user);
     const started = performance.now();
     await startPostgres(local.postmaster, RECOVERY_LIMIT_MS / 1000);
     await waitPromoted(local, started);
@@ -126,6 +127,11 @@ async function psql(local: LocalPostgres, sql: string, tuplesOnly = false): Prom
 /** Until recovery has reached its target and the server promoted (recovery_target_action = promote). */
 async function waitPromoted(local: LocalPostgres, started: number): Promise<void> {
   while (performance.now() - started < RECOVERY_LIMIT_MS) {
+    if (runningPostmasterPid(local.dataDir) === undefined) {
+      // E.g. "recovery ended before configured recovery target was reached": the archive does not reach the target.
+      const tail = existsSync(local.logFile) ? readFileSync(local.logFile, 'utf8').split('\n').filter((l) => /FATAL|PANIC/.test(l)).slice(-3).join(' | ') : '';
+      throw new BackupError('BACKUP_FAILED', `the restored server stopped during recovery${tail ? `: ${tail}` : ''}; see ${local.logFile}`);
+    }
     const inRecovery = (await psql(local, 'SELECT pg_is_in_recovery();', true).catch(() => 't')).trim();
     if (inRecovery === 'f') return;
     await new Promise((resolve) => setTimeout(resolve, 500));
