@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { LIBEXEC } from '../../src/backup/archive.js';
-import type { BackupRecord } from '../../src/backup/catalog.js';
+import type { BackupFile, BackupRecord } from '../../src/backup/catalog.js';
 import type { BackupContext } from '../../src/backup/context.js';
 import { BACKUP_ERRORS, type BackupError } from '../../src/backup/errors.js';
-import { planRestore } from '../../src/backup/restore.js';
+import { planRestore, restoreFile } from '../../src/backup/restore.js';
 import { sourceDirectory } from '../../src/backup/bootstrap.js';
 import { parseHistory, parseSegmentName, segmentName, walChainGaps, walKey } from '../../src/backup/layout.js';
 import { DirectoryRepository } from '../../src/backup/repository.js';
@@ -128,4 +130,40 @@ describe('bootstrap from a backup', () => {
     assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z' } }).success, true);
     assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z', lsn: '0/3000000' } }).success, false);
   });
+});
+
+describe('restoring one stored file', () => {
+  const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+  /** Stores `content` as the backup does: one gzip object, or gzip members of `blockSize` bytes. */
+  const stored = async (repository: DirectoryRepository, content: Buffer, blockSize?: number): Promise<BackupFile> => {
+    const members = blockSize ? Array.from({ length: Math.ceil(content.length / blockSize) }, (_, i) => gzipSync(content.subarray(i * blockSize, (i + 1) * blockSize))) : [gzipSync(content)];
+    const object = Buffer.concat(members);
+    const path = `base/1/${blockSize ? 'big' : 'small'}`;
+    await repository.putIfAbsent(`backups/B/data/${path}.gz`, object, { checksum: 'caller' });
+    return { path, size: content.length, mtime: 0, mode: 0o600, sha256: sha(content), ref: 'B', storedSize: object.length, storedSha256: sha(object), ...(blockSize ? { blockSize, blocks: members.map((m) => m.length) } : {}) };
+  };
+  const content = Buffer.concat([randomBytes(50_000), Buffer.alloc(50_000, 3)]);
+
+  for (const blockSize of [undefined, 16_384]) {
+    it(`${blockSize ? 'in blocks' : 'whole'}: restores the content; a damaged object is refused with or without the content check`, async () => {
+      const dir = scratch();
+      const repository = new DirectoryRepository(join(dir, 'repo'));
+      const file = await stored(repository, content, blockSize);
+      for (const check of [false, true]) {
+        const out = join(dir, `out-${check}`);
+        await restoreFile(repository, file, out, check);
+        assert.ok(readFileSync(out).equals(content));
+      }
+      // Intact object, wrong record of the content: only the content check can tell.
+      await restoreFile(repository, { ...file, sha256: '0'.repeat(64) }, join(dir, 'unchecked'), false);
+      await assert.rejects(restoreFile(repository, { ...file, sha256: '0'.repeat(64) }, join(dir, 'checked'), true), /restores with sha256/);
+      const object = join(dir, 'repo', 'backups', 'B', 'data', `${file.path}.gz`);
+      const bytes = readFileSync(object);
+      bytes[bytes.length - 20] = bytes[bytes.length - 20]! ^ 0xff;
+      writeFileSync(object, bytes);
+      for (const check of [false, true]) {
+        await assert.rejects(restoreFile(repository, file, join(dir, `damaged-${check}`), check), (e: BackupError) => e.code === 'BACKUP_CORRUPT' && e.message.includes(file.path));
+      }
+    });
+  }
 });
