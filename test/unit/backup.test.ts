@@ -118,6 +118,90 @@ describe('retention', () => {
   });
 });
 
+describe('directory repository', () => {
+  it('stores once, accepts the same content again, keeps different content aside', async () => {
+    const repo = new DirectoryRepository(scratch());
+    assert.equal((await repo.putIfAbsent('a/b', Buffer.from('one'))).status, 'created');
+    assert.equal((await repo.putIfAbsent('a/b', Buffer.from('one'))).status, 'same');
+    const conflict = await repo.putIfAbsent('a/b', Buffer.from('two'));
+    assert.equal(conflict.status, 'conflict');
+    assert.equal((await repo.readBuffer('a/b')).toString(), 'one');
+    assert.equal((await repo.recordedSha256('a/b'))?.length, 64);
+    assert.deepEqual((await repo.list('')).map((o) => o.key), ['a/b', conflict.status === 'conflict' ? conflict.keptAs : '']);
+    await assert.rejects(repo.putIfAbsent('../x', Buffer.from('x')), /invalid repository key/);
+  });
+
+  it('relevo-wal-push and relevo-wal-get follow the same protocol', () => {
+    const location = scratch();
+    writeFileSync(join(location, 'relevo-repository.json'), '{"format":1}');
+    const data = scratch();
+    const seg = '000000010000000000000001';
+    writeFileSync(join(data, seg), Buffer.alloc(4096, 1));
+    const push = (file: string) => execFileSync(join(LIBEXEC, 'relevo-wal-push'), [location, 'c-1', file, seg], { cwd: data, stdio: ['ignore', 'pipe', 'pipe'] });
+    push(join(data, seg));
+    push(join(data, seg));
+    writeFileSync(join(data, 'other'), Buffer.alloc(4096, 2));
+    push(join(data, 'other'));
+    const stored = join(location, 'c-1', 'wal', '0000000100000000', seg);
+    assert.deepEqual(readFileSync(stored), Buffer.alloc(4096, 1), 'the first copy stays');
+    assert.equal(readdirSync(join(location, 'c-1', 'conflicts')).length, 1, 'the different copy is kept aside');
+    execFileSync(join(LIBEXEC, 'relevo-wal-get'), [location, 'c-1', seg, join(data, 'restored')]);
+    assert.deepEqual(readFileSync(join(data, 'restored')), Buffer.alloc(4096, 1));
+    writeFileSync(stored, Buffer.alloc(4096, 3));
+    assert.throws(() => execFileSync(join(LIBEXEC, 'relevo-wal-get'), [location, 'c-1', seg, join(data, 'bad')], { stdio: 'pipe' }), (e: { status: number }) => e.status === 200);
+    assert.throws(() => execFileSync(join(LIBEXEC, 'relevo-wal-get'), [location, 'c-1', '000000010000000000000009', join(data, 'none')], { stdio: 'pipe' }), (e: { status: number }) => e.status === 1);
+  });
+});
+
+describe('backup settings and errors', () => {
+  it('defaults are valid and every error has a hint', () => {
+    const settings = BackupSettingsSchema.parse({});
+    assert.equal(settings.atBacklogLimit, 'keep');
+    assert.ok(settings.backlogWarnBytes < settings.backlogLimitBytes);
+    for (const [code, entry] of Object.entries(BACKUP_ERRORS)) assert.ok(entry.hint.length > 10, code);
+  });
+});
+
+describe('docs/backup.md', () => {
+  it('lists every error code with its exit code and hint, and nothing else', () => {
+    const text = readFileSync(new URL('../../../docs/backup.md', import.meta.url), 'utf8');
+    const block = text.slice(text.indexOf('<!-- errors:start -->'), text.indexOf('<!-- errors:end -->'));
+    const rows = [...block.matchAll(/^\| `([A-Z_]+)` \| (\d) \| (.+) \|$/gm)].map((m) => [m[1], Number(m[2]), m[3]]);
+    const expected = Object.entries(BACKUP_ERRORS).map(([code, e]) => [code, e.exit, e.hint]);
+    assert.deepEqual(rows, expected);
+  });
+});
+
+describe('restore planning', () => {
+  const make = async () => {
+    const dir = scratch();
+    const repository = new DirectoryRepository(dir);
+    const record = { ...backup('20261120-000000F', 'full', null, '2026-11-20T00:00:10Z'), startLsn: '0/2000028', endLsn: '0/2000100' };
+    await repository.putIfAbsent(`backups/${record.id}/backup.json`, Buffer.from(JSON.stringify(record)));
+    for (const seg of ['000000010000000000000002', '000000010000000000000003']) await repository.putIfAbsent(walKey(seg), Buffer.alloc(16));
+    await repository.putIfAbsent('restore-points/before.json', Buffer.from(JSON.stringify({ name: 'before', lsn: '0/3000100', timeline: 1, at: '2026-11-20T00:01:00Z' })));
+    const ctx = { cluster: 'c', repository, settings: BackupSettingsSchema.parse({}) } as unknown as BackupContext;
+    return { ctx, record };
+  };
+
+  it('picks the backup and writes the target in PostgreSQL\'s formats', async () => {
+    const { ctx, record } = await make();
+    const plan = await planRestore(ctx, { kind: 'time', time: new Date('2026-11-20T00:00:30Z') });
+    assert.equal(plan.backup.id, record.id);
+    assert.equal(plan.recovery.recovery_target_time, '2026-11-20 00:00:30.000+00');
+    assert.equal((await planRestore(ctx, { kind: 'name', name: 'before' })).recovery.recovery_target_name, 'before');
+  });
+
+  it('refuses targets outside the archive and names the range', async () => {
+    const { ctx } = await make();
+    await assert.rejects(planRestore(ctx, { kind: 'time', time: new Date('2026-11-19T00:00:00Z') }), (e: BackupError) => e.code === 'TARGET_OUT_OF_RANGE' && /available: times 2026-11-20T00:00:10Z .*LSNs 0\/2000100 \.\. 0\/4000000/.test(e.message));
+    await assert.rejects(planRestore(ctx, { kind: 'lsn', lsn: '0/4000001' }), /past the end of the archive/);
+    await assert.rejects(planRestore(ctx, { kind: 'lsn', lsn: '0/1000000' }), /before the oldest backup/);
+    await assert.rejects(planRestore(ctx, { kind: 'name', name: 'nope' }), /no restore point "nope".*known: before/);
+    await assert.rejects(planRestore(ctx, { kind: 'latest' }, '20000101-000000F'), (e: BackupError) => e.code === 'BACKUP_UNKNOWN');
+  });
+});
+
 describe('bootstrap from a backup', () => {
   it('finds the source cluster directory by name, or by its full directory name among several', () => {
     assert.deepEqual(sourceDirectory(['relevo-repository.json', 'prod-7301'], 'prod'), { dir: 'prod-7301', name: 'prod', systemIdentifier: '7301' });
