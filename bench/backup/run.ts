@@ -150,10 +150,6 @@ try {
   record('pgBackRest', 'incremental after 1 % of rows changed', incr, dataSize(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
 
   record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo')], false), dataSize(data), null);
-  // The restore drill's way (and every restore's before 2026-12-02): each file's content sha256 checked too.
-  record('relevo', 'restore, content sha256 checked too (drill)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo-content'), 'content'], false), dataSize(data), null);
-  // Once more in the first way: shows how much of the difference is order (the previous restore's writeback).
-  record('relevo', 'restore (incremental chain), again', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo-again')], false), dataSize(data), null);
   mkdirSync(join(base, 'r-pgbr'));
   execFileSync('chown', [`${user.uid}:${user.gid}`, join(base, 'r-pgbr')]);
   record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, 'r-pgbr')}`, 'restore']), dataSize(data), null);

@@ -2,7 +2,7 @@
  * relevo's side of bench/backup, run as its own process under /usr/bin/time so
  * its CPU seconds (node plus pg_basebackup) are measured like the other tools'.
  *   node side.js backup  <json ctx> full|incremental
- *   node side.js restore <json ctx> <destination> [content]   (content: also each file's content sha256, as the restore drill does)
+ *   node side.js restore <json ctx> <destination>
  */
 import type { BackupContext } from '../../src/backup/context.js';
 import { BackupSettingsSchema } from '../../src/cluster/backup-settings.js';
@@ -21,7 +21,7 @@ export interface SideContext {
   parallel: number;
 }
 
-const [command, json, arg, mode] = process.argv.slice(2);
+const [command, json, arg] = process.argv.slice(2);
 const side = JSON.parse(json!) as SideContext;
 const ctx: BackupContext = {
   cluster: 'bench',
@@ -41,7 +41,7 @@ if (command === 'backup') {
   console.log(JSON.stringify({ id: record.id, sizeBytes: record.sizeBytes, storedBytes: record.storedBytes, durationMs: record.durationMs }));
 } else if (command === 'restore') {
   const plan = await planRestore(ctx, { kind: 'immediate' });
-  const result = await restoreBackup(ctx, plan, arg!, { checkContent: mode === 'content' });
+  const result = await restoreBackup(ctx, plan, arg!);
   console.log(JSON.stringify(result));
 } else {
   throw new Error(`unknown command ${command}`);
