@@ -40,27 +40,32 @@ export function startBackupDuties(config: MemberConfig, local: LocalPostgres, st
   const keys = clusterKeys(config.cluster);
   const stopMonitor = startArchiveMonitor({ member: config.name, dataDir: local.dataDir, user: local.user, store, keys, log, settings, onStatus: (s) => observer?.onArchiveStatus(s) });
   let stopped = false;
-  let busy = false;
   let timer: NodeJS.Timeout | undefined;
-  const tick = async () => {
-    if (busy) return;
-    busy = true;
+  /** The catalogue for the metrics (the same figures as `relevo list`). */
+  const summarise = async (repository: string) => {
     try {
-      const repository = settings().backup.repository;
-      if (!repository) {
-        observer?.onArchiveStatus(undefined);
-        observer?.onBackupSummary(undefined);
-        return;
-      }
       const init = parseJson(InitRecordSchema, (await store.get(keys.initialize))?.value);
       observer?.onBackupSummary(await backupSummary(repository, config.cluster, init?.systemIdentifier));
-      if (await runSchedule(config, store, keys, log, settings)) observer?.onBackupSummary(await backupSummary(repository, config.cluster, init?.systemIdentifier));
     } catch (error) {
-      log.error({ err: (error as Error).message }, 'scheduled backup failed');
-    } finally {
-      busy = false;
-      if (!stopped) timer = setTimeout(() => void tick(), settings().backup.schedule.checkSeconds * 1_000);
+      observer?.onBackupSummary(undefined);
+      log.warn({ err: (error as Error).message }, 'cannot read the backup catalogue for the metrics');
     }
+  };
+  // One check at a time: the next is armed only when this one is over (a scheduled run may take hours).
+  const tick = async () => {
+    const repository = settings().backup.repository;
+    if (!repository) {
+      observer?.onArchiveStatus(undefined);
+      observer?.onBackupSummary(undefined);
+    } else {
+      await summarise(repository);
+      try {
+        if (await runSchedule(config, store, keys, log, settings)) await summarise(repository);
+      } catch (error) {
+        log.error({ err: (error as Error).message }, 'scheduled backup failed');
+      }
+    }
+    if (!stopped) timer = setTimeout(() => void tick(), settings().backup.schedule.checkSeconds * 1_000);
   };
   timer = setTimeout(() => void tick(), 2_000);
   return () => {
