@@ -276,10 +276,14 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     await waitFor('a replica streaming from the new primary', async () => (await cluster.memberStatuses()).some((m) => m.role === 'replica' && m.streaming), 60_000, 500);
     // The schedule, run by the new leader (elected by the failover above), takes the full and verifies it.
     const known = new Set((await listing()).backups.map((b) => b.id));
-    await ok(['config', 'set', 'backup.schedule.fullEveryHours=0.02']);
+    // Due at once (the full above is older than 3.6 s); switched off again as soon as the run has started,
+    // long before it ends: the next check is armed only after the run, so it finds nothing due.
+    const leaderLog = () => readFileSync(cluster.member(primary).logFile, 'utf8');
+    await ok(['config', 'set', 'backup.schedule.fullEveryHours=0.001']);
     // Watched in the leader's log (a file read), not by polling `backup list` (a node process a second, competing for the CPU).
-    await waitFor('a scheduled full backup, verified by its restore drill', () => /scheduled backup (verified by a restore drill|FAILED its restore drill|failed)/.test(readFileSync(cluster.member(primary).logFile, 'utf8')), 180_000, 250);
+    await waitFor('the scheduled backup to start', () => leaderLog().includes('scheduled backup starting'), 60_000, 250);
     await ok(['config', 'set', 'backup.schedule.fullEveryHours=0']);
+    await waitFor('the scheduled full backup, verified by its restore drill', () => /scheduled backup (verified by a restore drill|FAILED its restore drill|failed)/.test(leaderLog()), 180_000, 250);
     const scheduled = (await listing()).backups.filter((b) => !known.has(b.id));
     assert.equal(scheduled.length, 1, `one scheduled backup, not one per member: ${scheduled.map((b) => b.id).join(', ')}`);
     const out = scheduled[0]!;
