@@ -12,7 +12,7 @@ import { agentSqlTarget, localPostgres, type LocalPostgres } from '../postgres/l
 import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
-import { startBackupDuties } from '../backup/duties.js';
+import { startBackupDuties, type BackupObserver } from '../backup/duties.js';
 import type { LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
@@ -47,6 +47,8 @@ export interface AgentOptions {
   onCertificateChanged?: () => void;
   /** Told about every round once it is published (metrics, event log). */
   observers?: CycleObserver[];
+  /** Told the archive backlog and the backup catalogue (metrics). */
+  backupObserver?: BackupObserver;
 }
 
 /**
@@ -134,6 +136,7 @@ export class Agent {
     return agentSqlTarget(this.local, this.credentials);
   }, 30_000);
   private stopBackupDuties: (() => void) | undefined;
+  private readonly backupObserver: BackupObserver | undefined;
   /** Standby cluster: reads the source cluster's store (docs/sites.md). */
   private readonly source: SourceReader;
   private stopAutoRoll: (() => void) | undefined;
@@ -143,6 +146,7 @@ export class Agent {
     this.store = options.store;
     this.log = options.log;
     this.observers = options.observers ?? [];
+    this.backupObserver = options.backupObserver;
     this.keys = clusterKeys(options.config.cluster);
     this.local = localPostgres(options.config);
     this.replay = new ReplayControl(this.config, this.local, this);
@@ -199,7 +203,7 @@ export class Agent {
     this.watchLive = this.watch !== undefined;
     this.loopDone = this.loop();
     this.failsafeLoop();
-    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings);
+    this.stopBackupDuties = startBackupDuties(this.config, this.local, this.store, this.log, () => this.settings, this.backupObserver);
     this.stopAutoRoll = startAutoRoll({ name: this.config.name, store: this.store, keys: this.keys, log: this.log, settings: () => this.settings, access: () => this.peerAccess() });
   }
 

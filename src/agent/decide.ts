@@ -210,7 +210,10 @@ function decideInitialization(o: Observation, store: Reachable): Target | undefi
     if (init.member !== o.member.name) {
       return { state: 'waiting_for_initializer', actions: [], reason: `member ${init.member} is initialising the cluster` };
     }
-    if (o.dataDir === 'empty') return { state: 'bootstrapping', actions: [{ type: 'bootstrap' }], reason: 'we won the initialisation: running initdb' };
+    if (o.dataDir === 'empty') {
+      const from = o.settings.backup.bootstrapFrom;
+      return { state: 'bootstrapping', actions: [{ type: 'bootstrap' }], reason: from ? `we won the initialisation: restoring ${from.backup ? `backup ${from.backup}` : 'the newest backup'} of ${from.cluster} instead of initdb` : 'we won the initialisation: running initdb' };
+    }
     if (o.systemIdentifier) {
       return {
         state: 'bootstrapping',

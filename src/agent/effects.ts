@@ -9,6 +9,7 @@ import { connectAddressOf, type MemberConfig } from '../config/member.js';
 import { createCredentials, loadCredentials, ROLE_NAMES, type Credentials } from '../config/secrets.js';
 import { archiveParameters, sourceArchiveParameters } from '../backup/archive.js';
 import { bootstrapCluster } from '../postgres/bootstrap.js';
+import { bootstrapFromBackup } from '../backup/bootstrap.js';
 import { cloneFromPrimary } from '../postgres/clone.js';
 import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfiguration, type StandbySettings } from '../postgres/conf.js';
 import { dataDirState, readControlData, timelineSwitchPoint } from '../postgres/datadir.js';
@@ -283,7 +284,9 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       try {
         const credentials = createCredentials(config);
         ctx.setCredentials(credentials);
-        result = await bootstrapCluster(config, local, ctx.settings(), credentials);
+        result = ctx.settings().backup.bootstrapFrom
+          ? await bootstrapFromBackup(config, local, ctx.settings(), credentials, (line) => ctx.log.info(line))
+          : await bootstrapCluster(config, local, ctx.settings(), credentials);
       } catch (error) {
         // initdb failed and left nothing behind: release the claim so another member (or our next cycle) can try.
         if (dataDirState(local.dataDir) === 'empty') {
@@ -300,7 +303,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const recorded = await store.compareAndSwap(keys.initialize, JSON.stringify({ ...record, systemIdentifier: result.systemIdentifier }), current.revision);
       if (recorded === undefined) ctx.log.warn(`the initialise key ${keys.initialize} changed during bootstrap; the system identifier is recorded in a later cycle`);
       await acquireLeader(ctx);
-      return `cluster initialised: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
+      return `cluster initialised${'backup' in result ? ` from backup ${result.backup}` : ''}: system ${result.systemIdentifier}, postmaster pid ${result.postmasterPid}`;
     }
     case 'clone': {
       const credentials = requireCredentials(ctx);

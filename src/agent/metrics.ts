@@ -9,6 +9,8 @@ import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { MemberStatus } from '../cluster/types.js';
 import { parseLsn } from '../postgres/lsn.js';
 import type { Store } from '../store/store.js';
+import type { ArchiveStatus } from '../backup/monitor.js';
+import type { BackupSummary } from '../backup/summary.js';
 import { ranActions, type CycleObserver, type CycleReport } from './cycle-report.js';
 import { AGENT_STATES, type AgentState } from './states.js';
 
@@ -67,6 +69,16 @@ export const AGENT_METRICS: readonly MetricSpec[] = [
   c('relevo_switchovers_total', 'Promotions of this member that completed a switchover', []),
   c('relevo_fencing_events_total', 'Fencing: this primary stopped itself (self), or fenced a former primary (former_primary)', ['kind']),
   c('relevo_action_failures_total', 'Actions that failed, by action type', ['action']),
+  g('relevo_archive_backlog_files', 'WAL files in pg_wal waiting for archiving (.ready), checked every 5 s; absent without a backup repository', []),
+  g('relevo_archive_backlog_bytes', 'Bytes of WAL in pg_wal waiting for archiving', []),
+  g('relevo_archive_backlog_level', '1 for the backlog level now (ok, warn from backup.backlogWarnBytes, limit from backup.backlogLimitBytes), else 0', ['level']),
+  g('relevo_archive_pg_wal_free_bytes', "Free bytes in pg_wal's filesystem", []),
+  g('relevo_archive_dropped_segments', 'WAL segments recycled unarchived under atBacklogLimit=drop (a gap in the archive)', []),
+  g('relevo_backups', 'Complete base backups in the repository (read once per backup.schedule.checkSeconds)', []),
+  g('relevo_backup_last_finished_timestamp_seconds', 'When the newest base backup finished, seconds since the epoch', []),
+  g('relevo_backup_last_verified_timestamp_seconds', 'When the newest passed restore drill ran (relevo backup verify), seconds since the epoch', []),
+  g('relevo_backup_verified_restore_duration_seconds', 'Measured restore time of that drill: files restored and recovery to the check point', []),
+  g('relevo_backup_verify_failed', '1 when a restore drill newer than the last passed one failed', []),
 ];
 
 /** PostgreSQL's server_version ("15.4 (Debian 15.4-1)") as 150004. */
@@ -207,6 +219,29 @@ export class AgentMetrics implements CycleObserver {
     }
   }
 
+  /** The archive backlog of this member (src/backup/monitor.ts); undefined: no repository, or no archive status yet. */
+  onArchiveStatus(status: ArchiveStatus | undefined): void {
+    this.set('relevo_archive_backlog_files', status?.readyFiles);
+    this.set('relevo_archive_backlog_bytes', status?.backlogBytes);
+    this.set('relevo_archive_pg_wal_free_bytes', status?.freeBytes);
+    this.set('relevo_archive_dropped_segments', status?.dropped.length);
+    const level = this.gauge('relevo_archive_backlog_level');
+    level.reset();
+    if (status) for (const l of ['ok', 'warn', 'limit']) level.set({ level: l }, l === status.level ? 1 : 0);
+  }
+
+  /** The repository's catalogue as `relevo list` shows it (src/backup/summary.ts); undefined or an error: unknown. */
+  onBackupSummary(summary: BackupSummary | undefined): void {
+    const known = summary && !summary.error ? summary : undefined;
+    const seconds = (iso: string | undefined) => (iso === undefined ? undefined : Date.parse(iso) / 1000);
+    this.set('relevo_backups', known?.backups);
+    this.set('relevo_backup_last_finished_timestamp_seconds', seconds(known?.newest?.finishedAt));
+    this.set('relevo_backup_last_verified_timestamp_seconds', seconds(known?.lastVerified?.at));
+    const restoreMs = known?.lastVerified?.restoreMs;
+    this.set('relevo_backup_verified_restore_duration_seconds', restoreMs === undefined || restoreMs === null ? undefined : restoreMs / 1000);
+    this.set('relevo_backup_verify_failed', known ? known.lastVerifyFailed !== null : undefined);
+  }
+
   /** The store with every call timed into relevo_store_operation_duration_seconds. */
   timedStore(store: Store): Store {
     const histogram = this.histogram('relevo_store_operation_duration_seconds');
@@ -259,10 +294,18 @@ ${mapped.map(([p, r]) => `| \`${p}\` | \`${r}\` |`).join('\n')}
 | \`patroni_postgres_in_archive_recovery\` | \`relevo_role{role="replica"}\` |
 | \`patroni_quorum_standby\` | \`relevo_replication_sync\` (sync_state \`quorum\` counts) |
 
+Backup series (docs/backup.md): every member publishes its own WAL archive
+backlog (\`relevo_archive_*\`, refreshed every 5 s) and reads the repository's
+catalogue once per \`backup.schedule.checkSeconds\` (\`relevo_backup*\`: the
+same on every member; alert on \`max by (cluster)\`). A restore drill
+older than you accept:
+\`time() - relevo_backup_last_verified_timestamp_seconds > 8 * 86400\`.
+
 Series Patroni has no equivalent for: lag in bytes and seconds as direct series
 (\`relevo_lag_*\`, \`relevo_replication_lag_*\`), per-replica positions from the
 primary, slot retention, leader lease remaining, store latency, loop duration,
-decisions by state, failovers, switchovers and fencing counters.
+decisions by state, failovers, switchovers and fencing counters, WAL archive
+backlog, and the last verified restore.
 `;
 }
 

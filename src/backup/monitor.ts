@@ -31,6 +31,8 @@ export interface MonitorContext {
   keys: ClusterKeys;
   log: Logger;
   settings(): ClusterSettings;
+  /** Each pass's result (undefined: no repository, or no archive_status directory yet): the metrics. */
+  onStatus?(status: ArchiveStatus | undefined): void;
 }
 
 const DROP_FLAG = 'relevo-archive-drop';
@@ -64,6 +66,8 @@ export async function checkArchive(ctx: MonitorContext): Promise<ArchiveStatus |
   const dropped = existsSync(droppedPath) ? readFileSync(droppedPath, 'utf8').split('\n').filter(Boolean) : [];
   if (dropped.length > 0) ctx.log.error({ dropped: dropped.length, last: dropped[dropped.length - 1] }, 'WAL segments were dropped unarchived: point-in-time recovery across them is impossible; take a new full backup');
   const status: ArchiveStatus = { member: ctx.member, at: new Date().toISOString(), readyFiles: backlog.readyFiles, backlogBytes: backlog.bytes, oldest: backlog.oldest, freeBytes: backlog.freeBytes, level, dropped: dropped.slice(-20) };
+  // The metrics first: a store that cannot take the record does not make the local figures unknown.
+  ctx.onStatus?.(status);
   await ctx.store.put(`${archiveStatusPrefix(ctx.keys)}${ctx.member}`, JSON.stringify(status));
   return status;
 }
@@ -73,9 +77,12 @@ export function startArchiveMonitor(ctx: MonitorContext, periodMs = 5_000): () =
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const tick = async () => {
+    let reported = false;
     try {
-      await checkArchive(ctx);
+      const status = await checkArchive({ ...ctx, onStatus: (s) => ((reported = true), ctx.onStatus?.(s)) });
+      if (!status) ctx.onStatus?.(undefined);
     } catch (error) {
+      if (!reported) ctx.onStatus?.(undefined);
       ctx.log.warn({ err: (error as Error).message }, 'archive backlog check failed');
     }
     if (!stopped) timer = setTimeout(() => void tick(), periodMs);

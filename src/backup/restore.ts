@@ -28,6 +28,24 @@ export type RestoreTarget =
   | { kind: 'xid'; xid: string }
   | { kind: 'name'; name: string };
 
+/** One recovery target from the command line's options (or backup.bootstrapFrom); none: the latest. */
+export function parseTarget(options: { time?: string; lsn?: string; xid?: string; name?: string; latest?: boolean }): RestoreTarget {
+  const given = (['time', 'lsn', 'xid', 'name', 'latest'] as const).filter((k) => options[k] !== undefined && options[k] !== false);
+  if (given.length > 1) throw new BackupError('TARGET_INVALID', `give one recovery target, not ${given.map((g) => `--${g}`).join(' and ')}`);
+  if (options.time !== undefined) {
+    const time = new Date(options.time);
+    if (Number.isNaN(time.getTime())) throw new BackupError('TARGET_INVALID', `--time "${options.time}" is not a time (ISO 8601, e.g. 2026-12-01T10:15:00Z)`);
+    return { kind: 'time', time };
+  }
+  if (options.lsn !== undefined) {
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(options.lsn)) throw new BackupError('TARGET_INVALID', `--lsn "${options.lsn}" is not an LSN (e.g. 0/3000060)`);
+    return { kind: 'lsn', lsn: options.lsn.toUpperCase() };
+  }
+  if (options.xid !== undefined) return { kind: 'xid', xid: options.xid };
+  if (options.name !== undefined) return { kind: 'name', name: options.name };
+  return { kind: 'latest' };
+}
+
 export interface RestorePlan {
   backup: BackupRecord;
   /** Recovery parameters for postgresql.auto.conf. */

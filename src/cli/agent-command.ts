@@ -55,6 +55,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
     store,
     log,
     observers: [metrics, events, lagHistory, latestRead],
+    backupObserver: metrics,
     onCertificateChanged: () => {
       if (api && tlsFiles) reloadApiTls(api, apiTlsOf(tlsFiles));
     },

@@ -4,7 +4,7 @@ import { primaryOf, sqlOn, type BackupContext } from '../backup/context.js';
 import { listDumps, takeDump, type DumpRecord } from '../backup/dump.js';
 import { BackupError } from '../backup/errors.js';
 import { initRepository, lookupOsUser, openBackupContext } from '../backup/open.js';
-import { planRestore, restoreBackup, type RestoreTarget } from '../backup/restore.js';
+import { parseTarget, planRestore, restoreBackup } from '../backup/restore.js';
 import { applyRetention } from '../backup/retention.js';
 import { takeBackup } from '../backup/take.js';
 import { verifyBackup } from '../backup/verify.js';
@@ -87,23 +87,6 @@ export function renderBackupListing(listing: BackupListing): string {
   if (listing.dumps.length > 0) lines.push(`Logical dumps: ${listing.dumps.map((d) => `${d.id} (${d.databases.map((x) => x.name).join(', ')})`).join('; ')}`);
   if (listing.restorePoints.length > 0) lines.push(`Restore points: ${listing.restorePoints.map((p) => `${p.name} (${p.lsn}, ${p.at})`).join(', ')}`);
   return lines.join('\n');
-}
-
-function parseTarget(options: { time?: string; lsn?: string; xid?: string; name?: string; latest?: boolean }): RestoreTarget {
-  const given = (['time', 'lsn', 'xid', 'name', 'latest'] as const).filter((k) => options[k] !== undefined && options[k] !== false);
-  if (given.length > 1) throw new BackupError('TARGET_INVALID', `give one recovery target, not ${given.map((g) => `--${g}`).join(' and ')}`);
-  if (options.time !== undefined) {
-    const time = new Date(options.time);
-    if (Number.isNaN(time.getTime())) throw new BackupError('TARGET_INVALID', `--time "${options.time}" is not a time (ISO 8601, e.g. 2026-12-01T10:15:00Z)`);
-    return { kind: 'time', time };
-  }
-  if (options.lsn !== undefined) {
-    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(options.lsn)) throw new BackupError('TARGET_INVALID', `--lsn "${options.lsn}" is not an LSN (e.g. 0/3000060)`);
-    return { kind: 'lsn', lsn: options.lsn.toUpperCase() };
-  }
-  if (options.xid !== undefined) return { kind: 'xid', xid: options.xid };
-  if (options.name !== undefined) return { kind: 'name', name: options.name };
-  return { kind: 'latest' };
 }
 
 const configOption = ['-c, --config <file>', 'member configuration file (default: $RELEVO_CONFIG)'] as const;

@@ -45,9 +45,34 @@ export const BackupSettingsSchema = z
         incrementalEveryHours: z.number().min(0).default(0),
         /** Run `backup verify` after each scheduled backup. */
         verify: z.boolean().default(true),
+        /** How often the leader's agent checks whether a backup is due, and every agent re-reads the catalogue for its metrics. */
+        checkSeconds: z.number().int().min(1).max(3_600).default(60),
       })
       .strict()
-      .default({ fullEveryHours: 0, incrementalEveryHours: 0, verify: true }),
+      .default({ fullEveryHours: 0, incrementalEveryHours: 0, verify: true, checkSeconds: 60 }),
+    /**
+     * A new cluster starts from a backup instead of initdb: the member that
+     * initialises it restores this backup (to the target, or the end of the
+     * archive), lets it promote, and the others clone from it. Read only while
+     * the cluster has no system identifier yet; remove it afterwards at will.
+     */
+    bootstrapFrom: z
+      .object({
+        /** Repository holding the backup; default: `repository`. */
+        repository: z.string().startsWith('/', 'expected an absolute path').optional(),
+        /** The source cluster's directory there: `<name>-<system identifier>`, or the name alone when only one directory has it. */
+        cluster: z.string().min(1),
+        /** Backup id; default: the newest one that ended before the target. */
+        backup: z.string().optional(),
+        /** Recovery target, at most one; none: the end of the archive. */
+        time: z.string().optional(),
+        lsn: z.string().optional(),
+        name: z.string().optional(),
+        xid: z.string().optional(),
+      })
+      .strict()
+      .refine((b) => [b.time, b.lsn, b.name, b.xid].filter((t) => t !== undefined).length <= 1, { message: 'give at most one of time, lsn, name, xid' })
+      .optional(),
   })
   .strict();
 

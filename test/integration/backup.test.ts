@@ -66,6 +66,13 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
       return l.archive.end !== null && (await cluster.sql<{ ok: boolean }>(primary, 'SELECT $1::pg_lsn >= $2::pg_lsn AS ok', [l.archive.end, lsn]))[0]!.ok;
     }, 90_000, 1_000);
   };
+  /** The value of the first sample of `metric` whose labels include `labels`, from a member's /metrics. */
+  const metric = async (name: string, series: string, labels = ''): Promise<number | undefined> => {
+    const response = await cluster.api(name, '/metrics');
+    assert.equal(response.status, 200);
+    const line = response.body.split('\n').find((l) => l.startsWith(`${series}{`) && l.includes(labels));
+    return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+  };
   const repoFiles = (dir = repo): string[] =>
     readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? repoFiles(join(dir, e.name)) : [join(dir, e.name)]));
 
@@ -103,7 +110,7 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     mkdirSync(repo);
     chownSync(repo, user.uid, user.gid);
     for (const name of NAMES) await cluster.defineMember(name);
-    await ok(['config', 'set', `backup.repository=${repo}`, 'backup.backlogWarnBytes=33554432', 'backup.archiveTimeoutSeconds=0']);
+    await ok(['config', 'set', `backup.repository=${repo}`, 'backup.backlogWarnBytes=33554432', 'backup.archiveTimeoutSeconds=0', 'backup.schedule.checkSeconds=2']);
     await ok(['backup', 'init']);
     cluster.startAgent(NAMES[0]!);
     await cluster.waitHealthy([NAMES[0]!]);
@@ -189,7 +196,7 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     assert.ok(out.storedBytes < fullRecord.storedBytes * 0.25, `incremental stored ${out.storedBytes} bytes, full ${fullRecord.storedBytes}`);
     const verify = await relevo(['backup', 'verify', incremental, '--json']);
     assert.equal(verify.code, 0, `${verify.stdout}\n${verify.stderr}`);
-    const report = JSON.parse(verify.stdout) as { ok: boolean; steps: { step: string; ok: boolean; detail: string }[]; restoreMs: number };
+    const report = JSON.parse(verify.stdout) as { ok: boolean; at: string; steps: { step: string; ok: boolean; detail: string }[]; restoreMs: number };
     assert.ok(report.ok);
     assert.match(report.steps.find((s) => s.step === 'row counts')!.detail, /counts equal/);
     assert.ok(report.steps.some((s) => s.step === 'pg_amcheck' && s.ok));
@@ -199,6 +206,14 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
     assert.ok((shown.verification?.restoreMs ?? 0) > 0, 'backup list shows the measured restore time');
     const list = await ok(['list']);
     assert.match(list, new RegExp(`last verified restore ${incremental}`));
+    const reportAt = Date.parse(report.at) / 1000;
+    await waitFor('the verified restore in the metrics of every member', async () => {
+      for (const name of NAMES) if ((await metric(name, 'relevo_backup_last_verified_timestamp_seconds')) !== reportAt) return false;
+      return true;
+    }, 20_000, 500);
+    assert.equal(await metric(NAMES[1]!, 'relevo_backup_verified_restore_duration_seconds'), report.restoreMs / 1000);
+    assert.equal(await metric(NAMES[1]!, 'relevo_backup_verify_failed'), 0);
+    assert.equal(await metric(primary, 'relevo_archive_backlog_level', 'level="ok"'), 1);
     assert.equal(readdirSync('/tmp').filter((n) => n.startsWith(`relevo-verify-${incremental}`)).length, 0, 'the scratch directory is gone');
   });
 
@@ -259,8 +274,26 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
 
   it('retention keeps the newest full backup, deletes older ones and only WAL no kept backup needs, logging each reason', async () => {
     await waitFor('a replica streaming from the new primary', async () => (await cluster.memberStatuses()).some((m) => m.role === 'replica' && m.streaming), 60_000, 500);
-    const out = JSON.parse(await ok(['backup', '--full', '--verify', '--no-expire', '--json'])) as { id: string; startLsn: string; verification: { ok: boolean } };
-    assert.ok(out.verification.ok, 'the new full backup passes its restore drill');
+    // The schedule, run by the new leader (elected by the failover above), takes the full and verifies it.
+    const known = new Set((await listing()).backups.map((b) => b.id));
+    // Due at once (the full above is older than 3.6 s); switched off again as soon as the run has started,
+    // long before it ends: the next check is armed only after the run, so it finds nothing due.
+    const leaderLog = () => readFileSync(cluster.member(primary).logFile, 'utf8');
+    await ok(['config', 'set', 'backup.schedule.fullEveryHours=0.001']);
+    // Watched in the leader's log (a file read), not by polling `backup list` (a node process a second, competing for the CPU).
+    await waitFor('the scheduled backup to start', () => leaderLog().includes('scheduled backup starting'), 60_000, 250);
+    await ok(['config', 'set', 'backup.schedule.fullEveryHours=0']);
+    await waitFor('the scheduled full backup, verified by its restore drill', () => /scheduled backup (verified by a restore drill|FAILED its restore drill|failed)/.test(leaderLog()), 180_000, 250);
+    const scheduled = (await listing()).backups.filter((b) => !known.has(b.id));
+    assert.equal(scheduled.length, 1, `one scheduled backup, not one per member: ${scheduled.map((b) => b.id).join(', ')}`);
+    const out = scheduled[0]!;
+    assert.equal(out.type, 'full');
+    assert.equal(out.verification?.ok, true, 'the scheduled full backup passes its restore drill');
+    for (const name of NAMES) {
+      const log = readFileSync(cluster.member(name).logFile, 'utf8');
+      assert.equal(log.includes('scheduled backup starting'), name === primary, `only the leader (${primary}) ran the schedule; ${name}'s log`);
+    }
+    assert.match(readFileSync(cluster.member(primary).logFile, 'utf8'), /scheduled backup verified by a restore drill/);
     await ok(['config', 'set', 'backup.retention.fullCount=1']);
     const deletions = JSON.parse(await ok(['backup', 'expire', '--json'])) as { what: string; reason: string }[];
     const l = await listing();
@@ -285,6 +318,7 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
       }, 60_000, 1_000);
       assert.match(readFileSync(cluster.member(primary).logFile, 'utf8'), /WAL archive backlog/);
       assert.match(await ok(['list']), /WARN/);
+      await waitFor('the backlog in the metrics', async () => ((await metric(primary, 'relevo_archive_backlog_bytes')) ?? 0) >= 2 * 16 * 1024 * 1024 && (await metric(primary, 'relevo_archive_backlog_level', 'level="ok"')) === 0, 20_000, 500);
     } finally {
       chmodSync(repo, 0o750);
     }

@@ -12,8 +12,8 @@ import { TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS } from '../helpers
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const NAMES = FAULT_TEST_MEMBERS;
-/** Series that only appear once something happened (an action failed). */
-const EVENT_DRIVEN = new Set(['relevo_action_failures_total']);
+/** Series that only appear once something happened (an action failed), or with a backup repository (test/integration/backup.test.ts scrapes those). */
+const EVENT_DRIVEN = new Set(['relevo_action_failures_total', ...AGENT_METRICS.map((m) => m.name).filter((n) => /^relevo_(archive|backup)/.test(n))]);
 
 async function scrape(cluster: TestCluster, name: string): Promise<string> {
   const response = await cluster.api(name, '/metrics');

@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { LIBEXEC } from '../../src/backup/archive.js';
-import type { BackupRecord } from '../../src/backup/catalog.js';
-import { dueBackup } from '../../src/backup/duties.js';
+import type { BackupFile, BackupRecord } from '../../src/backup/catalog.js';
 import type { BackupContext } from '../../src/backup/context.js';
 import { BACKUP_ERRORS, type BackupError } from '../../src/backup/errors.js';
-import { planRestore } from '../../src/backup/restore.js';
+import { planRestore, restoreFile } from '../../src/backup/restore.js';
+import { sourceDirectory } from '../../src/backup/bootstrap.js';
 import { parseHistory, parseSegmentName, segmentName, walChainGaps, walKey } from '../../src/backup/layout.js';
 import { DirectoryRepository } from '../../src/backup/repository.js';
 import { backupsToKeep } from '../../src/backup/retention.js';
@@ -116,18 +118,6 @@ describe('retention', () => {
   });
 });
 
-describe('schedules', () => {
-  const schedule = { fullEveryHours: 24, incrementalEveryHours: 1, verify: true };
-  const h = 3_600_000;
-  it('asks for a full first, then incrementals', () => {
-    assert.equal(dueBackup(schedule, 100 * h, undefined, undefined), 'full');
-    assert.equal(dueBackup(schedule, 100 * h, 99.5 * h, 99.5 * h), undefined);
-    assert.equal(dueBackup(schedule, 100 * h, 90 * h, 98 * h), 'incremental');
-    assert.equal(dueBackup(schedule, 100 * h, 70 * h, 99.9 * h), 'full');
-    assert.equal(dueBackup({ ...schedule, fullEveryHours: 0, incrementalEveryHours: 0 }, 100 * h, undefined, undefined), undefined);
-  });
-});
-
 describe('directory repository', () => {
   it('stores once, accepts the same content again, keeps different content aside', async () => {
     const repo = new DirectoryRepository(scratch());
@@ -210,4 +200,48 @@ describe('restore planning', () => {
     await assert.rejects(planRestore(ctx, { kind: 'name', name: 'nope' }), /no restore point "nope".*known: before/);
     await assert.rejects(planRestore(ctx, { kind: 'latest' }, '20000101-000000F'), (e: BackupError) => e.code === 'BACKUP_UNKNOWN');
   });
+});
+
+describe('bootstrap from a backup', () => {
+  it('finds the source cluster directory by name, or by its full directory name among several', () => {
+    assert.deepEqual(sourceDirectory(['relevo-repository.json', 'prod-7301'], 'prod'), { dir: 'prod-7301', name: 'prod', systemIdentifier: '7301' });
+    assert.deepEqual(sourceDirectory(['prod-7301', 'prod-7302'], 'prod-7302'), { dir: 'prod-7302', name: 'prod', systemIdentifier: '7302' });
+    assert.throws(() => sourceDirectory(['prod-7301', 'prod-7302'], 'prod'), /several clusters named prod \(prod-7301, prod-7302\)/);
+    assert.throws(() => sourceDirectory(['relevo-repository.json', 'test-1'], 'prod'), (e: BackupError) => e.code === 'BACKUP_UNKNOWN' && /it holds test-1/.test(e.message));
+  });
+
+  it('accepts at most one recovery target in the setting', () => {
+    assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z' } }).success, true);
+    assert.equal(BackupSettingsSchema.safeParse({ bootstrapFrom: { cluster: 'prod', time: '2026-12-01T10:00:00Z', lsn: '0/3000000' } }).success, false);
+  });
+});
+
+describe('restoring one stored file', () => {
+  const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+  /** Stores `content` as the backup does: one gzip object, or gzip members of `blockSize` bytes. */
+  const stored = async (repository: DirectoryRepository, content: Buffer, blockSize?: number): Promise<BackupFile> => {
+    const members = blockSize ? Array.from({ length: Math.ceil(content.length / blockSize) }, (_, i) => gzipSync(content.subarray(i * blockSize, (i + 1) * blockSize))) : [gzipSync(content)];
+    const object = Buffer.concat(members);
+    const path = `base/1/${blockSize ? 'big' : 'small'}`;
+    await repository.putIfAbsent(`backups/B/data/${path}.gz`, object, { checksum: 'caller' });
+    return { path, size: content.length, mtime: 0, mode: 0o600, sha256: sha(content), ref: 'B', storedSize: object.length, storedSha256: sha(object), ...(blockSize ? { blockSize, blocks: members.map((m) => m.length) } : {}) };
+  };
+  const content = Buffer.concat([randomBytes(50_000), Buffer.alloc(50_000, 3)]);
+
+  for (const blockSize of [undefined, 16_384]) {
+    it(`${blockSize ? 'in blocks' : 'whole'}: restores the content; a damaged object, or content that differs from the record, is refused`, async () => {
+      const dir = scratch();
+      const repository = new DirectoryRepository(join(dir, 'repo'));
+      const file = await stored(repository, content, blockSize);
+      await restoreFile(repository, file, join(dir, 'out'));
+      assert.ok(readFileSync(join(dir, 'out')).equals(content));
+      // An intact object whose content is not what the backup recorded.
+      await assert.rejects(restoreFile(repository, { ...file, sha256: '0'.repeat(64) }, join(dir, 'other')), /restores with sha256/);
+      const object = join(dir, 'repo', 'backups', 'B', 'data', `${file.path}.gz`);
+      const bytes = readFileSync(object);
+      bytes[bytes.length - 20] = bytes[bytes.length - 20]! ^ 0xff;
+      writeFileSync(object, bytes);
+      await assert.rejects(restoreFile(repository, file, join(dir, 'damaged')), (e: BackupError) => e.code === 'BACKUP_CORRUPT' && e.message.includes(file.path));
+    });
+  }
 });

@@ -70,6 +70,37 @@ describe('agent metrics', () => {
     assert.equal(sampleValue(text, 'relevo_switchovers_total'), 0);
   });
 
+  it('backup series: archive backlog per member, catalogue summary; absent when unknown', async () => {
+    const metrics = new AgentMetrics({ cluster: 'c', member: 'a', version: '1' });
+    metrics.onArchiveStatus({ member: 'a', at: '2026-12-02T00:00:00Z', readyFiles: 3, backlogBytes: 3 * 16 * 1024 * 1024, oldest: '000000010000000000000007', freeBytes: 1e9, level: 'warn', dropped: ['000000010000000000000001'] });
+    metrics.onBackupSummary({
+      repository: '/r',
+      error: null,
+      backups: 2,
+      newest: { id: '20261202-000000I', finishedAt: '2026-12-02T00:00:10Z' },
+      lastVerified: { id: '20261201-000000F', at: '2026-12-01T00:05:00Z', restoreMs: 4_250 },
+      lastVerifyFailed: null,
+    });
+    let text = await metrics.registry.metrics();
+    assert.equal(sampleValue(text, 'relevo_archive_backlog_files'), 3);
+    assert.equal(sampleValue(text, 'relevo_archive_backlog_bytes'), 3 * 16 * 1024 * 1024);
+    assert.equal(sampleValue(text, 'relevo_archive_backlog_level', 'level="warn"'), 1);
+    assert.equal(sampleValue(text, 'relevo_archive_backlog_level', 'level="ok"'), 0);
+    assert.equal(sampleValue(text, 'relevo_archive_pg_wal_free_bytes'), 1e9);
+    assert.equal(sampleValue(text, 'relevo_archive_dropped_segments'), 1);
+    assert.equal(sampleValue(text, 'relevo_backups'), 2);
+    assert.equal(sampleValue(text, 'relevo_backup_last_finished_timestamp_seconds'), Date.parse('2026-12-02T00:00:10Z') / 1000);
+    assert.equal(sampleValue(text, 'relevo_backup_last_verified_timestamp_seconds'), Date.parse('2026-12-01T00:05:00Z') / 1000);
+    assert.equal(sampleValue(text, 'relevo_backup_verified_restore_duration_seconds'), 4.25);
+    assert.equal(sampleValue(text, 'relevo_backup_verify_failed'), 0);
+    metrics.onArchiveStatus(undefined);
+    metrics.onBackupSummary({ repository: '/r', error: 'unreachable', backups: 0, newest: null, lastVerified: null, lastVerifyFailed: null });
+    text = await metrics.registry.metrics();
+    for (const name of ['relevo_archive_backlog_files', 'relevo_archive_backlog_level', 'relevo_backups', 'relevo_backup_last_verified_timestamp_seconds', 'relevo_backup_verify_failed']) {
+      assert.equal(sampleValue(text, name), undefined, `${name} is absent when unknown`);
+    }
+  });
+
   it('reads server versions as numbers', () => {
     assert.equal(serverVersionNumber('15.4 (Debian 15.4-1.pgdg120+1)'), 150004);
     assert.equal(serverVersionNumber(null), undefined);
