@@ -19,7 +19,7 @@ import { runAction, type EffectContext } from './effects.js';
 import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
 import { startAutoRoll } from './auto-roll.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { givenAfterRead, grantAnswer, holdDeadline, mayConfirm, type FailsafeGrantAnswer, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { ActionOutcome } from './outcome.js';
@@ -436,6 +436,12 @@ export class Agent {
     if (!this.failsafe.given) this.log.warn({ failsafe: true, leader }, `confirmed failsafe to primary ${leader}: not taking over until the store is back and ${this.settings.ttlMs} ms passed`);
     this.failsafe.given = { leader, at: performance.now() };
     return { ok: true, member: this.config.name };
+  }
+
+  /** GET /failsafe (the router asks while it cannot read the store): primary under an active failsafe hold, and until when. */
+  failsafeGrant(): FailsafeGrantAnswer {
+    const f = this.failsafe;
+    return grantAnswer(this.config.name, { runsAsPrimary: this.runsAsPrimary, active: f.active, heldUntil: this.failsafeHeldUntil(), ended: f.ended }, performance.now());
   }
 
   private failsafeView(): FailsafeView {

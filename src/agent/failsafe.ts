@@ -85,3 +85,22 @@ export function mayConfirm(
   if (lastLeader !== leader) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
   return { ok: true };
 }
+
+/** GET /failsafe: whether this member runs as primary under an active failsafe hold, and how long the hold has left (the router rides a store outage on it). */
+export interface FailsafeGrantAnswer {
+  member: string;
+  active: boolean;
+  /** Milliseconds until the hold lapses (0 when not active): PostgreSQL stops then unless the hold is renewed. */
+  remainingMs: number;
+  reason: string;
+}
+
+export function grantAnswer(member: string, primary: { runsAsPrimary: boolean; active: boolean; heldUntil: number | undefined; ended: string | undefined }, now: number): FailsafeGrantAnswer {
+  const inactive = (reason: string): FailsafeGrantAnswer => ({ member, active: false, remainingMs: 0, reason });
+  if (!primary.runsAsPrimary) return inactive(`member ${member} does not run as primary`);
+  if (primary.ended) return inactive(`failsafe ended: ${primary.ended}`);
+  if (!primary.active || primary.heldUntil === undefined) return inactive('failsafe is not active (the store answers, or not every member confirmed yet)');
+  const remainingMs = Math.floor(primary.heldUntil - now);
+  if (remainingMs <= 0) return inactive('the failsafe hold has lapsed');
+  return { member, active: true, remainingMs, reason: `every member confirmed this primary; the hold lasts ${remainingMs} ms more` };
+}

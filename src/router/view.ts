@@ -5,6 +5,7 @@
  */
 import type { FailoverRequest, LeaderRecord, MemberStatus } from '../cluster/types.js';
 import { refusal, type Refusal } from './errors.js';
+import { grantValid, type FailsafeGrant } from './failsafe.js';
 
 /** Value of the `failover` key while a switchover (or requested failover) runs. */
 export type FailoverRecord = Pick<FailoverRequest, 'kind' | 'from' | 'to' | 'requestedAt'>;
@@ -69,6 +70,11 @@ export interface ViewInput {
    * before it has published that its promotion finished.
    */
   acceptPromoting?: boolean;
+  /**
+   * The primary's agent confirmed failsafe (src/router/failsafe.ts): passed
+   * only while the router has not read the store since it last failed.
+   */
+  failsafe?: FailsafeGrant;
 }
 
 /** Parses "host:port" or "[v6]:port"; undefined when malformed. Port 0 only for listening. */
@@ -120,11 +126,36 @@ export function currentPrimary(snapshot: StoreSnapshot): Backend | undefined {
   return backendOf(member);
 }
 
+/**
+ * The member under a valid failsafe grant, with its last known status: it
+ * takes writes however old the view is, and whatever a watch event that
+ * arrived before the router read the store again says.
+ */
+function failsafeMember(input: Pick<ViewInput, 'snapshot' | 'now' | 'failsafe'>): MemberStatus | undefined {
+  const grant = input.failsafe;
+  if (!grant || !grantValid(grant, grant.member, input.now)) return undefined;
+  const member = input.snapshot.members.get(grant.member);
+  return member?.role === 'primary' ? member : undefined;
+}
+
+/** The member read-write sessions belong to now: the lease holder while the view is fresh, or the primary under a failsafe grant. */
+export function routedPrimary(input: Pick<ViewInput, 'snapshot' | 'settings' | 'now' | 'lastStoreReadAt' | 'failsafe'>): { member: string | undefined; failsafe: boolean } {
+  const granted = failsafeMember(input);
+  if (granted) return { member: granted.name, failsafe: true };
+  return { member: storeStaleness(input).stale ? undefined : input.snapshot.leader?.member, failsafe: false };
+}
+
 /** Decision for a new connection on the read-write port. */
 export function pickReadWrite(input: ViewInput): Decision {
   const staleness = storeStaleness(input);
-  if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   const { snapshot } = input;
+  const granted = failsafeMember(input);
+  // A switchover under way when the store went: hold or refuse as without failsafe.
+  if (granted && !switchoverInProgress(snapshot)) {
+    const backend = backendOf(granted);
+    if (backend) return { action: 'route', backend, primary: true };
+  }
+  if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   if (switchoverInProgress(snapshot)) {
     return { action: 'hold', reason: snapshot.hold ?? `switchover from ${snapshot.failover?.from ?? '?'} in progress` };
   }
