@@ -2,13 +2,13 @@
 import { apiCall, peerRequest, type PeerAccess } from '../tls/client.js';
 import type { FailsafeAnswer, ProbeOutcome } from './failsafe.js';
 
-export async function askFailsafe(member: string, apiUrl: string, access: PeerAccess, timeoutMs: number, now: () => number): Promise<ProbeOutcome> {
+export async function askFailsafe(member: string, apiUrl: string, address: string, access: PeerAccess, timeoutMs: number, now: () => number): Promise<ProbeOutcome> {
   const sentAt = now();
   try {
     const response = await apiCall(`${apiUrl}/failsafe`, { ...peerRequest(access), timeoutMs });
     if (response.status !== 200) return { kind: 'no-answer', member, error: `HTTP ${response.status}` };
     const answer = parseAnswer(response.body);
-    return answer ? { kind: 'answer', member, answer, sentAt } : { kind: 'no-answer', member, error: 'unreadable answer' };
+    return answer ? { kind: 'answer', member, address, answer, sentAt } : { kind: 'no-answer', member, error: 'unreadable answer' };
   } catch (error) {
     return { kind: 'no-answer', member, error: (error as Error).message };
   }

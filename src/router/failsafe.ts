@@ -8,15 +8,25 @@
  * moment the router sent its question, for at most the hold the agent had
  * left and never more than ttlMs, so it ends no later than the agent's hold.
  * An answer saying "not active" ends it at once; no answer lets it run out.
- * Once the store answers again, the router keeps the grant (and stops
- * asking) until a read begun after that answer succeeds, then follows the
- * store: dropping the grant on the first answer paused writes for a loop.
+ *
+ * Once the store answers again, the router stops asking (the agent, which
+ * reaches the store too, rightly says its failsafe is over) and keeps the
+ * grant until a read begun after that answer succeeds; then the store
+ * decides. One exception, until the grant runs out: a store that names no
+ * leader at all. etcd, woken from a freeze longer than the lease, revokes
+ * the leases that expired meanwhile, and the leader and member keys with
+ * them, until the primary takes its key again a loop later; dropping the
+ * grant then cost 2 client errors 0.45–0.65 s after the store came back.
+ * That is still safe: every member promised not to take over before its
+ * confirmation + ttlMs, later than any grant.
  */
 
 /** Routing writes to `member` is allowed until `until` (router monotonic ms). */
 export interface FailsafeGrant {
   member: string;
   until: number;
+  /** Its connectAddress when asked: its member key may be gone from the store meanwhile (a revoked lease). */
+  address: string;
 }
 
 /** The agent's answer to GET /failsafe (src/api/server.ts). */
@@ -30,7 +40,7 @@ export interface FailsafeAnswer {
 
 /** What one question to the primary's agent gave. */
 export type ProbeOutcome =
-  | { kind: 'answer'; member: string; answer: FailsafeAnswer; sentAt: number }
+  | { kind: 'answer'; member: string; address: string; answer: FailsafeAnswer; sentAt: number }
   | { kind: 'no-answer'; member: string; error: string };
 
 /** The grant after one probe: replaced by an active answer, ended by any other answer, kept (to run out) without one. */
@@ -43,12 +53,12 @@ export function nextGrant(previous: FailsafeGrant | undefined, outcome: ProbeOut
   if (answer.member !== member) return { grant: undefined, reason: `asked ${member}, but member ${answer.member} answered` };
   if (!answer.active) return { grant: undefined, reason: `${member} is not primary under failsafe: ${answer.reason}` };
   if (!(Number.isFinite(answer.remainingMs) && answer.remainingMs > 0)) return { grant: undefined, reason: `${member} answered a hold of ${answer.remainingMs} ms` };
-  return { grant: { member, until: sentAt + Math.min(answer.remainingMs, ttlMs) }, reason: `${member} holds failsafe for ${Math.round(answer.remainingMs)} ms` };
+  return { grant: { member, until: sentAt + Math.min(answer.remainingMs, ttlMs), address: outcome.address }, reason: `${member} holds failsafe for ${Math.round(answer.remainingMs)} ms` };
 }
 
-/** Whether the grant lets writes go to `leader` now. */
-export function grantValid(grant: FailsafeGrant | undefined, leader: string | undefined, now: number): boolean {
-  return grant !== undefined && leader !== undefined && grant.member === leader && now < grant.until;
+/** Whether the grant lets writes go to its member now. */
+export function grantValid(grant: FailsafeGrant | undefined, now: number): grant is FailsafeGrant {
+  return grant !== undefined && now < grant.until;
 }
 
 /** The router's failsafe state between store reads and probes. */
@@ -62,7 +72,12 @@ export interface RouterFailsafe {
 
 export const NO_OUTAGE: RouterFailsafe = { grant: undefined, outage: false, answeredAt: undefined };
 
-export type ReadResult = { ok: false } | { ok: true; startedAt: number; at: number; stale: boolean };
+export type ReadResult = { ok: false } | { ok: true; startedAt: number; at: number; stale: boolean; leader: string | undefined };
+
+/** After the outage a grant lasts (to run out) only while the store names no other leader. */
+function keptAfter(grant: FailsafeGrant | undefined, leader: string | undefined): FailsafeGrant | undefined {
+  return grant && (leader === undefined || leader === grant.member) ? grant : undefined;
+}
 
 /**
  * After a store read. The first read that succeeds during an outage may have
@@ -72,9 +87,9 @@ export type ReadResult = { ok: false } | { ok: true; startedAt: number; at: numb
  */
 export function afterRead(state: RouterFailsafe, read: ReadResult): RouterFailsafe {
   if (!read.ok) return { ...state, outage: true, answeredAt: undefined };
-  if (!state.outage) return read.stale ? { ...state, outage: true, answeredAt: read.at } : { ...NO_OUTAGE, grant: state.grant };
+  if (!state.outage) return read.stale ? { ...state, outage: true, answeredAt: read.at } : { ...NO_OUTAGE, grant: keptAfter(state.grant, read.leader) };
   if (state.answeredAt === undefined) return { ...state, answeredAt: read.at };
-  return read.startedAt >= state.answeredAt && !read.stale ? NO_OUTAGE : state;
+  return read.startedAt >= state.answeredAt && !read.stale ? { ...NO_OUTAGE, grant: keptAfter(state.grant, read.leader) } : state;
 }
 
 /** The view went stale without a failed read (a read that hangs): that is an outage too. */
@@ -103,7 +118,7 @@ export function afterProbe(state: RouterFailsafe, outcome: ProbeOutcome, ttlMs: 
   return { state: { ...state, grant: next.grant }, reason: next.reason };
 }
 
-/** The grant the routing decision may use: only during an outage. */
-export function grantInForce(state: RouterFailsafe): FailsafeGrant | undefined {
-  return state.outage ? state.grant : undefined;
+/** The grant the routing decision may use: during an outage, and after it while the store names no leader. */
+export function grantInForce(state: RouterFailsafe, storeLeader: string | undefined): FailsafeGrant | undefined {
+  return state.outage || storeLeader === undefined ? state.grant : undefined;
 }

@@ -421,7 +421,7 @@ class Router {
       this.lastReadAt = startedAt;
       if (!this.storeWasReadable) this.log.info({}, 'store readable');
       this.storeWasReadable = true;
-      this.afterRead({ ok: true, startedAt, at: this.now(), stale: this.staleness().stale });
+      this.afterRead({ ok: true, startedAt, at: this.now(), stale: this.staleness().stale, leader: this.leader?.member });
       if (!this.watching) void this.startWatch();
     } catch (error) {
       if (this.storeWasReadable) this.log.warn({ err: (error as Error).message }, 'cannot read the store');
@@ -443,7 +443,9 @@ class Router {
   private afterRead(read: Parameters<typeof afterRead>[1]): void {
     const before = this.failsafe;
     this.failsafe = afterRead(before, read);
-    if (before.outage && !this.failsafe.outage && before.grant) this.log.warn({ member: before.grant.member }, 'failsafe over: read the store again; following it');
+    if (before.outage && !this.failsafe.outage && before.grant) {
+      this.log.warn({ member: before.grant.member, leader: this.leader?.member ?? null }, `failsafe over: read the store again; following it${this.failsafe.grant ? ` (while it names no leader, writes go to ${before.grant.member} until its grant runs out)` : ''}`);
+    }
     // The store answers again: read once more, from now, before letting it decide.
     if (this.failsafe.answeredAt !== undefined && before.answeredAt === undefined) this.refreshAgain = true;
   }
@@ -465,7 +467,7 @@ class Router {
     if (!leader || !status || status.role !== 'primary') return;
     this.probing = true;
     try {
-      const outcome = await askFailsafe(leader, status.apiUrl, this.agentAccess(), Math.max(200, Math.min(1_000, Math.floor(staleness.ttlMs / 4))), () => this.now());
+      const outcome = await askFailsafe(leader, status.apiUrl, status.connectAddress, this.agentAccess(), Math.max(200, Math.min(1_000, Math.floor(staleness.ttlMs / 4))), () => this.now());
       if (this.stopped) return;
       const before = this.failsafe.grant;
       const { state, reason } = afterProbe(this.failsafe, outcome, staleness.ttlMs);
@@ -483,7 +485,7 @@ class Router {
 
   /** What decides where writes go: the view, and a failsafe grant during an outage. */
   private viewInput() {
-    const grant = grantInForce(this.failsafe);
+    const grant = grantInForce(this.failsafe, this.leader?.member);
     return { snapshot: this.snapshot(), settings: this.selection, now: this.now(), lastStoreReadAt: this.lastReadAt, ...(grant ? { failsafe: grant } : {}) };
   }
 

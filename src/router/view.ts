@@ -72,7 +72,7 @@ export interface ViewInput {
   acceptPromoting?: boolean;
   /**
    * The primary's agent confirmed failsafe (src/router/failsafe.ts): passed
-   * only while the router has not read the store since it last failed.
+   * during a store outage, and after it while the store names no leader.
    */
   failsafe?: FailsafeGrant;
 }
@@ -127,21 +127,25 @@ export function currentPrimary(snapshot: StoreSnapshot): Backend | undefined {
 }
 
 /**
- * The member under a valid failsafe grant, with its last known status: it
- * takes writes however old the view is, and whatever a watch event that
- * arrived before the router read the store again says.
+ * The member under a valid failsafe grant and where to reach it: it takes
+ * writes however old the view is, and whatever the store said since the
+ * router last read it in full, unless its last status says it is not primary.
  */
-function failsafeMember(input: Pick<ViewInput, 'snapshot' | 'now' | 'failsafe'>): MemberStatus | undefined {
+function failsafeBackend(input: Pick<ViewInput, 'snapshot' | 'now' | 'failsafe'>): Backend | undefined {
   const grant = input.failsafe;
-  if (!grant || !grantValid(grant, grant.member, input.now)) return undefined;
-  const member = input.snapshot.members.get(grant.member);
-  return member?.role === 'primary' ? member : undefined;
+  if (!grantValid(grant, input.now)) return undefined;
+  const status = input.snapshot.members.get(grant.member);
+  if (status && status.role !== 'primary') return undefined;
+  // Its member key may be gone with a revoked lease: the address it had when its agent confirmed.
+  const address = status?.connectAddress ?? grant.address;
+  const parsed = parseAddress(address);
+  return parsed && { member: grant.member, address, ...parsed };
 }
 
 /** The member read-write sessions belong to now: the lease holder while the view is fresh, or the primary under a failsafe grant. */
 export function routedPrimary(input: Pick<ViewInput, 'snapshot' | 'settings' | 'now' | 'lastStoreReadAt' | 'failsafe'>): { member: string | undefined; failsafe: boolean } {
-  const granted = failsafeMember(input);
-  if (granted) return { member: granted.name, failsafe: true };
+  const granted = failsafeBackend(input);
+  if (granted) return { member: granted.member, failsafe: true };
   return { member: storeStaleness(input).stale ? undefined : input.snapshot.leader?.member, failsafe: false };
 }
 
@@ -149,12 +153,9 @@ export function routedPrimary(input: Pick<ViewInput, 'snapshot' | 'settings' | '
 export function pickReadWrite(input: ViewInput): Decision {
   const staleness = storeStaleness(input);
   const { snapshot } = input;
-  const granted = failsafeMember(input);
+  const granted = failsafeBackend(input);
   // A switchover under way when the store went: hold or refuse as without failsafe.
-  if (granted && !switchoverInProgress(snapshot)) {
-    const backend = backendOf(granted);
-    if (backend) return { action: 'route', backend, primary: true };
-  }
+  if (granted && !switchoverInProgress(snapshot)) return { action: 'route', backend: granted, primary: true };
   if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   if (switchoverInProgress(snapshot)) {
     return { action: 'hold', reason: snapshot.hold ?? `switchover from ${snapshot.failover?.from ?? '?'} in progress` };
