@@ -72,18 +72,38 @@ export function givenAfterRead<T extends { leader: string }>(given: T | undefine
   return given && leader !== undefined && leader !== given.leader ? undefined : given;
 }
 
-/** Whether this member may confirm `leader` (answer to POST /failsafe). */
+/**
+ * Whether this member may confirm `leader` (answer to POST /failsafe): the
+ * store last named it, or named no leader while this member's promise to it
+ * (`promised`, given less than ttlMs ago) still binds. The latter is the store
+ * back from a freeze longer than the lease: it revoked every lease, the leader
+ * key with them, and a primary still asking for a loop must not lose its hold
+ * for it (it stopped PostgreSQL there, a write pause of a second or more).
+ */
 export function mayConfirm(
   settings: ClusterSettings,
   self: { name: string; role: string | undefined; state: string | undefined },
   lastLeader: string | undefined,
   leader: string,
+  promised?: string,
 ): { ok: true } | { ok: false; reason: string } {
   if (!settings.failsafe) return { ok: false, reason: `member ${self.name}: failsafe is off in the cluster settings` };
   if (leader === self.name) return { ok: false, reason: `member ${self.name} cannot confirm itself` };
   if (self.role === 'primary' || self.state === 'promoting') return { ok: false, reason: `member ${self.name} runs as primary (${self.state}): it does not follow ${leader}` };
-  if (lastLeader !== leader) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
+  if (lastLeader !== leader && !(lastLeader === undefined && promised === leader)) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
   return { ok: true };
+}
+
+/**
+ * The membership a primary asks, after a store read: the members read, but
+ * while it holds failsafe one that vanished from the store stays (its key may
+ * have gone with a revoked lease; it still has to confirm). Growing only asks
+ * more members, never fewer, so it cannot make the hold weaker.
+ */
+export function membershipAfterRead<T extends { name: string }>(previous: readonly T[], read: readonly T[], holding: boolean): T[] {
+  if (!holding) return [...read];
+  const names = new Set(read.map((m) => m.name));
+  return [...read, ...previous.filter((m) => !names.has(m.name))];
 }
 
 /** GET /failsafe: whether this member runs as primary under an active failsafe hold, and how long the hold has left (the router rides a store outage on it). */
