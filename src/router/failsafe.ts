@@ -15,10 +15,9 @@
  * decides. One exception, until the grant runs out: a store that names no
  * leader at all. etcd, woken from a freeze longer than the lease, revokes
  * the leases that expired meanwhile, and the leader and member keys with
- * them, until the primary takes its key again a loop later; dropping the
- * grant then cost 2 client errors 0.45–0.65 s after the store came back.
- * That is still safe: every member promised not to take over before its
- * confirmation + ttlMs, later than any grant.
+ * them, until the primary takes its key again a loop later. That is still
+ * safe: every member promised not to take over before its confirmation +
+ * ttlMs, later than any grant.
  */
 
 /** Routing writes to `member` is allowed until `until` (router monotonic ms). */
