@@ -83,7 +83,7 @@ interface RunResult {
   /** Where the member logs of this run were copied, when it failed or lost commits. */
   logs: string | null;
   /** --router on: the writer through the router, over the same fault. */
-  router: { pauseMs: number; errors: number; acknowledged: number; lost: number } | null;
+  router: { pauseMs: number; errors: number; acknowledged: number; lost: number; firstErrors: string[] } | null;
 }
 
 interface Options {
@@ -334,6 +334,8 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
         pauseMs: routed.writer.longestGap(faultAt, Date.now()),
         // Failed statements and refused or failed connections alike: each is an error an application sees.
         errors: routed.writer.failures.filter((f) => f.at >= faultAt!).length,
+        // What the client saw, and when after the fault: to tell a router refusal from a server going away.
+        firstErrors: routed.writer.failures.filter((f) => f.at >= faultAt!).slice(0, 3).map((f) => `+${f.at - faultAt!} ms ${f.phase}: ${f.message}`),
         acknowledged: verifiedRouted.acknowledged,
         lost: verifiedRouted.lost.length,
       };
@@ -502,7 +504,7 @@ async function main(): Promise<void> {
               `${profile} ${fault} #${run}: ${result.error ? `FAILED (${result.error})` : `${result.oldPrimary} → ${result.newPrimary}`}, ` +
                 `unavailable ${result.unavailabilityMs ?? '–'} ms${result.afterStoreBackMs !== null ? ` (${result.afterStoreBackMs} ms after the store came back)` : ''}, ` +
                 `rejoin ${result.rejoinMs ?? '–'} ms, ${result.acknowledged} acked, ${result.lost} lost` +
-                (result.router ? `; through the router: longest pause ${result.router.pauseMs} ms, ${result.router.errors} errors, ${result.router.acknowledged} acked, ${result.router.lost} lost` : ''),
+                (result.router ? `; through the router: longest pause ${result.router.pauseMs} ms, ${result.router.errors} errors${result.router.firstErrors.length ? ` (${result.router.firstErrors.join('; ')})` : ''}, ${result.router.acknowledged} acked, ${result.router.lost} lost` : ''),
             );
           }
         }
