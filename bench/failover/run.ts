@@ -11,12 +11,15 @@
  *
  * Issue 16 adds faults i (synchronous standby lost) and j (store outage with
  * every member healthy), where the primary stays and the longest write pause
- * counts; --sync and --failsafe run each fault in those variants.
+ * counts; --sync and --failsafe run each fault in those variants. With
+ * --router on, a second writer goes through relevo's router (relay mode, as
+ * `relevo router -c <member file>` sets it up) during the same fault, and
+ * its longest pause, failed writes and lost commits are recorded too.
  *
  *   node dist/bench/failover/run.js [--runs N] [--settings default|fast|both]
  *        [--sync on|quorum|both] [--failsafe off|on|both]
  *        [--faults a,b,c,d,e,f,g,h,i,j] [--store etcd|embedded]
- *        [--connect-timeout MS] [--query-timeout MS] [--tls on|off]
+ *        [--connect-timeout MS] [--query-timeout MS] [--tls on|off] [--router on|off]
  *
  * Writes bench/results/failover-<timestamp>.json and .md and prints the table.
  *
@@ -35,6 +38,10 @@ import { TestCluster } from '../../test/helpers/cluster.js';
 import { startEtcd, type EtcdProcess } from '../../test/helpers/etcd.js';
 import { FAULT_DESCRIPTIONS as INJECTED_FAULTS, FAULT_KINDS as INJECTED_KINDS, Faults, inject, type FaultKind as InjectedFault } from '../../test/helpers/faults.js';
 import { clusterKeys } from '../../src/cluster/keys.js';
+import { routerOptionsOf } from '../../src/cli/router-command.js';
+import { startRouter, type RouterHandle } from '../../src/router/index.js';
+import { clusterCaFile } from '../../src/tls/member.js';
+import { TEST_APP_ROLE } from '../../test/helpers/cluster.js';
 import { sleep, waitFor } from '../../test/helpers/wait.js';
 import { Writer } from '../../test/helpers/writer.js';
 
@@ -75,6 +82,8 @@ interface RunResult {
   error: string | null;
   /** Where the member logs of this run were copied, when it failed or lost commits. */
   logs: string | null;
+  /** --router on: the writer through the router, over the same fault. */
+  router: { pauseMs: number; errors: number; acknowledged: number; lost: number; firstErrors: string[] } | null;
 }
 
 interface Options {
@@ -88,6 +97,8 @@ interface Options {
   queryTimeoutMs: number;
   /** TLS on every link (the default of real clusters), or off to measure its cost. */
   tls: boolean;
+  /** A second writer through relevo's router during each fault. */
+  router: boolean;
 }
 
 function parseOptions(): Options {
@@ -102,6 +113,7 @@ function parseOptions(): Options {
       'connect-timeout': { type: 'string', default: '500' },
       'query-timeout': { type: 'string', default: '1000' },
       tls: { type: 'string', default: 'on' },
+      router: { type: 'string', default: 'off' },
     },
   });
   const runs = Number(values.runs);
@@ -113,6 +125,7 @@ function parseOptions(): Options {
   const store = values.store!;
   if (store !== 'etcd' && store !== 'embedded') throw new Error(`--store: expected etcd or embedded, got ${store}`);
   if (values.tls !== 'on' && values.tls !== 'off') throw new Error(`--tls: expected on or off, got ${values.tls}`);
+  if (values.router !== 'on' && values.router !== 'off') throw new Error(`--router: expected on or off, got ${values.router}`);
   const ms = (name: string, value: string | undefined) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 50) throw new Error(`--${name}: expected milliseconds ≥ 50, got ${value}`);
@@ -134,6 +147,7 @@ function parseOptions(): Options {
     connectTimeoutMs: ms('connect-timeout', values['connect-timeout']),
     queryTimeoutMs: ms('query-timeout', values['query-timeout']),
     tls: values.tls === 'on',
+    router: values.router === 'on',
   };
 }
 
@@ -210,6 +224,7 @@ function keepLogs(cluster: TestCluster, dir: string): string {
 
 interface PauseOutcome {
   name: string;
+  faultAt: number;
   pauseMs: number;
   afterStoreBackMs?: number;
   rejoinMs?: number;
@@ -239,7 +254,7 @@ async function standbyLost(cluster: TestCluster, faults: Faults, writer: Writer,
     // Its status from before the kill may still be in the store: only a fresh one counts.
     return status !== undefined && status.streaming && Date.parse(status.updatedAt) > given;
   }, 120_000, 100);
-  return { name: primary, pauseMs, rejoinMs: Date.now() - given };
+  return { name: primary, faultAt: at, pauseMs, rejoinMs: Date.now() - given };
 }
 
 /** 'j': etcd frozen for STORE_OUTAGE_MS with every member up; the longest pause until 50 commits after it came back. */
@@ -250,23 +265,28 @@ async function storeOutage(cluster: TestCluster, faults: Faults, writer: Writer,
   await writer.waitForAcks(50, 90_000);
   const status = await waitFor('a primary after the store outage', async () => (await cluster.memberStatuses()).find((m) => m.state === 'primary'), 90_000, 100);
   const resumed = writer.firstAckAfter(back);
-  return { name: status.name, pauseMs: writer.longestGap(at, Date.now()), afterStoreBackMs: resumed ? Math.max(0, resumed.ackedAt - back) : undefined };
+  return { name: status.name, faultAt: at, pauseMs: writer.longestGap(at, Date.now()), afterStoreBackMs: resumed ? Math.max(0, resumed.ackedAt - back) : undefined };
 }
 
 async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSettings, fault: FaultKind, run: number, options: Options, logRoot: string): Promise<RunResult> {
-  const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, lostSample: [], error: null, logs: null };
+  const result: RunResult = { profile, fault, run, oldPrimary: '', newPrimary: null, unavailabilityMs: null, afterStoreBackMs: null, rejoinMs: null, acknowledged: 0, lost: 0, lostSample: [], error: null, logs: null, router: null };
   const { cluster, faults, etcd } = await pool.healthy();
   const members = await cluster.memberStatuses();
   const primary = members.find((m) => m.state === 'primary')!;
   const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
   result.oldPrimary = primary.name;
-  const writer = Writer.forCluster(cluster, `bench_${profile.replace(/[^a-z0-9_]/g, '_')}_${fault}_${run}`, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+  const table = `bench_${profile.replace(/[^a-z0-9_]/g, '_')}_${fault}_${run}`;
+  const writer = Writer.forCluster(cluster, table, { connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+  let routed: { router: RouterHandle; writer: Writer } | undefined;
+  let faultAt: number | undefined;
   try {
     await writer.start();
+    if (options.router) routed = await routedWriter(cluster, `${table}_routed`, options);
     await writer.waitForAcks(50);
     let name: string;
     if (fault === 'i' || fault === 'j') {
       const outcome = fault === 'i' ? await standbyLost(cluster, faults, writer, settings, primary.name) : await storeOutage(cluster, faults, writer, etcd!);
+      faultAt = outcome.faultAt;
       name = outcome.name;
       result.newPrimary = name;
       result.unavailabilityMs = outcome.pauseMs;
@@ -274,6 +294,7 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
       result.rejoinMs = outcome.rejoinMs ?? null;
     } else {
       const staged = await inject({ cluster, faults, writer, primary: primary.name, replicas, ttlMs: settings.ttlMs, etcd, timeoutMs: 90_000 }, fault);
+      faultAt = staged.faultAt;
       ({ name } = await staged.awaitPrimary());
       result.newPrimary = name;
       if (staged.storeBackAt !== undefined) {
@@ -305,6 +326,20 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
       }
     }
     await writer.waitForAcks(20, 30_000, name);
+    if (routed && faultAt !== undefined) {
+      await routed.writer.waitForAcks(20, 30_000);
+      await routed.writer.stop();
+      const verifiedRouted = await routed.writer.verify(cluster);
+      result.router = {
+        pauseMs: routed.writer.longestGap(faultAt, Date.now()),
+        // Failed statements and refused or failed connections alike: each is an error an application sees.
+        errors: routed.writer.failures.filter((f) => f.at >= faultAt!).length,
+        // What the client saw, and when after the fault: to tell a router refusal from a server going away.
+        firstErrors: routed.writer.failures.filter((f) => f.at >= faultAt!).slice(0, 3).map((f) => `+${f.at - faultAt!} ms ${f.phase}: ${f.message}`),
+        acknowledged: verifiedRouted.acknowledged,
+        lost: verifiedRouted.lost.length,
+      };
+    }
     await writer.stop();
     const verified = await writer.verify(cluster);
     result.acknowledged = verified.acknowledged;
@@ -322,9 +357,43 @@ async function runOnce(pool: ClusterPool, profile: string, settings: ClusterSett
       result.lostSample = sampleLost(writer, verified.lost);
     }
     result.logs = keepLogs(cluster, join(logRoot, `${profile}-${fault}-${run}`));
+    await routed?.writer.stop();
+    await routed?.router.stop();
+    routed = undefined;
     await pool.close();
+  } finally {
+    await routed?.writer.stop();
+    await routed?.router.stop();
   }
   return result;
+}
+
+/**
+ * relevo's router as `relevo router -c <member file>` sets it up (relay mode,
+ * default timeouts, the member's API access for failsafe), in this process,
+ * with a writer through its read-write port that carries TLS to the member.
+ */
+async function routedWriter(cluster: TestCluster, table: string, options: Options): Promise<{ router: RouterHandle; writer: Writer }> {
+  const config = cluster.member(NAMES[0]!).config;
+  const router = await startRouter({
+    ...routerOptionsOf(config),
+    name: 'bench-router',
+    listen: { readWrite: '127.0.0.1:0', readOnly: null },
+    metrics: null,
+    store: cluster.storeConfig,
+  });
+  try {
+    const [host, port] = [router.addresses.readWrite!.replace(/:\d+$/, ''), Number(router.addresses.readWrite!.split(':').pop())];
+    const tlsCaFile = clusterCaFile(config);
+    const writer = new Writer({ targets: [{ name: 'router', host, port }], user: TEST_APP_ROLE.user, password: TEST_APP_ROLE.password, ...(tlsCaFile ? { tlsCaFile } : {}), table, connectTimeoutMs: options.connectTimeoutMs, queryTimeoutMs: options.queryTimeoutMs });
+    await waitFor('the router routing writes', async () => router.stats().primary !== null, 30_000, 100);
+    await writer.start();
+    await writer.waitForAcks(50);
+    return { router, writer };
+  } catch (error) {
+    await router.stop();
+    throw error;
+  }
 }
 
 function sampleLost(writer: Writer, lost: number[]): RunResult['lostSample'] {
@@ -353,6 +422,7 @@ interface SummaryRow {
   rejoin: ReturnType<typeof stats>;
   acknowledged: number;
   lost: number;
+  router: { pause: ReturnType<typeof stats>; errors: number; acknowledged: number; lost: number } | null;
 }
 
 function summarize(results: RunResult[]): SummaryRow[] {
@@ -371,13 +441,22 @@ function summarize(results: RunResult[]): SummaryRow[] {
       rejoin: stats(ok.map((r) => r.rejoinMs).filter((v): v is number => v !== null)),
       acknowledged: runs.reduce((n, r) => n + r.acknowledged, 0),
       lost: runs.reduce((n, r) => n + r.lost, 0),
+      router: ok.some((r) => r.router)
+        ? {
+            pause: stats(ok.flatMap((r) => (r.router ? [r.router.pauseMs] : []))),
+            errors: ok.reduce((n, r) => n + (r.router?.errors ?? 0), 0),
+            acknowledged: ok.reduce((n, r) => n + (r.router?.acknowledged ?? 0), 0),
+            lost: ok.reduce((n, r) => n + (r.router?.lost ?? 0), 0),
+          }
+        : null,
     });
   }
   return rows;
 }
 
 function table(rows: SummaryRow[]): string {
-  const header = ['settings', 'fault', 'runs (failed)', 'write unavailability s, median (min–max)', 'old primary streaming again s', 'acked', 'lost'];
+  const withRouter = rows.some((r) => r.router);
+  const header = ['settings', 'fault', 'runs (failed)', 'write unavailability s, median (min–max)', 'old primary streaming again s', 'acked', 'lost', ...(withRouter ? ['through the router: longest pause s', 'client errors', 'acked', 'lost'] : [])];
   const lines = rows.map((r) => [
     r.profile,
     `${r.fault}: ${FAULT_DESCRIPTIONS[r.fault]}`,
@@ -386,6 +465,7 @@ function table(rows: SummaryRow[]): string {
     fmt(r.rejoin),
     String(r.acknowledged),
     String(r.lost),
+    ...(withRouter ? (r.router ? [fmt(r.router.pause), String(r.router.errors), String(r.router.acknowledged), String(r.router.lost)] : ['–', '–', '–', '–']) : []),
   ]);
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...lines.map((l) => `| ${l.join(' | ')} |`)].join('\n');
 }
@@ -423,7 +503,8 @@ async function main(): Promise<void> {
             console.log(
               `${profile} ${fault} #${run}: ${result.error ? `FAILED (${result.error})` : `${result.oldPrimary} → ${result.newPrimary}`}, ` +
                 `unavailable ${result.unavailabilityMs ?? '–'} ms${result.afterStoreBackMs !== null ? ` (${result.afterStoreBackMs} ms after the store came back)` : ''}, ` +
-                `rejoin ${result.rejoinMs ?? '–'} ms, ${result.acknowledged} acked, ${result.lost} lost`,
+                `rejoin ${result.rejoinMs ?? '–'} ms, ${result.acknowledged} acked, ${result.lost} lost` +
+                (result.router ? `; through the router: longest pause ${result.router.pauseMs} ms, ${result.router.errors} errors${result.router.firstErrors.length ? ` (${result.router.firstErrors.join('; ')})` : ''}, ${result.router.acknowledged} acked, ${result.router.lost} lost` : ''),
             );
           }
         }
@@ -452,6 +533,7 @@ async function main(): Promise<void> {
     '',
     table(rows),
     '',
+    ...(options.router ? ['Through the router: a second writer (same client settings) through relevo\'s router in relay mode at its default settings, during the same fault; its longest pause between acknowledged writes from the fault until both writers wrote again, and every failed statement or connection from the fault on.', ''] : []),
     'Write unavailability: fault → first write acknowledged by the new primary (i, j: the longest pause between acknowledged writes from the fault until the standby was replaced / the store was back, and 50–100 commits more; f: the longest silence between acknowledged writes from the outage until writes resume after the store is back; g: the longest silence between acknowledged writes from the switchover command to the first write on the new primary). Old primary streaming again: from the moment it is given back (SIGCONT, agent restarted, store back) until it streams on the new timeline. Lost: acknowledged ids missing on the final primary.',
     '',
     ...(results.some((r) => r.error || r.lost > 0)

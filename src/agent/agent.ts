@@ -19,7 +19,7 @@ import { runAction, type EffectContext } from './effects.js';
 import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
 import { startAutoRoll } from './auto-roll.js';
 import { askPeers, observeDataDir, observeServer, readCluster } from './observe.js';
-import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from './failsafe.js';
+import { givenAfterRead, grantAnswer, holdDeadline, mayConfirm, membershipAfterRead, type FailsafeGrantAnswer, type FailsafeView } from './failsafe.js';
 import { requestConfirmations, type PeerAddress } from './failsafe-peers.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest } from './observation.js';
 import type { ActionOutcome } from './outcome.js';
@@ -435,11 +435,18 @@ export class Agent {
 
   /** POST /failsafe from a primary without the store: vouch for it if it is the primary we follow. */
   confirmFailsafe(leader: string): { ok: true; member: string } | { ok: false; reason: string } {
-    const verdict = mayConfirm(this.settings, { name: this.config.name, role: this.status?.role, state: this.status?.state }, this.failsafe.lastLeader, leader);
+    const promised = this.failsafeView().confirmed?.leader;
+    const verdict = mayConfirm(this.settings, { name: this.config.name, role: this.status?.role, state: this.status?.state }, this.failsafe.lastLeader, leader, promised);
     if (!verdict.ok) return verdict;
     if (!this.failsafe.given) this.log.warn({ failsafe: true, leader }, `confirmed failsafe to primary ${leader}: not taking over until the store is back and ${this.settings.ttlMs} ms passed`);
     this.failsafe.given = { leader, at: performance.now() };
     return { ok: true, member: this.config.name };
+  }
+
+  /** GET /failsafe (the router asks while it cannot read the store): primary under an active failsafe hold, and until when. */
+  failsafeGrant(): FailsafeGrantAnswer {
+    const f = this.failsafe;
+    return grantAnswer(this.config.name, { runsAsPrimary: this.runsAsPrimary, active: f.active, heldUntil: this.failsafeHeldUntil(), ended: f.ended }, performance.now());
   }
 
   private failsafeView(): FailsafeView {
@@ -476,7 +483,8 @@ export class Agent {
       }
       for (const m of cluster.view.members) this.lastKnown.set(m.name, m);
       // Failsafe needs the membership and leader as last seen in the store.
-      this.failsafe.membership = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
+      const read = cluster.view.members.filter((m) => m.name !== this.config.name).map((m) => ({ name: m.name, apiUrl: m.apiUrl }));
+      this.failsafe.membership = membershipAfterRead(this.failsafe.membership, read, this.failsafe.confirmedAt.size > 0 && !this.failsafe.ended);
       this.failsafe.lastLeader = cluster.view.leader?.member;
       this.failsafe.given = givenAfterRead(this.failsafe.given, cluster.view.leader?.member);
     }

@@ -72,16 +72,55 @@ export function givenAfterRead<T extends { leader: string }>(given: T | undefine
   return given && leader !== undefined && leader !== given.leader ? undefined : given;
 }
 
-/** Whether this member may confirm `leader` (answer to POST /failsafe). */
+/**
+ * Whether this member may confirm `leader` (answer to POST /failsafe): the
+ * store last named it, or named no leader while this member's promise to it
+ * (`promised`, given less than ttlMs ago) still binds. The latter is the store
+ * back from a freeze longer than the lease: it revoked every lease, the leader
+ * key with them, and a primary still asking for a loop must not lose its hold
+ * for it (it stopped PostgreSQL there, a write pause of a second or more).
+ */
 export function mayConfirm(
   settings: ClusterSettings,
   self: { name: string; role: string | undefined; state: string | undefined },
   lastLeader: string | undefined,
   leader: string,
+  promised?: string,
 ): { ok: true } | { ok: false; reason: string } {
   if (!settings.failsafe) return { ok: false, reason: `member ${self.name}: failsafe is off in the cluster settings` };
   if (leader === self.name) return { ok: false, reason: `member ${self.name} cannot confirm itself` };
   if (self.role === 'primary' || self.state === 'promoting') return { ok: false, reason: `member ${self.name} runs as primary (${self.state}): it does not follow ${leader}` };
-  if (lastLeader !== leader) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
+  if (lastLeader !== leader && !(lastLeader === undefined && promised === leader)) return { ok: false, reason: `member ${self.name} last saw ${lastLeader ?? 'no leader'} as primary, not ${leader}` };
   return { ok: true };
+}
+
+/**
+ * The membership a primary asks, after a store read: the members read, but
+ * while it holds failsafe one that vanished from the store stays (its key may
+ * have gone with a revoked lease; it still has to confirm). Growing only asks
+ * more members, never fewer, so it cannot make the hold weaker.
+ */
+export function membershipAfterRead<T extends { name: string }>(previous: readonly T[], read: readonly T[], holding: boolean): T[] {
+  if (!holding) return [...read];
+  const names = new Set(read.map((m) => m.name));
+  return [...read, ...previous.filter((m) => !names.has(m.name))];
+}
+
+/** GET /failsafe: whether this member runs as primary under an active failsafe hold, and how long the hold has left (the router rides a store outage on it). */
+export interface FailsafeGrantAnswer {
+  member: string;
+  active: boolean;
+  /** Milliseconds until the hold lapses (0 when not active): PostgreSQL stops then unless the hold is renewed. */
+  remainingMs: number;
+  reason: string;
+}
+
+export function grantAnswer(member: string, primary: { runsAsPrimary: boolean; active: boolean; heldUntil: number | undefined; ended: string | undefined }, now: number): FailsafeGrantAnswer {
+  const inactive = (reason: string): FailsafeGrantAnswer => ({ member, active: false, remainingMs: 0, reason });
+  if (!primary.runsAsPrimary) return inactive(`member ${member} does not run as primary`);
+  if (primary.ended) return inactive(`failsafe ended: ${primary.ended}`);
+  if (!primary.active || primary.heldUntil === undefined) return inactive('failsafe is not active (the store answers, or not every member confirmed yet)');
+  const remainingMs = Math.floor(primary.heldUntil - now);
+  if (remainingMs <= 0) return inactive('the failsafe hold has lapsed');
+  return { member, active: true, remainingMs, reason: `every member confirmed this primary; the hold lasts ${remainingMs} ms more` };
 }

@@ -61,6 +61,7 @@ export const AGENT_METRICS: readonly MetricSpec[] = [
   g('relevo_slot_active', '1 while a replication slot is in use', ['slot']),
   g('relevo_leader_lease_remaining_seconds', 'Leader only: seconds until the leader lease would expire without renewal', []),
   g('relevo_store_reachable', '1 when the last read of the coordination store succeeded', []),
+  g('relevo_failsafe_active', '1 while this primary runs without the store on every member\'s failsafe confirmation, else 0', [], 'patroni_failsafe_mode_is_active'),
   g('relevo_store_last_seen_timestamp_seconds', 'When the coordination store last answered, seconds since the epoch', [], 'patroni_dcs_last_seen'),
   h('relevo_store_operation_duration_seconds', 'Coordination store calls by operation, seconds', ['operation']),
   h('relevo_loop_duration_seconds', 'One observe-decide-act round, seconds', []),
@@ -176,6 +177,8 @@ export class AgentMetrics implements CycleObserver {
 
     const store = o.store;
     this.set('relevo_store_reachable', store.reachable);
+    const held = o.failsafe?.heldUntil;
+    this.set('relevo_failsafe_active', held !== undefined && o.monotonic < held);
     if (!store.reachable) return;
     this.set('relevo_store_last_seen_timestamp_seconds', o.now / 1000);
     const leader = store.leader?.member === o.member.name;
@@ -290,7 +293,6 @@ ${rows.join('\n')}
 | --- | --- |
 ${mapped.map(([p, r]) => `| \`${p}\` | \`${r}\` |`).join('\n')}
 | \`patroni_standby_leader\` | none yet (standby clusters are not implemented) |
-| \`patroni_failsafe_mode_is_active\` | none: relevo has no failsafe mode; a primary that cannot reach the store fences itself |
 | \`patroni_postgres_in_archive_recovery\` | \`relevo_role{role="replica"}\` |
 | \`patroni_quorum_standby\` | \`relevo_replication_sync\` (sync_state \`quorum\` counts) |
 

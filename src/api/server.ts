@@ -18,6 +18,8 @@ export interface ApiSource {
   request(operatorRequest: OperatorRequest): void;
   /** Store failsafe: confirm that `leader` is the primary we follow and that we have not promoted. */
   confirmFailsafe?(leader: string): { ok: true; member: string } | { ok: false; reason: string };
+  /** Store failsafe: whether this member is primary under an active hold, and how long it has left (GET /failsafe, asked by routers). */
+  failsafeGrant?(): { member: string; active: boolean; remainingMs: number; reason: string };
 }
 
 export interface ApiOptions {
@@ -236,6 +238,11 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     if (!source.confirmFailsafe) return reply.code(409).send({ confirmed: false, ...errorBody('FAILSAFE_NOT_TAKING_PART', 'this agent does not take part in failsafe') });
     const answer = source.confirmFailsafe(leader);
     return answer.ok ? reply.code(200).send({ confirmed: true, member: answer.member, leader }) : reply.code(409).send({ confirmed: false, ...errorBody('FAILSAFE_REFUSED', answer.reason) });
+  });
+  // A router that cannot read the store keeps routing writes here only while this answers active (src/router/failsafe.ts).
+  app.get('/failsafe', { onRequest: readAuth }, async (_request, reply) => {
+    const answer = source.failsafeGrant?.() ?? { member: source.currentStatus()?.name ?? '', active: false, remainingMs: 0, reason: 'this agent does not take part in failsafe' };
+    return reply.code(200).header('cache-control', 'no-store').send(answer);
   });
   for (const kind of ['restart', 'reinit'] as const) {
     app.post(`/${kind}`, { onRequest: requireAuth }, async (_request, reply) => {

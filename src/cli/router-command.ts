@@ -1,6 +1,8 @@
 import { loadMemberConfig } from '../config/load.js';
 import type { MemberConfig } from '../config/member.js';
 import { clusterCaFile, memberTlsFiles } from '../tls/member.js';
+import { peerAuthorization } from '../api/auth.js';
+import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 import type { RouterSettings } from '../router/options.js';
 import { startRouter, type RouterHandle } from '../router/index.js';
 import { reportReady, superviseWorkers, workerIndex, workerSettings } from '../router/workers.js';
@@ -11,7 +13,29 @@ import { configPath } from './context.js';
 /** Router settings from a member file's `router:` section, named after the member unless set. */
 export function routerOptionsOf(config: MemberConfig) {
   const { embedded: _embedded, name, ...settings } = config.router ?? { embedded: false };
-  return { ...settings, ...sessionTlsOf(config, 'session' in settings ? settings.session : null), name: name ?? `${config.name}-router`, cluster: config.cluster };
+  return {
+    ...settings,
+    ...sessionTlsOf(config, 'session' in settings ? settings.session : null),
+    name: name ?? `${config.name}-router`,
+    cluster: config.cluster,
+    agentAccess: () => agentAccessOf(config),
+  };
+}
+
+/**
+ * How the router asks an agent for its failsafe grant (GET /failsafe): as a
+ * peer does, with the member's API credentials and, over HTTPS, the cluster
+ * CA and the member certificate. Read on each use (rotated files apply).
+ */
+export function agentAccessOf(config: MemberConfig): PeerAccess {
+  let authorization: string | undefined;
+  try {
+    authorization = peerAuthorization(config);
+  } catch {
+    // An unreadable password file: the certificate may still do.
+  }
+  const tls = memberApiClientTls(memberTlsFiles(config), true);
+  return { ...(authorization ? { authorization } : {}), ...(tls ? { tls } : {}) };
 }
 
 /**

@@ -71,6 +71,9 @@ export function createRegistry(stats: () => RouterStatus): Registry {
   gauge('relevo_router_store_age_seconds', 'Seconds since the last successful store read began', [], (g, s) => {
     if (s.store.ageMs !== null) g.set(s.store.ageMs / 1000);
   });
+  gauge('relevo_router_failsafe', '1 while writes go on to the primary without the store, on its failsafe grant', [], (g, s) => {
+    g.set(s.failsafe ? 1 : 0);
+  });
   gauge('relevo_router_switchover', '1 while a switchover is in progress', [], (g, s) => {
     g.set(s.switchover ? 1 : 0);
   });

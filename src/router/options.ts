@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import type { StoreConfig } from '../store/config.js';
 import type { Store } from '../store/store.js';
+import type { PeerAccess } from '../tls/client.js';
 import { parseAddress } from './view.js';
 
 const address = z.string().refine((a) => parseAddress(a, true) !== undefined, {
@@ -139,4 +140,10 @@ export type RouterOptions = RouterSettingsInput & {
   /** An open store (the router does not close it), or how to open one (closed on stop). */
   store: Store | StoreConfig;
   logger?: RouterLogger;
+  /**
+   * How to reach the agents' REST API (cluster CA, credentials) for GET
+   * /failsafe while the store cannot be read; asked on every use, so rotated
+   * files take effect. Absent: plain requests (an HTTPS API then never answers).
+   */
+  agentAccess?: () => PeerAccess;
 };

@@ -5,7 +5,9 @@
  * - the lease holder changes or vanishes → every session to the old primary
  *   is closed at once (fail closed: it may be about to be demoted);
  * - the store is unreadable for longer than the lease TTL → same, and new
- *   read-write connections are refused with a FATAL ErrorResponse;
+ *   read-write connections are refused with a FATAL ErrorResponse, unless
+ *   the primary's agent confirms it holds the store failsafe (failsafe.ts):
+ *   then writes go on to it while that confirmation lasts;
  * - a switchover begins → new read-write connections are held; sessions on
  *   the old primary are closed as soon as each is idle, or at drainMs;
  * - the switchover ends → held connections go to the new primary;
@@ -27,6 +29,9 @@ import type { KeyValue, LeaseId, Store, Watch, WatchEvent } from '../store/store
 import { closure } from './errors.js';
 import { Listener, type ListenerContext, type ListenerRole } from './listener.js';
 import { createRegistry, serveMetrics } from './metrics.js';
+import { afterProbe, afterRead, afterStaleness, grantInForce, NO_OUTAGE, probeDue, type RouterFailsafe } from './failsafe.js';
+import { askFailsafe } from './failsafe-probe.js';
+import type { PeerAccess } from '../tls/client.js';
 import { RouterSettingsSchema, settingsProblem, type RouterLogger, type RouterOptions, type RouterSettings } from './options.js';
 import type { Relay } from './relay.js';
 import { CaFile, CertFiles } from './server-tls.js';
@@ -38,6 +43,7 @@ import {
   pickReadOnly,
   pickReadWrite,
   readOnlyCandidates,
+  routedPrimary,
   storeStaleness,
   switchoverInProgress,
   type Backend,
@@ -63,13 +69,13 @@ function isStore(s: Store | StoreConfig): s is Store {
 }
 
 export async function startRouter(options: RouterOptions): Promise<RouterHandle> {
-  const { store: storeOption, logger, ...rest } = options;
+  const { store: storeOption, logger, agentAccess, ...rest } = options;
   const settings = RouterSettingsSchema.parse(rest);
   const problem = settingsProblem(settings);
   if (problem) throw new Error(problem);
   const ownsStore = !isStore(storeOption);
   const store = isStore(storeOption) ? storeOption : await openStore(storeOption);
-  const router = new Router(settings, store, logger ?? silent, ownsStore);
+  const router = new Router(settings, store, logger ?? silent, ownsStore, agentAccess ?? (() => ({})));
   try {
     await router.start();
   } catch (error) {
@@ -119,7 +125,12 @@ class Router {
   /** Member that read-write sessions go to, as last applied to live sessions. */
   private appliedPrimary: string | undefined;
   private appliedSwitchover = false;
+  /** Read-write sessions go to the primary on a failsafe grant now. */
+  private appliedFailsafe = false;
   private storeWasReadable = false;
+  /** Store failsafe: the grant of the primary's agent, and where the router is in an outage (failsafe.ts). */
+  private failsafe: RouterFailsafe = NO_OUTAGE;
+  private probing = false;
   private readonly listeners: Listener[] = [];
   private readonly keyOwners = new Map<string, Relay>();
   private readonly relayKeys = new Map<Relay, string>();
@@ -137,6 +148,7 @@ class Router {
     private readonly store: Store,
     private readonly log: RouterLogger,
     private readonly ownsStore: boolean,
+    private readonly agentAccess: () => PeerAccess,
   ) {
     this.home = clusterKeys(settings.cluster);
     this.keys = this.home;
@@ -211,6 +223,7 @@ class Router {
     // Staleness is checked more often than the store is read, so the TTL bound is tight.
     every(Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2))), () => this.apply());
     every(this.settings.publishIntervalMs, () => void this.publish());
+    every(this.probeIntervalMs(), () => void this.probeFailsafe());
     void this.publish();
   }
 
@@ -406,10 +419,12 @@ class Router {
       this.lastReadAt = startedAt;
       if (!this.storeWasReadable) this.log.info({}, 'store readable');
       this.storeWasReadable = true;
+      this.afterRead({ ok: true, startedAt, at: this.now(), stale: this.staleness().stale, leader: this.leader?.member });
       if (!this.watching) void this.startWatch();
     } catch (error) {
       if (this.storeWasReadable) this.log.warn({ err: (error as Error).message }, 'cannot read the store');
       this.storeWasReadable = false;
+      this.afterRead({ ok: false });
     } finally {
       this.reading = false;
     }
@@ -417,7 +432,60 @@ class Router {
     if (this.refreshAgain && !this.stopped) await this.refresh();
   }
 
+  // ---- store failsafe ----------------------------------------------------
+
+  private probeIntervalMs(): number {
+    return Math.max(100, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2)));
+  }
+
+  private afterRead(read: Parameters<typeof afterRead>[1]): void {
+    const before = this.failsafe;
+    this.failsafe = afterRead(before, read);
+    if (before.outage && !this.failsafe.outage && before.grant) {
+      this.log.warn({ member: before.grant.member, leader: this.leader?.member ?? null }, `failsafe over: read the store again; following it${this.failsafe.grant ? ` (while it names no leader, writes go to ${before.grant.member} until its grant runs out)` : ''}`);
+    }
+    // The store answers again: read once more, from now, before letting it decide.
+    if (this.failsafe.answeredAt !== undefined && before.answeredAt === undefined) this.refreshAgain = true;
+  }
+
+  /**
+   * The one effect of failsafe: while the store cannot be read (or is about
+   * to go stale), ask the last known primary's agent whether it holds the
+   * store failsafe; its answer grants or ends routing to it (failsafe.ts).
+   */
+  private async probeFailsafe(): Promise<void> {
+    if (this.probing || this.stopped) return;
+    const now = this.now();
+    const staleness = this.staleness();
+    this.failsafe = afterStaleness(this.failsafe, staleness.stale);
+    const afterMs = Math.min(2 * this.settings.timeouts.refreshMs, staleness.ttlMs / 2);
+    if (!probeDue(this.failsafe, { now, lastReadAt: this.lastReadAt, afterMs })) return;
+    const leader = this.leader?.member;
+    const status = leader === undefined ? undefined : this.members.get(leader);
+    if (!leader || !status || status.role !== 'primary') return;
+    this.probing = true;
+    try {
+      const outcome = await askFailsafe(leader, status.apiUrl, status.connectAddress, this.agentAccess(), Math.max(200, Math.min(1_000, Math.floor(staleness.ttlMs / 4))), () => this.now());
+      if (this.stopped) return;
+      const before = this.failsafe.grant;
+      const { state, reason } = afterProbe(this.failsafe, outcome, staleness.ttlMs);
+      this.failsafe = state;
+      const after = state.grant;
+      if (!before && after) this.log.warn({ member: after.member, failsafe: true }, `failsafe: ${reason}; writes go on to it while the store cannot be read`);
+      else if (before && !after) this.log.error({ member: before.member, failsafe: false }, `failsafe grant ended: ${reason}`);
+    } finally {
+      this.probing = false;
+    }
+    this.apply();
+  }
+
   // ---- applying the view -------------------------------------------------
+
+  /** What decides where writes go: the view, and a failsafe grant during an outage. */
+  private viewInput() {
+    const grant = grantInForce(this.failsafe, this.leader?.member);
+    return { snapshot: this.snapshot(), settings: this.selection, now: this.now(), lastStoreReadAt: this.lastReadAt, ...(grant ? { failsafe: grant } : {}) };
+  }
 
   private snapshot() {
     return { leader: this.leader, members: this.members, failover: this.failover, hold: this.holdReason() };
@@ -438,8 +506,14 @@ class Router {
   private apply(): void {
     if (this.stopped) return;
     const staleness = this.staleness();
+    this.failsafe = afterStaleness(this.failsafe, staleness.stale);
     const snapshot = this.snapshot();
-    const primary = staleness.stale ? undefined : snapshot.leader?.member;
+    const routed = routedPrimary(this.viewInput());
+    const primary = routed.member;
+    if (routed.failsafe !== this.appliedFailsafe) {
+      this.appliedFailsafe = routed.failsafe;
+      if (routed.failsafe) this.log.warn({ member: primary, failsafe: true, ageMs: staleness.ageMs }, `failsafe: store not read for ${Math.round(staleness.ageMs ?? 0)} ms; writes still go to ${primary}, which holds the store failsafe`);
+    }
     const previous = this.appliedPrimary;
     if (this.appliedCluster !== this.following) {
       // Another cluster now: every session on the old one goes (read-write ones were drained by the hold).
@@ -455,10 +529,10 @@ class Router {
       this.appliedCluster = this.following;
       this.appliedPrimary = undefined;
     } else if (previous !== undefined && primary !== previous) {
-      const fields = staleness.stale
+      const fields = staleness.stale && primary === undefined
         ? closure('store-unreadable', staleness)
         : closure('primary-changed', { member: previous });
-      const reason = staleness.stale ? 'store-unreadable' : 'primary-changed';
+      const reason = staleness.stale && primary === undefined ? 'store-unreadable' : 'primary-changed';
       let n = 0;
       for (const l of this.listeners) {
         n += l.closeWhere((r) => r.primary && r.target.member === previous, fields, reason);
@@ -523,10 +597,7 @@ class Router {
   private decide(role: ListenerRole, acceptPromoting = false): Decision {
     const listener = this.listeners.find((l) => l.role === role);
     const input = {
-      snapshot: this.snapshot(),
-      settings: this.selection,
-      now: this.now(),
-      lastStoreReadAt: this.lastReadAt,
+      ...this.viewInput(),
       connections: listener?.perMember ?? new Map<string, number>(),
       acceptPromoting,
     };
@@ -574,7 +645,15 @@ class Router {
       replicas: { eligible: eligible.map((b) => b.member), excluded },
       listeners,
       route: { following: this.following, hold: this.holdReason() !== undefined, revision: this.routeRevision },
+      failsafe: this.failsafeStatus(),
     };
+  }
+
+  private failsafeStatus(): RouterStatus['failsafe'] {
+    const input = this.viewInput();
+    const routed = routedPrimary(input);
+    if (!routed.failsafe || !input.failsafe) return null;
+    return { member: input.failsafe.member, remainingMs: Math.max(0, Math.round(input.failsafe.until - input.now)) };
   }
 
   /** Publishes stats under routers/<name>, attached to a lease so a dead router's entry expires. */

@@ -53,5 +53,7 @@ export const RouterStatusSchema = z.object({
    * record). `relevo upgrade` waits for every router to report its revision.
    */
   route: z.object({ following: z.string(), hold: z.boolean(), revision: z.number() }).optional(),
+  /** Writes go on to this primary without the store, on its agent's failsafe grant, for remainingMs more (docs/router.md); null = not now. */
+  failsafe: z.object({ member: z.string(), remainingMs: z.number() }).nullable().optional(),
 });
 export type RouterStatus = z.infer<typeof RouterStatusSchema>;

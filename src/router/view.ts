@@ -5,6 +5,7 @@
  */
 import type { FailoverRequest, LeaderRecord, MemberStatus } from '../cluster/types.js';
 import { refusal, type Refusal } from './errors.js';
+import { grantValid, type FailsafeGrant } from './failsafe.js';
 
 /** Value of the `failover` key while a switchover (or requested failover) runs. */
 export type FailoverRecord = Pick<FailoverRequest, 'kind' | 'from' | 'to' | 'requestedAt'>;
@@ -69,6 +70,11 @@ export interface ViewInput {
    * before it has published that its promotion finished.
    */
   acceptPromoting?: boolean;
+  /**
+   * The primary's agent confirmed failsafe (src/router/failsafe.ts): passed
+   * during a store outage, and after it while the store names no leader.
+   */
+  failsafe?: FailsafeGrant;
 }
 
 /** Parses "host:port" or "[v6]:port"; undefined when malformed. Port 0 only for listening. */
@@ -120,11 +126,37 @@ export function currentPrimary(snapshot: StoreSnapshot): Backend | undefined {
   return backendOf(member);
 }
 
+/**
+ * The member under a valid failsafe grant and where to reach it: it takes
+ * writes however old the view is, and whatever the store said since the
+ * router last read it in full, unless its last status says it is not primary.
+ */
+function failsafeBackend(input: Pick<ViewInput, 'snapshot' | 'now' | 'failsafe'>): Backend | undefined {
+  const grant = input.failsafe;
+  if (!grantValid(grant, input.now)) return undefined;
+  const status = input.snapshot.members.get(grant.member);
+  if (status && status.role !== 'primary') return undefined;
+  // Its member key may be gone with a revoked lease: the address it had when its agent confirmed.
+  const address = status?.connectAddress ?? grant.address;
+  const parsed = parseAddress(address);
+  return parsed && { member: grant.member, address, ...parsed };
+}
+
+/** The member read-write sessions belong to now: the lease holder while the view is fresh, or the primary under a failsafe grant. */
+export function routedPrimary(input: Pick<ViewInput, 'snapshot' | 'settings' | 'now' | 'lastStoreReadAt' | 'failsafe'>): { member: string | undefined; failsafe: boolean } {
+  const granted = failsafeBackend(input);
+  if (granted) return { member: granted.member, failsafe: true };
+  return { member: storeStaleness(input).stale ? undefined : input.snapshot.leader?.member, failsafe: false };
+}
+
 /** Decision for a new connection on the read-write port. */
 export function pickReadWrite(input: ViewInput): Decision {
   const staleness = storeStaleness(input);
-  if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   const { snapshot } = input;
+  const granted = failsafeBackend(input);
+  // A switchover under way when the store went: hold or refuse as without failsafe.
+  if (granted && !switchoverInProgress(snapshot)) return { action: 'route', backend: granted, primary: true };
+  if (staleness.stale) return { action: 'refuse', refusal: refusal('store-unreadable', staleness) };
   if (switchoverInProgress(snapshot)) {
     return { action: 'hold', reason: snapshot.hold ?? `switchover from ${snapshot.failover?.from ?? '?'} in progress` };
   }

@@ -9,7 +9,7 @@ import { decide, type Decision } from '../../src/agent/decide.js';
 import { freshMemory, type AgentMemory, type Observation, type OperatorRequest, type PeerView, type StoreView } from '../../src/agent/observation.js';
 import { failureCode, type ActionOutcome } from '../../src/agent/outcome.js';
 import type { AgentState } from '../../src/agent/states.js';
-import { givenAfterRead, holdDeadline, mayConfirm, type FailsafeView } from '../../src/agent/failsafe.js';
+import { givenAfterRead, holdDeadline, mayConfirm, membershipAfterRead, type FailsafeView } from '../../src/agent/failsafe.js';
 import { memberStatus } from '../../src/agent/status.js';
 import { defaultClusterSettings, type ClusterSettings } from '../../src/cluster/settings.js';
 import type { FailoverRequest, HistoryEntry, QuorumRecord, InitRecord, LeaderRecord, MemberStatus, Optime, SlotRegistry, SyncRecord } from '../../src/cluster/types.js';
@@ -495,7 +495,9 @@ export class World {
     const answers = f.membership.map((m) => {
       const peer = this.agents.get(m)!;
       if (!peer.alive || !this.linked(agent.name, m)) return false;
-      const verdict = mayConfirm(s, { name: m, role: peer.status?.role, state: peer.state }, peer.failsafe.lastLeader, agent.name);
+      const given = peer.failsafe.given;
+      const promised = given && this.monotonic(m) - given.at < s.ttlMs ? given.leader : undefined;
+      const verdict = mayConfirm(s, { name: m, role: peer.status?.role, state: peer.state }, peer.failsafe.lastLeader, agent.name, promised);
       if (!verdict.ok) return false;
       peer.failsafe.given = { leader: agent.name, at: this.monotonic(m) };
       return true;
@@ -625,7 +627,9 @@ export class World {
           ? { kind: 'unreachable', postmasterPid: 100, error: 'timeout' }
           : { kind: 'running', postmasterPid: 100, inspection: inspect(pg, name, this.pg) };
     if (store.reachable) {
-      agent.failsafe.membership = store.members.map((m) => m.name).filter((m) => m !== name);
+      const read = store.members.map((m) => ({ name: m.name })).filter((m) => m.name !== name);
+      const f = agent.failsafe;
+      agent.failsafe.membership = membershipAfterRead(f.membership.map((m) => ({ name: m })), read, f.confirmedAt.size > 0 && !f.ended).map((m) => m.name);
       agent.failsafe.lastLeader = store.leader?.member;
       agent.failsafe.given = givenAfterRead(agent.failsafe.given, store.leader?.member);
     }

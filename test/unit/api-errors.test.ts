@@ -51,4 +51,17 @@ describe('API error bodies', () => {
     await api.close();
     await off.close();
   });
+
+  it('GET /failsafe: the agent\'s answer, read-authenticated like /status; inactive from an agent without failsafe', async () => {
+    const answer = { member: 'a', active: true, remainingMs: 3_000, reason: 'held' };
+    const api = buildApi({ source: { ...source, failsafeGrant: () => answer }, store, keys, credentials, authReadOnly: true });
+    assert.equal((await api.inject({ method: 'GET', url: '/failsafe' })).statusCode, 401);
+    const response = await api.inject({ method: 'GET', url: '/failsafe', headers: { authorization: basicAuthHeader(credentials) } });
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(response.json(), answer);
+    const plain = buildApi({ source, store, keys, credentials: undefined, authReadOnly: false });
+    assert.deepEqual((await plain.inject({ method: 'GET', url: '/failsafe' })).json(), { member: '', active: false, remainingMs: 0, reason: 'this agent does not take part in failsafe' });
+    await api.close();
+    await plain.close();
+  });
 });

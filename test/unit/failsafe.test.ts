@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decide } from '../../src/agent/decide.js';
-import { failsafeReplicaHold, givenAfterRead, holdDeadline, mayConfirm } from '../../src/agent/failsafe.js';
+import { failsafeReplicaHold, givenAfterRead, holdDeadline, mayConfirm, membershipAfterRead } from '../../src/agent/failsafe.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
 import { observation, primaryInspection, storeView } from './observations.js';
 
@@ -62,5 +62,22 @@ describe('store failsafe rules', () => {
     assert.equal(mayConfirm(settings, { name: 'b', role: 'replica', state: 'promoting' }, 'a', 'a').ok, false);
     assert.equal(mayConfirm(defaultClusterSettings(), replica, 'a', 'a').ok, false);
     assert.equal(mayConfirm(settings, replica, 'b', 'b').ok, false);
+  });
+
+  it('after a store read naming no leader (leases revoked on waking), a member still bound by its promise to the primary confirms it again; not another', () => {
+    const self = { name: 'b', role: 'replica', state: 'replica' };
+    assert.deepEqual(mayConfirm(settings, self, undefined, 'a', 'a'), { ok: true });
+    assert.equal(mayConfirm(settings, self, undefined, 'a', undefined).ok, false);
+    assert.equal(mayConfirm(settings, self, undefined, 'c', 'a').ok, false);
+    assert.equal(mayConfirm(settings, self, 'c', 'a', 'a').ok, false, 'the store names another leader: no');
+  });
+
+  it('while the primary holds failsafe its membership only grows: a member whose key vanished with a revoked lease must still confirm', () => {
+    const b = { name: 'b', apiUrl: 'https://b' };
+    const c = { name: 'c', apiUrl: 'https://c' };
+    const d = { name: 'd', apiUrl: 'https://d' };
+    assert.deepEqual(membershipAfterRead([b, c], [], true), [b, c]);
+    assert.deepEqual(membershipAfterRead([b, c], [c, d], true), [c, d, b]);
+    assert.deepEqual(membershipAfterRead([b, c], [c], false), [c]);
   });
 });
