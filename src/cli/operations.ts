@@ -5,6 +5,10 @@ import type { FailoverRequest } from '../cluster/types.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 import { renderTable } from './table.js';
 import { agentApiCall } from './agent-api.js';
+import { longestPause, WriteProbe } from './write-probe.js';
+import { loadCredentials, ROLE_NAMES } from '../config/secrets.js';
+import { clusterCaFile } from '../tls/member.js';
+import { splitHostPort } from '../postgres/conf.js';
 
 /** Turns an OperationError into the CLI's "impossible request" exit code. */
 async function refusalsAsUsage<T>(work: () => Promise<T>): Promise<T> {
@@ -33,13 +37,51 @@ async function awaitNewPrimary(handle: ClusterHandle, request: FailoverRequest, 
   throw new CliError('OPERATION_NOT_DONE', `${request.kind} not finished after ${timeoutMs / 1000} s; check \`relevo list\``);
 }
 
-export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean }): Promise<string> {
+export async function switchover(handle: ClusterHandle, options: { to?: string; at?: string; wait: boolean; measurePause?: boolean }): Promise<string> {
   const warn = (message: string) => console.error(`relevo: warning: ${message}`);
-  const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, { ...options, warn }));
-  if (!options.wait) return `switchover from ${request.from} requested${request.at ? ` for ${request.at}` : ''}`;
-  const started = Date.now();
-  const leader = await awaitNewPrimary(handle, request, 90_000);
-  return `switchover done: ${leader} is the primary (${((Date.now() - started) / 1000).toFixed(1)} s)`;
+  // Started before the request, so that it has commits on the old primary to measure from.
+  const probe = options.wait && options.measurePause !== false ? await startWriteProbe(handle) : undefined;
+  try {
+    const request = await refusalsAsUsage(() => requestSwitchover(handle.store, handle.keys, { ...options, warn }));
+    if (!options.wait) return `switchover from ${request.from} requested${request.at ? ` for ${request.at}` : ''}`;
+    const started = Date.now();
+    const leader = await awaitNewPrimary(handle, request, 90_000);
+    const done = `switchover done: ${leader} is the primary (${((Date.now() - started) / 1000).toFixed(1)} s)`;
+    if (!probe) return done;
+    if ('reason' in probe) return `${done}; write pause not measured: ${probe.reason}`;
+    await probe.ackedBy(leader, 10_000);
+    const pause = longestPause(probe.acks, request.from!, leader);
+    return pause.measured
+      ? `${done}; longest write pause ${(pause.pauseMs / 1000).toFixed(2)} s (a probe committing every ${PROBE_INTERVAL_MS} ms, reconnecting at once)`
+      : `${done}; write pause not measured: ${pause.reason}`;
+  } finally {
+    if (probe && !('reason' in probe)) await probe.stop();
+  }
+}
+
+const PROBE_INTERVAL_MS = 20;
+
+/** A write probe over every member's address as relevo's network role, once it has a first commit; or why there is none. */
+async function startWriteProbe(handle: ClusterHandle): Promise<WriteProbe | { reason: string }> {
+  const credentials = loadCredentials(handle.config);
+  if (!credentials) return { reason: `no agent credentials in ${handle.config.secrets.file} on this host` };
+  const { view } = await readCluster(handle.store, handle.keys);
+  if (!view.reachable) return { reason: `store unreachable: ${view.error}` };
+  const leader = view.leader?.member;
+  if (!leader) return { reason: 'no primary to measure from' };
+  const tlsCaFile = clusterCaFile(handle.config);
+  // The primary first: the probe starts on it and moves only when it stops taking commits.
+  const members = [...view.members].sort((a, b) => Number(b.name === leader) - Number(a.name === leader));
+  const probe = new WriteProbe(
+    members.map((m) => {
+      const [host, port] = splitHostPort(m.connectAddress);
+      return { member: m.name, target: { host, port, user: ROLE_NAMES.network, password: credentials.agentPassword, database: 'postgres', tlsCaFile } };
+    }),
+    PROBE_INTERVAL_MS,
+  );
+  if (await probe.ackedBy(leader, 5_000)) return probe;
+  await probe.stop();
+  return { reason: `the primary ${leader} did not acknowledge a probe commit within 5 s` };
 }
 
 export async function failover(handle: ClusterHandle, options: { to: string; force: boolean; wait: boolean }): Promise<string> {
@@ -112,7 +154,7 @@ export async function rollingRestartCommand(
   const driver: RollDriver = {
     read: () => readCluster(handle.store, handle.keys),
     restart: async (member) => void (await memberCommand(handle, 'restart', member)),
-    switchover: async (to) => void (await switchover(handle, { to, wait: true })),
+    switchover: async (to) => void (await switchover(handle, { to, wait: true, measurePause: false })),
     report: options.print,
     sleep,
     now: Date.now,

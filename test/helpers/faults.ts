@@ -506,6 +506,9 @@ export async function inject(ctx: ScenarioContext, kind: FaultKind): Promise<Sta
         async () => {
           const result = await switchover;
           if (result.code !== 0) throw new Error(`switchover --to ${target} exited ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`);
+          // The command measures the write pause with its own probe and says so (issue 13).
+          if (!/longest write pause \d+\.\d\d s/.test(result.stdout)) throw new Error(`switchover --to ${target} did not report the write pause: ${result.stdout.trim()}`);
+          console.log(`# relevo switchover: ${result.stdout.trim()}`);
           const name = await otherPrimary(ctx, old, timeout);
           if (name !== target) throw new Error(`switchover --to ${target} made ${name} the primary`);
           const ack = await ctx.writer.waitForAcks(1, timeout, name);
