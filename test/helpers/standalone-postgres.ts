@@ -21,6 +21,8 @@ export interface StandaloneOptions {
   ssl?: boolean;
   /** Extra postgresql.conf settings. */
   settings?: Record<string, string | number>;
+  /** pg_hba.conf as given, instead of local trust plus one `host` rule for 127.0.0.1 (keep a `local … trust` line: readiness is checked over the socket). */
+  hba?: string;
 }
 
 export interface StandaloneServer {
@@ -96,7 +98,7 @@ export async function startStandalone(options: StandaloneOptions = {}): Promise<
   };
   appendFileSync(join(data, 'postgresql.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}\n`).join(''));
   const method = options.password === undefined ? 'trust' : 'scram-sha-256';
-  writeFileSync(join(data, 'pg_hba.conf'), `local all all trust\nhost all all 127.0.0.1/32 ${method}\n`);
+  writeFileSync(join(data, 'pg_hba.conf'), options.hba ?? `local all all trust\nhost all all 127.0.0.1/32 ${method}\n`);
   if (options.ssl) selfSignedCert(data);
   chownTree(base);
 
