@@ -18,6 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { clusterKeys } from '../../src/cluster/keys.js';
+import { FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import type { Mode } from './checker.js';
 import type { ChaosLab } from './lab.js';
@@ -43,6 +44,7 @@ export const FAULT_KINDS = [
   'etcd-member-loss',
   'etcd-quorum-loss',
   'etcd-freeze',
+  'etcd-freeze-replica-cut',
   'quorum-change-replica-loss',
   'quorum-change-primary-loss',
   'host-restart',
@@ -72,6 +74,8 @@ export const FAULT_TEXT: Record<FaultKind, string> = {
   'etcd-member-loss': 'SIGKILL one etcd member (on a random host)',
   'etcd-quorum-loss': 'SIGKILL a majority of etcd members',
   'etcd-freeze': 'SIGSTOP every etcd member: the store hangs while every relevo member is up (the failsafe case)',
+  'etcd-freeze-replica-cut':
+    "every etcd member SIGSTOPped; once the primary rides on failsafe (1.5 × ttlMs later), one replica's host cut off from the primary's host both ways: failsafe must end and the primary stop; held from the cut",
   'quorum-change-replica-loss':
     "a replica killed (agent + PostgreSQL) until the synchronous record drops it, started again, and the other replica killed the moment the record lists it again (quorum record grown, setting not yet or just reloaded); held from that kill",
   'quorum-change-primary-loss': 'as quorum-change-replica-loss, but the primary (agent + PostgreSQL) is killed the moment the record grows back: a failover from a record in the middle of a change',
@@ -204,6 +208,14 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
       const pids = lab.names.map((n) => etcd.pid(n)).filter((pid): pid is number => pid !== undefined);
       const { pids: stopped } = faults.stopPids(pids);
       return { target: lab.names.join('+'), detail: `every etcd member SIGSTOPped (${stopped.length} processes)` };
+    }
+    case 'etcd-freeze-replica-cut': {
+      const pids = lab.names.map((n) => etcd.pid(n)).filter((pid): pid is number => pid !== undefined);
+      faults.stopPids(pids);
+      await new Promise((resolve) => setTimeout(resolve, 1.5 * FAULT_TEST_TTL_MS));
+      const primaryAddress = net.host(p).address;
+      net.filter(replica, { input: [`ip saddr ${primaryAddress} drop`], output: [`ip daddr ${primaryAddress} drop`] });
+      return { target: replica, detail: `etcd frozen, then ${replica} cut off from ${p} after ${1.5 * FAULT_TEST_TTL_MS} ms`, holdFrom: Date.now() };
     }
     case 'quorum-change-replica-loss':
     case 'quorum-change-primary-loss':
