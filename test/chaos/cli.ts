@@ -1,12 +1,16 @@
 /**
- * npm run chaos -- [--seed N] [--duration 5m] [--faults N] [--mode sync|async|both] [--hosts 3] [--kinds a,b] [--note text]
+ * npm run chaos -- [--seed N] [--duration 5m] [--faults N] [--mode sync|async|both] [--sync on|quorum] [--failsafe on|off]
+ *                   [--hosts 3] [--kinds a,b | --sequence a,b] [--hold 5s-12s] [--note text]
+ *   --sync: what sync mode runs as: synchronousMode on (FIRST 1) or quorum (ANY 1); default on.
+ *   --failsafe: the store failsafe setting for the whole run; default off.
+ *   --sequence: exactly these faults in this order (the seed still draws targets and holds).
  * npm run chaos:long   (30 minutes, both modes, every fault kind)
  *
  * Prints the verdict table and writes bench/results/chaos-<time>.md and .json.
  * Exits 1 when the checker found a violation, 2 when the lab cannot run here.
  */
 import { FAULT_KINDS, type FaultKind } from './faults.js';
-import { labUnavailable } from './lab.js';
+import { labUnavailable, type Synchronous } from './lab.js';
 import { verdictMarkdown, writeVerdict } from './report.js';
 import { runChaos } from './run.js';
 
@@ -29,8 +33,13 @@ if (unavailable) {
 }
 const mode = (arg('mode') ?? 'both') as 'sync' | 'async' | 'both';
 if (!['sync', 'async', 'both'].includes(mode)) throw new Error(`--mode ${mode}: expected sync, async or both`);
+const synchronous = (arg('sync') ?? 'on') as Synchronous;
+if (!['on', 'quorum'].includes(synchronous)) throw new Error(`--sync ${synchronous}: expected on or quorum`);
+const failsafe = arg('failsafe') ?? 'off';
+if (!['on', 'off'].includes(failsafe)) throw new Error(`--failsafe ${failsafe}: expected on or off`);
 const kinds = arg('kinds')?.split(',') as FaultKind[] | undefined;
-for (const k of kinds ?? []) if (!FAULT_KINDS.includes(k)) throw new Error(`--kinds: unknown fault ${k}; known: ${FAULT_KINDS.join(', ')}`);
+const sequence = arg('sequence')?.split(',') as FaultKind[] | undefined;
+for (const k of [...(kinds ?? []), ...(sequence ?? [])]) if (!FAULT_KINDS.includes(k)) throw new Error(`--kinds/--sequence: unknown fault ${k}; known: ${FAULT_KINDS.join(', ')}`);
 const seed = Number(arg('seed') ?? Date.now() % 1_000_000);
 const maxFaults = arg('faults');
 const run = await runChaos({
@@ -38,8 +47,11 @@ const run = await runChaos({
   durationMs: duration(arg('duration') ?? '5m'),
   ...(maxFaults ? { maxFaults: Number(maxFaults) } : {}),
   mode,
+  synchronous,
+  failsafe: failsafe === 'on',
   hosts: Number(arg('hosts') ?? 3),
   ...(kinds ? { kinds } : {}),
+  ...(sequence ? { sequence } : {}),
   ...(arg('hold') ? { holdMs: arg('hold')!.split('-').map(duration) as [number, number] } : {}),
   tolerateAsyncOverlap: false,
 });

@@ -17,6 +17,10 @@
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { clusterKeys } from '../../src/cluster/keys.js';
+import { FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/wait.js';
+import type { Mode } from './checker.js';
 import type { ChaosLab } from './lab.js';
 
 export const FAULT_KINDS = [
@@ -39,6 +43,10 @@ export const FAULT_KINDS = [
   'kill-walreceiver',
   'etcd-member-loss',
   'etcd-quorum-loss',
+  'etcd-freeze',
+  'etcd-freeze-replica-cut',
+  'quorum-change-replica-loss',
+  'quorum-change-primary-loss',
   'host-restart',
   'wal-disk-full',
 ] as const;
@@ -65,6 +73,12 @@ export const FAULT_TEXT: Record<FaultKind, string> = {
   'kill-walreceiver': "SIGKILL a replica's walreceiver",
   'etcd-member-loss': 'SIGKILL one etcd member (on a random host)',
   'etcd-quorum-loss': 'SIGKILL a majority of etcd members',
+  'etcd-freeze': 'SIGSTOP every etcd member: the store hangs while every relevo member is up (the failsafe case)',
+  'etcd-freeze-replica-cut':
+    "every etcd member SIGSTOPped; once the primary rides on failsafe (1.5 × ttlMs later), one replica's host cut off from the primary's host both ways: failsafe must end and the primary stop; held from the cut",
+  'quorum-change-replica-loss':
+    "a replica killed (agent + PostgreSQL) until the synchronous record drops it, started again, and the other replica killed the moment the record lists it again (quorum record grown, setting not yet or just reloaded); held from that kill",
+  'quorum-change-primary-loss': 'as quorum-change-replica-loss, but the primary (agent + PostgreSQL) is killed the moment the record grows back: a failover from a record in the middle of a change',
   'host-restart': "the primary's host dies (agent, PostgreSQL, etcd SIGKILLed) and boots again at heal",
   'wal-disk-full': "the primary's disk (tmpfs holding pg_wal) fills up while WAL is switched",
 };
@@ -101,8 +115,15 @@ const NOT_LOOPBACK_IN = 'iifname != "lo"';
 const NOT_LOOPBACK_OUT = 'oifname != "lo"';
 const BALLAST = 'chaos-ballast';
 
-/** Injects one fault; returns the member or host it hit and what exactly was done. */
-export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, random: Rng): Promise<{ target: string; detail: string }> {
+/** What a fault did; `holdFrom`: the hold counts from then (a fault that takes time to set up), not from its start. */
+export interface Injection {
+  target: string;
+  detail: string;
+  holdFrom?: number;
+}
+
+/** Injects one fault in the cluster's current mode; returns the member or host it hit and what exactly was done. */
+export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, random: Rng, mode: Mode = 'sync'): Promise<Injection> {
   const { net, faults, cluster, etcd } = lab;
   const replica = random.pick(roles.replicas);
   const p = roles.primary;
@@ -183,6 +204,22 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
       for (const v of victims) await etcd.killMember(v);
       return { target: victims.join('+'), detail: `etcd members on ${victims.join(', ')} SIGKILLed (quorum lost)` };
     }
+    case 'etcd-freeze': {
+      const pids = lab.names.map((n) => etcd.pid(n)).filter((pid): pid is number => pid !== undefined);
+      const { pids: stopped } = faults.stopPids(pids);
+      return { target: lab.names.join('+'), detail: `every etcd member SIGSTOPped (${stopped.length} processes)` };
+    }
+    case 'etcd-freeze-replica-cut': {
+      const pids = lab.names.map((n) => etcd.pid(n)).filter((pid): pid is number => pid !== undefined);
+      faults.stopPids(pids);
+      await new Promise((resolve) => setTimeout(resolve, 1.5 * FAULT_TEST_TTL_MS));
+      const primaryAddress = net.host(p).address;
+      net.filter(replica, { input: [`ip saddr ${primaryAddress} drop`], output: [`ip daddr ${primaryAddress} drop`] });
+      return { target: replica, detail: `etcd frozen, then ${replica} cut off from ${p} after ${1.5 * FAULT_TEST_TTL_MS} ms`, holdFrom: Date.now() };
+    }
+    case 'quorum-change-replica-loss':
+    case 'quorum-change-primary-loss':
+      return await lossDuringRecordChange(lab, kind === 'quorum-change-primary-loss' ? p : roles.replicas.find((r) => r !== replica)!, replica, mode);
     case 'host-restart':
       await etcd.killMember(p);
       await faults.kill(p, 'both');
@@ -205,6 +242,57 @@ export async function injectFault(lab: ChaosLab, kind: FaultKind, roles: Roles, 
       return { target: p, detail: `disk filled to ${Math.round(leave / 1024 / 1024)} MB free; PostgreSQL: ${outcome.slice(0, 120)}` };
     }
   }
+}
+
+/** Members of the record that guards acknowledged commits in this mode (quorum record, else the `on`-mode sync record), or undefined without one. */
+async function guardMembers(lab: ChaosLab, mode: Mode): Promise<string[] | undefined> {
+  if (mode === 'async') return undefined;
+  const keys = clusterKeys(lab.cluster.clusterName);
+  const kv = await lab.cluster.store.get(lab.synchronous === 'quorum' ? keys.quorum : keys.sync).catch(() => undefined);
+  if (!kv) return undefined;
+  try {
+    return (JSON.parse(kv.value) as { members?: string[] }).members ?? [];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Member loss in the middle of a synchronous-record change: `leaving` is killed
+ * until the record drops it (shrink), started again, and `victim` killed the
+ * moment the record lists `leaving` again (grow), before or just as the
+ * primary names it in synchronous_standby_names. With no record change to see
+ * (async mode, or an `on` record that never named `leaving`), the victim dies
+ * as soon as `leaving` streams again.
+ */
+async function lossDuringRecordChange(lab: ChaosLab, victim: string, leaving: string, mode: Mode): Promise<Injection> {
+  const started = Date.now();
+  const steps: string[] = [];
+  await lab.faults.kill(leaving, 'both');
+  const shrunk = await waitFor(`${leaving} out of the synchronous record`, async () => {
+    const members = await guardMembers(lab, mode);
+    return members === undefined || !members.includes(leaving) ? (members ?? []) : undefined;
+  }, 30_000, 50).then(
+    (members) => `record [${members.join(', ')}] after ${Date.now() - started} ms`,
+    () => 'record still lists it after 30 s',
+  );
+  steps.push(`${leaving} killed, ${shrunk}`);
+  const back = Date.now();
+  lab.cluster.startAgent(leaving);
+  const grown = await waitFor(`${leaving} back in the synchronous record`, async () => {
+    const members = await guardMembers(lab, mode);
+    if (members?.includes(leaving)) return `record grew to [${members.join(', ')}] ${Date.now() - back} ms after restart`;
+    // No record change to wait for: once it streams again.
+    const status = members === undefined || lab.synchronous === 'on' ? await lab.cluster.status(leaving).catch(() => undefined) : undefined;
+    // A status published before the kill may still be in the store until its lease lapses.
+    const fresh = status !== undefined && Date.parse(status.updatedAt) > back;
+    return fresh && status.state === 'replica' && status.streaming ? `streaming ${Date.now() - back} ms after restart, record unchanged` : undefined;
+  }, 60_000, 25).catch(() => 'not back within 60 s');
+  steps.push(`${leaving} started again, ${grown}`);
+  await lab.faults.kill(victim, 'both');
+  const holdFrom = Date.now();
+  steps.push(`${victim} killed (agent + PostgreSQL)`);
+  return { target: victim, detail: steps.join('; '), holdFrom };
 }
 
 /** Undoes every fault: filters, stopped processes, dead etcd members and agents, the disk ballast. */

@@ -12,7 +12,7 @@
  * namespaces, links, tmpfs mounts). `teardown()` is idempotent.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { ClusterSettings } from '../../src/cluster/settings.js';
@@ -33,9 +33,16 @@ export const HOST_DISK = '1g';
 
 export type Mode = 'sync' | 'async';
 
+/** What synchronous replication means in sync mode: FIRST n (`on`) or ANY n (`quorum`). */
+export type Synchronous = 'on' | 'quorum';
+
 export interface LabOptions {
   hosts: number;
   mode: Mode;
+  /** synchronousMode in sync mode (default 'on'); quorum runs with synchronousCount 1. */
+  synchronous?: Synchronous;
+  /** Store failsafe (cluster setting `failsafe`); every member then gets api.auth, which failsafe needs. */
+  failsafe?: boolean;
   settings?: Partial<ClusterSettings>;
   log: (line: string) => void;
 }
@@ -74,6 +81,8 @@ export class ChaosLab {
     /** Member address → member name, to name the server that acknowledged a commit. */
     readonly serverNames: Record<string, string>,
     readonly password: string,
+    readonly synchronous: Synchronous,
+    readonly failsafe: boolean,
   ) {
     this.faults = new Faults(cluster);
   }
@@ -120,6 +129,12 @@ export class ChaosLab {
     const names = Array.from({ length: options.hosts }, (_, i) => `node${i + 1}`);
     const dir = mkdtempSync(join(tmpdir(), `relevo-chaos-${process.pid.toString(36)}-`));
     chmodSync(dir, 0o755);
+    const synchronous = options.synchronous ?? 'on';
+    const failsafe = options.failsafe ?? false;
+    // Failsafe asks the peers over the authenticated API (and the router asks the primary's agent): a password file, 0600.
+    const apiPasswordFile = join(dir, 'api-password');
+    if (failsafe) writeFileSync(apiPasswordFile, 'chaos-api-password\n', { mode: 0o600 });
+    const api = failsafe ? { api: { auth: { username: 'relevo', password: { file: apiPasswordFile } } } } : {};
     const net = NetworkLab.create({ prefix: PREFIX, subnet: `10.213.${process.pid % 250}` });
     const parts: { etcd?: EtcdCluster; cluster?: TestCluster; router?: RouterProcess; mounts: string[] } = { mounts: [] };
     try {
@@ -135,7 +150,9 @@ export class ChaosLab {
         store: { endpoints: etcd.endpoints },
         settings: {
           ...FAULT_TEST_SETTINGS,
-          synchronousMode: options.mode === 'sync' ? 'on' : 'off',
+          synchronousMode: options.mode === 'sync' ? synchronous : 'off',
+          synchronousCount: 1,
+          failsafe,
           // As an operator sizes WAL for a small disk: PostgreSQL's default max_wal_size (1 GB) alone would fill it,
           // and with a failover every few seconds a standby keeps several timelines' segments until its next restartpoint.
           postgresql: { max_wal_size: '128MB', min_wal_size: '32MB', checkpoint_timeout: '1min' },
@@ -171,7 +188,7 @@ export class ChaosLab {
                 },
               }
             : {};
-        await cluster.defineMember(name, extra, { address: addresses.get(name)!, launcher: (argv) => net.wrap(name, argv) });
+        await cluster.defineMember(name, { ...api, ...extra }, { address: addresses.get(name)!, launcher: (argv) => net.wrap(name, argv) });
       }
       for (const name of names) cluster.startAgent(name);
       const members = await cluster.waitHealthy(names, 180_000);
@@ -182,8 +199,8 @@ export class ChaosLab {
       const credentials = loadCredentials(cluster.member(names[0]!).config);
       if (!credentials) throw new Error('no credentials after bootstrap');
       const serverNames = Object.fromEntries(names.map((n) => [addresses.get(n)!, n]));
-      options.log(`cluster: ${names.join(', ')} healthy, primary ${primary}; router on ${CLIENT_HOST} (${clientAddress})`);
-      return new ChaosLab(net, etcd, cluster, router, names, dir, parts.mounts, rw, ro, serverNames, credentials.agentPassword);
+      options.log(`cluster: ${names.join(', ')} healthy, primary ${primary} (sync mode means synchronousMode ${synchronous}, failsafe ${failsafe ? 'on' : 'off'}); router on ${CLIENT_HOST} (${clientAddress})`);
+      return new ChaosLab(net, etcd, cluster, router, names, dir, parts.mounts, rw, ro, serverNames, credentials.agentPassword, synchronous, failsafe);
     } catch (error) {
       await parts.router?.stop().catch(() => undefined);
       await parts.cluster?.destroy().catch(() => undefined);

@@ -17,15 +17,27 @@ function median(values: number[]): number | null {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** synchronousMode the run's sync mode used (runs before the option existed used `on`). */
+export function synchronousOf(run: Pick<RunResult, 'options'>): 'on' | 'quorum' {
+  return run.options.synchronous ?? 'on';
+}
+
+/** `sync` is named for what it ran as: `sync (on)` or `sync (quorum)`. */
+export function modeLabel(run: Pick<RunResult, 'options'>, mode: 'sync' | 'async'): string {
+  return mode === 'sync' ? `sync (${synchronousOf(run)})` : mode;
+}
+
 const seconds = (ms: number | null) => (ms === null ? '–' : (ms / 1000).toFixed(1));
 
 export function verdictMarkdown(run: RunResult, note: string): string {
   const { check } = run;
   const lines: string[] = [];
   const durationMin = ((run.endedAt - run.startedAt) / 60_000).toFixed(1);
-  lines.push(`# Chaos run, seed ${run.options.seed}, mode ${run.options.mode}`);
+  lines.push(`# Chaos run, seed ${run.options.seed}, mode ${run.options.mode}, synchronousMode ${synchronousOf(run)}, failsafe ${run.options.failsafe ? 'on' : 'off'}`);
   lines.push('');
-  lines.push(`${run.faults.length} faults in ${durationMin} min, ${run.options.hosts ?? 3} hosts, started ${new Date(run.startedAt).toISOString()}. ${note}`);
+  lines.push(
+    `${run.faults.length} faults in ${durationMin} min, ${run.options.hosts ?? 3} hosts, started ${new Date(run.startedAt).toISOString()}. Sync mode runs as synchronousMode ${synchronousOf(run)}${synchronousOf(run) === 'quorum' ? ' (ANY 1 of the streaming standbys)' : ' (FIRST 1)'}, synchronousCount 1; store failsafe ${run.options.failsafe ? 'on' : 'off'}. ${note}`,
+  );
   if (run.aborted) lines.push(`\n**Run ended early:** ${run.aborted}`);
   lines.push('');
   lines.push('## Writes');
@@ -35,7 +47,7 @@ export function verdictMarkdown(run: RunResult, note: string): string {
   for (const mode of ['sync', 'async'] as const) {
     for (const w of WRITERS) {
       const t = check.totals[mode][w];
-      if (t) lines.push(`| ${mode} | ${w === 'router' ? 'through the router' : 'multi-host, no router'} | ${t.acked} | ${t.lost} |`);
+      if (t) lines.push(`| ${modeLabel(run, mode)} | ${w === 'router' ? 'through the router' : 'multi-host, no router'} | ${t.acked} | ${t.lost} |`);
     }
   }
   lines.push('');
@@ -80,7 +92,7 @@ export function verdictMarkdown(run: RunResult, note: string): string {
   for (const f of run.faults) {
     const v = check.perFault[f.index]!;
     lines.push(
-      `| ${f.index} | ${f.kind} | ${f.mode} | ${f.target} | ${f.detail.replace(/\|/g, '/')}${f.error ? ` — ${f.error.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${f.primaryBefore} → ${f.primaryAfter ?? '?'} | ${seconds(v.convergeMs)} | ${WRITERS.map((w) => `${v.writers[w]?.lost ?? 0}${v.writers[w]?.lostSpanMs !== undefined ? ` (${seconds(v.writers[w]!.lostSpanMs!)} s)` : ''}`).join(' / ')} |`,
+      `| ${f.index} | ${f.kind} | ${modeLabel(run, f.mode)} | ${f.target} | ${f.detail.replace(/\|/g, '/')}${f.error ? ` — ${f.error.replace(/\|/g, '/').slice(0, 160)}` : ''} | ${f.primaryBefore} → ${f.primaryAfter ?? '?'} | ${seconds(v.convergeMs)} | ${WRITERS.map((w) => `${v.writers[w]?.lost ?? 0}${v.writers[w]?.lostSpanMs !== undefined ? ` (${seconds(v.writers[w]!.lostSpanMs!)} s)` : ''}`).join(' / ')} |`,
     );
   }
   lines.push('');

@@ -13,7 +13,7 @@ import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
 import { check, type CheckResult, type FaultRecord, type Mode, type WriterLog } from './checker.js';
 import { FAULT_KINDS, healAll, injectFault, rng, type FaultKind, type Roles } from './faults.js';
-import { ChaosLab, ROUTER_MAX_LAG_BYTES } from './lab.js';
+import { ChaosLab, ROUTER_MAX_LAG_BYTES, type Synchronous } from './lab.js';
 import { Reader } from './reader.js';
 
 const execFileAsync = promisify(execFile);
@@ -27,6 +27,10 @@ export interface RunOptions {
   maxFaults?: number;
   /** 'both' alternates sync and async from one fault to the next. */
   mode: Mode | 'both';
+  /** What sync mode means: synchronousMode `on` (FIRST 1, default) or `quorum` (ANY 1). */
+  synchronous?: Synchronous;
+  /** The store failsafe setting for the whole run (default off). */
+  failsafe?: boolean;
   hosts?: number;
   /** Faults to draw from (default: all); `sequence` instead runs exactly these in order. */
   kinds?: readonly FaultKind[];
@@ -80,7 +84,7 @@ export async function runChaos(options: RunOptions): Promise<RunResult> {
   };
   process.once('uncaughtException', onCrash);
   try {
-    lab = await ChaosLab.create({ hosts: options.hosts ?? 3, mode: startMode, log });
+    lab = await ChaosLab.create({ hosts: options.hosts ?? 3, mode: startMode, synchronous: options.synchronous ?? 'on', failsafe: options.failsafe ?? false, log });
   } catch (error) {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
@@ -139,14 +143,16 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
       const at = Date.now();
       const record: FaultRecord = { index, kind, mode, target: '?', detail: '', primaryBefore: roles.primary, at, healedAt: at, convergedAt: null, primaryAfter: null };
       faults.push(record);
+      let holdFrom = at;
       try {
-        const { target, detail } = await injectFault(lab, kind, roles, random);
-        record.target = target;
-        record.detail = detail;
+        const injected = await injectFault(lab, kind, roles, random, mode);
+        record.target = injected.target;
+        record.detail = injected.detail;
+        holdFrom = injected.holdFrom ?? at;
       } catch (error) {
         record.error = `inject: ${(error as Error).message}`;
       }
-      await sleep(Math.max(0, at + hold - Date.now()));
+      await sleep(Math.max(0, holdFrom + hold - Date.now()));
       await healAll(lab);
       record.healedAt = Date.now();
       try {
@@ -228,7 +234,7 @@ async function converge(lab: ChaosLab, timeoutMs: number): Promise<string> {
 }
 
 async function setMode(lab: ChaosLab, mode: Mode): Promise<void> {
-  const value = mode === 'sync' ? 'on' : 'off';
+  const value = mode === 'sync' ? lab.synchronous : 'off';
   const result = await lab.cluster.cli(['config', 'set', `synchronousMode=${value}`]);
   if (result.code !== 0) throw new Error(`relevo config set synchronousMode=${value}: ${result.stderr || result.stdout}`);
   // Applied once the primary's synchronous_standby_names says so.

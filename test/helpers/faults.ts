@@ -201,6 +201,13 @@ export class Faults {
     return { at: Date.now(), pids: matching.map((p) => p.pid) };
   }
 
+  /** SIGSTOP these processes (e.g. every etcd member); cleanup() continues them. */
+  stopPids(pids: number[]): Injected {
+    const stopped = pids.filter((pid) => !this.stopped.has(pid) && send(pid, 'SIGSTOP'));
+    for (const pid of stopped) this.stopped.add(pid);
+    return { at: Date.now(), pids: stopped };
+  }
+
   resumePids(pids: number[]): void {
     for (const pid of pids) {
       send(pid, 'SIGCONT');

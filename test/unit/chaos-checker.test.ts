@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { check, longestGap, overlappingAcks, staleReads, windowOf, type FaultRecord } from '../chaos/checker.js';
-import { rng } from '../chaos/faults.js';
+import { FAULT_KINDS, FAULT_TEXT, rng } from '../chaos/faults.js';
+import { verdictMarkdown } from '../chaos/report.js';
+import type { RunResult } from '../chaos/run.js';
 import type { Ack } from '../helpers/writer.js';
 
 const ack = (id: number, server: string, timeline: number, sentAt: number, ackedAt = sentAt + 5, lsn = `0/${(id * 100).toString(16)}`): Ack => ({ id, server, timeline, sentAt, ackedAt, lsn });
@@ -95,6 +97,24 @@ describe('chaos checker', () => {
     const tolerant = check({ ...input, tolerateAsyncOverlap: true });
     assert.deepEqual(tolerant.violations.map((v) => v.rule).sort(), ['amcheck', 'no-convergence']);
     assert.deepEqual(tolerant.knownIssues.map((v) => v.rule), ['overlap']);
+  });
+
+  it('a quorum run with failsafe: its sync windows keep the no-loss rule, and the verdict names synchronousMode and failsafe', () => {
+    const faults = [{ ...fault(0, 1_000, 'sync'), kind: 'quorum-change-primary-loss' }];
+    const acks = [ack(1, 'node1', 1, 1_100), ack(2, 'node2', 2, 3_000)];
+    const result = check({ faults, writers: [{ name: 'router', acks, present: new Set([2]) }], reads: [], maxLagBytes: 1024, graceMs: 3_000, amcheck: {}, finalProblems: [] });
+    assert.deepEqual(result.violations.map((v) => [v.rule, v.fault]), [['lost-sync', 0]]);
+    const run: RunResult = { options: { seed: 7, durationMs: 0, mode: 'sync', synchronous: 'quorum', failsafe: true }, startedAt: 0, endedAt: 60_000, faults, check: result, reads: 0, readFailures: 0 };
+    const text = verdictMarkdown(run, '');
+    assert.match(text, /^# Chaos run, seed 7, mode sync, synchronousMode quorum, failsafe on$/m);
+    assert.match(text, /^\| sync \(quorum\) \| through the router \| 2 \| 1 \|$/m);
+    assert.match(text, /^\| 0 \| quorum-change-primary-loss \| sync \(quorum\) \|/m);
+    // Runs recorded before the option: sync meant `on`.
+    assert.match(verdictMarkdown({ ...run, options: { seed: 7, durationMs: 0, mode: 'sync' } }, ''), /synchronousMode on, failsafe off/);
+  });
+
+  it('every fault kind is described', () => {
+    for (const kind of FAULT_KINDS) assert.ok(FAULT_TEXT[kind].length > 20, kind);
   });
 
   it('the schedule is reproducible from its seed', () => {
