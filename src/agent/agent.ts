@@ -129,6 +129,7 @@ export class Agent {
   /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
   private readonly logical: LogicalKeeper;
   private logicalRound: Promise<void> | undefined;
+  private upkeepRound: Promise<void> | undefined;
   private logicalRestartAskedAt = -Infinity;
   /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
   private readonly logicalConnection = new KeptConnection(() => {
@@ -543,8 +544,12 @@ export class Agent {
       leaseError = error.message;
     });
     await this.checkFencer();
-    await this.upkeep.certificates();
-    await this.upkeep.caRotation();
+    // Certificate and CA-rotation upkeep talk to the store, each call up to its timeout while the store is
+    // down: off the HA cycle, so an outage never slows the decisions (and the failsafe) by seconds per cycle.
+    this.upkeepRound ??= (async () => {
+      await this.upkeep.certificates();
+      await this.upkeep.caRotation();
+    })().finally(() => (this.upkeepRound = undefined));
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
     const outOfCycle = this.outOfCycleOutcomes.splice(0);
@@ -694,6 +699,7 @@ export class Agent {
     this.wake?.();
     await this.loopDone;
     await this.logicalRound;
+    await this.upkeepRound;
     await this.watch?.close();
     await this.source.close();
     this.connection.close();

@@ -110,6 +110,11 @@ export class Upkeep {
       if (report.applied) this.appliedCaRotation = kv.value;
     } catch (error) {
       const code = (error as { code?: string }).code;
+      // A store that cannot be read cannot take a report either: say so here, look again next time.
+      if (code === 'STORE_UNAVAILABLE') {
+        this.log.warn({ err: (error as Error).message, code }, 'cannot read the CA rotation record from the store');
+        return;
+      }
       this.log.error({ err: (error as Error).message, code }, `CA rotation: ${(error as Error).message}`);
       report = { id: this.lastCaReport?.id ?? '', phase: this.lastCaReport?.phase ?? 'trust', applied: false, detail: `${code ?? 'ERROR'}: ${(error as Error).message}` };
     }
