@@ -120,6 +120,12 @@ export class Agent {
     confirmedAt: new Map<string, number>(),
     ended: undefined as string | undefined,
     active: false,
+    /**
+     * When failsafe ended because the store answers again: the hold the confirmations still give (no member
+     * takes over before it). GET /failsafe keeps answering on it, so a router that asks before it reads the
+     * store itself again does not drop sessions on a primary that never stopped being the only one.
+     */
+    heldAfterReturn: undefined as number | undefined,
     given: undefined as { leader: string; at: number } | undefined,
     timer: undefined as NodeJS.Timeout | undefined,
   };
@@ -129,7 +135,8 @@ export class Agent {
   /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
   private readonly logical: LogicalKeeper;
   private logicalRound: Promise<void> | undefined;
-  private upkeepRound: Promise<void> | undefined;
+  /** Whether the last observation could read the store. */
+  private storeReachable = true;
   private logicalRestartAskedAt = -Infinity;
   /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
   private readonly logicalConnection = new KeptConnection(() => {
@@ -404,12 +411,16 @@ export class Agent {
       const overdue = renewedAt !== undefined && performance.now() - renewedAt > 2 * s.loopWaitMs;
       if (!s.failsafe || !this.runsAsPrimary || s.paused || !overdue) {
         if (f.active) this.log.warn('failsafe ended: the store answers again');
+        const storeBack = f.active && s.failsafe && this.runsAsPrimary && !s.paused;
+        if (storeBack) f.heldAfterReturn = this.failsafeHeldUntil();
+        else if (!this.runsAsPrimary || s.paused || !s.failsafe) f.heldAfterReturn = undefined;
         f.active = false;
         f.ended = undefined;
         f.confirmedAt.clear();
         return;
       }
       if (f.ended) return;
+      f.heldAfterReturn = undefined;
       const sentAt = performance.now();
       const answers = await requestConfirmations(f.membership, this.config.name, this.peerAccess(), Math.max(200, Math.min(1_000, s.loopWaitMs)));
       if (!this.runsAsPrimary || f.ended) return;
@@ -447,7 +458,9 @@ export class Agent {
   /** GET /failsafe (the router asks while it cannot read the store): primary under an active failsafe hold, and until when. */
   failsafeGrant(): FailsafeGrantAnswer {
     const f = this.failsafe;
-    return grantAnswer(this.config.name, { runsAsPrimary: this.runsAsPrimary, active: f.active, heldUntil: this.failsafeHeldUntil(), ended: f.ended }, performance.now());
+    const now = performance.now();
+    const afterReturn = f.heldAfterReturn !== undefined && f.heldAfterReturn > now && !f.active && !f.ended;
+    return grantAnswer(this.config.name, { runsAsPrimary: this.runsAsPrimary, active: f.active || afterReturn, heldUntil: afterReturn ? f.heldAfterReturn : this.failsafeHeldUntil(), ended: f.ended }, now);
   }
 
   private failsafeView(): FailsafeView {
@@ -544,14 +557,16 @@ export class Agent {
       leaseError = error.message;
     });
     await this.checkFencer();
-    // Certificate and CA-rotation upkeep talk to the store, each call up to its timeout while the store is
-    // down: off the HA cycle, so an outage never slows the decisions (and the failsafe) by seconds per cycle.
-    this.upkeepRound ??= (async () => {
+    // Certificate and CA-rotation upkeep read the store, each call up to its timeout while the store is down:
+    // skipped while the last observation found it unreachable, so an outage never slows the decisions (and
+    // the failsafe) by seconds per cycle. Renewals are due days ahead; a rotation waits for the store anyway.
+    if (this.storeReachable) {
       await this.upkeep.certificates();
       await this.upkeep.caRotation();
-    })().finally(() => (this.upkeepRound = undefined));
+    }
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
     let observation = await this.observe();
+    this.storeReachable = observation.store.reachable;
     const outOfCycle = this.outOfCycleOutcomes.splice(0);
     if (outOfCycle.length > 0) observation = { ...observation, outcomes: [...observation.outcomes, ...outOfCycle] };
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
@@ -699,7 +714,6 @@ export class Agent {
     this.wake?.();
     await this.loopDone;
     await this.logicalRound;
-    await this.upkeepRound;
     await this.watch?.close();
     await this.source.close();
     this.connection.close();
