@@ -15,7 +15,7 @@ import { baseParameters, clearFenceSettings, splitHostPort, writeMemberConfigura
 import { dataDirState, readControlData, timelineSwitchPoint } from '../postgres/datadir.js';
 import { createPhysicalSlot, dropSlot } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
-import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
+import { reloadPostgres, restartPostgres, startPostgres, startStandby, stopPostgres } from '../postgres/postmaster.js';
 import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
@@ -317,7 +317,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       if (action.as === 'primary') writeConfiguration(ctx, undefined, action.synchronousStandbyNames);
       else writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       const installed = action.as === 'replica' ? ctx.beforeReplicaStart?.() : undefined;
-      const pid = await startPostgres(local.postmaster);
+      const pid = action.as === 'replica' ? await startStandby(local.postmaster) : await startPostgres(local.postmaster);
       return `PostgreSQL started as ${action.as}, postmaster pid ${pid}${installed ? `; ${installed}` : ''}`;
     }
     case 'stopPostgres':
@@ -401,10 +401,17 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return fenceFormerPrimary(ctx, action.member, action.address);
     case 'rewind': {
       const credentials = requireCredentials(ctx);
+      const started = performance.now();
       const outcome = await rewindFrom(local, action.upstream.address, credentials);
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      ctx.log.info({ action: 'rewind', seconds }, `pg_rewind from ${action.upstream.member}: ${outcome} in ${seconds} s; starting as its standby`);
       writeConfiguration(ctx, standbySettings(ctx, action.upstream));
-      const pid = await startPostgres(local.postmaster);
-      return `${outcome} from ${action.upstream.member}; started as its standby, postmaster pid ${pid}`;
+      // pg_rewind succeeded: a failure to start says nothing about the data directory, so it must not
+      // count as a failed rewind (whose fallback moves the data directory aside); the next cycle retries.
+      const pid = await startStandby(local.postmaster).catch((error: Error) => {
+        throw Object.assign(new Error(`rewound from ${action.upstream.member}, then could not start as its standby: ${error.message}`), { code: 'REWIND_START_FAILED', retryable: true });
+      });
+      return `${outcome} from ${action.upstream.member}; started as its standby, postmaster pid ${pid} (replaying to a consistent state)`;
     }
     case 'moveDataAside': {
       const movedTo = moveDataDirAside(local, new Date());

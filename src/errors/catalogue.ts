@@ -101,6 +101,7 @@ const entries = {
 
   // PostgreSQL and the data directory (src/postgres).
   POSTGRES_COMMAND_FAILED: { class: 'failure', area: 'postgres', summary: 'a PostgreSQL program (pg_ctl, initdb, pg_basebackup, pg_rewind, ...) failed', hint: 'the end of its output is in the message; the PostgreSQL log has the rest' },
+  REWIND_START_FAILED: { class: 'failure', area: 'postgres', summary: 'pg_rewind succeeded but PostgreSQL did not start as a standby afterwards', hint: "the member retries the start; if it keeps failing, read the member's PostgreSQL log" },
   REWIND_SOURCE_UNAVAILABLE: { class: 'failure', area: 'postgres', summary: 'pg_rewind found no source to rewind from', hint: 'the member retries once a primary is reachable; else `relevo reinit M`' },
   UNSAFE_PATH: { class: 'refused', area: 'postgres', summary: 'a path relevo writes is not safe to write', hint: 'see the message (link, owner, mode) and fix that path' },
   UNSAFE_PATH_SYMLINK: { class: 'refused', area: 'postgres', summary: 'a path relevo writes is a symbolic link', hint: 'remove the link; relevo writes its own file there' },
