@@ -25,7 +25,6 @@ describe('starting a standby', () => {
     t.after(() => source.stop());
     const user = lookupOsUser('postgres');
     const base = mkdtempSync(join(tmpdir(), 'relevo-standby-start-'));
-    t.after(() => rmSync(base, { recursive: true, force: true }));
     if (runningAsRoot()) chownSync(base, user.uid, user.gid);
     const dataDir = join(base, 'data');
     // No WAL in the copy and no way to fetch it: replay can never reach the backup's end.
@@ -46,6 +45,8 @@ describe('starting a standby', () => {
       await stopPostgres(target, 'immediate', 20).catch(() => undefined);
       const left = runningPostmasterPid(dataDir);
       if (left !== undefined) process.kill(left, 'SIGKILL');
+      // Only once the server is down: its postmaster.pid is how it is found.
+      rmSync(base, { recursive: true, force: true });
     });
 
     const pid = await startStandby(target, 30);
