@@ -6,6 +6,7 @@ import type { MemberConfig } from '../config/member.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import type { Store } from '../store/store.js';
 import { listBackups } from './catalog.js';
+import { listDumps, takeDump } from './dump.js';
 import { startArchiveMonitor, type ArchiveStatus } from './monitor.js';
 import { openBackupContext } from './open.js';
 import { applyRetention } from './retention.js';
@@ -78,7 +79,7 @@ export function startBackupDuties(config: MemberConfig, local: LocalPostgres, st
 /** One check of the schedules on this member; true when it ran a backup. */
 async function runSchedule(config: MemberConfig, store: Store, keys: ClusterKeys, log: Logger, settings: () => ClusterSettings): Promise<boolean> {
   const schedule = settings().backup.schedule;
-  if (schedule.fullEveryHours === 0 && schedule.incrementalEveryHours === 0) return false;
+  if (schedule.fullEveryHours === 0 && schedule.incrementalEveryHours === 0 && schedule.dumpEveryHours === 0) return false;
   const leader = parseJson(LeaderRecordSchema, (await store.get(keys.leader))?.value)?.member;
   if (leader !== config.name) return false;
   const key = scheduleClaimKey(keys);
@@ -92,7 +93,17 @@ async function runSchedule(config: MemberConfig, store: Store, keys: ClusterKeys
     const found = backups.filter((b) => !type || b.type === type).pop();
     return found ? Date.parse(found.startedAt) : undefined;
   };
-  const decision: ScheduleDecision = decideSchedule({ schedule, now: Date.now(), self: config.name, leader, claim, newestFull: newest('full'), newestAny: newest() });
+  const newestDump = schedule.dumpEveryHours > 0 ? (await listDumps(ctx)).pop()?.startedAt : undefined;
+  const decision: ScheduleDecision = decideSchedule({
+    schedule,
+    now: Date.now(),
+    self: config.name,
+    leader,
+    claim,
+    newestFull: newest('full'),
+    newestAny: newest(),
+    newestDump: newestDump === undefined ? undefined : Date.parse(newestDump),
+  });
   if (!decision.run) {
     if (claim && claim.member !== config.name) log.debug(decision.reason);
     return false;
@@ -105,7 +116,7 @@ async function runSchedule(config: MemberConfig, store: Store, keys: ClusterKeys
     log.info('the scheduled backup claim changed while we looked: not starting');
     return false;
   }
-  log.info({ type: decision.run, reason: decision.reason }, 'scheduled backup starting');
+  log.info({ type: decision.run, reason: decision.reason }, decision.run === 'dump' ? 'scheduled dump starting' : 'scheduled backup starting');
   let beating: Promise<unknown> = Promise.resolve();
   const heartbeat = setInterval(() => {
     beating = store
@@ -116,6 +127,12 @@ async function runSchedule(config: MemberConfig, store: Store, keys: ClusterKeys
       .catch(() => undefined);
   }, CLAIM_HEARTBEAT_MS);
   try {
+    if (decision.run === 'dump') {
+      const dump = await takeDump(ctx);
+      log.info({ id: dump.id, databases: dump.databases.length, bytes: dump.databases.reduce((sum, d) => sum + d.bytes, 0) }, 'scheduled dump done');
+      await applyRetention(ctx);
+      return true;
+    }
     const hasReplica = ctx.members.some((m) => m.role === 'replica' && m.streaming);
     const record = await takeBackup(ctx, { type: decision.run, fromPrimary: !hasReplica });
     log.info({ id: record.id, durationMs: record.durationMs, storedBytes: record.storedBytes }, 'scheduled backup done');

@@ -13,7 +13,7 @@ import type { BackupSettings } from '../cluster/backup-settings.js';
  */
 export const ScheduleClaimSchema = z.object({
   member: z.string(),
-  type: z.enum(['full', 'incremental']),
+  type: z.enum(['full', 'incremental', 'dump']),
   startedAt: z.string(),
   heartbeatAt: z.string(),
 });
@@ -42,10 +42,12 @@ export interface ScheduleView {
   /** Start times (ms) of the newest full and the newest backup of any type in the repository's catalogue. */
   newestFull: number | undefined;
   newestAny: number | undefined;
+  /** Start time (ms) of the newest logical dump in the repository. */
+  newestDump: number | undefined;
 }
 
 export type ScheduleDecision =
-  | { run: 'full' | 'incremental'; takeOver: boolean; reason: string }
+  | { run: ScheduleClaim['type']; takeOver: boolean; reason: string }
   | { run: null; reason: string };
 
 const hoursSince = (now: number, since: number | undefined) => (since === undefined ? Infinity : (now - since) / 3_600_000);
@@ -56,8 +58,8 @@ const hoursSince = (now: number, since: number | undefined) => (since === undefi
  * a live claim of another member means its run is still going.
  */
 export function decideSchedule(v: ScheduleView): ScheduleDecision {
-  const { fullEveryHours, incrementalEveryHours } = v.schedule;
-  if (fullEveryHours === 0 && incrementalEveryHours === 0) return { run: null, reason: 'no schedule' };
+  const { fullEveryHours, incrementalEveryHours, dumpEveryHours } = v.schedule;
+  if (fullEveryHours === 0 && incrementalEveryHours === 0 && dumpEveryHours === 0) return { run: null, reason: 'no schedule' };
   if (v.leader !== v.self) return { run: null, reason: v.leader ? `${v.leader} holds the leader key and runs the schedules` : 'no leader: schedules wait for one' };
   let takeOver = false;
   if (v.claim) {
@@ -65,7 +67,7 @@ export function decideSchedule(v: ScheduleView): ScheduleDecision {
     // Our own claim with no run of ours going (the caller checks that first) was left by a previous agent process.
     // An unreadable heartbeat (NaN) is stale: a claim must never block schedules for ever.
     if (v.claim.member !== v.self && age <= CLAIM_STALE_MS) {
-      return { run: null, reason: `${v.claim.member} is still running the scheduled ${v.claim.type} backup it started at ${v.claim.startedAt}` };
+      return { run: null, reason: `${v.claim.member} is still running the scheduled ${v.claim.type === 'dump' ? 'dump' : `${v.claim.type} backup`} it started at ${v.claim.startedAt}` };
     }
     takeOver = true;
   }
@@ -76,6 +78,10 @@ export function decideSchedule(v: ScheduleView): ScheduleDecision {
   // An incremental needs a parent: with no full at all, the full above is due (or, with no full schedule, an incremental becomes a full in takeBackup).
   if (incrementalEveryHours > 0 && hoursSince(v.now, v.newestAny) >= incrementalEveryHours) {
     return { run: 'incremental', takeOver, reason: `the newest backup started ${hoursSince(v.now, v.newestAny).toFixed(2)} h ago, incrementals every ${incrementalEveryHours} h${stale}` };
+  }
+  // Base backups first: a dump due at the same time waits for the next check.
+  if (dumpEveryHours > 0 && hoursSince(v.now, v.newestDump) >= dumpEveryHours) {
+    return { run: 'dump', takeOver, reason: `${v.newestDump === undefined ? 'no dump yet' : `the newest dump started ${hoursSince(v.now, v.newestDump).toFixed(2)} h ago`}, dumps every ${dumpEveryHours} h${stale}` };
   }
   return { run: null, reason: 'no backup is due' };
 }

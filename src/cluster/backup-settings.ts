@@ -43,13 +43,15 @@ export const BackupSettingsSchema = z
       .object({
         fullEveryHours: z.number().min(0).default(0),
         incrementalEveryHours: z.number().min(0).default(0),
+        /** Hours between scheduled logical dumps (`relevo dump`), under the same retention (0: none). */
+        dumpEveryHours: z.number().min(0).default(0),
         /** Run `backup verify` after each scheduled backup. */
         verify: z.boolean().default(true),
         /** How often the leader's agent checks whether a backup is due, and every agent re-reads the catalogue for its metrics. */
         checkSeconds: z.number().int().min(1).max(3_600).default(60),
       })
       .strict()
-      .default({ fullEveryHours: 0, incrementalEveryHours: 0, verify: true, checkSeconds: 60 }),
+      .default({ fullEveryHours: 0, incrementalEveryHours: 0, dumpEveryHours: 0, verify: true, checkSeconds: 60 }),
     /**
      * A new cluster starts from a backup instead of initdb: the member that
      * initialises it restores this backup (to the target, or the end of the

@@ -33,6 +33,7 @@ interface Insert {
 interface Listing {
   backups: { id: string; type: string; parent: string | null; sizeBytes: number; storedBytes: number; verification: { ok: boolean; restoreMs: number | null } | null; startLsn: string; timeline: number }[];
   archive: { end: string | null; endTime: string | null; gaps: { segment: string }[]; conflicts: string[] };
+  dumps: { id: string; databases: { name: string; bytes: number }[] }[];
 }
 
 describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }, () => {
@@ -294,6 +295,16 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
       assert.equal(log.includes('scheduled backup starting'), name === primary, `only the leader (${primary}) ran the schedule; ${name}'s log`);
     }
     assert.match(readFileSync(cluster.member(primary).logFile, 'utf8'), /scheduled backup verified by a restore drill/);
+    // The scheduled logical dump, by the same leader under the same claim.
+    const knownDumps = new Set((await listing()).dumps.map((d) => d.id));
+    await ok(['config', 'set', 'backup.schedule.dumpEveryHours=0.001']);
+    await waitFor('the scheduled dump to start', () => leaderLog().includes('scheduled dump starting'), 60_000, 250);
+    await ok(['config', 'set', 'backup.schedule.dumpEveryHours=0']);
+    await waitFor('the scheduled dump to end', () => /scheduled dump done|scheduled backup failed/.test(leaderLog()), 60_000, 250);
+    assert.match(leaderLog(), /scheduled dump done/);
+    const dumps = (await listing()).dumps.filter((d) => !knownDumps.has(d.id));
+    assert.equal(dumps.length, 1, `one scheduled dump: ${dumps.map((d) => d.id).join(', ')}`);
+    assert.ok(dumps[0]!.databases.some((d) => d.name === 'postgres' && d.bytes > 0), 'the scheduled dump holds the postgres database');
     await ok(['config', 'set', 'backup.retention.fullCount=1']);
     const deletions = JSON.parse(await ok(['backup', 'expire', '--json'])) as { what: string; reason: string }[];
     const l = await listing();

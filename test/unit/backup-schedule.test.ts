@@ -9,13 +9,14 @@ const at = (ms: number) => new Date(ms).toISOString();
 /** A leader (a) with a daily full and hourly incrementals, last full 30 min ago. */
 function view(overrides: Partial<ScheduleView> = {}): ScheduleView {
   return {
-    schedule: { fullEveryHours: 24, incrementalEveryHours: 1, verify: true, checkSeconds: 60 },
+    schedule: { fullEveryHours: 24, incrementalEveryHours: 1, dumpEveryHours: 0, verify: true, checkSeconds: 60 },
     now: NOW,
     self: 'a',
     leader: 'a',
     claim: undefined,
     newestFull: NOW - 0.5 * h,
     newestAny: NOW - 0.5 * h,
+    newestDump: undefined,
     ...overrides,
   };
 }
@@ -34,8 +35,24 @@ describe('backup schedule decision', () => {
   });
 
   it('runs nothing without a schedule', () => {
-    const d = decideSchedule(view({ schedule: { fullEveryHours: 0, incrementalEveryHours: 0, verify: true, checkSeconds: 60 }, newestFull: undefined, newestAny: undefined }));
+    const d = decideSchedule(view({ schedule: { fullEveryHours: 0, incrementalEveryHours: 0, dumpEveryHours: 0, verify: true, checkSeconds: 60 }, newestFull: undefined, newestAny: undefined }));
     assert.deepEqual(d, { run: null, reason: 'no schedule' });
+  });
+
+  it('runs a scheduled dump when one is due and no base backup is', () => {
+    const dumps = (overrides: Partial<ScheduleView>) => decideSchedule(view({ schedule: { fullEveryHours: 24, incrementalEveryHours: 0, dumpEveryHours: 6, verify: true, checkSeconds: 60 }, ...overrides }));
+    assert.equal(dumps({}).run, 'dump');
+    assert.match(dumps({}).reason, /no dump yet, dumps every 6 h/);
+    assert.equal(dumps({ newestDump: NOW - 2 * h }).run, null);
+    assert.equal(dumps({ newestDump: NOW - 6 * h }).run, 'dump');
+    // A full due at the same time goes first; the dump waits for the next check.
+    assert.equal(dumps({ newestFull: undefined, newestAny: undefined }).run, 'full');
+    // Dumps alone, with no base backup schedule.
+    assert.equal(decideSchedule(view({ schedule: { fullEveryHours: 0, incrementalEveryHours: 0, dumpEveryHours: 1, verify: true, checkSeconds: 60 }, newestFull: undefined, newestAny: undefined })).run, 'dump');
+    // Another member's live dump claim is waited for, like a backup's.
+    const waiting = dumps({ claim: { ...claim('b', 10_000), type: 'dump' } });
+    assert.equal(waiting.run, null);
+    assert.match(waiting.reason, /b is still running the scheduled dump/);
   });
 
   it('only the leader runs schedules', () => {
