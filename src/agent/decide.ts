@@ -128,6 +128,10 @@ function learnFromOutcomes(o: Observation): AgentMemory {
         if (ok) Object.assign(memory, { rewindFailed: false, cloneFailures: undefined });
         else if (outcome.result === 'failed') memory.cloneFailures = { count: (memory.cloneFailures?.count ?? 0) + 1, lastAt: o.monotonic };
         break;
+      case 'bootstrap':
+        if (ok) memory.bootstrapFailures = undefined;
+        else if (outcome.result === 'failed') memory.bootstrapFailures = { count: (memory.bootstrapFailures?.count ?? 0) + 1, lastAt: o.monotonic };
+        break;
       case 'releaseLeader':
         if (ok) memory.primaryDownSince = undefined;
         break;
@@ -212,6 +216,15 @@ function decideInitialization(o: Observation, store: Reachable): Target | undefi
     }
     if (o.dataDir === 'empty') {
       const from = o.settings.backup.bootstrapFrom;
+      const wait = backoffLeft(o.memory.bootstrapFailures, o.monotonic, BOOTSTRAP_BACKOFF_MAX_MS);
+      if (wait > 0) {
+        return {
+          state: 'bootstrapping',
+          actions: [],
+          reason: `${from ? `restoring the backup of ${from.cluster}` : 'initdb'} failed ${o.memory.bootstrapFailures!.count} time(s) in a row (see the errors above): retrying in ${(wait / 1000).toFixed(1)} s`,
+          retryInMs: wait,
+        };
+      }
       return { state: 'bootstrapping', actions: [{ type: 'bootstrap' }], reason: from ? `we won the initialisation: restoring ${from.backup ? `backup ${from.backup}` : 'the newest backup'} of ${from.cluster} instead of initdb` : 'we won the initialisation: running initdb' };
     }
     if (o.systemIdentifier) {
@@ -323,10 +336,17 @@ function upstreamFor(o: Observation, store: Reachable): Upstream | undefined {
 /** After failed clones, the next waits 0.5 s, 1 s, 2 s … up to 30 s: a clone that cannot succeed (a full disk) must not hammer the primary. */
 export const CLONE_BACKOFF_MAX_MS = 30_000;
 export function cloneBackoffLeft(o: Pick<Observation, 'memory' | 'monotonic'>): number {
-  const failures = o.memory.cloneFailures;
+  return backoffLeft(o.memory.cloneFailures, o.monotonic, CLONE_BACKOFF_MAX_MS);
+}
+
+/** A restore that keeps failing (a damaged backup, an unreachable repository) is retried after 0.5 s, 1 s … up to 5 min: each attempt reads the whole backup. */
+export const BOOTSTRAP_BACKOFF_MAX_MS = 300_000;
+
+/** Time left (ms) before the next attempt after `failures` in a row: 0.5 s doubling, capped at maxMs. */
+function backoffLeft(failures: { count: number; lastAt: number } | undefined, monotonic: number, maxMs: number): number {
   if (!failures) return 0;
-  const backoff = Math.min(500 * 2 ** (failures.count - 1), CLONE_BACKOFF_MAX_MS);
-  return Math.max(0, failures.lastAt + backoff - o.monotonic);
+  const backoff = Math.min(500 * 2 ** (failures.count - 1), maxMs);
+  return Math.max(0, failures.lastAt + backoff - monotonic);
 }
 
 function decideEmptyMember(o: Observation, store: Reachable): Target {

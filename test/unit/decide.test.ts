@@ -40,6 +40,25 @@ describe('decide: bootstrap and joining', () => {
     assert.deepEqual(types(cloning), ['clone', 'startPostgres']);
   });
 
+  it('a bootstrap that keeps failing (a restore from a damaged backup) backs off up to 5 min instead of retrying every cycle', () => {
+    const store = storeView({ init: { member: 'b', startedAt: 'x' }, leader: undefined, members: [] });
+    const empty = { dataDir: 'empty' as const, server: { kind: 'stopped' as const }, store, previous: { state: 'bootstrapping' as const, since: 0 } };
+    const failure = { type: 'bootstrap' as const, result: 'failed' as const, code: 'BACKUP_CORRUPT', error: 'base/5/16384 does not match its checksum', retryable: false };
+    let memory = freshMemory();
+    for (const [count, backoff] of [[1, 500], [2, 1000], [10, 256_000], [11, 300_000]] as const) {
+      const failed = decide(observation({ ...empty, outcomes: [failure], memory: { ...memory, bootstrapFailures: count === 1 ? undefined : { count: count - 1, lastAt: 0 } } }));
+      assert.equal(failed.defect, undefined, failed.defect?.message);
+      assert.equal(failed.state, 'bootstrapping');
+      assert.deepEqual(types(failed), [], 'no new attempt inside the backoff');
+      assert.match(failed.reason, new RegExp(`initdb failed ${count} time\\(s\\) in a row`));
+      assert.equal(failed.retryInMs, backoff);
+      memory = failed.memory;
+    }
+    const retry = decide(observation({ ...empty, monotonic: 100_000 + 300_000, memory }));
+    assert.deepEqual(types(retry), ['bootstrap']);
+    assert.equal(decide(observation({ ...empty, outcomes: [{ type: 'bootstrap', result: 'ok' }], memory })).memory.bootstrapFailures, undefined);
+  });
+
   it('chaos seed 4242, wal-disk-full: failed clones back off (0.5 s, 1 s, 2 s … 30 s) instead of retrying every cycle', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary', slots: [{ name: 'b', active: false, restartLsn: null, retainedBytes: null }] })] });
     const empty = { dataDir: 'empty' as const, server: { kind: 'stopped' as const }, store, previous: { state: 'cloning' as const, since: 0 } };
