@@ -36,7 +36,9 @@ export type FaultKind =
   | 'clockStep'
   | 'switchover'
   | 'operatorRestart'
-  | 'operatorReinit';
+  | 'operatorReinit'
+  | 'slowReplica'
+  | 'killNode';
 
 export interface Fault {
   at: number;
@@ -46,6 +48,13 @@ export interface Fault {
   ms: number;
   /** switchover: target member or null. */
   to?: string | null;
+  /**
+   * Resolved when the fault starts (variant 'sync-loss'): the leader, a member of
+   * the sync record, or a standby that is neither; `member` is the fallback.
+   */
+  role?: 'primary' | 'sync' | 'async';
+  /** Armed at `at`; starts this many steps after the sync record next changes (variant 'sync-loss'). */
+  onSyncChange?: number;
 }
 
 export interface Schedule {
@@ -109,12 +118,13 @@ const FAULTS: FaultKind[] = [
  * synchronousMode: quorum (ANY k) and 'failsafe' turns store failsafe on. Drawn
  * from their own generator, so the default schedules (and the regression seeds) stay as they were.
  */
-export type ScheduleVariant = 'default' | 'quorum' | 'failsafe';
+export type ScheduleVariant = 'default' | 'quorum' | 'failsafe' | 'sync-loss';
 
 /** The schedule of seed `seed`: settings, clocks and faults, all drawn up front so a subset can be replayed. */
 export function makeSchedule(seed: number, faultSteps: number, variant: ScheduleVariant = 'default'): Schedule {
   const schedule = makeDefaultSchedule(seed, faultSteps);
   if (variant === 'default') return schedule;
+  if (variant === 'sync-loss') return makeSyncLossSchedule(seed, faultSteps, schedule);
   const rng = new Rng(seed * 104_729 + 3);
   const settings = { ...schedule.settings };
   if (variant === 'quorum') {
@@ -137,6 +147,32 @@ export function makeSchedule(seed: number, faultSteps: number, variant: Schedule
   }
   faults.sort((x, y) => x.at - y.at);
   return { ...schedule, settings, faults: variant === 'failsafe' ? faults : schedule.faults };
+}
+
+/**
+ * Synchronous mode \`on\`, FIRST 1: the synchronous standby is lost while the
+ * replacement lags (its replication slowed), and the primary's node dies 0–15
+ * steps after the sync record next changes, i.e. inside the replacement's
+ * catch-up (docs/reliability.md, "the sync record during a change"). Half the
+ * seeds add the default schedule's random faults on top.
+ */
+function makeSyncLossSchedule(seed: number, faultSteps: number, base: Schedule): Schedule {
+  const rng = new Rng(seed * 15_485_863 + 7);
+  const members = rng.chance(0.25) ? ['a', 'b', 'c', 'd'] : ['a', 'b', 'c'];
+  const settings: ClusterSettings = { ...base.settings, synchronousMode: 'on', synchronousStrict: false, synchronousCount: 1, failsafe: false };
+  const first = Math.min(150, Math.floor(faultSteps / 2));
+  const slowAt = rng.int(first, first + 50);
+  const lossAt = slowAt + rng.int(5, 60);
+  const faults: Fault[] = [
+    { at: slowAt, kind: 'slowReplica', member: 'c', role: 'async', ms: rng.int(100, 600) * TICK_MS },
+    { at: lossAt, kind: rng.pick(['partition', 'killNode', 'crashPostgres'] as const), member: 'b', role: 'sync', ms: rng.int(20, 300) * TICK_MS },
+    { at: lossAt, kind: 'killNode', member: 'a', role: 'primary', ms: rng.int(30, 300) * TICK_MS, onSyncChange: rng.int(0, 15) },
+  ];
+  const extra = rng.chance(0.5) ? base.faults.filter((f) => members.includes(f.member) && (f.to === undefined || f.to === null || members.includes(f.to))) : [];
+  const all = [...faults, ...extra].sort((x, y) => x.at - y.at);
+  const drift: Record<string, number> = {};
+  for (const m of members) drift[m] = base.drift[m] ?? 1 + (rng.next() - 0.5) * 0.01;
+  return { seed, members, settings, drift, faults: all, faultSteps: Math.max(faultSteps, lossAt + 350), writeChance: 0.8 };
 }
 
 function makeDefaultSchedule(seed: number, faultSteps: number): Schedule {
@@ -328,6 +364,7 @@ export class World {
     for (; this.step < steps && !this.violation; this.step++) {
       this.trueTime = this.step * TICK_MS;
       while (this.nextFault < faults.length && faults[this.nextFault]!.at <= this.step) this.startFault(faults[this.nextFault++]!);
+      this.fireArmed();
       for (const f of this.active) if (f.at * TICK_MS + f.ms <= this.trueTime) this.endFault(f);
       this.active = this.active.filter((f) => f.at * TICK_MS + f.ms > this.trueTime);
       if (this.step === this.schedule.faultSteps) this.healAll();
@@ -347,6 +384,33 @@ export class World {
     }
   }
 
+  /** Faults waiting for the sync record to change: the revision they saw when armed, and the step the change was seen. */
+  private armed: { fault: Fault; revision: number | undefined; changedAt: number | undefined }[] = [];
+
+  private fireArmed(): void {
+    const revision = this.store.get(KEYS.sync)?.revision;
+    for (const a of this.armed) {
+      if (a.changedAt === undefined && revision !== a.revision) {
+        a.changedAt = this.step;
+        this.log(`sync record changed: ${JSON.stringify(this.store.get(KEYS.sync)?.value)}`);
+      }
+    }
+    const due = this.armed.filter((a) => a.changedAt !== undefined && this.step >= a.changedAt + a.fault.onSyncChange!);
+    this.armed = this.armed.filter((a) => !due.includes(a));
+    for (const a of due) this.startFault({ ...a.fault, at: this.step, onSyncChange: undefined });
+  }
+
+  /** The member a role-relative fault hits now, or its fallback member. */
+  private resolveRole(f: Fault): string {
+    const leader = (this.store.get(KEYS.leader)?.value as LeaderRecord | undefined)?.member;
+    const sync = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
+    const inSync = sync && sync.leader === leader ? sync.members : [];
+    const pick = (names: string[]) => (names.includes(f.member) ? f.member : names[0]) ?? f.member;
+    if (f.role === 'primary') return leader ?? f.member;
+    if (f.role === 'sync') return pick(inSync);
+    return pick(this.schedule.members.filter((m) => m !== leader && !inSync.includes(m)));
+  }
+
   private healAll(): void {
     for (const f of this.active) this.endFault(f);
     this.active = [];
@@ -355,6 +419,12 @@ export class World {
 
   private endFault(f: Fault): void {
     const pg = this.pg.get(f.member)!;
+    if (f.kind === 'killNode') {
+      const agent = this.agents.get(f.member)!;
+      agent.alive = true;
+      agent.nextCycle = this.trueTime;
+      this.log(`${f.member}: node back (agent starting)`);
+    }
     if (f.kind === 'hangPostgres' && pg.run === 'hung') {
       pg.run = 'running';
       if (pg.stopPending) {
@@ -365,7 +435,12 @@ export class World {
     }
   }
 
-  private startFault(f: Fault): void {
+  private startFault(fault: Fault): void {
+    if (fault.onSyncChange !== undefined) {
+      this.armed.push({ fault, revision: this.store.get(KEYS.sync)?.revision, changedAt: undefined });
+      return;
+    }
+    const f = fault.role ? { ...fault, member: this.resolveRole(fault), role: undefined } : fault;
     const pg = this.pg.get(f.member)!;
     const agent = this.agents.get(f.member)!;
     this.log(`FAULT ${f.kind} ${f.member}${f.kind === 'clockStep' ? ` by ${f.ms} ms` : f.kind === 'switchover' ? ` to ${f.to ?? 'any'}` : ` for ${f.ms} ms`}`);
@@ -380,6 +455,13 @@ export class World {
           this.active.push(f);
         }
         return;
+      case 'killNode': {
+        // The whole node: PostgreSQL crashes and its agent is gone for the fault's duration (its lease expires).
+        if (pg.run !== 'stopped') pg.crash();
+        this.agents.set(f.member, { ...this.freshAgent(f.member, f.ms), alive: false });
+        this.active.push(f);
+        return;
+      }
       case 'restartAgent': {
         // The old lease is left to expire; PostgreSQL keeps running.
         const fresh = this.freshAgent(f.member, f.ms);
@@ -886,6 +968,8 @@ export class World {
         this.requireRunning(pg);
         pg.ssn = action.synchronousStandbyNames;
         if (pg.inRecovery) {
+          this.checkPromotion(name, pg);
+          if (this.violation) return;
           pg.tl = this.newTimeline(pg);
           pg.wal.push({ id: -this.nextRecord++ });
           pg.inRecovery = false;
@@ -997,7 +1081,10 @@ export class World {
       }
       pg.streamingFrom = pg.upstream;
       this.reconciled(name);
-      if (pg.wal.length < source.wal.length) pg.wal = source.wal.slice(0, Math.min(source.wal.length, pg.wal.length + this.rng.int(1, 40)));
+      // A slow link or disk: at most one record every other step or so, slower than the clients write.
+      if (this.faultOn('slowReplica', name)) {
+        if (pg.wal.length < source.wal.length && this.rng.chance(0.3)) pg.wal = source.wal.slice(0, pg.wal.length + 1);
+      } else if (pg.wal.length < source.wal.length) pg.wal = source.wal.slice(0, Math.min(source.wal.length, pg.wal.length + this.rng.int(1, 40)));
       pg.tl = source.tl;
     }
   }
@@ -1143,6 +1230,17 @@ export class World {
     }
     const record = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
     return record?.leader === primary && record.members.length > 0;
+  }
+
+  /** Invariant 2 at the promotion itself: the new primary holds the last commit acknowledged with the synchronous guarantee. */
+  private checkPromotion(name: string, pg: SimPostgres): void {
+    const sync = this.lastSyncAck;
+    if (!sync || sync.member === name || pg.wal[sync.lsn - 1]?.id === sync.id) return;
+    this.violation = {
+      kind: 'lost-commit',
+      step: this.step,
+      message: `unsafe promotion: ${name} (received ${pg.lsn}) lacks commit ${sync.id} at ${sync.lsn}, acknowledged synchronously by ${sync.member}: an acknowledged commit was lost`,
+    };
   }
 
   private checkLiveness(): void {
