@@ -46,7 +46,8 @@ export type Action =
   /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
   | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
   /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
-  | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
+  /** `previous`: while `members` is empty, the members that may hold acknowledged commits (src/cluster/types.ts SyncRecordSchema). */
+  | { type: 'writeSyncRecord'; members: string[]; previous?: string[]; revision: number | undefined }
   | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }
   /** Quorum record change by compare-and-swap against `revision` (null: create it); fails if it changed meanwhile. */
   | { type: 'writeQuorumRecord'; members: string[]; quorum: number; revision: number | null }

@@ -388,8 +388,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return `history corrected: our promotion started timeline ${action.timeline} (not ${action.predictedTimeline}) at ${switchPoint.lsn}`;
     }
     case 'writeSyncRecord': {
-      const record = { leader: config.name, members: action.members, updatedAt: new Date().toISOString() };
-      return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]`;
+      const previous = action.previous ?? [];
+      const record = { leader: config.name, members: action.members, ...(previous.length > 0 ? { previous } : {}), updatedAt: new Date().toISOString() };
+      const changing = previous.length > 0 ? ` (changing: acknowledged commits are on the most advanced of ${previous.join(', ')})` : '';
+      return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]${changing}`;
     }
     case 'writeQuorumRecord':
       return writeQuorumRecord(store, keys, config.name, action);

@@ -610,12 +610,14 @@ export class World {
     const { decision, observation } = agent.inFlight!;
     agent.inFlight = undefined;
     for (const action of decision.actions) {
+      const before = this.pg.get(agent.name)!.ssn;
       const outcome = this.perform(agent, action);
       agent.outcomes.push(outcome);
       if (outcome.result !== 'ok') {
         if (this.traceAll) this.log(`${agent.name}: ${action.type} ${outcome.result}: ${outcome.error}`);
         break;
       }
+      if (action.type === 'writeSyncRecord') this.fallbackGivesUp(agent.name, action, decision, before);
     }
     const after = decision.actions.length > 0 ? this.observe(agent, observation.store.reachable ? undefined : 'unreachable') : observation;
     const server = after.server;
@@ -1002,7 +1004,7 @@ export class World {
         this.writeShared(name, 'quorum', { leader: name, members: action.members, quorum: action.quorum }, action.revision ?? undefined);
         return;
       case 'writeSyncRecord':
-        this.writeShared(name, KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }, action.revision);
+        this.writeShared(name, KEYS.sync, { leader: name, members: action.members, ...(action.previous?.length ? { previous: action.previous } : {}), updatedAt: 'sim' }, action.revision);
         return;
       case 'writeOptime':
         this.writeShared(name, KEYS.optime, { member: name, address: `${name}:5432`, lsn: action.lsn, timeline: action.timeline, at: new Date(this.wallClock(name)).toISOString() }, action.revision);
@@ -1217,7 +1219,8 @@ export class World {
 
   /**
    * Whether `primary`'s acknowledgements carry the synchronous guarantee: always in strict mode (no record,
-   * no promotion); otherwise while the sync record names it with at least one member. After a fallback to
+   * no promotion); otherwise while the sync record names it with at least one member, or with the members
+   * that may hold its commits while the set changes (`previous`). After a fallback to
    * asynchronous replication the record is emptied first, and until it names a verified standby again the
    * commits are not protected by design (docs/configuration.md, synchronousFallbackMs).
    */
@@ -1229,7 +1232,23 @@ export class World {
       return quorum?.leader === primary && quorum.quorum > 0;
     }
     const record = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
-    return record?.leader === primary && record.members.length > 0;
+    // While the set changes, `previous` vouches for the commit: the most advanced of them holds it.
+    return record?.leader === primary && (record.members.length > 0 || (record.previous?.length ?? 0) > 0);
+  }
+
+  /**
+   * The fallback to asynchronous replication (synchronousFallbackMs, docs/configuration.md) gives up the
+   * guarantee of the commits acknowledged so far, by design: the record is emptied without naming anyone
+   * new (synchronous_standby_names stays as it is, or becomes ''). Emptying it while a replacement is
+   * named is not a fallback, and the obligation stays (the window of docs/reliability.md).
+   */
+  private fallbackGivesUp(name: string, action: Extract<Action, { type: 'writeSyncRecord' }>, decision: Decision, inEffect: string): void {
+    if (action.members.length > 0 || (action.previous?.length ?? 0) > 0 || this.lastSyncAck?.member !== name) return;
+    const configure = decision.actions.find((a) => a.type === 'configure');
+    const named = configure?.type === 'configure' && configure.as === 'primary' ? configure.synchronousStandbyNames : inEffect;
+    if (named !== '' && named !== inEffect) return;
+    this.lastSyncAck = undefined;
+    this.log(`${name}: sync record emptied without a replacement (fallback to asynchronous replication): earlier commits lose the synchronous guarantee, by design`);
   }
 
   /** Invariant 2 at the promotion itself: the new primary holds the last commit acknowledged with the synchronous guarantee. */
