@@ -42,6 +42,8 @@ export type Action =
       fence?: { member: string; address: string };
       /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
       quorum?: { members: string[]; quorum: number };
+      /** `on` mode: the sync record is reset with no member and these as `previous` (who may hold acknowledged commits). */
+      syncPrevious?: string[];
     }
   /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
   | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }

@@ -492,6 +492,18 @@ function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
     .sort();
 }
 
+/**
+ * `on` mode: who may hold acknowledged commits once we are promoted and
+ * before a standby is verified: we do (every commit of the former primary's
+ * guarantee, since we were eligible), and so may the provisional standbys our
+ * first commits wait for. Recorded as the sync record's `previous`, so that if
+ * we die in that window the election compares against all of us and promotes
+ * nobody while one of us cannot be asked (as for a lost synchronous standby).
+ */
+function syncPreviousOnPromotion(o: Observation, provisional: string[]): { syncPrevious?: string[] } {
+  return o.settings.synchronousMode === 'on' ? { syncPrevious: [o.member.name, ...provisional.filter((m) => m !== o.member.name)] } : {};
+}
+
 /** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
 function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
   return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
@@ -514,6 +526,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
           slots: peerSlots(o, store),
           synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
           quorum: promotionQuorum(o, o.memory.provisionalStandbys),
+          ...syncPreviousOnPromotion(o, o.memory.provisionalStandbys),
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
@@ -610,6 +623,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
         ...(fence ? { fence } : {}),
         quorum: promotionQuorum(o, provisional),
+        ...syncPreviousOnPromotion(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,

@@ -958,7 +958,7 @@ export class World {
               ? undefined
               : [...h, { timeline: action.timeline, from: action.from, to: name, reason: action.reason, lsn: action.forkLsn, at: 'sim' }],
           );
-          this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: [], updatedAt: 'sim' }));
+          this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: [], ...(action.syncPrevious?.length ? { previous: action.syncPrevious } : {}), updatedAt: 'sim' }));
         } catch (error) {
           try {
             this.releaseLeader(agent);

@@ -226,6 +226,13 @@ describe('decide: election', () => {
     const c = { name: 'c', status: member('c', { receivedLsn: '0/4FFFF00', replayedLsn: '0/4FFFF00', streaming: false }) };
     const holder = decide(observe({ store, peers: [c], server: at('0/5000000') }, 'b'));
     assert.equal(holder.state, 'promoting', 'the lost standby, back and most advanced, takes over');
+    // The new primary resets the record with itself (it holds every acknowledged commit) and its provisional
+    // standbys as previous: if it dies before a standby is verified, the lag check does not apply either (sim sync-loss seed 1379).
+    const promote = holder.actions[0];
+    assert.ok(promote?.type === 'promote');
+    assert.deepEqual(promote.syncPrevious, ['b', 'c']);
+    const quorum = decide(observe({ store, peers: [c], server: at('0/5000000'), settings: { ...defaultClusterSettings(), synchronousMode: 'quorum' } }, 'b')).actions[0];
+    assert.ok(quorum === undefined || (quorum.type === 'promote' && quorum.syncPrevious === undefined), 'quorum mode keeps its own record');
     // A record written by an older agent (no previous) parses and keeps the former rule.
     assert.equal(SyncRecordSchema.parse({ leader: 'a', members: [], updatedAt: 'x' }).previous, undefined);
   });

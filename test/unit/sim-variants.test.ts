@@ -35,6 +35,13 @@ describe('seeded simulation, quorum, failsafe and sync-loss variants', () => {
     assert.ok(run.trace.some((l) => /position of a unknown, it may hold acknowledged commits/.test(l)), 'c refused while the lost standby a could not be asked');
   });
 
+  it('sync-loss seed 1379 (faults 0-3): a member promoted while the set was changing dies before a standby is verified; the lagging one is not promoted', () => {
+    // With the promotion's reset to members [] and no previous, c was promoted by the lag check lacking commit 172.
+    const full = makeSchedule(1379, 300, 'sync-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 3) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+  });
+
   it('sync-loss: 60 schedules losing the synchronous standby and killing the primary inside the change keep every invariant', () => {
     const result = explore(1, 60, 300, 'sync-loss');
     assert.equal(result.failure?.report, undefined);
