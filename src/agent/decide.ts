@@ -392,9 +392,17 @@ function decideStopped(o: Observation, store: Reachable): Target {
         remember: { primaryDownSince: downSince },
       };
     }
+    // Our switchover hand-over did not complete (we still hold the lease): the shutdown position it
+    // recorded goes stale once we write again, and the election trusts it over every other rule. The
+    // request goes first (a failed removal stops the cycle before the start). Found by the simulation,
+    // sync-loss seed 1846.
+    const stale = store.failover?.kind === 'switchover' && store.failover.from === me && store.failover.shutdownLsn !== null;
     return {
       state: 'restarting_primary',
-      actions: [{ type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) }],
+      actions: [
+        ...(stale ? [{ type: 'clearFailoverRequest' as const, reason: 'switchover hand-over did not complete: we still lead, restarting in place', revision: store.revisions.failover! }] : []),
+        { type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) },
+      ],
       reason: 'we hold the leader lease and PostgreSQL is down: restarting it in place (crash recovery)',
       remember: { primaryDownSince: downSince },
     };
@@ -718,7 +726,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   const formerIsStandby = fence !== undefined && store.members.find((m) => m.name === fence.member)?.role === 'replica';
   if (fence && !formerIsStandby) actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
-  if (store.failover && (!request || request.from !== me)) {
+  if (store.failover && (!request || request.from !== me || request.shutdownLsn !== null)) {
     actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out`, revision: store.revisions.failover! });
   }
   const badRequest = unreadableOf(store, 'failover');

@@ -42,6 +42,15 @@ describe('seeded simulation, quorum, failsafe and sync-loss variants', () => {
     assert.equal(run.violation, undefined, run.violation?.message);
   });
 
+  it('sync-loss seed 1846 (faults 0-4): a primary whose switchover hand-over did not complete removes the request before restarting in place; its stale shutdown position elects nobody', () => {
+    // The request kept shutdownLsn while the primary restarted and wrote on; when it died, c was elected on that
+    // stale position ("received the old primary's last WAL") lacking commit 189.
+    const full = makeSchedule(1846, 300, 'sync-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 4) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+    assert.ok(run.trace.some((l) => /restarting_primary \[clearFailoverRequest,startPostgres\]/.test(l)), 'the stale request is removed first');
+  });
+
   it('sync-loss: 60 schedules losing the synchronous standby and killing the primary inside the change keep every invariant', () => {
     const result = explore(1, 60, 300, 'sync-loss');
     assert.equal(result.failure?.report, undefined);
