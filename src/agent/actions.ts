@@ -42,11 +42,14 @@ export type Action =
       fence?: { member: string; address: string };
       /** Quorum mode: the quorum record written (compare-and-swap) before pg_promote(). */
       quorum?: { members: string[]; quorum: number };
+      /** `on` mode: the sync record is reset with no member and these as `previous` (who may hold acknowledged commits). */
+      syncPrevious?: string[];
     }
   /** Replace the predicted timeline of our promotion's history entry with PostgreSQL's own, and its fork position from the timeline history file. */
   | { type: 'recordSwitchPoint'; predictedTimeline: number; timeline: number }
   /** Compare-and-swap on the observed revision (undefined: the record is absent, atomic create); a lost swap is seen next cycle. */
-  | { type: 'writeSyncRecord'; members: string[]; revision: number | undefined }
+  /** `previous`: while `members` is empty, the members that may hold acknowledged commits (src/cluster/types.ts SyncRecordSchema). */
+  | { type: 'writeSyncRecord'; members: string[]; previous?: string[]; revision: number | undefined }
   | { type: 'writeOptime'; lsn: string; timeline: number; revision: number | undefined }
   /** Quorum record change by compare-and-swap against `revision` (null: create it); fails if it changed meanwhile. */
   | { type: 'writeQuorumRecord'; members: string[]; quorum: number; revision: number | null }

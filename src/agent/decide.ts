@@ -412,9 +412,17 @@ function decideStopped(o: Observation, store: Reachable): Target {
         remember: { primaryDownSince: downSince },
       };
     }
+    // Our switchover hand-over did not complete (we still hold the lease): the shutdown position it
+    // recorded goes stale once we write again, and the election trusts it over every other rule. The
+    // request goes first (a failed removal stops the cycle before the start). Found by the simulation,
+    // sync-loss seed 1846.
+    const stale = store.failover?.kind === 'switchover' && store.failover.from === me && store.failover.shutdownLsn !== null;
     return {
       state: 'restarting_primary',
-      actions: [{ type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) }],
+      actions: [
+        ...(stale ? [{ type: 'clearFailoverRequest' as const, reason: 'switchover hand-over did not complete: we still lead, restarting in place', revision: store.revisions.failover! }] : []),
+        { type: 'startPostgres', as: 'primary', synchronousStandbyNames: standbyNamesOnStart(o, store) },
+      ],
       reason: 'we hold the leader lease and PostgreSQL is down: restarting it in place (crash recovery)',
       remember: { primaryDownSince: downSince },
     };
@@ -512,6 +520,18 @@ function prefixPeers(o: Observation, inspection: ServerInspection): string[] {
     .sort();
 }
 
+/**
+ * `on` mode: who may hold acknowledged commits once we are promoted and
+ * before a standby is verified: we do (every commit of the former primary's
+ * guarantee, since we were eligible), and so may the provisional standbys our
+ * first commits wait for. Recorded as the sync record's `previous`, so that if
+ * we die in that window the election compares against all of us and promotes
+ * nobody while one of us cannot be asked (as for a lost synchronous standby).
+ */
+function syncPreviousOnPromotion(o: Observation, provisional: string[]): { syncPrevious?: string[] } {
+  return o.settings.synchronousMode === 'on' ? { syncPrevious: [o.member.name, ...provisional.filter((m) => m !== o.member.name)] } : {};
+}
+
 /** synchronous_standby_names loaded before pg_promote(): from the very first commit, some standby must hold it. */
 function standbyNamesOnPromotion(o: Observation, provisional: string[]): string {
   return o.settings.synchronousMode !== 'off' ? renderAnyStandby(provisional) : '';
@@ -534,6 +554,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
           slots: peerSlots(o, store),
           synchronousStandbyNames: standbyNamesOnPromotion(o, o.memory.provisionalStandbys),
           quorum: promotionQuorum(o, o.memory.provisionalStandbys),
+          ...syncPreviousOnPromotion(o, o.memory.provisionalStandbys),
         },
       ],
       reason: 'we hold the leader lease while still in recovery: finishing the promotion',
@@ -630,6 +651,7 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
         synchronousStandbyNames: standbyNamesOnPromotion(o, provisional),
         ...(fence ? { fence } : {}),
         quorum: promotionQuorum(o, provisional),
+        ...syncPreviousOnPromotion(o, provisional),
       },
     ],
     reason: `taking over: ${why}; ${verdict.reason}`,
@@ -724,7 +746,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   const formerIsStandby = fence !== undefined && store.members.find((m) => m.name === fence.member)?.role === 'replica';
   if (fence && !formerIsStandby) actions.push({ type: 'fenceFormerPrimary', member: fence.member, address: fence.address });
   // We lead and the request was not ours to carry out (we are its result), or it timed out: clear it.
-  if (store.failover && (!request || request.from !== me)) {
+  if (store.failover && (!request || request.from !== me || request.shutdownLsn !== null)) {
     actions.push({ type: 'clearFailoverRequest', reason: request ? `${request.kind} done: ${me} is the primary` : `${store.failover.kind} request timed out`, revision: store.revisions.failover! });
   }
   const badRequest = unreadableOf(store, 'failover');

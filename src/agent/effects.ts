@@ -160,8 +160,8 @@ function recordSwitchPoint(ctx: EffectContext, predictedTimeline: number, timeli
   });
 }
 
-async function resetSyncRecord(ctx: EffectContext): Promise<void> {
-  const record = { leader: ctx.config.name, members: [], updatedAt: new Date().toISOString() };
+async function resetSyncRecord(ctx: EffectContext, previous: string[] = []): Promise<void> {
+  const record = { leader: ctx.config.name, members: [], ...(previous.length > 0 ? { previous } : {}), updatedAt: new Date().toISOString() };
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await ctx.store.get(ctx.keys.sync);
     if ((await writeShared(ctx, ctx.keys.sync, record, current?.revision)) === undefined) return;
@@ -183,9 +183,10 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
       lsn: action.forkLsn,
       at: new Date().toISOString(),
     });
-    // Nobody holds our acknowledged commits yet: the sync set starts empty. We hold the lease, so we are
-    // its writer; a swap lost to a former primary still writing is retried on a fresh read.
-    await resetSyncRecord(ctx);
+    // No standby is verified to hold our acknowledged commits yet: the sync set starts empty, with who may
+    // hold them as `previous` (`on` mode). We hold the lease, so we are its writer; a swap lost to a former
+    // primary still writing is retried on a fresh read.
+    await resetSyncRecord(ctx, action.syncPrevious);
     if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
   } catch (error) {
     await releaseLeader(ctx).catch(() => false);
@@ -388,8 +389,10 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       return `history corrected: our promotion started timeline ${action.timeline} (not ${action.predictedTimeline}) at ${switchPoint.lsn}`;
     }
     case 'writeSyncRecord': {
-      const record = { leader: config.name, members: action.members, updatedAt: new Date().toISOString() };
-      return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]`;
+      const previous = action.previous ?? [];
+      const record = { leader: config.name, members: action.members, ...(previous.length > 0 ? { previous } : {}), updatedAt: new Date().toISOString() };
+      const changing = previous.length > 0 ? ` (changing: acknowledged commits are on the most advanced of ${previous.join(', ')})` : '';
+      return (await writeShared(ctx, keys.sync, record, action.revision)) ?? `synchronous set is now [${action.members.join(', ')}]${changing}`;
     }
     case 'writeQuorumRecord':
       return writeQuorumRecord(store, keys, config.name, action);

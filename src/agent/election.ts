@@ -84,7 +84,10 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
   const timeline = latestTimeline(store.history);
   if (candidate.timeline < timeline) return { eligible: false, reason: `on timeline ${candidate.timeline}, cluster is on ${timeline}` };
   if (settings.synchronousMode === 'on') {
-    const sync = store.sync && store.sync.leader === lastLeader(store) ? store.sync.members : [];
+    const record = store.sync && store.sync.leader === lastLeader(store) ? store.sync : undefined;
+    const sync = record?.members ?? [];
+    const previous = sync.length === 0 ? (record?.previous ?? []) : [];
+    if (previous.length > 0) return changingVerdict(previous, candidate, witnesses);
     if (sync.length > 0) {
       if (sync.includes(candidate.name)) return { eligible: true, reason: 'synchronous standby: holds every acknowledged commit' };
       const received = candidate.receivedLsn;
@@ -110,6 +113,27 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
     }
   }
   return { eligible: true, reason: 'within maximumLagOnFailover of the last primary position' };
+}
+
+/**
+ * The sync set was changing when the leader was lost (src/cluster/types.ts
+ * SyncRecordSchema `previous`): each acknowledged commit is on one of
+ * `previous`, so on the most advanced of them. A candidate must have received
+ * at least as much as every one of them, on the same timeline; while one of
+ * them cannot be asked (down, cut off, still streaming) nobody is promoted
+ * automatically, as with a synchronous standby that is gone.
+ */
+function changingVerdict(previous: string[], candidate: Candidate, witnesses: SyncWitness[]): Verdict {
+  const received = candidate.receivedLsn!;
+  for (const name of previous) {
+    if (name === candidate.name) continue;
+    const w = witnesses.find((x) => x.name === name);
+    if (!w) return { eligible: false, reason: `synchronous set changing (${previous.join(', ')}): position of ${name} unknown, it may hold acknowledged commits this member lacks` };
+    if (w.timeline !== candidate.timeline || compareLsn(received, w.receivedLsn) < 0) {
+      return { eligible: false, reason: `synchronous set changing (${previous.join(', ')}): ${name} received more (${w.receivedLsn} on timeline ${w.timeline}), it may hold acknowledged commits this member lacks` };
+    }
+  }
+  return { eligible: true, reason: `synchronous set changing (${previous.join(', ')}): received at least as much as each of them, holds every acknowledged commit` };
 }
 
 /**

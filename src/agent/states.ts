@@ -184,8 +184,8 @@ export const TRANSITIONS: readonly Transition[] = [
   {
     from: [...AFTER_GAP, ...LEADING, 'releasing_lease', 'fencing_store_lost', 'demoting'],
     to: 'restarting_primary',
-    actions: ['startPostgres'],
-    comment: 'we hold the leader lease and PostgreSQL is down: start it in place (crash recovery) for up to primaryRestartTimeoutMs',
+    actions: ['startPostgres', 'clearFailoverRequest'],
+    comment: 'we hold the leader lease and PostgreSQL is down: start it in place (crash recovery) for up to primaryRestartTimeoutMs; first remove our own switchover request whose hand-over did not complete (its shutdown position goes stale once we write again)',
   },
   { from: [...AFTER_GAP, 'restarting_primary', 'releasing_lease'], to: 'releasing_lease', actions: ['releaseLeader'], comment: 'PostgreSQL did not come back within primaryRestartTimeoutMs: release the lease so a replica takes over' },
   {

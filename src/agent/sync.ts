@@ -94,7 +94,12 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
   const settings = o.settings;
   const bad = unreadableOf(store, 'sync');
   // Compare-and-swap on what we observed; a damaged record is replaced at its own revision.
-  const write = (members: string[]): Action => ({ type: 'writeSyncRecord', members, revision: store.revisions.sync ?? bad?.revision });
+  const write = (members: string[], previous: string[] = []): Action => ({
+    type: 'writeSyncRecord',
+    members,
+    ...(previous.length > 0 ? { previous } : {}),
+    revision: store.revisions.sync ?? bad?.revision,
+  });
   const lost = o.outcomes.some((r) => r.result === 'lost_cas' && r.type === 'writeSyncRecord');
   if (bad && settings.synchronousMode === 'on') return repairSync(o, inspection, bad.problem, write);
   const plan = planSyncFromRecord(o, store, inspection, write);
@@ -109,7 +114,7 @@ export function planSync(o: Observation, store: Reachable, inspection: ServerIns
  * the standbys every commit waits for that have flushed past the point
  * recorded when we started looking (or [] when commits wait for nobody).
  */
-function repairSync(o: Observation, inspection: ServerInspection, problem: string, write: (members: string[]) => Action): SyncPlan {
+function repairSync(o: Observation, inspection: ServerInspection, problem: string, write: Write): SyncPlan {
   const inEffect = inspection.synchronousStandbyNames;
   const note = `sync record unreadable (${problem}): keeping synchronous_standby_names '${inEffect}' until its standbys are verified`;
   const named = allMustAcknowledge(inEffect);
@@ -139,14 +144,23 @@ export function allMustAcknowledge(standbyNames: string): string[] | undefined {
   return Number(match[1]) === names.length && !names.includes(NO_STANDBY) ? names : undefined;
 }
 
-function planSyncFromRecord(o: Observation, store: Reachable, inspection: ServerInspection, write: (members: string[]) => Action): SyncPlan {
+type Write = (members: string[], previous?: string[]) => Action;
+
+/** `a` followed by the names of `b` it lacks. */
+function union(a: string[], b: string[]): string[] {
+  return [...a, ...b.filter((name) => !a.includes(name))];
+}
+
+function planSyncFromRecord(o: Observation, store: Reachable, inspection: ServerInspection, write: Write): SyncPlan {
   const me = o.member.name;
   const settings = o.settings;
   const inEffect = inspection.synchronousStandbyNames;
   const record = store.sync && store.sync.leader === me ? store.sync.members : [];
   const recordIsOurs = store.sync?.leader === me;
+  // The set is changing (members empty): the members that may hold our acknowledged commits.
+  const previous = recordIsOurs && record.length === 0 ? (store.sync?.previous ?? []) : [];
   if (settings.synchronousMode === 'off') {
-    const actions: Action[] = record.length > 0 || !recordIsOurs ? [write([])] : [];
+    const actions: Action[] = record.length > 0 || previous.length > 0 || !recordIsOurs ? [write([])] : [];
     return { synchronousStandbyNames: actions.length > 0 ? inEffect : '', actions, remember: {}, note: undefined };
   }
   const wanted = candidatesFor(o, store, record, inspection)
@@ -155,12 +169,14 @@ function planSyncFromRecord(o: Observation, store: Reachable, inspection: Server
   if (wanted.length === 0) {
     const since = o.memory.noSyncCandidateSince ?? o.monotonic;
     if (record.length === 0) {
-      const actions: Action[] = recordIsOurs ? [] : [write([])];
       const alone = !hasOtherMembers(me, store);
       // With other members around (e.g. re-pointing after a failover), commits wait for one of the
       // standbys known not to have diverged from us until the fallback timeout; a primary with no
       // other member has nothing to wait for.
       const wait = settings.synchronousStrict || (!alone && o.monotonic - since < settings.synchronousFallbackMs);
+      // While commits wait, the members that may hold the earlier ones stay recorded; falling back to
+      // asynchronous replication gives that guarantee up (as it does for a verified set), record first.
+      const actions: Action[] = !recordIsOurs || (!wait && previous.length > 0) ? [write([])] : [];
       return {
         synchronousStandbyNames: wait ? renderAnyStandby(o.memory.provisionalStandbys) : '',
         actions,
@@ -190,19 +206,26 @@ function planSyncFromRecord(o: Observation, store: Reachable, inspection: Server
   const desired = renderStandbyNames(wanted);
   if (kept.length !== record.length || !recordIsOurs) {
     // The record shrinks first; the replacement is named in the same cycle, after it: decide()
-    // puts the record write before the reload, and a failed write stops the cycle there.
+    // puts the record write before the reload, and a failed write stops the cycle there. When no
+    // member is kept, the record never says "nobody holds our commits" while some do: it keeps the
+    // former members and the replacement as `previous` until the replacement is verified (the
+    // election then compares a candidate against all of them). With a member kept, that one holds
+    // every acknowledged commit by itself.
     const switching = inEffect !== desired;
     return {
       synchronousStandbyNames: desired,
-      actions: [write(kept)],
+      actions: [write(kept, kept.length === 0 && recordIsOurs ? union(record, wanted) : [])],
       remember: { noSyncCandidateSince: undefined, provisionalStandbys: [], syncSwitchLsn: switching ? undefined : o.memory.syncSwitchLsn },
       note: switching ? `synchronous standby ${record.filter((n) => !kept.includes(n)).join(', ') || '(none)'} replaced by ${wanted.join(', ')}` : undefined,
     };
   }
   if (inEffect !== desired) {
+    // While the set changes, a standby is named only once the record lists it among those that
+    // may hold acknowledged commits (written before the reload, as above).
+    const grown = union(previous, wanted);
     return {
       synchronousStandbyNames: desired,
-      actions: [],
+      actions: previous.length > 0 && grown.length > previous.length ? [write([], grown)] : [],
       // The switch position is taken in the first cycle that sees the new setting in effect: a commit
       // acknowledged under the old one until the reload lies before it.
       remember: { noSyncCandidateSince: undefined, syncSwitchLsn: undefined, provisionalStandbys: [] },
@@ -217,6 +240,7 @@ function planSyncFromRecord(o: Observation, store: Reachable, inspection: Server
   });
   return {
     synchronousStandbyNames: desired,
+    // A verified standby holds every acknowledged commit: `previous` is cleared in the same swap.
     actions: ready.length > 0 ? [write([...record, ...ready])] : [],
     remember: { noSyncCandidateSince: undefined, syncSwitchLsn: switchLsn ?? undefined, provisionalStandbys: [] },
     note: undefined,

@@ -141,10 +141,21 @@ export const HistorySchema = z.array(HistoryEntrySchema);
  * Record under `sync`: the members that hold every commit the leader has
  * acknowledged. Only they may be promoted automatically in synchronous mode.
  * Written before synchronous_standby_names shrinks, after it grows.
+ *
+ * `previous` (only while `members` is empty): the set is changing, e.g. the
+ * synchronous standby was lost and its replacement is still catching up. It
+ * lists the former members and every standby named since, so each commit
+ * acknowledged by the leader lies on one of them, hence (WAL on one timeline
+ * being linear) on the most advanced of them. The election then promotes only
+ * a member at least as advanced as every one of them, and nobody while one of
+ * them cannot be asked. Cleared once a standby is verified synchronous and is
+ * written to `members`, or on the fallback to asynchronous replication.
+ * Optional: a record written by an older agent parses (no change under way).
  */
 export const SyncRecordSchema = z.object({
   leader: z.string(),
   members: z.array(z.string()),
+  previous: z.array(z.string()).optional(),
   updatedAt: z.string(),
 });
 export type SyncRecord = z.infer<typeof SyncRecordSchema>;

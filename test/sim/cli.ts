@@ -1,7 +1,8 @@
 /**
  * npm run sim -- --seeds N --steps M [--from S]       explore N seeded schedules of M fault steps each
  * npm run sim -- --seed S --steps M [--faults i,j] [--trace]   replay one schedule (optionally a subset of its faults)
- * --variant quorum|failsafe: synchronousMode quorum (ANY k), or store failsafe on (test/sim/sim.ts makeSchedule)
+ * --variant quorum|failsafe|sync-loss: synchronousMode quorum (ANY k), store failsafe on, or (sync-loss) the synchronous
+ *   standby lost in `on` mode and the primary's node killed right after the sync record changes (test/sim/sim.ts makeSchedule)
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -22,7 +23,7 @@ const { values } = parseArgs({
 });
 const steps = Number(values.steps);
 const variant = values.variant as ScheduleVariant;
-if (!['default', 'quorum', 'failsafe'].includes(variant)) throw new Error('--variant: default, quorum or failsafe');
+if (!['default', 'quorum', 'failsafe', 'sync-loss'].includes(variant)) throw new Error('--variant: default, quorum, failsafe or sync-loss');
 
 if (values.seed !== undefined) {
   const full = makeSchedule(Number(values.seed), steps, variant);

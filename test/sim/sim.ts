@@ -36,7 +36,9 @@ export type FaultKind =
   | 'clockStep'
   | 'switchover'
   | 'operatorRestart'
-  | 'operatorReinit';
+  | 'operatorReinit'
+  | 'slowReplica'
+  | 'killNode';
 
 export interface Fault {
   at: number;
@@ -46,6 +48,13 @@ export interface Fault {
   ms: number;
   /** switchover: target member or null. */
   to?: string | null;
+  /**
+   * Resolved when the fault starts (variant 'sync-loss'): the leader, a member of
+   * the sync record, or a standby that is neither; `member` is the fallback.
+   */
+  role?: 'primary' | 'sync' | 'async';
+  /** Armed at `at`; starts this many steps after the sync record next changes (variant 'sync-loss'). */
+  onSyncChange?: number;
 }
 
 export interface Schedule {
@@ -109,12 +118,13 @@ const FAULTS: FaultKind[] = [
  * synchronousMode: quorum (ANY k) and 'failsafe' turns store failsafe on. Drawn
  * from their own generator, so the default schedules (and the regression seeds) stay as they were.
  */
-export type ScheduleVariant = 'default' | 'quorum' | 'failsafe';
+export type ScheduleVariant = 'default' | 'quorum' | 'failsafe' | 'sync-loss';
 
 /** The schedule of seed `seed`: settings, clocks and faults, all drawn up front so a subset can be replayed. */
 export function makeSchedule(seed: number, faultSteps: number, variant: ScheduleVariant = 'default'): Schedule {
   const schedule = makeDefaultSchedule(seed, faultSteps);
   if (variant === 'default') return schedule;
+  if (variant === 'sync-loss') return makeSyncLossSchedule(seed, faultSteps, schedule);
   const rng = new Rng(seed * 104_729 + 3);
   const settings = { ...schedule.settings };
   if (variant === 'quorum') {
@@ -137,6 +147,32 @@ export function makeSchedule(seed: number, faultSteps: number, variant: Schedule
   }
   faults.sort((x, y) => x.at - y.at);
   return { ...schedule, settings, faults: variant === 'failsafe' ? faults : schedule.faults };
+}
+
+/**
+ * Synchronous mode \`on\`, FIRST 1: the synchronous standby is lost while the
+ * replacement lags (its replication slowed), and the primary's node dies 0–15
+ * steps after the sync record next changes, i.e. inside the replacement's
+ * catch-up (docs/reliability.md, "the sync record during a change"). Half the
+ * seeds add the default schedule's random faults on top.
+ */
+function makeSyncLossSchedule(seed: number, faultSteps: number, base: Schedule): Schedule {
+  const rng = new Rng(seed * 15_485_863 + 7);
+  const members = rng.chance(0.25) ? ['a', 'b', 'c', 'd'] : ['a', 'b', 'c'];
+  const settings: ClusterSettings = { ...base.settings, synchronousMode: 'on', synchronousStrict: false, synchronousCount: 1, failsafe: false };
+  const first = Math.min(150, Math.floor(faultSteps / 2));
+  const slowAt = rng.int(first, first + 50);
+  const lossAt = slowAt + rng.int(5, 60);
+  const faults: Fault[] = [
+    { at: slowAt, kind: 'slowReplica', member: 'c', role: 'async', ms: rng.int(100, 600) * TICK_MS },
+    { at: lossAt, kind: rng.pick(['partition', 'killNode', 'crashPostgres'] as const), member: 'b', role: 'sync', ms: rng.int(20, 300) * TICK_MS },
+    { at: lossAt, kind: 'killNode', member: 'a', role: 'primary', ms: rng.int(30, 300) * TICK_MS, onSyncChange: rng.int(0, 15) },
+  ];
+  const extra = rng.chance(0.5) ? base.faults.filter((f) => members.includes(f.member) && (f.to === undefined || f.to === null || members.includes(f.to))) : [];
+  const all = [...faults, ...extra].sort((x, y) => x.at - y.at);
+  const drift: Record<string, number> = {};
+  for (const m of members) drift[m] = base.drift[m] ?? 1 + (rng.next() - 0.5) * 0.01;
+  return { seed, members, settings, drift, faults: all, faultSteps: Math.max(faultSteps, lossAt + 350), writeChance: 0.8 };
 }
 
 function makeDefaultSchedule(seed: number, faultSteps: number): Schedule {
@@ -328,6 +364,7 @@ export class World {
     for (; this.step < steps && !this.violation; this.step++) {
       this.trueTime = this.step * TICK_MS;
       while (this.nextFault < faults.length && faults[this.nextFault]!.at <= this.step) this.startFault(faults[this.nextFault++]!);
+      this.fireArmed();
       for (const f of this.active) if (f.at * TICK_MS + f.ms <= this.trueTime) this.endFault(f);
       this.active = this.active.filter((f) => f.at * TICK_MS + f.ms > this.trueTime);
       if (this.step === this.schedule.faultSteps) this.healAll();
@@ -347,6 +384,33 @@ export class World {
     }
   }
 
+  /** Faults waiting for the sync record to change: the revision they saw when armed, and the step the change was seen. */
+  private armed: { fault: Fault; revision: number | undefined; changedAt: number | undefined }[] = [];
+
+  private fireArmed(): void {
+    const revision = this.store.get(KEYS.sync)?.revision;
+    for (const a of this.armed) {
+      if (a.changedAt === undefined && revision !== a.revision) {
+        a.changedAt = this.step;
+        this.log(`sync record changed: ${JSON.stringify(this.store.get(KEYS.sync)?.value)}`);
+      }
+    }
+    const due = this.armed.filter((a) => a.changedAt !== undefined && this.step >= a.changedAt + a.fault.onSyncChange!);
+    this.armed = this.armed.filter((a) => !due.includes(a));
+    for (const a of due) this.startFault({ ...a.fault, at: this.step, onSyncChange: undefined });
+  }
+
+  /** The member a role-relative fault hits now, or its fallback member. */
+  private resolveRole(f: Fault): string {
+    const leader = (this.store.get(KEYS.leader)?.value as LeaderRecord | undefined)?.member;
+    const sync = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
+    const inSync = sync && sync.leader === leader ? sync.members : [];
+    const pick = (names: string[]) => (names.includes(f.member) ? f.member : names[0]) ?? f.member;
+    if (f.role === 'primary') return leader ?? f.member;
+    if (f.role === 'sync') return pick(inSync);
+    return pick(this.schedule.members.filter((m) => m !== leader && !inSync.includes(m)));
+  }
+
   private healAll(): void {
     for (const f of this.active) this.endFault(f);
     this.active = [];
@@ -355,6 +419,12 @@ export class World {
 
   private endFault(f: Fault): void {
     const pg = this.pg.get(f.member)!;
+    if (f.kind === 'killNode') {
+      const agent = this.agents.get(f.member)!;
+      agent.alive = true;
+      agent.nextCycle = this.trueTime;
+      this.log(`${f.member}: node back (agent starting)`);
+    }
     if (f.kind === 'hangPostgres' && pg.run === 'hung') {
       pg.run = 'running';
       if (pg.stopPending) {
@@ -365,7 +435,12 @@ export class World {
     }
   }
 
-  private startFault(f: Fault): void {
+  private startFault(fault: Fault): void {
+    if (fault.onSyncChange !== undefined) {
+      this.armed.push({ fault, revision: this.store.get(KEYS.sync)?.revision, changedAt: undefined });
+      return;
+    }
+    const f = fault.role ? { ...fault, member: this.resolveRole(fault), role: undefined } : fault;
     const pg = this.pg.get(f.member)!;
     const agent = this.agents.get(f.member)!;
     this.log(`FAULT ${f.kind} ${f.member}${f.kind === 'clockStep' ? ` by ${f.ms} ms` : f.kind === 'switchover' ? ` to ${f.to ?? 'any'}` : ` for ${f.ms} ms`}`);
@@ -380,6 +455,13 @@ export class World {
           this.active.push(f);
         }
         return;
+      case 'killNode': {
+        // The whole node: PostgreSQL crashes and its agent is gone for the fault's duration (its lease expires).
+        if (pg.run !== 'stopped') pg.crash();
+        this.agents.set(f.member, { ...this.freshAgent(f.member, f.ms), alive: false });
+        this.active.push(f);
+        return;
+      }
       case 'restartAgent': {
         // The old lease is left to expire; PostgreSQL keeps running.
         const fresh = this.freshAgent(f.member, f.ms);
@@ -528,12 +610,14 @@ export class World {
     const { decision, observation } = agent.inFlight!;
     agent.inFlight = undefined;
     for (const action of decision.actions) {
+      const before = this.pg.get(agent.name)!.ssn;
       const outcome = this.perform(agent, action);
       agent.outcomes.push(outcome);
       if (outcome.result !== 'ok') {
         if (this.traceAll) this.log(`${agent.name}: ${action.type} ${outcome.result}: ${outcome.error}`);
         break;
       }
+      if (action.type === 'writeSyncRecord') this.fallbackGivesUp(agent.name, action, decision, before);
     }
     const after = decision.actions.length > 0 ? this.observe(agent, observation.store.reachable ? undefined : 'unreachable') : observation;
     const server = after.server;
@@ -874,7 +958,7 @@ export class World {
               ? undefined
               : [...h, { timeline: action.timeline, from: action.from, to: name, reason: action.reason, lsn: action.forkLsn, at: 'sim' }],
           );
-          this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: [], updatedAt: 'sim' }));
+          this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: [], ...(action.syncPrevious?.length ? { previous: action.syncPrevious } : {}), updatedAt: 'sim' }));
         } catch (error) {
           try {
             this.releaseLeader(agent);
@@ -886,6 +970,8 @@ export class World {
         this.requireRunning(pg);
         pg.ssn = action.synchronousStandbyNames;
         if (pg.inRecovery) {
+          this.checkPromotion(name, pg);
+          if (this.violation) return;
           pg.tl = this.newTimeline(pg);
           pg.wal.push({ id: -this.nextRecord++ });
           pg.inRecovery = false;
@@ -918,7 +1004,7 @@ export class World {
         this.writeShared(name, 'quorum', { leader: name, members: action.members, quorum: action.quorum }, action.revision ?? undefined);
         return;
       case 'writeSyncRecord':
-        this.writeShared(name, KEYS.sync, { leader: name, members: action.members, updatedAt: 'sim' }, action.revision);
+        this.writeShared(name, KEYS.sync, { leader: name, members: action.members, ...(action.previous?.length ? { previous: action.previous } : {}), updatedAt: 'sim' }, action.revision);
         return;
       case 'writeOptime':
         this.writeShared(name, KEYS.optime, { member: name, address: `${name}:5432`, lsn: action.lsn, timeline: action.timeline, at: new Date(this.wallClock(name)).toISOString() }, action.revision);
@@ -997,7 +1083,10 @@ export class World {
       }
       pg.streamingFrom = pg.upstream;
       this.reconciled(name);
-      if (pg.wal.length < source.wal.length) pg.wal = source.wal.slice(0, Math.min(source.wal.length, pg.wal.length + this.rng.int(1, 40)));
+      // A slow link or disk: at most one record every other step or so, slower than the clients write.
+      if (this.faultOn('slowReplica', name)) {
+        if (pg.wal.length < source.wal.length && this.rng.chance(0.3)) pg.wal = source.wal.slice(0, pg.wal.length + 1);
+      } else if (pg.wal.length < source.wal.length) pg.wal = source.wal.slice(0, Math.min(source.wal.length, pg.wal.length + this.rng.int(1, 40)));
       pg.tl = source.tl;
     }
   }
@@ -1130,7 +1219,8 @@ export class World {
 
   /**
    * Whether `primary`'s acknowledgements carry the synchronous guarantee: always in strict mode (no record,
-   * no promotion); otherwise while the sync record names it with at least one member. After a fallback to
+   * no promotion); otherwise while the sync record names it with at least one member, or with the members
+   * that may hold its commits while the set changes (`previous`). After a fallback to
    * asynchronous replication the record is emptied first, and until it names a verified standby again the
    * commits are not protected by design (docs/configuration.md, synchronousFallbackMs).
    */
@@ -1142,7 +1232,34 @@ export class World {
       return quorum?.leader === primary && quorum.quorum > 0;
     }
     const record = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
-    return record?.leader === primary && record.members.length > 0;
+    // While the set changes, `previous` vouches for the commit: the most advanced of them holds it.
+    return record?.leader === primary && (record.members.length > 0 || (record.previous?.length ?? 0) > 0);
+  }
+
+  /**
+   * The fallback to asynchronous replication (synchronousFallbackMs, docs/configuration.md) gives up the
+   * guarantee of the commits acknowledged so far, by design: the record is emptied without naming anyone
+   * new (synchronous_standby_names stays as it is, or becomes ''). Emptying it while a replacement is
+   * named is not a fallback, and the obligation stays (the window of docs/reliability.md).
+   */
+  private fallbackGivesUp(name: string, action: Extract<Action, { type: 'writeSyncRecord' }>, decision: Decision, inEffect: string): void {
+    if (action.members.length > 0 || (action.previous?.length ?? 0) > 0 || this.lastSyncAck?.member !== name) return;
+    const configure = decision.actions.find((a) => a.type === 'configure');
+    const named = configure?.type === 'configure' && configure.as === 'primary' ? configure.synchronousStandbyNames : inEffect;
+    if (named !== '' && named !== inEffect) return;
+    this.lastSyncAck = undefined;
+    this.log(`${name}: sync record emptied without a replacement (fallback to asynchronous replication): earlier commits lose the synchronous guarantee, by design`);
+  }
+
+  /** Invariant 2 at the promotion itself: the new primary holds the last commit acknowledged with the synchronous guarantee. */
+  private checkPromotion(name: string, pg: SimPostgres): void {
+    const sync = this.lastSyncAck;
+    if (!sync || sync.member === name || pg.wal[sync.lsn - 1]?.id === sync.id) return;
+    this.violation = {
+      kind: 'lost-commit',
+      step: this.step,
+      message: `unsafe promotion: ${name} (received ${pg.lsn}) lacks commit ${sync.id} at ${sync.lsn}, acknowledged synchronously by ${sync.member}: an acknowledged commit was lost`,
+    };
   }
 
   private checkLiveness(): void {

@@ -6,6 +6,7 @@ import { freshMemory } from '../../src/agent/observation.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
 import { AGENT_STATES, TRANSITIONS, checkTransition } from '../../src/agent/states.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
+import { SyncRecordSchema } from '../../src/cluster/types.js';
 import { member, observation, primaryInspection, replicaInspection, storeView } from './observations.js';
 
 const types = (d: ReturnType<typeof decide>) => d.actions.map((a) => a.type);
@@ -225,6 +226,34 @@ describe('decide: election', () => {
     const heir = decide(observe({ store: noLeader, peers: [c] }, 'b'));
     assert.equal(heir.state, 'electing');
     assert.match(heir.reason, /peer c is a better candidate/);
+  });
+
+  it('sync-standby-loss window: with the set changing, only a member at least as advanced as every one of previous is promoted, and nobody while one is unknown', () => {
+    // The record was emptied while b (lost) was replaced by c (catching up): each acknowledged commit is on b or c.
+    const store = storeView({ leader: undefined, sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    const at = (receivedLsn: string) => ({ ...detached.server, inspection: replicaInspection({ receivedLsn, replayedLsn: receivedLsn, streaming: false, upstreamConninfo: null }) });
+    const b = { name: 'b', status: member('b', { receivedLsn: '0/5000000', replayedLsn: '0/5000000', streaming: false }) };
+    const lagging = decide(observe({ store, peers: [b], server: at('0/4FFFF00') }, 'c'));
+    assert.equal(lagging.state, 'electing', 'c lacks what b acknowledged (the lag check would have let it through)');
+    assert.match(lagging.reason, /synchronous set changing \(b, c\): b received more/);
+    const unknown = decide(observe({ store, peers: [{ name: 'b', status: undefined, error: 'unreachable' }], server: at('0/5000100') }, 'c'));
+    assert.equal(unknown.state, 'electing', 'b cannot be asked: no automatic promotion');
+    assert.match(unknown.reason, /position of b unknown/);
+    const ahead = decide(observe({ store, peers: [b], server: at('0/5000100') }, 'c'));
+    assert.equal(ahead.state, 'promoting');
+    assert.match(ahead.reason, /synchronous set changing/);
+    const c = { name: 'c', status: member('c', { receivedLsn: '0/4FFFF00', replayedLsn: '0/4FFFF00', streaming: false }) };
+    const holder = decide(observe({ store, peers: [c], server: at('0/5000000') }, 'b'));
+    assert.equal(holder.state, 'promoting', 'the lost standby, back and most advanced, takes over');
+    // The new primary resets the record with itself (it holds every acknowledged commit) and its provisional
+    // standbys as previous: if it dies before a standby is verified, the lag check does not apply either (sim sync-loss seed 1379).
+    const promote = holder.actions[0];
+    assert.ok(promote?.type === 'promote');
+    assert.deepEqual(promote.syncPrevious, ['b', 'c']);
+    const quorum = decide(observe({ store, peers: [c], server: at('0/5000000'), settings: { ...defaultClusterSettings(), synchronousMode: 'quorum' } }, 'b')).actions[0];
+    assert.ok(quorum === undefined || (quorum.type === 'promote' && quorum.syncPrevious === undefined), 'quorum mode keeps its own record');
+    // A record written by an older agent (no previous) parses and keeps the former rule.
+    assert.equal(SyncRecordSchema.parse({ leader: 'a', members: [], updatedAt: 'x' }).previous, undefined);
   });
 
   it('defers to a more advanced eligible peer, asked directly', () => {

@@ -4,14 +4,17 @@
  * after comparing n - q + 1 positions), and store failsafe with extra store
  * outages meeting partitions, agent restarts and crashes. Bounded here;
  * longer: `npm run sim -- --variant quorum|failsafe --seeds N --steps M`.
- * Plus the violations the failsafe variant found, replayed.
+ * And sync-loss: synchronousMode on, the synchronous standby lost while the
+ * replacement lags, the primary's node killed right after the sync record
+ * changes (`npm run sim -- --variant sync-loss`).
+ * Plus the violations the failsafe and sync-loss variants found, replayed.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { explore } from '../sim/explore.js';
 import { makeSchedule, runSchedule } from '../sim/sim.js';
 
-describe('seeded simulation, quorum and failsafe variants', () => {
+describe('seeded simulation, quorum, failsafe and sync-loss variants', () => {
   it('quorum mode: 300 schedules keep every invariant (an acknowledged commit is never lost)', () => {
     const result = explore(1, 300, 300, 'quorum');
     assert.equal(result.failure?.report, undefined);
@@ -22,6 +25,36 @@ describe('seeded simulation, quorum and failsafe variants', () => {
     const result = explore(1, 300, 300, 'failsafe');
     assert.equal(result.failure?.report, undefined);
     assert.ok(result.failsafeRounds > 300, `failsafe held a primary without the store (${result.failsafeRounds} rounds)`);
+  });
+
+  it('sync-standby-loss window (sync-loss seed 1, faults 0,1,2): the synchronous standby lost, the primary killed 3 steps after the record changed, the lagging replacement is not promoted', () => {
+    // On the code before the record kept \`previous\`, c was promoted by the lag check lacking commit 150, acknowledged through b alone.
+    const full = makeSchedule(1, 300, 'sync-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 2) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+    assert.ok(run.trace.some((l) => /position of a unknown, it may hold acknowledged commits/.test(l)), 'c refused while the lost standby a could not be asked');
+  });
+
+  it('sync-loss seed 1379 (faults 0-3): a member promoted while the set was changing dies before a standby is verified; the lagging one is not promoted', () => {
+    // With the promotion's reset to members [] and no previous, c was promoted by the lag check lacking commit 172.
+    const full = makeSchedule(1379, 300, 'sync-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 3) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+  });
+
+  it('sync-loss seed 1846 (faults 0-4): a primary whose switchover hand-over did not complete removes the request before restarting in place; its stale shutdown position elects nobody', () => {
+    // The request kept shutdownLsn while the primary restarted and wrote on; when it died, c was elected on that
+    // stale position ("received the old primary's last WAL") lacking commit 189.
+    const full = makeSchedule(1846, 300, 'sync-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 4) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+    assert.ok(run.trace.some((l) => /restarting_primary \[clearFailoverRequest,startPostgres\]/.test(l)), 'the stale request is removed first');
+  });
+
+  it('sync-loss: 60 schedules losing the synchronous standby and killing the primary inside the change keep every invariant', () => {
+    const result = explore(1, 60, 300, 'sync-loss');
+    assert.equal(result.failure?.report, undefined);
+    assert.ok(result.failovers > 20, `the schedules exercise failovers (${result.failovers})`);
   });
 
   it('failsafe seed 81: a replica that reaches the store keeps its promise to the primary cut off from it', () => {

@@ -32,7 +32,8 @@ describe('synchronous standby planning: the sync record only ever lists members 
   it('shrinks the record first, then names the replacement in the same cycle (the record write comes before the reload)', () => {
     const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c')] });
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']) }));
-    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
+    // Never "nobody holds our commits": b (former member) and c (named next) may, until c is verified.
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], previous: ['b', 'c'], revision: 8 }]);
     assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
     assert.equal(step.remember.syncSwitchLsn, undefined, 'the switch position is taken once the new setting is in effect');
     const d = decide(observation({ store, server: { kind: 'running', postmasterPid: 2, inspection: primary({ synchronousStandbyNames: renderStandbyNames(['b']) }) }, standbyConfigured: false, previous: { state: 'primary', since: 0 } }, 'a'));
@@ -44,12 +45,36 @@ describe('synchronous standby planning: the sync record only ever lists members 
     // b was killed: its member key lives on until its lease expires, but pg_stat_replication no longer lists it.
     const store = storeView();
     const step = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('c', '0/5000000', 'async')] }));
-    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
+    assert.deepEqual(step.actions, [{ type: 'writeSyncRecord', members: [], previous: ['b', 'c'], revision: 8 }]);
     assert.equal(step.synchronousStandbyNames, renderStandbyNames(['c']));
     assert.match(step.note ?? '', /b replaced by c/);
     const healthy = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['b']), replication: [syncRow('b', '0/5000000'), syncRow('c', '0/5000000', 'async')] }));
     assert.deepEqual(healthy.actions, [], 'a streaming synchronous standby is kept');
     assert.equal(healthy.synchronousStandbyNames, renderStandbyNames(['b']));
+  });
+
+  it('sync-standby-loss window: while the set changes the record keeps who may hold commits, until the replacement is verified', () => {
+    const changing = storeView({ sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    const memory = { ...freshMemory(), syncSwitchLsn: '0/5000000' };
+    // c named and catching up: nothing to write, previous stays.
+    const behind = plan(changing, primary({ synchronousStandbyNames: renderStandbyNames(['c']), replication: [syncRow('c', '0/4FFFFFF')] }), memory);
+    assert.deepEqual(behind.actions, []);
+    // c verified (sync, flushed past the switch): it joins the record and previous is cleared in the same swap.
+    const verified = plan(changing, primary({ synchronousStandbyNames: renderStandbyNames(['c']), replication: [syncRow('c', '0/5000000')] }), memory);
+    assert.deepEqual(verified.actions, [{ type: 'writeSyncRecord', members: ['c'], revision: 8 }]);
+    // c lost too, d takes its place: d is added to previous before it is named (write first, reload after).
+    const store = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c', { streaming: false }), member('d')], sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    const next = plan(store, primary({ synchronousStandbyNames: renderStandbyNames(['c']), replication: [syncRow('d', '0/5000000', 'async')] }), memory);
+    assert.deepEqual(next.actions, [{ type: 'writeSyncRecord', members: [], previous: ['b', 'c', 'd'], revision: 8 }]);
+    assert.equal(next.synchronousStandbyNames, renderStandbyNames(['d']));
+    // Nobody to name for synchronousFallbackMs: falling back to asynchronous replication clears previous first.
+    const none = storeView({ members: [member('a', { role: 'primary', state: 'primary' }), member('b', { streaming: false }), member('c', { streaming: false })], sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    const settings = defaultClusterSettings();
+    const waiting = plan(none, primary({ synchronousStandbyNames: renderAnyStandby([]), replication: [] }), { ...freshMemory(), noSyncCandidateSince: 100_000 - 1_000 });
+    assert.deepEqual(waiting.actions, [], 'while commits wait, previous stays');
+    const fallback = plan(none, primary({ synchronousStandbyNames: renderAnyStandby([]), replication: [] }), { ...freshMemory(), noSyncCandidateSince: 100_000 - settings.synchronousFallbackMs });
+    assert.deepEqual(fallback.actions, [{ type: 'writeSyncRecord', members: [], revision: 8 }]);
+    assert.equal(fallback.synchronousStandbyNames, '');
   });
 
   it('with its only standby gone, commits wait; non-strict falls back to asynchronous after the timeout, record emptied first', () => {
