@@ -19,7 +19,7 @@ export interface Sites {
 }
 
 /** Creates both clusters and starts `src` (a1, a2); `dr` (b1, b2) is defined, not started, and follows nothing yet. */
-export async function createSites(): Promise<Sites> {
+export async function createSites(options: { beforeStart?: (src: TestCluster) => Promise<void> } = {}): Promise<Sites> {
   const src = await TestCluster.create({ store: 'embedded', name: 'src', settings: SITE_SETTINGS });
   const dr = await TestCluster.create({ store: 'embedded', name: 'dr', settings: SITE_SETTINGS });
   const sites = { src, dr, destroy: async () => void (await Promise.all([dr.destroy(), src.destroy()])) };
@@ -29,6 +29,7 @@ export async function createSites(): Promise<Sites> {
     const secrets = { file: src.member('a1').config.secrets.file };
     await dr.defineMember('b1', { secrets });
     await dr.defineMember('b2', { secrets });
+    await options.beforeStart?.(src);
     src.startAgent('a1');
     await waitFor('a1 primary', async () => (await src.status('a1'))?.state === 'primary', 90_000, 200);
     src.startAgent('a2');
