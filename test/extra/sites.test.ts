@@ -21,13 +21,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { clusterKeys } from '../../src/cluster/keys.js';
 import { SiteLinkSchema, type SiteLink } from '../../src/cluster/site.js';
-import { startRouter, type RouterHandle } from '../../src/router/index.js';
-import { clusterCaFile } from '../../src/tls/member.js';
+import type { RouterHandle } from '../../src/router/index.js';
 import { lookupOsUser } from '../../src/util/os-user.js';
-import { TEST_APP_ROLE, type TestCluster } from '../helpers/cluster.js';
-import { createSites, primaryOf, waitStandbyCluster, type Sites } from '../helpers/sites.js';
+import type { TestCluster } from '../helpers/cluster.js';
+import { createSites, primaryOf, routerWriter, siteRouter, waitStandbyCluster, type Sites } from '../helpers/sites.js';
 import { waitFor } from '../helpers/wait.js';
-import { createProbeTable, Writer } from '../helpers/writer.js';
+import { createProbeTable } from '../helpers/writer.js';
 
 async function count(cluster: TestCluster, member: string, sql: string): Promise<number> {
   return Number((await cluster.sql<{ n: string }>(member, sql))[0]!.n);
@@ -37,19 +36,6 @@ async function link(dr: TestCluster): Promise<SiteLink | undefined> {
   const kv = await dr.store.get(clusterKeys('dr').siteLink);
   const parsed = kv && SiteLinkSchema.safeParse(JSON.parse(kv.value));
   return parsed && parsed.success ? parsed.data : undefined;
-}
-
-function routerWriter(router: RouterHandle, cluster: TestCluster, table: string): Writer {
-  const address = router.addresses.readWrite!;
-  return new Writer({
-    targets: [{ name: 'router', host: address.replace(/:\d+$/, ''), port: Number(address.split(':').pop()) }],
-    ...TEST_APP_ROLE,
-    // The router relays TLS end to end: the member's certificate, verified against the (shared) cluster CA.
-    tlsCaFile: clusterCaFile(cluster.member([...cluster.members.keys()][0]!).config),
-    table,
-    intervalMs: 5,
-    connectTimeoutMs: 1_000,
-  });
 }
 
 describe('sites: a standby cluster fed from the archive; routers of both sites across a site switchover', { timeout: 600_000 }, () => {
@@ -97,20 +83,28 @@ describe('sites: a standby cluster fed from the archive; routers of both sites a
     }, 90_000);
     const primary = await primaryOf(src);
     await createProbeTable(src, primary, 'archive_probe');
-    await src.sql(primary, "INSERT INTO archive_probe SELECT FROM generate_series(1, 1000)");
-    // Not archived yet: dr is behind by what src wrote, and says so in bytes and seconds.
+    const rowsOn = (member: string) => count(dr, member, 'SELECT count(*) AS n FROM archive_probe');
+    const archived = (rows: number) =>
+      waitFor(`${rows} rows on the standby leader, from the archive`, async () => {
+        await src.sql(primary, 'SELECT pg_switch_wal()');
+        return (await rowsOn('b1').catch(() => -1)) === rows;
+      }, 90_000, 1_000);
+    await src.sql(primary, 'INSERT INTO archive_probe DEFAULT VALUES');
+    await archived(1);
+    // Written, not archived yet: dr is behind by it and says so in bytes and in seconds (the age of its last replayed commit).
+    await src.sql(primary, 'INSERT INTO archive_probe SELECT FROM generate_series(1, 999)');
+    let last: SiteLink | undefined;
     const behind = await waitFor('the lag published', async () => {
-      const l = await link(dr);
+      const l = (last = await link(dr));
       return l && l.feed === 'archive' && !l.streaming && (l.lagBytes ?? 0) > 0 && (l.lagSeconds ?? 0) > 0 ? l : undefined;
-    }, 30_000);
+    }, 30_000).catch((error: Error) => {
+      throw new Error(`${error.message}; last link: ${JSON.stringify(last)}`);
+    });
     t.diagnostic(`before the segment is archived: lag ${behind.lagBytes} bytes, ${behind.lagSeconds} s`);
     const listed = await dr.cli(['list'], 'b1');
     assert.match(listed.stdout, new RegExp(`dr +b1 +src +${primary} +archive `), listed.stdout);
-    await waitFor('the rows on the standby leader, from the archive', async () => {
-      await src.sql(primary, 'SELECT pg_switch_wal()');
-      return (await count(dr, 'b1', 'SELECT count(*) AS n FROM archive_probe')) === 1000;
-    }, 90_000, 1_000);
-    await waitFor('the rows on the cascading member', async () => (await count(dr, 'b2', 'SELECT count(*) AS n FROM archive_probe')) === 1000, 30_000);
+    await archived(1000);
+    await waitFor('the rows on the cascading member', async () => (await rowsOn('b2')) === 1000, 30_000);
     // Streaming was never there: no WAL receiver on b1, no dr member among src's replication connections.
     assert.equal(await count(dr, 'b1', 'SELECT count(*) AS n FROM pg_stat_wal_receiver'), 0);
     assert.equal(await count(src, primary, "SELECT count(*) AS n FROM pg_stat_replication WHERE application_name IN ('b1', 'b2')"), 0);
@@ -129,7 +123,7 @@ describe('sites: a standby cluster fed from the archive; routers of both sites a
     await waitStandbyCluster(dr, src);
     const oldPrimary = await primaryOf(src);
     for (const [name, cluster] of [['ra', src], ['rb', dr]] as const) {
-      routers.push(await startRouter({ name, cluster: cluster.clusterName, store: cluster.storeConfig, listen: { readWrite: '127.0.0.1:0', readOnly: null } }));
+      routers.push(await siteRouter(cluster, name));
     }
     const [ra, rb] = routers as [RouterHandle, RouterHandle];
     await waitFor("dr's router sends writes to src", () => rb.stats().primary === oldPrimary && rb.stats().route?.following === 'src', 20_000, 50);

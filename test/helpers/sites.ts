@@ -5,6 +5,7 @@
  * the source's roles; replication verifies the source's certificates).
  */
 import type { MemberStatus } from '../../src/cluster/types.js';
+import { startRouter, type RouterHandle } from '../../src/router/index.js';
 import { clusterCaFile } from '../../src/tls/member.js';
 import { TEST_APP_ROLE, TestCluster } from './cluster.js';
 import { waitFor } from './wait.js';
@@ -81,6 +82,24 @@ export function siteWriter(sites: Sites, table: string): Writer {
     table,
     intervalMs: 5,
     connectTimeoutMs: 500,
+  });
+}
+
+/** A relevo router (relay mode) for `cluster`, in this process, on its own store: it follows the route record `relevo site ...` writes. */
+export function siteRouter(cluster: TestCluster, name: string): Promise<RouterHandle> {
+  return startRouter({ name, cluster: cluster.clusterName, store: cluster.storeConfig, listen: { readWrite: '127.0.0.1:0', readOnly: null }, timeouts: { holdMs: 60_000 } });
+}
+
+/** A writer through a router (TLS end to end: the member's certificate, verified against the shared cluster CA). */
+export function routerWriter(router: RouterHandle, cluster: TestCluster, table: string): Writer {
+  const address = router.addresses.readWrite!;
+  return new Writer({
+    targets: [{ name: 'router', host: address.replace(/:\d+$/, ''), port: Number(address.split(':').pop()) }],
+    ...TEST_APP_ROLE,
+    tlsCaFile: clusterCaFile(cluster.member([...cluster.members.keys()][0]!).config),
+    table,
+    intervalMs: 5,
+    connectTimeoutMs: 1_000,
   });
 }
 
