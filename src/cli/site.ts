@@ -220,7 +220,10 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     const started = Date.now();
     // 0. Routers of both sites hold new writes and drain their sessions, as in a switchover inside a cluster.
     const routes = siteRoutes(handle, p);
-    await routes.hold();
+    await routes.hold().catch(async (error: unknown) => {
+      await routes.back();
+      throw error;
+    });
     // 1. The source becomes a standby cluster of the target: its primary shuts down cleanly and records where.
     // The source then reads our store (when it is another one) and, if it restored from an archive before, ours.
     const ourRepository = p.link.sourceRepository ? (await readStoredSettings(handle.store, handle.keys)).settings.backup.repository : undefined;
