@@ -87,6 +87,9 @@ async function round(sites: Sites, routers: [RouterHandle, RouterHandle], n: num
   const direct = await measure(writer);
   const [viaRa, viaRb] = [await measure(viaRouters[0]), await measure(viaRouters[1])];
   const rejoinMs = await rejoined!;
+  // Between rounds, as every bench here: VACUUM and CHECKPOINT on the new primary.
+  await target.sql(newPrimary, 'VACUUM');
+  await target.sql(newPrimary, 'CHECKPOINT');
   return { round: n, from: source.clusterName, to: target.clusterName, ...direct, commandMs, rejoinMs, viaRa, viaRb };
 }
 
@@ -95,6 +98,7 @@ async function main(): Promise<void> {
   const sites = await createSites();
   const results: Round[] = [];
   const routers: RouterHandle[] = [];
+  let failure: string | undefined;
   try {
     const follow = await sites.dr.cli(['site', 'follow', '--source-config', sites.src.member('a1').file], 'b1');
     if (follow.code !== 0) throw new Error(follow.stderr);
@@ -106,7 +110,13 @@ async function main(): Promise<void> {
     await waitFor("dr's router following src", () => routers[1]!.stats().route?.following === 'src' && routers[1]!.stats().primary !== null, 30_000, 50);
     for (let n = 1; n <= rounds; n++) {
       const [source, target] = n % 2 === 1 ? [sites.src, sites.dr] : [sites.dr, sites.src];
-      const r = await round(sites, routers as [RouterHandle, RouterHandle], n, source, target);
+      const r = await round(sites, routers as [RouterHandle, RouterHandle], n, source, target).catch((error: Error) => {
+        // The rounds done so far are still written.
+        failure = `round ${n} failed: ${error.message}`;
+        process.stderr.write(`${failure}\n`);
+        return undefined;
+      });
+      if (!r) break;
       results.push(r);
       process.stdout.write(`round ${n}: ${r.from} -> ${r.to}: pause ${r.pauseMs} ms (via ra ${r.viaRa.pauseMs} ms, via rb ${r.viaRb.pauseMs} ms), command ${r.commandMs} ms, ${r.errors}/${r.viaRa.errors}/${r.viaRb.errors} client errors, ${r.acknowledged}/${r.viaRa.acknowledged}/${r.viaRb.acknowledged} acknowledged, ${r.lost}/${r.viaRa.lost}/${r.viaRb.lost} lost; old source streaming again after ${r.rejoinMs} ms\n`);
     }
@@ -118,7 +128,7 @@ async function main(): Promise<void> {
   const outDir = join(dirname(fileURLToPath(import.meta.url)), '../../../bench/results');
   mkdirSync(outDir, { recursive: true });
   const meta = { date: new Date().toISOString(), cpus: cpus().length, loadavg: loadavg(), rounds, settings: SITE_SETTINGS, label: 'measured under load (other helpers share the machine)' };
-  writeFileSync(join(outDir, `site-${stamp}.json`), `${JSON.stringify({ meta, results }, null, 2)}\n`);
+  writeFileSync(join(outDir, `site-${stamp}.json`), `${JSON.stringify({ meta, results, failure: failure ?? null }, null, 2)}\n`);
   const pauses = results.map((r) => r.pauseMs);
   const routed = results.flatMap((r) => [r.viaRa.pauseMs, r.viaRb.pauseMs]);
   const lostTotal = results.reduce((n, r) => n + r.lost + r.viaRa.lost + r.viaRb.lost, 0);
@@ -136,6 +146,7 @@ async function main(): Promise<void> {
     results.length > 0
       ? `Median write pause: multi-host ${s(median(pauses))} (max ${s(Math.max(...pauses))}); through the routers ${s(median(routed))} (max ${s(Math.max(...routed))}); lost commits in total: ${lostTotal}.`
       : 'No round completed.',
+    ...(failure ? ['', `**${failure}**`] : []),
     '',
     NO_ANCHOR,
     '',
