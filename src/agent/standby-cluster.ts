@@ -105,7 +105,20 @@ function decideStopped(o: Observation, store: Reachable): Target | undefined {
     return { state: 'standby_leader', actions: [{ type: 'acquireLeader' }], reason: 'standby cluster: former primary data and no leader: taking the lease to rejoin the source as its standby leader' };
   }
   const found = sourceUpstream(o);
-  if ('problem' in found) return { state: 'waiting_for_primary', actions: [], reason: `standby leader, PostgreSQL stopped: ${found.problem}` };
+  if ('problem' in found) {
+    // Fed from the archive too, a configured standby leader need not wait for the source's store or primary:
+    // it starts from the archive alone (keyed by our own system identifier, so never a foreign system's) and
+    // gets primary_conninfo back, on `feed: both`, once the source's primary is known again.
+    const link = o.settings.standbyCluster!;
+    if (feedOf(link) !== 'stream' && o.standbyConfigured && !o.memory.rewindNeeded && !o.memory.rewindFailed) {
+      return {
+        state: 'starting_replica',
+        actions: [{ type: 'startPostgres', as: 'replica', upstream: { member: `${link.sourceCluster}/archive`, address: '', slot: '', archiveOnly: true } }],
+        reason: `standby leader, PostgreSQL stopped: ${found.problem}; starting from the source's WAL archive meanwhile`,
+      };
+    }
+    return { state: 'waiting_for_primary', actions: [], reason: `standby leader, PostgreSQL stopped: ${found.problem}` };
+  }
   if (o.memory.rewindFailed) return { state: 'needs_operator', actions: [], reason: `pg_rewind against the source's primary ${found.upstream.member} failed: run \`relevo reinit\` for this member` };
   if (!o.standbyConfigured || o.memory.rewindNeeded) {
     return {

@@ -94,6 +94,21 @@ describe('standby cluster decisions (docs/sites.md)', () => {
     assert.ok(action?.type === 'startPostgres' && action.as === 'replica' && action.upstream?.member === 'src/p1');
   });
 
+  it('fed from the archive, a stopped standby leader starts from it while the source is unreachable; streaming only, it waits', () => {
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 3 }, members: [member('b', { role: 'unknown', state: 'standby_leader' })] });
+    const gone = { reachable: false as const, cluster: 'src', error: 'etcd down' };
+    const base = { store, server: { kind: 'stopped' as const }, source: gone, standbyConfigured: true, memory: freshMemory(), previous: { state: 'standby_leader' as const, since: 0 } };
+    for (const feed of ['archive', 'both'] as const) {
+      const fed = { ...defaultClusterSettings(), standbyCluster: { sourceCluster: 'src', sourceRepository: '/srv/backup', feed } };
+      const d = decide(observation({ ...base, settings: fed }, 'b'));
+      assert.equal(d.state, 'starting_replica', d.reason);
+      const action = d.actions[0];
+      assert.ok(action?.type === 'startPostgres' && action.as === 'replica' && action.upstream?.archiveOnly === true);
+      assert.match(d.reason, /etcd down; starting from the source's WAL archive/);
+    }
+    assert.equal(decide(observation({ ...base, settings }, 'b')).state, 'waiting_for_primary');
+  });
+
   it('the first member of a new standby cluster clones the source instead of running initdb', () => {
     const store = storeView({ init: { member: 'b', startedAt: 'x' }, leader: undefined, members: [] });
     const d = decide(observation({ settings, source, dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }, 'b'));
