@@ -44,6 +44,8 @@ interface Round extends Measured {
   to: string;
   commandMs: number;
   rejoinMs: number;
+  /** What the command printed (its own step timings). */
+  output: string;
   /** The writers through the routers of src (ra) and dr (rb). */
   viaRa: Measured;
   viaRb: Measured;
@@ -63,13 +65,16 @@ async function round(sites: Sites, routers: [RouterHandle, RouterHandle], n: num
   let startedAt = 0;
   let commandMs = 0;
   let newPrimary = '';
+  let output = '';
   let rejoined: Promise<number> | undefined;
   try {
     for (const w of all) await w.waitForAcks(200);
     startedAt = Date.now();
-    const result = await target.cli(['site', 'switchover'], [...target.members.keys()][0]);
+    // Longer than the command's own step timeout (60 s): a stuck step reports itself instead of being killed.
+    const result = await target.cli(['site', 'switchover'], [...target.members.keys()][0], 200_000);
     commandMs = Date.now() - startedAt;
-    if (result.code !== 0) throw new Error(`round ${n}: site switchover failed: ${result.stderr}`);
+    if (result.code !== 0) throw new Error(`round ${n}: site switchover failed (exit ${result.code} after ${commandMs} ms): ${result.stderr}${result.stdout}`);
+    output = result.stdout.trim();
     // Watched from the command's end, alongside the writes.
     rejoined = waitStandbyCluster(source, target, 120_000).then(() => Date.now() - startedAt - commandMs);
     rejoined.catch(() => undefined); // awaited below; a failure before that must not go unhandled
@@ -90,7 +95,7 @@ async function round(sites: Sites, routers: [RouterHandle, RouterHandle], n: num
   // Between rounds, as every bench here: VACUUM and CHECKPOINT on the new primary.
   await target.sql(newPrimary, 'VACUUM');
   await target.sql(newPrimary, 'CHECKPOINT');
-  return { round: n, from: source.clusterName, to: target.clusterName, ...direct, commandMs, rejoinMs, viaRa, viaRb };
+  return { round: n, from: source.clusterName, to: target.clusterName, ...direct, commandMs, rejoinMs, viaRa, viaRb, output };
 }
 
 async function main(): Promise<void> {

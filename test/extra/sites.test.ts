@@ -134,7 +134,8 @@ describe('sites: a standby cluster fed from the archive; routers of both sites a
     try {
       for (const w of writers) await w.waitForAcks(100);
       startedAt = Date.now();
-      const result = await dr.cli(['site', 'switchover'], 'b1');
+      // Longer than the command's own step timeout (60 s), so that a stuck step reports itself.
+      const result = await dr.cli(['site', 'switchover'], 'b1', 200_000);
       assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
       t.diagnostic(result.stdout.trim());
       const newPrimary = await primaryOf(dr);
