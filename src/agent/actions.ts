@@ -5,6 +5,8 @@ export interface Upstream {
   member: string;
   address: string;
   slot: string;
+  /** A standby leader on `feed: archive` (docs/sites.md): restore_command only, no primary_conninfo. */
+  archiveOnly?: true;
 }
 
 /** Effects decide() asks for; src/agent/effects.ts carries them out, in order, stopping at the first failure. */

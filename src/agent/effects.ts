@@ -75,6 +75,7 @@ function standbySettings(ctx: EffectContext, upstream: Upstream | undefined): St
     passfile: ctx.local.passfile,
     sslRootCert: ctx.local.tls?.caCert,
     ...delayedStandby(ctx.config, ctx.settings()),
+    ...(upstream?.archiveOnly ? { archiveFed: true } : {}),
   };
 }
 

@@ -44,7 +44,8 @@ export interface AgentMemory {
   /** Monotonic ms when the primary's PostgreSQL was first found down while we held the lease. */
   primaryDownSince: number | undefined;
   /** Since when (monotonic ms) this standby has not streamed from the leader named, in the leadership of that revision of its key. */
-  streamingLost: { leader: string; revision: number; since: number } | undefined;
+  /** replayedLsn: a standby leader on `feed: both` that still replays (from the archive) is not counted as lost. */
+  streamingLost: { leader: string; revision: number; since: number; replayedLsn?: string | null } | undefined;
   /**
    * Set at our promotion: peers whose WAL was a prefix of ours (same timeline,
    * no further), so any of them may acknowledge commits before the planner

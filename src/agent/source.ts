@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { clusterKeys } from '../cluster/keys.js';
-import type { StandbyCluster, SiteLink } from '../cluster/site.js';
+import { feedOf, type StandbyCluster, type SiteLink } from '../cluster/site.js';
 import { readCluster } from '../cluster/view.js';
 import type { MemberConfig } from '../config/member.js';
 import { lsnDistance } from '../postgres/lsn.js';
@@ -115,6 +115,9 @@ export function siteLinkOf(o: Observation, cluster: string): SiteLink | undefine
   // The source's last known position: its primary's published one, else its optime record.
   const sourceLsn = primary?.lsn ?? (source?.reachable ? source.optime?.lsn : undefined) ?? null;
   const distance = lsnDistance(sourceLsn, server?.replayedLsn);
+  const lagBytes = distance === null ? null : Math.max(0, distance);
+  // Fed from the archive, nothing is "received" ahead of replay (lagSeconds reads 0): the age of the last replayed commit is the lag.
+  const lagSeconds = server && lagBytes !== null && lagBytes > 0 && !server.streaming ? (server.replayAgeSeconds ?? server.lagSeconds) : (server?.lagSeconds ?? null);
   return {
     cluster,
     standbyLeader: o.member.name,
@@ -122,12 +125,13 @@ export function siteLinkOf(o: Observation, cluster: string): SiteLink | undefine
     upstream: primary?.member ?? null,
     upstreamAddress: primary?.address ?? null,
     streaming: server?.streaming ?? false,
+    feed: feedOf(link),
     sourceLsn,
     sourceTimeline: primary?.timeline ?? (source?.reachable ? source.optime?.timeline : undefined) ?? null,
     receivedLsn: server?.receivedLsn ?? null,
     replayedLsn: server?.replayedLsn ?? null,
-    lagBytes: distance === null ? null : Math.max(0, distance),
-    lagSeconds: server?.lagSeconds ?? null,
+    lagBytes,
+    lagSeconds,
     problem: sourceProblem(source) ?? null,
     at: new Date(o.now).toISOString(),
   };

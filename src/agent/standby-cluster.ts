@@ -1,4 +1,4 @@
-import { SITE_CODES } from '../cluster/site.js';
+import { feedOf, SITE_CODES } from '../cluster/site.js';
 import { unreadableOf } from '../cluster/view.js';
 import type { ServerInspection } from '../postgres/inspect.js';
 import { compareLsn } from '../postgres/lsn.js';
@@ -29,7 +29,30 @@ function sourceUpstream(o: Observation): { upstream: Upstream } | { problem: str
   if (ours && source.systemIdentifier && ours !== source.systemIdentifier) {
     return { problem: `${SITE_CODES.foreignSource}: source cluster ${source.cluster} is system ${source.systemIdentifier}, this cluster is ${ours}; point standbyCluster at the cluster this one was cloned from` };
   }
-  return { upstream: { member: `${source.cluster}/${source.primary.member}`, address: source.primary.address, slot: '' } };
+  const archiveOnly = o.settings.standbyCluster && feedOf(o.settings.standbyCluster) === 'archive';
+  return { upstream: { member: `${source.cluster}/${source.primary.member}`, address: source.primary.address, slot: '', ...(archiveOnly ? { archiveOnly: true as const } : {}) } };
+}
+
+/**
+ * How long the standby leader has not been streaming, for the switch to
+ * pg_rewind after DIVERGENCE_GRACE_MS; undefined when it is fine. On `feed:
+ * archive` it never streams, by design. On `feed: both` it does not count
+ * while replay still advances (the archive feeds it) or nothing is missing
+ * (the source's position is not ahead): the cut may be the network or the
+ * source's pg_hba, and pg_rewind, which needs that connection, would not help.
+ */
+function streamingLostOf(o: Observation, inspection: ServerInspection, upstream: Upstream): Observation['memory']['streamingLost'] {
+  if (inspection.streaming || upstream.archiveOnly) return undefined;
+  const replayedLsn = inspection.replayedLsn;
+  const fresh = { leader: upstream.member, revision: 0, since: o.monotonic, replayedLsn };
+  const known = o.memory.streamingLost;
+  if (!known || known.leader !== upstream.member) return fresh;
+  if (o.settings.standbyCluster && feedOf(o.settings.standbyCluster) === 'both') {
+    const sourceLsn = o.source?.reachable ? o.source.primary?.lsn : undefined;
+    const behind = sourceLsn && replayedLsn ? compareLsn(sourceLsn, replayedLsn) > 0 : true;
+    if (known.replayedLsn !== replayedLsn || !behind) return fresh;
+  }
+  return known;
 }
 
 /** The first member of a new standby cluster clones the source's primary instead of running initdb. */
@@ -82,7 +105,20 @@ function decideStopped(o: Observation, store: Reachable): Target | undefined {
     return { state: 'standby_leader', actions: [{ type: 'acquireLeader' }], reason: 'standby cluster: former primary data and no leader: taking the lease to rejoin the source as its standby leader' };
   }
   const found = sourceUpstream(o);
-  if ('problem' in found) return { state: 'waiting_for_primary', actions: [], reason: `standby leader, PostgreSQL stopped: ${found.problem}` };
+  if ('problem' in found) {
+    // Fed from the archive too, a configured standby leader need not wait for the source's store or primary:
+    // it starts from the archive alone (keyed by our own system identifier, so never a foreign system's) and
+    // gets primary_conninfo back, on `feed: both`, once the source's primary is known again.
+    const link = o.settings.standbyCluster!;
+    if (feedOf(link) !== 'stream' && o.standbyConfigured && !o.memory.rewindNeeded && !o.memory.rewindFailed) {
+      return {
+        state: 'starting_replica',
+        actions: [{ type: 'startPostgres', as: 'replica', upstream: { member: `${link.sourceCluster}/archive`, address: '', slot: '', archiveOnly: true } }],
+        reason: `standby leader, PostgreSQL stopped: ${found.problem}; starting from the source's WAL archive meanwhile`,
+      };
+    }
+    return { state: 'waiting_for_primary', actions: [], reason: `standby leader, PostgreSQL stopped: ${found.problem}` };
+  }
   if (o.memory.rewindFailed) return { state: 'needs_operator', actions: [], reason: `pg_rewind against the source's primary ${found.upstream.member} failed: run \`relevo reinit\` for this member` };
   if (!o.standbyConfigured || o.memory.rewindNeeded) {
     return {
@@ -109,8 +145,7 @@ function decideStandby(o: Observation, store: Reachable, inspection: ServerInspe
     if ('problem' in found) return { state: 'standby_leader', actions: duties, reason: `standby leader: ${found.problem}; keeping the current upstream`, remember: { streamingLost: undefined } };
     // Not streaming from a running source primary for a while (e.g. we received WAL its predecessor
     // never sent it before a failover there): stop and let pg_rewind reconcile, as a replica would.
-    const known = o.memory.streamingLost;
-    const lost = inspection.streaming ? undefined : known && known.leader === found.upstream.member ? known : { leader: found.upstream.member, revision: 0, since: o.monotonic };
+    const lost = streamingLostOf(o, inspection, found.upstream);
     if (lost && o.monotonic - lost.since > DIVERGENCE_GRACE_MS) {
       return {
         state: 'stopping_to_rewind',
@@ -122,7 +157,11 @@ function decideStandby(o: Observation, store: Reachable, inspection: ServerInspe
     return {
       state: 'standby_leader',
       actions: [{ type: 'configure', as: 'replica', upstream: found.upstream }, ...duties],
-      reason: inspection.streaming ? `standby leader: streaming from the source's primary ${found.upstream.member}` : `standby leader: following the source's primary ${found.upstream.member}, not streaming yet`,
+      reason: found.upstream.archiveOnly
+        ? `standby leader: following ${o.settings.standbyCluster!.sourceCluster} from its WAL archive (feed: archive; its primary is ${found.upstream.member})`
+        : inspection.streaming
+          ? `standby leader: streaming from the source's primary ${found.upstream.member}`
+          : `standby leader: following the source's primary ${found.upstream.member}, not streaming yet`,
       remember: { streamingLost: lost },
     };
   }

@@ -166,7 +166,8 @@ function renderSite(site: ClusterListing['site']): string {
     l.standbyLeader,
     l.sourceCluster,
     l.upstream ?? '-',
-    l.streaming ? 'streaming' : 'NOT streaming',
+    // Fed from the source's archive only, not streaming is the normal state.
+    l.streaming ? 'streaming' : l.feed === 'archive' || l.feed === 'both' ? 'archive' : 'NOT streaming',
     l.sourceLsn ?? '-',
     l.replayedLsn ?? '-',
     formatBytes(l.lagBytes),

@@ -18,8 +18,9 @@ export function registerSiteCommands(program: Command, configOption: readonly [s
     .option('--source <cluster>', 'the source cluster\'s name')
     .option('--source-config <file>', "a member file of the source cluster: its store is used (when it differs from ours) and its cluster name")
     .option('--source-repository <dir>', "also restore the source's archived WAL from its backup repository (as mounted here)")
+    .option('--feed <feed>', 'where the standby leader\'s WAL comes from: stream (the source\'s primary), archive (the source\'s WAL archive only, no connection to it), both; default: both with --source-repository, else stream')
     .option('--demote', 'also when this cluster runs a primary: it shuts down and rejoins by pg_rewind (its unreplicated commits are rewound away)')
-    .action(async (options: { config?: string; source?: string; sourceConfig?: string; sourceRepository?: string; demote?: boolean }) => {
+    .action(async (options: { config?: string; source?: string; sourceConfig?: string; sourceRepository?: string; feed?: string; demote?: boolean }) => {
       await withCluster(options.config, async (handle) => console.log(await siteFollow(handle, options)));
     });
   site

@@ -10,6 +10,7 @@ import type { StoreConfig } from '../store/config.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/store.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
+import { routersHolding, routeTo, type RouteSite } from './site-route.js';
 
 /**
  * `relevo site follow|switchover|promote` (docs/sites.md). Every check runs
@@ -96,7 +97,10 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
 }
 
 /** `relevo site follow`: make this cluster a standby cluster of another (before its agents first start, or --demote). */
-export async function siteFollow(handle: ClusterHandle, options: { source?: string; sourceConfig?: string; sourceRepository?: string; demote?: boolean }): Promise<string> {
+export async function siteFollow(handle: ClusterHandle, options: { source?: string; sourceConfig?: string; sourceRepository?: string; feed?: string; demote?: boolean }): Promise<string> {
+  const feed = options.feed;
+  if (feed !== undefined && feed !== 'stream' && feed !== 'archive' && feed !== 'both') throw new CliError('BAD_ARGUMENT', `--feed: got "${feed}", expected stream, archive or both`);
+  if ((feed === 'archive' || feed === 'both') && !options.sourceRepository) throw new CliError('BAD_ARGUMENT', `--feed ${feed} restores the source's archived WAL: give its backup repository with --source-repository DIR`);
   const sourceMember = options.sourceConfig ? loadMemberConfig(options.sourceConfig) : undefined;
   const sourceName = options.source ?? sourceMember?.cluster;
   if (!sourceName) throw new CliError('BAD_ARGUMENT', 'name the source cluster with --source NAME, or give one of its member files with --source-config FILE');
@@ -124,11 +128,54 @@ export async function siteFollow(handle: ClusterHandle, options: { source?: stri
       sourceCluster: sourceName,
       ...(sourceStore ? { sourceStore } : {}),
       ...(options.sourceRepository ? { sourceRepository: options.sourceRepository } : {}),
+      ...(feed ? { feed } : {}),
     });
-    return `cluster ${handle.config.cluster} is now a standby cluster of ${sourceName} (settings generation ${generation})`;
+    // Our routers send writes to the source's site from now on.
+    const routed = await routeTo({ cluster: handle.config.cluster, store: handle.store }, sourceName, sourceStore, false, `standby cluster of ${sourceName}: writes go to its site`).then(
+      () => `; routers configured for ${handle.config.cluster} send writes to ${sourceName}`,
+      (error: Error) => `; WARNING: the route record was not written (${error.message}): routers configured for ${handle.config.cluster} hold writes until it is`,
+    );
+    return `cluster ${handle.config.cluster} is now a standby cluster of ${sourceName} (settings generation ${generation})${routed}`;
   } finally {
     await source.close();
   }
+}
+
+/**
+ * The route records of both sites around a move (site-route.ts): `hold` before
+ * the source's primary goes, `back` when the move is undone, `moved` once the
+ * target is no longer a standby cluster. Route writes to the source's store are
+ * best effort after `hold` (its site may be gone: its routers then cannot read
+ * their store either).
+ */
+function siteRoutes(handle: ClusterHandle, p: Prepared) {
+  const source: RouteSite = { cluster: p.source.cluster, store: p.source.store };
+  const target: RouteSite = { cluster: p.target.cluster, store: handle.store };
+  // Where each side's routers find the other cluster: its store when it is another one.
+  const sourceStoreForTarget = p.link.sourceStore;
+  const targetStoreForSource = p.link.sourceStore ? handle.config.store : undefined;
+  const move = `site move ${p.source.cluster} -> ${p.target.cluster}`;
+  return {
+    async hold(): Promise<void> {
+      const [s, t] = await Promise.all([
+        routeTo(source, p.source.cluster, undefined, true, move),
+        routeTo(target, p.source.cluster, sourceStoreForTarget, true, move),
+      ]);
+      await Promise.all([routersHolding(source, s, p.source.cluster, 2_000), routersHolding(target, t, p.source.cluster, 2_000)]);
+    },
+    async back(): Promise<void> {
+      await Promise.all([
+        routeTo(source, p.source.cluster, undefined, false, `${move} undone`).catch(() => undefined),
+        routeTo(target, p.source.cluster, sourceStoreForTarget, false, `${move} undone`).catch(() => undefined),
+      ]);
+    },
+    async moved(sourceReachable = true): Promise<void> {
+      await Promise.all([
+        routeTo(target, p.target.cluster, undefined, false, move).catch(() => undefined),
+        sourceReachable ? routeTo(source, p.target.cluster, targetStoreForSource, false, move).catch(() => undefined) : undefined,
+      ]);
+    },
+  };
 }
 
 interface Prepared {
@@ -171,6 +218,12 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     }
     checkNames(src.view, p.targetView, p.source.cluster, p.target.cluster);
     const started = Date.now();
+    // 0. Routers of both sites hold new writes and drain their sessions, as in a switchover inside a cluster.
+    const routes = siteRoutes(handle, p);
+    await routes.hold().catch(async (error: unknown) => {
+      await routes.back();
+      throw error;
+    });
     // 1. The source becomes a standby cluster of the target: its primary shuts down cleanly and records where.
     // The source then reads our store (when it is another one) and, if it restored from an archive before, ours.
     const ourRepository = p.link.sourceRepository ? (await readStoredSettings(handle.store, handle.keys)).settings.backup.repository : undefined;
@@ -179,7 +232,10 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
       ...(p.link.sourceStore ? { sourceStore: handle.config.store } : {}),
       ...(ourRepository ? { sourceRepository: ourRepository } : {}),
     };
-    const generation = await setStandby(p.source, reverse);
+    const generation = await setStandby(p.source, reverse).catch(async (error: unknown) => {
+      await routes.back();
+      throw error;
+    });
     const demotion = await poll('the demotion', options.timeoutMs, async () => {
       const kv = await p.source.store.get(p.source.keys.siteDemotion);
       const parsed = kv && parseRecord(SiteDemotionSchema, kv.value);
@@ -187,6 +243,7 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     });
     if (!demotion) {
       await setStandby(p.source, null);
+      await routes.back();
       throw new CliError('SITE_TIMEOUT', `primary ${primary.name} of ${p.source.cluster} did not record a clean shutdown within ${options.timeoutMs} ms; the change was undone (it runs as primary again)`, EXIT.failure);
     }
     const demotedAt = Date.now();
@@ -198,10 +255,13 @@ export async function siteSwitchover(handle: ClusterHandle, options: { maxLagByt
     }, 50);
     if (!caughtUp) {
       await setStandby(p.source, null);
+      await routes.back();
       throw new CliError('SITE_TIMEOUT', `standby leader ${p.standbyLeader.name} did not replay past ${demotion.shutdownLsn} within ${options.timeoutMs} ms; the source was turned back into a primary cluster (${primary.name} restarts as primary)`, EXIT.failure);
     }
-    // 3. The target is no longer a standby cluster: its standby leader promotes.
+    // 3. The target is no longer a standby cluster: its standby leader promotes. Routers of both sites follow
+    // it now: they wait until it has published that it is primary, as for any promotion.
     await setStandby(p.target, null);
+    await routes.moved();
     await p.source.store.delete(p.source.keys.standbyCluster(p.target.cluster)).catch(() => false);
     const promoted = await poll('the promotion', options.timeoutMs, async () => {
       const { view } = await readView(p.target, SITE_CODES.sourceUnreachable);
@@ -255,6 +315,8 @@ export async function sitePromote(handle: ClusterHandle, options: { force: boole
     const replayed = p.standbyLeader.replayedLsn;
     const lossBoundBytes = last && replayed ? lsnDistance(last.lsn, replayed) : null;
     await setStandby(p.target, null);
+    const routes = siteRoutes(handle, p);
+    await routes.moved(sourceReachable);
     await p.source.store.delete(p.source.keys.standbyCluster(p.target.cluster)).catch(() => false);
     // The source, if its store answers, becomes our standby cluster: its members rejoin by pg_rewind rather than run as a second primary.
     let sourceMarkedStandby = false;

@@ -9,9 +9,14 @@
  *   close read-write sessions as they become idle, exactly as during a
  *   switchover. Routers report the record revision they applied in their
  *   published status (`route.revision`), so the writer knows when every
- *   router holds.
+ *   router holds;
+ * - `store`: the followed cluster's keys live in another store (a standby
+ *   cluster's source in another site, docs/sites.md): the routers open it and
+ *   follow that cluster there. Written by `relevo site follow|switchover|promote`,
+ *   so routers of both sites send writes to the site that runs the primary.
  */
 import { z } from 'zod';
+import { StoreConfigSchema } from '../store/config.js';
 
 export const RouteRecordSchema = z.object({
   cluster: z.string().min(1),
@@ -19,5 +24,6 @@ export const RouteRecordSchema = z.object({
   /** Why (shown in router logs and statuses). */
   reason: z.string(),
   updatedAt: z.string(),
+  store: StoreConfigSchema.optional(),
 });
 export type RouteRecord = z.infer<typeof RouteRecordSchema>;

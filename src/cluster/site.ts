@@ -18,9 +18,23 @@ export const StandbyClusterSchema = z
      * leader that fell behind what the source keeps in pg_wal catches up from the archive. Absent: streaming only.
      */
     sourceRepository: z.string().startsWith('/', 'expected an absolute path').optional(),
+    /**
+     * Where the standby leader's WAL comes from: "stream" (the source's primary), "archive" (the source's
+     * WAL archive in sourceRepository only: no connection to the source, so it keeps following while the
+     * source cannot be reached by streaming, a WAL segment behind), or "both". Absent: "both" with a
+     * sourceRepository, else "stream". The other members always stream from the standby leader.
+     */
+    feed: z.enum(['stream', 'archive', 'both']).optional(),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.feed === undefined || s.feed === 'stream' || s.sourceRepository !== undefined, { message: 'feed "archive" or "both" needs sourceRepository (the source\'s backup repository as mounted here)', path: ['feed'] });
 export type StandbyCluster = z.infer<typeof StandbyClusterSchema>;
+export type SiteFeed = NonNullable<StandbyCluster['feed']>;
+
+/** The feed in force (see `feed`). */
+export function feedOf(link: StandbyCluster): SiteFeed {
+  return link.feed ?? (link.sourceRepository ? 'both' : 'stream');
+}
 
 /** Record under `site/link`, and under the source's `site/standby-clusters/<name>`: the cross-site link as the standby leader sees it. */
 export const SiteLinkSchema = z.object({
@@ -32,6 +46,8 @@ export const SiteLinkSchema = z.object({
   upstream: z.string().nullable(),
   upstreamAddress: z.string().nullable(),
   streaming: z.boolean(),
+  /** The standby cluster's feed (StandbyCluster.feed); absent in links written before it existed. */
+  feed: z.enum(['stream', 'archive', 'both']).optional(),
   /** The source primary's last published WAL position and timeline (the source's last known LSN). */
   sourceLsn: z.string().nullable(),
   sourceTimeline: z.number().nullable(),

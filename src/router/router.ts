@@ -14,7 +14,9 @@
  * - the route record (src/cluster/route.ts) holds writes → as a switchover;
  *   it names another cluster → the router follows that cluster's leader and
  *   members instead (a blue/green upgrade), holding read-write connections
- *   until it has read that cluster.
+ *   until it has read that cluster; with a `store` it is kept in another
+ *   store (another site's, docs/sites.md), which the router opens, reads and
+ *   watches beside its own.
  *
  * Selection itself is in view.ts (pure); relaying in relay.ts.
  */
@@ -105,7 +107,18 @@ class Router {
   private loadingTarget = false;
   private refreshAgain = false;
   private targetWatch: Watch | undefined;
+  /**
+   * The store the followed cluster's keys are read from: the router's own, or
+   * another site's named by the route record (opened here, closed when left).
+   * Undefined while that one is being opened.
+   */
+  private targetStore: Store | undefined;
+  /** JSON of the route record's `store`, '' for the router's own store. */
+  private targetStoreId = '';
+  private opening = false;
   private appliedCluster: string;
+  /** The store of the applied cluster (targetStoreId): a cluster of the same name in another store is another cluster. */
+  private appliedStoreId = '';
   private publishedRoute = '';
   private readonly selection: SelectionSettings;
   private leader: LeaderRecord | undefined;
@@ -152,6 +165,7 @@ class Router {
   ) {
     this.home = clusterKeys(settings.cluster);
     this.keys = this.home;
+    this.targetStore = store;
     this.following = settings.cluster;
     this.appliedCluster = settings.cluster;
     this.selection = {
@@ -255,7 +269,7 @@ class Router {
     try {
       this.watch = await this.store.watch(
         this.home.root,
-        (event) => this.onEvent(event),
+        (event) => this.onEvent(event, 'home'),
         (error) => {
           this.log.warn({ err: error.message }, 'store watch broke; re-reading');
           this.watch = undefined;
@@ -270,13 +284,14 @@ class Router {
 
   /** Watches the followed cluster's keys when it is not the home cluster (whose root the main watch covers). */
   private async startTargetWatch(): Promise<void> {
-    if (this.targetWatch || this.stopped || this.following === this.settings.cluster) return;
+    const store = this.targetStore;
+    if (this.targetWatch || this.stopped || store === undefined || (!this.elsewhere() && this.following === this.settings.cluster)) return;
     const epoch = this.targetEpoch;
     const prefix = this.keys.root;
     try {
-      const watch = await this.store.watch(
+      const watch = await store.watch(
         prefix,
-        (event) => this.onEvent(event),
+        (event) => this.onEvent(event, 'target'),
         (error) => {
           this.log.warn({ err: error.message }, 'store watch of the followed cluster broke; re-reading');
           if (this.targetWatch === watch) this.targetWatch = undefined;
@@ -289,9 +304,25 @@ class Router {
     }
   }
 
-  /** The route record names another cluster: forget the old view and follow that cluster. */
-  private retarget(target: string): void {
+  /** The followed cluster is kept in another store than the router's own. */
+  private elsewhere(): boolean {
+    return this.targetStoreId !== '';
+  }
+
+  /** The route record names another cluster (or store): forget the old view and follow that cluster. */
+  private retarget(target: string, storeConfig: StoreConfig | undefined): void {
     const from = this.following;
+    const storeId = storeConfig === undefined ? '' : JSON.stringify(storeConfig);
+    const old = this.targetWatch;
+    this.targetWatch = undefined;
+    const closing = old ? old.close().catch(() => undefined) : Promise.resolve();
+    if (storeId !== this.targetStoreId) {
+      const left = this.targetStore;
+      // The other site's store is closed once its watch is.
+      if (left !== undefined && left !== this.store) void closing.then(() => left.close()).catch(() => undefined);
+      this.targetStoreId = storeId;
+      this.targetStore = storeConfig === undefined ? this.store : undefined;
+    }
     this.following = target;
     this.keys = clusterKeys(target);
     this.targetEpoch += 1;
@@ -301,13 +332,34 @@ class Router {
     this.failover = undefined;
     for (const key of [...this.present]) if (key !== this.home.route) this.present.delete(key);
     for (const key of [...this.revisions.keys()]) if (key !== this.home.route) this.revisions.delete(key);
-    const old = this.targetWatch;
-    this.targetWatch = undefined;
-    void old?.close().catch(() => undefined);
-    void this.startTargetWatch();
-    this.log.warn({ from, to: target }, 'route record: following another cluster');
+    if (this.targetStore === undefined) void this.openTargetStore(storeConfig!);
+    else void this.startTargetWatch();
+    this.log.warn({ from, to: target, ...(storeConfig ? { store: storeConfig.backend } : {}) }, `route record: following ${storeConfig ? "another store's" : 'another'} cluster`);
     this.refreshAgain = true;
     queueMicrotask(() => void this.refresh());
+  }
+
+  /** Opens the other site's store named by the route record; read-write connections wait meanwhile (loadingTarget). */
+  private async openTargetStore(config: StoreConfig): Promise<void> {
+    if (this.opening) return;
+    this.opening = true;
+    const id = JSON.stringify(config);
+    try {
+      const store = await openStore(config);
+      if (this.stopped || id !== this.targetStoreId || this.targetStore !== undefined) {
+        await store.close().catch(() => undefined);
+        return;
+      }
+      this.targetStore = store;
+      void this.startTargetWatch();
+      this.refreshAgain = true;
+      void this.refresh();
+    } catch (error) {
+      // Tried again at the next refresh; writes wait (then time out) meanwhile, as for any cluster not read yet.
+      this.log.warn({ err: (error as Error).message, store: config.backend }, "cannot open the followed cluster's store");
+    } finally {
+      this.opening = false;
+    }
   }
 
   /**
@@ -316,9 +368,9 @@ class Router {
    * deleted" would close the sessions of the current primary). So each key
    * remembers the store revision of what was applied, and older news is dropped.
    */
-  private onEvent(event: WatchEvent): void {
+  private onEvent(event: WatchEvent, from: 'home' | 'target'): void {
     const { key } = event;
-    if (!this.relevant(key)) return;
+    if (!this.relevant(key, from)) return;
     if (event.revision <= (this.revisions.get(key) ?? 0)) return;
     this.revisions.set(key, event.revision);
     this.absorb(key, event.type === 'put' ? event.value : undefined);
@@ -332,9 +384,16 @@ class Router {
     }
   }
 
-  private relevant(key: string): boolean {
+  /**
+   * With the followed cluster in another store, the router's own store gives
+   * only the route record and the other one everything else: the same key
+   * name in both (two clusters of one name) never mixes, nor do their revisions.
+   */
+  private relevant(key: string, from: 'home' | 'target'): boolean {
     const k = this.keys;
-    return key === this.home.route || key === k.leader || key === k.failover || key.startsWith(k.membersPrefix);
+    if (key === this.home.route) return from === 'home';
+    if (from === 'home' && this.elsewhere()) return false;
+    return key === k.leader || key === k.failover || key.startsWith(k.membersPrefix);
   }
 
   /** Updates the view from one key (value undefined = absent). */
@@ -347,7 +406,8 @@ class Router {
       this.routeRevision = value === undefined ? 0 : (this.revisions.get(key) ?? 0);
       if (!this.routeMalformed) {
         const target = this.route?.cluster ?? this.settings.cluster;
-        if (target !== this.following) this.retarget(target);
+        const storeConfig = this.route?.store;
+        if (target !== this.following || (storeConfig === undefined ? '' : JSON.stringify(storeConfig)) !== this.targetStoreId) this.retarget(target, storeConfig);
       }
     } else if (key === k.leader) {
       this.leader = value === undefined ? undefined : this.parse(key, value, LeaderRecordSchema);
@@ -368,18 +428,20 @@ class Router {
    * highest revision in it, so a key we hold at or below that revision and
    * that is missing from the read was deleted.
    */
-  private absorbSnapshot(kvs: KeyValue[]): void {
+  private absorbSnapshot(kvs: KeyValue[], from: 'home' | 'target'): void {
     let maxRevision = 0;
     for (const kv of kvs) maxRevision = Math.max(maxRevision, kv.revision);
     const seen = new Set<string>();
     for (const kv of kvs) {
-      if (!this.relevant(kv.key)) continue;
+      if (!this.relevant(kv.key, from)) continue;
       seen.add(kv.key);
       if (kv.revision <= (this.revisions.get(kv.key) ?? 0)) continue;
       this.revisions.set(kv.key, kv.revision);
       this.absorb(kv.key, kv.value);
     }
     for (const key of [...this.present]) {
+      // Revisions of two stores do not compare: only keys this read speaks for.
+      if (!this.relevant(key, from)) continue;
       if (seen.has(key) || (this.revisions.get(key) ?? 0) > maxRevision) continue;
       this.revisions.set(key, maxRevision);
       this.absorb(key, undefined);
@@ -403,13 +465,26 @@ class Router {
     const startedAt = this.now();
     const epoch = this.targetEpoch;
     const followed = this.keys;
+    const elsewhere = this.elsewhere();
+    const targetStore = this.targetStore;
     try {
       const kvs: KeyValue[] = await this.store.list(this.home.root);
-      if (followed !== this.home) kvs.push(...(await this.store.list(followed.root)));
+      // The other site's store is not open yet: the followed cluster stays unread (writes held) and this read counts only for the route record.
+      const complete = targetStore !== undefined;
+      const theirs: KeyValue[] = targetStore === undefined || (!elsewhere && followed === this.home) ? [] : await targetStore.list(followed.root);
       if (this.stopped) return;
-      // The followed cluster changed during the read: only the route record in it is news.
-      this.absorbSnapshot(epoch === this.targetEpoch ? kvs : kvs.filter((kv) => kv.key === this.home.route));
-      if (epoch === this.targetEpoch) {
+      if (elsewhere) {
+        this.absorbSnapshot(kvs, 'home');
+        // (the route record just read may have moved the router elsewhere again)
+        if (epoch === this.targetEpoch && complete) this.absorbSnapshot(theirs, 'target');
+      } else {
+        kvs.push(...theirs);
+        // The followed cluster changed during the read: only the route record in it is news.
+        this.absorbSnapshot(epoch === this.targetEpoch ? kvs : kvs.filter((kv) => kv.key === this.home.route), 'home');
+      }
+      if (!complete) {
+        if (!this.opening && this.targetStoreId !== '' && this.route?.store) void this.openTargetStore(this.route.store);
+      } else if (epoch === this.targetEpoch) {
         if (this.loadingTarget) this.log.info({ cluster: this.following }, 'read the followed cluster');
         this.loadingTarget = false;
         if (!this.targetWatch) void this.startTargetWatch();
@@ -515,7 +590,7 @@ class Router {
       if (routed.failsafe) this.log.warn({ member: primary, failsafe: true, ageMs: staleness.ageMs }, `failsafe: store not read for ${Math.round(staleness.ageMs ?? 0)} ms; writes still go to ${primary}, which holds the store failsafe`);
     }
     const previous = this.appliedPrimary;
-    if (this.appliedCluster !== this.following) {
+    if (this.appliedCluster !== this.following || this.appliedStoreId !== this.targetStoreId) {
       // Another cluster now: every session on the old one goes (read-write ones were drained by the hold).
       const fields = closure('cluster-switched', { from: this.appliedCluster, to: this.following });
       let n = 0;
@@ -527,6 +602,7 @@ class Router {
       this.pool?.drop();
       this.log.warn({ from: this.appliedCluster, to: this.following, closed: n }, 'following another cluster: closed the sessions on the old one');
       this.appliedCluster = this.following;
+      this.appliedStoreId = this.targetStoreId;
       this.appliedPrimary = undefined;
     } else if (previous !== undefined && primary !== previous) {
       const fields = staleness.stale && primary === undefined
@@ -686,6 +762,7 @@ class Router {
     }
     await this.watch?.close().catch(() => undefined);
     await this.targetWatch?.close().catch(() => undefined);
+    if (this.targetStore !== undefined && this.targetStore !== this.store) await this.targetStore.close().catch(() => undefined);
     if (this.lease !== undefined) await this.store.revokeLease(this.lease).catch(() => undefined);
     if (this.ownsStore) await this.store.close().catch(() => undefined);
   }

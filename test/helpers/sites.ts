@@ -5,6 +5,7 @@
  * the source's roles; replication verifies the source's certificates).
  */
 import type { MemberStatus } from '../../src/cluster/types.js';
+import { startRouter, type RouterHandle } from '../../src/router/index.js';
 import { clusterCaFile } from '../../src/tls/member.js';
 import { TEST_APP_ROLE, TestCluster } from './cluster.js';
 import { waitFor } from './wait.js';
@@ -19,7 +20,7 @@ export interface Sites {
 }
 
 /** Creates both clusters and starts `src` (a1, a2); `dr` (b1, b2) is defined, not started, and follows nothing yet. */
-export async function createSites(): Promise<Sites> {
+export async function createSites(options: { beforeStart?: (src: TestCluster) => Promise<void> } = {}): Promise<Sites> {
   const src = await TestCluster.create({ store: 'embedded', name: 'src', settings: SITE_SETTINGS });
   const dr = await TestCluster.create({ store: 'embedded', name: 'dr', settings: SITE_SETTINGS });
   const sites = { src, dr, destroy: async () => void (await Promise.all([dr.destroy(), src.destroy()])) };
@@ -29,6 +30,7 @@ export async function createSites(): Promise<Sites> {
     const secrets = { file: src.member('a1').config.secrets.file };
     await dr.defineMember('b1', { secrets });
     await dr.defineMember('b2', { secrets });
+    await options.beforeStart?.(src);
     src.startAgent('a1');
     await waitFor('a1 primary', async () => (await src.status('a1'))?.state === 'primary', 90_000, 200);
     src.startAgent('a2');
@@ -80,6 +82,24 @@ export function siteWriter(sites: Sites, table: string): Writer {
     table,
     intervalMs: 5,
     connectTimeoutMs: 500,
+  });
+}
+
+/** A relevo router (relay mode) for `cluster`, in this process, on its own store: it follows the route record `relevo site ...` writes. */
+export function siteRouter(cluster: TestCluster, name: string): Promise<RouterHandle> {
+  return startRouter({ name, cluster: cluster.clusterName, store: cluster.storeConfig, listen: { readWrite: '127.0.0.1:0', readOnly: null }, timeouts: { holdMs: 60_000 } });
+}
+
+/** A writer through a router (TLS end to end: the member's certificate, verified against the shared cluster CA). */
+export function routerWriter(router: RouterHandle, cluster: TestCluster, table: string): Writer {
+  const address = router.addresses.readWrite!;
+  return new Writer({
+    targets: [{ name: 'router', host: address.replace(/:\d+$/, ''), port: Number(address.split(':').pop()) }],
+    ...TEST_APP_ROLE,
+    tlsCaFile: clusterCaFile(cluster.member([...cluster.members.keys()][0]!).config),
+    table,
+    intervalMs: 5,
+    connectTimeoutMs: 1_000,
   });
 }
 

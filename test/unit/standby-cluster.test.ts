@@ -94,6 +94,21 @@ describe('standby cluster decisions (docs/sites.md)', () => {
     assert.ok(action?.type === 'startPostgres' && action.as === 'replica' && action.upstream?.member === 'src/p1');
   });
 
+  it('fed from the archive, a stopped standby leader starts from it while the source is unreachable; streaming only, it waits', () => {
+    const store = storeView({ leader: { member: 'b', ttlMs: 6000, acquiredAt: 'x', revision: 3 }, members: [member('b', { role: 'unknown', state: 'standby_leader' })] });
+    const gone = { reachable: false as const, cluster: 'src', error: 'etcd down' };
+    const base = { store, server: { kind: 'stopped' as const }, source: gone, standbyConfigured: true, memory: freshMemory(), previous: { state: 'standby_leader' as const, since: 0 } };
+    for (const feed of ['archive', 'both'] as const) {
+      const fed = { ...defaultClusterSettings(), standbyCluster: { sourceCluster: 'src', sourceRepository: '/srv/backup', feed } };
+      const d = decide(observation({ ...base, settings: fed }, 'b'));
+      assert.equal(d.state, 'starting_replica', d.reason);
+      const action = d.actions[0];
+      assert.ok(action?.type === 'startPostgres' && action.as === 'replica' && action.upstream?.archiveOnly === true);
+      assert.match(d.reason, /etcd down; starting from the source's WAL archive/);
+    }
+    assert.equal(decide(observation({ ...base, settings }, 'b')).state, 'waiting_for_primary');
+  });
+
   it('the first member of a new standby cluster clones the source instead of running initdb', () => {
     const store = storeView({ init: { member: 'b', startedAt: 'x' }, leader: undefined, members: [] });
     const d = decide(observation({ settings, source, dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }, 'b'));
@@ -113,6 +128,50 @@ describe('standby cluster decisions (docs/sites.md)', () => {
     assert.equal(link?.upstream, 'p1');
     assert.equal(link?.lagSeconds, 0.5);
     assert.equal(siteLinkOf(observation({ settings, source, store: led, server: running() }, 'a'), 'dr'), undefined, 'only the standby leader publishes the link');
+  });
+
+  it('feed: archive: the standby leader gets no primary_conninfo and never stops to rewind for not streaming; the link says archive and its lag in seconds is the replay age', () => {
+    const archive = { ...defaultClusterSettings(), standbyCluster: { sourceCluster: 'src', sourceRepository: '/srv/backup', feed: 'archive' as const } };
+    const cut = running({ streaming: false, replayedLsn: '0/5000000', lagSeconds: 0, replayAgeSeconds: 42 });
+    const lostLongAgo = { ...freshMemory(), streamingLost: { leader: 'src/p1', revision: 0, since: 0, replayedLsn: '0/5000000' } };
+    const d = decide(observation({ settings: archive, source, store: led, server: cut, memory: lostLongAgo, previous: { state: 'standby_leader', since: 0 } }, 'b'));
+    assert.equal(d.state, 'standby_leader', d.reason);
+    assert.match(d.reason, /from its WAL archive/);
+    const configure = d.actions.find((a) => a.type === 'configure');
+    assert.ok(configure && configure.type === 'configure' && configure.as === 'replica');
+    assert.deepEqual(configure.upstream, { member: 'src/p1', address: '127.0.0.1:5999', slot: '', archiveOnly: true });
+    assert.equal(d.memory.streamingLost, undefined);
+    const link = siteLinkOf(observation({ settings: archive, source, store: led, server: cut }, 'b'), 'dr');
+    assert.equal(link?.feed, 'archive');
+    assert.equal(link?.lagBytes, 0x1000100);
+    assert.equal(link?.lagSeconds, 42);
+  });
+
+  it('feed: both: not streaming counts towards pg_rewind only while replay stands still and the source is ahead', () => {
+    const both = { ...defaultClusterSettings(), standbyCluster: { sourceCluster: 'src', sourceRepository: '/srv/backup' } };
+    const at = (replayedLsn: string) => running({ streaming: false, replayedLsn });
+    const since0 = (replayedLsn: string) => ({ ...freshMemory(), streamingLost: { leader: 'src/p1', revision: 0, since: 0, replayedLsn } });
+    const run = (server: ReturnType<typeof running>, memory: ReturnType<typeof since0>, src = source) =>
+      decide(observation({ settings: both, source: src, store: led, server, memory, previous: { state: 'standby_leader', since: 0 } }, 'b'));
+    // Replay advanced since (the archive feeds it): the count starts again.
+    const fed = run(at('0/5800000'), since0('0/5000000'));
+    assert.equal(fed.state, 'standby_leader');
+    assert.equal(fed.memory.streamingLost?.since, 100_000);
+    // Nothing missing (the source is not ahead): no count either.
+    const idle = run(at('0/6000100'), since0('0/6000100'));
+    assert.equal(idle.state, 'standby_leader');
+    // Stuck behind the source for longer than the grace: reconcile, as with streaming only.
+    assert.equal(run(at('0/5000000'), since0('0/5000000')).state, 'stopping_to_rewind');
+    // stream only (no repository): as before, not streaming for the grace is enough.
+    const stream = decide(observation({ settings, source, store: led, server: at('0/5800000'), memory: since0('0/5000000'), previous: { state: 'standby_leader', since: 0 } }, 'b'));
+    assert.equal(stream.state, 'stopping_to_rewind');
+  });
+
+  it('feed "archive" or "both" without sourceRepository is refused by the settings schema', async () => {
+    const { StandbyClusterSchema } = await import('../../src/cluster/site.js');
+    assert.equal(StandbyClusterSchema.safeParse({ sourceCluster: 'src', feed: 'archive' }).success, false);
+    assert.equal(StandbyClusterSchema.safeParse({ sourceCluster: 'src', feed: 'stream' }).success, true);
+    assert.equal(StandbyClusterSchema.safeParse({ sourceCluster: 'src', sourceRepository: '/r', feed: 'both' }).success, true);
   });
 
   it("with sourceRepository, restore_command reads the source cluster's archive", () => {
