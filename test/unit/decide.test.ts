@@ -30,6 +30,15 @@ describe('decide: bootstrap and joining', () => {
     assert.match(loser.reason, /member b is initialising/);
   });
 
+  it('chaos lab first setup, failed bootstrap: a member whose bootstrap released the key waits for the next initialiser (no illegal bootstrapping -> waiting_for_initializer)', () => {
+    // Our bootstrap failed (UNSAFE_PATH_OWNER in the lab) and deleted the initialise key; c claimed it before our next cycle.
+    const store = storeView({ init: { member: 'c', startedAt: 'x' }, leader: undefined, members: [] });
+    const d = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, outcomes: [{ type: 'bootstrap', result: 'failed', code: 'UNSAFE_PATH_OWNER', error: 'parent owned by root', retryable: false }], previous: { state: 'bootstrapping', since: 0 } }));
+    assert.equal(d.defect, undefined, d.defect?.message);
+    assert.equal(d.state, 'waiting_for_initializer');
+    assert.match(d.reason, /member c is initialising/);
+  });
+
   it('an empty member clones once the primary has its slot, never before', () => {
     const waiting = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, previous: { state: 'waiting_to_clone', since: 0 } }));
     assert.equal(waiting.state, 'waiting_to_clone');
