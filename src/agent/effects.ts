@@ -18,6 +18,7 @@ import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '../postgres/postmaster.js';
 import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
+import { writeMissingHistoryFiles } from '../postgres/timeline-files.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
@@ -196,6 +197,14 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   // in place (ignored while in recovery) before the promotion, not reloaded after it.
   const standbyNames = action.synchronousStandbyNames;
   if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  // PostgreSQL numbers the new timeline after the newest history file it has: write the ones this
+  // standby never received (from the cluster's history), so no two promotions take one number.
+  const historyRecord = await ctx.store.get(ctx.keys.history);
+  const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
+  const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
+  const upTo = Math.max(action.timeline - 1, ...knownTimelines);
+  const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
+  if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
@@ -204,6 +213,7 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
       if (attempt >= 50) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    // The files stay even if this call fails: the promotion may still be under way and must find them.
     const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
