@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
@@ -19,6 +20,7 @@ import { reloadPostgres, restartPostgres, startPostgres, stopPostgres } from '..
 import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import { writeMissingHistoryFiles } from '../postgres/timeline-files.js';
+import { checkCloneSpace, CloneNoSpaceError, freeBytes, movedAsideCopies } from '../postgres/space.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
@@ -318,7 +320,17 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'clone': {
       const credentials = requireCredentials(ctx);
       const started = Date.now();
-      await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
+      // Moved-aside copies stay on this disk (never deleted): a clone that cannot fit is refused, naming them.
+      const copies = movedAsideCopies(local.dataDir);
+      const refused = copies.length > 0 ? checkCloneSpace(local.dataDir, copies, freeBytes(dirname(local.dataDir))) : undefined;
+      if (refused) throw refused;
+      try {
+        await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
+      } catch (error) {
+        const message = (error as Error).message;
+        if (/No space left on device|ENOSPC/i.test(message)) throw new CloneNoSpaceError(local.dataDir, freeBytes(dirname(local.dataDir)), undefined, copies, message);
+        throw error;
+      }
       writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
     }

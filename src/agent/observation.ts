@@ -61,6 +61,8 @@ export interface AgentMemory {
   requestSeen: { requestedAt: string; since: number } | undefined;
   /** Clones that failed in a row and the monotonic ms of the last one: the next attempt backs off (a full disk failed 1,487 clones in 3 minutes, chaos seed 4242). */
   cloneFailures: { count: number; lastAt: number } | undefined;
+  /** pg_rewind failed for a full disk (DISK_FULL), in a row, and the monotonic ms of the last one: retried with a backoff, the data kept in place. */
+  rewindDiskFull: { count: number; lastAt: number } | undefined;
 }
 
 export function freshMemory(): AgentMemory {
@@ -75,6 +77,7 @@ export function freshMemory(): AgentMemory {
     fenceTarget: undefined,
     requestSeen: undefined,
     cloneFailures: undefined,
+    rewindDiskFull: undefined,
   };
 }
 
