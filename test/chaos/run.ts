@@ -7,6 +7,9 @@
  * Teardown always runs, also on failure and on SIGINT/SIGTERM.
  */
 import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { TEST_APP_ROLE } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
@@ -175,6 +178,7 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
       log(
         `fault ${index} ${kind} (${mode}) on ${record.target}: held ${hold} ms; ${record.convergedAt ? `converged ${record.convergedAt - record.healedAt} ms after heal, primary ${record.primaryBefore} → ${record.primaryAfter}` : `NOT converged: ${record.error}`}`,
       );
+      if (record.convergedAt === null) await saveDiagnostics(lab, record, startedAt, log);
       if (record.convergedAt === null && options.retryConvergence === false) {
         aborted = `fault ${index} (${kind}): the cluster did not converge after healing: ${record.error ?? ''}`;
         break;
@@ -336,4 +340,32 @@ async function runAmcheck(lab: ChaosLab): Promise<Record<string, { ok: boolean; 
     }
   }
   return out;
+}
+
+/**
+ * A fault after which the cluster did not converge: each member's state and
+ * reason go to the run's log, and the tails of its agent and PostgreSQL logs
+ * to RELEVO_CHAOS_DIAG_DIR (default <tmp>/relevo-chaos-diag/<run start>/),
+ * before the second heal or the teardown erases them.
+ */
+async function saveDiagnostics(lab: ChaosLab, record: FaultRecord, startedAt: number, log: (line: string) => void): Promise<void> {
+  try {
+    const dir = join(process.env.RELEVO_CHAOS_DIAG_DIR ?? join(tmpdir(), 'relevo-chaos-diag'), new Date(startedAt).toISOString().replace(/[:.]/g, '-'), `fault-${record.index}-${record.kind}`);
+    mkdirSync(dir, { recursive: true });
+    const statuses = await lab.cluster.memberStatuses().catch((error: Error) => { log(`diagnostics: member statuses unreadable: ${error.message}`); return []; });
+    for (const m of statuses) log(`  ${m.name}: ${m.state} (${m.role}): ${m.reason.slice(0, 300)}`);
+    writeFileSync(join(dir, 'statuses.json'), `${JSON.stringify(statuses, null, 2)}\n`);
+    for (const name of lab.names) {
+      writeFileSync(join(dir, `${name}.agent.log`), lab.cluster.logTail(name, 400));
+      const pgLog = `${lab.cluster.member(name).config.postgres.dataDir}.log`;
+      try {
+        writeFileSync(join(dir, `${name}.postgres.log`), readFileSync(pgLog, 'utf8').split('\n').slice(-300).join('\n'));
+      } catch (error) {
+        writeFileSync(join(dir, `${name}.postgres.log`), `(unreadable: ${(error as Error).message})`);
+      }
+    }
+    log(`diagnostics of fault ${record.index} saved in ${dir}`);
+  } catch (error) {
+    log(`diagnostics not saved: ${(error as Error).message}`);
+  }
 }
