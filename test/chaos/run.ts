@@ -28,8 +28,10 @@ export interface RunOptions {
   durationMs: number;
   /** At most this many faults. */
   maxFaults?: number;
-  /** 'both' alternates sync and async from one fault to the next. */
+  /** 'both' alternates sync and async from one fault to the next (or every `modeEvery` faults). */
   mode: Mode | 'both';
+  /** With mode 'both': switch every this many faults (default 1). A switch costs a config change and a reload wait. */
+  modeEvery?: number;
   /** What sync mode means: synchronousMode `on` (FIRST 1, default) or `quorum` (ANY 1). */
   synchronous?: Synchronous;
   /** The store failsafe setting for the whole run (default off). */
@@ -140,7 +142,7 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
       if (options.sequence ? index >= options.sequence.length : Date.now() - startedAt >= options.durationMs) break;
       if (options.maxFaults !== undefined && index >= options.maxFaults) break;
       const kind = options.sequence ? options.sequence[index]! : random.pick(kinds);
-      const wantMode: Mode = options.mode === 'both' ? (index % 2 === 0 ? 'sync' : 'async') : options.mode;
+      const wantMode: Mode = options.mode === 'both' ? (Math.floor(index / Math.max(1, options.modeEvery ?? 1)) % 2 === 0 ? 'sync' : 'async') : options.mode;
       if (wantMode !== mode) {
         try {
           await setMode(lab, wantMode);
