@@ -424,7 +424,8 @@ function decideStopped(o: Observation, store: Reachable): Target {
       return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
     }
     if (needsRewind(o, store)) {
-      const wait = rewindDiskFullBackoffLeft(o);
+      // The backoff holds only while we go on rewinding: after anything else in between, try at once.
+      const wait = o.previous.state === 'rewinding' || o.previous.state === 'rewind_failed' ? rewindDiskFullBackoffLeft(o) : 0;
       if (wait > 0) {
         return {
           state: 'rewind_failed',

@@ -296,6 +296,10 @@ describe('decide: rejoin', () => {
     assert.deepEqual(types(retry), ['rewind']);
     const done = decide(observation({ ...base, control: { ...control, timeline: 2 }, memory, outcomes: [{ type: 'rewind', result: 'ok' }] }, 'a'));
     assert.equal(done.memory.rewindDiskFull, undefined);
+    // Coming from another state (the leader changed meanwhile), it rewinds at once: rewind_failed is only reached from rewinding.
+    const elsewhere = decide(observation({ ...base, memory: { ...memory, rewindDiskFull: { count: 3, lastAt: 100_000 } }, previous: { state: 'waiting_for_primary', since: 0 } }, 'a'));
+    assert.equal(elsewhere.defect, undefined, elsewhere.defect?.message);
+    assert.deepEqual(types(elsewhere), ['rewind']);
   });
 
   it('after a failed rewind, moves the data aside to reclone, or waits for the operator', () => {
