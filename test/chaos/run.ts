@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { TEST_APP_ROLE } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
-import { check, lsnToNumber, type CheckResult, type FaultRecord, type Mode, type WriterLog } from './checker.js';
+import { check, lsnToNumber, pickReadBack, type CheckResult, type FaultRecord, type ReadBackCandidate, type Mode, type WriterLog } from './checker.js';
 import { FAULT_KINDS, healAll, injectFault, rng, type FaultKind, type Roles } from './faults.js';
 import { ChaosLab, ROUTER_MAX_LAG_BYTES, type Synchronous } from './lab.js';
 import { Reader } from './reader.js';
@@ -297,7 +297,7 @@ async function readBackMember(lab: ChaosLab, timeoutMs: number): Promise<ReadBac
   } catch (error) {
     await healAll(lab).catch(() => undefined);
     const reason = (error as Error).message.slice(0, 200);
-    const seen: Array<{ name: string; recovery: boolean; timeline: number; lsn: bigint }> = [];
+    const seen: ReadBackCandidate[] = [];
     for (const name of lab.names) {
       try {
         const rows = await lab.cluster.sql<{ recovery: boolean; timeline: string; lsn: string }>(
@@ -313,8 +313,7 @@ async function readBackMember(lab: ChaosLab, timeoutMs: number): Promise<ReadBac
         // Not answering: not a candidate.
       }
     }
-    const order = (a: (typeof seen)[number], b: (typeof seen)[number]) => Number(a.recovery) - Number(b.recovery) || b.timeline - a.timeline || (b.lsn > a.lsn ? 1 : b.lsn < a.lsn ? -1 : 0);
-    const best = seen.sort(order)[0];
+    const best = pickReadBack(seen);
     if (!best) throw new Error(`no member answers (${reason})`);
     return {
       member: best.name,
