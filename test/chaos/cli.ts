@@ -5,7 +5,7 @@
  *   --sync: what sync mode runs as: synchronousMode on (FIRST 1) or quorum (ANY 1); default on.
  *   --failsafe: the store failsafe setting for the whole run; default off.
  *   --sequence: exactly these faults in this order (the seed still draws targets and holds).
- * npm run chaos:long   (30 minutes, both modes, every fault kind)
+ * npm run chaos:long   (35 minutes, faults held 1-4 s, both modes switching every 4 faults, every fault kind)
  *
  * Prints the verdict table and writes bench/results/chaos-<time>.md and .json.
  * Exits 1 when the checker found a violation, 2 when the lab cannot run here.
