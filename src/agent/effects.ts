@@ -201,12 +201,17 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
   // PostgreSQL numbers the new timeline after the newest history file it has: write the ones this
   // standby never received (from the cluster's history), so no two promotions take one number.
-  const historyRecord = await ctx.store.get(ctx.keys.history);
-  const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
-  const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
-  const upTo = Math.max(action.timeline - 1, ...knownTimelines);
-  const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
-  if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
+  // Best effort: a promotion is not held up by it (PostgreSQL then numbers the timeline as it always did).
+  try {
+    const historyRecord = await ctx.store.get(ctx.keys.history);
+    const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
+    const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
+    const upTo = Math.max(action.timeline - 1, ...knownTimelines);
+    const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
+    if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
+  } catch (error) {
+    ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
+  }
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
