@@ -118,7 +118,8 @@ function learnFromOutcomes(o: Observation): AgentMemory {
     const ok = outcome.result === 'ok';
     switch (outcome.type) {
       case 'rewind':
-        if (ok) Object.assign(memory, { rewindNeeded: false, rewindFailed: false });
+        if (ok) Object.assign(memory, { rewindNeeded: false, rewindFailed: false, rewindDiskFull: undefined });
+        else if (outcome.result === 'failed' && outcome.code === 'DISK_FULL') memory.rewindDiskFull = { count: (memory.rewindDiskFull?.count ?? 0) + 1, lastAt: o.monotonic };
         else if (outcome.result === 'failed' && !outcome.retryable) memory.rewindFailed = true;
         break;
       case 'moveDataAside':
@@ -349,6 +350,14 @@ function backoffLeft(failures: { count: number; lastAt: number } | undefined, mo
   return Math.max(0, failures.lastAt + backoff - monotonic);
 }
 
+/** After pg_rewind failed for a full disk, the next try waits 0.5 s, 1 s, 2 s … up to 30 s (like a failed clone). */
+export function rewindDiskFullBackoffLeft(o: Pick<Observation, 'memory' | 'monotonic'>): number {
+  const failures = o.memory.rewindDiskFull;
+  if (!failures) return 0;
+  const backoff = Math.min(500 * 2 ** (failures.count - 1), CLONE_BACKOFF_MAX_MS);
+  return Math.max(0, failures.lastAt + backoff - o.monotonic);
+}
+
 function decideEmptyMember(o: Observation, store: Reachable): Target {
   const leader = leaderStatus(store);
   if (!store.leader || !leader || (leader.role !== 'primary' && !standbyLeaderServes(o, leader))) {
@@ -443,6 +452,16 @@ function decideStopped(o: Observation, store: Reachable): Target {
       return { state: 'needs_operator', actions: [], reason: 'pg_rewind failed and rewindFallback=none: run `relevo reinit` for this member' };
     }
     if (needsRewind(o, store)) {
+      // The backoff holds only while we go on rewinding: after anything else in between, try at once.
+      const wait = o.previous.state === 'rewinding' || o.previous.state === 'rewind_failed' ? rewindDiskFullBackoffLeft(o) : 0;
+      if (wait > 0) {
+        return {
+          state: 'rewind_failed',
+          actions: [],
+          reason: `DISK_FULL: pg_rewind failed ${o.memory.rewindDiskFull!.count} time(s) in a row because the disk of the data directory is full; the data stays in place (moving it aside would free nothing); retrying in ${(wait / 1000).toFixed(1)} s`,
+          retryInMs: wait,
+        };
+      }
       return {
         state: 'rewinding',
         actions: [{ type: 'rewind', upstream }],

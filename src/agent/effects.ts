@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
@@ -18,6 +19,8 @@ import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, startStandby, stopPostgres } from '../postgres/postmaster.js';
 import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
+import { writeMissingHistoryFiles } from '../postgres/timeline-files.js';
+import { checkCloneSpace, CloneNoSpaceError, freeBytes, movedAsideCopies } from '../postgres/space.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
 import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
@@ -198,6 +201,19 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   // in place (ignored while in recovery) before the promotion, not reloaded after it.
   const standbyNames = action.synchronousStandbyNames;
   if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  // PostgreSQL numbers the new timeline after the newest history file it has: write the ones this
+  // standby never received (from the cluster's history), so no two promotions take one number.
+  // Best effort: a promotion is not held up by it (PostgreSQL then numbers the timeline as it always did).
+  try {
+    const historyRecord = await ctx.store.get(ctx.keys.history);
+    const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
+    const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
+    const upTo = Math.max(action.timeline - 1, ...knownTimelines);
+    const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
+    if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
+  } catch (error) {
+    ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
+  }
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
@@ -206,6 +222,7 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
       if (attempt >= 50) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    // The files stay even if this call fails: the promotion may still be under way and must find them.
     const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
     if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
@@ -310,7 +327,17 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
     case 'clone': {
       const credentials = requireCredentials(ctx);
       const started = Date.now();
-      await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
+      // Moved-aside copies stay on this disk (never deleted): a clone that cannot fit is refused, naming them.
+      const copies = movedAsideCopies(local.dataDir);
+      const refused = copies.length > 0 ? checkCloneSpace(local.dataDir, copies, freeBytes(dirname(local.dataDir))) : undefined;
+      if (refused) throw refused;
+      try {
+        await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
+      } catch (error) {
+        const message = (error as Error).message;
+        if (/No space left on device|ENOSPC/i.test(message)) throw new CloneNoSpaceError(local.dataDir, freeBytes(dirname(local.dataDir)), undefined, copies, message);
+        throw error;
+      }
       writeConfiguration(ctx, standbySettings(ctx, action.upstream));
       return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
     }

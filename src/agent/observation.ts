@@ -64,6 +64,8 @@ export interface AgentMemory {
   cloneFailures: { count: number; lastAt: number } | undefined;
   /** Bootstraps (initdb, or a restore for backup.bootstrapFrom) that failed in a row: the next attempt backs off the same way, longer. */
   bootstrapFailures: { count: number; lastAt: number } | undefined;
+  /** pg_rewind failed for a full disk (DISK_FULL), in a row, and the monotonic ms of the last one: retried with a backoff, the data kept in place. */
+  rewindDiskFull: { count: number; lastAt: number } | undefined;
 }
 
 export function freshMemory(): AgentMemory {
@@ -79,6 +81,7 @@ export function freshMemory(): AgentMemory {
     requestSeen: undefined,
     cloneFailures: undefined,
     bootstrapFailures: undefined,
+    rewindDiskFull: undefined,
   };
 }
 

@@ -27,10 +27,23 @@ export function failureCode(type: ActionType): string {
   return `E_${type.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}_FAILED`;
 }
 
+/**
+ * PostgreSQL's and the kernel's words for a full disk. A full disk says
+ * nothing about the data on it: the step is tried again once space is freed,
+ * never answered by moving the data directory aside, which frees nothing
+ * (chaos seed 4242, wal-disk-full: pg_rewind's crash recovery failed on the
+ * full disk, the data was moved aside on the same disk and every reclone then
+ * failed with ENOSPC).
+ */
+const DISK_FULL_TEXT = /No space left on device|\bENOSPC\b|could not extend file .*: (?:wrote only|No space)/i;
+
 export function outcomeOf(type: ActionType, error: unknown): ActionOutcome {
   const e = error as { message?: unknown; code?: unknown; retryable?: unknown };
   const message = typeof e?.message === 'string' ? e.message : String(error);
   if (error instanceof LostCasError) return { type, result: 'lost_cas', key: error.key, error: message };
+  if (e?.code === 'ENOSPC' || e?.code === 'CLONE_NO_SPACE' || DISK_FULL_TEXT.test(message)) {
+    return { type, result: 'failed', code: e?.code === 'CLONE_NO_SPACE' ? 'CLONE_NO_SPACE' : 'DISK_FULL', error: message, retryable: true };
+  }
   const code = typeof e?.code === 'string' && /^[A-Z][A-Z0-9_]+$/.test(e.code) ? e.code : failureCode(type);
   return { type, result: 'failed', code, error: message, retryable: e?.retryable === true };
 }

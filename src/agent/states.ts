@@ -159,7 +159,14 @@ export const TRANSITIONS: readonly Transition[] = [
   { from: '*', to: 'operator_request_refused', actions: ['finishOperatorRequest'], comment: 'operator request refused: reinitialise the primary (switch over first) or a member while no primary runs to clone from, restart without data' },
   { from: '*', to: 'waiting_for_postgres', actions: [], comment: 'the postmaster runs but does not answer yet (starting, crash recovery): wait for it' },
   // A new cluster.
-  { from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer'], to: 'waiting_for_initializer', actions: [], comment: 'another member won the initialise key and runs initdb' },
+  {
+    // 'bootstrapping': our bootstrap failed and released the key, and another member claimed it before our next cycle
+    // (chaos lab, first setup: E_STATE_ILLEGAL_EDGE bootstrapping -> waiting_for_initializer).
+    from: [...AFTER_GAP, 'initializing', 'waiting_for_initializer', 'bootstrapping'],
+    to: 'waiting_for_initializer',
+    actions: [],
+    comment: 'another member won the initialise key and runs initdb (also after our own bootstrap failed and released it)',
+  },
   { from: [...AFTER_GAP, 'initializing', 'bootstrapping'], to: 'bootstrapping', actions: ['bootstrap', 'completeInitialize'], comment: 'we won the initialise key: run initdb, or record the system identifier of the data we registered' },
   // An empty data directory.
   {

@@ -255,3 +255,19 @@ export function check(input: CheckInput): CheckResult {
   for (const p of input.finalProblems) violations.push({ rule: 'final-state', fault: null, detail: p });
   return { perFault, violations, knownIssues, totals, overlapping: overlappingTotal, staleReads: stale.length, reads: input.reads.length };
 }
+
+export interface ReadBackCandidate {
+  name: string;
+  recovery: boolean;
+  timeline: number;
+  lsn: bigint;
+}
+
+/**
+ * Where to verify acknowledged commits when the cluster did not converge:
+ * a member running as primary before any standby, then the newest timeline,
+ * then the furthest WAL position (what the cluster would keep).
+ */
+export function pickReadBack(seen: readonly ReadBackCandidate[]): ReadBackCandidate | undefined {
+  return [...seen].sort((a, b) => Number(a.recovery) - Number(b.recovery) || b.timeline - a.timeline || (b.lsn > a.lsn ? 1 : b.lsn < a.lsn ? -1 : 0))[0];
+}

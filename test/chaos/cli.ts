@@ -1,10 +1,11 @@
 /**
- * npm run chaos -- [--seed N] [--duration 5m] [--faults N] [--mode sync|async|both] [--sync on|quorum] [--failsafe on|off]
+ * npm run chaos -- [--seed N] [--duration 5m] [--faults N] [--mode sync|async|both] [--mode-every N] [--sync on|quorum] [--failsafe on|off]
  *                   [--hosts 3] [--kinds a,b | --sequence a,b] [--hold 5s-12s] [--note text]
+ *   --mode-every: with --mode both, switch modes every N faults (default 1).
  *   --sync: what sync mode runs as: synchronousMode on (FIRST 1) or quorum (ANY 1); default on.
  *   --failsafe: the store failsafe setting for the whole run; default off.
  *   --sequence: exactly these faults in this order (the seed still draws targets and holds).
- * npm run chaos:long   (30 minutes, both modes, every fault kind)
+ * npm run chaos:long   (35 minutes, faults held 1-4 s, both modes switching every 4 faults, every fault kind)
  *
  * Prints the verdict table and writes bench/results/chaos-<time>.md and .json.
  * Exits 1 when the checker found a violation, 2 when the lab cannot run here.
@@ -47,6 +48,7 @@ const run = await runChaos({
   durationMs: duration(arg('duration') ?? '5m'),
   ...(maxFaults ? { maxFaults: Number(maxFaults) } : {}),
   mode,
+  ...(arg('mode-every') ? { modeEvery: Number(arg('mode-every')) } : {}),
   synchronous,
   failsafe: failsafe === 'on',
   hosts: Number(arg('hosts') ?? 3),

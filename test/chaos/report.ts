@@ -33,12 +33,14 @@ export function verdictMarkdown(run: RunResult, note: string): string {
   const { check } = run;
   const lines: string[] = [];
   const durationMin = ((run.endedAt - run.startedAt) / 60_000).toFixed(1);
-  lines.push(`# Chaos run, seed ${run.options.seed}, mode ${run.options.mode}, synchronousMode ${synchronousOf(run)}, failsafe ${run.options.failsafe ? 'on' : 'off'}`);
+  lines.push(`# Chaos run, seed ${run.options.seed}, mode ${run.options.mode}${run.options.mode === 'both' && (run.options.modeEvery ?? 1) > 1 ? ` (switching every ${run.options.modeEvery} faults)` : ''}, synchronousMode ${synchronousOf(run)}, failsafe ${run.options.failsafe ? 'on' : 'off'}`);
   lines.push('');
   lines.push(
     `${run.faults.length} faults in ${durationMin} min, ${run.options.hosts ?? 3} hosts, started ${new Date(run.startedAt).toISOString()}. Sync mode runs as synchronousMode ${synchronousOf(run)}${synchronousOf(run) === 'quorum' ? ' (ANY 1 of the streaming standbys)' : ' (FIRST 1)'}, synchronousCount 1; store failsafe ${run.options.failsafe ? 'on' : 'off'}. ${note}`,
   );
   if (run.aborted) lines.push(`\n**Run ended early:** ${run.aborted}`);
+  if (run.readBack && !run.readBack.converged) lines.push(`\n**Lost commits read back without convergence:** ${run.readBack.how}. A commit missing there is counted as lost.`);
+  else if (!run.readBack) lines.push('\n**Lost commits not verified:** no member answered for the read-back (see the violations).');
   lines.push('');
   lines.push('## Writes');
   lines.push('');

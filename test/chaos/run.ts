@@ -7,11 +7,14 @@
  * Teardown always runs, also on failure and on SIGINT/SIGTERM.
  */
 import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { TEST_APP_ROLE } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
 import { Writer } from '../helpers/writer.js';
-import { check, type CheckResult, type FaultRecord, type Mode, type WriterLog } from './checker.js';
+import { check, lsnToNumber, pickReadBack, type CheckResult, type FaultRecord, type ReadBackCandidate, type Mode, type WriterLog } from './checker.js';
 import { FAULT_KINDS, healAll, injectFault, rng, type FaultKind, type Roles } from './faults.js';
 import { ChaosLab, ROUTER_MAX_LAG_BYTES, type Synchronous } from './lab.js';
 import { Reader } from './reader.js';
@@ -25,8 +28,10 @@ export interface RunOptions {
   durationMs: number;
   /** At most this many faults. */
   maxFaults?: number;
-  /** 'both' alternates sync and async from one fault to the next. */
+  /** 'both' alternates sync and async from one fault to the next (or every `modeEvery` faults). */
   mode: Mode | 'both';
+  /** With mode 'both': switch every this many faults (default 1). A switch costs a config change and a reload wait. */
+  modeEvery?: number;
   /** What sync mode means: synchronousMode `on` (FIRST 1, default) or `quorum` (ANY 1). */
   synchronous?: Synchronous;
   /** The store failsafe setting for the whole run (default off). */
@@ -56,6 +61,15 @@ export interface RunResult {
   readFailures: number;
   /** Why the run ended early, if it did. */
   aborted?: string;
+  /** Where the acknowledged commits were looked up. */
+  readBack?: ReadBack;
+}
+
+export interface ReadBack {
+  member: string;
+  /** false: the cluster had not converged; the member is the best one found (see `how`). */
+  converged: boolean;
+  how: string;
 }
 
 /** Grace for stale reads: the router's view of a replica's lag may be this old (agent loop + router refresh + publish). */
@@ -112,6 +126,8 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
   const reader = new Reader({ host: lab.ro.host, port: lab.ro.port, user: TEST_APP_ROLE.user, password: TEST_APP_ROLE.password, serverNames });
   let aborted: string | undefined;
   let result: CheckResult | undefined;
+  let readBack: ReadBack | undefined;
+  const bound = options.convergeTimeoutMs ?? 120_000;
   try {
     for (const w of Object.values(writers)) await w.start();
     reader.start();
@@ -121,13 +137,12 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
     const modeProblems: string[] = [];
     const kinds = options.kinds ?? FAULT_KINDS;
     const [holdMin, holdMax] = options.holdMs ?? [5_000, 12_000];
-    const bound = options.convergeTimeoutMs ?? 120_000;
     for (let index = 0; ; index++) {
       if (interruptedBy()) break;
       if (options.sequence ? index >= options.sequence.length : Date.now() - startedAt >= options.durationMs) break;
       if (options.maxFaults !== undefined && index >= options.maxFaults) break;
       const kind = options.sequence ? options.sequence[index]! : random.pick(kinds);
-      const wantMode: Mode = options.mode === 'both' ? (index % 2 === 0 ? 'sync' : 'async') : options.mode;
+      const wantMode: Mode = options.mode === 'both' ? (Math.floor(index / Math.max(1, options.modeEvery ?? 1)) % 2 === 0 ? 'sync' : 'async') : options.mode;
       if (wantMode !== mode) {
         try {
           await setMode(lab, wantMode);
@@ -165,6 +180,7 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
       log(
         `fault ${index} ${kind} (${mode}) on ${record.target}: held ${hold} ms; ${record.convergedAt ? `converged ${record.convergedAt - record.healedAt} ms after heal, primary ${record.primaryBefore} → ${record.primaryAfter}` : `NOT converged: ${record.error}`}`,
       );
+      if (record.convergedAt === null) await saveDiagnostics(lab, record, startedAt, log);
       if (record.convergedAt === null && options.retryConvergence === false) {
         aborted = `fault ${index} (${kind}): the cluster did not converge after healing: ${record.error ?? ''}`;
         break;
@@ -190,11 +206,20 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
     await reader.stop();
     const logs: WriterLog[] = [];
     const finalProblems: string[] = modeProblems.map((p) => `synchronous mode switch not applied ${p}`);
+    // Lost commits are verified also when the run ended by a non-convergence: read back from the member that
+    // holds the cluster's newest data (readBackMember), and say so in the verdict.
+    try {
+      readBack = await readBackMember(lab, aborted ? 30_000 : bound);
+      if (!readBack.converged) log(`read-back without convergence: ${readBack.how}`);
+    } catch (error) {
+      finalProblems.push(`no member to read the writers' tables from: ${(error as Error).message}`);
+    }
     for (const [name, w] of Object.entries(writers)) {
       try {
-        logs.push({ name, acks: w.acks, present: await presentIds(lab, w.options.table) });
+        if (!readBack) throw new Error('no member to read from');
+        logs.push({ name, acks: w.acks, present: await presentIds(lab, readBack.member, w.options.table) });
       } catch (error) {
-        finalProblems.push(`${name}: could not read its table on the final primary: ${(error as Error).message}`);
+        finalProblems.push(`${name}: could not read its table${readBack ? ` on ${readBack.member}` : ''}: ${(error as Error).message}`);
         logs.push({ name, acks: w.acks, present: null });
       }
     }
@@ -209,7 +234,7 @@ async function workload(lab: ChaosLab, options: RunOptions, log: (line: string) 
     await reader.stop().catch(() => undefined);
     await lab.teardown();
   }
-  return { options, startedAt, endedAt: Date.now(), faults, check: result, reads: reader.reads.length, readFailures: reader.failures, ...(aborted ? { aborted } : {}) };
+  return { options, startedAt, endedAt: Date.now(), faults, check: result, reads: reader.reads.length, readFailures: reader.failures, ...(readBack ? { readBack } : {}), ...(aborted ? { aborted } : {}) };
 }
 
 async function currentRoles(lab: ChaosLab): Promise<Roles> {
@@ -251,10 +276,51 @@ async function setMode(lab: ChaosLab, mode: Mode): Promise<void> {
   );
 }
 
-async function presentIds(lab: ChaosLab, table: string): Promise<Set<number>> {
-  const { primary } = await currentRoles(lab);
-  const rows = await lab.cluster.sql<{ id: string }>(primary, `SELECT id FROM ${table}`);
+async function presentIds(lab: ChaosLab, member: string, table: string): Promise<Set<number>> {
+  const rows = await lab.cluster.sql<{ id: string }>(member, `SELECT id FROM ${table}`);
   return new Set(rows.map((r) => Number(r.id)));
+}
+
+/**
+ * The member to verify acknowledged commits on. Normally the converged
+ * primary. When the cluster does not converge (the run ended early, or the
+ * last fault left a member behind), heal once more and pick, among the
+ * members that answer, the one running as primary on the newest timeline
+ * (then the furthest WAL position); with no primary, the standby that
+ * replayed furthest. An id missing there is counted as lost: a lower bound of
+ * what survived is better than no verdict at all (chaos-2026-12-01T06-12-43
+ * ended with its losses unverified).
+ */
+async function readBackMember(lab: ChaosLab, timeoutMs: number): Promise<ReadBack> {
+  try {
+    return { member: await converge(lab, timeoutMs), converged: true, how: 'converged primary' };
+  } catch (error) {
+    await healAll(lab).catch(() => undefined);
+    const reason = (error as Error).message.slice(0, 200);
+    const seen: ReadBackCandidate[] = [];
+    for (const name of lab.names) {
+      try {
+        const rows = await lab.cluster.sql<{ recovery: boolean; timeline: string; lsn: string }>(
+          name,
+          `SELECT pg_is_in_recovery() AS recovery,
+                  CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver UNION ALL SELECT timeline_id FROM pg_control_checkpoint() LIMIT 1)
+                       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END::text AS timeline,
+                  CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_lsn() END::text AS lsn`,
+        );
+        const row = rows[0]!;
+        seen.push({ name, recovery: row.recovery, timeline: Number(row.timeline), lsn: lsnToNumber(row.lsn) });
+      } catch {
+        // Not answering: not a candidate.
+      }
+    }
+    const best = pickReadBack(seen);
+    if (!best) throw new Error(`no member answers (${reason})`);
+    return {
+      member: best.name,
+      converged: false,
+      how: `not converged (${reason}); read back on ${best.name}, ${best.recovery ? 'a standby (no member runs as primary)' : 'running as primary'} on timeline ${best.timeline} at WAL position ${best.lsn.toString(16)} (answered: ${seen.map((s) => s.name).join(', ')})`,
+    };
+  }
 }
 
 /** pg_amcheck (Debian 15) on every member: the database the writers use, heap and btree indexes (heapallindexed), over the member's Unix socket. */
@@ -275,4 +341,32 @@ async function runAmcheck(lab: ChaosLab): Promise<Record<string, { ok: boolean; 
     }
   }
   return out;
+}
+
+/**
+ * A fault after which the cluster did not converge: each member's state and
+ * reason go to the run's log, and the tails of its agent and PostgreSQL logs
+ * to RELEVO_CHAOS_DIAG_DIR (default <tmp>/relevo-chaos-diag/<run start>/),
+ * before the second heal or the teardown erases them.
+ */
+async function saveDiagnostics(lab: ChaosLab, record: FaultRecord, startedAt: number, log: (line: string) => void): Promise<void> {
+  try {
+    const dir = join(process.env.RELEVO_CHAOS_DIAG_DIR ?? join(tmpdir(), 'relevo-chaos-diag'), new Date(startedAt).toISOString().replace(/[:.]/g, '-'), `fault-${record.index}-${record.kind}`);
+    mkdirSync(dir, { recursive: true });
+    const statuses = await lab.cluster.memberStatuses().catch((error: Error) => { log(`diagnostics: member statuses unreadable: ${error.message}`); return []; });
+    for (const m of statuses) log(`  ${m.name}: ${m.state} (${m.role}): ${m.reason.slice(0, 300)}`);
+    writeFileSync(join(dir, 'statuses.json'), `${JSON.stringify(statuses, null, 2)}\n`);
+    for (const name of lab.names) {
+      writeFileSync(join(dir, `${name}.agent.log`), lab.cluster.logTail(name, 400));
+      const pgLog = `${lab.cluster.member(name).config.postgres.dataDir}.log`;
+      try {
+        writeFileSync(join(dir, `${name}.postgres.log`), readFileSync(pgLog, 'utf8').split('\n').slice(-300).join('\n'));
+      } catch (error) {
+        writeFileSync(join(dir, `${name}.postgres.log`), `(unreadable: ${(error as Error).message})`);
+      }
+    }
+    log(`diagnostics of fault ${record.index} saved in ${dir}`);
+  } catch (error) {
+    log(`diagnostics not saved: ${(error as Error).message}`);
+  }
 }

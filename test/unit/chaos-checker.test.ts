@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { check, longestGap, overlappingAcks, staleReads, windowOf, type FaultRecord } from '../chaos/checker.js';
+import { check, longestGap, overlappingAcks, pickReadBack, staleReads, windowOf, type FaultRecord } from '../chaos/checker.js';
 import { FAULT_KINDS, FAULT_TEXT, rng } from '../chaos/faults.js';
 import { verdictMarkdown } from '../chaos/report.js';
 import type { RunResult } from '../chaos/run.js';
@@ -123,5 +123,13 @@ describe('chaos checker', () => {
     const draws = Array.from({ length: 20 }, () => a.int(0, 1000));
     assert.deepEqual(Array.from({ length: 20 }, () => b.int(0, 1000)), draws);
     assert.notDeepEqual(Array.from({ length: 20 }, () => rng(43).int(0, 1000)), draws);
+  });
+
+  it('chaos seed 4242, the run\'s end: without convergence lost commits are read back on the member running as primary on the newest timeline, else the furthest standby', () => {
+    const c = (name: string, recovery: boolean, timeline: number, lsn: bigint) => ({ name, recovery, timeline, lsn });
+    // node1 was rejoining (a standby), node2 an old primary on timeline 4 still running, node3 the newest primary on 5.
+    assert.equal(pickReadBack([c('node1', true, 5, 900n), c('node2', false, 4, 1000n), c('node3', false, 5, 800n)])?.name, 'node3');
+    assert.equal(pickReadBack([c('node1', true, 5, 700n), c('node2', true, 5, 900n)])?.name, 'node2', 'no primary: the standby that replayed furthest');
+    assert.equal(pickReadBack([]), undefined);
   });
 });

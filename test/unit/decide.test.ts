@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decide, RETRY_SOON_MS } from '../../src/agent/decide.js';
 import { freshMemory } from '../../src/agent/observation.js';
+import { outcomeOf } from '../../src/agent/outcome.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
 import { AGENT_STATES, TRANSITIONS, checkTransition } from '../../src/agent/states.js';
 import { defaultClusterSettings } from '../../src/cluster/settings.js';
@@ -29,6 +30,15 @@ describe('decide: bootstrap and joining', () => {
     const loser = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, previous: { state: 'initializing', since: 0 } }, 'c'));
     assert.equal(loser.state, 'waiting_for_initializer');
     assert.match(loser.reason, /member b is initialising/);
+  });
+
+  it('chaos lab first setup, failed bootstrap: a member whose bootstrap released the key waits for the next initialiser (no illegal bootstrapping -> waiting_for_initializer)', () => {
+    // Our bootstrap failed (UNSAFE_PATH_OWNER in the lab) and deleted the initialise key; c claimed it before our next cycle.
+    const store = storeView({ init: { member: 'c', startedAt: 'x' }, leader: undefined, members: [] });
+    const d = decide(observation({ dataDir: 'empty', server: { kind: 'stopped' }, store, outcomes: [{ type: 'bootstrap', result: 'failed', code: 'UNSAFE_PATH_OWNER', error: 'parent owned by root', retryable: false }], previous: { state: 'bootstrapping', since: 0 } }));
+    assert.equal(d.defect, undefined, d.defect?.message);
+    assert.equal(d.state, 'waiting_for_initializer');
+    assert.match(d.reason, /member c is initialising/);
   });
 
   it('an empty member clones once the primary has its slot, never before', () => {
@@ -309,6 +319,35 @@ describe('decide: rejoin', () => {
     const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fencing_split_brain', since: 0 } }, 'a'));
     assert.equal(d.state, 'rewinding');
     assert.deepEqual(types(d), ['rewind']);
+  });
+
+  it('chaos seed 4242, wal-disk-full: pg_rewind failing for a full disk keeps the data in place and retries with a backoff (no moveDataAside, which frees nothing)', () => {
+    const base = { store: newLeader, server: { kind: 'stopped' as const }, standbyConfigured: false, control, previous: { state: 'rewinding' as const, since: 0 } };
+    // What the effect's error becomes: PostgreSQL's crash recovery inside pg_rewind could not write WAL.
+    const outcome = outcomeOf('rewind', Object.assign(new Error('pg_rewind failed: PANIC:  could not write to file "pg_wal/xlogtemp.123": No space left on device'), { code: 'POSTGRES_COMMAND_FAILED' }));
+    assert.deepEqual(outcome, { type: 'rewind', result: 'failed', code: 'DISK_FULL', error: (outcome as { error: string }).error, retryable: true });
+    let memory = freshMemory();
+    for (const [count, backoff] of [[1, 500], [2, 1000], [8, 30_000]] as const) {
+      const d = decide(observation({ ...base, outcomes: [outcome], memory: { ...memory, rewindDiskFull: count === 1 ? undefined : { count: count - 1, lastAt: 0 } } }, 'a'));
+      assert.equal(d.defect, undefined, d.defect?.message);
+      assert.equal(d.state, 'rewind_failed', d.reason);
+      assert.deepEqual(d.actions, [], 'never moves the data aside for a full disk');
+      assert.match(d.reason, /DISK_FULL/);
+      assert.equal(d.memory.rewindFailed, false);
+      assert.deepEqual(d.memory.rewindDiskFull, { count, lastAt: 100_000 });
+      assert.equal(d.retryInMs, backoff);
+      memory = d.memory;
+    }
+    // Once the backoff has passed (space freed or not), pg_rewind runs again; a rewind that works forgets the failures.
+    const retry = decide(observation({ ...base, monotonic: 100_000 + 30_000, memory, previous: { state: 'rewind_failed', since: 0 } }, 'a'));
+    assert.equal(retry.defect, undefined, retry.defect?.message);
+    assert.deepEqual(types(retry), ['rewind']);
+    const done = decide(observation({ ...base, control: { ...control, timeline: 2 }, memory, outcomes: [{ type: 'rewind', result: 'ok' }] }, 'a'));
+    assert.equal(done.memory.rewindDiskFull, undefined);
+    // Coming from another state (the leader changed meanwhile), it rewinds at once: rewind_failed is only reached from rewinding.
+    const elsewhere = decide(observation({ ...base, memory: { ...memory, rewindDiskFull: { count: 3, lastAt: 100_000 } }, previous: { state: 'waiting_for_primary', since: 0 } }, 'a'));
+    assert.equal(elsewhere.defect, undefined, elsewhere.defect?.message);
+    assert.deepEqual(types(elsewhere), ['rewind']);
   });
 
   it('after a failed rewind, moves the data aside to reclone, or waits for the operator', () => {
