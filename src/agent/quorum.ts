@@ -49,9 +49,12 @@ export function promotionQuorum(o: Observation, provisional: string[]): Quorum |
 function startingRecord(o: Observation, store: Reachable): Quorum {
   const me = o.member.name;
   if (store.quorum && store.quorum.leader === me) return { members: store.quorum.members, quorum: store.quorum.quorum };
-  // Switching from `on`: each member of our sync record holds every acknowledged commit.
-  const sync = store.sync && store.sync.leader === me ? store.sync.members : [];
-  return { members: sync, quorum: sync.length };
+  // Switching from `on`: each member of our sync record holds every acknowledged commit; while that set
+  // was changing, each commit is on one of `previous` (so on ≥ 1 of them): the election keeps comparing with them.
+  const sync = store.sync && store.sync.leader === me ? store.sync : undefined;
+  if (sync && sync.members.length > 0) return { members: sync.members, quorum: sync.members.length };
+  const previous = sync?.previous ?? [];
+  return { members: previous, quorum: previous.length > 0 ? 1 : 0 };
 }
 
 /** synchronous_standby_names for a primary restarting in place: what the record covers. */
