@@ -161,7 +161,7 @@ describe('quorum failover: promote only the most advanced of n - q + 1 members o
     assert.equal(withB.state, 'promoting', withB.reason);
     const promote = withB.actions.find((a) => a.type === 'promote');
     assert.ok(promote && promote.type === 'promote');
-    assert.deepEqual(promote.quorum, { members: ['b'], quorum: 1 }, 'the new record covers the provisional standby');
+    assert.deepEqual(promote.quorum, { members: ['b', 'c'], quorum: 1 }, 'the new record covers the provisional standby and the new primary itself (sim quorum-loss seed 160)');
   });
   it('switched from `on` before the leader wrote a quorum record: the election keeps its sync record (sim quorum-loss seed 111)', () => {
     const cand = (name: string, receivedLsn: string) => ({ name, receivedLsn, timeline: 1, nofailover: false, priority: 100 });
