@@ -83,7 +83,10 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
   if (candidate.receivedLsn === null || candidate.timeline === null) return { eligible: false, reason: 'no WAL position known' };
   const timeline = latestTimeline(store.history);
   if (candidate.timeline < timeline) return { eligible: false, reason: `on timeline ${candidate.timeline}, cluster is on ${timeline}` };
-  if (settings.synchronousMode === 'on') {
+  const quorumRecord = settings.synchronousMode === 'quorum' && store.quorum && store.quorum.leader === lastLeader(store) ? store.quorum : undefined;
+  // Quorum mode without a quorum record of the last leader: it was switched from \`on\` and may have acknowledged
+  // commits under its sync record (members, or \`previous\` while it changed) before writing one (sim quorum-loss seed 111).
+  if (settings.synchronousMode === 'on' || (settings.synchronousMode === 'quorum' && !quorumRecord)) {
     const record = store.sync && store.sync.leader === lastLeader(store) ? store.sync : undefined;
     const sync = record?.members ?? [];
     const previous = sync.length === 0 ? (record?.previous ?? []) : [];
@@ -96,10 +99,10 @@ export function eligibility(settings: ClusterSettings, store: Reachable, candida
         ? { eligible: true, reason: `received at least as much as synchronous standby ${witness.name} (${received} >= ${witness.receivedLsn}): holds every acknowledged commit` }
         : { eligible: false, reason: `not in the synchronous set (${sync.join(', ')}) and not known to hold as much as one of them: may lack acknowledged commits` };
     }
-    if (settings.synchronousStrict) return { eligible: false, reason: 'strict synchronous mode and no synchronous standby recorded' };
+    if (settings.synchronousMode === 'on' && settings.synchronousStrict) return { eligible: false, reason: 'strict synchronous mode and no synchronous standby recorded' };
   }
   if (settings.synchronousMode === 'quorum') {
-    const record = store.quorum && store.quorum.leader === lastLeader(store) ? store.quorum : undefined;
+    const record = quorumRecord;
     if (record && record.quorum > 0 && record.members.length > 0) {
       return quorumVerdict(record, { receivedLsn: candidate.receivedLsn, timeline: candidate.timeline }, witnesses);
     }

@@ -38,26 +38,37 @@ export function renderQuorumNames(quorum: number, members: string[]): string {
 
 const sameSet = (a: string[], b: string[]) => a.length === b.length && a.every((x) => b.includes(x));
 
-/** Members that may hold a commit: the record's, with a new primary's provisional standbys. */
+/**
+ * The record a new primary writes before pg_promote(): itself and its provisional standbys, q = 1.
+ * It alone may hold commits acknowledged before its promotion (a provisional standby may lag), and
+ * synchronous_standby_names is then ANY 1 (provisional): so each acknowledged commit is on one of
+ * them, and the election compares candidates with all of them, refusing while one cannot be asked
+ * (sim quorum-loss seed 160: with the provisional standbys alone, a lagging one was promoted
+ * once the new primary died). The planner drops itself from the list once standbys caught up.
+ */
 export function promotionQuorum(o: Observation, provisional: string[]): Quorum | undefined {
   if (o.settings.synchronousMode !== 'quorum') return undefined;
-  // synchronous_standby_names at promotion is FIRST 1 (provisional): any one of them may acknowledge.
-  return { members: [...provisional].sort(), quorum: provisional.length > 0 ? 1 : 0 };
+  return { members: [...new Set([o.member.name, ...provisional])].sort(), quorum: 1 };
 }
 
 /** The record this primary works from: its own, else what the `on`-mode sync record proves, else nothing. */
 function startingRecord(o: Observation, store: Reachable): Quorum {
   const me = o.member.name;
   if (store.quorum && store.quorum.leader === me) return { members: store.quorum.members, quorum: store.quorum.quorum };
-  // Switching from `on`: each member of our sync record holds every acknowledged commit.
-  const sync = store.sync && store.sync.leader === me ? store.sync.members : [];
-  return { members: sync, quorum: sync.length };
+  // Switching from `on`: each member of our sync record holds every acknowledged commit; while that set
+  // was changing, each commit is on one of `previous` (so on ≥ 1 of them): the election keeps comparing with them.
+  const sync = store.sync && store.sync.leader === me ? store.sync : undefined;
+  if (sync && sync.members.length > 0) return { members: sync.members, quorum: sync.members.length };
+  const previous = sync?.previous ?? [];
+  return { members: previous, quorum: previous.length > 0 ? 1 : 0 };
 }
 
 /** synchronous_standby_names for a primary restarting in place: what the record covers. */
 export function quorumNamesOnStart(o: Observation, store: Reachable): string {
   const record = startingRecord(o, store);
-  if (record.quorum > 0 && record.members.length > 0) return renderQuorumNames(record.quorum, record.members);
+  // A new primary's record names itself (promotionQuorum); it is no standby of its own.
+  const standbys = record.members.filter((m) => m !== o.member.name);
+  if (record.quorum > 0 && standbys.length > 0) return renderQuorumNames(record.quorum, standbys);
   return o.settings.synchronousStrict || hasOtherMembers(o.member.name, store) ? renderAnyStandby(o.memory.provisionalStandbys) : '';
 }
 
@@ -95,7 +106,7 @@ export function planQuorum(o: Observation, store: Reachable, inspection: ServerI
           note: `no quorum standby for ${settings.synchronousFallbackMs} ms: falling back to asynchronous replication`,
         };
       }
-      return { synchronousStandbyNames: inEffect, actions: own ? [] : write(record), remember: { noSyncCandidateSince: since }, note: `quorum standbys ${record.members.join(', ')} unavailable: commits wait` };
+      return { synchronousStandbyNames: inEffect, actions: own ? [] : write(record), remember: { noSyncCandidateSince: since }, note: `quorum standbys ${record.members.filter((m) => m !== me).join(', ')} unavailable: commits wait` };
     }
     const wait = settings.synchronousStrict || (!alone && o.monotonic - since < settings.synchronousFallbackMs);
     return {

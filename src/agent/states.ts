@@ -213,9 +213,9 @@ export const TRANSITIONS: readonly Transition[] = [
     actions: ['rewind'],
     comment: 'stopped former primary (also one whose fence watchdog or fencer process stopped it between two cycles, even straight from primary while the agent was frozen), or a standby past the fork or unable to stream: pg_rewind against the leader, then start as its standby',
   },
-  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
-  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
-  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator', 'waiting_for_primary'], to: 'rewind_failed', actions: [], comment: 'pg_rewind failed; the fallback waits until the leader runs as primary' },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator', 'waiting_for_primary'], to: 'recloning', actions: ['moveDataAside'], comment: 'pg_rewind failed and rewindFallback=reclone: move the data aside (kept) and clone afresh' },
+  { from: [...AFTER_GAP, 'rewinding', 'rewind_failed', 'needs_operator', 'waiting_for_primary'], to: 'needs_operator', actions: [], comment: 'pg_rewind failed and rewindFallback=none: waiting for `relevo reinit`' },
   {
     // 'draining': a switchover waited for open transactions while the lease lapsed (its agent had restarted): found by the simulation, failsafe variant, seed 1140.
     from: [...AFTER_GAP, ...STOPPED, 'primary', 'draining', 'bootstrapping', 'electing', 'detaching_upstream'],

@@ -2,7 +2,8 @@
  * npm run sim -- --seeds N --steps M [--from S]       explore N seeded schedules of M fault steps each
  * npm run sim -- --seed S --steps M [--faults i,j] [--trace]   replay one schedule (optionally a subset of its faults)
  * --variant quorum|failsafe|sync-loss: synchronousMode quorum (ANY k), store failsafe on, or (sync-loss) the synchronous
- *   standby lost in `on` mode and the primary's node killed right after the sync record changes (test/sim/sim.ts makeSchedule)
+ *   standby lost in `on` mode and the primary's node killed right after the sync record changes (test/sim/sim.ts makeSchedule);
+ *   quorum-loss: the same in quorum mode (half the seeds switch from `on` to quorum near the loss), killed after the quorum record changes
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -23,7 +24,7 @@ const { values } = parseArgs({
 });
 const steps = Number(values.steps);
 const variant = values.variant as ScheduleVariant;
-if (!['default', 'quorum', 'failsafe', 'sync-loss'].includes(variant)) throw new Error('--variant: default, quorum, failsafe or sync-loss');
+if (!['default', 'quorum', 'failsafe', 'sync-loss', 'quorum-loss'].includes(variant)) throw new Error('--variant: default, quorum, failsafe, sync-loss or quorum-loss');
 
 if (values.seed !== undefined) {
   const full = makeSchedule(Number(values.seed), steps, variant);

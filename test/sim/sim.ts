@@ -38,7 +38,9 @@ export type FaultKind =
   | 'operatorRestart'
   | 'operatorReinit'
   | 'slowReplica'
-  | 'killNode';
+  | 'killNode'
+  /** The operator switches synchronousMode to quorum (variant 'quorum-loss'). */
+  | 'setQuorumMode';
 
 export interface Fault {
   at: number;
@@ -118,13 +120,14 @@ const FAULTS: FaultKind[] = [
  * synchronousMode: quorum (ANY k) and 'failsafe' turns store failsafe on. Drawn
  * from their own generator, so the default schedules (and the regression seeds) stay as they were.
  */
-export type ScheduleVariant = 'default' | 'quorum' | 'failsafe' | 'sync-loss';
+export type ScheduleVariant = 'default' | 'quorum' | 'failsafe' | 'sync-loss' | 'quorum-loss';
 
 /** The schedule of seed `seed`: settings, clocks and faults, all drawn up front so a subset can be replayed. */
 export function makeSchedule(seed: number, faultSteps: number, variant: ScheduleVariant = 'default'): Schedule {
   const schedule = makeDefaultSchedule(seed, faultSteps);
   if (variant === 'default') return schedule;
   if (variant === 'sync-loss') return makeSyncLossSchedule(seed, faultSteps, schedule);
+  if (variant === 'quorum-loss') return makeQuorumLossSchedule(seed, faultSteps, makeSyncLossSchedule(seed, faultSteps, schedule));
   const rng = new Rng(seed * 104_729 + 3);
   const settings = { ...schedule.settings };
   if (variant === 'quorum') {
@@ -173,6 +176,27 @@ function makeSyncLossSchedule(seed: number, faultSteps: number, base: Schedule):
   const drift: Record<string, number> = {};
   for (const m of members) drift[m] = base.drift[m] ?? 1 + (rng.next() - 0.5) * 0.01;
   return { seed, members, settings, drift, faults: all, faultSteps: Math.max(faultSteps, lossAt + 350), writeChance: 0.8 };
+}
+
+/**
+ * The sync-loss schedule in synchronousMode quorum (ANY k, k drawn from 1..n-1):
+ * a member of the quorum record is lost while another standby lags, and the
+ * primary's node dies 0–15 steps after the quorum record next changes (e.g. the
+ * record {provisional standbys, q=1} a promotion writes, or the grow/shrink steps
+ * of src/agent/quorum.ts). Half the seeds switch from \`on\` to quorum mid-run instead.
+ */
+function makeQuorumLossSchedule(seed: number, faultSteps: number, loss: Schedule): Schedule {
+  const rng = new Rng(seed * 32_452_843 + 11);
+  const settings: ClusterSettings = { ...loss.settings, synchronousMode: 'quorum', synchronousCount: rng.int(1, loss.members.length - 1) };
+  const faults: Fault[] = [...loss.faults];
+  if (rng.chance(0.5)) {
+    // Start in \`on\` and switch to quorum near the loss (the sync record may be changing then).
+    const lossAt = loss.faults.find((f) => f.role === 'primary')!.at;
+    faults.push({ at: Math.max(1, lossAt + rng.int(-20, 5)), kind: 'setQuorumMode', member: loss.members[0]!, ms: 0 });
+    faults.sort((x, y) => x.at - y.at);
+    return { ...loss, settings: { ...settings, synchronousMode: 'on' }, faults };
+  }
+  return { ...loss, settings, faults };
 }
 
 function makeDefaultSchedule(seed: number, faultSteps: number): Schedule {
@@ -387,12 +411,17 @@ export class World {
   /** Faults waiting for the sync record to change: the revision they saw when armed, and the step the change was seen. */
   private armed: { fault: Fault; revision: number | undefined; changedAt: number | undefined }[] = [];
 
+  /** The record a role-relative fault watches: the quorum record in quorum mode, else the sync record. */
+  private watchedKey(): string {
+    return this.schedule.settings.synchronousMode === 'quorum' ? KEYS.quorum : KEYS.sync;
+  }
+
   private fireArmed(): void {
-    const revision = this.store.get(KEYS.sync)?.revision;
+    const revision = this.store.get(this.watchedKey())?.revision;
     for (const a of this.armed) {
       if (a.changedAt === undefined && revision !== a.revision) {
         a.changedAt = this.step;
-        this.log(`sync record changed: ${JSON.stringify(this.store.get(KEYS.sync)?.value)}`);
+        this.log(`${this.watchedKey()} record changed: ${JSON.stringify(this.store.get(this.watchedKey())?.value)}`);
       }
     }
     const due = this.armed.filter((a) => a.changedAt !== undefined && this.step >= a.changedAt + a.fault.onSyncChange!);
@@ -403,7 +432,7 @@ export class World {
   /** The member a role-relative fault hits now, or its fallback member. */
   private resolveRole(f: Fault): string {
     const leader = (this.store.get(KEYS.leader)?.value as LeaderRecord | undefined)?.member;
-    const sync = this.store.get(KEYS.sync)?.value as SyncRecord | undefined;
+    const sync = this.store.get(this.watchedKey())?.value as { leader: string; members: string[] } | undefined;
     const inSync = sync && sync.leader === leader ? sync.members : [];
     const pick = (names: string[]) => (names.includes(f.member) ? f.member : names[0]) ?? f.member;
     if (f.role === 'primary') return leader ?? f.member;
@@ -437,7 +466,7 @@ export class World {
 
   private startFault(fault: Fault): void {
     if (fault.onSyncChange !== undefined) {
-      this.armed.push({ fault, revision: this.store.get(KEYS.sync)?.revision, changedAt: undefined });
+      this.armed.push({ fault, revision: this.store.get(this.watchedKey())?.revision, changedAt: undefined });
       return;
     }
     const f = fault.role ? { ...fault, member: this.resolveRole(fault), role: undefined } : fault;
@@ -454,6 +483,10 @@ export class World {
           pg.lose();
           this.active.push(f);
         }
+        return;
+      case 'setQuorumMode':
+        // Every agent reads the new mode from its next cycle on (the cluster settings are shared).
+        (this.schedule as { settings: ClusterSettings }).settings = { ...this.schedule.settings, synchronousMode: 'quorum' };
         return;
       case 'killNode': {
         // The whole node: PostgreSQL crashes and its agent is gone for the fault's duration (its lease expires).
@@ -959,6 +992,9 @@ export class World {
               : [...h, { timeline: action.timeline, from: action.from, to: name, reason: action.reason, lsn: action.forkLsn, at: 'sim' }],
           );
           this.storeCall(name, () => this.store.put(KEYS.sync, { leader: name, members: [], ...(action.syncPrevious?.length ? { previous: action.syncPrevious } : {}), updatedAt: 'sim' }));
+          // Quorum mode: the record naming who may hold the first commits, before pg_promote() (src/agent/effects.ts).
+          const quorum = action.quorum;
+          if (quorum) this.storeCall(name, () => this.store.put(KEYS.quorum, { leader: name, members: quorum.members, quorum: quorum.quorum }));
         } catch (error) {
           try {
             this.releaseLeader(agent);
@@ -1294,7 +1330,8 @@ export class World {
 
 /** Runs one schedule: the fault phase, then up to LIVENESS_BOUND_MS (and a little) for the cluster to settle. */
 export function runSchedule(schedule: Schedule, options: { traceAll?: boolean } = {}): RunResult {
-  const world = new World(schedule, options.traceAll);
+  // A copy: a setQuorumMode fault replaces its settings, and the caller may replay the schedule.
+  const world = new World({ ...schedule }, options.traceAll);
   const limit = schedule.faultSteps + LIVENESS_BOUND_MS / TICK_MS + 10;
   while (world.step < limit && !world.violation && !world.settled()) world.run(Math.min(limit, world.step + 50));
   return {

@@ -161,8 +161,23 @@ describe('quorum failover: promote only the most advanced of n - q + 1 members o
     assert.equal(withB.state, 'promoting', withB.reason);
     const promote = withB.actions.find((a) => a.type === 'promote');
     assert.ok(promote && promote.type === 'promote');
-    assert.deepEqual(promote.quorum, { members: ['b'], quorum: 1 }, 'the new record covers the provisional standby');
+    assert.deepEqual(promote.quorum, { members: ['b', 'c'], quorum: 1 }, 'the new record covers the provisional standby and the new primary itself (sim quorum-loss seed 160)');
   });
+  it('switched from `on` before the leader wrote a quorum record: the election keeps its sync record (sim quorum-loss seed 111)', () => {
+    const cand = (name: string, receivedLsn: string) => ({ name, receivedLsn, timeline: 1, nofailover: false, priority: 100 });
+    const synced = storeView({ leader: undefined, sync: { leader: 'a', members: ['b'], updatedAt: 'x' } });
+    assert.equal(eligibility(quorumSettings(), synced, cand('c', '0/4000000')).eligible, false, 'c is not the synchronous standby and not known to hold as much as b');
+    assert.equal(eligibility(quorumSettings(), synced, cand('b', '0/5000000')).eligible, true);
+    const changing = storeView({ leader: undefined, sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    assert.equal(eligibility(quorumSettings(), changing, cand('c', '0/6000000'), [{ name: 'c', receivedLsn: '0/6000000', timeline: 1 }]).eligible, false, 'b cannot be asked');
+  });
+
+  it('switched from `on` while the sync set changed: the quorum record starts from `previous`, q = 1, not from nothing', () => {
+    const store = storeView({ sync: { leader: 'a', members: [], previous: ['b', 'c'], updatedAt: 'x' } });
+    const p = planQuorum(observation({ store, settings: quorumSettings() }, 'a'), store, primaryInspection({ synchronousStandbyNames: 'FIRST 1 ("c")', replication: [row('c', '0/5000000', 'sync')] }));
+    assert.deepEqual(writes(p), [{ members: ['b', 'c'], quorum: 1 }]);
+  });
+
   it('an unreadable quorum record is never taken as absent: no election in quorum mode', () => {
     const store = storeView({ leader: undefined, unreadable: [{ key: '/relevo/test/quorum', kind: 'quorum', revision: 5, problem: 'not JSON', lease: 'none' }] });
     const d = decide(observation({ store, settings: quorumSettings(), upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) } }, 'c'));

@@ -6,8 +6,9 @@
  * longer: `npm run sim -- --variant quorum|failsafe --seeds N --steps M`.
  * And sync-loss: synchronousMode on, the synchronous standby lost while the
  * replacement lags, the primary's node killed right after the sync record
- * changes (`npm run sim -- --variant sync-loss`).
- * Plus the violations the failsafe and sync-loss variants found, replayed.
+ * changes (`npm run sim -- --variant sync-loss`); quorum-loss, the same in quorum
+ * mode, killed after the quorum record changes (`npm run sim -- --variant quorum-loss`).
+ * Plus the violations the failsafe, sync-loss and quorum-loss variants found, replayed.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -55,6 +56,36 @@ describe('seeded simulation, quorum, failsafe and sync-loss variants', () => {
     const result = explore(1, 60, 300, 'sync-loss');
     assert.equal(result.failure?.report, undefined);
     assert.ok(result.failovers > 20, `the schedules exercise failovers (${result.failovers})`);
+  });
+
+  it('quorum-loss seed 111 (faults 0,1,3,4,5): switched from `on` to quorum, the primary killed before it wrote a quorum record; the lagging standby is not promoted', () => {
+    // With no quorum record the election fell back to the lag check and promoted b lacking commit 176, acknowledged through a.
+    const full = makeSchedule(111, 300, 'quorum-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => [0, 1, 3, 4, 5].includes(i)) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+    assert.ok(run.trace.some((l) => /b: detaching_upstream -> electing: .*not in the synchronous set \(a\)/.test(l)), 'b refused on the sync record');
+  });
+
+  it('quorum-loss seed 160 (faults 0,1,3,6,9,11): the new primary holds commits its lagging provisional standby lacks and dies; that standby is not promoted', () => {
+    // With the promotion's record naming the provisional standby c alone (q = 1), c was its own witness and was
+    // promoted lacking commit 252, acknowledged by the former primary b and held by the new primary a alone.
+    const full = makeSchedule(160, 600, 'quorum-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => [0, 1, 3, 6, 9, 11].includes(i)) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+    assert.ok(run.trace.some((l) => /c: detaching_upstream -> electing: .*quorum record \[a, c\], quorum 1: positions known from 1 of the 2/.test(l)), 'c refused while a could not be asked');
+  });
+
+  it('quorum-loss seed 15 (faults 0-7, 11): a member whose pg_rewind failed, waiting through a switchover, returns to rewind_failed by a legal edge', () => {
+    // The state table had no edge waiting_for_primary -> rewind_failed (E_STATE_ILLEGAL_EDGE, a defect).
+    const full = makeSchedule(15, 600, 'quorum-loss');
+    const run = runSchedule({ ...full, faults: full.faults.filter((_, i) => i <= 7 || i === 11) });
+    assert.equal(run.violation, undefined, run.violation?.message);
+  });
+
+  it('quorum-loss: 30 schedules losing a quorum member and killing the primary after the quorum record changes keep every invariant', () => {
+    const result = explore(1, 30, 300, 'quorum-loss');
+    assert.equal(result.failure?.report, undefined);
+    assert.ok(result.failovers > 10, `the schedules exercise failovers (${result.failovers})`);
   });
 
   it('failsafe seed 81: a replica that reaches the store keeps its promise to the primary cut off from it', () => {
