@@ -39,6 +39,14 @@ describe('fence deadline', () => {
     assert.equal(tickMs(feed({ fenceMarginMs: 100 })), 20);
     assert.equal(tickMs(undefined), 100);
   });
+
+  it('looks at most once a second while unarmed, and soon enough to see an arming long before its deadline', () => {
+    assert.equal(tickMs(feed({ armed: false })), 1_000);
+    // ttlMs 3 s, margin 1 s: the first deadline comes 2 s after arming; seen within 500 ms.
+    assert.equal(tickMs(feed({ armed: false, ttlMs: 3_000, fenceMarginMs: 1_000 })), 500);
+    assert.equal(tickMs(feed({ armed: false, ttlMs: 1_000, fenceMarginMs: 900 })), 90);
+    assert.equal(tickMs(undefined), 100);
+  });
   it('a fencer heartbeat older than the limit is stale', () => {
     assert.equal(heartbeatStale(undefined, 0, 5_000), true);
     assert.equal(heartbeatStale(1_000, 6_000, 5_000), false);
