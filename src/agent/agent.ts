@@ -621,7 +621,7 @@ export class Agent {
     this.cpu.mark('after-actions');
     await this.publish(observation, decision);
     this.cpu.mark('publish');
-    const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
+    const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt, ...(observation.store.reachable && this.lastOthers ? { others: this.lastOthers } : {}) };
     for (const observer of this.observers) observer.onCycle(report);
     this.cpu.mark('observers');
     // Certificate and CA-rotation upkeep, after the decision's effects and from this cycle's read of the subtree
