@@ -452,21 +452,19 @@ type KeepAliveStream = Awaited<ReturnType<Etcd3['leaseClient']['leaseKeepAlive']
  * stream and fails every renewal waiting on it; the next renewal opens a new one.
  */
 export class KeepAliveChannel {
-  private stream: KeepAliveStream | undefined;
-  private opening: Promise<KeepAliveStream> | undefined;
-  private waiting: { id: string; resolve: (ttl: number) => void; reject: (error: Error) => void }[] = [];
+  /** The open stream and the renewals waiting for its answers, oldest first. */
+  private current: { stream: KeepAliveStream; waiting: { id: string; resolve: (ttl: number) => void; reject: (error: Error) => void }[] } | undefined;
+  private opening: Promise<NonNullable<KeepAliveChannel['current']>> | undefined;
 
   constructor(private readonly open: () => Promise<KeepAliveStream>) {}
 
   /** The TTL etcd answers for lease `id` (0: the lease is gone). */
   async renew(id: string, signal: AbortSignal): Promise<number> {
-    const stream = await this.ensure();
+    const state = await this.ensure();
+    // The stream failed (or was replaced) while it opened, or the deadline passed: not this one.
+    if (this.current !== state) throw new StreamEndedError('keepalive stream closed');
     if (signal.aborted) throw new DeadlineError('keepalive abandoned');
     return new Promise<number>((resolve, reject) => {
-      const onAbort = (): void => {
-        // No answer in time: the stream is suspect, and a late answer must not be taken for a later renewal's.
-        this.fail(stream, new DeadlineError('keepalive abandoned'));
-      };
       const entry = {
         id,
         resolve: (ttl: number) => {
@@ -478,35 +476,37 @@ export class KeepAliveChannel {
           reject(error);
         },
       };
+      // No answer in time: the stream is suspect, and a late answer must not be taken for a later renewal's.
+      const onAbort = (): void => this.fail(state, new DeadlineError('keepalive abandoned'));
       signal.addEventListener('abort', onAbort, { once: true });
-      this.waiting.push(entry);
-      stream.write({ ID: id });
+      state.waiting.push(entry);
+      state.stream.write({ ID: id });
     });
   }
 
   close(): void {
-    if (this.stream) this.fail(this.stream, new StreamEndedError('keepalive stream closed'));
+    if (this.current) this.fail(this.current, new StreamEndedError('keepalive stream closed'));
   }
 
-  private async ensure(): Promise<KeepAliveStream> {
-    if (this.stream) return this.stream;
+  private async ensure(): Promise<NonNullable<KeepAliveChannel['current']>> {
+    if (this.current) return this.current;
     this.opening ??= this.open().then(
       (stream) => {
         this.opening = undefined;
-        this.stream = stream;
+        const state = { stream, waiting: [] as NonNullable<KeepAliveChannel['current']>['waiting'] };
+        this.current = state;
         stream.on('data', (response: { ID: string; TTL: string }) => {
-          if (this.stream !== stream) return;
-          const next = this.waiting[0];
+          const next = state.waiting[0];
           if (!next || next.id !== String(response.ID)) {
-            this.fail(stream, new StreamEndedError(`keepalive answer for lease ${response.ID} not expected`));
+            this.fail(state, new StreamEndedError(`keepalive answer for lease ${response.ID} not expected`));
             return;
           }
-          this.waiting.shift();
+          state.waiting.shift();
           next.resolve(Number(response.TTL));
         });
-        stream.on('error', (error: Error) => this.fail(stream, error));
-        stream.on('end', () => this.fail(stream, new StreamEndedError('keepalive stream ended without an answer')));
-        return stream;
+        stream.on('error', (error: Error) => this.fail(state, error));
+        stream.on('end', () => this.fail(state, new StreamEndedError('keepalive stream ended without an answer')));
+        return state;
       },
       (error: unknown) => {
         this.opening = undefined;
@@ -516,14 +516,15 @@ export class KeepAliveChannel {
     return this.opening;
   }
 
-  private fail(stream: KeepAliveStream, error: Error): void {
-    if (this.stream !== stream) return;
-    this.stream = undefined;
-    const waiting = this.waiting;
-    this.waiting = [];
-    // end() first: once the stream is not writable, etcd3 does not treat our own cancel as a host failure.
-    stream.end();
-    stream.cancel();
+  /** Closes the stream (once) and fails every renewal waiting on it. */
+  private fail(state: NonNullable<KeepAliveChannel['current']>, error: Error): void {
+    if (this.current === state) {
+      this.current = undefined;
+      // end() first: once the stream is not writable, etcd3 does not treat our own cancel as a host failure.
+      state.stream.end();
+      state.stream.cancel();
+    }
+    const waiting = state.waiting.splice(0);
     for (const w of waiting) w.reject(error);
   }
 }
