@@ -175,7 +175,9 @@ async function main(): Promise<void> {
     const placement = values.profile ? { address: '127.0.0.1', launcher: (argv: string[]) => [argv[0]!, '--cpu-prof', `--cpu-prof-dir=${profiles}`, ...argv.slice(1)] } : undefined;
     for (const name of NAMES) await cluster.defineMember(name, { log: { level: 'info' } }, placement);
     for (const name of NAMES) cluster.startAgent(name);
-    await cluster.waitHealthy(NAMES, 180_000);
+    const healthy = await cluster.waitHealthy(NAMES, 180_000);
+    // Which row is the primary, and which agent serves the polled dashboard.
+    const label = (name: string) => `${name} (${healthy.find((m) => m.name === name)?.role ?? '?'}${name === NAMES[0] ? ', dashboard' : ''})`;
     const withPatroni = !values['no-patroni'] && patroniInstalled();
     if (withPatroni) {
       patroni = await startPatroni(etcd, etcdTls?.files);
@@ -184,11 +186,11 @@ async function main(): Promise<void> {
       console.log('Patroni is not installed (Debian package patroni): measuring relevo alone');
     }
     await sleep(settleS * 1000);
-    const relevo: Measured[] = NAMES.map((name) => ({ tool: 'relevo', member: name, pid: cluster!.member(name).agent!.pid!, loopSeconds: 1 }));
+    const relevo: Measured[] = NAMES.map((name) => ({ tool: 'relevo', member: label(name), pid: cluster!.member(name).agent!.pid!, loopSeconds: 1 }));
     // The fencer runs beside each agent (its own process, re-parented away from it); measured at relevo's loop period too.
     const fencers: Measured[] = NAMES.flatMap((name) => {
       const pid = cluster!.fencerPid(name);
-      return pid === undefined ? [] : [{ tool: 'relevo fencer' as const, member: name, pid, loopSeconds: 1 }];
+      return pid === undefined ? [] : [{ tool: 'relevo fencer' as const, member: label(name), pid, loopSeconds: 1 }];
     });
     const c = cluster;
     // Over the agents' HTTPS API with the cluster CA, as Prometheus and a browser would (TLS is on by default).
