@@ -40,8 +40,8 @@ export function patroniInstalled(): boolean {
   }
 }
 
-/** A 3-member Patroni cluster on the given etcd, PostgreSQL 15, synchronous mode, Patroni's default timing. */
-export async function startPatroni(etcd: EtcdProcess): Promise<PatroniCluster> {
+/** A 3-member Patroni cluster on the given etcd (over TLS with `tls`'s client certificate), PostgreSQL 15, synchronous mode, Patroni's default timing. */
+export async function startPatroni(etcd: EtcdProcess, tls?: { ca: string; cert: string; key: string }): Promise<PatroniCluster> {
   const postgres = lookupOsUser('postgres');
   const dir = mkdtempSync(join(tmpdir(), 'relevo-bench-patroni-'));
   chownSync(dir, postgres.uid, postgres.gid);
@@ -57,7 +57,7 @@ export async function startPatroni(etcd: EtcdProcess): Promise<PatroniCluster> {
       namespace: '/patroni-bench/',
       name,
       restapi: { listen: `127.0.0.1:${apiPort}`, connect_address: `127.0.0.1:${apiPort}` },
-      etcd3: { hosts: etcdHost },
+      etcd3: { hosts: etcdHost, ...(tls ? { protocol: 'https', cacert: tls.ca, cert: tls.cert, key: tls.key } : {}) },
       bootstrap: {
         dcs: { ttl: 30, loop_wait: 10, retry_timeout: 10, synchronous_mode: true, postgresql: { use_pg_rewind: true } },
         initdb: [{ encoding: 'UTF8' }, 'data-checksums'],

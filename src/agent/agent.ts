@@ -13,7 +13,7 @@ import { KeptConnection } from '../postgres/sql.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import { stopPostgres } from '../postgres/postmaster.js';
 import { startBackupDuties, type BackupObserver } from '../backup/duties.js';
-import type { LeaseId, Store, Watch } from '../store/store.js';
+import type { KeyValue, LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
 import { runAction, type EffectContext } from './effects.js';
 import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
@@ -35,6 +35,7 @@ import { memberApiClientTls, type PeerAccess } from '../tls/client.js';
 import { FENCER_MISSING, FencerLink, type FencerCheck } from '../fence/link.js';
 import { requestSwitchover } from '../cluster/operations.js';
 import { RepublishGate } from '../util/republish.js';
+import { CycleCpu } from './cycle-cpu.js';
 
 /** An unchanged member status is rewritten this often (its updatedAt then moves). */
 const STATUS_REFRESH_MS = 10_000;
@@ -135,8 +136,8 @@ export class Agent {
   /** Publications, subscriptions and copies of logical slots (src/logical/keeper.ts): runs beside the cycle, never inside it. */
   private readonly logical: LogicalKeeper;
   private logicalRound: Promise<void> | undefined;
-  /** Whether the last observation could read the store. */
-  private storeReachable = true;
+  /** The subtree's other keys (certificate rotation…) from the last observation's read; undefined when it could not read the store. */
+  private lastOthers: ReadonlyMap<string, KeyValue> | undefined;
   private logicalRestartAskedAt = -Infinity;
   /** Its own connection: a slow logical statement must not delay the cycle's inspection. */
   private readonly logicalConnection = new KeptConnection(() => {
@@ -148,6 +149,7 @@ export class Agent {
   /** Standby cluster: reads the source cluster's store (docs/sites.md). */
   private readonly source: SourceReader;
   private stopAutoRoll: (() => void) | undefined;
+  private readonly cpu: CycleCpu;
 
   constructor(options: AgentOptions) {
     this.config = options.config;
@@ -169,6 +171,7 @@ export class Agent {
     this.source = new SourceReader(options.config, options.store, options.log);
     this.fencer = new FencerLink(options.config, this.local.dataDir, options.log);
     this.installed = new InstalledVersion(this.local.binDir, this.local.user);
+    this.cpu = new CycleCpu((fields, line) => this.log.info(fields, line));
     this.upkeep = new Upkeep(this.config, this.local, this.store, this.keys, this.log, options.onCertificateChanged ?? (() => undefined));
   }
 
@@ -489,6 +492,8 @@ export class Agent {
 
   async observe(): Promise<Observation> {
     const cluster = await readCluster(this.store, this.keys, { name: this.config.name, lease: this.lease });
+    this.cpu.mark('observe: store read');
+    this.lastOthers = 'others' in cluster ? cluster.others : undefined;
     if (cluster.view.reachable) {
       // Damaged settings are not the defaults: keep running with the ones last read.
       if (!unreadableOf(cluster.view, 'config')) this.settings = cluster.settings;
@@ -503,7 +508,9 @@ export class Agent {
       this.failsafe.given = givenAfterRead(this.failsafe.given, cluster.view.leader?.member);
     }
     if (!this.credentials) this.credentials = loadCredentials(this.config);
+    this.cpu.mark('observe: store view');
     const server = await observeServer(this.local, this.connection, this.credentials);
+    this.cpu.mark('observe: PostgreSQL');
     if (server.kind === 'running') {
       // New binaries installed under the running server: its next start runs them.
       const binaries = binariesPending(server.inspection.version, await this.installed.current());
@@ -550,28 +557,26 @@ export class Agent {
   private async cycle(): Promise<number | undefined> {
     const startedAt = performance.now();
     const from = this.state;
+    this.cpu.begin();
     // Changes before this cycle's observation are seen by it.
     this.wakePending = false;
     let leaseError: string | undefined;
     await this.ensureLease().catch((error: Error) => {
       leaseError = error.message;
     });
+    this.cpu.mark('lease');
     await this.checkFencer();
-    // Certificate and CA-rotation upkeep read the store, each call up to its timeout while the store is down:
-    // skipped while the last observation found it unreachable, so an outage never slows the decisions (and
-    // the failsafe) by seconds per cycle. Renewals are due days ahead; a rotation waits for the store anyway.
-    if (this.storeReachable) {
-      await this.upkeep.certificates();
-      await this.upkeep.caRotation();
-    }
+    this.cpu.mark('fencer');
     this.credentials = this.upkeep.secrets(this.credentials) ?? this.credentials;
+    this.cpu.mark('secrets');
     let observation = await this.observe();
-    this.storeReachable = observation.store.reachable;
+    this.cpu.mark('observe');
     const outOfCycle = this.outOfCycleOutcomes.splice(0);
     if (outOfCycle.length > 0) observation = { ...observation, outcomes: [...observation.outcomes, ...outOfCycle] };
     if (leaseError && observation.store.reachable) observation = { ...observation, store: { reachable: false, error: leaseError } };
     const decision = decide(observation);
     this.record(decision);
+    this.cpu.mark('decide');
     this.memory = decision.memory;
     // The outcomes were handed to this decision; from here on they are this cycle's.
     this.outcomes = [];
@@ -596,6 +601,7 @@ export class Agent {
       }
     }
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
+    this.cpu.mark('actions');
     if (stateChanging) observation = await this.observe();
     // A server that does not answer keeps the watchdog as it was: a hung primary may resume (found by the simulation, seed 15084).
     const server = observation.server;
@@ -612,9 +618,20 @@ export class Agent {
       const seen = observation;
       this.logicalRound = this.logical.cycle(seen, this.logicalConnection, this.credentials).finally(() => (this.logicalRound = undefined));
     }
+    this.cpu.mark('after-actions');
     await this.publish(observation, decision);
-    const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt };
+    this.cpu.mark('publish');
+    const report = { observation, decision, from, outcomes: [...this.outcomes], status: this.status, durationMs: performance.now() - startedAt, ...(observation.store.reachable && this.lastOthers ? { others: this.lastOthers } : {}) };
     for (const observer of this.observers) observer.onCycle(report);
+    this.cpu.mark('observers');
+    // Certificate and CA-rotation upkeep, after the decision's effects and from this cycle's read of the subtree
+    // (reading their records again cost store round trips): skipped when the store could not be read, so an outage
+    // never slows the decisions (and the failsafe). Renewals are due days ahead; a rotation waits for the store anyway.
+    if (this.lastOthers) {
+      await this.upkeep.certificates(this.lastOthers.get(this.keys.certsRotation));
+      await this.upkeep.caRotation(this.lastOthers.get(this.keys.caRotation));
+    }
+    this.cpu.end();
     // A lost compare-and-swap is re-planned on a fresh read at once.
     return this.outcomes.some((o) => o.result === 'lost_cas') ? Math.min(decision.retryInMs ?? Infinity, RETRY_SOON_MS) : decision.retryInMs;
   }

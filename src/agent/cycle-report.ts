@@ -1,4 +1,5 @@
 import type { MemberStatus } from '../cluster/types.js';
+import type { KeyValue } from '../store/store.js';
 import type { Action } from './actions.js';
 import type { Decision } from './decide.js';
 import type { ActionOutcome } from './outcome.js';
@@ -21,6 +22,8 @@ export interface CycleReport {
   status: MemberStatus | undefined;
   /** Wall time of the round, ms. */
   durationMs: number;
+  /** The cluster subtree's keys that are no cluster record (routers, certificate rotation…), from the same read as the observation's. */
+  others?: ReadonlyMap<string, KeyValue>;
 }
 
 export interface CycleObserver {

@@ -758,7 +758,11 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
   }
   const slots = planSlots(o, store, inspection.slots.map((s) => ({ name: s.name, active: s.active })));
   if (slots) actions.push(slots);
-  if (inspection.receivedLsn && inspection.timeline !== null) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline, revision: store.revisions.optime });
+  // Written only when it moves: readers use its position (an election's lag check), never its time, and an idle
+  // primary rewriting it each loop woke every agent's and router's watch each loop. A damaged record reads as absent: rewritten.
+  const optime = store.optime;
+  const optimeMoved = optime?.member !== me || optime.lsn !== inspection.receivedLsn || optime.timeline !== inspection.timeline || optime.address !== o.member.connectAddress;
+  if (inspection.receivedLsn && inspection.timeline !== null && optimeMoved) actions.push({ type: 'writeOptime', lsn: inspection.receivedLsn, timeline: inspection.timeline, revision: store.revisions.optime });
   // The former primary is fenced until it runs as a standby. (This used to return early, dropping the
   // planner's look-again-soon: a switchover paused writes for a whole loop more; found by test/sim/switchover.ts.)
   const fence = o.memory.fenceTarget;

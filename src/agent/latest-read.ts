@@ -11,9 +11,9 @@ export class LatestRead implements CycleObserver {
 
   constructor(private readonly maxAgeMs = 2_000) {}
 
-  onCycle({ observation }: CycleReport): void {
+  onCycle({ observation, others }: CycleReport): void {
     if (!observation.store.reachable) return;
-    this.latest = { read: { view: observation.store, settings: observation.settings }, at: performance.now() };
+    this.latest = { read: { view: observation.store, settings: observation.settings, ...(others ? { others } : {}) }, at: performance.now() };
   }
 
   get(): ClusterRead | undefined {

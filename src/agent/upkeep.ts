@@ -17,15 +17,16 @@ import { writePassfile } from '../postgres/conf.js';
 import { runningPostmasterPid } from '../postgres/datadir.js';
 import type { LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres } from '../postgres/postmaster.js';
-import type { Store } from '../store/store.js';
+import type { KeyValue, Store } from '../store/store.js';
 import { CaRotationError, checkCaRotation, parseCaRotation, splitPem, type CaRotationRecord, type CaRotationReport } from '../tls/ca-rotation.js';
 import { applyCaDir } from '../tls/ca-rotation-files.js';
 import { caFilesOf, ensureMemberCert, memberTlsFiles } from '../tls/member.js';
 import { issuedBy } from '../tls/pki.js';
 
+/** How often the CA rotation record is looked at while none runs; while one runs, at every cycle. */
 const ROTATION_POLL_MS = 2_000;
 const RENEWAL_CHECK_MS = 3600_000;
-const CA_ROTATION_ACTIVE_POLL_MS = 500;
+const CA_ROTATION_ACTIVE_POLL_MS = 0;
 
 export function rotationGeneration(value: string | undefined): number {
   if (value === undefined) return 0;
@@ -35,7 +36,8 @@ export function rotationGeneration(value: string | undefined): number {
 
 export class Upkeep {
   private appliedGeneration: number | undefined;
-  private lastRotationPoll = -Infinity;
+  /** The rotation record's text at the last look (undefined: absent; null: not looked yet). */
+  private lastRotationValue: string | undefined | null = null;
   private lastRenewalCheck = performance.now();
   private secretsStamp: string | undefined;
   private lastCaRotationPoll = -Infinity;
@@ -56,15 +58,19 @@ export class Upkeep {
     this.secretsStamp = this.stampOfSecrets();
   }
 
-  /** Certificates: never throws; a failure is logged and retried next time. */
-  async certificates(): Promise<void> {
+  /**
+   * Certificates: never throws; a failure is logged and retried next time.
+   * `rotation` is the rotation record as the cycle's read of the cluster subtree found it (undefined: absent):
+   * reading it again here cost a store round trip every 2 s.
+   */
+  async certificates(rotation: KeyValue | undefined): Promise<void> {
     if (!this.local.tls) return;
     const now = performance.now();
     let force = false;
-    if (now - this.lastRotationPoll >= ROTATION_POLL_MS) {
-      this.lastRotationPoll = now;
+    if (rotation?.value !== this.lastRotationValue) {
+      this.lastRotationValue = rotation?.value;
       try {
-        const generation = rotationGeneration((await this.store.get(this.keys.certsRotation))?.value);
+        const generation = rotationGeneration(rotation?.value);
         // The first look only learns the generation: the certificate was checked at start.
         if (this.appliedGeneration !== undefined && generation > this.appliedGeneration) force = true;
         else this.appliedGeneration ??= generation;
@@ -93,7 +99,7 @@ export class Upkeep {
    * member certificate to that phase, reload PostgreSQL and the API, and
    * report. Never throws: a refusal or failure is reported and logged.
    */
-  async caRotation(): Promise<void> {
+  async caRotation(kv: KeyValue | undefined): Promise<void> {
     if (!this.local.tls) return;
     const now = performance.now();
     // While a rotation runs, look more often: each phase waits for the slowest member.
@@ -101,7 +107,6 @@ export class Upkeep {
     this.lastCaRotationPoll = now;
     let report: CaRotationReport;
     try {
-      const kv = await this.store.get(this.keys.caRotation);
       if (!kv) return;
       const record = parseCaRotation(kv.value);
       this.caRotationRunning = record.phase !== 'done';
@@ -110,11 +115,6 @@ export class Upkeep {
       if (report.applied) this.appliedCaRotation = kv.value;
     } catch (error) {
       const code = (error as { code?: string }).code;
-      // A store that cannot be read cannot take a report either: say so here, look again next time.
-      if (code === 'STORE_UNAVAILABLE') {
-        this.log.warn({ err: (error as Error).message, code }, 'cannot read the CA rotation record from the store');
-        return;
-      }
       this.log.error({ err: (error as Error).message, code }, `CA rotation: ${(error as Error).message}`);
       report = { id: this.lastCaReport?.id ?? '', phase: this.lastCaReport?.phase ?? 'trust', applied: false, detail: `${code ?? 'ERROR'}: ${(error as Error).message}` };
     }

@@ -50,9 +50,12 @@ export function dashboardRoutes(options: DashboardOptions): ApiExtension {
     app.get('/dashboard', { preHandler: auth.read }, send('index.html'));
     app.get<{ Params: { file: string } }>('/dashboard/:file', { preHandler: auth.read }, async (request, reply) => send(request.params.file)(request, reply));
     app.get('/cluster', { preHandler: auth.read }, async (_request, reply) => {
-      const { view, settings } = options.latest?.() ?? (await readCluster(options.store, options.keys));
+      const read = options.latest?.() ?? (await readCluster(options.store, options.keys));
+      const { view, settings } = read;
       if (!view.reachable) return reply.code(503).send(errorBody('STORE_UNAVAILABLE', `cannot read the store: ${view.error}`));
-      const routers = (await options.store.list(options.keys.routersPrefix).catch(() => []))
+      // The routers' records are in the cluster subtree: the same read has them.
+      const routerKvs = 'others' in read && read.others ? [...read.others.values()].filter((kv) => kv.key.startsWith(options.keys.routersPrefix)) : await options.store.list(options.keys.routersPrefix).catch(() => []);
+      const routers = routerKvs
         .map((kv) => RouterStatusSchema.safeParse(JSON.parse(kv.value)))
         .flatMap((parsed) => (parsed.success ? [parsed.data] : []));
       return reply.code(200).send({

@@ -30,8 +30,11 @@ export interface ClusterView {
 
 export type ClusterRead =
   | { view: { reachable: false; error: string }; settings: ClusterSettings }
-  /** `settings` are the defaults when the config record is absent or unreadable (see `unreadable`). */
-  | { view: { reachable: true } & ClusterView; settings: ClusterSettings };
+  /**
+   * `settings` are the defaults when the config record is absent or unreadable (see `unreadable`).
+   * `others`: the subtree's keys that are no cluster record (certificate rotation, routers…) as read, by key.
+   */
+  | { view: { reachable: true } & ClusterView; settings: ClusterSettings; others?: ReadonlyMap<string, KeyValue> };
 
 /** Who reads: an agent passes its session lease so a damaged record hanging on it is known to be its own. */
 export interface Reader {
@@ -68,9 +71,13 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
   const single: { [K in RecordKind]?: unknown } = {};
   const previous = parsedCache.get(keys.root);
   const next = new Map<string, { text: string; parsed: Parsed<unknown> }>();
+  const others = new Map<string, KeyValue>();
   for (const kv of entries) {
     const kind = recordKindOf(keys, kv.key)?.kind;
-    if (kind === undefined) continue;
+    if (kind === undefined) {
+      others.set(kv.key, kv);
+      continue;
+    }
     const parsed = parseCached(previous, next, kind, kv);
     // Readable or not, the revision is known: a writer replaces a damaged record by compare-and-swap on it.
     if (kind !== 'member') revisions[kind] = kv.revision;
@@ -105,6 +112,7 @@ export async function readCluster(store: Store, keys: ClusterKeys, reader?: Read
       unreadable,
     },
     settings,
+    others,
   };
 }
 

@@ -48,10 +48,19 @@ export function verdict(feed: Feed | undefined, now: number): Verdict {
   };
 }
 
-/** How often the fencer looks: a tenth of the margin, between 20 and 100 ms. */
+/**
+ * How often the fencer looks. Armed (or never fed): a tenth of the margin, between 20 and 100 ms.
+ * Unarmed: a quarter of ttlMs - fenceMarginMs, at most 1 s and never less than armed. An idle fencer
+ * looking 10 times a second cost about 1 % of a core; arming is then seen at most that long after it
+ * was written, which leaves three quarters of the time to the first possible deadline (a promotion
+ * arms with a deadline ttlMs - fenceMarginMs after its lease renewal). The heartbeat stays far inside
+ * the agent's FENCER_STALE_MS.
+ */
 export function tickMs(feed: Feed | undefined): number {
   const margin = feed?.fenceMarginMs ?? 2_000;
-  return Math.max(20, Math.min(100, Math.floor(margin / 10)));
+  const armed = Math.max(20, Math.min(100, Math.floor(margin / 10)));
+  if (!feed || feed.armed) return armed;
+  return Math.max(armed, Math.min(1_000, Math.floor((feed.ttlMs - feed.fenceMarginMs) / 4)));
 }
 
 /**

@@ -40,6 +40,8 @@ export interface FeedInput {
 export class FencerLink {
   readonly files: FenceFiles;
   private lastFeedError: string | undefined;
+  /** The last unarmed feed written, without its times: while unarmed nothing else in it matters to the fencer. */
+  private lastUnarmed: string | undefined;
   private starting: Promise<FencerCheck> | undefined;
 
   constructor(
@@ -65,10 +67,16 @@ export class FencerLink {
       fenceMarginMs: input.fenceMarginMs,
       reason: input.reason,
     };
+    // An unarmed feed's deadline is never read (src/fence/deadline.ts: verdict), so a replica's agent rewrites it
+    // only when it changes otherwise: each lease renewal used to write and rename a file. An armed one is written at every renewal.
+    const unarmed = feed.armed ? undefined : JSON.stringify({ ...feed, deadlineMs: 0, writtenMs: 0 });
+    if (unarmed !== undefined && unarmed === this.lastUnarmed) return;
     try {
       replaceFile(this.files.feed, JSON.stringify(feed));
       this.lastFeedError = undefined;
+      this.lastUnarmed = unarmed;
     } catch (error) {
+      this.lastUnarmed = undefined;
       const message = (error as Error).message;
       if (message !== this.lastFeedError) this.log.error({ code: FENCER_MISSING, err: message }, `cannot feed the fencer (${this.files.feed}): ${message}`);
       this.lastFeedError = message;

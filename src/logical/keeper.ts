@@ -65,8 +65,13 @@ export class LogicalKeeper {
     if (leading) {
       const declared = logical.publications.length + logical.subscriptions.length > 0;
       const due = o.settings.generation !== this.lastReconcile.generation || performance.now() - this.lastReconcile.at >= logical.reconcileIntervalMs;
-      // Slots are read every cycle (replicas follow them closely); the databases only when due.
-      const slots = await connection.use(async (client) => ({ slots: await readLogicalSlots(client), physical: await readPhysicalCatalogXmins(client) }));
+      // Slots are read every cycle (replicas follow them closely); the databases only when due. Below wal_level=logical
+      // there is no logical slot (PostgreSQL refuses to start with one) and no catalog_xmin to pass on: nothing to read.
+      const walLevel = server.inspection.walLevel;
+      const slots =
+        walLevel === undefined || walLevel === 'logical'
+          ? await connection.use(async (client) => ({ slots: await readLogicalSlots(client), physical: await readPhysicalCatalogXmins(client) }))
+          : { slots: [], physical: {} };
       const report = this.report && this.report.failoverSlots.length === 0 ? { ...this.report } : base();
       report.slots = slots.slots;
       report.physicalCatalogXmin = slots.physical;

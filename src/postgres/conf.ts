@@ -1,3 +1,4 @@
+import { lstatSync } from 'node:fs';
 import type { ManagedParameter } from '../cluster/parameters.js';
 import type { ClusterSettings } from '../cluster/settings.js';
 import type { MemberConfig } from '../config/member.js';
@@ -137,6 +138,29 @@ function ensureInclude(dir: OwnedDir): void {
 }
 
 /**
+ * What the data directory's configuration looked like after the last check of each data directory:
+ * the wanted content, and the directory's and files' identity, size and change time. The agent checks
+ * its configuration every loop; when neither the wanted content nor any of these changed since a check
+ * found (or made) it right, the files are not opened and read again (the default postgresql.conf alone
+ * is ~30 kB). Any change to a file - an edit, a replacement, a link put in its place - changes its
+ * inode, size or ctime, and the full check runs.
+ */
+const lastChecked = new Map<string, { wanted: string; stamp: string }>();
+
+function stampOf(dataDir: string): string {
+  return [dataDir, ...['postgresql.conf', RELEVO_CONF, 'pg_hba.conf', 'standby.signal'].map((f) => `${dataDir}/${f}`)]
+    .map((path) => {
+      try {
+        const s = lstatSync(path, { bigint: true });
+        return `${s.ino}:${s.mode}:${s.uid}:${s.size}:${s.ctimeNs}:${s.mtimeNs}`;
+      } catch {
+        return '-';
+      }
+    })
+    .join(' ');
+}
+
+/**
  * Writes relevo.conf, pg_hba.conf and the standby signal to match the member's
  * role, through the checked data directory (src/postgres/owned-fs.ts: no link
  * is followed, nothing is written as root). Returns true when anything changed.
@@ -149,12 +173,18 @@ export function writeMemberConfiguration(
   memberName: string,
   standby?: StandbySettings,
 ): boolean {
-  return withOwnedDir(dataDir, user, (dir) => {
+  const wanted = new Map<string, string>([
+    [RELEVO_CONF, renderRelevoConf(parameters, standby, memberName)],
+    ['pg_hba.conf', renderHba(settings, parameters.ssl === 'on')],
+  ]);
+  const wantedKey = JSON.stringify([...wanted, standby !== undefined, user.uid]);
+  // Taken before the check: a change made during or after it (ours included) shows as a new stamp next time.
+  const stamp = stampOf(dataDir);
+  const last = lastChecked.get(dataDir);
+  if (last?.wanted === wantedKey && last.stamp === stamp) return false;
+  lastChecked.delete(dataDir);
+  const changed = withOwnedDir(dataDir, user, (dir) => {
     ensureInclude(dir);
-    const wanted = new Map<string, string>([
-      [RELEVO_CONF, renderRelevoConf(parameters, standby, memberName)],
-      ['pg_hba.conf', renderHba(settings, parameters.ssl === 'on')],
-    ]);
     let changed = false;
     for (const [name, content] of wanted) {
       if (dir.read(name) === content) continue;
@@ -169,6 +199,9 @@ export function writeMemberConfiguration(
     if (!standby && dir.remove(signal)) changed = true;
     return changed;
   });
+  // Remembered only when the check found everything right: after a write the next call checks again.
+  if (!changed) lastChecked.set(dataDir, { wanted: wantedKey, stamp });
+  return changed;
 }
 
 /**

@@ -38,6 +38,8 @@ export interface ServerInspection {
   pendingRestart: string[];
   /** pg_postmaster_start_time(), seconds since the epoch. */
   startedAt?: number;
+  /** wal_level in effect (absent: not known). Below logical no logical slot can exist (PostgreSQL refuses to start with one). */
+  walLevel?: string;
 }
 
 /**
@@ -65,6 +67,7 @@ export async function inspectServer(client: pg.Client, historyTimeline = 1): Pro
     openTransactions: row.open,
     pendingRestart: row.pending,
     startedAt: row.started,
+    walLevel: row.wal_level,
   };
   if (!row.in_recovery) {
     return {
@@ -112,6 +115,7 @@ interface InspectionRow {
   open: number;
   pending: string[];
   started: number;
+  wal_level: string;
   slots: { slot_name: string; active: boolean; restart_lsn: string | null; retained: string | null }[];
   primary_lsn: string | null;
   primary_tli: number | null;
@@ -128,7 +132,7 @@ interface InspectionRow {
 }
 
 const INSPECT_SQL = `
-SELECT r.in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn,
+SELECT r.in_recovery, current_setting('server_version') AS version, current_setting('synchronous_standby_names') AS ssn, current_setting('wal_level') AS wal_level,
        (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_settings
          WHERE pending_restart AND NOT (name LIKE 'recovery\\_target%' AND NOT r.in_recovery)) AS pending,
        extract(epoch FROM pg_postmaster_start_time())::float8 AS started,

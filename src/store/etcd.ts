@@ -136,6 +136,8 @@ export class EtcdStore implements Store {
   private preferred = 0;
   private closed = false;
   private readonly watches = new Set<EtcdWatch>();
+  /** One open LeaseKeepAlive stream per endpoint, opened at the first renewal on it. */
+  private readonly keepAliveChannels = new Map<Etcd3, KeepAliveChannel>();
   /** Pending deadline timers, cleared by close() so node can exit. */
   private readonly timers = new Set<{ timer: NodeJS.Timeout; fail: (error: Error) => void }>();
 
@@ -282,40 +284,25 @@ export class EtcdStore implements Store {
   }
 
   /**
-   * One LeaseKeepAlive round trip: open the stream, send the id, read one
-   * answer, close. etcd answers TTL 0 for a lease it no longer has (expired or
-   * revoked); an expired lease that etcd has not yet revoked is held until it is,
-   * so a late renewal cannot revive it.
+   * One renewal on the endpoint's LeaseKeepAlive stream, kept open across calls
+   * (KeepAliveChannel below): opening a gRPC stream per renewal was a good
+   * part of an idle agent's CPU. etcd answers TTL 0 for a lease it no longer has
+   * (expired or revoked); an expired lease that etcd has not yet revoked is held
+   * until it is, so a late renewal cannot revive it. A renewal that gets no answer
+   * within its deadline closes the stream (the next call opens a new one), so a
+   * late answer is never taken for a later renewal's.
    */
   async keepAlive(lease: LeaseId): Promise<boolean> {
-    const id = leaseField(lease);
+    const id = leaseField(lease)!;
     return this.run('keepAlive', true, async (client, attempt) => {
-      const stream = await client.leaseClient.leaseKeepAlive(attempt.options);
-      stream.on('error', () => undefined); // our own cancel() emits CANCELLED
-      if (attempt.signal.aborted) {
-        stream.end();
-        stream.cancel();
-        throw new DeadlineError('keepalive abandoned');
+      const channel = this.keepAliveChannels.get(client) ?? new KeepAliveChannel(() => client.leaseClient.leaseKeepAlive());
+      this.keepAliveChannels.set(client, channel);
+      try {
+        return (await channel.renew(id, attempt.signal)) > 0;
+      } catch (error) {
+        if (error instanceof DeadlineError || error instanceof StreamEndedError) throw error;
+        throw castGrpcError(error as Error);
       }
-      return new Promise<boolean>((resolve, reject) => {
-        let settled = false;
-        const finish = (settle: () => void): void => {
-          if (settled) return;
-          settled = true;
-          attempt.signal.removeEventListener('abort', onAbort);
-          // end() first: once the stream is not writable, etcd3 does not treat our
-          // own cancel as a host failure.
-          stream.end();
-          stream.cancel();
-          settle();
-        };
-        const onAbort = (): void => finish(() => reject(new DeadlineError('keepalive abandoned')));
-        attempt.signal.addEventListener('abort', onAbort);
-        stream.on('data', (response) => finish(() => resolve(Number(response.TTL) > 0)));
-        stream.on('error', (error) => finish(() => reject(castGrpcError(error))));
-        stream.on('end', () => finish(() => reject(new StreamEndedError('keepalive stream ended without an answer'))));
-        stream.write({ ID: id });
-      });
     });
   }
 
@@ -365,6 +352,7 @@ export class EtcdStore implements Store {
     }
     this.timers.clear();
     await Promise.all([...this.watches].map((watch) => watch.close()));
+    for (const channel of this.keepAliveChannels.values()) channel.close();
     for (const host of this.hosts) host.client.close();
   }
 
@@ -379,7 +367,8 @@ export class EtcdStore implements Store {
     const count = this.hosts.length;
     const tries = failover ? count : 1;
     const first = this.preferred;
-    let lastError: unknown = new DeadlineError('no time left');
+    // Made only when needed: an Error captures a stack trace, and this runs for every store call.
+    let lastError: unknown;
     for (let attempt = 0; attempt < tries; attempt++) {
       const index = (first + attempt) % count;
       const host = this.hosts[index]!;
@@ -404,8 +393,8 @@ export class EtcdStore implements Store {
     const endpoints = this.hosts.map((h) => h.endpoint).join(', ');
     throw new StoreUnavailableError(
       'etcd',
-      `${op} did not succeed on ${endpoints} within ${this.timeoutMs} ms (${messageOf(lastError)})`,
-      { cause: lastError },
+      `${op} did not succeed on ${endpoints} within ${this.timeoutMs} ms (${lastError === undefined ? 'no time left' : messageOf(lastError)})`,
+      { cause: lastError ?? new DeadlineError('no time left') },
     );
   }
 
@@ -450,6 +439,93 @@ export class EtcdStore implements Store {
       );
     }
     return new StoreError(`etcd ${op} failed: ${messageOf(error)}`, { cause: error });
+  }
+}
+
+type KeepAliveStream = Awaited<ReturnType<Etcd3['leaseClient']['leaseKeepAlive']>>;
+
+/**
+ * A LeaseKeepAlive stream kept open for renewals. etcd answers the requests of
+ * one stream in order, one answer each, so answers are matched to waiting
+ * renewals first in, first out (and checked by lease id). Any failure - an
+ * error, the stream's end, a renewal abandoned at its deadline - closes the
+ * stream and fails every renewal waiting on it; the next renewal opens a new one.
+ */
+export class KeepAliveChannel {
+  /** The open stream and the renewals waiting for its answers, oldest first. */
+  private current: { stream: KeepAliveStream; waiting: { id: string; resolve: (ttl: number) => void; reject: (error: Error) => void }[] } | undefined;
+  private opening: Promise<NonNullable<KeepAliveChannel['current']>> | undefined;
+
+  constructor(private readonly open: () => Promise<KeepAliveStream>) {}
+
+  /** The TTL etcd answers for lease `id` (0: the lease is gone). */
+  async renew(id: string, signal: AbortSignal): Promise<number> {
+    const state = await this.ensure();
+    // The stream failed (or was replaced) while it opened, or the deadline passed: not this one.
+    if (this.current !== state) throw new StreamEndedError('keepalive stream closed');
+    if (signal.aborted) throw new DeadlineError('keepalive abandoned');
+    return new Promise<number>((resolve, reject) => {
+      const entry = {
+        id,
+        resolve: (ttl: number) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(ttl);
+        },
+        reject: (error: Error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      // No answer in time: the stream is suspect, and a late answer must not be taken for a later renewal's.
+      const onAbort = (): void => this.fail(state, new DeadlineError('keepalive abandoned'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      state.waiting.push(entry);
+      state.stream.write({ ID: id });
+    });
+  }
+
+  close(): void {
+    if (this.current) this.fail(this.current, new StreamEndedError('keepalive stream closed'));
+  }
+
+  private async ensure(): Promise<NonNullable<KeepAliveChannel['current']>> {
+    if (this.current) return this.current;
+    this.opening ??= this.open().then(
+      (stream) => {
+        this.opening = undefined;
+        const state = { stream, waiting: [] as NonNullable<KeepAliveChannel['current']>['waiting'] };
+        this.current = state;
+        stream.on('data', (response: { ID: string; TTL: string }) => {
+          const next = state.waiting[0];
+          if (!next || next.id !== String(response.ID)) {
+            this.fail(state, new StreamEndedError(`keepalive answer for lease ${response.ID} not expected`));
+            return;
+          }
+          state.waiting.shift();
+          next.resolve(Number(response.TTL));
+        });
+        stream.on('error', (error: Error) => this.fail(state, error));
+        stream.on('end', () => this.fail(state, new StreamEndedError('keepalive stream ended without an answer')));
+        return state;
+      },
+      (error: unknown) => {
+        this.opening = undefined;
+        throw error;
+      },
+    );
+    return this.opening;
+  }
+
+  /** Closes the stream (once) and fails every renewal waiting on it. */
+  private fail(state: NonNullable<KeepAliveChannel['current']>, error: Error): void {
+    if (this.current === state) {
+      this.current = undefined;
+      // end() first: once the stream is not writable, etcd3 does not treat our own cancel as a host failure.
+      state.stream.end();
+      state.stream.cancel();
+    }
+    const waiting = state.waiting.splice(0);
+    for (const w of waiting) w.reject(error);
   }
 }
 

@@ -59,7 +59,7 @@ process.on('exit', () => {
 
 export interface TestClusterOptions {
   /** A new embedded store, etcd endpoints, or the store of another test cluster (two clusters in one store). */
-  store: 'embedded' | { endpoints: string[] } | { sharedWith: TestCluster };
+  store: 'embedded' | { endpoints: string[]; tls?: { ca: string; cert?: string; key?: string } } | { sharedWith: TestCluster };
   /** Cluster settings written to the store before any agent starts. */
   settings?: Partial<ClusterSettings>;
   name?: string;
@@ -104,7 +104,7 @@ export class TestCluster {
         ? { backend: 'embedded', path: join(dir, 'store', 'relevo.db'), timeoutMs: 2_000 }
         : 'sharedWith' in options.store
           ? options.store.sharedWith.storeConfig
-          : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000 };
+          : { backend: 'etcd', endpoints: options.store.endpoints, timeoutMs: 2_000, ...(options.store.tls ? { tls: options.store.tls } : {}) };
     const store = await openStore(storeConfig);
     const name = options.name ?? 'test';
     const cluster = new TestCluster(dir, name, storeConfig, store, options.tls ?? true);

@@ -102,11 +102,23 @@ describe('decide: the primary', () => {
   const asPrimary = { server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection() }, standbyConfigured: false, previous: { state: 'primary' as const, since: 0 } };
 
   it('holds the lease, manages sync names, slots and optime', () => {
-    const d = decide(observation(asPrimary, 'a'));
+    const d = decide(observation({ ...asPrimary, server: { kind: 'running', postmasterPid: 2, inspection: primaryInspection({ receivedLsn: '0/5000100' }) } }, 'a'));
     assert.equal(d.state, 'primary');
     assert.ok(types(d).includes('configure'));
-    assert.ok(types(d).includes('writeOptime'));
+    assert.deepEqual(d.actions.find((a) => a.type === 'writeOptime'), { type: 'writeOptime', lsn: '0/5000100', timeline: 1, revision: 9 });
     assert.ok(types(d).includes('syncSlots'), 'creates the missing slots of b and c');
+  });
+
+  it('writes the optime only when it moved (an idle primary rewrote it every loop, waking every watch)', () => {
+    // The store's optime is a's at 0/5000000 on timeline 1, as the primary sees itself.
+    assert.ok(!types(decide(observation(asPrimary, 'a'))).includes('writeOptime'));
+    const optime = storeView().optime!;
+    for (const moved of [{ lsn: '0/4000000' }, { timeline: 2, lsn: optime.lsn }, { member: 'b' }, { address: '10.0.0.1:5432' }]) {
+      const d = decide(observation({ ...asPrimary, store: storeView({ optime: { ...optime, ...moved } }) }, 'a'));
+      assert.ok(types(d).includes('writeOptime'), JSON.stringify(moved));
+    }
+    // Absent or unreadable (left out of the view): written.
+    assert.ok(types(decide(observation({ ...asPrimary, store: storeView({ optime: undefined }) }, 'a'))).includes('writeOptime'));
   });
 
   it('stops when another member holds the lease', () => {

@@ -39,6 +39,14 @@ describe('fence deadline', () => {
     assert.equal(tickMs(feed({ fenceMarginMs: 100 })), 20);
     assert.equal(tickMs(undefined), 100);
   });
+
+  it('looks at most once a second while unarmed, and soon enough to see an arming long before its deadline', () => {
+    assert.equal(tickMs(feed({ armed: false })), 1_000);
+    // ttlMs 3 s, margin 1 s: the first deadline comes 2 s after arming; seen within 500 ms.
+    assert.equal(tickMs(feed({ armed: false, ttlMs: 3_000, fenceMarginMs: 1_000 })), 500);
+    assert.equal(tickMs(feed({ armed: false, ttlMs: 1_000, fenceMarginMs: 900 })), 90);
+    assert.equal(tickMs(undefined), 100);
+  });
   it('a fencer heartbeat older than the limit is stale', () => {
     assert.equal(heartbeatStale(undefined, 0, 5_000), true);
     assert.equal(heartbeatStale(1_000, 6_000, 5_000), false);
@@ -129,5 +137,36 @@ describe('relevo list: Fencing section', () => {
     assert.match(text, /a: fencer running \(pid 7, armed\); watchdog unavailable — E_WATCHDOG_UNAVAILABLE/);
     assert.match(text, /b: FENCER MISSING: takes no leader lease; watchdog unknown — E_FENCER_MISSING/);
     assert.doesNotMatch(text, /\n {2}c:/);
+  });
+});
+
+describe('feeding the fencer', () => {
+  it('rewrites an unarmed feed only when more than its times changed; an armed one at every renewal', async () => {
+    const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const pino = (await import('pino')).default;
+    const { FencerLink } = await import('../../src/fence/link.js');
+    const dir = mkdtempSync(join(tmpdir(), 'relevo-feed-'));
+    try {
+      const link = new FencerLink({ name: 'node1' } as never, join(dir, 'data'), pino({ level: 'silent' }));
+      const written = () => JSON.parse(readFileSync(link.files.feed, 'utf8')) as Feed;
+      const input = { armed: false, deadline: 1_000, ttlMs: 6_000, fenceMarginMs: 2_000, reason: 'not running as primary' };
+      link.feed(input);
+      const first = written();
+      link.feed({ ...input, deadline: 2_000 });
+      assert.deepEqual(written(), first, 'a replica renewing its lease leaves the file alone');
+      link.feed({ ...input, deadline: 3_000, reason: 'cluster paused' });
+      assert.equal(written().reason, 'cluster paused');
+      link.feed({ ...input, armed: true, deadline: 4_000 });
+      const armed = written();
+      assert.equal(armed.armed, true);
+      link.feed({ ...input, armed: true, deadline: 5_000 });
+      assert.equal(Math.round(written().deadlineMs - armed.deadlineMs), 1_000, 'every renewal of an armed feed moves the deadline on disk');
+      link.feed({ ...input, deadline: 6_000 });
+      assert.equal(written().armed, false, 'disarming is written even when the unarmed content is as before');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
