@@ -96,15 +96,6 @@ export function timelineSwitchPoint(dataDir: string, timeline: number): { parent
   return { parent: Number(parent), lsn: lsn!.toUpperCase() };
 }
 
-/** The status line of postmaster.pid (starting, ready, standby, stopping), when there is one. */
-export function postmasterStatus(dataDir: string): string | undefined {
-  try {
-    return readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[7]?.trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** PID of the running postmaster from postmaster.pid, or undefined when none runs. */
 export function runningPostmasterPid(dataDir: string): number | undefined {
   let text: string;
