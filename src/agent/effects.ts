@@ -17,13 +17,13 @@ import { dataDirState, readControlData, timelineSwitchPoint } from '../postgres/
 import { createPhysicalSlot, dropSlot } from '../postgres/inspect.js';
 import { agentSqlTarget, type LocalPostgres } from '../postgres/local.js';
 import { reloadPostgres, restartPostgres, startPostgres, startStandby, stopPostgres } from '../postgres/postmaster.js';
-import { moveDataDirAside, rewindFrom } from '../postgres/rewind.js';
+import { moveDataDirAside, RewindStartError, rewindFrom } from '../postgres/rewind.js';
 import { withConnection } from '../postgres/sql.js';
 import { writeMissingHistoryFiles } from '../postgres/timeline-files.js';
 import { checkCloneSpace, CloneNoSpaceError, freeBytes, movedAsideCopies } from '../postgres/space.js';
 import { writeIfUnchanged, type KeyValue, type LeaseId, type Store } from '../store/store.js';
 import type { Action, Upstream } from './actions.js';
-import { LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
+import { isDiskFull, LostCasError, outcomeOf, type ActionOutcome } from './outcome.js';
 import { writeQuorumRecord } from './quorum-record.js';
 import { nudgeStandbys } from './sync-nudge.js';
 import { delayedStandby, delayParameters } from './delayed.js';
@@ -335,7 +335,7 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
         await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
       } catch (error) {
         const message = (error as Error).message;
-        if (/No space left on device|ENOSPC/i.test(message)) throw new CloneNoSpaceError(local.dataDir, freeBytes(dirname(local.dataDir)), undefined, copies, message);
+        if (isDiskFull(message)) throw new CloneNoSpaceError(local.dataDir, freeBytes(dirname(local.dataDir)), undefined, copies, message);
         throw error;
       }
       writeConfiguration(ctx, standbySettings(ctx, action.upstream));
@@ -440,9 +440,9 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       // pg_rewind succeeded: a failure to start says nothing about the data directory, so it must not
       // count as a failed rewind (whose fallback moves the data directory aside); the next cycle retries.
       const pid = await startStandby(local.postmaster).catch((error: Error) => {
-        throw Object.assign(new Error(`rewound from ${action.upstream.member}, then could not start as its standby: ${error.message}`), { code: 'REWIND_START_FAILED', retryable: true });
+        throw new RewindStartError(action.upstream.member, error.message);
       });
-      return `${outcome} from ${action.upstream.member}; started as its standby, postmaster pid ${pid} (replaying to a consistent state)`;
+      return `${outcome} from ${action.upstream.member}; started as its standby, postmaster pid ${pid}`;
     }
     case 'moveDataAside': {
       const movedTo = moveDataDirAside(local, new Date());

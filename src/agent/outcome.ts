@@ -37,11 +37,15 @@ export function failureCode(type: ActionType): string {
  */
 const DISK_FULL_TEXT = /No space left on device|\bENOSPC\b|could not extend file .*: (?:wrote only|No space)/i;
 
+export function isDiskFull(message: string): boolean {
+  return DISK_FULL_TEXT.test(message);
+}
+
 export function outcomeOf(type: ActionType, error: unknown): ActionOutcome {
   const e = error as { message?: unknown; code?: unknown; retryable?: unknown };
   const message = typeof e?.message === 'string' ? e.message : String(error);
   if (error instanceof LostCasError) return { type, result: 'lost_cas', key: error.key, error: message };
-  if (e?.code === 'ENOSPC' || e?.code === 'CLONE_NO_SPACE' || DISK_FULL_TEXT.test(message)) {
+  if (e?.code === 'ENOSPC' || e?.code === 'CLONE_NO_SPACE' || isDiskFull(message)) {
     return { type, result: 'failed', code: e?.code === 'CLONE_NO_SPACE' ? 'CLONE_NO_SPACE' : 'DISK_FULL', error: message, retryable: true };
   }
   const code = typeof e?.code === 'string' && /^[A-Z][A-Z0-9_]+$/.test(e.code) ? e.code : failureCode(type);

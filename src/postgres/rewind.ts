@@ -18,6 +18,20 @@ export class RewindSourceUnavailableError extends Error {
 }
 
 /**
+ * pg_rewind succeeded but PostgreSQL did not start as a standby afterwards:
+ * that says nothing about the data directory, so it is retried, never
+ * answered by the rewind fallback (which moves the data directory aside).
+ */
+export class RewindStartError extends Error {
+  readonly code = 'REWIND_START_FAILED';
+  readonly retryable = true;
+  constructor(source: string, detail: string) {
+    super(`rewound from ${source}, then could not start as its standby: ${detail}`);
+    this.name = 'RewindStartError';
+  }
+}
+
+/**
  * Reconciles a stopped data directory with the source's timeline using
  * pg_rewind. pg_rewind (PostgreSQL 13+) first runs single-user crash recovery
  * itself when the target was not shut down cleanly. The agent role's password

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decide, RETRY_SOON_MS } from '../../src/agent/decide.js';
+import { RewindStartError } from '../../src/postgres/rewind.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { outcomeOf } from '../../src/agent/outcome.js';
 import { renderStatesDoc } from '../../src/agent/states-doc.js';
@@ -331,6 +332,17 @@ describe('decide: rejoin', () => {
     const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: false, control, previous: { state: 'fencing_split_brain', since: 0 } }, 'a'));
     assert.equal(d.state, 'rewinding');
     assert.deepEqual(types(d), ['rewind']);
+  });
+
+  it('failover (b), CI 2026-12-02: a start that fails after a successful pg_rewind is REWIND_START_FAILED, retried, never the rewind fallback', () => {
+    const outcome = outcomeOf('rewind', new RewindStartError('b', 'pg_ctl failed (starting PostgreSQL in /data; see /data.log, exit 1)'));
+    assert.equal(outcome.result, 'failed');
+    assert.equal((outcome as { code: string }).code, 'REWIND_START_FAILED');
+    assert.equal((outcome as { retryable: boolean }).retryable, true);
+    const d = decide(observation({ store: newLeader, server: { kind: 'stopped' }, standbyConfigured: true, control, outcomes: [outcome], previous: { state: 'rewinding', since: 0 } }, 'a'));
+    assert.equal(d.defect, undefined, d.defect?.message);
+    assert.equal(d.memory.rewindFailed, false, 'the data directory is not at fault');
+    assert.deepEqual(types(d), ['rewind'], 'tried again, not moved aside');
   });
 
   it('chaos seed 4242, wal-disk-full: pg_rewind failing for a full disk keeps the data in place and retries with a backoff (no moveDataAside, which frees nothing)', () => {
