@@ -15,6 +15,7 @@ import { stopPostgres } from '../postgres/postmaster.js';
 import { startBackupDuties, type BackupObserver } from '../backup/duties.js';
 import type { KeyValue, LeaseId, Store, Watch } from '../store/store.js';
 import { decide, RETRY_SOON_MS, type Decision } from './decide.js';
+import type { Action } from './actions.js';
 import { runAction, type EffectContext } from './effects.js';
 import { binariesPending, InstalledVersion } from '../postgres/binaries.js';
 import { startAutoRoll } from './auto-roll.js';
@@ -264,17 +265,21 @@ export class Agent {
   private async ensureLease(): Promise<void> {
     const sentAt = performance.now();
     if (this.lease && this.leaseTtlMs !== this.settings.ttlMs) await this.moveToNewLease();
-    if (this.lease && (await this.store.keepAlive(this.lease))) {
-      this.leaseRenewedAt = sentAt;
-      this.armFence();
-      return;
-    }
+    if (await this.renewLease(sentAt)) return;
     if (this.lease) this.log.warn('session lease expired: our member key and any leader lease are gone');
     this.lease = await this.store.grantLease(this.settings.ttlMs);
     this.leaseTtlMs = this.settings.ttlMs;
     this.leaseRenewedAt = sentAt;
     // Fed before this cycle's actions may start PostgreSQL: a stale deadline must not fence it.
     this.feedFencer();
+  }
+
+  /** Renews the session lease if we have one; false when there is none or it is gone. */
+  private async renewLease(sentAt = performance.now()): Promise<boolean> {
+    if (!this.lease || !(await this.store.keepAlive(this.lease))) return false;
+    this.leaseRenewedAt = sentAt;
+    this.armFence();
+    return true;
   }
 
   /** What `relevo list` shows about the fencer and the watchdog device. */
@@ -553,6 +558,27 @@ export class Agent {
     };
   }
 
+  /**
+   * Actions that may run longer than a lease keep the session lease (and our
+   * member key, and a leader key on it) alive meanwhile: clone, rewind and
+   * bootstrap for as long as they take; a primary's start or restart in place
+   * (pg_ctl -w waits out crash recovery, seconds on a loaded host) for at most
+   * primaryRestartTimeoutMs, after which the lease lapses and a replica takes
+   * over, as decide would release it after that long. Only renewals: a lease
+   * that is gone is not granted anew here. The fence deadline follows each renewal.
+   */
+  private keepLeaseDuring(action: Action): ReturnType<typeof setInterval> | undefined {
+    const startsPrimary = (action.type === 'startPostgres' && action.as === 'primary') || (action.type === 'restartPostgres' && this.runsAsPrimary);
+    if (!(action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap' || startsPrimary)) return undefined;
+    const until = startsPrimary ? performance.now() + this.settings.primaryRestartTimeoutMs : Infinity;
+    const timer = setInterval(() => {
+      if (performance.now() > until) return clearInterval(timer);
+      // A long copy may take a new lease if ours lapsed (nothing rides on it but our member key); a starting primary may only keep its own.
+      void (startsPrimary ? this.renewLease() : this.ensureLease()).catch(() => undefined);
+    }, this.settings.loopWaitMs);
+    return timer;
+  }
+
   /** One observe-decide-act round; returns how soon the decision wants to look again, if sooner than the loop. */
   private async cycle(): Promise<number | undefined> {
     const startedAt = performance.now();
@@ -584,8 +610,7 @@ export class Agent {
       const long = action.type === 'clone' || action.type === 'rewind' || action.type === 'bootstrap';
       if (long) await this.publish(observation, decision);
       if (action.type === 'promote') this.feedFencer(true);
-      // Long actions keep the session lease (and our member key) alive meanwhile.
-      const keepalive = long ? setInterval(() => void this.ensureLease().catch(() => undefined), this.settings.loopWaitMs) : undefined;
+      const keepalive = this.keepLeaseDuring(action);
       const outcome = await runAction(this.effectContext(), action).finally(() => clearInterval(keepalive));
       this.outcomes.push(outcome);
       if (outcome.result === 'ok') {

@@ -15,8 +15,7 @@ import { hostOf } from '../tls/pki.js';
 import { clusterCaFile } from '../tls/member.js';
 import { CliError, EXIT, type ClusterHandle } from './context.js';
 
-export const SECRET_ROLES = ['replication', 'agent', 'api', 'all'] as const;
-export type SecretRole = (typeof SECRET_ROLES)[number];
+import type { SecretRole } from './secret-roles.js';
 
 /**
  * New passwords for the chosen roles. Order: the new SCRAM verifier goes to

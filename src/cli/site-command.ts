@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { CliError, withCluster } from './context.js';
-import { renderPromote, siteFollow, sitePromote, siteSwitchover } from './site.js';
+
+// Loaded when a site command runs, not on every CLI call.
+const siteActions = () => import('./site.js');
 
 function positive(value: string, option: string): number {
   const n = Number(value);
@@ -21,7 +23,7 @@ export function registerSiteCommands(program: Command, configOption: readonly [s
     .option('--feed <feed>', 'where the standby leader\'s WAL comes from: stream (the source\'s primary), archive (the source\'s WAL archive only, no connection to it), both; default: both with --source-repository, else stream')
     .option('--demote', 'also when this cluster runs a primary: it shuts down and rejoins by pg_rewind (its unreplicated commits are rewound away)')
     .action(async (options: { config?: string; source?: string; sourceConfig?: string; sourceRepository?: string; feed?: string; demote?: boolean }) => {
-      await withCluster(options.config, async (handle) => console.log(await siteFollow(handle, options)));
+      await withCluster(options.config, async (handle) => console.log(await (await siteActions()).siteFollow(handle, options)));
     });
   site
     .command('switchover')
@@ -32,7 +34,7 @@ export function registerSiteCommands(program: Command, configOption: readonly [s
     .action(async (options: { config?: string; maxLagBytes: string; timeout: string }) => {
       const maxLagBytes = positive(options.maxLagBytes, '--max-lag-bytes');
       const timeoutMs = positive(options.timeout, '--timeout') * 1000;
-      await withCluster(options.config, async (handle) => console.log(await siteSwitchover(handle, { maxLagBytes, timeoutMs })));
+      await withCluster(options.config, async (handle) => console.log(await (await siteActions()).siteSwitchover(handle, { maxLagBytes, timeoutMs })));
     });
   site
     .command('promote')
@@ -44,8 +46,8 @@ export function registerSiteCommands(program: Command, configOption: readonly [s
     .action(async (options: { config?: string; force?: boolean; timeout: string; json?: boolean }) => {
       const timeoutMs = positive(options.timeout, '--timeout') * 1000;
       await withCluster(options.config, async (handle) => {
-        const report = await sitePromote(handle, { force: options.force === true, timeoutMs });
-        console.log(options.json ? JSON.stringify(report, null, 2) : renderPromote(report));
+        const report = await (await siteActions()).sitePromote(handle, { force: options.force === true, timeoutMs });
+        console.log(options.json ? JSON.stringify(report, null, 2) : (await siteActions()).renderPromote(report));
       });
     });
 }

@@ -10,7 +10,7 @@
  * exit codes) and are merged in below; the router's refusals to PostgreSQL
  * clients are SQLSTATE messages listed in docs/router.md.
  */
-import { REPLAY_ERROR_CODES } from '../agent/replay.js';
+import { REPLAY_ERROR_CODES } from '../agent/replay-errors.js';
 import { BACKUP_ERRORS } from '../backup/errors.js';
 import { LOGICAL_CODES } from '../logical/errors.js';
 import { UPGRADE_ERRORS } from '../upgrade/errors.js';

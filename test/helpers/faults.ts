@@ -338,8 +338,37 @@ export interface ScenarioContext {
   ttlMs: number;
   /** Required for 'f' on the etcd store. */
   etcd?: EtcdProcess;
+  /** For 'c': hold the restarting postmaster stopped this long while it starts (a restart in place slower than the lease). */
+  stallRestartMs?: number;
   /** How long each step may take before the scenario fails. */
   timeoutMs?: number;
+}
+
+/**
+ * Catches the agent's restart in place of the old primary while PostgreSQL is
+ * still starting (postmaster.pid says "starting"), stops the postmaster for
+ * `ms`, then continues it: pg_ctl start -w keeps the agent's action waiting
+ * that long, as crash recovery on a loaded host would.
+ */
+async function stallRestart(ctx: ScenarioContext, killed: number[], ms: number): Promise<void> {
+  const dataDir = ctx.cluster.member(ctx.primary).config.postgres.dataDir;
+  const pid = await waitFor(
+    `a new postmaster of ${ctx.primary}`,
+    () => {
+      const p = ctx.cluster.postmasterPid(ctx.primary);
+      return p !== undefined && !killed.includes(p) ? p : undefined;
+    },
+    30_000,
+    5,
+  );
+  const stopped = ctx.faults.stopPids([pid]);
+  const status = readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[7]?.trim();
+  try {
+    if (status === 'ready') throw new Error(`stallRestart: ${ctx.primary}'s postmaster ${pid} was ready before it could be stopped; nothing was stalled`);
+    await new Promise((resolve) => setTimeout(resolve, ms));
+  } finally {
+    ctx.faults.resumePids(stopped.pids);
+  }
 }
 
 export interface Staged {
@@ -459,7 +488,8 @@ export async function inject(ctx: ScenarioContext, kind: FaultKind): Promise<Sta
       return staged(at, true, primaryElsewhere, async () => faults.resume(old, 'both').at);
     }
     case 'c': {
-      const { at } = await faults.kill(old, 'postgres');
+      const { at, pids } = await faults.kill(old, 'postgres');
+      if (ctx.stallRestartMs) await stallRestart(ctx, pids, ctx.stallRestartMs);
       return staged(at, false, samePrimary, async () => undefined);
     }
     case 'd': {

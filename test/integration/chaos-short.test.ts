@@ -19,7 +19,7 @@ const SEQUENCE: FaultKind[] = ['isolate-primary', 'freeze-agent-postmaster', 'pa
 
 describe('chaos, short schedule (sync mode)', { timeout: 300_000, skip: labUnavailable() ?? false }, () => {
   it(`survives ${SEQUENCE.join(', ')} with no violation`, async () => {
-    const run = await runChaos({ seed: 1, durationMs: 0, sequence: SEQUENCE, mode: 'sync', holdMs: [5_000, 6_000], convergeTimeoutMs: 90_000, retryConvergence: false });
+    const run = await runChaos({ seed: 1, durationMs: 0, sequence: SEQUENCE, mode: 'sync', holdMs: [4_000, 4_500], convergeTimeoutMs: 90_000, retryConvergence: false });
     const verdict = verdictMarkdown(run, 'short schedule of the default suite');
     console.log(verdict.split('\n').map((l) => `# ${l}`).join('\n'));
     assert.equal(run.aborted, undefined, run.aborted);
