@@ -13,6 +13,7 @@ import { dataKey, listBackups, listRestorePoints, loadBackup, type BackupFile, t
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
 import { appendNoFollow, CREATE_NEW, fsyncPath, sha256File } from './files.js';
+import { HashWorker } from './hasher.js';
 import { JobPool } from './pool.js';
 import { DirectoryRepository, type Repository } from './repository.js';
 
@@ -148,9 +149,9 @@ async function own(path: string, user: OsUser): Promise<void> {
  * Reads one stored file back: the stored object's sha256 and the restored
  * content's sha256 are both checked, so a damaged object is named, never restored.
  */
-export async function restoreFile(repository: Repository, file: BackupFile, destination: string): Promise<void> {
+export async function restoreFile(repository: Repository, file: BackupFile, destination: string, hasher?: HashWorker): Promise<void> {
   const key = dataKey(file.ref, file.path);
-  if (file.blocks && file.blockSize && repository instanceof DirectoryRepository) return restoreBlocks(repository, key, file, destination);
+  if (file.blocks && file.blockSize && repository instanceof DirectoryRepository) return restoreBlocks(repository, key, file, destination, hasher);
   const storedHash = createHash('sha256');
   const rawHash = createHash('sha256');
   const tap = (hash: ReturnType<typeof createHash>) =>
@@ -173,11 +174,13 @@ export async function restoreFile(repository: Repository, file: BackupFile, dest
 
 /**
  * A big file's gzip members decompressed in parallel on the thread pool and
- * written at their offsets; both checksums are still taken in order.
+ * written at their offsets; both checksums are still taken in order, the
+ * content's on the hash worker when there is one (each block moves there once written).
  */
-async function restoreBlocks(repository: DirectoryRepository, key: string, file: BackupFile, destination: string): Promise<void> {
+async function restoreBlocks(repository: DirectoryRepository, key: string, file: BackupFile, destination: string, hasher?: HashWorker): Promise<void> {
   const storedHash = createHash('sha256');
-  const rawHash = createHash('sha256');
+  const rawHash = hasher ? undefined : createHash('sha256');
+  const rawStream = hasher?.open();
   const input = await open(repository.pathOf(key), 'r');
   const output = await open(destination, CREATE_NEW, 0o600);
   try {
@@ -185,7 +188,7 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
     let hashed: Promise<void> = Promise.resolve();
     const inFlight: Promise<void>[] = [];
     for (const [index, size] of file.blocks!.entries()) {
-      const member = Buffer.alloc(size);
+      const member = Buffer.allocUnsafe(size); // filled by the read below (a short read is an error)
       const { bytesRead } = await input.read(member, 0, size, offset);
       if (bytesRead !== size) throw new Error(`short read at block ${index}`);
       offset += size;
@@ -193,8 +196,14 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
       // One output chunk per block: zlib's default 16 kB chunks halve the inflate rate.
       const raw = gunzipAsync(member, { chunkSize: file.blockSize! + 65_536 });
       raw.catch(() => undefined);
-      const written = raw.then((data) => output.write(data, 0, data.length, index * file.blockSize!)).then(() => undefined);
-      hashed = hashed.then(async () => void rawHash.update(await raw));
+      const written = raw.then(async (data) => void (await output.write(data, 0, data.length, index * file.blockSize!)));
+      written.catch(() => undefined);
+      hashed = hashed.then(async () => {
+        const data = await raw;
+        if (!hasher) return void rawHash!.update(data);
+        await written; // the block moves to the worker: the write must be done with it
+        await hasher.update(rawStream!, data);
+      });
       inFlight.push(Promise.all([written, hashed]).then(() => undefined));
       inFlight[inFlight.length - 1]!.catch(() => undefined);
       if (inFlight.length >= 6) await inFlight.shift();
@@ -209,7 +218,7 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
   }
   const stored = storedHash.digest('hex');
   if (stored !== file.storedSha256) throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) has sha256 ${stored}, the backup recorded ${file.storedSha256}`);
-  const raw = rawHash.digest('hex');
+  const raw = hasher ? await hasher.digest(rawStream!) : rawHash!.digest('hex');
   if (raw !== file.sha256) throw new BackupError('BACKUP_CORRUPT', `${file.path} of backup ${file.ref} restores with sha256 ${raw}, the backup recorded ${file.sha256}`);
 }
 
@@ -260,40 +269,45 @@ export async function restoreBackup(
     await symlink(link.target, join(destination, link.path));
   }
   const pool = new JobPool(options.parallel ?? ctx.settings.parallel);
+  const hasher = new HashWorker();
   let unchanged = 0;
   let bytes = 0;
   const total = backup.files.reduce((sum, f) => sum + f.size, 0);
   let lastNote = performance.now();
-  for (const file of backup.files) {
-    await pool.run(async () => {
-      const path = join(destination, file.path);
-      if (options.delta) {
-        const info = await lstat(path).catch(() => undefined);
-        if (info?.isFile() && info.size === file.size && (await sha256File(path)) === file.sha256) {
-          unchanged++;
-          return;
+  try {
+    for (const file of backup.files) {
+      await pool.run(async () => {
+        const path = join(destination, file.path);
+        if (options.delta) {
+          const info = await lstat(path).catch(() => undefined);
+          if (info?.isFile() && info.size === file.size && (await sha256File(path)) === file.sha256) {
+            unchanged++;
+            return;
+          }
         }
-      }
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      const tmp = `${path}.relevo-restore`;
-      await rm(tmp, { force: true }); // a leftover of an interrupted restore (rm removes a link, never its target)
-      try {
-        await restoreFile(ctx.repository, file, tmp);
-        await fsyncPath(tmp);
-        await own(tmp, ctx.osUser);
-        await rename(tmp, path);
-      } finally {
-        await rm(tmp, { force: true });
-      }
-      bytes += file.size;
-      ctx.progress?.(`restore ${backup.id}`, bytes, total);
-      if (performance.now() - lastNote > 5_000 && !ctx.progress) {
-        lastNote = performance.now();
-        ctx.note(`restore: ${Math.round(bytes / 1048576)} MB written`);
-      }
-    });
+        await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+        const tmp = `${path}.relevo-restore`;
+        await rm(tmp, { force: true }); // a leftover of an interrupted restore (rm removes a link, never its target)
+        try {
+          await restoreFile(ctx.repository, file, tmp, hasher);
+          await fsyncPath(tmp);
+          await own(tmp, ctx.osUser);
+          await rename(tmp, path);
+        } finally {
+          await rm(tmp, { force: true });
+        }
+        bytes += file.size;
+        ctx.progress?.(`restore ${backup.id}`, bytes, total);
+        if (performance.now() - lastNote > 5_000 && !ctx.progress) {
+          lastNote = performance.now();
+          ctx.note(`restore: ${Math.round(bytes / 1048576)} MB written`);
+        }
+      });
+    }
+    await pool.drain();
+  } finally {
+    await hasher.close();
   }
-  await pool.drain();
   for (const dir of backup.directories) await fsyncPath(join(destination, dir.path)).catch(() => undefined);
   await writeRecoverySettings(ctx, destination, plan, options.extraSettings ?? {});
   return { backup: backup.id, files: backup.files.length, unchanged, removed, bytes, ms: Math.round(performance.now() - started) };
