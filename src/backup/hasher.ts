@@ -11,10 +11,11 @@ import { createHash, type Hash } from 'node:crypto';
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 
 type Request = { op: 'update'; id: number; data: Uint8Array } | { op: 'digest'; id: number };
-type Reply = { op: 'ack'; bytes: number } | { op: 'digest'; id: number; hex: string };
+type Reply = { op: 'ack'; data: Uint8Array } | { op: 'digest'; id: number; hex: string };
 
 /** Bytes handed over but not hashed yet, past which `update` waits: memory stays bounded. */
 const MAX_OUTSTANDING_BYTES = 64 * 1024 * 1024;
+const MAX_SPARE_BUFFERS = 8;
 
 /** Marks the worker this module starts, so importing the module in any other worker does nothing. */
 const ROLE = 'relevo-hash-worker';
@@ -27,7 +28,9 @@ if (parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
       let hash = hashes.get(request.id);
       if (!hash) hashes.set(request.id, (hash = createHash('sha256')));
       hash.update(request.data);
-      port.postMessage({ op: 'ack', bytes: request.data.byteLength } satisfies Reply);
+      // The block goes back for reuse (see take()) when it was moved here whole.
+      const whole = request.data.byteOffset === 0 && request.data.byteLength === request.data.buffer.byteLength;
+      port.postMessage({ op: 'ack', data: request.data } satisfies Reply, whole ? [request.data.buffer as ArrayBuffer] : []);
     } else {
       const hash = hashes.get(request.id) ?? createHash('sha256');
       hashes.delete(request.id);
@@ -43,11 +46,14 @@ export class HashWorker {
   private waiting: (() => void)[] = [];
   private digests = new Map<number, { resolve: (hex: string) => void; reject: (error: Error) => void }>();
   private failure: Error | undefined;
+  /** Blocks back from the worker: reused, so a GB is not a GB of fresh pages to fault in and collect. */
+  private spare: ArrayBuffer[] = [];
 
   constructor() {
     this.worker.on('message', (reply: Reply) => {
       if (reply.op === 'ack') {
-        this.outstanding -= reply.bytes;
+        this.outstanding -= reply.data.byteLength;
+        if (reply.data.byteLength === reply.data.buffer.byteLength && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(reply.data.buffer as ArrayBuffer);
         if (this.outstanding < MAX_OUTSTANDING_BYTES) for (const wake of this.waiting.splice(0)) wake();
       } else {
         this.digests.get(reply.id)?.resolve(reply.hex);
@@ -62,6 +68,13 @@ export class HashWorker {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`hash worker exited (${code})`)));
+  }
+
+  /** A buffer of `size` bytes (contents undefined), a returned block when one fits. */
+  take(size: number): Buffer {
+    const index = this.spare.findIndex((buffer) => buffer.byteLength === size);
+    if (index === -1) return Buffer.allocUnsafeSlow(size);
+    return Buffer.from(this.spare.splice(index, 1)[0]!, 0, size);
   }
 
   /** A new stream to hash. */

@@ -157,7 +157,10 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     const pending: Promise<void>[] = [];
     const flushBlock = async () => {
       if (blockBytes === 0) return;
-      const data = Buffer.concat(block);
+      // A full block goes into a reused buffer (see HashWorker.take), the last one of a file into a new one.
+      const data = blockBytes === COMPRESS_BLOCK_BYTES ? hasher.take(blockBytes) : Buffer.allocUnsafeSlow(blockBytes);
+      let at = 0;
+      for (const part of block) at += part.copy(data, at);
       block = [];
       blockBytes = 0;
       const compressed = gzipAsync(data, { level, chunkSize: 1024 * 1024 });
