@@ -10,12 +10,14 @@
 import { createHash, type Hash } from 'node:crypto';
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 
-type Request = { op: 'update'; id: number; data: Uint8Array } | { op: 'digest'; id: number };
+type Request = { op: 'update'; id: number; data: Uint8Array; moved: boolean } | { op: 'digest'; id: number };
 type Reply = { op: 'ack'; data: Uint8Array } | { op: 'digest'; id: number; hex: string };
 
 /** Bytes handed over but not hashed yet, past which `update` waits: memory stays bounded. */
 const MAX_OUTSTANDING_BYTES = 64 * 1024 * 1024;
 const MAX_SPARE_BUFFERS = 8;
+/** Never node's shared pool for small buffers (Buffer.poolSize, 8 kB), whatever a caller says. */
+const MIN_MOVED_BYTES = 1024 * 1024;
 
 /** Marks the worker this module starts, so importing the module in any other worker does nothing. */
 const ROLE = 'relevo-hash-worker';
@@ -28,9 +30,8 @@ if (parentPort && (workerData as { role?: string } | null)?.role === ROLE) {
       let hash = hashes.get(request.id);
       if (!hash) hashes.set(request.id, (hash = createHash('sha256')));
       hash.update(request.data);
-      // The block goes back for reuse (see take()) when it was moved here whole.
-      const whole = request.data.byteOffset === 0 && request.data.byteLength === request.data.buffer.byteLength;
-      port.postMessage({ op: 'ack', data: request.data } satisfies Reply, whole ? [request.data.buffer as ArrayBuffer] : []);
+      // A moved block goes back for reuse (see take()).
+      port.postMessage({ op: 'ack', data: request.data } satisfies Reply, request.moved ? [request.data.buffer as ArrayBuffer] : []);
     } else {
       const hash = hashes.get(request.id) ?? createHash('sha256');
       hashes.delete(request.id);
@@ -53,7 +54,7 @@ export class HashWorker {
     this.worker.on('message', (reply: Reply) => {
       if (reply.op === 'ack') {
         this.outstanding -= reply.data.byteLength;
-        if (reply.data.byteLength === reply.data.buffer.byteLength && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(reply.data.buffer as ArrayBuffer);
+        if (reply.data.buffer.byteLength >= MIN_MOVED_BYTES && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(reply.data.buffer as ArrayBuffer);
         if (this.outstanding < MAX_OUTSTANDING_BYTES) for (const wake of this.waiting.splice(0)) wake();
       } else {
         this.digests.get(reply.id)?.resolve(reply.hex);
@@ -83,16 +84,18 @@ export class HashWorker {
   }
 
   /**
-   * Adds `data` to stream `id`, in call order. The buffer is moved to the
-   * worker when it owns its whole memory (it is then empty here): callers
-   * pass blocks they no longer need. A view into a larger buffer is copied.
+   * Adds `data` to stream `id`, in call order. With `disposable`, the caller
+   * declares that nothing else uses the memory under `data` (a block zlib
+   * returned, or one from take()): that whole buffer is moved to the worker,
+   * not copied, and `data` is empty afterwards. Otherwise, and for small
+   * buffers (which may live in node's shared pool), the bytes are copied.
    */
-  async update(id: number, data: Buffer): Promise<void> {
+  async update(id: number, data: Buffer, disposable = false): Promise<void> {
     if (this.failure) throw this.failure;
-    const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer;
+    const moved = disposable && data.buffer instanceof ArrayBuffer && data.buffer.byteLength >= MIN_MOVED_BYTES;
     this.outstanding += data.byteLength;
     const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    this.worker.postMessage({ op: 'update', id, data: view } satisfies Request, owned ? [data.buffer as ArrayBuffer] : []);
+    this.worker.postMessage({ op: 'update', id, data: view, moved } satisfies Request, moved ? [data.buffer as ArrayBuffer] : []);
     while (this.outstanding >= MAX_OUTSTANDING_BYTES && !this.failure) await new Promise<void>((resolve) => this.waiting.push(resolve));
     if (this.failure) throw this.failure;
   }

@@ -204,7 +204,7 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
         const data = await raw;
         if (!hasher) return void rawHash!.update(data);
         await written; // the block moves to the worker: the write must be done with it
-        await hasher.update(rawStream!, data);
+        await hasher.update(rawStream!, data, true);
       });
       inFlight.push(Promise.all([written, hashed]).then(() => undefined));
       inFlight[inFlight.length - 1]!.catch(() => undefined);

@@ -168,7 +168,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       written = written.then(async () => {
         const member = await compressed;
         // zlib is done with the block: it moves to the hash worker, in order.
-        await hasher.update(hash, data);
+        await hasher.update(hash, data, true);
         blocks.push(member.length);
         if (!output.write(member)) await Promise.race([once(output, 'drain'), once(output, 'close')]);
       });
