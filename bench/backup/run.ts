@@ -149,6 +149,8 @@ try {
 
   const side: SideContext = { repository: repo, systemIdentifier: sysid, address: `127.0.0.1:${port}`, password: 'bench', compressLevel: level, parallel: 4 };
   const sideJs = join(here, 'side.js');
+  /** What bin/relevo sets for `relevo backup` and `relevo restore` (freed memory kept in the process). */
+  const relevoEnv = { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' };
   const relevoRepoBytes = () => du(join(repo, `bench-${sysid}`, 'backups'));
   const pgbr = (args: string[]) => timed(['pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args], true);
 
@@ -159,7 +161,7 @@ try {
     // Repository sizes of this round only: the repositories keep earlier rounds' backups.
     const relevoStart = relevoRepoBytes();
     let before = 0;
-    record('relevo', 'full backup', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'full'], false), fullBytes, (before = relevoRepoBytes()) - relevoStart);
+    record('relevo', 'full backup', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'full'], false, relevoEnv), fullBytes, (before = relevoRepoBytes()) - relevoStart);
     const pgbrStart = du(join(base, 'pgbr-repo', 'backup'));
     let pgbrBefore = 0;
     record('pgBackRest', 'full backup', await pgbr(['--type=full', 'backup']), fullBytes, (pgbrBefore = du(join(base, 'pgbr-repo', 'backup'))) - pgbrStart);
@@ -170,11 +172,11 @@ try {
 
     psql('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0');
     psql('CHECKPOINT');
-    record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false), dataSize(data), relevoRepoBytes() - before);
+    record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false, relevoEnv), dataSize(data), relevoRepoBytes() - before);
     const incr = await pgbr(['--type=incr', 'backup']);
     record('pgBackRest', 'incremental after 1 % of rows changed', incr, dataSize(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
 
-    record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, `r-relevo${round}`)], false), dataSize(data), null);
+    record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, `r-relevo${round}`)], false, relevoEnv), dataSize(data), null);
     mkdirSync(join(base, `r-pgbr${round}`));
     execFileSync('chown', [`${user.uid}:${user.gid}`, join(base, `r-pgbr${round}`)]);
     record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, `r-pgbr${round}`)}`, 'restore']), dataSize(data), null);

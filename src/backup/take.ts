@@ -149,19 +149,17 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       })();
       await stored;
     });
-    let block: Buffer[] = [];
+    /** The block being filled: each chunk is copied in as it arrives, while it is still in the CPU's cache. */
+    let block: Buffer | undefined;
     let blockBytes = 0;
     /** Stored size of each gzip member, so a restore can decompress them in parallel. */
     const blocks: number[] = [];
     let written: Promise<void> = Promise.resolve();
     const pending: Promise<void>[] = [];
     const flushBlock = async () => {
-      if (blockBytes === 0) return;
-      // A full block goes into a reused buffer (see HashWorker.take), the last one of a file into a new one.
-      const data = blockBytes === COMPRESS_BLOCK_BYTES ? hasher.take(blockBytes) : Buffer.allocUnsafeSlow(blockBytes);
-      let at = 0;
-      for (const part of block) at += part.copy(data, at);
-      block = [];
+      if (blockBytes === 0 || !block) return;
+      const data = blockBytes === COMPRESS_BLOCK_BYTES ? block : block.subarray(0, blockBytes);
+      block = undefined;
       blockBytes = 0;
       const compressed = gzipAsync(data, { level, chunkSize: 1024 * 1024 });
       compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
@@ -183,7 +181,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
         let rest = chunk;
         while (rest.length > 0) {
           const take = Math.min(rest.length, COMPRESS_BLOCK_BYTES - blockBytes);
-          block.push(rest.subarray(0, take));
+          // A reused buffer when the hash worker has handed one back (see HashWorker.take).
+          block ??= hasher.take(COMPRESS_BLOCK_BYTES);
+          rest.copy(block, blockBytes, 0, take);
           blockBytes += take;
           rest = rest.subarray(take);
           if (blockBytes === COMPRESS_BLOCK_BYTES) await flushBlock();
