@@ -4,8 +4,10 @@
  * archive_command vs pgBackRest's archive-push), then full and incremental
  * backups (relevo, pgBackRest 2.45), plain pg_basebackup and `cp -a` of the
  * stopped data directory, then a restore with each. Every tool runs under
- * /usr/bin/time for wall and CPU seconds. Run it under the heavy lock:
- *   flock /tmp/relevo-heavy.lock node dist/bench/backup/run.js [--scale 67] [--pgbench-seconds 20]
+ * /usr/bin/time for wall and CPU seconds. The backups and restores run in
+ * several interleaved rounds (VACUUM and CHECKPOINT before each round's
+ * backups). Run it under the heavy lock:
+ *   flock /tmp/relevo-heavy.lock node dist/bench/backup/run.js [--scale 67] [--pgbench-seconds 20] [--rounds 3]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,8 +20,10 @@ import { initRepository } from '../../src/backup/open.js';
 import { lookupOsUser, spawnIdentity } from '../../src/util/os-user.js';
 import type { SideContext } from './side.js';
 
-const { values } = parseArgs({ options: { scale: { type: 'string', default: '67' }, 'pgbench-seconds': { type: 'string', default: '20' }, level: { type: 'string', default: '1' } } });
+const { values } = parseArgs({ options: { scale: { type: 'string', default: '67' }, 'pgbench-seconds': { type: 'string', default: '20' }, level: { type: 'string', default: '1' }, rounds: { type: 'string', default: '3' } } });
 const scale = Number(values.scale);
+const rounds = Number(values.rounds);
+const loadBefore = loadavg();
 const pgbenchSeconds = Number(values['pgbench-seconds']);
 const level = Number(values.level);
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -66,12 +70,27 @@ const psql = (sql: string) => asPg(join(BIN, 'psql'), ['-X', '-At', '-h', base, 
 const pgctl = (...args: string[]) => asPg(join(BIN, 'pg_ctl'), ['-D', data, '-w', '-t', '300', '-l', join(base, 'pg.log'), ...args]);
 
 const rows: string[][] = [];
-const results: Record<string, unknown>[] = [];
+const results: { round: number; tool: string; operation: string; seconds: number; mbPerSecond: number; cpuSeconds: number; repoMB: number | null }[] = [];
 const mb = (bytes: number) => bytes / 1048576;
+let round = 0;
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+/** One row per tool and operation, in first-seen order: the median of each column over the rounds. */
+function medians(): string[][] {
+  const keys = [...new Set(results.map((r) => `${r.tool}\t${r.operation}`))];
+  return keys.map((key) => {
+    const of = results.filter((r) => `${r.tool}\t${r.operation}` === key);
+    const repo = of.map((r) => r.repoMB).filter((v): v is number => v !== null);
+    return [...key.split('\t'), median(of.map((r) => r.seconds)).toFixed(1), median(of.map((r) => r.mbPerSecond)).toFixed(0), median(of.map((r) => r.cpuSeconds)).toFixed(1), repo.length ? median(repo).toFixed(0) : '-'];
+  });
+}
 function record(tool: string, operation: string, t: Timed, dataBytes: number, repoBytes: number | null) {
-  const row = { tool, operation, seconds: t.wall, mbPerSecond: mb(dataBytes) / t.wall, cpuSeconds: t.cpu, repoMB: repoBytes === null ? null : mb(repoBytes) };
+  const row = { round, tool, operation, seconds: t.wall, mbPerSecond: mb(dataBytes) / t.wall, cpuSeconds: t.cpu, repoMB: repoBytes === null ? null : mb(repoBytes) };
   results.push(row);
-  rows.push([tool, operation, t.wall.toFixed(1), row.mbPerSecond.toFixed(0), t.cpu.toFixed(1), row.repoMB === null ? '-' : row.repoMB.toFixed(0)]);
+  rows.push([String(round), tool, operation, t.wall.toFixed(1), row.mbPerSecond.toFixed(0), t.cpu.toFixed(1), row.repoMB === null ? '-' : row.repoMB.toFixed(0)]);
   console.error(`${tool} ${operation}: ${t.wall.toFixed(1)} s, ${row.mbPerSecond.toFixed(0)} MB/s, CPU ${t.cpu.toFixed(1)} s, repository ${row.repoMB?.toFixed(0) ?? '-'} MB`);
 }
 
@@ -130,38 +149,49 @@ try {
 
   const side: SideContext = { repository: repo, systemIdentifier: sysid, address: `127.0.0.1:${port}`, password: 'bench', compressLevel: level, parallel: 4 };
   const sideJs = join(here, 'side.js');
+  /** What bin/relevo sets for `relevo backup` and `relevo restore` (freed memory kept in the process). */
+  const relevoEnv = { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' };
   const relevoRepoBytes = () => du(join(repo, `bench-${sysid}`, 'backups'));
   const pgbr = (args: string[]) => timed(['pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args], true);
 
-  const fullBytes = dataSize(data);
-  let before = 0;
-  record('relevo', 'full backup', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'full'], false), fullBytes, (before = relevoRepoBytes()));
-  let pgbrBefore = 0;
-  record('pgBackRest', 'full backup', await pgbr(['--type=full', 'backup']), fullBytes, (pgbrBefore = du(join(base, 'pgbr-repo', 'backup'))));
-  record('pg_basebackup', 'backup (plain, -X fetch)', await timed([join(BIN, 'pg_basebackup'), '-D', join(base, 'pgbb'), '-Fp', '-X', 'fetch', '-c', 'fast', '-h', base, '-p', String(port), '-U', 'postgres'], true), fullBytes, du(join(base, 'pgbb')));
-  pgctl('-m', 'fast', 'stop');
-  record('cp -a', 'copy of the stopped data directory', await timed(['cp', '-a', data, join(base, 'cpa')], false), fullBytes, du(join(base, 'cpa')));
-  pgctl('start');
+  for (round = 1; round <= rounds; round++) {
+    psql('VACUUM');
+    psql('CHECKPOINT');
+    const fullBytes = dataSize(data);
+    // Repository sizes of this round only: the repositories keep earlier rounds' backups.
+    const relevoStart = relevoRepoBytes();
+    let before = 0;
+    record('relevo', 'full backup', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'full'], false, relevoEnv), fullBytes, (before = relevoRepoBytes()) - relevoStart);
+    const pgbrStart = du(join(base, 'pgbr-repo', 'backup'));
+    let pgbrBefore = 0;
+    record('pgBackRest', 'full backup', await pgbr(['--type=full', 'backup']), fullBytes, (pgbrBefore = du(join(base, 'pgbr-repo', 'backup'))) - pgbrStart);
+    record('pg_basebackup', 'backup (plain, -X fetch)', await timed([join(BIN, 'pg_basebackup'), '-D', join(base, `pgbb${round}`), '-Fp', '-X', 'fetch', '-c', 'fast', '-h', base, '-p', String(port), '-U', 'postgres'], true), fullBytes, du(join(base, `pgbb${round}`)));
+    pgctl('-m', 'fast', 'stop');
+    record('cp -a', 'copy of the stopped data directory', await timed(['cp', '-a', data, join(base, `cpa${round}`)], false), fullBytes, du(join(base, `cpa${round}`)));
+    pgctl('start');
 
-  psql('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0');
-  psql('CHECKPOINT');
-  record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false), dataSize(data), relevoRepoBytes() - before);
-  const incr = await pgbr(['--type=incr', 'backup']);
-  record('pgBackRest', 'incremental after 1 % of rows changed', incr, dataSize(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
+    psql('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0');
+    psql('CHECKPOINT');
+    record('relevo', 'incremental after 1 % of rows changed', await timed([process.execPath, sideJs, 'backup', JSON.stringify(side), 'incremental'], false, relevoEnv), dataSize(data), relevoRepoBytes() - before);
+    const incr = await pgbr(['--type=incr', 'backup']);
+    record('pgBackRest', 'incremental after 1 % of rows changed', incr, dataSize(data), du(join(base, 'pgbr-repo', 'backup')) - pgbrBefore);
 
-  record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, 'r-relevo')], false), dataSize(data), null);
-  mkdirSync(join(base, 'r-pgbr'));
-  execFileSync('chown', [`${user.uid}:${user.gid}`, join(base, 'r-pgbr')]);
-  record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, 'r-pgbr')}`, 'restore']), dataSize(data), null);
-  record('pg_basebackup', 'restore (cp -a of the plain copy)', await timed(['cp', '-a', join(base, 'pgbb'), join(base, 'r-pgbb')], false), dataSize(data), null);
-  record('cp -a', 'restore (cp -a back)', await timed(['cp', '-a', join(base, 'cpa'), join(base, 'r-cpa')], false), dataSize(data), null);
+    record('relevo', 'restore (incremental chain)', await timed([process.execPath, sideJs, 'restore', JSON.stringify(side), join(base, `r-relevo${round}`)], false, relevoEnv), dataSize(data), null);
+    mkdirSync(join(base, `r-pgbr${round}`));
+    execFileSync('chown', [`${user.uid}:${user.gid}`, join(base, `r-pgbr${round}`)]);
+    record('pgBackRest', 'restore (incremental chain)', await pgbr([`--pg1-path=${join(base, `r-pgbr${round}`)}`, 'restore']), dataSize(data), null);
+    record('pg_basebackup', 'restore (cp -a of the plain copy)', await timed(['cp', '-a', join(base, `pgbb${round}`), join(base, `r-pgbb${round}`)], false), dataSize(data), null);
+    record('cp -a', 'restore (cp -a back)', await timed(['cp', '-a', join(base, `cpa${round}`), join(base, `r-cpa${round}`)], false), dataSize(data), null);
+    // Keep the disk use of one round: copies and restores go, the repositories stay.
+    for (const dir of [`pgbb${round}`, `cpa${round}`, `r-relevo${round}`, `r-pgbr${round}`, `r-pgbb${round}`, `r-cpa${round}`]) rmSync(join(base, dir), { recursive: true, force: true });
+  }
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const table = (header: string[], body: string[][]) => [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
   const md = [
     `# bench/backup ${stamp}`,
     '',
-    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal (MB/s below are of that size); gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool); ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end. Measured under load from other helpers unless the machine was idle.`,
+    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal (MB/s below are of that size); gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool); ${rounds} interleaved rounds, VACUUM and CHECKPOINT before each round's backups; ${cpus().length} cores, load average ${loadBefore.map((l) => l.toFixed(1)).join(' ')} before the run (1, 5, 15 min), ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end (the bench's own load included).`,
     '',
     '## WAL archive under pgbench -c 8 -j 2 (TPC-B-like), interleaved',
     '',
@@ -169,12 +199,16 @@ try {
     '',
     '## Backup and restore',
     '',
-    table(['tool', 'operation', 's', 'MB/s', 'CPU s', 'repository MB'], rows),
+    table(['round', 'tool', 'operation', 's', 'MB/s', 'CPU s', 'repository MB'], rows),
+    '',
+    '## Medians over the rounds',
+    '',
+    table(['tool', 'operation', 's', 'MB/s', 'CPU s', 'repository MB'], medians()),
     '',
   ].join('\n');
   mkdirSync(join(here, '..', '..', '..', 'bench', 'results'), { recursive: true });
   writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.md`), md);
-  writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.json`), JSON.stringify({ scale, dataBytes, level, wal: walRows, results }, null, 2));
+  writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.json`), JSON.stringify({ scale, dataBytes, level, rounds, loadBefore, loadAfter: loadavg(), wal: walRows, results }, null, 2));
   console.log(md);
 } finally {
   try {

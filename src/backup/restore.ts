@@ -13,10 +13,13 @@ import { dataKey, listBackups, listRestorePoints, loadBackup, type BackupFile, t
 import type { BackupContext } from './context.js';
 import { BackupError } from './errors.js';
 import { appendNoFollow, CREATE_NEW, fsyncPath, sha256File } from './files.js';
+import { HashWorker } from './hasher.js';
 import { JobPool } from './pool.js';
 import { DirectoryRepository, type Repository } from './repository.js';
 
 const gunzipAsync = promisify(gunzip);
+/** A big file's blocks (4 MB each) between two fdatasync calls while it is restored. */
+const WRITEBACK_EVERY_BLOCKS = 16;
 import { archiveEnd } from './wal.js';
 
 export type RestoreTarget =
@@ -144,13 +147,30 @@ async function own(path: string, user: OsUser): Promise<void> {
   if (runningAsRoot()) await lchown(path, user.uid, user.gid);
 }
 
+export interface RestoreFileOptions {
+  /** Takes a big file's content sha256 off the main thread. */
+  hasher?: HashWorker;
+  /** fsync the file before closing it (instead of opening it again to sync). */
+  sync?: boolean;
+  /** chown through the open descriptor (never through a link), when running as root. */
+  owner?: { uid: number; gid: number };
+}
+
+/** Small files are read, checked and written whole: a few calls each instead of a stream pipeline's dozens. */
+const WHOLE_FILE_BYTES = 8 * 1024 * 1024;
+
+const corrupt = (key: string, file: BackupFile, error: unknown) =>
+  new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) cannot be read back: ${(error as Error).message}`);
+const sha256Hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
 /**
  * Reads one stored file back: the stored object's sha256 and the restored
  * content's sha256 are both checked, so a damaged object is named, never restored.
  */
-export async function restoreFile(repository: Repository, file: BackupFile, destination: string): Promise<void> {
+export async function restoreFile(repository: Repository, file: BackupFile, destination: string, options: RestoreFileOptions = {}): Promise<void> {
   const key = dataKey(file.ref, file.path);
-  if (file.blocks && file.blockSize && repository instanceof DirectoryRepository) return restoreBlocks(repository, key, file, destination);
+  if (file.blocks && file.blockSize && repository instanceof DirectoryRepository) return restoreBlocks(repository, key, file, destination, options);
+  if (file.size <= WHOLE_FILE_BYTES) return restoreWhole(repository, key, file, destination, options);
   const storedHash = createHash('sha256');
   const rawHash = createHash('sha256');
   const tap = (hash: ReturnType<typeof createHash>) =>
@@ -163,21 +183,61 @@ export async function restoreFile(repository: Repository, file: BackupFile, dest
   try {
     await pipeline(repository.read(key), tap(storedHash), createGunzip(), tap(rawHash), createWriteStream(destination, { flags: 'wx', mode: 0o600 }));
   } catch (error) {
-    throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) cannot be read back: ${(error as Error).message}`);
+    throw corrupt(key, file, error);
   }
   const stored = storedHash.digest('hex');
   if (stored !== file.storedSha256) throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) has sha256 ${stored}, the backup recorded ${file.storedSha256}`);
   const raw = rawHash.digest('hex');
   if (raw !== file.sha256) throw new BackupError('BACKUP_CORRUPT', `${file.path} of backup ${file.ref} restores with sha256 ${raw}, the backup recorded ${file.sha256}`);
+  if (options.sync || options.owner) {
+    const handle = await open(destination, 'r');
+    try {
+      if (options.owner) await handle.chown(options.owner.uid, options.owner.gid);
+      if (options.sync) await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/** A small file: both checksums are checked before anything is written. */
+async function restoreWhole(repository: Repository, key: string, file: BackupFile, destination: string, options: RestoreFileOptions): Promise<void> {
+  let object: Buffer;
+  try {
+    object = await repository.readBuffer(key);
+  } catch (error) {
+    throw corrupt(key, file, error);
+  }
+  const stored = sha256Hex(object);
+  if (stored !== file.storedSha256) throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) has sha256 ${stored}, the backup recorded ${file.storedSha256}`);
+  let content: Buffer;
+  try {
+    content = await gunzipAsync(object);
+  } catch (error) {
+    throw corrupt(key, file, error);
+  }
+  const raw = sha256Hex(content);
+  if (raw !== file.sha256) throw new BackupError('BACKUP_CORRUPT', `${file.path} of backup ${file.ref} restores with sha256 ${raw}, the backup recorded ${file.sha256}`);
+  const handle = await open(destination, CREATE_NEW, 0o600);
+  try {
+    await handle.writeFile(content);
+    if (options.owner) await handle.chown(options.owner.uid, options.owner.gid);
+    if (options.sync) await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 /**
  * A big file's gzip members decompressed in parallel on the thread pool and
- * written at their offsets; both checksums are still taken in order.
+ * written at their offsets; both checksums are still taken in order, the
+ * content's on the hash worker when there is one (each block moves there once written).
  */
-async function restoreBlocks(repository: DirectoryRepository, key: string, file: BackupFile, destination: string): Promise<void> {
+async function restoreBlocks(repository: DirectoryRepository, key: string, file: BackupFile, destination: string, options: RestoreFileOptions): Promise<void> {
+  const { hasher } = options;
   const storedHash = createHash('sha256');
-  const rawHash = createHash('sha256');
+  const rawHash = hasher ? undefined : createHash('sha256');
+  const rawStream = hasher?.open();
   const input = await open(repository.pathOf(key), 'r');
   const output = await open(destination, CREATE_NEW, 0o600);
   try {
@@ -185,7 +245,7 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
     let hashed: Promise<void> = Promise.resolve();
     const inFlight: Promise<void>[] = [];
     for (const [index, size] of file.blocks!.entries()) {
-      const member = Buffer.alloc(size);
+      const member = Buffer.allocUnsafe(size); // filled by the read below (a short read is an error)
       const { bytesRead } = await input.read(member, 0, size, offset);
       if (bytesRead !== size) throw new Error(`short read at block ${index}`);
       offset += size;
@@ -193,23 +253,42 @@ async function restoreBlocks(repository: DirectoryRepository, key: string, file:
       // One output chunk per block: zlib's default 16 kB chunks halve the inflate rate.
       const raw = gunzipAsync(member, { chunkSize: file.blockSize! + 65_536 });
       raw.catch(() => undefined);
-      const written = raw.then((data) => output.write(data, 0, data.length, index * file.blockSize!)).then(() => undefined);
-      hashed = hashed.then(async () => void rawHash.update(await raw));
+      const written = raw.then(async (data) => void (await output.write(data, 0, data.length, index * file.blockSize!)));
+      written.catch(() => undefined);
+      hashed = hashed.then(async () => {
+        const data = await raw;
+        if (!hasher) return void rawHash!.update(data);
+        await written; // the block moves to the worker: the write must be done with it
+        await hasher.update(rawStream!, data, true);
+      });
       inFlight.push(Promise.all([written, hashed]).then(() => undefined));
       inFlight[inFlight.length - 1]!.catch(() => undefined);
+      // Write back as we go: the fsync before the rename then finds little left to write,
+      // instead of the whole file (the kernel starts on its own only past its dirty limit).
+      if ((index + 1) % WRITEBACK_EVERY_BLOCKS === 0) {
+        inFlight.push(written.then(() => output.datasync()));
+        inFlight[inFlight.length - 1]!.catch(() => undefined);
+      }
       if (inFlight.length >= 6) await inFlight.shift();
     }
     await Promise.all(inFlight);
     await hashed;
   } catch (error) {
+    await input.close();
+    await output.close();
     throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) cannot be read back: ${(error as Error).message}`);
+  }
+  try {
+    // Not a damaged backup if these fail (a full disk, an I/O error): their own errors go up.
+    if (options.owner) await output.chown(options.owner.uid, options.owner.gid);
+    if (options.sync) await output.sync();
   } finally {
     await input.close();
     await output.close();
   }
   const stored = storedHash.digest('hex');
   if (stored !== file.storedSha256) throw new BackupError('BACKUP_CORRUPT', `${key} (file ${file.path} of backup ${file.ref}) has sha256 ${stored}, the backup recorded ${file.storedSha256}`);
-  const raw = rawHash.digest('hex');
+  const raw = hasher ? await hasher.digest(rawStream!) : rawHash!.digest('hex');
   if (raw !== file.sha256) throw new BackupError('BACKUP_CORRUPT', `${file.path} of backup ${file.ref} restores with sha256 ${raw}, the backup recorded ${file.sha256}`);
 }
 
@@ -260,41 +339,54 @@ export async function restoreBackup(
     await symlink(link.target, join(destination, link.path));
   }
   const pool = new JobPool(options.parallel ?? ctx.settings.parallel);
+  const hasher = new HashWorker();
+  /** Directories known to exist: one mkdir per directory, not per file. */
+  const created = new Set([destination, ...backup.directories.map((dir) => join(destination, dir.path))]);
   let unchanged = 0;
   let bytes = 0;
   const total = backup.files.reduce((sum, f) => sum + f.size, 0);
   let lastNote = performance.now();
-  for (const file of backup.files) {
-    await pool.run(async () => {
-      const path = join(destination, file.path);
-      if (options.delta) {
-        const info = await lstat(path).catch(() => undefined);
-        if (info?.isFile() && info.size === file.size && (await sha256File(path)) === file.sha256) {
-          unchanged++;
-          return;
+  try {
+    for (const file of backup.files) {
+      await pool.run(async () => {
+        const path = join(destination, file.path);
+        if (options.delta) {
+          const info = await lstat(path).catch(() => undefined);
+          if (info?.isFile() && info.size === file.size && (await sha256File(path)) === file.sha256) {
+            unchanged++;
+            return;
+          }
         }
-      }
-      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-      const tmp = `${path}.relevo-restore`;
-      await rm(tmp, { force: true }); // a leftover of an interrupted restore (rm removes a link, never its target)
-      try {
-        await restoreFile(ctx.repository, file, tmp);
-        await fsyncPath(tmp);
-        await own(tmp, ctx.osUser);
-        await rename(tmp, path);
-      } finally {
-        await rm(tmp, { force: true });
-      }
-      bytes += file.size;
-      ctx.progress?.(`restore ${backup.id}`, bytes, total);
-      if (performance.now() - lastNote > 5_000 && !ctx.progress) {
-        lastNote = performance.now();
-        ctx.note(`restore: ${Math.round(bytes / 1048576)} MB written`);
-      }
-    });
+        const parent = dirname(path);
+        if (!created.has(parent)) {
+          await mkdir(parent, { recursive: true, mode: 0o700 });
+          created.add(parent);
+        }
+        const tmp = `${path}.relevo-restore`;
+        // A leftover of an interrupted restore (rm removes a link, never its target); a new destination has none.
+        if (options.delta) await rm(tmp, { force: true });
+        let renamed = false;
+        try {
+          // Written, owned and fsynced through one descriptor, then renamed: durable before it has its name.
+          await restoreFile(ctx.repository, file, tmp, { hasher, sync: true, owner: runningAsRoot() ? ctx.osUser : undefined });
+          await rename(tmp, path);
+          renamed = true;
+        } finally {
+          if (!renamed) await rm(tmp, { force: true });
+        }
+        bytes += file.size;
+        ctx.progress?.(`restore ${backup.id}`, bytes, total);
+        if (performance.now() - lastNote > 5_000 && !ctx.progress) {
+          lastNote = performance.now();
+          ctx.note(`restore: ${Math.round(bytes / 1048576)} MB written`);
+        }
+      });
+    }
+    await pool.drain();
+  } finally {
+    await hasher.close();
   }
-  await pool.drain();
-  for (const dir of backup.directories) await fsyncPath(join(destination, dir.path)).catch(() => undefined);
+  for (const dir of [destination, ...backup.directories.map((d) => join(destination, d.path))]) await fsyncPath(dir).catch(() => undefined);
   await writeRecoverySettings(ctx, destination, plan, options.extraSettings ?? {});
   return { backup: backup.id, files: backup.files.length, unchanged, removed, bytes, ms: Math.round(performance.now() - started) };
 }

@@ -14,6 +14,7 @@ import { backupKey, dataKey, listBackups, newBackupId, type BackupFile, type Bac
 import { clientProgramEnv, primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
 import { BackupError } from './errors.js';
 import { countRows } from './rows.js';
+import { HashWorker } from './hasher.js';
 import { JobPool } from './pool.js';
 import { readTar, type TarBody, type TarEntry } from './tar.js';
 import { waitForWal } from './wal.js';
@@ -131,13 +132,13 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     // in parallel on the thread pool, each a gzip member: the stored object is
     // their concatenation, which gunzip reads as one stream.
     const output = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const hash = createHash('sha256');
+    const hash = hasher.open();
     const key = dataKey(id, e.name);
     let stored: Promise<void> = Promise.resolve();
     await pool.run(async () => {
       stored = (async () => {
         const put = await ctx.repository.putIfAbsent(key, output, { checksum: 'caller', durability: 'batch' });
-        const digest = hash.digest('hex');
+        const digest = await hasher.digest(hash);
         const previous = parentFiles.get(e.name);
         if (previous?.sha256 === digest) {
           await ctx.repository.delete(key);
@@ -148,22 +149,24 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       })();
       await stored;
     });
-    let block: Buffer[] = [];
+    /** The block being filled: each chunk is copied in as it arrives, while it is still in the CPU's cache. */
+    let block: Buffer | undefined;
     let blockBytes = 0;
     /** Stored size of each gzip member, so a restore can decompress them in parallel. */
     const blocks: number[] = [];
     let written: Promise<void> = Promise.resolve();
     const pending: Promise<void>[] = [];
     const flushBlock = async () => {
-      if (blockBytes === 0) return;
-      const data = Buffer.concat(block);
-      block = [];
+      if (blockBytes === 0 || !block) return;
+      const data = blockBytes === COMPRESS_BLOCK_BYTES ? block : block.subarray(0, blockBytes);
+      block = undefined;
       blockBytes = 0;
-      hash.update(data);
       const compressed = gzipAsync(data, { level, chunkSize: 1024 * 1024 });
       compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
       written = written.then(async () => {
         const member = await compressed;
+        // zlib is done with the block: it moves to the hash worker, in order.
+        await hasher.update(hash, data, true);
         blocks.push(member.length);
         if (!output.write(member)) await Promise.race([once(output, 'drain'), once(output, 'close')]);
       });
@@ -178,7 +181,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
         let rest = chunk;
         while (rest.length > 0) {
           const take = Math.min(rest.length, COMPRESS_BLOCK_BYTES - blockBytes);
-          block.push(rest.subarray(0, take));
+          // A reused buffer when the hash worker has handed one back (see HashWorker.take).
+          block ??= hasher.take(COMPRESS_BLOCK_BYTES);
+          rest.copy(block, blockBytes, 0, take);
           blockBytes += take;
           rest = rest.subarray(take);
           if (blockBytes === COMPRESS_BLOCK_BYTES) await flushBlock();
@@ -193,6 +198,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
   };
 
   const started_ms = performance.now();
+  const hasher = new HashWorker();
   try {
     const [host, port] = splitHostPort(source.connectAddress);
     const { startLsn, endLsn, timeline } = await withPassfile(ctx, async (passfile) => {
@@ -264,6 +270,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     throw new BackupError('BACKUP_FAILED', `backup ${id} from ${source.name} failed: ${(error as Error).message}`);
   } finally {
     if (switcher) clearInterval(switcher);
+    await hasher.close();
   }
 }
 

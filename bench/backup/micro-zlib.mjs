@@ -1,0 +1,11 @@
+import { readFileSync } from 'node:fs';
+import * as z from 'node:zlib';
+const data = readFileSync('/tmp/backup10/h/data/base/5/16398').subarray(0, 512 << 20);
+const B = 4 << 20;
+const t = (name, fn) => { const c0 = process.cpuUsage(); let out = 0; for (let o = 0; o < data.length; o += B) out += fn(data.subarray(o, o + B)); const c = process.cpuUsage(c0); console.log(name, ((c.user + c.system) / 1e6 * 2).toFixed(2), 'CPU s per GB, ratio', (out / data.length).toFixed(3)); };
+t('deflateRaw1', (b) => z.deflateRawSync(b, { level: 1 }).length);
+t('deflate1(zlib, adler32)', (b) => z.deflateSync(b, { level: 1 }).length);
+t('gzip1', (b) => z.gzipSync(b, { level: 1 }).length);
+if (z.crc32) t('crc32', (b) => { z.crc32(b); return 0; });
+t('deflateRaw1 again', (b) => z.deflateRawSync(b, { level: 1 }).length);
+t('gunzip of gzip1', (b) => z.gunzipSync(z.gzipSync(b, { level: 1 })).length);
