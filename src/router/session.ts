@@ -344,11 +344,11 @@ export class Session {
         const end = body.indexOf(0);
         const name = body.toString('utf8', 0, end);
         if (name !== '') this.prepared.set(name, message('P', Buffer.from(body)));
-        if (STATE_CHANGING.test(body.toString('utf8', end + 1, Math.min(body.length, end + 4097)))) this.stateKnown = false;
+        if (STATE_CHANGING.test(body.toString('utf8', end + 1, Math.min(body.length, end + 4097)))) this.stateChanged();
         break;
       }
       case 0x51: // Query
-        if (STATE_CHANGING.test(body.toString('utf8', 0, Math.min(body.length, 4096)))) this.stateKnown = false;
+        if (STATE_CHANGING.test(body.toString('utf8', 0, Math.min(body.length, 4096)))) this.stateChanged();
         break;
       case 0x43: // Close: 'S' statement
         if (body[0] === 0x53) this.prepared.delete(body.toString('utf8', 1, body.indexOf(0, 1)));
@@ -701,7 +701,8 @@ export class Session {
     this.state = undefined;
     if (!state) return 0;
     this.baseline = state;
-    this.stateKnown = true;
+    // Known unless the client sent a state-changing statement after the state was read (queued: it runs after this).
+    this.stateKnown = this.stateChanges === this.stateChangesAtProbe;
     let pending = 0;
     const statements = [
       // Identity last: other settings may need the privileges of the session's original role.
@@ -923,8 +924,18 @@ export class Session {
     this.startProbe('refresh');
   }
 
+  /** Statements that may change session state, seen so far (a probe's answer predates those sent during it). */
+  private stateChanges = 0;
+  private stateChangesAtProbe = 0;
+
+  private stateChanged(): void {
+    this.stateKnown = false;
+    this.stateChanges += 1;
+  }
+
   private startProbe(purpose: 'move' | 'refresh'): void {
     if (!this.backend) return;
+    this.stateChangesAtProbe = this.stateChanges;
     // Idle between transactions: ask the server what the session holds. Client bytes wait meanwhile.
     this.phase = 'probing';
     this.probePurpose = purpose;
@@ -970,7 +981,9 @@ export class Session {
     };
     if (this.probePurpose === 'refresh') {
       this.baseline = state;
-      this.stateKnown = true;
+      // A state-changing statement the client sent while the probe ran waits in the queue: it runs
+      // after this answer, so the state stays unknown (the next idle point probes again).
+      this.stateKnown = this.stateChanges === this.stateChangesAtProbe;
       this.unmovable = blockers;
       this.resumeRelaying();
       return;
