@@ -164,6 +164,9 @@ async function waitPort(port: number, child: ChildProcess, what: string): Promis
   }
 }
 
+/** Extra node flags for the router process, for profiling (e.g. `--perf-basic-prof`, `--cpu-prof`); none by default. */
+const routerNodeArgs = (process.env.RELEVO_BENCH_ROUTER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 /** Starts the router in its own process (so its CPU can be read) on a one-member cluster in an embedded store. */
 export async function startRelevo(dir: string, pg: StandaloneServer, extra: Record<string, unknown> = {}): Promise<{ port: number; pid: number }> {
   const storePath = join(dir, `store-${Date.now()}.db`);
@@ -180,7 +183,7 @@ export async function startRelevo(dir: string, pg: StandaloneServer, extra: Reco
   await store.close();
   const port = await freePort();
   const child = track(
-    spawn(process.execPath, [join(here, 'router-process.js'), JSON.stringify({ storePath, cluster: 'bench', listen: `127.0.0.1:${port}`, extra })], {
+    spawn(process.execPath, [...routerNodeArgs, join(here, 'router-process.js'), JSON.stringify({ storePath, cluster: 'bench', listen: `127.0.0.1:${port}`, extra })], {
       stdio: ['ignore', 'pipe', 'inherit'],
     }),
   );

@@ -8,6 +8,7 @@
  * ErrorResponse; TLS/GSS sessions are opaque and never framed.
  */
 import { connect, Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
+import { DirectWriter, Written } from './direct-write.js';
 import { ENCRYPTION_REFUSED, Framer, TERMINATE, errorResponse, sessionIdle, type ErrorFields } from './protocol.js';
 import type { Backend } from './view.js';
 
@@ -98,6 +99,9 @@ export class Relay {
 
   readonly client: Socket;
   readonly backend: Socket;
+  /** Writes to each socket, around its Writable stream (direct-write.ts). */
+  private readonly toClient: DirectWriter;
+  private readonly toBackend: DirectWriter;
 
   constructor(
     private readonly clientEnd: Endpoint,
@@ -110,6 +114,9 @@ export class Relay {
   ) {
     this.client = clientEnd.socket;
     this.backend = backendEnd.socket;
+    // A queued write to one side pauses reading the other side until it completes.
+    this.toClient = new DirectWriter(this.client, (ok) => this.written(ok, this.backendEnd));
+    this.toBackend = new DirectWriter(this.backend, (ok) => this.written(ok, this.clientEnd));
     this.awaitingAnswer = opening !== 'startup';
     // A StartupMessage has no type byte; after an SSL 'N' the client sends one next.
     this.fromClient?.expectUntypedPacket();
@@ -121,9 +128,6 @@ export class Relay {
     const { client, backend } = this;
     this.clientEnd.onRead = (n, buf) => this.onClientRead(n, buf);
     this.backendEnd.onRead = (n, buf) => this.onBackendRead(n, buf);
-    // Backpressure: stop reading one side while the other cannot take more.
-    client.on('drain', () => backend.resume());
-    backend.on('drain', () => client.resume());
     client.on('end', () => this.teardown());
     backend.on('end', () => this.teardown());
     // Errors end the session like EOF does; 'close' follows and is idempotent.
@@ -134,7 +138,7 @@ export class Relay {
 
     if (this.awaitingAnswer) {
       // The SSLRequest/GSSENCRequest itself is not a framed message: send it as is.
-      backend.write(initial.subarray(0, openingLength));
+      if (this.toBackend.write(initial.subarray(0, openingLength)) === Written.Failed) return this.teardown();
       if (initial.length > openingLength) this.onClientData(initial.subarray(openingLength));
     } else {
       this.onClientData(initial);
@@ -153,7 +157,20 @@ export class Relay {
         return;
       }
     }
-    if (!this.backend.write(chunk)) this.client.pause();
+    const w = this.toBackend.write(chunk);
+    if (w === Written.Failed) this.teardown();
+    else if (w === Written.Queued) this.client.pause();
+  }
+
+  /**
+   * A queued write completed: the read buffer it referenced is free again
+   * and `source` (the side it came from) may read again.
+   */
+  private written(ok: boolean, source: Endpoint): void {
+    if (this.closed) return;
+    if (!ok) return this.teardown();
+    source.busy = false;
+    source.socket.resume();
   }
 
   /** Read callback of the client socket; returning false pauses reading (backpressure). */
@@ -168,11 +185,15 @@ export class Relay {
         return false;
       }
     }
-    const backend = this.backend;
-    const ok = backend.write(n === buf.length ? buf : buf.subarray(0, n));
-    // Still queued: the bytes live in our read buffer, so the next read needs another.
-    if (backend.writableLength > 0) this.clientEnd.busy = true;
-    return ok;
+    const w = this.toBackend.write(n === buf.length ? buf : buf.subarray(0, n));
+    if (w === Written.Done) return true;
+    if (w === Written.Failed) {
+      this.teardown();
+      return false;
+    }
+    // Queued: the bytes live in our read buffer; read nothing more until they are written.
+    this.clientEnd.busy = true;
+    return false;
   }
 
   /** Read callback of the backend socket; returning false pauses reading (backpressure). */
@@ -189,12 +210,16 @@ export class Relay {
       }
       if (!this.keyReported && f.backendPid !== 0) this.reportKey(f);
     }
-    const client = this.client;
-    const ok = client.write(n === buf.length ? buf : buf.subarray(0, n));
-    // Still queued: the bytes live in our read buffer, so the next read needs another.
-    if (client.writableLength > 0) this.backendEnd.busy = true;
+    const w = this.toClient.write(n === buf.length ? buf : buf.subarray(0, n));
+    if (w === Written.Failed) {
+      this.teardown();
+      return false;
+    }
     if (this.drainFields !== undefined) this.closeIfIdle();
-    return ok;
+    if (w === Written.Done) return true;
+    // Queued: the bytes live in our read buffer; read nothing more until they are written.
+    this.backendEnd.busy = true;
+    return false;
   }
 
   private onAnswer(answer: number): void {

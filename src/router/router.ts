@@ -234,10 +234,20 @@ class Router {
       this.timers.push(t);
     };
     every(this.settings.timeouts.refreshMs, () => void this.refresh());
-    // Staleness is checked more often than the store is read, so the TTL bound is tight.
-    every(Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2))), () => this.apply());
+    // Staleness is checked more often than the store is read, so the TTL bound is tight. The
+    // failsafe probe check rides on the same timer (one wake-up instead of two: an idle router's
+    // CPU is mostly its wake-ups); it runs once its own interval has passed.
+    const applyMs = Math.max(20, Math.min(250, Math.floor(this.settings.timeouts.refreshMs / 2)));
+    const probeMs = this.probeIntervalMs();
+    let probedAt = -Infinity;
+    every(applyMs, () => {
+      this.apply();
+      const now = Date.now();
+      if (now - probedAt < probeMs - applyMs / 2) return;
+      probedAt = now;
+      void this.probeFailsafe();
+    });
     every(this.settings.publishIntervalMs, () => void this.publish());
-    every(this.probeIntervalMs(), () => void this.probeFailsafe());
     void this.publish();
   }
 

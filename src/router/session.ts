@@ -22,6 +22,7 @@
 import { connect, type Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import { randomBytes, randomInt } from 'node:crypto';
+import { writeDirect } from './direct-write.js';
 import { closure, refusal, type ClosureCode, type Refusal } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, TxStatus, errorResponse, parseStartupPacket, TERMINATE, type ErrorFields } from './protocol.js';
 import { endPointHash, upgradeToServerTls } from './server-tls.js';
@@ -106,6 +107,14 @@ const PROBE_SQL =
  * (failover) leaves the session's state unknown, and the session is closed
  * rather than continued with settings silently missing.
  */
+/**
+ * Client message types the router reads the body of (onClientMessage):
+ * Terminate, Parse, Query, Close, and the password/SASL message. Every other
+ * type passes through an active session unread.
+ */
+const READ_FROM_CLIENT: boolean[] = [];
+for (const t of [0x58, 0x50, 0x51, 0x43, 0x70]) READ_FROM_CLIENT[t] = true;
+
 const STATE_CHANGING = /^\s*(set|reset|prepare|deallocate|discard|listen|create\s+(global\s+|local\s+)?temp)|pg_advisory|pg_try_advisory/i;
 
 const IDENTITY = new Set(['session_authorization', 'role']);
@@ -212,18 +221,17 @@ export class Session {
       return;
     }
     // Messages the router answers itself (authentication, Terminate, a lost transaction's) are cut out.
-    const dropped: Array<[number, number]> = [];
+    this.dropped = undefined;
     let whole: Buffer;
     try {
-      whole = this.fromClient.push(chunk, (type, body, offset) => {
-        if (!this.onClientMessage(type, body)) dropped.push([offset, offset + 5 + body.length]);
-      });
+      whole = this.fromClient.scan(chunk, this.eachClientMessage);
     } catch (error) {
       this.close({ severity: 'FATAL', code: '08P01', message: `relevo router: ${(error as ProtocolError).message}` }, 'protocol-error');
       return;
     }
     if (this.isClosed) return;
-    if (dropped.length === 0) {
+    const dropped = this.dropped as Array<[number, number]> | undefined;
+    if (dropped === undefined) {
       if (whole.length > 0) this.toServer(whole);
       return;
     }
@@ -234,6 +242,25 @@ export class Session {
     }
     if (at < whole.length) this.toServer(whole.subarray(at));
   }
+
+  /** Ranges of the current client chunk the router answers itself (onClientData). */
+  private dropped: Array<[number, number]> | undefined;
+
+  /**
+   * One client message (MessageSplitter.scan). A body is sliced only for
+   * the messages the router reads; Bind, Execute, Sync, Describe and the
+   * like pass with a counter at most.
+   */
+  private readonly eachClientMessage = (type: number, data: Buffer, at: number, end: number): void => {
+    let pass: boolean;
+    if (this.phase === 'active' && this.failNext === undefined && !READ_FROM_CLIENT[type]) {
+      if (type === 0x53 || type === 0x46) this.outstanding += 1;
+      pass = true;
+    } else {
+      pass = this.onClientMessage(type, data.subarray(at + 5, end));
+    }
+    if (!pass) (this.dropped ??= []).push([at, end]);
+  };
 
   private onStartupBytes(chunk: Buffer): void {
     this.startupBuf = this.startupBuf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.startupBuf, chunk]);
@@ -317,11 +344,11 @@ export class Session {
         const end = body.indexOf(0);
         const name = body.toString('utf8', 0, end);
         if (name !== '') this.prepared.set(name, message('P', Buffer.from(body)));
-        if (STATE_CHANGING.test(body.toString('utf8', end + 1, Math.min(body.length, end + 4097)))) this.stateKnown = false;
+        if (STATE_CHANGING.test(body.toString('utf8', end + 1, Math.min(body.length, end + 4097)))) this.stateChanged();
         break;
       }
       case 0x51: // Query
-        if (STATE_CHANGING.test(body.toString('utf8', 0, Math.min(body.length, 4096)))) this.stateKnown = false;
+        if (STATE_CHANGING.test(body.toString('utf8', 0, Math.min(body.length, 4096)))) this.stateChanged();
         break;
       case 0x43: // Close: 'S' statement
         if (body[0] === 0x53) this.prepared.delete(body.toString('utf8', 1, body.indexOf(0, 1)));
@@ -674,7 +701,8 @@ export class Session {
     this.state = undefined;
     if (!state) return 0;
     this.baseline = state;
-    this.stateKnown = true;
+    // Known unless the client sent a state-changing statement after the state was read (queued: it runs after this).
+    this.stateKnown = this.stateChanges === this.stateChangesAtProbe;
     let pending = 0;
     const statements = [
       // Identity last: other settings may need the privileges of the session's original role.
@@ -716,7 +744,7 @@ export class Session {
 
   private toServer(bytes: Buffer): void {
     if (this.phase === 'active' && this.backend) {
-      this.backend.write(bytes);
+      writeDirect(this.backend, bytes);
       return;
     }
     this.queued.push(Buffer.from(bytes));
@@ -733,34 +761,19 @@ export class Session {
       this.onProbeData(chunk);
       return;
     }
-    let cut = -1;
-    let lost: ErrorFields | undefined;
+    this.cut = -1;
+    this.lost = undefined;
     let whole: Buffer;
     try {
-      whole = this.fromBackend.push(chunk, (type, body, offset) => {
-        if (cut >= 0) return;
-        if (type === 0x5a) {
-          this.outstanding = Math.max(0, this.outstanding - 1);
-          this.txStatus = body[0] as number;
-        } else if (type === 0x53) {
-          const [name, value] = readCStrings(body);
-          this.serverParams.set(name as string, value as string);
-          this.clientParams.set(name as string, value as string);
-        } else if (type === 0x45) {
-          const f = parseErrorFields(body);
-          // The server is going away (shutdown for the switchover, crash): do not pass its FATAL on.
-          if (f.get('V') === 'FATAL' || f.get('V') === 'PANIC') {
-            cut = offset;
-            lost = { severity: 'ERROR', code: f.get('C') ?? '57P01', message: f.get('M') ?? '' };
-          }
-        }
-      });
+      whole = this.fromBackend.scan(chunk, this.eachServerMessage);
     } catch (error) {
       this.close({ severity: 'FATAL', code: '08P01', message: `relevo router: ${(error as ProtocolError).message}` }, 'protocol-error');
       return;
     }
+    const cut = this.cut;
+    const lost = this.lost;
     if (cut >= 0) whole = whole.subarray(0, cut);
-    if (whole.length > 0) this.client.write(whole);
+    if (whole.length > 0) writeDirect(this.client, whole);
     if (lost) {
       this.serverLost();
       return;
@@ -768,6 +781,30 @@ export class Session {
     if (this.moveRequested) this.checkMove();
     else this.checkRefresh();
   }
+
+  /** Where the current server chunk is cut (a FATAL from a server going away), and what the client is told instead. */
+  private cut = -1;
+  private lost: ErrorFields | undefined;
+
+  /** One server message (MessageSplitter.scan): only ReadyForQuery, ParameterStatus and ErrorResponse are read. */
+  private readonly eachServerMessage = (type: number, data: Buffer, at: number, end: number): void => {
+    if (this.cut >= 0) return;
+    if (type === 0x5a) {
+      this.outstanding = Math.max(0, this.outstanding - 1);
+      this.txStatus = data[at + 5] as number;
+    } else if (type === 0x53) {
+      const [name, value] = readCStrings(data.subarray(at + 5, end));
+      this.serverParams.set(name as string, value as string);
+      this.clientParams.set(name as string, value as string);
+    } else if (type === 0x45) {
+      const f = parseErrorFields(data.subarray(at + 5, end));
+      // The server is going away (shutdown for the switchover, crash): do not pass its FATAL on.
+      if (f.get('V') === 'FATAL' || f.get('V') === 'PANIC') {
+        this.cut = at;
+        this.lost = { severity: 'ERROR', code: f.get('C') ?? '57P01', message: f.get('M') ?? '' };
+      }
+    }
+  };
 
   /**
    * The server went away under the session. Idle: nothing to tell, attach
@@ -887,8 +924,18 @@ export class Session {
     this.startProbe('refresh');
   }
 
+  /** Statements that may change session state, seen so far (a probe's answer predates those sent during it). */
+  private stateChanges = 0;
+  private stateChangesAtProbe = 0;
+
+  private stateChanged(): void {
+    this.stateKnown = false;
+    this.stateChanges += 1;
+  }
+
   private startProbe(purpose: 'move' | 'refresh'): void {
     if (!this.backend) return;
+    this.stateChangesAtProbe = this.stateChanges;
     // Idle between transactions: ask the server what the session holds. Client bytes wait meanwhile.
     this.phase = 'probing';
     this.probePurpose = purpose;
@@ -934,7 +981,9 @@ export class Session {
     };
     if (this.probePurpose === 'refresh') {
       this.baseline = state;
-      this.stateKnown = true;
+      // A state-changing statement the client sent while the probe ran waits in the queue: it runs
+      // after this answer, so the state stays unknown (the next idle point probes again).
+      this.stateKnown = this.stateChanges === this.stateChangesAtProbe;
       this.unmovable = blockers;
       this.resumeRelaying();
       return;

@@ -21,19 +21,31 @@ export class MessageSplitter {
   private tail: Buffer | undefined;
 
   push(chunk: Buffer, each: (type: number, body: Buffer, offset: number) => void): Buffer {
+    return this.scan(chunk, (type, data, at, end) => each(type, data.subarray(at + 5, end), at));
+  }
+
+  /**
+   * Like push, without a Buffer per message: `each` gets the message's type,
+   * the buffer holding it, and where it starts (its type byte) and ends.
+   * The hot paths of session mode use this and slice a body only when they
+   * read it.
+   */
+  scan(chunk: Buffer, each: (type: number, data: Buffer, at: number, end: number) => void): Buffer {
     const data = this.tail ? Buffer.concat([this.tail, chunk]) : chunk;
     this.tail = undefined;
+    const n = data.length;
     let at = 0;
-    while (data.length - at >= 5) {
-      const length = data.readUInt32BE(at + 1);
+    while (n - at >= 5) {
+      const length = ((data[at + 1] as number) * 0x1000000) + (((data[at + 2] as number) << 16) | ((data[at + 3] as number) << 8) | (data[at + 4] as number));
       if (length < 4 || length > MAX_MESSAGE) throw new ProtocolError(`invalid length ${length} for message type 0x${(data[at] as number).toString(16)}`);
-      if (data.length - at < 1 + length) break;
-      each(data[at] as number, data.subarray(at + 5, at + 1 + length), at);
-      at += 1 + length;
+      const end = at + 1 + length;
+      if (end > n) break;
+      each(data[at] as number, data, at, end);
+      at = end;
     }
     // Copy the tail: `chunk` may be a reusable read buffer.
-    if (at < data.length) this.tail = Buffer.from(data.subarray(at));
-    return data.subarray(0, at);
+    if (at < n) this.tail = Buffer.from(data.subarray(at));
+    return at === n ? data : data.subarray(0, at);
   }
 
   /** Bytes of an incomplete message waiting for the rest. */

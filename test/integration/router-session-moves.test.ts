@@ -143,7 +143,10 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
     const temp = await open();
     await temp.query('CREATE TEMP TABLE t1 (x int)');
     const tempEnded = new Promise<string>((resolve) => temp.once('error', (e) => resolve(e.message)));
-    await switchover('a', 'b');
+    // As in a real switchover, the leader moves after the sessions had time to be read at their idle
+    // point (here: once the temp table session was closed, or 5 s); moving it within a millisecond of
+    // the failover key would test the unplanned path ("held … on the server that was lost") instead.
+    await switchover('a', 'b', () => Promise.race([tempEnded, new Promise((r) => setTimeout(r, 5_000))]).then(() => undefined));
     assert.equal(await serverPort(c), b.port);
     const r = await c.query(`SELECT current_setting('work_mem') AS wm, current_setting('application_name') AS app`);
     assert.deepEqual(r.rows[0], { wm: '9MB', app: 'mover' });
