@@ -212,8 +212,10 @@ export async function takeBaseBackup(target: ReplicationTarget, options: BaseBac
     const end = await readResultSet(conn);
     const endRow = end.set?.rows[0];
     if (!endRow) throw new BaseBackupError('no end position from the server');
-    const ready = await conn.next();
-    if (ready.type !== 'Z') throw new BaseBackupError(`expected ReadyForQuery, got ${JSON.stringify(ready.type)}`);
+    // The command's own CommandComplete follows the end position's, then ReadyForQuery.
+    for (let m = await conn.next(); m.type !== 'Z'; m = await conn.next()) {
+      if (m.type !== 'C') throw new BaseBackupError(`expected ReadyForQuery, got ${JSON.stringify(m.type)}`);
+    }
     for (const w of writers) w.syncDirectories();
     return {
       startLsn: startRow[0] ?? '',
