@@ -22,7 +22,7 @@ export interface BackupStreamSink {
 }
 
 export class BackupStreamError extends Error {
-  readonly code = 'BASE_BACKUP_STREAM';
+  readonly code = 'BASE_BACKUP_FAILED';
 }
 
 export class BackupCopyStream {

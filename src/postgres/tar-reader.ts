@@ -32,7 +32,7 @@ export interface TarSink {
 }
 
 export class TarFormatError extends Error {
-  readonly code = 'TAR_FORMAT';
+  readonly code = 'BASE_BACKUP_FAILED';
 }
 
 const BLOCK = 512;
