@@ -53,8 +53,17 @@ function runOwnBaseBackup(user: OsUser, job: BaseBackupJob, context: string): Pr
     };
     child.stdout?.on('data', collect);
     child.stderr?.on('data', collect);
-    child.on('error', (error) => reject(new PostgresCommandError('relevo base backup', null, error.message, context)));
-    child.on('close', (code) => (code === 0 ? resolve(output) : reject(new PostgresCommandError('relevo base backup', code, output, context))));
+    // The same bound as pg_basebackup's run (runPostgresProgram).
+    const timer = setTimeout(() => child.kill('SIGKILL'), 24 * 3600_000);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(new PostgresCommandError('relevo base backup', null, error.message, context));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(output);
+      else reject(new PostgresCommandError('relevo base backup', code, output, context));
+    });
     child.stdin?.on('error', () => undefined);
     child.stdin?.end(JSON.stringify(job));
   });

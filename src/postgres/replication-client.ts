@@ -183,6 +183,8 @@ function connectSocket(target: ReplicationTarget): Promise<{ socket: Socket | TL
     plain.once('error', failed);
     plain.once('connect', () => {
       plain.setNoDelay(true);
+      // A primary host lost mid-backup must not hang the clone forever (no FIN ever comes): TCP keepalives end it.
+      plain.setKeepAlive(true, 10_000);
       if (!target.caPem) {
         clearTimeout(timer);
         plain.removeListener('error', failed);
