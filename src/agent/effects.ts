@@ -331,15 +331,16 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const copies = movedAsideCopies(local.dataDir);
       const refused = copies.length > 0 ? checkCloneSpace(local.dataDir, copies, freeBytes(dirname(local.dataDir))) : undefined;
       if (refused) throw refused;
+      let method: string;
       try {
-        await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
+        method = await cloneFromPrimary(local, action.upstream.address, action.upstream.slot, credentials, process.stderr.isTTY === true);
       } catch (error) {
         const message = (error as Error).message;
         if (isDiskFull(message)) throw new CloneNoSpaceError(local.dataDir, freeBytes(dirname(local.dataDir)), undefined, copies, message);
         throw error;
       }
       writeConfiguration(ctx, standbySettings(ctx, action.upstream));
-      return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s`;
+      return `cloned from ${action.upstream.member} in ${((Date.now() - started) / 1000).toFixed(1)} s (${method === 'relevo' ? "relevo's own base backup" : 'pg_basebackup'})`;
     }
     case 'startPostgres': {
       clearFenceSettings(local.dataDir, local.user);

@@ -132,11 +132,13 @@ export interface BlueGreen {
 }
 
 /**
- * Two single-member clusters in one store: "blue" on Debian's 15 with
+ * Two clusters in one store: "blue" (one member) on Debian's 15 with
  * wal_level=logical and a database `app` owned by role `app`, "green" on the
- * new version's bin directory; and a session-mode router configured for blue.
+ * new version's bin directory with `greenMembers` members (its replicas
+ * cloned by relevo's own base backup: that bin directory has no
+ * pg_basebackup); and a session-mode router configured for blue.
  */
-export async function startBlueGreen(binDir: string, settings: Record<string, unknown> = { loopWaitMs: 300, ttlMs: 3_000 }): Promise<BlueGreen> {
+export async function startBlueGreen(binDir: string, settings: Record<string, unknown> = { loopWaitMs: 300, ttlMs: 3_000 }, greenMembers = 1): Promise<BlueGreen> {
   const blue = await TestCluster.create({ store: 'embedded', name: 'blue', tls: false, settings: { ...settings, postgresql: { wal_level: 'logical' } } });
   const green = await TestCluster.create({ store: { sharedWith: blue }, name: 'green', tls: false, settings });
   let router: RouterHandle | undefined;
@@ -149,10 +151,13 @@ export async function startBlueGreen(binDir: string, settings: Record<string, un
   };
   try {
     await blue.defineMember('blue1');
-    await green.defineMember('green1', { postgresExtra: { binDir } });
+    const greens = Array.from({ length: greenMembers }, (_, i) => `green${i + 1}`);
+    for (const name of greens) await green.defineMember(name, { postgresExtra: { binDir } });
     blue.startAgent('blue1');
     green.startAgent('green1');
-    await Promise.all([blue.waitHealthy(['blue1']), green.waitHealthy(['green1'])]);
+    // green1 bootstraps (it wins the initialize key), the others clone it.
+    await Promise.all([blue.waitHealthy(['blue1']), green.waitHealthy(['green1']).then(() => greens.slice(1).forEach((n) => green.startAgent(n)))]);
+    if (greens.length > 1) await green.waitHealthy(greens);
     await blue.sql('blue1', `CREATE ROLE app LOGIN PASSWORD '${APP_PASSWORD}'`, []);
     await blue.sql('blue1', 'CREATE DATABASE app OWNER app', []);
     const verifier = (await blue.sql<{ v: string }>('blue1', "SELECT rolpassword AS v FROM pg_authid WHERE rolname = 'app'", []))[0]!.v;

@@ -9,8 +9,9 @@
  * - a rollback is refused while the new cluster holds writes the old one
  *   lacks, and with --force switches the routers back to the old cluster,
  *   which takes writes again.
- * Single-member clusters: the new cluster's replicas cannot be cloned with
- * Debian's 15 pg_basebackup (docs/upgrade.md).
+ * The old cluster has one member; the new one two: its replica is cloned
+ * by relevo's own base backup (Debian's pg_basebackup 15 refuses a 17
+ * server, docs/upgrade.md) and has every acknowledged row after the switch.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -44,7 +45,7 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
 
   before(async () => {
     if ('skip' in fetched) return;
-    env = await startBlueGreen(fetched.binDir);
+    env = await startBlueGreen(fetched.binDir, undefined, 2);
     ({ blue, green, router } = env);
     twin = await TestCluster.create({ store: { sharedWith: blue }, name: 'twin', tls: false, settings: { loopWaitMs: 300, ttlMs: 3_000 } });
     await twin.defineMember('twin1');
@@ -138,6 +139,8 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
     const blueIds = (await sqlIn<{ id: string }>(blue, 'blue1', 'app', 'SELECT id::text FROM items WHERE writer >= 0')).map((r) => Number(r.id));
     assert.deepEqual(blueIds.sort((a, b) => a - b), onBlue.map((a) => a.id).sort((a, b) => a - b), 'the old cluster holds what it acknowledged, nothing more');
     assert.equal(greenIds.size, 20_000 + writers.acks.length);
+    // The new cluster's replica (cloned by relevo's own base backup) has them too.
+    await waitFor('every row on the new cluster\'s replica', async () => Number((await sqlIn<{ n: string }>(green, 'green2', 'app', 'SELECT count(*) AS n FROM items'))[0]?.n) === greenIds.size || undefined, 15_000, 100);
 
     // Sequences: ahead of every value used on the old cluster (rows written on the new one prove it for items).
     const maxBlue = Math.max(...onBlue.map((a) => a.id));
