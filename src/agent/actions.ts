@@ -17,7 +17,11 @@ export type Action =
   | { type: 'clone'; upstream: Upstream }
   | { type: 'startPostgres'; as: 'primary'; synchronousStandbyNames: string }
   | { type: 'startPostgres'; as: 'replica'; upstream: Upstream | undefined }
-  | { type: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  /**
+   * `checkpointFirst` (a switchover's clean shutdown): a CHECKPOINT while writes still run, so that the
+   * shutdown checkpoint, taken while no write is accepted, has little left to flush. Best effort.
+   */
+  | { type: 'stopPostgres'; mode: 'fast' | 'immediate'; checkpointFirst?: true }
   | { type: 'restartPostgres' }
   | { type: 'acquireLeader' }
   | { type: 'releaseLeader'; reason: string }

@@ -42,6 +42,8 @@ export interface EffectContext {
   setCredentials(credentials: Credentials): void;
   /** Forget the operator request once it has been carried out. */
   finishOperatorRequest(): void;
+  /** Right after pg_promote() finished (we take writes): publish it, so routers move clients now. Best effort, never throws. */
+  promoted?(): Promise<void>;
   /** With PostgreSQL stopped, right before it starts as a standby: install copied logical slots (src/logical/failover-slots.ts). */
   beforeReplicaStart?(): string | undefined;
 }
@@ -215,16 +217,33 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
   }
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
+    // The other standbys' slots exist before the promotion (physical slots can be made in recovery):
+    // a standby that follows us already streams (cascading) when we promote, and moves to the new
+    // timeline on the same connection, so our first commits find a synchronous standby at once
+    // instead of after its reconnect. Best effort: they are made after the promotion otherwise.
+    for (const slot of action.slots) {
+      await createPhysicalSlot(client, slot).catch((error: Error) => ctx.log.warn({ slot, err: error.message }, `could not create slot ${slot} before promoting: ${error.message}`));
+    }
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
       const ssn = await client.query<{ ssn: string }>(`SELECT current_setting('synchronous_standby_names') AS ssn`);
       if (ssn.rows[0]?.ssn === standbyNames) break;
-      if (attempt >= 50) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (attempt >= 200) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
     // The files stay even if this call fails: the promotion may still be under way and must find them.
-    const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
-    if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
+    // pg_promote(true) looks only every 100 ms whether the promotion ended: we look every 5 ms.
+    const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(false) AS promoted');
+    if (!result.rows[0]?.promoted) throw new Error('pg_promote() could not signal the promotion');
+    const deadline = performance.now() + 60_000;
+    for (;;) {
+      const recovery = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+      if (recovery.rows[0]?.r === false) break;
+      if (performance.now() > deadline) throw new Error('pg_promote() did not finish within 60 s');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // We take writes: routers may send clients to us now, not after the checkpoint below.
+    await ctx.promoted?.();
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
     // pg_control records the new timeline only at the next checkpoint, and pg_rewind reads
     // the source's timeline from there: without it a former primary would be told "no rewind required".
@@ -266,6 +285,26 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
     );
   } catch (error) {
     return `former primary ${member} not reachable at ${address} (${(error as Error).message})`;
+  }
+}
+
+/**
+ * A switchover's CHECKPOINT while writes still run: what it flushes, the shutdown
+ * checkpoint (taken while no write is accepted) need not. Best effort: a failure
+ * only makes the shutdown checkpoint larger. Bounded, so a stuck server is stopped anyway.
+ */
+async function checkpointBeforeShutdown(ctx: EffectContext): Promise<string> {
+  const credentials = ctx.credentials();
+  if (!credentials) return 'no checkpoint (no credentials)';
+  try {
+    await withConnection(agentSqlTarget(ctx.local, credentials), async (client) => {
+      await client.query(`SET statement_timeout = '10s'`);
+      await client.query('CHECKPOINT');
+    }, 12_000);
+    return 'a checkpoint';
+  } catch (error) {
+    ctx.log.warn({ err: (error as Error).message }, `checkpoint before the clean shutdown failed (${(error as Error).message}); shutting down anyway`);
+    return 'a failed checkpoint';
   }
 }
 
@@ -349,9 +388,17 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const pid = action.as === 'replica' ? await startStandby(local.postmaster) : await startPostgres(local.postmaster);
       return `PostgreSQL started as ${action.as}, postmaster pid ${pid}${installed ? `; ${installed}` : ''}`;
     }
-    case 'stopPostgres':
-      await stopPostgres(local.postmaster, action.mode);
-      return `PostgreSQL stopped (${action.mode})`;
+    case 'stopPostgres': {
+      if (!action.checkpointFirst) {
+        await stopPostgres(local.postmaster, action.mode);
+        return `PostgreSQL stopped (${action.mode})`;
+      }
+      const started = performance.now();
+      const checkpoint = await checkpointBeforeShutdown(ctx);
+      const checkpointed = performance.now();
+      await stopPostgres(local.postmaster, action.mode, 60, 10);
+      return `PostgreSQL stopped (${action.mode}) after ${checkpoint} in ${Math.round(checkpointed - started)} ms; shutdown took ${Math.round(performance.now() - checkpointed)} ms`;
+    }
     case 'restartPostgres': {
       if (!ctx.beforeReplicaStart) {
         const pid = await restartPostgres(local.postmaster);
