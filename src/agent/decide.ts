@@ -763,7 +763,7 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     return {
       state: 'demoting',
       // The checkpoint first, while writes still run: the shutdown checkpoint (no writes accepted) is then small.
-      actions: [{ type: 'stopPostgres', mode: 'fast', checkpointFirst: true }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}` }],
+      actions: [{ type: 'stopPostgres', mode: 'fast', checkpointFirst: true }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}`, ...(store.leader ? { leaderRevision: store.leader.revision } : {}) }],
       reason: `switchover to ${request.to ?? 'the best replica'}: checkpointing, then shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
     };
   }

@@ -180,43 +180,59 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   if (action.acquire) await acquireLeader(ctx);
   // Only once the lease is ours: a decision that is already stale cannot fence a member that leads again.
   if (action.fence) ctx.log.info({ formerPrimary: action.fence.member }, await fenceFormerPrimary(ctx, action.fence.member, action.fence.address));
-  try {
-    await appendHistory(ctx, {
-      timeline: action.timeline,
-      from: action.from,
-      to: config.name,
-      reason: action.reason,
-      lsn: action.forkLsn,
-      at: new Date().toISOString(),
-    });
-    // No standby is verified to hold our acknowledged commits yet: the sync set starts empty, with who may
-    // hold them as `previous` (`on` mode). We hold the lease, so we are its writer; a swap lost to a former
-    // primary still writing is retried on a fresh read.
-    await resetSyncRecord(ctx, action.syncPrevious);
-    if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
-  } catch (error) {
-    await releaseLeader(ctx).catch(() => false);
-    throw error;
-  }
   const credentials = requireCredentials(ctx);
+  // The store records and the local preparation run side by side (issue 13: each store round trip and
+  // file write was on the write pause); pg_promote() waits for both. The records: no standby is verified
+  // to hold our acknowledged commits yet, so the sync set starts empty, with who may hold them as
+  // `previous` (`on` mode). We hold the lease, so we are its writer; a swap lost to a former primary still
+  // writing is retried on a fresh read. Should they fail, the lease is released (the local preparation is
+  // harmless on a standby: the next cycle configures it for whoever leads).
+  const recorded = (async () => {
+    try {
+      await appendHistory(ctx, {
+        timeline: action.timeline,
+        from: action.from,
+        to: config.name,
+        reason: action.reason,
+        lsn: action.forkLsn,
+        at: new Date().toISOString(),
+      });
+      await resetSyncRecord(ctx, action.syncPrevious);
+      if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
+    } catch (error) {
+      await releaseLeader(ctx).catch(() => false);
+      throw error;
+    }
+  })();
   // In synchronous mode commits must wait for some standby from the very first one: the setting is
   // in place (ignored while in recovery) before the promotion, not reloaded after it.
   const standbyNames = action.synchronousStandbyNames;
-  if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  const configured = (async () => {
+    if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  })();
   // PostgreSQL numbers the new timeline after the newest history file it has: write the ones this
   // standby never received (from the cluster's history), so no two promotions take one number.
   // Best effort: a promotion is not held up by it (PostgreSQL then numbers the timeline as it always did).
-  try {
-    const historyRecord = await ctx.store.get(ctx.keys.history);
-    const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
-    const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
-    const upTo = Math.max(action.timeline - 1, ...knownTimelines);
-    const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
-    if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
-  } catch (error) {
-    ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
-  }
+  // Our own entry is left out, so whether it reads the history before or after our append does not matter.
+  const historyFiles = (async () => {
+    try {
+      const historyRecord = await ctx.store.get(ctx.keys.history);
+      const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
+      const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
+      const upTo = Math.max(action.timeline - 1, ...knownTimelines);
+      const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
+      if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
+    } catch (error) {
+      ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
+    }
+  })();
+  const prepared = Promise.all([recorded, configured, historyFiles]);
+  // Observed even if the connection below fails first: the outcome is the connection's error.
+  prepared.catch(() => undefined);
+  const settled = Promise.allSettled([recorded, configured, historyFiles]);
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
+    // Connected meanwhile; nothing below happens before the records are written and the configuration loaded.
+    await prepared;
     // The other standbys' slots exist before the promotion (physical slots can be made in recovery):
     // a standby that follows us already streams (cascading) when we promote, and moves to the new
     // timeline on the same connection, so our first commits find a synchronous standby at once
@@ -250,7 +266,11 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
     await client.query('CHECKPOINT');
     const control = await client.query<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
     return control.rows[0]?.tli;
-  }, 70_000);
+  }, 70_000).catch(async (error: unknown) => {
+    // A failed connection ends the action only once the store records settled: no write of this promotion runs on into the next cycle.
+    await settled;
+    throw error;
+  });
   const switchPoint = timeline === undefined ? undefined : timelineSwitchPoint(local.dataDir, timeline);
   if (timeline !== undefined && switchPoint) await recordSwitchPoint(ctx, action.timeline, timeline, switchPoint.lsn);
   else ctx.log.warn({ timeline }, `could not read the switch point of timeline ${timeline} from pg_wal: history keeps the predicted fork position ${action.forkLsn}`);
@@ -502,7 +522,9 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const request = current && parseRecord(FailoverRequestSchema, current.value);
       // Without the shutdown position (request gone, changed or damaged) the candidates are elected by the usual rules.
       const recorded = current && request?.ok && (await store.compareAndSwap(keys.failover, JSON.stringify({ ...request.value, shutdownLsn: control.checkpointLsn }), current.revision)) !== undefined;
-      await releaseLeader(ctx);
+      // At the observed revision (the key is written once per leadership, so it is still ours if it is at it); else as usual.
+      const deleted = action.leaderRevision !== undefined && (await store.delete(keys.leader, action.leaderRevision));
+      if (!deleted) await releaseLeader(ctx);
       return `${action.reason}: shut down cleanly at ${control.checkpointLsn}, ${recorded ? 'recorded in the request' : `not recorded (the request at ${keys.failover} changed or is gone)`}, leader lease released`;
     }
     case 'clearFailoverRequest':
