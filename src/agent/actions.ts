@@ -17,7 +17,11 @@ export type Action =
   | { type: 'clone'; upstream: Upstream }
   | { type: 'startPostgres'; as: 'primary'; synchronousStandbyNames: string }
   | { type: 'startPostgres'; as: 'replica'; upstream: Upstream | undefined }
-  | { type: 'stopPostgres'; mode: 'fast' | 'immediate' }
+  /**
+   * `checkpointFirst` (a switchover's clean shutdown): a CHECKPOINT while writes still run, so that the
+   * shutdown checkpoint, taken while no write is accepted, has little left to flush. Best effort.
+   */
+  | { type: 'stopPostgres'; mode: 'fast' | 'immediate'; checkpointFirst?: true }
   | { type: 'restartPostgres' }
   | { type: 'acquireLeader' }
   | { type: 'releaseLeader'; reason: string }
@@ -62,7 +66,8 @@ export type Action =
   /** Move the data directory aside (kept, never deleted) so the member can be cloned afresh. */
   | { type: 'moveDataAside'; reason: string }
   /** Switchover: record the clean shutdown position in the request and release the leader lease. */
-  | { type: 'handOver'; reason: string }
+  /** `leaderRevision`: the leader key as observed (ours): deleted at that revision, one store round trip less on the write pause. */
+  | { type: 'handOver'; reason: string; leaderRevision?: number }
   /** Deletes the request only at the observed revision: a newer request is never removed unseen. */
   | { type: 'clearFailoverRequest'; reason: string; revision: number }
   | { type: 'finishOperatorRequest' }

@@ -627,7 +627,9 @@ export class Agent {
     }
     const stateChanging = decision.actions.some((a) => !['configure', 'writeOptime', 'syncSlots', 'writeSyncRecord', 'fenceFormerPrimary'].includes(a.type));
     this.cpu.mark('actions');
-    if (stateChanging) observation = await this.observe();
+    // Seen afresh for the publication and the watchdog. Not after a detach: the next cycle, at once, observes
+    // anyway (the candidate compares positions a whole observation sooner).
+    if (stateChanging && decision.state !== 'detaching_upstream') observation = await this.observe();
     // A server that does not answer keeps the watchdog as it was: a hung primary may resume (found by the simulation, seed 15084).
     const server = observation.server;
     const runsAsPrimary = (server.kind === 'running' ? !server.inspection.inRecovery : server.kind === 'unreachable' && this.runsAsPrimary) && !observation.settings.paused;
@@ -740,7 +742,26 @@ export class Agent {
         this.operatorRequest = undefined;
       },
       beforeReplicaStart: () => this.logical.failoverSlots.install(),
+      promoted: () => this.announcePromoted(),
     };
+  }
+
+  /**
+   * Right after pg_promote() finished, before the rest of the promotion (slots, checkpoint, history)
+   * and the cycle's publication: our member key says role primary (state still promoting), so a
+   * router that waits for it (its store watch) sends clients to us now. The lease is ours already;
+   * the next publication replaces this with the full status.
+   */
+  private async announcePromoted(): Promise<void> {
+    const status = this.status;
+    if (!status || !this.lease) return;
+    const announced: MemberStatus = { ...status, state: 'promoting', role: 'primary', upstream: null, streaming: false, lagBytes: 0, updatedAt: new Date().toISOString() };
+    await this.store.put(this.keys.member(this.config.name), JSON.stringify(announced), { lease: this.lease }).then(
+      () => {
+        this.status = announced;
+      },
+      (error: Error) => this.log.warn({ err: error.message }, 'could not announce the promotion in our member status'),
+    );
   }
 
   /**

@@ -40,6 +40,12 @@ export interface Target {
 export const RETRY_SOON_MS = 100;
 
 /**
+ * A step of a hand-over whose next step can follow at once (a promotion done: name a synchronous
+ * standby; detached: compare positions): the next cycle starts without waiting (issue 13).
+ */
+export const RETRY_NOW_MS = 0;
+
+/**
  * A standby just (re)started: it looks again at once until it streams and publishes state `replica`,
  * the moment the primary may name it synchronous (during a switchover, writes wait for that).
  */
@@ -628,14 +634,14 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
   if (leaderBlocked) return { state: 'replica', actions: [], reason: `not electing a new primary: ${leaderBlocked}` };
   const failsafeHold = failsafeReplicaHold(o);
   if (failsafeHold) return { state: 'replica', actions: [], reason: `no primary holds the lease; ${failsafeHold}` };
-  if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused) {
+  if ((o.upstreamConfigured || inspection.upstreamConninfo !== null) && !o.settings.paused && !cleanHandOverTo(o, store, inspection)) {
     // The former primary may still run: once we stop streaming it can no longer get synchronous
     // acknowledgements from us, so the WAL positions compared in the election stop moving.
     return {
       state: 'detaching_upstream',
       actions: [{ type: 'detachUpstream' }],
       reason: `leader lease of ${lastLeader(store) ?? 'nobody'} is gone: stopped streaming from it before electing a new primary`,
-      retryInMs: RETRY_SOON_MS,
+      retryInMs: RETRY_NOW_MS,
     };
   }
   // Which member may hold every acknowledged commit, the cluster's timeline and the last primary position decide eligibility.
@@ -676,9 +682,21 @@ function decideReplica(o: Observation, store: Reachable, inspection: ServerInspe
     reason: `taking over: ${why}; ${verdict.reason}`,
     // The leader key we create wakes the others through their watch, not us (we are busy promoting):
     // look again at once, so the planner names a synchronous standby as soon as one streams.
-    retryInMs: RETRY_SOON_MS,
+    retryInMs: RETRY_NOW_MS,
     remember: { fenceTarget, provisionalStandbys: provisional },
   };
+}
+
+/**
+ * A switchover's clean hand-over to this standby: the former primary shut down cleanly at the
+ * recorded position, released the lease, and we received past it. It can acknowledge nothing
+ * more, so there is nothing to detach from before the election: the promotion clears our
+ * upstream itself, one whole cycle sooner (issue 13: the detach cycle was on the write pause).
+ */
+function cleanHandOverTo(o: Observation, store: Reachable, inspection: ServerInspection): boolean {
+  const request = activeRequest(o, store);
+  if (request?.kind !== 'switchover' || request.shutdownLsn === null || request.to !== o.member.name) return false;
+  return inspection.receivedLsn !== null && compareLsn(inspection.receivedLsn, request.shutdownLsn) > 0;
 }
 
 /** Slots a new primary creates as it promotes, so the others can stream from it at once. */
@@ -744,8 +762,9 @@ function decidePrimary(o: Observation, store: Reachable, inspection: ServerInspe
     }
     return {
       state: 'demoting',
-      actions: [{ type: 'stopPostgres', mode: 'fast' }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}` }],
-      reason: `switchover to ${request.to ?? 'the best replica'}: shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
+      // The checkpoint first, while writes still run: the shutdown checkpoint (no writes accepted) is then small.
+      actions: [{ type: 'stopPostgres', mode: 'fast', checkpointFirst: true }, { type: 'handOver', reason: `switchover to ${request.to ?? 'the best replica'}`, ...(store.leader ? { leaderRevision: store.leader.revision } : {}) }],
+      reason: `switchover to ${request.to ?? 'the best replica'}: checkpointing, then shutting down cleanly so the candidate receives every WAL record, then handing over the lease`,
     };
   }
   const sync = o.settings.synchronousMode === 'quorum' ? planQuorum(o, store, inspection) : planSync(o, store, inspection);

@@ -42,6 +42,8 @@ export interface EffectContext {
   setCredentials(credentials: Credentials): void;
   /** Forget the operator request once it has been carried out. */
   finishOperatorRequest(): void;
+  /** Right after pg_promote() finished (we take writes): publish it, so routers move clients now. Best effort, never throws. */
+  promoted?(): Promise<void>;
   /** With PostgreSQL stopped, right before it starts as a standby: install copied logical slots (src/logical/failover-slots.ts). */
   beforeReplicaStart?(): string | undefined;
 }
@@ -178,60 +180,97 @@ async function promote(ctx: EffectContext, action: Extract<Action, { type: 'prom
   if (action.acquire) await acquireLeader(ctx);
   // Only once the lease is ours: a decision that is already stale cannot fence a member that leads again.
   if (action.fence) ctx.log.info({ formerPrimary: action.fence.member }, await fenceFormerPrimary(ctx, action.fence.member, action.fence.address));
-  try {
-    await appendHistory(ctx, {
-      timeline: action.timeline,
-      from: action.from,
-      to: config.name,
-      reason: action.reason,
-      lsn: action.forkLsn,
-      at: new Date().toISOString(),
-    });
-    // No standby is verified to hold our acknowledged commits yet: the sync set starts empty, with who may
-    // hold them as `previous` (`on` mode). We hold the lease, so we are its writer; a swap lost to a former
-    // primary still writing is retried on a fresh read.
-    await resetSyncRecord(ctx, action.syncPrevious);
-    if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
-  } catch (error) {
-    await releaseLeader(ctx).catch(() => false);
-    throw error;
-  }
   const credentials = requireCredentials(ctx);
+  // The store records and the local preparation run side by side (issue 13: each store round trip and
+  // file write was on the write pause); pg_promote() waits for both. The records: no standby is verified
+  // to hold our acknowledged commits yet, so the sync set starts empty, with who may hold them as
+  // `previous` (`on` mode). We hold the lease, so we are its writer; a swap lost to a former primary still
+  // writing is retried on a fresh read. Should they fail, the lease is released (the local preparation is
+  // harmless on a standby: the next cycle configures it for whoever leads).
+  const recorded = (async () => {
+    try {
+      await appendHistory(ctx, {
+        timeline: action.timeline,
+        from: action.from,
+        to: config.name,
+        reason: action.reason,
+        lsn: action.forkLsn,
+        at: new Date().toISOString(),
+      });
+      await resetSyncRecord(ctx, action.syncPrevious);
+      if (action.quorum) await writeQuorumRecord(ctx.store, ctx.keys, config.name, { ...action.quorum, revision: (await ctx.store.get(ctx.keys.quorum))?.revision ?? null });
+    } catch (error) {
+      await releaseLeader(ctx).catch(() => false);
+      throw error;
+    }
+  })();
   // In synchronous mode commits must wait for some standby from the very first one: the setting is
   // in place (ignored while in recovery) before the promotion, not reloaded after it.
   const standbyNames = action.synchronousStandbyNames;
-  if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  const configured = (async () => {
+    if (writeConfiguration(ctx, standbySettings(ctx, undefined), standbyNames)) await reloadPostgres(local.postmaster);
+  })();
   // PostgreSQL numbers the new timeline after the newest history file it has: write the ones this
   // standby never received (from the cluster's history), so no two promotions take one number.
   // Best effort: a promotion is not held up by it (PostgreSQL then numbers the timeline as it always did).
-  try {
-    const historyRecord = await ctx.store.get(ctx.keys.history);
-    const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
-    const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
-    const upTo = Math.max(action.timeline - 1, ...knownTimelines);
-    const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
-    if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
-  } catch (error) {
-    ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
-  }
+  // Our own entry is left out, so whether it reads the history before or after our append does not matter.
+  const historyFiles = (async () => {
+    try {
+      const historyRecord = await ctx.store.get(ctx.keys.history);
+      const history = historyRecord ? readRecord(HistorySchema, historyRecord) : [];
+      const knownTimelines = history.filter((h) => !(h.timeline === action.timeline && h.to === config.name)).map((h) => h.timeline);
+      const upTo = Math.max(action.timeline - 1, ...knownTimelines);
+      const written = writeMissingHistoryFiles(local.dataDir, local.user, history, 1, upTo);
+      if (written.length > 0) ctx.log.warn({ timelines: written }, `wrote the missing history files of timelines ${written.join(', ')} from the cluster history before promoting, so the promotion does not reuse their number`);
+    } catch (error) {
+      ctx.log.warn({ err: (error as Error).message }, `could not write the missing timeline history files before promoting: ${(error as Error).message}`);
+    }
+  })();
+  const prepared = Promise.all([recorded, configured, historyFiles]);
+  // Observed even if the connection below fails first: the outcome is the connection's error.
+  prepared.catch(() => undefined);
+  const settled = Promise.allSettled([recorded, configured, historyFiles]);
   const timeline = await withConnection(agentSqlTarget(local, credentials), async (client) => {
+    // Connected meanwhile; nothing below happens before the records are written and the configuration loaded.
+    await prepared;
+    // The other standbys' slots exist before the promotion (physical slots can be made in recovery):
+    // a standby that follows us already streams (cascading) when we promote, and moves to the new
+    // timeline on the same connection, so our first commits find a synchronous standby at once
+    // instead of after its reconnect. Best effort: they are made after the promotion otherwise.
+    for (const slot of action.slots) {
+      await createPhysicalSlot(client, slot).catch((error: Error) => ctx.log.warn({ slot, err: error.message }, `could not create slot ${slot} before promoting: ${error.message}`));
+    }
     // The reload is asynchronous (SIGHUP): wait until a fresh look sees it.
     for (let attempt = 0; ; attempt++) {
       const ssn = await client.query<{ ssn: string }>(`SELECT current_setting('synchronous_standby_names') AS ssn`);
       if (ssn.rows[0]?.ssn === standbyNames) break;
-      if (attempt >= 50) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (attempt >= 200) throw new Error(`synchronous_standby_names did not reload to '${standbyNames}' before promotion`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
     // The files stay even if this call fails: the promotion may still be under way and must find them.
-    const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(true, 60) AS promoted');
-    if (!result.rows[0]?.promoted) throw new Error('pg_promote() did not finish within 60 s');
+    // pg_promote(true) looks only every 100 ms whether the promotion ended: we look every 5 ms.
+    const result = await client.query<{ promoted: boolean }>('SELECT pg_promote(false) AS promoted');
+    if (!result.rows[0]?.promoted) throw new Error('pg_promote() could not signal the promotion');
+    const deadline = performance.now() + 60_000;
+    for (;;) {
+      const recovery = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+      if (recovery.rows[0]?.r === false) break;
+      if (performance.now() > deadline) throw new Error('pg_promote() did not finish within 60 s');
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // We take writes: routers may send clients to us now, not after the checkpoint below.
+    await ctx.promoted?.();
     for (const slot of action.slots) await createPhysicalSlot(client, slot);
     // pg_control records the new timeline only at the next checkpoint, and pg_rewind reads
     // the source's timeline from there: without it a former primary would be told "no rewind required".
     await client.query('CHECKPOINT');
     const control = await client.query<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
     return control.rows[0]?.tli;
-  }, 70_000);
+  }, 70_000).catch(async (error: unknown) => {
+    // A failed connection ends the action only once the store records settled: no write of this promotion runs on into the next cycle.
+    await settled;
+    throw error;
+  });
   const switchPoint = timeline === undefined ? undefined : timelineSwitchPoint(local.dataDir, timeline);
   if (timeline !== undefined && switchPoint) await recordSwitchPoint(ctx, action.timeline, timeline, switchPoint.lsn);
   else ctx.log.warn({ timeline }, `could not read the switch point of timeline ${timeline} from pg_wal: history keeps the predicted fork position ${action.forkLsn}`);
@@ -266,6 +305,26 @@ async function fenceFormerPrimary(ctx: EffectContext, member: string, address: s
     );
   } catch (error) {
     return `former primary ${member} not reachable at ${address} (${(error as Error).message})`;
+  }
+}
+
+/**
+ * A switchover's CHECKPOINT while writes still run: what it flushes, the shutdown
+ * checkpoint (taken while no write is accepted) need not. Best effort: a failure
+ * only makes the shutdown checkpoint larger. Bounded, so a stuck server is stopped anyway.
+ */
+async function checkpointBeforeShutdown(ctx: EffectContext): Promise<string> {
+  const credentials = ctx.credentials();
+  if (!credentials) return 'no checkpoint (no credentials)';
+  try {
+    await withConnection(agentSqlTarget(ctx.local, credentials), async (client) => {
+      await client.query(`SET statement_timeout = '10s'`);
+      await client.query('CHECKPOINT');
+    }, 12_000);
+    return 'a checkpoint';
+  } catch (error) {
+    ctx.log.warn({ err: (error as Error).message }, `checkpoint before the clean shutdown failed (${(error as Error).message}); shutting down anyway`);
+    return 'a failed checkpoint';
   }
 }
 
@@ -350,9 +409,17 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const pid = action.as === 'replica' ? await startStandby(local.postmaster) : await startPostgres(local.postmaster);
       return `PostgreSQL started as ${action.as}, postmaster pid ${pid}${installed ? `; ${installed}` : ''}`;
     }
-    case 'stopPostgres':
-      await stopPostgres(local.postmaster, action.mode);
-      return `PostgreSQL stopped (${action.mode})`;
+    case 'stopPostgres': {
+      if (!action.checkpointFirst) {
+        await stopPostgres(local.postmaster, action.mode);
+        return `PostgreSQL stopped (${action.mode})`;
+      }
+      const started = performance.now();
+      const checkpoint = await checkpointBeforeShutdown(ctx);
+      const checkpointed = performance.now();
+      await stopPostgres(local.postmaster, action.mode, 60, 10);
+      return `PostgreSQL stopped (${action.mode}) after ${checkpoint} in ${Math.round(checkpointed - started)} ms; shutdown took ${Math.round(performance.now() - checkpointed)} ms`;
+    }
     case 'restartPostgres': {
       if (!ctx.beforeReplicaStart) {
         const pid = await restartPostgres(local.postmaster);
@@ -456,7 +523,9 @@ async function perform(ctx: EffectContext, action: Action): Promise<string | und
       const request = current && parseRecord(FailoverRequestSchema, current.value);
       // Without the shutdown position (request gone, changed or damaged) the candidates are elected by the usual rules.
       const recorded = current && request?.ok && (await store.compareAndSwap(keys.failover, JSON.stringify({ ...request.value, shutdownLsn: control.checkpointLsn }), current.revision)) !== undefined;
-      await releaseLeader(ctx);
+      // At the observed revision (the key is written once per leadership, so it is still ours if it is at it); else as usual.
+      const deleted = action.leaderRevision !== undefined && (await store.delete(keys.leader, action.leaderRevision));
+      if (!deleted) await releaseLeader(ctx);
       return `${action.reason}: shut down cleanly at ${control.checkpointLsn}, ${recorded ? 'recorded in the request' : `not recorded (the request at ${keys.failover} changed or is gone)`}, leader lease released`;
     }
     case 'clearFailoverRequest':

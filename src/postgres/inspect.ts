@@ -27,7 +27,12 @@ export interface ServerInspection {
   replication: ReplicationPeer[];
   /** synchronous_standby_names in effect. */
   synchronousStandbyNames: string;
-  /** Client sessions inside a transaction right now (not counting relevo's own). */
+  /**
+   * Client sessions inside a transaction that a switchover's drain waits for (not counting relevo's own):
+   * idle in a transaction, or in one that has run 100 ms or more. A statement just begun is not counted:
+   * with writers committing back to back one always is, and the drain waited its whole switchoverDrainMs
+   * for none in particular (issue 13).
+   */
   openTransactions: number;
   /**
    * Parameters changed in the configuration that take effect only at the next
@@ -137,7 +142,8 @@ SELECT r.in_recovery, current_setting('server_version') AS version, current_sett
          WHERE pending_restart AND NOT (name LIKE 'recovery\\_target%' AND NOT r.in_recovery)) AS pending,
        extract(epoch FROM pg_postmaster_start_time())::float8 AS started,
        (SELECT count(*)::int FROM pg_stat_activity
-         WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent') AS open,
+         WHERE backend_type = 'client backend' AND xact_start IS NOT NULL AND pid <> pg_backend_pid() AND application_name <> 'relevo-agent'
+           AND (state LIKE 'idle in transaction%' OR xact_start < clock_timestamp() - interval '100 milliseconds')) AS open,
        (SELECT coalesce(json_agg(json_build_object('slot_name', slot_name, 'active', active, 'restart_lsn', restart_lsn::text,
                  'retained', CASE WHEN restart_lsn IS NULL THEN NULL
                                   ELSE (CASE WHEN r.in_recovery THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint::text END)

@@ -48,8 +48,27 @@ export async function startStandby(target: PostmasterTarget, waitSeconds = 5): P
 
 export type StopMode = 'smart' | 'fast' | 'immediate';
 
-export async function stopPostgres(target: PostmasterTarget, mode: StopMode = 'fast', timeoutSeconds = 60): Promise<void> {
+/**
+ * Stops PostgreSQL and waits until the postmaster is gone. `pollMs`: send the
+ * signal with pg_ctl -W and look for the postmaster's exit every pollMs
+ * ourselves (pg_ctl -w looks only every 100 ms: a switchover's clean shutdown
+ * is on the write pause's critical path). Gone means what pg_ctl -w means:
+ * no postmaster.pid, or no live postmaster behind it.
+ */
+export async function stopPostgres(target: PostmasterTarget, mode: StopMode = 'fast', timeoutSeconds = 60, pollMs?: number): Promise<void> {
   if (runningPostmasterPid(target.dataDir) === undefined) return;
+  if (pollMs !== undefined) {
+    await runPostgresProgram(target.binDir, target.user, 'pg_ctl', ['stop', '-D', target.dataDir, '-m', mode, '-W'], {
+      context: `stopping PostgreSQL in ${target.dataDir} (${mode})`,
+      timeoutMs: 10_000,
+    });
+    const deadline = performance.now() + timeoutSeconds * 1000;
+    while (runningPostmasterPid(target.dataDir) !== undefined) {
+      if (performance.now() > deadline) throw new Error(`PostgreSQL in ${target.dataDir} did not stop (${mode}) within ${timeoutSeconds} s; see ${target.logFile}`);
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+    return;
+  }
   await runPostgresProgram(
     target.binDir,
     target.user,
@@ -60,6 +79,17 @@ export async function stopPostgres(target: PostmasterTarget, mode: StopMode = 'f
 }
 
 export async function reloadPostgres(target: PostmasterTarget): Promise<void> {
+  // What pg_ctl reload does (SIGHUP to the postmaster), without starting a program: a reload is on
+  // the path of a promotion. pg_ctl when we may not signal it (another OS user, agent not root).
+  const pid = runningPostmasterPid(target.dataDir);
+  if (pid !== undefined) {
+    try {
+      process.kill(pid, 'SIGHUP');
+      return;
+    } catch {
+      // fall through to pg_ctl
+    }
+  }
   await runPostgresProgram(target.binDir, target.user, 'pg_ctl', ['reload', '-D', target.dataDir], {
     context: `reloading PostgreSQL in ${target.dataDir}`,
     timeoutMs: 10_000,

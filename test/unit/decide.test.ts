@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { decide, RETRY_SOON_MS } from '../../src/agent/decide.js';
+import { decide, RETRY_NOW_MS, RETRY_SOON_MS } from '../../src/agent/decide.js';
 import { RewindStartError } from '../../src/postgres/rewind.js';
 import { freshMemory } from '../../src/agent/observation.js';
 import { outcomeOf } from '../../src/agent/outcome.js';
@@ -179,6 +179,7 @@ describe('decide: the primary', () => {
     const d = decide(observation({ ...asPrimary, store: storeView({ failover }) }, 'a'));
     assert.equal(d.state, 'demoting');
     assert.deepEqual(types(d), ['stopPostgres', 'handOver']);
+    assert.deepEqual(d.actions[0], { type: 'stopPostgres', mode: 'fast', checkpointFirst: true }, 'a checkpoint while writes still run keeps the shutdown checkpoint small');
     const busy = { ...asPrimary, server: { kind: 'running' as const, postmasterPid: 2, inspection: primaryInspection({ openTransactions: 2 }) } };
     const draining = decide(observation({ ...busy, store: storeView({ failover }) }, 'a'));
     assert.equal(draining.state, 'draining');
@@ -207,7 +208,7 @@ describe('decide: election', () => {
     assert.equal(d.state, 'detaching_upstream');
     assert.deepEqual(types(d), ['detachUpstream']);
     assert.match(d.reason, /stopped streaming from it before electing/);
-    assert.equal(d.retryInMs, RETRY_SOON_MS, 'the election follows at once, not a whole loop later');
+    assert.equal(d.retryInMs, RETRY_NOW_MS, 'the election follows at once, not a whole loop later');
   });
 
   it('waits while a peer still streams from the former primary', () => {
@@ -317,6 +318,20 @@ describe('decide: election', () => {
     assert.equal(ready.state, 'promoting');
     const other = decide(observe({ store: storeView({ leader: undefined, failover, sync: { leader: 'a', members: ['b', 'c'], updatedAt: 'x' } }) }, 'c'));
     assert.match(other.reason, /switchover to b in progress/);
+  });
+
+  it('issue 13: the named candidate of a clean hand-over promotes without a detach cycle; others, and a hand-over not received, detach first', () => {
+    const failover = { kind: 'switchover' as const, from: 'a', to: 'b', at: null, force: false, requestedAt: '2026-06-01T00:00:00Z', shutdownLsn: '0/5000000' };
+    const attached = (receivedLsn: string) => ({ upstreamConfigured: true, server: { kind: 'running' as const, postmasterPid: 2, inspection: replicaInspection({ receivedLsn, streaming: false }) } });
+    const received = decide(observation({ ...attached('0/5000100'), store: storeView({ leader: undefined, failover }) }, 'b'));
+    assert.equal(received.state, 'promoting');
+    assert.equal(received.retryInMs, RETRY_NOW_MS);
+    const short = decide(observation({ ...attached('0/4FFFF00'), store: storeView({ leader: undefined, failover }) }, 'b'));
+    assert.equal(short.state, 'detaching_upstream', 'not past the shutdown position: the usual election, after detaching');
+    const notNamed = decide(observation({ ...attached('0/5000100'), store: storeView({ leader: undefined, failover }) }, 'c'));
+    assert.equal(notNamed.state, 'detaching_upstream');
+    const noPosition = decide(observation({ ...attached('0/5000100'), store: storeView({ leader: undefined, failover: { ...failover, shutdownLsn: null } }) }, 'b'));
+    assert.equal(noPosition.state, 'detaching_upstream', 'no clean shutdown recorded: the former primary may still run');
   });
 });
 

@@ -123,7 +123,7 @@ describe('violations found by the simulation', () => {
     const pauses = Array.from({ length: 10 }, (_, i) => switchoverPause(i + 1, ['a', 'b'], 'on'));
     assert.ok(Math.max(...pauses) <= 700, `pauses ${pauses.join(', ')} ms`);
     const promoting = decide(observation({ upstreamConfigured: false, server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false, upstreamConninfo: null }) }, store: storeView({ leader: undefined }) }));
-    assert.equal(promoting.retryInMs, 100);
+    assert.equal(promoting.retryInMs, 0, 'a promotion looks again at once');
     const started = decide(observation({ server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false }) }, previous: { state: 'rewinding', since: 0 } }));
     assert.equal(started.retryInMs, 100, 'a standby just started looks again until it streams');
     const following = decide(observation({ server: { kind: 'running', postmasterPid: 2, inspection: replicaInspection({ streaming: false }) } }));
