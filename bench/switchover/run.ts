@@ -139,7 +139,9 @@ async function runProfile(profile: 'default' | 'fast', samples: Sample[], lost: 
     }
     for (const [path, w] of writers) {
       await w.stop();
-      const v = await w.verify(cluster);
+      // Read back straight from the primary, which admits the application role over TCP only with TLS
+      // (the session-mode writer reached the router without it).
+      const v = await w.verify(cluster, { tlsCaFile: clusterCaFile(cluster.member(NAMES[0]!).config) });
       lost[`${profile}/${path}`] = v.lost.length;
     }
   } finally {

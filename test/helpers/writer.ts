@@ -300,7 +300,8 @@ export class Writer {
    * status says 'primary'), connecting to it directly and requiring it to be
    * read-write.
    */
-  async verify(cluster: TestCluster): Promise<VerifyResult> {
+  /** `via` changes how the read-back connects (e.g. the cluster CA for a writer whose own path was a TLS-terminating router). */
+  async verify(cluster: TestCluster, via: { tlsCaFile?: string } = {}): Promise<VerifyResult> {
     const primaries = (await cluster.memberStatuses()).filter((m) => m.state === 'primary');
     if (primaries.length !== 1) throw new Error(`verify: expected one primary, found ${primaries.map((p) => p.name).join(', ') || 'none'}`);
     const name = primaries[0]!.name;
@@ -309,7 +310,7 @@ export class Writer {
     // A writer on a member's own host (Unix socket, as a role pg_hba admits only locally) reads back the same way.
     const local = this.options.targets.every((t) => t.host.startsWith('/')) && config.postgres.socketDir;
     const target = { name, host: local ? config.postgres.socketDir! : config.postgres.listen, port: config.postgres.port };
-    const session = await connectReadWrite(target, this.options, 5_000);
+    const session = await connectReadWrite(target, { ...this.options, ...via }, 5_000);
     try {
       const rows = await withTimeout(session.client.query<{ id: string }>(`SELECT id FROM ${this.options.table}`), 30_000, 'read the writer table');
       const present = new Set(rows.rows.map((r) => Number(r.id)));
