@@ -11,6 +11,7 @@
  * There is no explicit end of an archive: the next 'n', 'm' or the end of
  * the COPY ends it. Pure: payloads in, calls on the sink out.
  */
+import { BaseBackupError } from './basebackup-error.js';
 
 export interface BackupStreamSink {
   archive(name: string, location: string): void;
@@ -21,9 +22,6 @@ export interface BackupStreamSink {
   progress(bytesDone: number): void;
 }
 
-export class BackupStreamError extends Error {
-  readonly code = 'BASE_BACKUP_FAILED';
-}
 
 export class BackupCopyStream {
   private state: 'start' | 'archive' | 'manifest' = 'start';
@@ -31,15 +29,15 @@ export class BackupCopyStream {
   constructor(private readonly sink: BackupStreamSink) {}
 
   copyData(payload: Buffer): void {
-    if (payload.length === 0) throw new BackupStreamError('empty CopyData message');
+    if (payload.length === 0) throw new BaseBackupError('empty CopyData message');
     const kind = String.fromCharCode(payload[0] as number);
     const body = payload.subarray(1);
     switch (kind) {
       case 'n': {
         const nameEnd = body.indexOf(0);
         const locationEnd = nameEnd < 0 ? -1 : body.indexOf(0, nameEnd + 1);
-        if (nameEnd < 0 || locationEnd < 0) throw new BackupStreamError('malformed new-archive message');
-        if (this.state === 'manifest') throw new BackupStreamError('a new archive after the manifest');
+        if (nameEnd < 0 || locationEnd < 0) throw new BaseBackupError('malformed new-archive message');
+        if (this.state === 'manifest') throw new BaseBackupError('a new archive after the manifest');
         if (this.state === 'archive') this.sink.archiveEnd();
         this.state = 'archive';
         this.sink.archive(body.toString('utf8', 0, nameEnd), body.toString('utf8', nameEnd + 1, locationEnd));
@@ -48,10 +46,10 @@ export class BackupCopyStream {
       case 'd':
         if (this.state === 'archive') this.sink.archiveData(body);
         else if (this.state === 'manifest') this.sink.manifestData(body);
-        else throw new BackupStreamError('data before the first archive');
+        else throw new BaseBackupError('data before the first archive');
         return;
       case 'p':
-        if (body.length !== 8) throw new BackupStreamError(`progress message of ${body.length} bytes`);
+        if (body.length !== 8) throw new BaseBackupError(`progress message of ${body.length} bytes`);
         this.sink.progress(Number(body.readBigInt64BE(0)));
         return;
       case 'm':
@@ -59,13 +57,13 @@ export class BackupCopyStream {
         this.state = 'manifest';
         return;
       default:
-        throw new BackupStreamError(`unknown CopyData type ${JSON.stringify(kind)} (a server newer than this client?)`);
+        throw new BaseBackupError(`unknown CopyData type ${JSON.stringify(kind)} (a server newer than this client?)`);
     }
   }
 
   /** CopyDone: ends the last archive; a stream without any archive is an error. */
   done(): void {
-    if (this.state === 'start') throw new BackupStreamError('the backup stream held no archive');
+    if (this.state === 'start') throw new BaseBackupError('the backup stream held no archive');
     if (this.state === 'archive') this.sink.archiveEnd();
   }
 }

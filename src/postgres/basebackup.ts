@@ -14,6 +14,7 @@
  * so every file is created with that user's rights and ownership, like
  * pg_basebackup's.
  */
+import { BaseBackupError } from './basebackup-error.js';
 import { closeSync, constants, fsyncSync, mkdirSync, openSync, readdirSync, statSync, symlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BackupCopyStream, type BackupStreamSink } from './basebackup-stream.js';
@@ -37,9 +38,7 @@ export interface BaseBackupResult {
   serverVersion: string;
 }
 
-export class BaseBackupError extends Error {
-  readonly code = 'BASE_BACKUP_FAILED';
-}
+export { BaseBackupError };
 
 /** The BASE_BACKUP command relevo sends (parenthesized options: PostgreSQL 15+). */
 export function baseBackupCommand(options: Pick<BaseBackupOptions, 'label' | 'fastCheckpoint'> & { progress: boolean }): string {

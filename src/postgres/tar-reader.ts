@@ -11,6 +11,7 @@
  *
  * Pure: bytes in, entries out; no I/O.
  */
+import { BaseBackupError } from './basebackup-error.js';
 
 export type TarEntryType = 'file' | 'directory' | 'symlink';
 
@@ -31,9 +32,6 @@ export interface TarSink {
   end(): void;
 }
 
-export class TarFormatError extends Error {
-  readonly code = 'BASE_BACKUP_FAILED';
-}
 
 const BLOCK = 512;
 
@@ -46,7 +44,7 @@ export function tarNumber(field: Buffer): number {
   }
   const text = field.toString('latin1').replace(/[\0 ]+$/, '').replace(/^[\0 ]+/, '');
   if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`invalid octal field ${JSON.stringify(text)}`);
+  if (!/^[0-7]+$/.test(text)) throw new BaseBackupError(`invalid octal field ${JSON.stringify(text)}`);
   return parseInt(text, 8);
 }
 
@@ -57,12 +55,12 @@ function cString(field: Buffer): string {
 
 /** Parses one 512-byte header; undefined for an all-zero block (end of archive). */
 export function parseTarHeader(block: Buffer): TarEntry | undefined {
-  if (block.length !== BLOCK) throw new TarFormatError(`header of ${block.length} bytes`);
+  if (block.length !== BLOCK) throw new BaseBackupError(`header of ${block.length} bytes`);
   if (block.every((b) => b === 0)) return undefined;
   const stored = tarNumber(block.subarray(148, 156));
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : (block[i] as number);
-  if (sum !== stored) throw new TarFormatError(`header checksum ${stored} does not match ${sum}`);
+  if (sum !== stored) throw new BaseBackupError(`header checksum ${stored} does not match ${sum}`);
   const prefix = block.subarray(257, 263).toString('latin1').startsWith('ustar') ? cString(block.subarray(345, 500)) : '';
   const base = cString(block.subarray(0, 100));
   const name = prefix ? `${prefix}/${base}` : base;
@@ -71,7 +69,7 @@ export function parseTarHeader(block: Buffer): TarEntry | undefined {
   if (flag === '0' || flag === '\0' || flag === '7') type = 'file';
   else if (flag === '5') type = 'directory';
   else if (flag === '2') type = 'symlink';
-  else throw new TarFormatError(`entry ${JSON.stringify(name)} has unsupported type ${JSON.stringify(flag)}`);
+  else throw new BaseBackupError(`entry ${JSON.stringify(name)} has unsupported type ${JSON.stringify(flag)}`);
   const size = tarNumber(block.subarray(124, 136));
   return {
     name: type === 'directory' ? name.replace(/\/+$/, '') : name,
@@ -99,7 +97,7 @@ export class TarReader {
     while (at < chunk.length) {
       if (this.ended) {
         // After the end marker only zero padding may follow.
-        if (chunk.subarray(at).some((b) => b !== 0)) throw new TarFormatError('data after the end of the archive');
+        if (chunk.subarray(at).some((b) => b !== 0)) throw new BaseBackupError('data after the end of the archive');
         return;
       }
       if (this.dataLeft > 0) {
@@ -143,7 +141,7 @@ export class TarReader {
   /** The archive is complete: not inside an entry, its padding or a header. */
   finish(): void {
     if (this.inEntry || this.dataLeft > 0 || this.padLeft > 0 || this.header.length > 0) {
-      throw new TarFormatError('the archive ends inside an entry');
+      throw new BaseBackupError('the archive ends inside an entry');
     }
   }
 }

@@ -102,14 +102,14 @@ describe('tar reader', () => {
   it('refuses a truncated archive, a damaged header and data after the end', () => {
     const { reader } = collect();
     reader.push(tar.subarray(0, tar.length - 100));
-    assert.throws(() => reader.finish(), /ends inside an entry/);
+    assert.throws(() => reader.finish(), { code: 'BASE_BACKUP_FAILED', message: /ends inside an entry/ });
 
     const damaged = Buffer.from(tar);
     damaged[5] = (damaged[5] as number) ^ 0xff;
-    assert.throws(() => collect().reader.push(damaged), /checksum/);
+    assert.throws(() => collect().reader.push(damaged), { code: 'BASE_BACKUP_FAILED', message: /checksum/ });
 
     const after = collect().reader;
-    assert.throws(() => after.push(Buffer.concat([tar, Buffer.alloc(512), Buffer.from('x')])), /after the end/);
+    assert.throws(() => after.push(Buffer.concat([tar, Buffer.alloc(512), Buffer.from('x')])), { code: 'BASE_BACKUP_FAILED', message: /after the end/ });
   });
 
   it('reads octal and base-256 numbers (sizes over 8 GB)', () => {
@@ -119,7 +119,7 @@ describe('tar reader', () => {
     big[0] = 0x80;
     big.writeUIntBE(10 * 1024 ** 3, 6, 6);
     assert.equal(tarNumber(big), 10 * 1024 ** 3);
-    assert.throws(() => tarNumber(Buffer.from('12x\0')), /invalid octal/);
+    assert.throws(() => tarNumber(Buffer.from('12x\0')), { code: 'BASE_BACKUP_FAILED', message: /invalid octal/ });
   });
 
   it('refuses entry types PostgreSQL never sends (hard links, devices)', () => {
@@ -129,7 +129,7 @@ describe('tar reader', () => {
     let sum = 0;
     for (const b of header) sum += b;
     header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-    assert.throws(() => parseTarHeader(header), /unsupported type "1"/);
+    assert.throws(() => parseTarHeader(header), { code: 'BASE_BACKUP_FAILED', message: /unsupported type "1"/ });
   });
 });
 
@@ -186,15 +186,15 @@ describe('BASE_BACKUP CopyData stream', () => {
   });
 
   it('refuses data before an archive, unknown types, malformed messages and an empty stream', () => {
-    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('d', Buffer.from('x'))), /before the first archive/);
-    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('z')), /unknown CopyData type "z"/);
-    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('n', Buffer.from('base.tar'))), /malformed/);
-    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('p', Buffer.alloc(4))), /progress message of 4 bytes/);
-    assert.throws(() => new BackupCopyStream(recorder().sink).done(), /no archive/);
+    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('d', Buffer.from('x'))), { code: 'BASE_BACKUP_FAILED', message: /before the first archive/ });
+    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('z')), { code: 'BASE_BACKUP_FAILED', message: /unknown CopyData type "z"/ });
+    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('n', Buffer.from('base.tar'))), { code: 'BASE_BACKUP_FAILED', message: /malformed/ });
+    assert.throws(() => new BackupCopyStream(recorder().sink).copyData(copyData('p', Buffer.alloc(4))), { code: 'BASE_BACKUP_FAILED', message: /progress message of 4 bytes/ });
+    assert.throws(() => new BackupCopyStream(recorder().sink).done(), { code: 'BASE_BACKUP_FAILED', message: /no archive/ });
     const s = new BackupCopyStream(recorder().sink);
     s.copyData(copyData('n', Buffer.from('base.tar\0\0')));
     s.copyData(copyData('m'));
-    assert.throws(() => s.copyData(copyData('n', Buffer.from('x.tar\0\0'))), /after the manifest/);
+    assert.throws(() => s.copyData(copyData('n', Buffer.from('x.tar\0\0'))), { code: 'BASE_BACKUP_FAILED', message: /after the manifest/ });
   });
 });
 
@@ -216,7 +216,7 @@ describe('base backup extraction and command', () => {
       const other = mkdtempSync(join(tmpdir(), 'relevo-extract-'));
       try {
         const refusing = new TarReader(new ArchiveWriter(other, new Set()));
-        assert.throws(() => refusing.push(tar), /unexpected symbolic link in the backup: pg_tblspc\/16384 -> \/somewhere\/else/);
+        assert.throws(() => refusing.push(tar), { code: 'BASE_BACKUP_FAILED', message: /unexpected symbolic link in the backup: pg_tblspc\/16384 -> \/somewhere\/else/ });
       } finally {
         rmSync(other, { recursive: true, force: true });
       }
@@ -229,7 +229,7 @@ describe('base backup extraction and command', () => {
 
   it('refuses names that leave the directory', () => {
     assert.equal(safeMemberPath('./base/1/2'), 'base/1/2');
-    for (const bad of ['/etc/passwd', '../x', 'base/../../x', '', '.']) assert.throws(() => safeMemberPath(bad), /unsafe name/, bad);
+    for (const bad of ['/etc/passwd', '../x', 'base/../../x', '', '.']) assert.throws(() => safeMemberPath(bad), { code: 'BASE_BACKUP_FAILED', message: /unsafe name/ }, bad);
   });
 
   it('asks for a fast checkpoint, the WAL inside the backup and no manifest, with the label quoted', () => {
