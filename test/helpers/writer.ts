@@ -148,6 +148,8 @@ export async function connectReadWrite(
 export class Writer {
   readonly acks: Ack[] = [];
   readonly failures: Failure[] = [];
+  /** Ids in flight when stop() abandoned them: outcome unknown, like a failed write's. */
+  readonly abandoned: number[] = [];
   private readonly ackedIds = new Set<number>();
   private nextId = 0;
   private running = false;
@@ -317,6 +319,7 @@ export class Writer {
       const lost = this.acks.filter((a) => !present.has(a.id)).map((a) => a.id);
       let inDoubtPresent = 0;
       for (const f of this.failures) if (f.id !== undefined && !this.ackedIds.has(f.id) && present.has(f.id)) inDoubtPresent++;
+      for (const id of this.abandoned) if (present.has(id)) inDoubtPresent++;
       return { primary: name, acknowledged: this.acks.length, lost, inDoubtPresent };
     } finally {
       session.socket.destroy();
@@ -354,6 +357,11 @@ export class Writer {
         this.ackedIds.add(id);
       } catch (error) {
         // Outcome unknown: the id is never reused, and never counted as acknowledged.
+        // stop() destroys the session under a statement in flight: that is the test ending, not a failure the server caused.
+        if (!this.running) {
+          this.abandoned.push(id);
+          break;
+        }
         this.failures.push({ at: Date.now(), phase: 'write', server: session.target.name, id, message: messageOf(error) });
         this.drop();
         continue;
