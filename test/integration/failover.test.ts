@@ -1,6 +1,6 @@
 /**
  * Issue 3's fault-injection cases (a)–(h) on real processes, in synchronous
- * mode, on a 3-member cluster each, with a multi-host writer running and a
+ * mode, on 3-member clusters (one per store, reused while cases pass), with a multi-host writer running and a
  * second client pinned to the primary (an application that keeps its
  * connection). After every fault:
  *   - exactly one member is primary, and no other member acknowledges a
@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { clusterKeys } from '../../src/cluster/keys.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { TestCluster, FAULT_TEST_MEMBERS, FAULT_TEST_SETTINGS, FAULT_TEST_TTL_MS } from '../helpers/cluster.js';
@@ -27,7 +27,6 @@ const NAMES = FAULT_TEST_MEMBERS;
 const TTL_MS = FAULT_TEST_TTL_MS;
 const SETTINGS = FAULT_TEST_SETTINGS;
 const PROBE_TABLE = 'probe';
-const PINNED_TABLE = 'pinned';
 
 interface DirIdentity {
   dev: number;
@@ -74,24 +73,66 @@ function findDirectory(root: string, wanted: DirIdentity, depth = 3): string | u
   return undefined;
 }
 
-async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string, partial: Partial<Case>): Promise<Case> {
-  let etcd: EtcdProcess | undefined;
-  let cluster: TestCluster | undefined;
-  let faults: Faults | undefined;
-  const writers: Writer[] = [];
-  // One hook, in order: clients first, then stopped processes continued, then the cluster, then etcd.
-  t.after(async () => {
-    for (const w of writers) await w.stop().catch(() => undefined);
-    await faults?.cleanup();
-    await cluster?.destroy();
+/**
+ * One cluster per store serves every case in turn: booting three members costs ~10 s, a case's
+ * fault ~5-15 s. Each case starts from a healthy cluster (whoever is primary then) with its own
+ * writers, faults and tables, and ends healthy (every case checks that); a case that fails leaves
+ * its cluster unusable, and the next case boots a fresh one, so a failure never cascades.
+ */
+interface SharedCluster {
+  cluster: TestCluster;
+  etcd: EtcdProcess | undefined;
+  reusable: boolean;
+}
+
+const shared = new Map<'embedded' | 'etcd', SharedCluster>();
+
+after(async () => {
+  for (const s of shared.values()) await disposeShared(s);
+  shared.clear();
+});
+
+async function disposeShared(s: SharedCluster): Promise<void> {
+  await s.cluster.destroy();
+  await s.etcd?.stop();
+}
+
+/** The store's cluster, booted on first use or after a failed case; marked in use until its case succeeds. */
+async function clusterFor(store: 'embedded' | 'etcd'): Promise<SharedCluster> {
+  const existing = shared.get(store);
+  if (existing?.reusable) {
+    existing.reusable = false;
+    return existing;
+  }
+  if (existing) {
+    shared.delete(store);
+    await disposeShared(existing);
+  }
+  const etcd = store === 'etcd' ? await startEtcd() : undefined;
+  let cluster: TestCluster;
+  try {
+    cluster = await TestCluster.create({ store: etcd ? { endpoints: etcd.endpoints } : 'embedded', settings: SETTINGS });
+  } catch (error) {
     await etcd?.stop();
-  });
-  if (store === 'etcd') etcd = await startEtcd();
-  cluster = await TestCluster.create({ store: store === 'etcd' ? { endpoints: etcd!.endpoints } : 'embedded', settings: SETTINGS });
-  faults = new Faults(cluster);
-  Object.assign(partial, { cluster, faults, etcd });
+    throw error;
+  }
+  const s: SharedCluster = { cluster, etcd, reusable: false };
+  shared.set(store, s);
   for (const name of NAMES) await cluster.defineMember(name);
   for (const name of NAMES) cluster.startAgent(name);
+  return s;
+}
+
+async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string, partial: Partial<Case>): Promise<Case> {
+  const { cluster, etcd } = await clusterFor(store);
+  const faults = new Faults(cluster);
+  const writers: Writer[] = [];
+  // One hook, in order: clients first, then stopped processes continued (the cluster outlives the case).
+  t.after(async () => {
+    for (const w of writers) await w.stop().catch(() => undefined);
+    await faults.cleanup();
+  });
+  Object.assign(partial, { cluster, faults, etcd });
   const members = await cluster.waitHealthy(NAMES, 60_000);
   const primary = members.find((m) => m.state === 'primary')!;
   const replicas = members.filter((m) => m.name !== primary.name).map((m) => m.name);
@@ -99,14 +140,14 @@ async function setUp(t: TestContext, store: 'embedded' | 'etcd', table: string, 
   const writer = Writer.forCluster(cluster, table);
   writers.push(writer);
   // Like an application without statement timeouts: one server, and it waits as long as that server makes it wait.
-  const base = Writer.forCluster(cluster, PINNED_TABLE).options;
+  const base = Writer.forCluster(cluster, `${table}_pinned`).options;
   const pinned = new Writer({ ...base, targets: base.targets.filter((x) => x.name === primary.name), queryTimeoutMs: 60_000, retryMs: 200 });
   writers.push(pinned);
   await writer.start();
   await pinned.start();
   await writer.waitForAcks(50);
   await pinned.waitForAcks(20);
-  const dirs = new Map(NAMES.map((n) => [n, identity(cluster!.member(n).config.postgres.dataDir)] as const));
+  const dirs = new Map(NAMES.map((n) => [n, identity(cluster.member(n).config.postgres.dataDir)] as const));
   assert.ok(primary.timeline !== null, 'primary publishes its timeline');
   return { cluster, faults, etcd, writer, pinned, primary: primary.name, replicas, timeline: primary.timeline, dirs };
 }
@@ -149,6 +190,8 @@ async function runCase(t: TestContext, store: 'embedded' | 'etcd', table: string
   try {
     Object.assign(partial, await setUp(t, store, table, partial));
     await body(partial as Case);
+    // Every case ends with the cluster healthy again: the next case may start from it.
+    shared.get(store)!.reusable = true;
   } catch (error) {
     const text = await diagnostics(partial).catch((e: unknown) => `(diagnostics failed: ${(e as Error).message})`);
     // The reporter prints the stack, which was captured with the original message: extend both.
