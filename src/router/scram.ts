@@ -10,9 +10,13 @@
  *   count, so a proof built from the ClientKey is valid. The ClientKey lives
  *   only in the router's memory for the life of the client session.
  *
+ * The same client, given the clear password instead, is relevo's own
+ * replication connection's (postgres/replication-client.ts): one SCRAM
+ * client, whichever way it got its keys.
+ *
  * Pure functions and small state objects: no I/O.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 export const SCRAM_MECHANISM = 'SCRAM-SHA-256';
 /** The channel-bound variant (tls-server-end-point), offered and used only over TLS. */
@@ -117,22 +121,51 @@ export class ScramServer {
 }
 
 /**
- * Client side with a ClientKey instead of a password (pass-through to the
- * server as the same role). The server's salt and iteration count must be the
- * verifier's, or the keys differ: that is checked and reported.
+ * What a SCRAM client logs in with:
+ *
+ * - the clear password (relevo's own replication connection, where libpq is
+ *   not used): the keys are derived with the salt and iteration count the
+ *   server sends;
+ * - a ClientKey with the role's verifier (session-mode pass-through to the
+ *   server as the same role): the server's salt and iteration count must be
+ *   the verifier's, or the keys differ — that is checked and reported.
  */
-export class ScramClientWithKey {
+export type ScramCredentials = { password: string } | { verifier: ScramVerifier; clientKey: Buffer };
+
+/** ClientKey, StoredKey (its hash) and ServerKey of RFC 5802 §3. */
+export interface ScramKeys {
+  clientKey: Buffer;
+  storedKey: Buffer;
+  serverKey: Buffer;
+}
+
+/** The keys of a clear password, as the server derived its verifier (SaltedPassword = PBKDF2-SHA-256). */
+export function passwordKeys(password: string, salt: Buffer, iterations: number): ScramKeys {
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = hmac(salted, 'Client Key');
+  return { clientKey, storedKey: sha256(clientKey), serverKey: hmac(salted, 'Server Key') };
+}
+
+/**
+ * Client side of one exchange: `clientFirst`, then `final()` from
+ * server-first-message, then `verify()` of the server's signature — the
+ * server proves it knows the verifier. `binding`: the server certificate's
+ * tls-server-end-point data (TLS): SCRAM-SHA-256-PLUS, as libpq's
+ * channel_binding=require. `refuse` makes the error of each refusal (the
+ * router's ScramError unless the caller has its own).
+ */
+export class ScramClient {
   private readonly clientNonce = randomBytes(18).toString('base64');
-  private authMessage = '';
   readonly clientFirst: string;
   readonly mechanism: string;
   private readonly channel: string;
+  /** The server signature we expect; known only once final() has built our proof. */
+  private expected: string | undefined;
 
-  /** `binding`: the server certificate's tls-server-end-point data (TLS): SCRAM-SHA-256-PLUS, as libpq's channel_binding=require. */
   constructor(
-    private readonly verifier: ScramVerifier,
-    private readonly clientKey: Buffer,
+    private readonly credentials: ScramCredentials,
     binding?: Buffer,
+    private readonly refuse: (message: string) => Error = (message) => new ScramError(message),
   ) {
     const header = binding ? BINDING_HEADER : 'n,,';
     this.mechanism = binding ? SCRAM_PLUS : SCRAM_MECHANISM;
@@ -143,22 +176,31 @@ export class ScramClientWithKey {
   final(serverFirst: string): string {
     const attrs = attributes(serverFirst);
     const nonce = attrs.get('r') ?? '';
-    if (!nonce.startsWith(this.clientNonce)) throw new ScramError('server nonce does not extend ours');
-    const salt = attrs.get('s');
-    const iterations = Number(attrs.get('i'));
-    if (salt !== this.verifier.salt.toString('base64') || iterations !== this.verifier.iterations) {
-      throw new ScramError("the server's SCRAM salt or iteration count differs from the router's verifier (the role's password changed?)");
-    }
+    // RFC 5802: the server's nonce is ours with its own part appended; anything else is not a SCRAM server.
+    if (!nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length) throw this.refuse('the server nonce does not extend ours');
+    const keys = this.keys(attrs.get('s'), Number(attrs.get('i')));
     const withoutProof = `c=${this.channel},r=${nonce}`;
-    this.authMessage = `n=,r=${this.clientNonce},${serverFirst},${withoutProof}`;
-    const proof = xor(this.clientKey, hmac(this.verifier.storedKey, this.authMessage));
+    const authMessage = `n=,r=${this.clientNonce},${serverFirst},${withoutProof}`;
+    this.expected = hmac(keys.serverKey, authMessage).toString('base64');
+    const proof = xor(keys.clientKey, hmac(keys.storedKey, authMessage));
     return `${withoutProof},p=${proof.toString('base64')}`;
   }
 
-  /** Checks the server's signature: we talk to a server that knows the verifier. */
+  /** Throws unless the server proved it knows the verifier (and always before final(): nothing to check against yet). */
   verify(serverFinal: string): void {
     const v = attributes(serverFinal).get('v');
-    const expected = hmac(this.verifier.serverKey, this.authMessage).toString('base64');
-    if (v !== expected) throw new ScramError('server signature mismatch');
+    if (this.expected === undefined || v !== this.expected) throw this.refuse('server signature mismatch');
+  }
+
+  private keys(salt: string | undefined, iterations: number): ScramKeys {
+    if ('password' in this.credentials) {
+      if (!salt || !Number.isInteger(iterations) || iterations < 1) throw this.refuse('malformed server-first-message');
+      return passwordKeys(this.credentials.password, Buffer.from(salt, 'base64'), iterations);
+    }
+    const { verifier, clientKey } = this.credentials;
+    if (salt !== verifier.salt.toString('base64') || iterations !== verifier.iterations) {
+      throw this.refuse("the server's SCRAM salt or iteration count differs from the router's verifier (the role's password changed?)");
+    }
+    return { clientKey, storedKey: verifier.storedKey, serverKey: verifier.serverKey };
   }
 }

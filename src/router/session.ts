@@ -26,7 +26,7 @@ import { writeDirect } from './direct-write.js';
 import { closure, refusal, type ClosureCode, type Refusal } from './errors.js';
 import { ENCRYPTION_REFUSED, ProtocolError, TxStatus, errorResponse, parseStartupPacket, TERMINATE, type ErrorFields } from './protocol.js';
 import { endPointHash, upgradeToServerTls } from './server-tls.js';
-import { SCRAM_MECHANISM, SCRAM_PLUS, ScramClientWithKey, ScramServer, parseVerifier, type ScramVerifier } from './scram.js';
+import { SCRAM_MECHANISM, SCRAM_PLUS, ScramClient, ScramServer, parseVerifier, type ScramVerifier } from './scram.js';
 import type { Backend, Decision } from './view.js';
 import type { PooledServer, ServerPool } from './pool.js';
 import {
@@ -479,7 +479,7 @@ export class Session {
     this.replayPending = -1;
     const serverCa = pooled ? undefined : this.ctx.serverCa;
     // Replaced, bound to the server's certificate, once TLS is up.
-    let scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer);
+    let scram = new ScramClient({ verifier: this.verifier as ScramVerifier, clientKey: this.clientKey as Buffer });
     let serverProven = false;
     const connectTimer = pooled
       ? undefined
@@ -517,7 +517,7 @@ export class Session {
               return;
             }
             clearTimeout(connectTimer);
-            scram = new ScramClientWithKey(this.verifier as ScramVerifier, this.clientKey as Buffer, binding);
+            scram = new ScramClient({ verifier: this.verifier as ScramVerifier, clientKey: this.clientKey as Buffer }, binding);
             this.backend = secure;
             wire(secure);
             secure.write(startupMessage(this.params));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { scramVerifier } from '../../src/postgres/scram.js';
-import { ScramClientWithKey, ScramServer, parseVerifier } from '../../src/router/scram.js';
+import { ScramClient, ScramServer, parseVerifier } from '../../src/router/scram.js';
 
 /** An independent SCRAM client with a password (RFC 5802 §3), as libpq computes it. */
 function passwordClient(password: string) {
@@ -39,7 +39,7 @@ describe('router SCRAM', () => {
     assert.match(serverFinal, /^v=/);
     // Pass-through: a server with the same verifier accepts a proof built from the ClientKey.
     const upstream = new ScramServer(verifier);
-    const passThrough = new ScramClientWithKey(verifier, clientKey);
+    const passThrough = new ScramClient({ verifier, clientKey });
     const upFirst = upstream.first(passThrough.clientFirst);
     const { serverFinal: upFinal } = upstream.final(passThrough.final(upFirst));
     passThrough.verify(upFinal);
@@ -54,7 +54,7 @@ describe('router SCRAM', () => {
     const s = new ScramServer(verifier);
     const { clientKey } = s.final(ok.final(s.first(ok.first)));
     const upstream = new ScramServer(other);
-    const passThrough = new ScramClientWithKey(verifier, clientKey);
+    const passThrough = new ScramClient({ verifier, clientKey });
     assert.throws(() => passThrough.final(upstream.first(passThrough.clientFirst)), /salt or iteration count differs/);
   });
 
@@ -73,13 +73,13 @@ describe('router SCRAM', () => {
     })();
     // The router as a client of a server presenting `binding`: the server checks the same binding data.
     const upstream = new ScramServer(verifier, binding);
-    const bound = new ScramClientWithKey(verifier, clientKey, binding);
+    const bound = new ScramClient({ verifier, clientKey }, binding);
     assert.equal(bound.mechanism, 'SCRAM-SHA-256-PLUS');
     const { serverFinal } = upstream.final(bound.final(upstream.first(bound.clientFirst, bound.mechanism)));
     bound.verify(serverFinal);
     // Another certificate on the way (a man in the middle): the binding differs and the proof is refused.
     const mitm = new ScramServer(verifier, randomBytes(32));
-    const victim = new ScramClientWithKey(verifier, clientKey, binding);
+    const victim = new ScramClient({ verifier, clientKey }, binding);
     assert.throws(() => mitm.final(victim.final(mitm.first(victim.clientFirst, victim.mechanism))), /channel binding mismatch/);
     // -PLUS without TLS, and "y" (client thinks we cannot bind) while we offered it, are refused.
     assert.throws(() => new ScramServer(verifier).first(bound.clientFirst, 'SCRAM-SHA-256-PLUS'), /channel binding requested without TLS/);
