@@ -11,9 +11,9 @@
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { ScramClient } from '../router/scram.js';
 import { upgradeToServerTls } from '../router/server-tls.js';
 import { MessageSplitter, message, parseErrorFields, readCStrings, saslInitialResponse, saslResponse, startupMessage, query as queryMessage } from '../router/wire.js';
-import { ScramPasswordClient } from './scram.js';
 
 export interface ReplicationTarget {
   host: string;
@@ -127,7 +127,7 @@ export class ReplicationConnection {
     const conn = new ReplicationConnection(socket);
     try {
       conn.send(startupMessage(new Map([['user', target.user], ['replication', 'true'], ['application_name', target.applicationName]])));
-      let scram: ScramPasswordClient | undefined;
+      let scram: ScramClient | undefined;
       for (;;) {
         const m = await conn.next();
         if (m.type === 'R') {
@@ -138,7 +138,8 @@ export class ReplicationConnection {
             // With TLS, channel binding is required (libpq channel_binding=require): never downgrade to plain SCRAM.
             const want = binding ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256';
             if (!offered.includes(want)) throw new Error(`the server offers ${offered.join(', ') || 'no SASL mechanism'}, relevo requires ${want}`);
-            scram = new ScramPasswordClient(target.password, binding);
+            // Refusals as plain errors (no router code): this is relevo's replication role, not the router.
+            scram = new ScramClient({ password: target.password }, binding, (reason) => new Error(`SCRAM: ${reason}`));
             conn.send(saslInitialResponse(scram.mechanism, scram.clientFirst));
           } else if (code === 11 && scram) {
             conn.send(saslResponse(scram.final(m.body.toString('utf8', 4))));

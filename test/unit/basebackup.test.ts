@@ -1,12 +1,11 @@
 /**
  * relevo's own base backup client, without a server: the tar reader on
  * archives written by GNU tar (ustar) fed in every chunking, the CopyData
- * sub-protocol of BASE_BACKUP, extraction rules, the command text, and the
- * SCRAM password client against the router's SCRAM server.
+ * sub-protocol of BASE_BACKUP, extraction rules and the command text (its
+ * SCRAM client is tested in router-scram.test.ts).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +13,7 @@ import { describe, it } from 'node:test';
 import { ArchiveWriter, baseBackupCommand, safeMemberPath } from '../../src/postgres/basebackup.js';
 import { BackupCopyStream, type BackupStreamSink } from '../../src/postgres/basebackup-stream.js';
 import { chooseCloneMethod } from '../../src/postgres/clone.js';
-import { ScramPasswordClient, scramVerifier } from '../../src/postgres/scram.js';
 import { parseTarHeader, TarReader, tarNumber, type TarEntry } from '../../src/postgres/tar-reader.js';
-import { parseVerifier, ScramServer } from '../../src/router/scram.js';
 
 interface Seen {
   entries: (TarEntry & { content: Buffer })[];
@@ -255,25 +252,4 @@ describe('base backup extraction and command', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-});
-
-describe('SCRAM password client', () => {
-  for (const bound of [false, true]) {
-    it(`logs in against a server holding only the verifier${bound ? ', bound to the TLS channel (SCRAM-SHA-256-PLUS)' : ''}, and checks the server's signature`, () => {
-      const password = 'pa:ss\'wörd';
-      const verifier = parseVerifier(scramVerifier(password));
-      assert.ok(verifier);
-      const binding = bound ? createHash('sha256').update('certificate').digest() : undefined;
-      const client = new ScramPasswordClient(password, binding);
-      const server = new ScramServer(verifier, binding);
-      const serverFirst = server.first(client.clientFirst, client.mechanism);
-      const { serverFinal } = server.final(client.final(serverFirst));
-      client.verify(serverFinal);
-      assert.throws(() => client.verify('v=AAAA'), /signature mismatch/);
-
-      const wrong = new ScramPasswordClient('other', binding);
-      const server2 = new ScramServer(verifier, binding);
-      assert.throws(() => server2.final(wrong.final(server2.first(wrong.clientFirst, wrong.mechanism))), /wrong password/);
-    });
-  }
 });

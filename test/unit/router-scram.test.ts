@@ -3,6 +3,7 @@
  * password logs in to the router's ScramServer; the ClientKey the server
  * learns then logs in, as the same role, against a second server holding the
  * same verifier (what PostgreSQL does with pg_authid) — and only with it.
+ * The same client with the clear password is relevo's replication connection's.
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
@@ -85,4 +86,25 @@ describe('router SCRAM', () => {
     assert.throws(() => new ScramServer(verifier).first(bound.clientFirst, 'SCRAM-SHA-256-PLUS'), /channel binding requested without TLS/);
     assert.throws(() => new ScramServer(verifier, binding).first(`y,,n=,r=abc`), /downgrade/);
   });
+});
+
+describe('SCRAM password client', () => {
+  for (const bound of [false, true]) {
+    it(`logs in against a server holding only the verifier${bound ? ', bound to the TLS channel (SCRAM-SHA-256-PLUS)' : ''}, and checks the server's signature`, () => {
+      const password = 'pa:ss\'wörd';
+      const verifier = parseVerifier(scramVerifier(password));
+      assert.ok(verifier);
+      const binding = bound ? createHash('sha256').update('certificate').digest() : undefined;
+      const client = new ScramClient({ password }, binding);
+      const server = new ScramServer(verifier, binding);
+      const serverFirst = server.first(client.clientFirst, client.mechanism);
+      const { serverFinal } = server.final(client.final(serverFirst));
+      client.verify(serverFinal);
+      assert.throws(() => client.verify('v=AAAA'), /signature mismatch/);
+
+      const wrong = new ScramClient({ password: 'other' }, binding);
+      const server2 = new ScramServer(verifier, binding);
+      assert.throws(() => server2.final(wrong.final(server2.first(wrong.clientFirst, wrong.mechanism))), /wrong password/);
+    });
+  }
 });
