@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { scramVerifier } from '../../src/postgres/scram.js';
-import { ScramClient, ScramServer, parseVerifier } from '../../src/router/scram.js';
+import { ScramClient, type ScramCredentials, ScramServer, parseVerifier, passwordKeys } from '../../src/router/scram.js';
 
 /** An independent SCRAM client with a password (RFC 5802 §3), as libpq computes it. */
 function passwordClient(password: string) {
@@ -107,4 +107,62 @@ describe('SCRAM password client', () => {
       assert.throws(() => server2.final(wrong.final(server2.first(wrong.clientFirst, wrong.mechanism))), /wrong password/);
     });
   }
+});
+
+describe('one SCRAM client, from a password or from keys', () => {
+  const password = 'pw-1';
+  const verifier = parseVerifier(scramVerifier(password))!;
+  const keys = passwordKeys(password, verifier.salt, verifier.iterations);
+  const credentials: [string, ScramCredentials][] = [
+    ['a password', { password }],
+    ["a verifier's keys", { verifier, clientKey: keys.clientKey }],
+  ];
+
+  it('derives from the password the keys the verifier holds', () => {
+    assert.deepEqual([keys.storedKey, keys.serverKey], [verifier.storedKey, verifier.serverKey]);
+  });
+
+  for (const [name, credential] of credentials) {
+    for (const bound of [false, true]) {
+      it(`logs in with ${name}${bound ? ', bound to the TLS channel' : ''}, and refuses a server that does not know the ServerKey`, () => {
+        const binding = bound ? randomBytes(32) : undefined;
+        const client = new ScramClient(credential, binding);
+        assert.equal(client.mechanism, bound ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256');
+        // Before final() there is nothing to check against: no signature, not even the one of empty keys, passes.
+        for (const early of ['v=AAAA', '', `v=${createHmac('sha256', Buffer.alloc(0)).update('').digest('base64')}`]) {
+          assert.throws(() => client.verify(early), { code: 'ROUTER_SCRAM', message: 'server signature mismatch' }, early);
+        }
+        const server = new ScramServer(verifier, binding);
+        client.verify(server.final(client.final(server.first(client.clientFirst, client.mechanism))).serverFinal);
+
+        // A server with a stolen StoredKey accepts the proof, but cannot sign as the ServerKey's holder.
+        const impostor = new ScramServer({ ...verifier, serverKey: randomBytes(32) }, binding);
+        const victim = new ScramClient(credential, binding);
+        const { serverFinal } = impostor.final(victim.final(impostor.first(victim.clientFirst, victim.mechanism)));
+        assert.throws(() => victim.verify(serverFinal), { code: 'ROUTER_SCRAM', message: 'server signature mismatch' });
+      });
+    }
+    it(`with ${name}: refuses a server nonce that does not strictly extend ours, with the caller's error`, () => {
+      const refuse = (reason: string) => Object.assign(new Error(`SCRAM: ${reason}`), { kind: 'caller' });
+      const nonce = (c: ScramClient) => /r=([^,]*)/.exec(c.clientFirst)![1]!;
+      const salt = `s=${verifier.salt.toString('base64')},i=${verifier.iterations}`;
+      for (const serverNonce of [(ours: string) => ours, (ours: string) => `x${ours}y`, () => '']) {
+        const client = new ScramClient(credential, undefined, refuse);
+        assert.throws(() => client.final(`r=${serverNonce(nonce(client))},${salt}`), { kind: 'caller', message: 'SCRAM: the server nonce does not extend ours' });
+      }
+    });
+  }
+
+  it('refuses a malformed server-first-message (password) and another salt or iteration count (keys)', () => {
+    for (const rest of ['s=c2FsdA==,i=0', 's=c2FsdA==,i=x', 'i=4096', 's=,i=4096']) {
+      const client = new ScramClient({ password });
+      const r = /r=([^,]*)/.exec(client.clientFirst)![1]!;
+      assert.throws(() => client.final(`r=${r}theirs,${rest}`), { code: 'ROUTER_SCRAM', message: 'malformed server-first-message' }, rest);
+    }
+    for (const rest of [`s=c2FsdA==,i=${verifier.iterations}`, `s=${verifier.salt.toString('base64')},i=${verifier.iterations + 1}`]) {
+      const client = new ScramClient({ verifier, clientKey: keys.clientKey });
+      const r = /r=([^,]*)/.exec(client.clientFirst)![1]!;
+      assert.throws(() => client.final(`r=${r}theirs,${rest}`), { code: 'ROUTER_SCRAM', message: /salt or iteration count differs/ }, rest);
+    }
+  });
 });
