@@ -128,6 +128,7 @@ export class ReplicationConnection {
     try {
       conn.send(startupMessage(new Map([['user', target.user], ['replication', 'true'], ['application_name', target.applicationName]])));
       let scram: ScramClient | undefined;
+      let serverProven = false;
       for (;;) {
         const m = await conn.next();
         if (m.type === 'R') {
@@ -140,11 +141,13 @@ export class ReplicationConnection {
             if (!offered.includes(want)) throw new Error(`the server offers ${offered.join(', ') || 'no SASL mechanism'}, relevo requires ${want}`);
             // Refusals as plain errors (no router code): this is relevo's replication role, not the router.
             scram = new ScramClient({ password: target.password }, binding, (reason) => new Error(`SCRAM: ${reason}`));
+            serverProven = false;
             conn.send(saslInitialResponse(scram.mechanism, scram.clientFirst));
           } else if (code === 11 && scram) {
             conn.send(saslResponse(scram.final(m.body.toString('utf8', 4))));
           } else if (code === 12 && scram) {
             scram.verify(m.body.toString('utf8', 4));
+            serverProven = true;
           } else {
             throw new Error(`the server asks for authentication method ${code}; relevo's replication role uses SCRAM-SHA-256 only`);
           }
@@ -158,6 +161,8 @@ export class ReplicationConnection {
         if (m.type === 'K') continue;
         if (m.type === 'Z') {
           if (!scram) throw new Error('the server let the replication role in without a password (pg_hba trust?): refused, relevo requires SCRAM');
+          // As the router's session mode: a server that never sent its signature proved nothing (nor bound the channel).
+          if (!serverProven) throw new Error('SCRAM: the server ended the exchange without proving it knows the verifier: refused');
           return conn;
         }
         throw new Error(`unexpected message ${JSON.stringify(m.type)} during the connection start`);
