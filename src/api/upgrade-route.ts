@@ -15,7 +15,7 @@ import { errorBody, isErrorCode } from '../errors/catalogue.js';
 import { localPostgres } from '../postgres/local.js';
 import { UpgradeError } from '../upgrade/errors.js';
 import { localContext, parseOperation, runOperation, type OpContext } from '../upgrade/operations.js';
-import type { ApiExtension } from './server.js';
+import { API_LIMITS, type ApiExtension } from './server.js';
 
 /** Dumps restored on the new primary arrive as a request body: the route's own limit, far above the API's 4 kB. */
 export const UPGRADE_BODY_LIMIT = 64 * 1024 * 1024 + 4096;
@@ -45,12 +45,17 @@ export function upgradeRoutes(options: UpgradeRouteOptions): ApiExtension {
     app.post<{ Params: { op: string } }>('/upgrade/:op', { onRequest: auth.write, bodyLimit: UPGRADE_BODY_LIMIT }, async (request, reply) => {
       const admitted = admitUpgradeRequest(options.status(), request.params.op, request.body);
       if (!admitted.ok) return reply.code(admitted.status).send(admitted.body);
+      // The API closes sockets idle for 30 s; an operation may work longer than that (a schema dump, row counts, the wait for the last LSN) with nothing on the wire.
+      const socket = request.raw.socket;
+      socket.setTimeout?.(0);
       try {
         return reply.code(200).send(await runOperation(options.context(), admitted.op.op, admitted.op.params));
       } catch (error) {
         const code = error instanceof UpgradeError ? error.code : (error as { code?: unknown }).code;
         const message = (error as Error).message;
         return reply.code(error instanceof UpgradeError ? 409 : 500).send(errorBody(isErrorCode(code) ? code : 'UPGRADE_OPERATION_FAILED', message));
+      } finally {
+        socket.setTimeout?.(API_LIMITS.connectionTimeoutMs);
       }
     });
   };

@@ -236,16 +236,20 @@ export const UPGRADE_OPERATIONS = {
   'set-subscription': op({ ...db, subscription: objectName, enabled: z.boolean() }, (ctx, p) => withDb(ctx, p.database, async (c) => (await setSubscriptionEnabled(c, p.subscription, p.enabled), {}))),
   /** Drops the subscription (keeping the slot for the old side to drop), the passfile and CA copy; after a rollback, lets the server take writes again. */
   unsubscribe: op({ ...db, subscription: objectName, sourceCluster: relevoName, resetServerReadOnly: z.boolean() }, async (ctx, p) => {
-    await withDb(ctx, p.database, async (c) => {
-      await c.query('SET default_transaction_read_only = off');
-      await dropSubscription(c, p.subscription, true);
-      if (p.resetServerReadOnly) {
-        await c.query('ALTER SYSTEM RESET default_transaction_read_only');
-        await c.query('SELECT pg_reload_conf()');
-      }
-    });
-    rmSync(subscriberPassfile(ctx.dataDir, p.sourceCluster), { force: true });
-    rmSync(subscriberCa(ctx.dataDir, p.sourceCluster), { force: true });
+    try {
+      await withDb(ctx, p.database, async (c) => {
+        await c.query('SET default_transaction_read_only = off');
+        await dropSubscription(c, p.subscription, true);
+        if (p.resetServerReadOnly) {
+          await c.query('ALTER SYSTEM RESET default_transaction_read_only');
+          await c.query('SELECT pg_reload_conf()');
+        }
+      });
+    } finally {
+      // Also when the database is gone (dropped by hand): the password must not outlive the upgrade.
+      rmSync(subscriberPassfile(ctx.dataDir, p.sourceCluster), { force: true });
+      rmSync(subscriberCa(ctx.dataDir, p.sourceCluster), { force: true });
+    }
     return {};
   }),
 } as const;
