@@ -11,7 +11,6 @@ interface Flags {
   to: string;
   database: string;
   route?: string;
-  clientBinDir?: string;
   replicaIdentityFull?: boolean;
   maxLag: string;
   catchUpTimeout: string;
@@ -39,7 +38,6 @@ async function withUpgrade<T>(flags: Flags, work: (o: UpgradeOptions) => Promise
       newConfig,
       database: flags.database,
       routeCluster: flags.route,
-      clientBinDir: flags.clientBinDir,
       replicaIdentityFull: flags.replicaIdentityFull === true,
       maxLagBytes,
       catchUpTimeoutMs: seconds(flags.catchUpTimeout, '--catch-up-timeout'),
@@ -60,11 +58,10 @@ export function registerUpgradeCommands(program: Command): void {
     .description('blue/green major-version upgrade: logical copy into a new cluster, a write pause of seconds at the routers, switch (docs/upgrade.md)');
   const common = (cmd: Command) =>
     cmd
-      .option('-c, --config <file>', 'member file of the OLD cluster (default: $RELEVO_CONFIG)')
-      .requiredOption('--to <file>', "member file of the NEW cluster (its postgres.binDir: the new version's binaries)")
+      .option('-c, --config <file>', 'a member file of the OLD cluster, any member (default: $RELEVO_CONFIG)')
+      .requiredOption('--to <file>', "a member file of the NEW cluster, any member (the primaries' agents run the steps)")
       .requiredOption('-d, --database <db>', 'database to upgrade')
       .option('--route <cluster>', 'cluster the routers are configured for (default: the old cluster)')
-      .option('--client-bin-dir <dir>', "pg_dump/pg_dumpall/psql of the old version (default: the old member's binDir)")
       .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on tables without a primary key instead of refusing')
       .option('--max-lag <bytes>', 'the copy counts as caught up below this lag', String(1024 * 1024))
       .option('--catch-up-timeout <seconds>', 'how long to wait for the copy', '3600')

@@ -63,7 +63,7 @@ export interface ApiResponse {
 /** One REST call; https URLs are verified against `tls.ca` (never against the system store alone). */
 export function apiCall(
   url: string,
-  options: { method?: string; headers?: Record<string, string>; body?: string; tls?: ApiClientTls; timeoutMs: number },
+  options: { method?: string; headers?: Record<string, string>; body?: string; tls?: ApiClientTls; timeoutMs: number; /** Longer answers are cut here (default 1 MB). */ maxBodyBytes?: number },
 ): Promise<ApiResponse> {
   return new Promise((resolve, reject) => {
     const target = new URL(url);
@@ -81,7 +81,7 @@ export function apiCall(
       let body = '';
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => {
-        if (body.length < 1 << 20) body += chunk;
+        if (body.length < (options.maxBodyBytes ?? 1 << 20)) body += chunk;
       });
       response.on('end', () => {
         clearTimeout(timer);

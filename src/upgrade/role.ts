@@ -14,15 +14,19 @@ import { quoteLiteral } from '../postgres/sql.js';
 
 export const UPGRADE_ROLE = 'relevo_upgrade';
 
-/** Creates or updates the role with a fresh random password; returns the password (for the passfile only). */
-export async function ensureUpgradeRole(client: pg.Client): Promise<string> {
+/** A fresh random password for the role: the CLI sends its SCRAM verifier to the old primary and the password to the new one's passfile. */
+export function upgradePassword(): { password: string; verifier: string } {
   const password = randomBytes(24).toString('base64url');
+  return { password, verifier: scramVerifier(password) };
+}
+
+/** Creates or updates the role with the given SCRAM verifier (the old primary's agent never sees the password). */
+export async function ensureUpgradeRole(client: pg.Client, verifier: string): Promise<void> {
   await client.query(`DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${UPGRADE_ROLE}') THEN CREATE ROLE ${UPGRADE_ROLE}; END IF;
     END $$`);
-  await client.query(`ALTER ROLE ${UPGRADE_ROLE} LOGIN REPLICATION NOSUPERUSER PASSWORD ${quoteLiteral(scramVerifier(password))}`);
+  await client.query(`ALTER ROLE ${UPGRADE_ROLE} LOGIN REPLICATION NOSUPERUSER PASSWORD ${quoteLiteral(verifier)}`);
   await client.query(`GRANT pg_read_all_data TO ${UPGRADE_ROLE}`);
-  return password;
 }
 
 export async function dropUpgradeRole(client: pg.Client): Promise<void> {

@@ -4,51 +4,30 @@
  * Each step is recorded in the store (state.ts) before the next begins; a
  * re-run continues from the last recorded step. docs/upgrade.md.
  */
-import { dirname, join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import type pg from 'pg';
 import { clusterKeys } from '../cluster/keys.js';
 import type { MemberConfig } from '../config/member.js';
-import { writeOwnedFile } from '../postgres/owned-fs.js';
-import { quoteIdent } from '../postgres/sql.js';
-import { lookupOsUser } from '../util/os-user.js';
-import { readFileSync, rmSync } from 'node:fs';
 import type { Store } from '../store/store.js';
-import { applySequences, countDifferences, currentLsn, majorVersion, openTransactions, rowCounts, sequenceValues, setReadOnly, terminate } from './data.js';
+import { countDifferences } from './data.js';
 import { UpgradeError } from './errors.js';
-import {
-  copyProgress,
-  display,
-  dropPublication,
-  dropSlot,
-  dropSubscription,
-  ensurePublication,
-  ensureSubscription,
-  setReplicaIdentityFull,
-  setSubscriptionEnabled,
-  slotConfirmed,
-  slotLag,
-  tablesWithoutReplicaIdentity,
-  userTables,
-  type TableRef,
-} from './replication.js';
+import { display, type TableRef } from './replication.js';
 import { awaitRouters, routers, writeRoute } from './route.js';
-import { copyRoles, copySchema } from './schema.js';
-import { connect, locate, networkConninfo, withClient, type Side } from './side.js';
-import { dropUpgradeRole, ensureUpgradeRole, UPGRADE_ROLE } from './role.js';
+import { call, locate, type Side } from './side.js';
+import { UPGRADE_ROLE, upgradePassword } from './role.js';
 import { advance, readState, stepIndex, UPGRADE_STEPS, type StoredState, type UpgradeState } from './state.js';
-import { pgpassField } from '../postgres/libpq.js';
 
 export interface UpgradeOptions {
   store: Store;
-  /** A member file of the old cluster and one of the new cluster (this host must hold both clusters' secrets files). */
+  /**
+   * A member file of the old cluster and one of the new cluster: any member's
+   * (their store, API credentials and CA are what is used); every step that
+   * needs a superuser runs in the current primary's agent.
+   */
   oldConfig: MemberConfig;
   newConfig: MemberConfig;
   database: string;
   /** Cluster whose routers clients use (the route record lives there); default: the old cluster. */
   routeCluster?: string;
-  /** pg_dump, pg_dumpall and psql of the old version (default: the old member's binDir). */
-  clientBinDir?: string;
   /** Set REPLICA IDENTITY FULL on tables that have no primary key instead of refusing. */
   replicaIdentityFull?: boolean;
   /** The copy counts as caught up below this lag. */
@@ -106,35 +85,19 @@ export async function preflight(o: UpgradeOptions): Promise<Preflight> {
     throw new UpgradeError('UPGRADE_SAME_CLUSTER', `clusters ${o.oldConfig.cluster} and ${o.newConfig.cluster} use different stores: routers can only follow a cluster in their own store`);
   }
   const source = await locate(o.store, o.oldConfig, 'UPGRADE_SOURCE_UNREACHABLE');
-  const s = await connect(source, o.database, 'UPGRADE_SOURCE_UNREACHABLE');
-  try {
-    const walLevel = (await s.query<{ w: string }>("SELECT current_setting('wal_level') AS w")).rows[0]!.w;
-    if (walLevel !== 'logical') throw new UpgradeError('UPGRADE_WAL_LEVEL', `wal_level is ${walLevel} on ${source.member}`);
-    const sourceMajor = await majorVersion(s);
-    const tables = await userTables(s);
-    const withoutIdentity = await tablesWithoutReplicaIdentity(s);
-    const target = await locate(o.store, o.newConfig, 'UPGRADE_TARGET_UNREACHABLE');
-    const targetMajor = await withClient(
-      target,
-      'postgres',
-      async (t) => {
-        const major = await majorVersion(t);
-        if (major === sourceMajor) throw new UpgradeError('UPGRADE_SAME_MAJOR', `both clusters run PostgreSQL ${major}`);
-        if (major < sourceMajor) throw new UpgradeError('UPGRADE_NOT_NEWER', `the new cluster runs PostgreSQL ${major}, the old one ${sourceMajor}`);
-        const exists = await t.query('SELECT 1 FROM pg_database WHERE datname = $1', [o.database]);
-        if (exists.rowCount) throw new UpgradeError('UPGRADE_TARGET_NOT_EMPTY', `database "${o.database}" already exists on cluster ${target.cluster}`);
-        return major;
-      },
-      'UPGRADE_TARGET_UNREACHABLE',
-    );
-    if (withoutIdentity.length > 0 && !o.replicaIdentityFull) {
-      throw new UpgradeError('UPGRADE_NO_REPLICA_IDENTITY', `table(s) without a primary key or replica identity: ${withoutIdentity.map(display).join(', ')}`);
-    }
-    const listed = await routers(o.store, o.routeCluster ?? o.oldConfig.cluster);
-    return { source, target, sourceMajor, targetMajor, tables, withoutIdentity, routers: listed.map((r) => r.name) };
-  } finally {
-    await s.end().catch(() => undefined);
+  const inspected = await call(source, 'inspect-source', { database: o.database });
+  if (inspected.walLevel !== 'logical') throw new UpgradeError('UPGRADE_WAL_LEVEL', `wal_level is ${inspected.walLevel} on ${source.member}`);
+  const sourceMajor = inspected.major;
+  const target = await locate(o.store, o.newConfig, 'UPGRADE_TARGET_UNREACHABLE');
+  const t = await call(target, 'inspect-target', { database: o.database });
+  if (t.major === sourceMajor) throw new UpgradeError('UPGRADE_SAME_MAJOR', `both clusters run PostgreSQL ${t.major}`);
+  if (t.major < sourceMajor) throw new UpgradeError('UPGRADE_NOT_NEWER', `the new cluster runs PostgreSQL ${t.major}, the old one ${sourceMajor}`);
+  if (t.exists) throw new UpgradeError('UPGRADE_TARGET_NOT_EMPTY', `database "${o.database}" already exists on cluster ${target.cluster}`);
+  if (inspected.withoutIdentity.length > 0 && !o.replicaIdentityFull) {
+    throw new UpgradeError('UPGRADE_NO_REPLICA_IDENTITY', `table(s) without a primary key or replica identity: ${inspected.withoutIdentity.map(display).join(', ')}`);
   }
+  const listed = await routers(o.store, o.routeCluster ?? o.oldConfig.cluster);
+  return { source, target, sourceMajor, targetMajor: t.major, tables: inspected.tables, withoutIdentity: inspected.withoutIdentity, routers: listed.map((r) => r.name) };
 }
 
 export async function plan(o: UpgradeOptions): Promise<string> {
@@ -152,60 +115,39 @@ export async function plan(o: UpgradeOptions): Promise<string> {
 
 // ---- the copy ---------------------------------------------------------------
 
-/** Where the new cluster's PostgreSQL finds the password of the upgrade role on the old cluster (beside its data directory). */
-function subscriberPassfile(sourceCluster: string, target: MemberConfig): string {
-  return join(dirname(target.postgres.dataDir), `upgrade-from-${sourceCluster}.pgpass`);
-}
-
-/** Files the new cluster's PostgreSQL reads to reach the old one: a passfile (the upgrade role's password) and the old cluster's CA. */
-function subscriberFiles(source: Side, target: Side, password: string): { passfile: string; ca: string | undefined } {
-  const user = lookupOsUser(target.config.postgres.osUser);
-  const dir = dirname(target.config.postgres.dataDir);
-  const passfile = subscriberPassfile(source.cluster, target.config);
-  writeOwnedFile(passfile, `${pgpassField(source.host)}:${source.port}:*:${UPGRADE_ROLE}:${pgpassField(password)}\n`, user);
-  let ca: string | undefined;
-  if (source.caFile) {
-    ca = join(dir, `upgrade-from-${source.cluster}-ca.crt`);
-    writeOwnedFile(ca, readFileSync(source.caFile, 'utf8'), user, 0o644);
-  }
-  return { passfile, ca };
-}
-
 async function buildCopy(run: Run, source: Side, target: Side): Promise<void> {
   const o = run.o;
   const db = o.database;
   let state = run.stored!.state;
   if (state.step === 'checked') {
-    const clientBinDir = o.clientBinDir ?? o.oldConfig.postgres.binDir;
-    await withClient(target, 'postgres', async (t) => {
-      const exists = (await t.query('SELECT 1 FROM pg_database WHERE datname = $1', [db])).rowCount;
-      // A schema copy that failed half-way left a database this upgrade created: start it again.
-      if (exists && state.createdDatabase) await t.query(`DROP DATABASE ${quoteIdent(db)} WITH (FORCE)`);
-      else if (exists) throw new UpgradeError('UPGRADE_TARGET_NOT_EMPTY', `database "${db}" already exists on cluster ${target.cluster}`);
-      const roles = await copyRoles(clientBinDir, source, target, t);
-      const owner = await withClient(source, db, async (s) => (await s.query<{ o: string }>('SELECT pg_get_userbyid(datdba) AS o FROM pg_database WHERE datname = current_database()')).rows[0]!.o);
-      state = await save(run, 'checked', `creating database ${db} on ${target.cluster}`, { createdDatabase: true });
-      await t.query(`CREATE DATABASE ${quoteIdent(db)} OWNER ${quoteIdent(owner)} TEMPLATE template0 ENCODING 'UTF8'`);
-      run.print(`  ${roles} role(s) copied; database ${db} created (owner ${owner})`);
-    }, 'UPGRADE_TARGET_UNREACHABLE');
-    await copySchema(clientBinDir, source, target, db);
-    const tables = await withClient(target, db, (t) => userTables(t), 'UPGRADE_TARGET_UNREACHABLE');
-    state = await save(run, 'schema', `roles and schema copied with ${clientBinDir}/pg_dump (${tables.length} tables)`);
+    // A schema copy that failed half-way left a database this upgrade created: start it again.
+    const { exists } = await call(target, 'prepare-database', { database: db, dropCreated: state.createdDatabase });
+    if (exists) throw new UpgradeError('UPGRADE_TARGET_NOT_EMPTY', `database "${db}" already exists on cluster ${target.cluster}`);
+    const roles = await call(source, 'dump-roles', {});
+    const { created } = await call(target, 'restore-roles', { sql: roles.sql });
+    const { owner } = await call(source, 'inspect-source', { database: db });
+    state = await save(run, 'checked', `creating database ${db} on ${target.cluster}`, { createdDatabase: true });
+    await call(target, 'create-database', { database: db, owner });
+    run.print(`  ${created} role(s) copied; database ${db} created (owner ${owner})`);
+    const schema = await call(source, 'dump-schema', { database: db });
+    const { tables } = await call(target, 'restore-schema', { database: db, sql: schema.sql });
+    state = await save(run, 'schema', `roles and schema copied with ${source.member}'s pg_dump (${tables} tables, ${(schema.sql.length / 1024).toFixed(0)} kB of DDL)`);
   }
   if (state.step === 'schema') {
-    let full: TableRef[] = [];
-    let password = '';
-    await withClient(source, db, async (s) => {
-      full = await tablesWithoutReplicaIdentity(s);
-      if (full.length && !o.replicaIdentityFull) throw new UpgradeError('UPGRADE_NO_REPLICA_IDENTITY', `table(s) without a primary key or replica identity: ${full.map(display).join(', ')}`);
-      await setReplicaIdentityFull(s, full);
-      await ensurePublication(s, state.publication);
-      password = await ensureUpgradeRole(s);
+    // The old primary's agent gets only the SCRAM verifier; the password goes to the new primary's passfile.
+    const { password, verifier } = upgradePassword();
+    const published = await call(source, 'publish', { database: db, publication: state.publication, replicaIdentityFull: o.replicaIdentityFull === true, verifier });
+    await call(target, 'subscribe', {
+      database: db,
+      subscription: state.subscription,
+      publication: state.publication,
+      sourceCluster: source.cluster,
+      host: source.host,
+      port: source.port,
+      password,
+      ...(source.caPem ? { caPem: source.caPem } : {}),
     });
-    const files = subscriberFiles(source, target, password);
-    const info = networkConninfo(source, db, UPGRADE_ROLE, { passfile: files.passfile, application_name: state.subscription, ...(files.ca ? { sslrootcert: files.ca } : {}) });
-    await withClient(target, db, (t) => ensureSubscription(t, state.subscription, info, state.publication), 'UPGRADE_TARGET_UNREACHABLE');
-    state = await save(run, 'subscribed', `publication ${state.publication} on ${source.cluster}, subscription ${state.subscription} on ${target.cluster}`, { replicaIdentityFull: full.map(display) });
+    state = await save(run, 'subscribed', `publication ${state.publication} on ${source.cluster}, subscription ${state.subscription} on ${target.cluster}`, { replicaIdentityFull: published.replicaIdentityFull });
   }
   if (state.step === 'subscribed') await awaitCatchUp(run, source, target);
 }
@@ -218,18 +160,18 @@ async function awaitCatchUp(run: Run, source: Side, target: Side): Promise<void>
   const started = Date.now();
   let lastPrint = 0;
   let notRunningSince: number | undefined;
-  const s = await connect(source, o.database);
-  const t = await connect(target, o.database, 'UPGRADE_TARGET_UNREACHABLE');
-  try {
+  {
     for (;;) {
-      const progress = await copyProgress(t, state.subscription);
-      const lag = await slotLag(s, state.subscription);
+      const [progress, { lag }] = await Promise.all([
+        call(target, 'copy-progress', { database: o.database, subscription: state.subscription }),
+        call(source, 'slot-lag', { database: o.database, slot: state.subscription }),
+      ]);
       if (!progress.running) notRunningSince ??= Date.now();
       else notRunningSince = undefined;
       if (notRunningSince !== undefined && Date.now() - notRunningSince > 30_000) {
         throw new UpgradeError('UPGRADE_COPY_BROKEN', `subscription ${state.subscription} on ${target.cluster} has had no apply worker for 30 s${progress.enabled ? '' : ' (it is disabled)'}`);
       }
-      const done = progress.pending.length === 0 && lag !== undefined && lag.lagBytes !== null && lag.lagBytes <= maxLag;
+      const done = progress.pending.length === 0 && lag !== null && lag.lagBytes !== null && lag.lagBytes <= maxLag;
       if (done || Date.now() - lastPrint > 2_000) {
         lastPrint = Date.now();
         const copying = progress.pending.slice(0, 5).map((p) => `${p.table} [${p.state}]`).join(', ');
@@ -239,9 +181,6 @@ async function awaitCatchUp(run: Run, source: Side, target: Side): Promise<void>
       if (Date.now() > deadline) throw new UpgradeError('UPGRADE_NOT_CAUGHT_UP', `${progress.pending.length} table(s) still copying, lag ${mb(lag?.lagBytes ?? null)}`);
       await sleep(250);
     }
-  } finally {
-    await s.end().catch(() => undefined);
-    await t.end().catch(() => undefined);
   }
   await save(run, 'caught-up', `every table copied, lag under ${mb(maxLag)} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
@@ -259,33 +198,18 @@ async function pointRouters(run: Run, following: string, reason: string): Promis
   return awaitRouters(run.o.store, run.route, revision, { following, hold: false }, run.o.routerTimeoutMs ?? 10_000);
 }
 
-/** Waits for open transactions to end, makes the side read-only, then ends any write transaction left. */
-async function fence(run: Run, client: pg.Client, side: Side): Promise<void> {
-  const db = run.o.database;
-  const deadline = Date.now() + (run.o.drainTimeoutMs ?? 6_000);
-  let open = await openTransactions(client, db, false);
-  while (open.length > 0 && Date.now() < deadline) {
-    await sleep(20);
-    open = await openTransactions(client, db, false);
-  }
-  await setReadOnly(client, db, true);
-  // A transaction that began before the fence may still write: give it a moment, then end it (not acknowledged, so nothing is lost).
-  const late = Date.now() + 1_000;
-  let writers = await openTransactions(client, db, true);
-  while (writers.length > 0 && Date.now() < late) {
-    await sleep(20);
-    writers = await openTransactions(client, db, true);
-  }
-  if (writers.length > 0) {
-    run.print(`  terminating ${writers.length} session(s) on ${side.cluster} still writing after the fence`);
-    await terminate(client, writers);
-  }
+/** Waits for open transactions to end, makes the side read-only, then ends any write transaction left (in the side's primary agent); returns the last WAL position. */
+async function fence(run: Run, side: Side): Promise<string> {
+  const drainTimeoutMs = run.o.drainTimeoutMs ?? 6_000;
+  const { terminated, lsn } = await call(side, 'fence', { database: run.o.database, drainTimeoutMs }, drainTimeoutMs + 1_000);
+  if (terminated > 0) run.print(`  terminated ${terminated} session(s) on ${side.cluster} still writing after the fence`);
+  return lsn;
 }
 
 /** Undoes a hold that could not finish: the old cluster takes writes again; nothing was switched. */
 async function release(run: Run, source: Side, why: string): Promise<void> {
   run.print(`  releasing writes on ${source.cluster}: ${why}`);
-  await withClient(source, run.o.database, (s) => setReadOnly(s, run.o.database, false));
+  await call(source, 'set-read-only', { database: run.o.database, readOnly: false });
   await pointRouters(run, source.cluster, `upgrade to ${run.o.newConfig.cluster} abandoned: ${why}`);
   await save(run, 'caught-up', `writes released on ${source.cluster} (${why})`, { holdStartedAt: null, lastLsn: null });
 }
@@ -300,45 +224,36 @@ async function switchClusters(run: Run, source: Side, target: Side): Promise<voi
       const n = await holdWrites(run, source.cluster, `upgrade of ${db} to ${target.cluster}`);
       state = await save(run, 'held', `${n} router(s) hold new writes`, { holdStartedAt: new Date(holdStarted).toISOString() });
     }
-    const s = await connect(source, db);
-    const t = await connect(target, db, 'UPGRADE_TARGET_UNREACHABLE');
-    try {
+    {
       if (state.step === 'held') {
-        await fence(run, s, source);
-        const lsn = await currentLsn(s);
+        const lsn = await fence(run, source);
         state = await save(run, 'drained', `no transaction open on ${source.cluster}; it is read-only; last LSN ${lsn}`, { lastLsn: lsn });
       }
       if (state.step === 'drained') {
-        const deadline = Date.now() + (o.lsnTimeoutMs ?? 30_000);
-        while (!(await slotConfirmed(s, state.subscription, state.lastLsn!))) {
-          if (Date.now() > deadline) throw new UpgradeError('UPGRADE_LSN_TIMEOUT', `subscription ${state.subscription} did not confirm ${state.lastLsn} within ${(o.lsnTimeoutMs ?? 30_000) / 1000} s`);
-          await sleep(10);
-        }
+        const timeoutMs = o.lsnTimeoutMs ?? 30_000;
+        const { confirmed } = await call(source, 'await-slot', { database: db, slot: state.subscription, lsn: state.lastLsn!, timeoutMs }, timeoutMs);
+        if (!confirmed) throw new UpgradeError('UPGRADE_LSN_TIMEOUT', `subscription ${state.subscription} did not confirm ${state.lastLsn} within ${timeoutMs / 1000} s`);
         state = await save(run, 'synced', `${target.cluster} confirmed ${state.lastLsn}`);
       }
       if (state.step === 'synced') {
-        const values = await sequenceValues(s);
-        await applySequences(t, values);
+        const { values } = await call(source, 'sequences', { database: db });
+        await call(target, 'apply-sequences', { database: db, values });
         state = await save(run, 'sequences', `${values.length} sequence(s) set ahead of ${source.cluster}`);
       }
       if (state.step === 'sequences') {
-        const tables = await userTables(s);
-        const [a, b] = await Promise.all([rowCounts(s, tables), rowCounts(t, tables)]);
+        const [{ tables, counts: a }, { counts: b }] = await Promise.all([call(source, 'row-counts', { database: db }), call(target, 'row-counts', { database: db })]);
         const diff = countDifferences(a, b);
         if (diff.length) throw new UpgradeError('UPGRADE_ROW_COUNT_MISMATCH', `row counts differ (old vs new): ${diff.slice(0, 10).join('; ')}`);
         const total = Object.values(a).reduce((x, y) => x + y, 0);
-        state = await save(run, 'counted', `${tables.length} table(s), ${total} row(s), equal on both clusters`, { counts: a });
+        state = await save(run, 'counted', `${tables} table(s), ${total} row(s), equal on both clusters`, { counts: a });
       }
       if (state.step === 'counted') {
         const n = await pointRouters(run, target.cluster, `upgraded ${db} from ${source.cluster}`);
         const pauseMs = Date.now() - holdStarted;
         // The new cluster stands alone now; the slot on the old one stays until `relevo upgrade forget`.
-        await setSubscriptionEnabled(t, state.subscription, false);
+        await call(target, 'set-subscription', { database: db, subscription: state.subscription, enabled: false });
         state = await save(run, 'switched', `${n} router(s) follow ${target.cluster}; writes were held ${(pauseMs / 1000).toFixed(2)} s; ${source.cluster} stays read-only for rollback`, { switchedAt: new Date().toISOString(), pauseMs });
       }
-    } finally {
-      await s.end().catch(() => undefined);
-      await t.end().catch(() => undefined);
     }
   } catch (error) {
     if (stepIndex(run.stored!.state.step) >= stepIndex('held') && run.stored!.state.step !== 'switched') {
@@ -416,21 +331,18 @@ export async function rollback(o: UpgradeOptions, force: boolean): Promise<Upgra
   const started = Date.now();
   const n = await holdWrites(run, target.cluster, `rollback of the upgrade to ${target.cluster}`);
   run.print(`  ${n} router(s) hold new writes on ${target.cluster}`);
-  const t = await connect(target, o.database, 'UPGRADE_TARGET_UNREACHABLE');
-  try {
-    await fence(run, t, target);
-    const tables = await userTables(t);
-    const diff = countDifferences(st.counts, await rowCounts(t, tables));
+  {
+    await fence(run, target);
+    const { counts } = await call(target, 'row-counts', { database: o.database });
+    const diff = countDifferences(st.counts, counts);
     if (diff.length && !force) {
-      await setReadOnly(t, o.database, false);
+      await call(target, 'set-read-only', { database: o.database, readOnly: false });
       await pointRouters(run, target.cluster, 'rollback refused');
       throw new UpgradeError('UPGRADE_WRITES_SINCE_SWITCH', `row counts on ${target.cluster} changed since the switch: ${diff.slice(0, 10).join('; ')}`);
     }
     if (diff.length) run.print(`  --force: the writes made on ${target.cluster} since the switch stay there only (${diff.length} table(s) differ)`);
-  } finally {
-    await t.end().catch(() => undefined);
   }
-  await withClient(source, o.database, (s) => setReadOnly(s, o.database, false));
+  await call(source, 'set-read-only', { database: o.database, readOnly: false });
   const back = await pointRouters(run, source.cluster, `rolled back from ${target.cluster}`);
   const pauseMs = Date.now() - started;
   await save(run, 'rolled-back', `${back} router(s) follow ${source.cluster} again; it takes writes; writes were held ${(pauseMs / 1000).toFixed(2)} s; ${target.cluster} is read-only`, { pauseMs });
@@ -448,33 +360,14 @@ export async function forget(o: UpgradeOptions): Promise<string> {
   const notes: string[] = [];
   try {
     const target = await locate(o.store, o.newConfig, 'UPGRADE_TARGET_UNREACHABLE');
-    await withClient(
-      target,
-      st.database,
-      async (t) => {
-        // After a rollback the new cluster is read-only; relevo's own cleanup still runs.
-        await t.query('SET default_transaction_read_only = off');
-        await dropSubscription(t, st.subscription, true);
-        // After a rollback the whole new server was read-only; its database stays so (ALTER DATABASE) until dropped.
-        if (st.step === 'rolled-back') {
-          await t.query('ALTER SYSTEM RESET default_transaction_read_only');
-          await t.query('SELECT pg_reload_conf()');
-        }
-      },
-      'UPGRADE_TARGET_UNREACHABLE',
-    );
+    // After a rollback the whole new server was read-only; its database stays so (ALTER DATABASE) until dropped.
+    await call(target, 'unsubscribe', { database: st.database, subscription: st.subscription, sourceCluster: st.source, resetServerReadOnly: st.step === 'rolled-back' });
     notes.push(`subscription ${st.subscription} dropped on ${st.target}`);
   } catch (error) {
     if (!(error instanceof UpgradeError && error.code === 'UPGRADE_UNKNOWN_DATABASE')) throw error;
   }
   const source = await locate(o.store, o.oldConfig, 'UPGRADE_SOURCE_UNREACHABLE');
-  await withClient(source, st.database, async (s) => {
-    await s.query('SET default_transaction_read_only = off');
-    await dropSlot(s, st.subscription);
-    await dropPublication(s, st.publication);
-    await dropUpgradeRole(s);
-  });
-  rmSync(subscriberPassfile(st.source, o.newConfig), { force: true });
+  await call(source, 'unpublish', { database: st.database, slot: st.subscription, publication: st.publication });
   notes.push(`slot, publication and role ${UPGRADE_ROLE} dropped on ${st.source}`);
   await o.store.delete(oldKeys(o).upgrade, stored.revision);
   notes.push('upgrade record removed');
@@ -491,8 +384,8 @@ export async function status(o: UpgradeOptions): Promise<string> {
     const source = await locate(o.store, o.oldConfig, 'UPGRADE_SOURCE_UNREACHABLE');
     const target = await locate(o.store, o.newConfig, 'UPGRADE_TARGET_UNREACHABLE');
     if (stepIndex(st.step) >= stepIndex('subscribed')) {
-      const progress = await withClient(target, st.database, (t) => copyProgress(t, st.subscription), 'UPGRADE_TARGET_UNREACHABLE');
-      const lag = await withClient(source, st.database, (s) => slotLag(s, st.subscription));
+      const progress = await call(target, 'copy-progress', { database: st.database, subscription: st.subscription });
+      const { lag } = await call(source, 'slot-lag', { database: st.database, slot: st.subscription });
       lines.push(`copy: ${progress.tables - progress.pending.length}/${progress.tables} tables ready, subscription ${progress.enabled ? 'enabled' : 'disabled'}${progress.running ? ', running' : ''}; lag ${mb(lag?.lagBytes ?? null)}`);
     }
   } catch (error) {

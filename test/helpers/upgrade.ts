@@ -124,10 +124,17 @@ export interface BlueGreen {
   blue: TestCluster;
   green: TestCluster;
   router: RouterHandle;
+  /** The api section every member file of the test has (Basic credentials the upgrade command presents). */
+  api: Record<string, unknown>;
   /** How clients reach the app database through the router (session mode). */
   client: pg.ClientConfig;
-  /** Runs `relevo upgrade <args> -c blue --to green`. */
-  upgrade(args: string[], to?: TestCluster): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * Runs `relevo upgrade <args> -c <blue member file> --to <green member file>`:
+   * by default the first member's of each (`to` another new cluster); `files`
+   * names other members' files (e.g. replicas': the command then works
+   * through the primaries' agents only).
+   */
+  upgrade(args: string[], to?: TestCluster, files?: { from?: string; to?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
   destroy(): Promise<void>;
 }
 
@@ -136,9 +143,14 @@ export interface BlueGreen {
  * wal_level=logical and a database `app` owned by role `app`, "green" on the
  * new version's bin directory with `greenMembers` members (its replicas
  * cloned by relevo's own base backup: that bin directory has no
- * pg_basebackup); and a session-mode router configured for blue.
+ * pg_basebackup); and a session-mode router configured for blue. Every
+ * member's API takes the same Basic credentials (api.auth), which the
+ * upgrade command presents to the primaries' agents. With `blueMembers` 2,
+ * blue2 is a replica; members after the first (blue2, green2, …) have a socket
+ * directory of their own, so a command given their member files cannot reach
+ * a primary through a local socket.
  */
-export async function startBlueGreen(binDir: string, settings: Record<string, unknown> = { loopWaitMs: 300, ttlMs: 3_000 }, greenMembers = 1): Promise<BlueGreen> {
+export async function startBlueGreen(binDir: string, settings: Record<string, unknown> = { loopWaitMs: 300, ttlMs: 3_000 }, greenMembers = 1, blueMembers = 1): Promise<BlueGreen> {
   const blue = await TestCluster.create({ store: 'embedded', name: 'blue', tls: false, settings: { ...settings, postgresql: { wal_level: 'logical' } } });
   const green = await TestCluster.create({ store: { sharedWith: blue }, name: 'green', tls: false, settings });
   let router: RouterHandle | undefined;
@@ -150,14 +162,23 @@ export async function startBlueGreen(binDir: string, settings: Record<string, un
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await blue.defineMember('blue1');
+    const passwordFile = join(dir, 'api-password');
+    writeFileSync(passwordFile, 'upgrade-api-Secret-1\n', { mode: 0o600 });
+    const api = { auth: { username: 'ops', password: { file: passwordFile } } };
+    // The agent creates the directory, owned by the PostgreSQL OS user.
+    const ownSocket = (cluster: TestCluster, name: string) => ({ socketDir: join(cluster.dir, `run-${name}`) });
+    const blues = Array.from({ length: blueMembers }, (_, i) => `blue${i + 1}`);
+    for (const [i, name] of blues.entries()) await blue.defineMember(name, { api, ...(i > 0 ? { postgresExtra: ownSocket(blue, name) } : {}) });
     const greens = Array.from({ length: greenMembers }, (_, i) => `green${i + 1}`);
-    for (const name of greens) await green.defineMember(name, { postgresExtra: { binDir } });
+    for (const [i, name] of greens.entries()) await green.defineMember(name, { api, postgresExtra: { binDir, ...(i > 0 ? ownSocket(green, name) : {}) } });
     blue.startAgent('blue1');
     green.startAgent('green1');
-    // green1 bootstraps (it wins the initialize key), the others clone it.
-    await Promise.all([blue.waitHealthy(['blue1']), green.waitHealthy(['green1']).then(() => greens.slice(1).forEach((n) => green.startAgent(n)))]);
-    if (greens.length > 1) await green.waitHealthy(greens);
+    // blue1 and green1 bootstrap (they win the initialize key), the others clone them.
+    await Promise.all([
+      blue.waitHealthy(['blue1']).then(() => blues.slice(1).forEach((n) => blue.startAgent(n))),
+      green.waitHealthy(['green1']).then(() => greens.slice(1).forEach((n) => green.startAgent(n))),
+    ]);
+    await Promise.all([blues.length > 1 ? blue.waitHealthy(blues) : undefined, greens.length > 1 ? green.waitHealthy(greens) : undefined]);
     await blue.sql('blue1', `CREATE ROLE app LOGIN PASSWORD '${APP_PASSWORD}'`, []);
     await blue.sql('blue1', 'CREATE DATABASE app OWNER app', []);
     const verifier = (await blue.sql<{ v: string }>('blue1', "SELECT rolpassword AS v FROM pg_authid WHERE rolname = 'app'", []))[0]!.v;
@@ -180,10 +201,11 @@ export async function startBlueGreen(binDir: string, settings: Record<string, un
       blue,
       green,
       router,
+      api,
       client: { host: '127.0.0.1', port: routerPort, user: 'app', password: APP_PASSWORD, database: 'app' },
-      async upgrade(args, to = green) {
+      async upgrade(args, to = green, files = {}) {
         try {
-          const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, 'upgrade', ...args, '-c', fileOf(blue), '--to', fileOf(to)], { timeout: 3_600_000, maxBuffer: 64 * 1024 * 1024 });
+          const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, 'upgrade', ...args, '-c', files.from ?? fileOf(blue), '--to', files.to ?? fileOf(to)], { timeout: 3_600_000, maxBuffer: 64 * 1024 * 1024 });
           return { code: 0, stdout, stderr };
         } catch (error) {
           const e = error as { code?: number; stdout?: string; stderr?: string };

@@ -9,13 +9,19 @@
  * - a rollback is refused while the new cluster holds writes the old one
  *   lacks, and with --force switches the routers back to the old cluster,
  *   which takes writes again.
- * The old cluster has one member; the new one two: its replica is cloned
- * by relevo's own base backup (Debian's pg_basebackup 15 refuses a 17
- * server, docs/upgrade.md) and has every acknowledged row after the switch.
+ * Both clusters have two members, and every command is given the member
+ * files of the REPLICAS (blue2, green2), whose socket directories are not
+ * the primaries': the command reaches relevo's superuser only through the
+ * primaries' agents (POST /upgrade/<operation>, authenticated with api.auth),
+ * as when it runs on a host that holds neither primary. The new cluster's
+ * replica is cloned by relevo's own base backup (Debian's pg_basebackup 15
+ * refuses a 17 server, docs/upgrade.md) and has every acknowledged row
+ * after the switch.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { clusterKeys } from '../../src/cluster/keys.js';
+import { readCluster } from '../../src/cluster/view.js';
 import type { RouterHandle } from '../../src/router/index.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { newVersionBinDir, RouterWriters, sqlIn, startBlueGreen, type BlueGreen } from '../helpers/upgrade.js';
@@ -31,7 +37,17 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
   let twin: TestCluster;
   let router: RouterHandle;
 
-  const upgrade = (args: string[], to?: TestCluster) => env.upgrade(args, to);
+  /** Replicas' member files: of the old cluster always, of the new one unless another cluster is named. */
+  const upgrade = (args: string[], to?: TestCluster) => env.upgrade(args, to, { from: blue.member('blue2').file, ...(to ? {} : { to: green.member('green2').file }) });
+
+  /** The member files given are not the primaries', and their sockets are not the primaries': no local superuser path. */
+  async function assertGivenFilesAreReplicas(): Promise<void> {
+    for (const [cluster, primary, replica] of [[blue, 'blue1', 'blue2'], [green, 'green1', 'green2']] as const) {
+      const { view } = await readCluster(cluster.store, clusterKeys(cluster.clusterName));
+      assert.equal(view.reachable && view.leader?.member, primary, `${primary} leads ${cluster.clusterName}`);
+      assert.notEqual(cluster.member(replica).config.postgres.socketDir, cluster.member(primary).config.postgres.socketDir, `${replica}'s socket directory is not the primary's`);
+    }
+  }
 
   /** What a refused command must not have changed. */
   async function assertUntouched(): Promise<void> {
@@ -45,10 +61,10 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
 
   before(async () => {
     if ('skip' in fetched) return;
-    env = await startBlueGreen(fetched.binDir, undefined, 2);
+    env = await startBlueGreen(fetched.binDir, undefined, 2, 2);
     ({ blue, green, router } = env);
     twin = await TestCluster.create({ store: { sharedWith: blue }, name: 'twin', tls: false, settings: { loopWaitMs: 300, ttlMs: 3_000 } });
-    await twin.defineMember('twin1');
+    await twin.defineMember('twin1', { api: env.api });
     twin.startAgent('twin1');
     await twin.waitHealthy(['twin1']);
     await sqlIn(blue, 'blue1', 'app', `
@@ -107,6 +123,7 @@ describe('relevo upgrade 15 -> 17 through the router', { timeout: 240_000, skip 
     const client = env.client;
     const bluePort = blue.member('blue1').config.postgres.port;
     const greenPort = green.member('green1').config.postgres.port;
+    await assertGivenFilesAreReplicas();
     const writers = new RouterWriters(client, 'items', 3);
     try {
       await waitFor('writes through the router', () => writers.acks.length > 50, 20_000, 50);
