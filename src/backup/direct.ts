@@ -119,11 +119,13 @@ export interface FeedStats {
  * Reads every listed entry into `sink`, as the tar reader would: a file's
  * body is written in chunks (whole for a small file, READ_BYTES otherwise)
  * and ended. A small file's chunk is a fresh buffer the sink may keep; a big
- * file's chunks reuse one buffer, valid until the write resolves.
+ * file's chunks are read into the body's buffer() when it has one, else into
+ * one reused buffer, valid until the write resolves.
  */
 export async function feedDataDir(root: string, entries: DataDirEntry[], sink: TarSink, wholeFileBytes: number): Promise<FeedStats> {
   const stats: FeedStats = { files: 0, bytes: 0, vanished: [], shrunk: [] };
   let readBuffer: Buffer | undefined;
+  const bigFileBuffer = (offered: Buffer | undefined, want: number) => (offered && offered.length >= want ? offered : (readBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES)));
   for (const entry of entries) {
     if (entry.type !== 'file') {
       await sink.entry(entry);
@@ -147,7 +149,7 @@ export async function feedDataDir(root: string, entries: DataDirEntry[], sink: T
       let short = false;
       while (done < entry.size) {
         const want = Math.min(entry.size - done, entry.size <= wholeFileBytes ? entry.size : READ_BYTES);
-        const chunk = entry.size <= wholeFileBytes ? Buffer.allocUnsafe(want) : (readBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES)).subarray(0, want);
+        const chunk = entry.size <= wholeFileBytes ? Buffer.allocUnsafe(want) : bigFileBuffer(body.buffer?.(), want).subarray(0, want);
         let filled = 0;
         while (filled < want && !short) {
           const { bytesRead } = await handle.read(chunk, filled, want - filled, done + filled);
