@@ -252,6 +252,7 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
   const hasher = new HashWorker();
   try {
     const local = await directSource(ctx, source);
+    ctx.note(local ? `backup ${id}: reading ${local.dataDir} directly (pg_backup_start/pg_backup_stop)` : `backup ${id}: copying through pg_basebackup from ${source.connectAddress}`);
     const { startLsn, endLsn, timeline } = local
       ? await readDirect(ctx, local, id, entry, pool, () => {
           if (source.role !== 'primary' && primary) switcher ??= startWalSwitcher(ctx, primary);
