@@ -146,6 +146,10 @@ try {
   psql(`ALTER SYSTEM SET archive_command = '${relevoArchive.replace(/'/g, "''")}'`);
   psql('SELECT pg_reload_conf()');
   psql('CHECKPOINT');
+  // The archiver still pushing pgbench -i's WAL (with --skip-wal nothing drained it) would share the
+  // CPU with round 1's first backup, and hold up its wait for the end segment: drained first.
+  const waiting = () => Number(psql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"));
+  for (const t0 = Date.now(); waiting() > 0 && Date.now() - t0 < 300_000; ) await new Promise((r) => setTimeout(r, 500));
 
   // relevo runs on the database host here: it reads the data directory directly, unless told to go through pg_basebackup.
   const side: SideContext = {
