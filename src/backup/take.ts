@@ -216,37 +216,38 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     };
   };
 
-    const viaBaseBackup = async () => {
-      const [host, port] = splitHostPort(source.connectAddress);
-      return withPassfile(ctx, async (passfile) => {
-        const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '-P', '--manifest-checksums=CRC32C'], {
-          ...spawnIdentity(ctx.osUser),
-          cwd: '/',
-          env: clientProgramEnv(ctx, passfile, { PGAPPNAME: 'relevo-backup' }),
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stderr = '';
-        child.stderr.on('data', (chunk: Buffer) => {
-          stderr = (stderr + chunk.toString()).slice(-32_000);
-          // -P: "123/4567 kB (2%), 0/1 tablespace": the server's estimate of the total.
-          const progress = /(\d+)\/(\d+) kB \(\d+%\)[^\r\n]*$/.exec(stderr.split(/[\r\n]/).filter(Boolean).pop() ?? '');
-          if (progress) ctx.progress?.(`backup ${id}`, Number(progress[1]) * 1024, Number(progress[2]) * 1024);
-        });
-        const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-        try {
-          await readTar(child.stdout, { entry });
-          await pool.drain();
-        } catch (error) {
-          child.kill('SIGTERM');
-          await exited;
-          throw error;
-        }
-        const code = await exited;
-        if (code !== 0) throw new Error(`pg_basebackup from ${source.name} exited with ${code}: ${stderr.trim().split('\n').slice(-4).join(' | ')}`);
-        if (manifest.length === 0) throw new Error('pg_basebackup sent no backup_manifest');
-        return walRange(Buffer.concat(manifest));
+  /** The fallback (a source on another host, tablespaces): pg_basebackup's tar stream into the same sink. */
+  const viaBaseBackup = async () => {
+    const [host, port] = splitHostPort(source.connectAddress);
+    return withPassfile(ctx, async (passfile) => {
+      const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '-P', '--manifest-checksums=CRC32C'], {
+        ...spawnIdentity(ctx.osUser),
+        cwd: '/',
+        env: clientProgramEnv(ctx, passfile, { PGAPPNAME: 'relevo-backup' }),
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
-    };
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr = (stderr + chunk.toString()).slice(-32_000);
+        // -P: "123/4567 kB (2%), 0/1 tablespace": the server's estimate of the total.
+        const progress = /(\d+)\/(\d+) kB \(\d+%\)[^\r\n]*$/.exec(stderr.split(/[\r\n]/).filter(Boolean).pop() ?? '');
+        if (progress) ctx.progress?.(`backup ${id}`, Number(progress[1]) * 1024, Number(progress[2]) * 1024);
+      });
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      try {
+        await readTar(child.stdout, { entry });
+        await pool.drain();
+      } catch (error) {
+        child.kill('SIGTERM');
+        await exited;
+        throw error;
+      }
+      const code = await exited;
+      if (code !== 0) throw new Error(`pg_basebackup from ${source.name} exited with ${code}: ${stderr.trim().split('\n').slice(-4).join(' | ')}`);
+      if (manifest.length === 0) throw new Error('pg_basebackup sent no backup_manifest');
+      return walRange(Buffer.concat(manifest));
+    });
+  };
 
   const started_ms = performance.now();
   const hasher = new HashWorker();
