@@ -7,7 +7,7 @@
  * /usr/bin/time for wall and CPU seconds. The backups and restores run in
  * several interleaved rounds (VACUUM and CHECKPOINT before each round's
  * backups). Run it under the heavy lock:
- *   flock /tmp/relevo-heavy.lock node dist/bench/backup/run.js [--scale 67] [--pgbench-seconds 20] [--rounds 3]
+ *   flock /tmp/relevo-heavy.lock node dist/bench/backup/run.js [--scale 67] [--pgbench-seconds 20] [--rounds 3] [--skip-wal] [--via-basebackup]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,7 +20,7 @@ import { initRepository } from '../../src/backup/open.js';
 import { lookupOsUser, spawnIdentity } from '../../src/util/os-user.js';
 import type { SideContext } from './side.js';
 
-const { values } = parseArgs({ options: { scale: { type: 'string', default: '67' }, 'pgbench-seconds': { type: 'string', default: '20' }, level: { type: 'string', default: '1' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({ options: { scale: { type: 'string', default: '67' }, 'pgbench-seconds': { type: 'string', default: '20' }, level: { type: 'string', default: '1' }, rounds: { type: 'string', default: '3' }, 'skip-wal': { type: 'boolean', default: false }, 'via-basebackup': { type: 'boolean', default: false } } });
 const scale = Number(values.scale);
 const rounds = Number(values.rounds);
 const loadBefore = loadavg();
@@ -125,7 +125,7 @@ try {
 
   // WAL archive under pgbench at full speed, relevo and pgBackRest interleaved.
   const walRows: string[][] = [];
-  for (const [tool, command] of [['relevo', relevoArchive], ['pgBackRest', pgbrArchive], ['relevo', relevoArchive], ['pgBackRest', pgbrArchive]] as const) {
+  for (const [tool, command] of values['skip-wal'] ? [] : ([['relevo', relevoArchive], ['pgBackRest', pgbrArchive], ['relevo', relevoArchive], ['pgBackRest', pgbrArchive]] as const)) {
     psql(`ALTER SYSTEM SET archive_command = '${command.replace(/'/g, "''")}'`);
     psql('SELECT pg_reload_conf()');
     psql('SELECT pg_switch_wal()');
@@ -146,8 +146,21 @@ try {
   psql(`ALTER SYSTEM SET archive_command = '${relevoArchive.replace(/'/g, "''")}'`);
   psql('SELECT pg_reload_conf()');
   psql('CHECKPOINT');
+  // The archiver still pushing pgbench -i's WAL (with --skip-wal nothing drained it) would share the
+  // CPU with round 1's first backup, and hold up its wait for the end segment: drained first.
+  const waiting = () => Number(psql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"));
+  for (const t0 = Date.now(); waiting() > 0 && Date.now() - t0 < 300_000; ) await new Promise((r) => setTimeout(r, 500));
 
-  const side: SideContext = { repository: repo, systemIdentifier: sysid, address: `127.0.0.1:${port}`, password: 'bench', compressLevel: level, parallel: 4 };
+  // relevo runs on the database host here: it reads the data directory directly, unless told to go through pg_basebackup.
+  const side: SideContext = {
+    repository: repo,
+    systemIdentifier: sysid,
+    address: `127.0.0.1:${port}`,
+    password: 'bench',
+    compressLevel: level,
+    parallel: 4,
+    ...(values['via-basebackup'] ? {} : { local: { dataDir: data, socketDir: base, port } }),
+  };
   const sideJs = join(here, 'side.js');
   /** What bin/relevo sets for `relevo backup` and `relevo restore` (freed memory kept in the process). */
   const relevoEnv = { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=536870912' };
@@ -191,7 +204,7 @@ try {
   const md = [
     `# bench/backup ${stamp}`,
     '',
-    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal (MB/s below are of that size); gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool); ${rounds} interleaved rounds, VACUUM and CHECKPOINT before each round's backups; ${cpus().length} cores, load average ${loadBefore.map((l) => l.toFixed(1)).join(' ')} before the run (1, 5, 15 min), ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end (the bench's own load included).`,
+    `pgbench scale ${scale}, data directory ${mb(dataBytes).toFixed(0)} MB without pg_wal (MB/s below are of that size); gzip level ${level} for relevo and pgBackRest (process-max 2; relevo parallel 4 on node's thread pool; relevo reads ${values['via-basebackup'] ? "pg_basebackup's tar stream" : 'the data directory directly (pg_backup_start/stop)'}); ${rounds} interleaved rounds, VACUUM and CHECKPOINT before each round's backups; ${cpus().length} cores, load average ${loadBefore.map((l) => l.toFixed(1)).join(' ')} before the run (1, 5, 15 min), ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end (the bench's own load included).`,
     '',
     '## WAL archive under pgbench -c 8 -j 2 (TPC-B-like), interleaved',
     '',
@@ -208,7 +221,7 @@ try {
   ].join('\n');
   mkdirSync(join(here, '..', '..', '..', 'bench', 'results'), { recursive: true });
   writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.md`), md);
-  writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.json`), JSON.stringify({ scale, dataBytes, level, rounds, loadBefore, loadAfter: loadavg(), wal: walRows, results }, null, 2));
+  writeFileSync(join(here, '..', '..', '..', 'bench', 'results', `backup-${stamp}.json`), JSON.stringify({ scale, dataBytes, level, rounds, via: values['via-basebackup'] ? 'pg_basebackup' : 'direct', loadBefore, loadAfter: loadavg(), wal: walRows, results }, null, 2));
   console.log(md);
 } finally {
   try {

@@ -19,6 +19,8 @@ export interface SideContext {
   password: string;
   compressLevel: number;
   parallel: number;
+  /** The data directory and socket of the benchmarked server: relevo reads the files directly (unset: through pg_basebackup). */
+  local?: { dataDir: string; socketDir: string; port: number };
 }
 
 const [command, json, arg] = process.argv.slice(2);
@@ -33,6 +35,7 @@ const ctx: BackupContext = {
   osUser: lookupOsUser('postgres'),
   members: [{ name: 'pg', role: 'primary', state: 'primary', streaming: false, connectAddress: side.address, systemIdentifier: side.systemIdentifier } as MemberStatus],
   leader: 'pg',
+  ...(side.local ? { local: { member: 'pg', ...side.local } } : {}),
   note: (line) => console.error(line),
 };
 

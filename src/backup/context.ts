@@ -26,10 +26,23 @@ export interface BackupContext {
   tlsCaFile?: string;
   members: MemberStatus[];
   leader: string | null;
+  /**
+   * The member on this host, when the command runs on one: a backup from it
+   * reads the data directory directly (direct.ts) instead of through pg_basebackup.
+   * SQL goes through its local socket as relevo's superuser role.
+   */
+  local?: LocalSource;
   /** Progress and notes for the operator (stderr on the command line, the log in the agent). */
   note(line: string): void;
   /** Bytes done of a total (a progress bar on a terminal); optional. */
   progress?(label: string, done: number, total: number): void;
+}
+
+export interface LocalSource {
+  member: string;
+  dataDir: string;
+  socketDir: string;
+  port: number;
 }
 
 export function memberByName(ctx: BackupContext, name: string | null): MemberStatus | undefined {

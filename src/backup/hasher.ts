@@ -15,7 +15,8 @@ type Reply = { op: 'ack'; data: Uint8Array } | { op: 'digest'; id: number; hex: 
 
 /** Bytes handed over but not hashed yet, past which `update` waits: memory stays bounded. */
 const MAX_OUTSTANDING_BYTES = 64 * 1024 * 1024;
-const MAX_SPARE_BUFFERS = 8;
+/** Blocks in flight at once (being compressed, queued for hashing): reused rather than allocated and collected. */
+const MAX_SPARE_BUFFERS = 24;
 /** Never node's shared pool for small buffers (Buffer.poolSize, 8 kB), whatever a caller says. */
 const MIN_MOVED_BYTES = 1024 * 1024;
 
@@ -109,8 +110,13 @@ export class HashWorker {
     });
   }
 
+  /**
+   * Stops the worker without waiting for its teardown (measured at up to a
+   * second on a loaded machine at the end of a backup, after every digest was in).
+   */
   async close(): Promise<void> {
     this.failure ??= new Error('hash worker closed');
-    await this.worker.terminate();
+    this.worker.unref();
+    void this.worker.terminate().catch(() => undefined);
   }
 }

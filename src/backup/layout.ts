@@ -8,7 +8,7 @@ import { parseLsn } from '../postgres/lsn.js';
  *     wal/other/<name>                            timeline history, .partial and .backup files
  *     backups/<id>/backup.json                    the backup record, written last: the backup exists once it does
  *     backups/<id>/data/<path>.gz                 the backup's files (only changed ones for an incremental)
- *     backups/<id>/backup_manifest                PostgreSQL's manifest (pg_verifybackup)
+ *     backups/<id>/backup_manifest                PostgreSQL's manifest (pg_verifybackup), from pg_basebackup only
  *     backups/<id>/verify-<time>.json             each restore drill's report
  *     restore-points/<name>.json                  named restore points
  *     conflicts/                                  WAL refused because a different copy was there first

@@ -12,6 +12,7 @@ import type { BackupContext } from './context.js';
 import { memberTlsFiles } from '../tls/member.js';
 import { parseRecord } from '../cluster/records.js';
 import { BackupError } from './errors.js';
+import { socketDirOf } from '../postgres/conf.js';
 import { clusterDirName } from './layout.js';
 import { REPOSITORY_FORMAT, REPOSITORY_MARKER } from './repository.js';
 
@@ -47,6 +48,7 @@ export async function openBackupContext(config: MemberConfig, store: Store, note
     ...(memberTlsFiles(config) ? { tlsCaFile: memberTlsFiles(config)!.caCert } : {}),
     members,
     leader: leaderKv ? LeaderRecordSchema.parse(JSON.parse(leaderKv.value)).member : null,
+    local: { member: config.name, dataDir: config.postgres.dataDir.replace(/\/+$/, ''), socketDir: socketDirOf(config), port: config.postgres.port },
     note,
   };
 }

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { chown, link, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chown, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BackupError } from './errors.js';
 import { fsyncPath, sha256File } from './files.js';
@@ -127,7 +127,19 @@ export class DirectoryRepository implements Repository {
       },
     });
     try {
-      await pipeline(Buffer.isBuffer(source) ? Readable.from([source]) : source, tap, createWriteStream(tmp, { mode: 0o640 }));
+      if (Buffer.isBuffer(source)) {
+        // One write instead of a stream pipeline: a backup stores hundreds of small files.
+        hash.update(source);
+        size = source.length;
+        const handle = await open(tmp, 'wx', 0o640);
+        try {
+          await handle.writeFile(source);
+        } finally {
+          await handle.close();
+        }
+      } else {
+        await pipeline(source, tap, createWriteStream(tmp, { mode: 0o640 }));
+      }
       const sha256 = hash.digest('hex');
       const batch = options.durability === 'batch';
       await this.own(tmp);

@@ -1,7 +1,10 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
+import pg from 'pg';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -11,12 +14,13 @@ import { splitHostPort } from '../postgres/conf.js';
 import { compareLsn } from '../postgres/lsn.js';
 import { spawnIdentity } from '../util/os-user.js';
 import { backupKey, dataKey, listBackups, newBackupId, type BackupFile, type BackupRecord } from './catalog.js';
-import { clientProgramEnv, primaryOf, sqlOn, withPassfile, type BackupContext } from './context.js';
+import { clientProgramEnv, primaryOf, sqlOn, withPassfile, type BackupContext, type LocalSource } from './context.js';
+import { feedDataDir, hasTablespaces, listDataDir } from './direct.js';
 import { BackupError } from './errors.js';
 import { countRows } from './rows.js';
 import { HashWorker } from './hasher.js';
 import { JobPool } from './pool.js';
-import { readTar, type TarBody, type TarEntry } from './tar.js';
+import { readTar, type TarBody, type TarEntry, type TarSink } from './tar.js';
 import { waitForWal } from './wal.js';
 
 const gzipAsync = promisify(gzip);
@@ -24,6 +28,9 @@ const gzipAsync = promisify(gzip);
 const BUFFERED_FILE_BYTES = 8 * 1024 * 1024;
 const COMPRESS_BLOCK_BYTES = 4 * 1024 * 1024;
 const COMPRESS_BLOCKS_IN_FLIGHT = 6;
+const OUTPUT_CHUNK_BYTES = 256 * 1024;
+/** How much further behind than the best replica the local one may be and still be the source. */
+const LOCAL_LAG_SLACK_BYTES = 16 * 1024 * 1024;
 
 export interface TakeOptions {
   type: 'full' | 'incremental';
@@ -45,6 +52,9 @@ function chooseSource(ctx: BackupContext, fromPrimary: boolean): MemberStatus {
   const replicas = ctx.members
     .filter((m) => m.role === 'replica' && m.streaming && m.systemIdentifier === ctx.systemIdentifier)
     .sort((a, b) => (a.lagBytes ?? Infinity) - (b.lagBytes ?? Infinity));
+  // The member on this host, when it is about as current as the best: its files are read directly (direct.ts).
+  const local = replicas.find((m) => m.name === ctx.local?.member);
+  if (local && (local.lagBytes ?? Infinity) <= (replicas[0]?.lagBytes ?? Infinity) + LOCAL_LAG_SLACK_BYTES) return local;
   const best = replicas[0];
   if (!best) {
     const seen = ctx.members.map((m) => `${m.name} (${m.role}${m.streaming ? ', streaming' : ''})`).join(', ');
@@ -161,7 +171,9 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       const data = blockBytes === COMPRESS_BLOCK_BYTES ? block : block.subarray(0, blockBytes);
       block = undefined;
       blockBytes = 0;
-      const compressed = gzipAsync(data, { level, chunkSize: 1024 * 1024 });
+      // Output chunks sized for a well-compressing block (PostgreSQL pages: a few percent at level 1);
+      // more of them when it compresses worse. Every chunk is fresh memory the GC must account for.
+      const compressed = gzipAsync(data, { level, chunkSize: OUTPUT_CHUNK_BYTES });
       compressed.catch(() => undefined); // awaited below, in order; not an unhandled rejection meanwhile
       written = written.then(async () => {
         const member = await compressed;
@@ -176,7 +188,14 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       if (pending.length >= COMPRESS_BLOCKS_IN_FLIGHT) await pending.shift();
     };
     return {
+      buffer: () => (block ??= hasher.take(COMPRESS_BLOCK_BYTES)),
       write: async (chunk) => {
+        // Read straight into the block (direct.ts): nothing to copy.
+        if (block && blockBytes === 0 && chunk.buffer === block.buffer && chunk.byteOffset === block.byteOffset && chunk.length <= COMPRESS_BLOCK_BYTES) {
+          blockBytes = chunk.length;
+          if (blockBytes === COMPRESS_BLOCK_BYTES) await flushBlock();
+          return;
+        }
         // Blocks of exactly COMPRESS_BLOCK_BYTES (the last one shorter): a restore writes block i at i * blockSize.
         let rest = chunk;
         while (rest.length > 0) {
@@ -197,11 +216,10 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
     };
   };
 
-  const started_ms = performance.now();
-  const hasher = new HashWorker();
-  try {
+  /** The fallback (a source on another host, tablespaces): pg_basebackup's tar stream into the same sink. */
+  const viaBaseBackup = async () => {
     const [host, port] = splitHostPort(source.connectAddress);
-    const { startLsn, endLsn, timeline } = await withPassfile(ctx, async (passfile) => {
+    return withPassfile(ctx, async (passfile) => {
       const child = spawn(join(ctx.binDir, 'pg_basebackup'), ['-h', host, '-p', String(port), '-U', ROLE_NAMES.replication, '-D', '-', '-F', 't', '-X', 'none', '-c', 'fast', '--no-password', '-v', '-P', '--manifest-checksums=CRC32C'], {
         ...spawnIdentity(ctx.osUser),
         cwd: '/',
@@ -229,6 +247,18 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       if (manifest.length === 0) throw new Error('pg_basebackup sent no backup_manifest');
       return walRange(Buffer.concat(manifest));
     });
+  };
+
+  const started_ms = performance.now();
+  const hasher = new HashWorker();
+  try {
+    const local = await directSource(ctx, source);
+    ctx.note(local ? `backup ${id}: reading ${local.dataDir} directly (pg_backup_start/pg_backup_stop)` : `backup ${id}: copying through pg_basebackup from ${source.connectAddress}`);
+    const { startLsn, endLsn, timeline } = local
+      ? await readDirect(ctx, local, id, entry, pool, () => {
+          if (source.role !== 'primary' && primary) switcher ??= startWalSwitcher(ctx, primary);
+        })
+      : await viaBaseBackup();
     await ctx.repository.flush();
     await waitForWal(ctx, timeline, startLsn, endLsn, 120_000);
     let rowCheck: BackupRecord['rowCheck'] = null;
@@ -260,7 +290,8 @@ export async function takeBackup(ctx: BackupContext, options: TakeOptions): Prom
       symlinks,
       rowCheck,
     };
-    await ctx.repository.putIfAbsent(`backups/${id}/backup_manifest`, Buffer.concat(manifest));
+    // PostgreSQL's manifest (for pg_verifybackup) comes with pg_basebackup only; the record lists every file with its sha256 either way.
+    if (manifest.length > 0) await ctx.repository.putIfAbsent(`backups/${id}/backup_manifest`, Buffer.concat(manifest));
     await ctx.repository.putIfAbsent(backupKey(id), Buffer.from(JSON.stringify(record, null, 1)));
     manifest = [];
     return record;
@@ -298,4 +329,81 @@ function startWalSwitcher(ctx: BackupContext, primary: MemberStatus): NodeJS.Tim
   }, 1_000);
   timer.unref();
   return timer;
+}
+
+/** The source's data directory when it is on this host and readable here; otherwise pg_basebackup (a note says why). */
+async function directSource(ctx: BackupContext, source: MemberStatus): Promise<LocalSource | undefined> {
+  const local = ctx.local;
+  if (!local || local.member !== source.name) return undefined;
+  try {
+    await access(join(local.dataDir, 'global', 'pg_control'), constants.R_OK);
+  } catch (error) {
+    ctx.note(`cannot read ${local.dataDir} here (${(error as Error).message}): copying through pg_basebackup instead`);
+    return undefined;
+  }
+  if (await hasTablespaces(local.dataDir)) {
+    ctx.note(`${local.dataDir} has tablespaces: copying through pg_basebackup instead`);
+    return undefined;
+  }
+  return local;
+}
+
+/**
+ * A non-exclusive backup read from the local data directory: pg_backup_start
+ * in a session held open for the whole copy (closing it aborts the backup),
+ * the files through `entry` (the same sink as the tar stream's), then
+ * pg_backup_stop's backup_label (and tablespace_map) as files of the backup.
+ * The WAL comes from the archive, as with pg_basebackup -X none.
+ */
+async function readDirect(ctx: BackupContext, local: LocalSource, label: string, entry: TarSink['entry'], pool: JobPool, beforeStop: () => void): Promise<{ startLsn: string; endLsn: string; timeline: number }> {
+  const session = new pg.Client({ host: local.socketDir, port: local.port, user: ROLE_NAMES.agent, password: ctx.credentials.agentPassword, database: 'postgres', application_name: 'relevo-backup', connectionTimeoutMillis: 10_000 });
+  session.on('error', () => undefined); // surfaces through the pending query
+  await session.connect();
+  try {
+    const version = Number((await session.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
+    const modern = version >= 150_000;
+    const started = await session.query<{ lsn: string }>(modern ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [`relevo ${label}`]);
+    const entries = await listDataDir(local.dataDir);
+    const total = entries.reduce((sum, e) => sum + e.size, 0);
+    let done = 0;
+    const stats = await feedDataDir(
+      local.dataDir,
+      entries,
+      {
+        entry: (e) => {
+          done += e.size;
+          ctx.progress?.(`backup ${label}`, done, total);
+          return entry(e);
+        },
+      },
+      BUFFERED_FILE_BYTES,
+    );
+    await pool.drain();
+    if (stats.vanished.length > 0 || stats.shrunk.length > 0) {
+      ctx.note(`backup ${label}: ${stats.vanished.length} files vanished while copying (left out), ${stats.shrunk.length} shrank (padded with zeros; WAL replay truncates them)`);
+    }
+    beforeStop();
+    const stopped = await session.query<{ lsn: string; labelfile: string; spcmapfile: string | null; recovery: boolean; tli: number | null }>(
+      `SELECT s.lsn::text AS lsn, s.labelfile, s.spcmapfile, pg_is_in_recovery() AS recovery, (SELECT min_recovery_end_timeline FROM pg_control_recovery()) AS tli FROM ${modern ? 'pg_backup_stop(false)' : 'pg_stop_backup(false, false)'} s`,
+    );
+    const stop = stopped.rows[0]!;
+    const timeline = Number(/START TIMELINE: (\d+)/.exec(stop.labelfile)?.[1]);
+    if (!Number.isInteger(timeline) || timeline < 1) throw new Error(`backup_label from pg_backup_stop has no START TIMELINE: ${JSON.stringify(stop.labelfile)}`);
+    // A standby that followed a new timeline meanwhile: its end point is on another timeline (pg_basebackup's manifest would have two WAL ranges).
+    if (stop.recovery && stop.tli !== null && stop.tli !== 0 && stop.tli !== timeline) throw new Error('the timeline changed while the backup ran (a failover?): take the backup again');
+    const now = Math.floor(Date.now() / 1000);
+    for (const [name, text] of [['backup_label', stop.labelfile], ['tablespace_map', stop.spcmapfile ?? '']] as const) {
+      if (name === 'tablespace_map' && text === '') continue;
+      const content = Buffer.from(text, 'utf8');
+      const body = await entry({ name, type: 'file', size: content.length, mode: 0o600, mtime: now, linkTarget: '' });
+      if (body) {
+        await body.write(content);
+        await body.end();
+      }
+    }
+    await pool.drain();
+    return { startLsn: started.rows[0]!.lsn, endLsn: stop.lsn, timeline };
+  } finally {
+    await session.end().catch(() => undefined);
+  }
 }

@@ -15,6 +15,11 @@ export interface TarEntry {
 }
 
 export interface TarBody {
+  /**
+   * Optional: a buffer to read the next chunk into (direct.ts). A chunk written
+   * from its start is taken as it is, without a copy.
+   */
+  buffer?(): Buffer;
   write(chunk: Buffer): Promise<void> | void;
   end(): Promise<void> | void;
 }

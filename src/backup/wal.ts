@@ -57,6 +57,10 @@ export async function waitForWal(ctx: BackupContext, timeline: number, fromLsn: 
   const first = segmentOfLsn(fromLsn);
   const last = segmentOfLsn(toLsn);
   let next = first;
+  const started = Date.now();
+  // The end segment is usually archived within a few hundred ms of the backup's end
+  // (pg_backup_stop switches segments on a primary): short polls first, a second at most later.
+  let pause = 50;
   for (;;) {
     while (next <= last && (await ctx.repository.stat(walKey(segmentName({ timeline, number: next }))))) next++;
     if (next > last) return;
@@ -64,8 +68,9 @@ export async function waitForWal(ctx: BackupContext, timeline: number, fromLsn: 
       throw new BackupError('WAL_MISSING', `WAL segment ${segmentName({ timeline, number: next })} (needed for ${fromLsn}..${toLsn}) did not reach the archive within ${timeoutMs / 1000} s`);
     }
     const primary = primaryOf(ctx);
-    if (primary) await sqlOn(ctx, primary, (c) => c.query('SELECT pg_switch_wal()'), 'postgres', 5_000).catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    if (primary && Date.now() - started >= 1_000) await sqlOn(ctx, primary, (c) => c.query('SELECT pg_switch_wal()'), 'postgres', 5_000).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, pause));
+    pause = Math.min(1_000, pause * 2);
   }
 }
 

@@ -42,8 +42,8 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
   let primary: string;
   const user = lookupOsUser('postgres');
 
-  const relevo = async (args: string[], timeoutMs = 240_000) => {
-    const file = cluster.member(NAMES[0]!).file;
+  const relevo = async (args: string[], timeoutMs = 240_000, member = NAMES[0]!) => {
+    const file = cluster.member(member).file;
     try {
       const { stdout, stderr } = await execFileAsync(process.execPath, [MAIN, ...args, '-c', file], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
       return { code: 0, stdout, stderr };
@@ -144,9 +144,14 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
       }
     })();
     try {
-      const out = JSON.parse(await ok(['backup', '--full', '--json'])) as { id: string; source: string; fromPrimary: boolean; rowCheck: unknown };
+      // Run on a replica's host: that replica is the source, its files read directly (the incremental below goes through pg_basebackup).
+      const replica = NAMES.find((n) => n !== primary)!;
+      const run = await relevo(['backup', '--full', '--json'], 240_000, replica);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stderr, /reading \S+ directly/);
+      const out = JSON.parse(run.stdout) as { id: string; source: string; fromPrimary: boolean; rowCheck: unknown };
       full = out.id;
-      assert.notEqual(out.source, primary, 'the backup comes from a replica');
+      assert.equal(out.source, replica, 'the backup comes from the replica on the host it runs on');
       assert.equal(out.fromPrimary, false);
       assert.ok(out.rowCheck, 'a replica backup records row counts');
       await sleep(1_000);
@@ -188,7 +193,11 @@ describe('backups, WAL archive and point-in-time recovery', { timeout: 600_000 }
   it('an incremental after a small change stores a small fraction of a full and passes the restore drill (same row counts, pg_amcheck)', async () => {
     await cluster.sql(primary, 'CREATE TABLE small (id int)');
     await cluster.sql(primary, 'INSERT INTO small SELECT generate_series(1, 10)');
-    const out = JSON.parse(await ok(['backup', '--incremental', '--json'])) as { id: string; type: string; parent: string; storedBytes: number };
+    const run = await relevo(['backup', '--incremental', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    // Run on the primary's host, from a replica: through pg_basebackup, on top of a full read directly.
+    if (primary === NAMES[0]) assert.match(run.stderr, /copying through pg_basebackup/);
+    const out = JSON.parse(run.stdout) as { id: string; type: string; parent: string; storedBytes: number };
     incremental = out.id;
     assert.equal(out.type, 'incremental');
     assert.equal(out.parent, full);
