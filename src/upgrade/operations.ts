@@ -229,6 +229,19 @@ export const UPGRADE_OPERATIONS = {
       return {};
     },
   ),
+  /**
+   * VACUUM (ANALYZE) of the copied database, once every table is copied and before writes are held: the new
+   * cluster gets planner statistics (as vacuumdb --analyze after pg_upgrade) and hint bits on every copied
+   * page, so the row counts taken while writes are held read settled pages instead of setting them
+   * (measured on a 1 GB copy: 5.3 s on the fresh copy against 1.9 s on the old side).
+   */
+  analyze: op(db, (ctx, p) =>
+    withDb(ctx, p.database, async (c) => {
+      const started = Date.now();
+      await c.query('VACUUM (ANALYZE)');
+      return { seconds: (Date.now() - started) / 1000 };
+    }),
+  ),
   'copy-progress': op({ ...db, subscription: objectName }, (ctx, p) => withDb(ctx, p.database, (c) => copyProgress(c, p.subscription))),
   'apply-sequences': op({ ...db, values: z.array(z.object({ schema: ident, name: ident, lastValue: z.string().regex(/^-?\d{1,19}$/) }).strict()).max(100_000) }, (ctx, p) =>
     withDb(ctx, p.database, async (c) => (await applySequences(c, p.values), { applied: p.values.length })),

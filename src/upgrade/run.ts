@@ -160,6 +160,7 @@ async function awaitCatchUp(run: Run, source: Side, target: Side): Promise<void>
   const started = Date.now();
   let lastPrint = 0;
   let notRunningSince: number | undefined;
+  let analyzed = false;
   {
     for (;;) {
       const [progress, { lag }] = await Promise.all([
@@ -176,6 +177,13 @@ async function awaitCatchUp(run: Run, source: Side, target: Side): Promise<void>
         lastPrint = Date.now();
         const copying = progress.pending.slice(0, 5).map((p) => `${p.table} [${p.state}]`).join(', ');
         run.print(`  copy: ${progress.tables - progress.pending.length}/${progress.tables} tables ready${copying ? ` (waiting: ${copying}${progress.pending.length > 5 ? ', …' : ''})` : ''}; lag ${mb(lag?.lagBytes ?? null)}; ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      }
+      if (progress.pending.length === 0 && !analyzed) {
+        // Outside the hold: statistics and hint bits for the copy, then one more look at the lag.
+        const { seconds } = await call(target, 'analyze', { database: o.database });
+        run.print(`  VACUUM (ANALYZE) of ${o.database} on ${target.cluster}: ${seconds.toFixed(1)} s`);
+        analyzed = true;
+        continue;
       }
       if (done) break;
       if (Date.now() > deadline) throw new UpgradeError('UPGRADE_NOT_CAUGHT_UP', `${progress.pending.length} table(s) still copying, lag ${mb(lag?.lagBytes ?? null)}`);

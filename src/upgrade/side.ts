@@ -50,7 +50,7 @@ export async function locate(store: Store, config: MemberConfig, code: UpgradeEr
 }
 
 /** How long one operation may take before the CLI gives up on the answer (the agent's own waits are bounded by their parameters). */
-const LONG_OPERATIONS: Partial<Record<UpgradeOperation, number>> = { 'dump-roles': 1_800_000, 'dump-schema': 1_800_000, 'restore-roles': 1_800_000, 'restore-schema': 1_800_000, 'row-counts': 1_800_000, 'create-database': 600_000, 'prepare-database': 600_000, subscribe: 600_000 };
+const LONG_OPERATIONS: Partial<Record<UpgradeOperation, number>> = { 'dump-roles': 1_800_000, 'dump-schema': 1_800_000, 'restore-roles': 1_800_000, 'restore-schema': 1_800_000, 'row-counts': 1_800_000, analyze: 3_600_000, 'create-database': 600_000, 'prepare-database': 600_000, subscribe: 600_000 };
 
 /**
  * Asks the side's primary agent to run operation `op`. Errors come back as
