@@ -551,8 +551,9 @@ export class Session {
               else if (code === AuthCode.SASLFinal) {
                 scram.verify(body.toString('utf8', 4));
                 serverProven = true;
-              } else if (code === AuthCode.Ok && serverCa && !serverProven) {
-                // As libpq's channel_binding=require: a server that skipped SCRAM proved nothing.
+              } else if (code === AuthCode.Ok && !serverProven) {
+                // A server that skipped SCRAM proved nothing (it need not hold the ServerKey): with TLS as libpq's
+                // channel_binding=require; over plain TCP too, since relevo's servers always ask for scram-sha-256.
                 throw new Error(`member ${target.member} accepted the session without SCRAM; session mode needs scram-sha-256 on the servers`);
               } else if (code !== AuthCode.Ok) {
                 throw new Error(`member ${target.member} asks for authentication method ${code}; session mode needs scram-sha-256 on the servers`);

@@ -125,6 +125,24 @@ describe('router session mode with standalone servers', { timeout: 120_000 }, ()
     await assert.rejects(unknown.connect(), /password authentication failed for user "nobody"/);
   });
 
+  it('refuses a server that lets the session in without SCRAM, over plain TCP too', async () => {
+    // An impostor at the leader's address: it trusts every TCP client, so it never proves it holds the ServerKey.
+    const impostor = await startStandalone({});
+    try {
+      await store.put(keys.member('c'), JSON.stringify(memberStatus('c', impostor, 'primary')));
+      await store.put(keys.leader, JSON.stringify({ member: 'c', ttlMs: 5_000, acquiredAt: new Date().toISOString() }), { lease });
+      await waitFor('router to route to c', () => router.stats().primary === 'c', 5_000, 20);
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: PASSWORD, database: 'postgres' });
+      c.on('error', () => undefined);
+      await assert.rejects(c.connect(), /without SCRAM/);
+      await c.end().catch(() => undefined);
+    } finally {
+      await store.delete(keys.member('c'));
+      await lead('a');
+      await impostor.stop();
+    }
+  });
+
   it('terminates TLS with the router\'s own certificate when configured', async () => {
     await lead('a');
     const c = await open({ ssl: { ca: readFileSync(join(dir, 'router.crt'), 'utf8'), servername: 'relevo-router-test', checkServerIdentity: () => undefined } });
