@@ -14,7 +14,10 @@ import { loadCredentials, ROLE_NAMES } from '../config/secrets.js';
 import { errorBody, isErrorCode } from '../errors/catalogue.js';
 import { localPostgres } from '../postgres/local.js';
 import { UpgradeError } from '../upgrade/errors.js';
-import { localContext, parseOperation, runOperation, type OpContext } from '../upgrade/operations.js';
+import { localContext, parseOperation, runOperation, sqlOperationRefusal, SQL_OPERATIONS, type OpContext } from '../upgrade/operations.js';
+import { readState } from '../upgrade/state.js';
+import { clusterKeys } from '../cluster/keys.js';
+import type { Store } from '../store/store.js';
 import { API_LIMITS, type ApiExtension } from './server.js';
 
 /** Dumps restored on the new primary arrive as a request body: the route's own limit, far above the API's 4 kB. */
@@ -23,6 +26,8 @@ export const UPGRADE_BODY_LIMIT = 64 * 1024 * 1024 + 4096;
 export interface UpgradeRouteOptions {
   status(): MemberStatus | undefined;
   context(): OpContext;
+  /** For the operations that run SQL text: why the store's upgrade record of `source` does not allow it now (undefined: allowed). */
+  sqlRefusal(source: string): Promise<string | undefined>;
 }
 
 /** Decides what a request gets before anything runs: the validated operation, or the refusal to answer. */
@@ -45,6 +50,10 @@ export function upgradeRoutes(options: UpgradeRouteOptions): ApiExtension {
     app.post<{ Params: { op: string } }>('/upgrade/:op', { onRequest: auth.write, bodyLimit: UPGRADE_BODY_LIMIT }, async (request, reply) => {
       const admitted = admitUpgradeRequest(options.status(), request.params.op, request.body);
       if (!admitted.ok) return reply.code(admitted.status).send(admitted.body);
+      if (SQL_OPERATIONS.has(admitted.op.op)) {
+        const refusal = await options.sqlRefusal((admitted.op.params as { source: string }).source);
+        if (refusal) return reply.code(409).send(errorBody('UPGRADE_WRONG_STEP', `upgrade ${admitted.op.op}: ${refusal}`));
+      }
       // The API closes sockets idle for 30 s; an operation may work longer than that (a schema dump, row counts, the wait for the last LSN) with nothing on the wire.
       const socket = request.raw.socket;
       socket.setTimeout?.(0);
@@ -82,5 +91,15 @@ export function agentUpgradeContext(config: MemberConfig): () => OpContext {
       client: (database) =>
         new pg.Client({ host: local.socketDir, port: local.port, user: ROLE_NAMES.agent, password: password(), database, connectionTimeoutMillis: 10_000, application_name: 'relevo-upgrade' }),
     });
+  };
+}
+
+/** The agent's gate for SQL-text operations: the old cluster's upgrade record in the shared store. */
+export function upgradeSqlRefusal(store: Store, cluster: string): (source: string) => Promise<string | undefined> {
+  return async (source) => {
+    const stored = await readState(store, clusterKeys(source)).catch((error: Error) => {
+      throw new UpgradeError('UPGRADE_OPERATION_FAILED', `cannot read the upgrade record of ${source}: ${error.message}`);
+    });
+    return sqlOperationRefusal(stored?.state, source, cluster);
   };
 }

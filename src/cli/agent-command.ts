@@ -1,4 +1,4 @@
-import { agentUpgradeContext, upgradeRoutes } from '../api/upgrade-route.js';
+import { agentUpgradeContext, upgradeRoutes, upgradeSqlRefusal } from '../api/upgrade-route.js';
 import { LatestRead } from '../agent/latest-read.js';
 import { Agent } from '../agent/agent.js';
 import { readFileSync } from 'node:fs';
@@ -73,7 +73,7 @@ export async function runAgent(options: AgentCommandOptions): Promise<void> {
       metricsRoute(metrics.registry),
       eventsRoute(store, keys),
       replayRoutes(agent.replay),
-      upgradeRoutes({ status: () => agent.currentStatus(), context: agentUpgradeContext(config) }),
+      upgradeRoutes({ status: () => agent.currentStatus(), context: agentUpgradeContext(config), sqlRefusal: upgradeSqlRefusal(store, config.cluster) }),
       dashboardRoutes({ store, keys, cluster: config.cluster, member: config.name, lagHistory: () => lagHistory.recent(), latest: () => latestRead.get() }),
     ],
   });

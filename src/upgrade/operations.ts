@@ -107,6 +107,21 @@ function op<S extends z.ZodRawShape, R>(shape: S, run: (ctx: OpContext, p: z.inf
   return { schema: z.object(shape).strict(), run: run as (ctx: OpContext, p: unknown) => Promise<R> };
 }
 
+/** The operations that run SQL text (pg_dump output, as the superuser): admitted only while the store records them as due. */
+export const SQL_OPERATIONS: ReadonlySet<string> = new Set(['restore-roles', 'restore-schema']);
+
+/**
+ * Whether the store's upgrade record of the old cluster lets `cluster`'s primary restore a dump now: an upgrade
+ * into this cluster at step 'checked' (the schema copy). API credentials alone then cannot run SQL as the
+ * superuser; it also takes a write to the store, which the CLI makes by compare-and-swap. Returns the refusal.
+ */
+export function sqlOperationRefusal(state: { source: string; target: string; step: string } | undefined, source: string, cluster: string): string | undefined {
+  if (!state) return `no upgrade from ${source} is recorded in the store`;
+  if (state.source !== source || state.target !== cluster) return `the upgrade recorded for ${source} goes from ${state.source} to ${state.target}, not into ${cluster}`;
+  if (state.step !== 'checked') return `the upgrade from ${source} to ${cluster} is at step ${state.step}; dumps are restored only at step checked`;
+  return undefined;
+}
+
 export const UPGRADE_OPERATIONS = {
   // ---- on the old cluster's primary ----
   'inspect-source': op(db, (ctx, p) =>
@@ -175,7 +190,7 @@ export const UPGRADE_OPERATIONS = {
     }),
   ),
   /** The old cluster's roles this one lacks (pg_dumpall --roles-only output), with their verifiers and memberships. */
-  'restore-roles': op({ sql: dump }, async (ctx, p) => {
+  'restore-roles': op({ source: relevoName, sql: dump }, async (ctx, p) => {
     const existing = await withDb(ctx, 'postgres', async (c) => new Set((await c.query<{ rolname: string }>('SELECT rolname FROM pg_roles')).rows.map((r) => r.rolname)));
     let created = 0;
     const lines = p.sql.split('\n').filter((line) => {
@@ -194,7 +209,7 @@ export const UPGRADE_OPERATIONS = {
   'create-database': op({ ...db, owner: ident }, (ctx, p) =>
     withDb(ctx, 'postgres', async (c) => (await c.query(`CREATE DATABASE ${quoteIdent(p.database)} OWNER ${quoteIdent(p.owner)} TEMPLATE template0 ENCODING 'UTF8'`), {})),
   ),
-  'restore-schema': op({ ...db, sql: dump }, async (ctx, p) => {
+  'restore-schema': op({ ...db, source: relevoName, sql: dump }, async (ctx, p) => {
     await ctx.program('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1'], p.database, p.sql);
     return { tables: (await withDb(ctx, p.database, (c) => userTables(c))).length };
   }),

@@ -124,13 +124,13 @@ async function buildCopy(run: Run, source: Side, target: Side): Promise<void> {
     const { exists } = await call(target, 'prepare-database', { database: db, dropCreated: state.createdDatabase });
     if (exists) throw new UpgradeError('UPGRADE_TARGET_NOT_EMPTY', `database "${db}" already exists on cluster ${target.cluster}`);
     const roles = await call(source, 'dump-roles', {});
-    const { created } = await call(target, 'restore-roles', { sql: roles.sql });
+    const { created } = await call(target, 'restore-roles', { source: source.cluster, sql: roles.sql });
     const { owner } = await call(source, 'inspect-source', { database: db });
     state = await save(run, 'checked', `creating database ${db} on ${target.cluster}`, { createdDatabase: true });
     await call(target, 'create-database', { database: db, owner });
     run.print(`  ${created} role(s) copied; database ${db} created (owner ${owner})`);
     const schema = await call(source, 'dump-schema', { database: db });
-    const { tables } = await call(target, 'restore-schema', { database: db, sql: schema.sql });
+    const { tables } = await call(target, 'restore-schema', { database: db, source: source.cluster, sql: schema.sql });
     state = await save(run, 'schema', `roles and schema copied with ${source.member}'s pg_dump (${tables} tables, ${(schema.sql.length / 1024).toFixed(0)} kB of DDL)`);
   }
   if (state.step === 'schema') {

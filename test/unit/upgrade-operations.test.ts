@@ -5,14 +5,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { basicAuthHeader } from '../../src/api/auth.js';
 import { buildApi } from '../../src/api/server.js';
-import { admitUpgradeRequest, upgradeRoutes } from '../../src/api/upgrade-route.js';
+import { admitUpgradeRequest, upgradeRoutes, upgradeSqlRefusal } from '../../src/api/upgrade-route.js';
 import { clusterKeys } from '../../src/cluster/keys.js';
 import type { MemberStatus } from '../../src/cluster/types.js';
 import { MemberConfigSchema } from '../../src/config/member.js';
 import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/store.js';
 import { UpgradeError } from '../../src/upgrade/errors.js';
-import { parseOperation, UPGRADE_OPERATIONS, type OpContext } from '../../src/upgrade/operations.js';
+import { parseOperation, sqlOperationRefusal, UPGRADE_OPERATIONS, type OpContext } from '../../src/upgrade/operations.js';
 import { upgradePassword } from '../../src/upgrade/role.js';
 import { call, type Side } from '../../src/upgrade/side.js';
 
@@ -100,7 +100,7 @@ describe('POST /upgrade/<operation> and the CLI client', () => {
   });
 
   it('authenticates like switchover, refuses a replica, and carries the operation\'s error code', async () => {
-    const api = buildApi({ source, store, keys, credentials, authReadOnly: false, extensions: [upgradeRoutes({ status: () => status, context })] });
+    const api = buildApi({ source, store, keys, credentials, authReadOnly: false, extensions: [upgradeRoutes({ status: () => status, context, sqlRefusal: upgradeSqlRefusal(store, 'green') })] });
     const post = (op: string, body: unknown, auth = true) =>
       api.inject({ method: 'POST', url: `/upgrade/${op}`, headers: { 'content-type': 'application/json', ...(auth ? { authorization: basicAuthHeader(credentials) } : {}) }, payload: JSON.stringify(body) });
     assert.equal((await post('inspect-source', { database: 'app' }, false)).statusCode, 401);
@@ -116,14 +116,31 @@ describe('POST /upgrade/<operation> and the CLI client', () => {
     assert.deepEqual(seen, ['nosuch']);
     r = await post('nosuch', {});
     assert.equal(r.statusCode, 400);
+    // SQL text (a dump) runs only while the store records an upgrade from blue into this cluster at step checked:
+    // the API's credentials alone do not make a superuser.
+    const dump = { database: 'app', source: 'blue', sql: `-- ${'x'.repeat(200_000)}` };
+    const before = seen.length;
+    r = await post('restore-schema', dump);
+    assert.equal(r.statusCode, 409);
+    assert.equal(r.json().code, 'UPGRADE_WRONG_STEP');
+    assert.match(r.json().message, /no upgrade from blue is recorded/);
+    const record = (step: string, target = 'green') =>
+      store.put(clusterKeys('blue').upgrade, JSON.stringify({ source: 'blue', target, database: 'app', step, publication: 'p', subscription: 's', updatedAt: new Date().toISOString() }));
+    await record('schema');
+    assert.equal((await post('restore-schema', dump)).json().code, 'UPGRADE_WRONG_STEP');
+    await record('checked', 'orange');
+    assert.equal((await post('restore-roles', { source: 'blue', sql: 'SELECT 1' })).json().code, 'UPGRADE_WRONG_STEP');
+    assert.equal(seen.length, before, 'nothing ran while the record did not allow it');
     // A schema dump is far above the API's 4 kB body limit: this route takes it.
-    r = await post('restore-schema', { database: 'app', sql: `-- ${'x'.repeat(200_000)}` });
+    await record('checked');
+    r = await post('restore-schema', dump);
     assert.equal(r.json().code, 'UPGRADE_UNKNOWN_DATABASE');
+    await store.delete(clusterKeys('blue').upgrade);
     await api.close();
   });
 
   it('the CLI maps answers to upgrade codes: not primary, refused credentials, unreachable', async () => {
-    const api = buildApi({ source, store, keys, credentials, authReadOnly: false, extensions: [upgradeRoutes({ status: () => status, context })] });
+    const api = buildApi({ source, store, keys, credentials, authReadOnly: false, extensions: [upgradeRoutes({ status: () => status, context, sqlRefusal: upgradeSqlRefusal(store, 'green') })] });
     await api.listen({ host: '127.0.0.1', port: 0 });
     const port = (api.server.address() as { port: number }).port;
     process.env.RELEVO_TEST_UPGRADE_API = credentials.password;
