@@ -50,14 +50,15 @@ export function upgradeRoutes(options: UpgradeRouteOptions): ApiExtension {
     app.post<{ Params: { op: string } }>('/upgrade/:op', { onRequest: auth.write, bodyLimit: UPGRADE_BODY_LIMIT }, async (request, reply) => {
       const admitted = admitUpgradeRequest(options.status(), request.params.op, request.body);
       if (!admitted.ok) return reply.code(admitted.status).send(admitted.body);
-      if (SQL_OPERATIONS.has(admitted.op.op)) {
-        const refusal = await options.sqlRefusal((admitted.op.params as { source: string }).source);
-        if (refusal) return reply.code(409).send(errorBody('UPGRADE_WRONG_STEP', `upgrade ${admitted.op.op}: ${refusal}`));
-      }
       // The API closes sockets idle for 30 s; an operation may work longer than that (a schema dump, row counts, the wait for the last LSN) with nothing on the wire.
       const socket = request.raw.socket;
       socket.setTimeout?.(0);
       try {
+        // Inside the try: a store that cannot be read answers with the upgrade's code, like any failed operation.
+        if (SQL_OPERATIONS.has(admitted.op.op)) {
+          const refusal = await options.sqlRefusal((admitted.op.params as { source: string }).source);
+          if (refusal) return reply.code(409).send(errorBody('UPGRADE_WRONG_STEP', `upgrade ${admitted.op.op}: ${refusal}`));
+        }
         return reply.code(200).send(await runOperation(options.context(), admitted.op.op, admitted.op.params));
       } catch (error) {
         const code = error instanceof UpgradeError ? error.code : (error as { code?: unknown }).code;

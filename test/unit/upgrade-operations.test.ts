@@ -137,6 +137,13 @@ describe('POST /upgrade/<operation> and the CLI client', () => {
     assert.equal(r.json().code, 'UPGRADE_UNKNOWN_DATABASE');
     await store.delete(clusterKeys('blue').upgrade);
     await api.close();
+    // A store that cannot be read: the upgrade's code, not a bare 500.
+    const unreadable = buildApi({ source, store, keys, credentials, authReadOnly: false, extensions: [upgradeRoutes({ status: () => status, context, sqlRefusal: async () => { throw new UpgradeError('UPGRADE_OPERATION_FAILED', 'cannot read the upgrade record of blue: store down'); } })] });
+    const down = await unreadable.inject({ method: 'POST', url: '/upgrade/restore-schema', headers: { 'content-type': 'application/json', authorization: basicAuthHeader(credentials) }, payload: JSON.stringify(dump) });
+    assert.equal(down.statusCode, 409);
+    assert.equal(down.json().code, 'UPGRADE_OPERATION_FAILED');
+    assert.equal(seen.length, before + 1, 'nothing more ran');
+    await unreadable.close();
   });
 
   it('the CLI maps answers to upgrade codes: not primary, refused credentials, unreachable', async () => {
